@@ -1,0 +1,366 @@
+"""Adapter for Hugging Face ``transformers`` CLIP models.
+
+Supported: ``CLIPModel`` (image and text towers), ``CLIPVisionModelWithProjection``
+(optionally with a separate text model such as ``CLIPTextModelWithProjection``) and
+``CLIPVisionModel`` (no projection: the embedding is ``post_layernorm(CLS)``), plus the
+architecturally identical MetaCLIP 2 classes. Their image towers are pre-LayerNorm ViTs
+with CLS pooling, so they decompose exactly.
+
+Not supported (:class:`~cliplens.errors.UnsupportedArchitectureError`): SigLIP / SigLIP 2
+(an attention-pooling head, not a CLS token, makes the image embedding), and every
+other architecture (CLIPSeg, OWL-ViT, X-CLIP, BLIP, ...).
+
+Everything the view references is the model's own tensors: ``q/k/v_proj`` stay separate
+``nn.Linear`` weights (``qkv_weight=None``) and the projection is
+``visual_projection.weight.T`` (a view, not a copy).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cliplens.errors import MissingDependencyError, ModelLoadError, UnsupportedArchitectureError
+from cliplens.models.base import CLIPAdapter
+from cliplens.models.view import BlockView, LayerNormView, VisionView
+
+#: OpenAI CLIP's normalisation (also transformers' ``CLIPImageProcessor`` default).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+#: ``config.hidden_act`` -> the activation name :func:`cliplens.models.view.apply_activation` knows.
+HF_ACTIVATIONS = {
+    "quick_gelu": "quick_gelu",
+    "gelu": "gelu",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_new": "gelu_tanh",
+}
+
+#: ``config.model_type`` values whose image tower has CLIP's layout (embeddings,
+#: ``pre_layrnorm``, ``encoder.layers``, ``post_layernorm``, ``visual_projection``).
+SUPPORTED_MODEL_TYPES = ("clip", "clip_vision_model", "metaclip_2", "metaclip_2_vision_model")
+
+_SIGLIP_TYPES = ("siglip", "siglip2", "siglip_vision_model", "siglip2_vision_model")
+
+
+def require_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as e:
+        raise MissingDependencyError(
+            "Hugging Face transformers is not installed. Install it with: "
+            "pip install 'cliplens[transformers]' (or pip install transformers)."
+        ) from e
+    return transformers
+
+
+def hub_offline() -> bool:
+    """Whether the user asked for offline Hub access (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``).
+
+    Read from the environment at call time (``huggingface_hub`` reads it once, at import).
+    """
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+            return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - huggingface_hub is a core dependency
+        return False
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def check_hf_model_type(model_type: str | None, name: str = "", class_name: str = "") -> None:
+    """Raise :class:`UnsupportedArchitectureError` unless ``model_type`` has a CLIP image tower."""
+    what = name or class_name or "this model"
+    if model_type in SUPPORTED_MODEL_TYPES:
+        return
+    if model_type in _SIGLIP_TYPES:
+        raise UnsupportedArchitectureError(
+            f"{what} is a SigLIP model (model_type {model_type!r}). Its image embedding comes from an "
+            "attention-pooling head (a learned query attending over all tokens), not from a CLS token, "
+            "so it does not split into per-layer/head/token direct effects the way CLIP's does. "
+            "cliplens decomposes CLS-pooled CLIP ViTs: use e.g. 'openai/clip-vit-base-patch16' or an "
+            "open_clip ViT such as 'ViT-B-16'."
+        )
+    if model_type in ("clip_text_model", "metaclip_2_text_model"):
+        raise UnsupportedArchitectureError(
+            f"{what} is a CLIP text model only (model_type {model_type!r}); cliplens needs the image "
+            "tower: load a CLIPModel or CLIPVisionModelWithProjection."
+        )
+    raise UnsupportedArchitectureError(
+        f"{what} has model_type {model_type!r}{f' ({class_name})' if class_name else ''}; cliplens's "
+        "transformers adapter supports CLIP ViT models (model_type 'clip' or 'metaclip_2': CLIPModel, "
+        "CLIPVisionModelWithProjection, CLIPVisionModel). For open_clip models use cliplens.load with "
+        "an open_clip name."
+    )
+
+
+def _pair(x: Any) -> tuple[int, int]:
+    if isinstance(x, (list, tuple)):
+        return int(x[0]), int(x[-1])
+    return int(x), int(x)
+
+
+def _activation(hidden_act: Any, name: str) -> str:
+    act = HF_ACTIVATIONS.get(hidden_act) if isinstance(hidden_act, str) else None
+    if act is None:
+        raise UnsupportedArchitectureError(
+            f"{name or 'this model'} uses hidden_act={hidden_act!r} in its image tower; cliplens maps "
+            f"{sorted(HF_ACTIVATIONS)} only."
+        )
+    return act
+
+
+def _ln(module: nn.Module, where: str) -> LayerNormView:
+    if not isinstance(module, nn.LayerNorm):
+        raise UnsupportedArchitectureError(
+            f"{where} is a {type(module).__name__}, not a LayerNorm; cliplens decomposes LayerNorm ViTs only."
+        )
+    return LayerNormView(module.weight, module.bias, float(module.eps))
+
+
+def _linear(module: Any, where: str) -> nn.Linear:
+    if not isinstance(module, nn.Linear):
+        raise UnsupportedArchitectureError(f"{where} is a {type(module).__name__}, expected nn.Linear")
+    return module
+
+
+def _towers(model: nn.Module, name: str) -> tuple[nn.Module, nn.Linear | None, Any]:
+    """``(vision_model, visual_projection or None, vision_config)`` of a supported model."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    check_hf_model_type(model_type, name, type(model).__name__)
+    vision = getattr(model, "vision_model", None)
+    if vision is None:
+        if hasattr(model, "embeddings") and hasattr(model, "post_layernorm"):
+            vision = model  # a bare CLIPVisionTransformer-like module
+        else:
+            raise UnsupportedArchitectureError(
+                f"{name or type(model).__name__} has no image tower (no `vision_model`); cliplens needs "
+                "CLIPModel, CLIPVisionModelWithProjection or CLIPVisionModel."
+            )
+    proj = getattr(model, "visual_projection", None)
+    if proj is not None:
+        proj = _linear(proj, "visual_projection")
+        if proj.bias is not None:
+            raise UnsupportedArchitectureError("visual_projection with a bias is not supported")
+    vision_config = getattr(config, "vision_config", None) or getattr(vision, "config", None) or config
+    return vision, proj, vision_config
+
+
+def vision_view_from_hf(model: nn.Module, name: str = "") -> VisionView:
+    """Build a :class:`VisionView` over a transformers CLIP model's image tower (no copies)."""
+    vision, proj, vcfg = _towers(model, name)
+    emb = vision.embeddings
+    conv = emb.patch_embedding
+    if not isinstance(conv, nn.Conv2d):
+        raise UnsupportedArchitectureError(f"patch embedding is a {type(conv).__name__}, expected Conv2d")
+    act = _activation(getattr(vcfg, "hidden_act", None), name)
+    blocks = []
+    for i, layer in enumerate(vision.encoder.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        q = _linear(attn.q_proj, f"layer {i} q_proj")
+        k = _linear(attn.k_proj, f"layer {i} k_proj")
+        v = _linear(attn.v_proj, f"layer {i} v_proj")
+        o = _linear(attn.out_proj, f"layer {i} out_proj")
+        fc1, fc2 = _linear(mlp.fc1, f"layer {i} fc1"), _linear(mlp.fc2, f"layer {i} fc2")
+        num_heads = int(getattr(attn, "num_heads", 0) or vcfg.num_attention_heads)
+        blocks.append(
+            BlockView(
+                ln_1=_ln(layer.layer_norm1, f"layer {i} layer_norm1"),
+                q_weight=q.weight, k_weight=k.weight, v_weight=v.weight,
+                q_bias=q.bias, k_bias=k.bias, v_bias=v.bias,
+                out_weight=o.weight, out_bias=o.bias,
+                ln_2=_ln(layer.layer_norm2, f"layer {i} layer_norm2"),
+                fc1_weight=fc1.weight, fc1_bias=fc1.bias, fc2_weight=fc2.weight, fc2_bias=fc2.bias,
+                num_heads=num_heads, activation=act,
+            )
+        )
+    image_size = _pair(getattr(vcfg, "image_size", None) or emb.image_size)
+    return VisionView(
+        patch_weight=conv.weight,
+        patch_bias=conv.bias,
+        class_embedding=emb.class_embedding,
+        positional_embedding=emb.position_embedding.weight,
+        ln_pre=_ln(vision.pre_layrnorm, "pre_layrnorm"),
+        blocks=tuple(blocks),
+        ln_post=_ln(vision.post_layernorm, "post_layernorm"),
+        proj=None if proj is None else proj.weight.T,
+        image_size=image_size,
+        source=f"transformers:{name}",
+    )
+
+
+def _features(out: Any, key: str) -> Tensor:
+    """The embedding from a ``get_*_features`` / ``forward`` result.
+
+    transformers 4.x returns a tensor; 5.x returns a ``BaseModelOutputWithPooling`` whose
+    ``pooler_output`` holds the projected embedding; the ``*WithProjection`` models return
+    ``image_embeds`` / ``text_embeds``.
+    """
+    if isinstance(out, Tensor):
+        return out
+    emb = getattr(out, key, None)
+    if emb is None:
+        emb = getattr(out, "pooler_output", None)
+    if emb is None and isinstance(out, (tuple, list)) and out:
+        emb = out[0]
+    if not isinstance(emb, Tensor):
+        raise TypeError(f"cannot find {key} or pooler_output in {type(out).__name__}")
+    return emb
+
+
+def default_image_processor(image_size: tuple[int, int] | int) -> Any:
+    """A ``CLIPImageProcessor`` for ``image_size`` with CLIP's standard mean/std (bicubic, centre crop)."""
+    transformers = require_transformers()
+    h, w = _pair(image_size)
+    return transformers.CLIPImageProcessor(
+        size={"shortest_edge": min(h, w)},
+        crop_size={"height": h, "width": w},
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+    )
+
+
+class HFCLIPAdapter(CLIPAdapter):
+    """A transformers CLIP model seen through cliplens. Build with :func:`cliplens.load` or :func:`cliplens.wrap`.
+
+    Args:
+        model: ``CLIPModel``, ``CLIPVisionModelWithProjection`` or ``CLIPVisionModel`` (never copied).
+        name: the Hub id or folder it came from (default: ``model.config._name_or_path``).
+        tokenizer: the model's tokenizer. If omitted it is loaded from ``name`` with
+            ``AutoTokenizer`` the first time text is used; if that is impossible (a model built
+            from a config, offline), using text raises :class:`~cliplens.errors.ModelLoadError`.
+        processor: the model's ``CLIPImageProcessor`` (default: one built from the config's
+            ``image_size`` with CLIP's standard mean and std).
+        text_model: a separate text tower (e.g. ``CLIPTextModelWithProjection``) when ``model``
+            has none.
+    """
+
+    family = "transformers"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        name: str = "",
+        tokenizer: Any = None,
+        processor: Any = None,
+        text_model: nn.Module | None = None,
+    ) -> None:
+        name = name or str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
+        super().__init__(model, name)
+        self._tokenizer = tokenizer
+        self._tokenizer_error: str | None = None
+        self._processor = processor
+        self.text_model = text_model
+        model.eval()
+        if text_model is not None:
+            text_model.eval()
+        self.vision  # validate the architecture eagerly  # noqa: B018
+
+    def _build_vision_view(self) -> VisionView:
+        return vision_view_from_hf(self.model, self.name)
+
+    # ---- preprocessing ------------------------------------------------------
+    @property
+    def processor(self) -> Any:
+        """The source's image processor (built from the config when none was given)."""
+        if self._processor is None:
+            self._processor = default_image_processor(self.vision.image_size)
+        return self._processor
+
+    @property
+    def preprocess_config(self):  # type: ignore[override]
+        from cliplens.images import PreprocessConfig
+
+        return PreprocessConfig.from_hf_processor(self.processor)
+
+    # ---- text ---------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer; loaded from ``name`` on first use when none was given."""
+        if self._tokenizer is None:
+            self._tokenizer = self._load_tokenizer()
+        return self._tokenizer
+
+    def _load_tokenizer(self) -> Any:
+        how = (
+            "pass one explicitly: cliplens.wrap(model, tokenizer=CLIPTokenizer.from_pretrained(...)) "
+            "or cliplens.load(..., tokenizer=...)"
+        )
+        if self._tokenizer_error is not None:
+            raise ModelLoadError(self._tokenizer_error)
+        if not self.name:
+            self._tokenizer_error = (
+                f"{type(self.model).__name__} has no tokenizer: it was not loaded from a Hub id or folder, "
+                f"so cliplens cannot find one to encode text; {how}."
+            )
+            raise ModelLoadError(self._tokenizer_error)
+        transformers = require_transformers()
+        try:
+            return transformers.AutoTokenizer.from_pretrained(self.name, local_files_only=hub_offline())
+        except Exception as e:  # OSError, ValueError, huggingface_hub errors, ...
+            self._tokenizer_error = (
+                f"could not load the tokenizer of {self.name!r} ({type(e).__name__}: {e}); the image side "
+                f"works without it, but text needs it: {how}."
+            )
+            raise ModelLoadError(self._tokenizer_error) from e
+
+    def set_tokenizer_error(self, message: str) -> None:
+        """Record why no tokenizer could be had (raised when text is first used)."""
+        self._tokenizer_error = message
+
+    def _text_source(self) -> nn.Module:
+        if self.text_model is not None:
+            return self.text_model
+        if hasattr(self.model, "get_text_features"):
+            return self.model
+        raise ModelLoadError(
+            f"{type(self.model).__name__} has no text tower; pass text_model=CLIPTextModelWithProjection(...) "
+            "to cliplens.wrap, or load a CLIPModel."
+        )
+
+    @property
+    def context_length(self) -> int:
+        for src in (self.text_model, self.model):
+            cfg = getattr(src, "config", None)
+            tcfg = getattr(cfg, "text_config", None) or (
+                cfg if getattr(cfg, "model_type", "").endswith("text_model") else None
+            )
+            n = getattr(tcfg, "max_position_embeddings", None)
+            if n:
+                return int(n)
+        n = getattr(self._tokenizer, "model_max_length", None)
+        return int(n) if n and n < 100_000 else 77
+
+    def _tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        enc = self.tokenizer(
+            list(texts), padding="max_length", max_length=self.context_length, truncation=True,
+            return_tensors="pt",
+        )
+        device = next(self._text_source().parameters()).device
+        return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def _count_tokens(self, texts: Sequence[str]) -> list[int]:
+        ids = self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+        return [len(x) for x in ids]
+
+    def _encode_tokens(self, tokens: dict[str, Tensor]) -> Tensor:
+        src = self._text_source()
+        if hasattr(src, "get_text_features"):
+            return _features(src.get_text_features(**tokens), "text_embeds")
+        return _features(src(**tokens), "text_embeds")
+
+    # ---- the source's own image forward --------------------------------------
+    @torch.no_grad()
+    def source_encode_image(self, pixel_values: Tensor) -> Tensor:
+        interpolate = tuple(pixel_values.shape[-2:]) != tuple(self.vision.image_size)
+        if hasattr(self.model, "get_image_features"):
+            out = self.model.get_image_features(pixel_values=pixel_values, interpolate_pos_encoding=interpolate)
+        else:
+            out = self.model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate)
+        return _features(out, "image_embeds")
