@@ -226,6 +226,26 @@ def default_image_processor(image_size: tuple[int, int] | int) -> Any:
     )
 
 
+def check_tokenizer(tokenizer: Any, source: str) -> Any:
+    """Refuse a tokenizer with no vocabulary beyond its special tokens.
+
+    transformers 5's ``AutoTokenizer.from_pretrained(folder)`` on a folder without tokenizer
+    files does not fail: it returns a ``CLIPTokenizer`` whose vocabulary is just the special
+    tokens, which would silently encode every text as unknown tokens.
+    """
+    try:
+        size = len(tokenizer)
+        special = len(set(getattr(tokenizer, "all_special_tokens", []) or []))
+    except TypeError:
+        return tokenizer
+    if size <= special + 1:
+        raise ValueError(
+            f"the tokenizer found for {source!r} has an empty vocabulary ({size} tokens, all special): "
+            "its tokenizer files (tokenizer.json or vocab.json + merges.txt) are missing"
+        )
+    return tokenizer
+
+
 class HFCLIPAdapter(CLIPAdapter):
     """A transformers CLIP model seen through cliplens. Build with :func:`cliplens.load` or :func:`cliplens.wrap`.
 
@@ -302,7 +322,8 @@ class HFCLIPAdapter(CLIPAdapter):
             raise ModelLoadError(self._tokenizer_error)
         transformers = require_transformers()
         try:
-            return transformers.AutoTokenizer.from_pretrained(self.name, local_files_only=hub_offline())
+            tok = transformers.AutoTokenizer.from_pretrained(self.name, local_files_only=hub_offline())
+            return check_tokenizer(tok, self.name)
         except Exception as e:  # OSError, ValueError, huggingface_hub errors, ...
             self._tokenizer_error = (
                 f"could not load the tokenizer of {self.name!r} ({type(e).__name__}: {e}); the image side "

@@ -581,7 +581,7 @@ def _load_transformers(
     tokenizer: Any,
 ) -> CLIPAdapter:
     transformers = _require_transformers()
-    from cliplens.models.hf import HFCLIPAdapter, check_hf_model_type
+    from cliplens.models.hf import HFCLIPAdapter, check_hf_model_type, check_tokenizer
 
     what = f"{source!r} (Hugging Face transformers)"
     with _offline_guard() as offline:
@@ -614,7 +614,7 @@ def _load_transformers(
         tok_error = None
         if tokenizer is None:
             try:
-                tokenizer = transformers.AutoTokenizer.from_pretrained(source, **hub)
+                tokenizer = check_tokenizer(transformers.AutoTokenizer.from_pretrained(source, **hub), source)
             except Exception as e:  # missing files, offline, unknown tokenizer class, ...
                 tok_error = (
                     f"{what} has no loadable tokenizer ({type(e).__name__}: {_short(e)}); images work "
