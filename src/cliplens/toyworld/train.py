@@ -1,0 +1,390 @@
+"""Contrastive training of ToyCLIP on procedurally generated scenes.
+
+Reproducible from a seed: the model is initialised after ``torch.manual_seed(seed)`` and the batch
+of step ``t`` depends only on ``(seed, t)`` (scenes ``t*B .. t*B+B-1`` of the training stream, and
+a caption generator seeded with ``(seed, t)``), so a resumed run sees exactly the batches an
+uninterrupted run would have seen.
+
+Loss: symmetric InfoNCE with *label-aware* targets. Every caption carries the facts it claims
+(see :mod:`cliplens.toyworld.captions`); a caption counts as a positive for every image in the
+batch it is true of, and the targets of a row are spread uniformly over its positives. So "a red
+circle" is not pushed away from the other images that do contain a red circle (no in-batch false
+negatives). Each batch also carries extra *hard-negative* captions: full captions of the batch's
+scenes with one factor changed (a colour, a shape, two objects' colours swapped, a position,
+the background, one object more or fewer); they only add columns to the image->text softmax.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cliplens.toyworld.captions import (
+    consistency_matrix,
+    hard_negative,
+    sample_caption,
+    scene_facts,
+)
+from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, save_toy_clip
+from cliplens.toyworld.scenes import render_batch, sample_scene
+from cliplens.toyworld.tokenizer import ToyTokenizer
+
+__all__ = ["TrainConfig", "make_batch", "train", "contrastive_loss", "BatchDataset", "lr_at"]
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    steps: int = 3000
+    minutes: float | None = None  # hard wall-clock cap (stops early, then exports)
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr_frac: float = 0.02
+    warmup: int = 150
+    #: "cosine" (over ``steps``) or "wsd" (warmup, stable, then a linear decay over the last
+    #: ``decay_frac`` of the run). With ``minutes`` and no ``decay_start``, WSD starts the decay when
+    #: ``1 - decay_frac`` of the time budget is spent and sizes it from the measured speed; the chosen
+    #: ``decay_start``/``steps`` are stored in the config (and the checkpoint) so the run can be
+    #: reproduced exactly with ``steps``/``decay_start`` given.
+    schedule: str = "wsd"
+    decay_frac: float = 0.3
+    decay_start: int | None = None
+    weight_decay: float = 0.1
+    p_full: float = 0.5
+    neg_frac: float = 0.25  # hard-negative captions per batch, as a fraction of the batch
+    grad_clip: float = 1.0
+    checkpoint_every: int = 200
+    eval_every: int = 0  # if > 0: quick held-out eval every this many steps (logged)
+    log_every: int = 25
+    num_workers: int = 1
+    threads: int = 2
+    count_weights: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25)
+    model: ToyCLIPConfig = field(default_factory=ToyCLIPConfig)
+    # optional: start from weights (fine-tuning) and a different data stream (e.g. spurious)
+    init_weights: str | None = None
+    data: str = "train"
+    data_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        d["model"] = ToyCLIPConfig.from_dict(d["model"])
+        d["count_weights"] = tuple(d.get("count_weights", (0.25,) * 4))
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------- data
+def make_batch(cfg: TrainConfig, step: int, tokenizer: ToyTokenizer) -> dict[str, Tensor]:
+    """The batch of ``step``: uint8 images, tokens (real captions then hard negatives), targets."""
+    b = cfg.batch_size
+    if cfg.data == "spurious":
+        from cliplens.toyworld.spurious import spurious_training_batch
+
+        scenes, captions = spurious_training_batch(cfg.seed, step, b, **cfg.data_options)
+        rng = np.random.default_rng([cfg.seed, 101, step])
+    else:
+        scenes = [
+            sample_scene(cfg.seed, step * b + i, stream="train", image_size=cfg.model.image_size,
+                         count_weights=cfg.count_weights)
+            for i in range(b)
+        ]
+        rng = np.random.default_rng([cfg.seed, 100, step])
+        captions = [sample_caption(s, rng, cfg.p_full) for s in scenes]
+    n_neg = int(round(cfg.neg_frac * b))
+    negs = [hard_negative(scenes[int(i)], rng) for i in rng.permutation(b)[:n_neg]]
+    caps = captions + negs
+    targets = consistency_matrix([scene_facts(s) for s in scenes], [c.facts for c in caps])
+    tokens = tokenizer.encode([c.text for c in caps])
+    # crop trailing all-padding columns (the text tower is causal: padding never matters)
+    used = int((tokens != tokenizer.pad_id).any(0).nonzero().max()) + 1
+    return {
+        "images": torch.from_numpy(render_batch(scenes)),
+        "tokens": tokens[:, :used].contiguous(),
+        "targets": torch.from_numpy(targets),
+        "n_real": torch.tensor(b),
+    }
+
+
+class BatchDataset(torch.utils.data.Dataset):
+    """Map-style dataset over step indices: item ``t`` is the whole batch of step ``t``."""
+
+    def __init__(self, cfg: TrainConfig, tokenizer: ToyTokenizer) -> None:
+        self.cfg, self.tokenizer = cfg, tokenizer
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int) -> dict[str, Tensor]:
+        return make_batch(self.cfg, int(step), self.tokenizer)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------- loss
+def contrastive_loss(img: Tensor, txt: Tensor, scale: Tensor, targets: Tensor, n_real: int) -> Tensor:
+    """Symmetric InfoNCE with multi-positive targets.
+
+    ``img [B, E]``, ``txt [T, E]`` normalised; ``targets [B, T]`` bool (caption j true of image i;
+    the diagonal of the first ``B`` columns is always true). Image->text rows use all ``T``
+    captions; text->image rows use the captions that are true of at least one image.
+    """
+    logits = scale * img @ txt.T  # [B, T]
+    t = targets.float()
+    i2t = -(t / t.sum(1, keepdim=True) * F.log_softmax(logits, 1)).sum(1).mean()
+    cols = t.sum(0) > 0
+    tc = t[:, cols]
+    t2i = -(tc / tc.sum(0, keepdim=True) * F.log_softmax(logits[:, cols], 0)).sum(0).mean()
+    return 0.5 * (i2t + t2i)
+
+
+def encode_text_bucketed(model: ToyCLIP, tokens: Tensor, pad_id: int, short: int = 20) -> Tensor:
+    """``model.encode_text(tokens, normalize=True)``, with short and long texts run separately,
+    each cropped to its own longest text (the text tower is causal, so padding never matters)."""
+    lengths = (tokens != pad_id).sum(1)
+    is_short = lengths <= short
+    if bool(is_short.all()) or not bool(is_short.any()):
+        return model.encode_text(tokens, normalize=True)
+    out = []
+    idx = []
+    for sel in (is_short, ~is_short):
+        i = sel.nonzero().squeeze(1)
+        n = int(lengths[i].max())
+        out.append(model.encode_text(tokens[i, :n], normalize=True))
+        idx.append(i)
+    order = torch.argsort(torch.cat(idx))
+    return torch.cat(out)[order]
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.schedule == "wsd":
+        start = cfg.decay_start
+        if start is None:
+            if cfg.minutes is not None:
+                return cfg.lr  # decay not started yet (time-based)
+            start = int(round(cfg.steps * (1 - cfg.decay_frac)))
+        if step < start:
+            return cfg.lr
+        p = min(max((step - start) / max(1, cfg.steps - start), 0.0), 1.0)
+        return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * (1 - p))
+    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    p = min(max(p, 0.0), 1.0)
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _param_groups(model: ToyCLIP, wd: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.ndim < 2 or "embedding" in name or name == "logit_scale":
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _save_checkpoint(path: Path, model: ToyCLIP, opt: torch.optim.Optimizer, step: int,
+                     cfg: TrainConfig, extra: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,  # number of completed steps
+            "config": cfg.to_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "extra": extra,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# --------------------------------------------------------------------------- train
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    export: str | Path | None = None,
+    eval_n: int = 0,
+    eval_seed: int = 12345,
+    progress: bool = True,
+    command: str | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) and optionally export; returns a summary dict.
+
+    Args:
+        out_dir: checkpoints (``checkpoint.pt``), ``train_log.jsonl`` and ``config.json`` go here.
+        resume: continue from ``out_dir/checkpoint.pt`` (its config wins over ``cfg``).
+        export: write final weights (safetensors + JSON sidecar) to this path.
+        eval_n: if > 0, run :func:`cliplens.toyworld.evaluate.evaluate` with ``n=eval_n`` at the end.
+        stop_after: stop (after checkpointing) once this many steps are done in total (tests).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    state = None
+    if resume and ckpt_path.exists():
+        state = _load_checkpoint(ckpt_path)
+        cfg = TrainConfig.from_dict(state["config"])
+    torch.set_num_threads(cfg.threads)
+    tokenizer = ToyTokenizer(context_length=cfg.model.context_length)
+    if cfg.init_weights and state is None:
+        from cliplens.toyworld.model import load_toy_clip
+
+        model, tokenizer = load_toy_clip(cfg.init_weights)
+        cfg.model = model.config
+        model.train()
+    else:
+        cfg.model.vocab_size = tokenizer.vocab_size
+        cfg.model.eot_id = tokenizer.eot_id
+        cfg.model.pad_id = tokenizer.pad_id
+        torch.manual_seed(cfg.seed)
+        model = ToyCLIP(cfg.model)
+    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    start = 0
+    prev_wall = 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        start = int(state["step"])
+        prev_wall = float(state["extra"].get("wall_s", 0.0))
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    model.train()
+
+    ds = BatchDataset(cfg, tokenizer)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.num_workers,
+        worker_init_fn=_worker_init if cfg.num_workers else None,
+        prefetch_factor=2 if cfg.num_workers else None, persistent_workers=False,
+    )
+    mean = torch.tensor(cfg.model.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.model.std).view(1, 3, 1, 1)
+    log_f = open(out / "train_log.jsonl", "a")
+    t0 = time.time()
+    step = start
+    ema = None
+    stopped = "done"
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"), disable=not progress, transient=False,
+    )
+    with bar:
+        task = bar.add_task("train", total=cfg.steps, completed=start, info="")
+        for batch in loader:
+            lr = lr_at(cfg, step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = (batch["images"].permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+            img = model.encode_image(x, normalize=True)
+            txt = encode_text_bucketed(model, batch["tokens"], tokenizer.pad_id)
+            loss = contrastive_loss(img, txt, model.logit_scale.exp(), batch["targets"], int(batch["n_real"]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            step += 1
+            lv = float(loss.detach())
+            ema = lv if ema is None else 0.95 * ema + 0.05 * lv
+            wall = prev_wall + time.time() - t0
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                rec = {"step": step, "loss": lv, "loss_ema": ema, "lr": lr, "wall_s": wall,
+                       "scale": float(model.logit_scale.detach().exp())}
+                log_f.write(json.dumps(rec) + "\n")
+                log_f.flush()
+            bar.update(task, completed=step, info=f"loss {ema:.3f} lr {lr:.2e}")
+            if (cfg.schedule == "wsd" and cfg.minutes is not None and cfg.decay_start is None
+                    and wall >= (1 - cfg.decay_frac) * cfg.minutes * 60):
+                # time-based decay start: size the decay from the speed so far (in this session)
+                sec_per_step = (time.time() - t0) / max(step - start, 1)
+                n_decay = max(1, int(0.95 * cfg.decay_frac * cfg.minutes * 60 / sec_per_step))
+                cfg.decay_start = step
+                cfg.steps = min(cfg.steps, step + n_decay)
+                (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+                bar.update(task, total=cfg.steps)
+            done = step >= cfg.steps
+            over = cfg.minutes is not None and wall > cfg.minutes * 60
+            halt = stop_after is not None and step >= stop_after
+            if cfg.eval_every and step % cfg.eval_every == 0 and not done and not over:
+                from cliplens.toyworld.evaluate import evaluate
+
+                m = evaluate(model, tokenizer, n=200, seed=777, n_retrieval=500)
+                m.pop("details")
+                log_f.write(json.dumps({"step": step, "eval": m, "wall_s": prev_wall + time.time() - t0}) + "\n")
+                log_f.flush()
+                model.train()
+            if step % cfg.checkpoint_every == 0 or done or over or halt:
+                _save_checkpoint(ckpt_path, model, opt, step, cfg, {"wall_s": wall})
+            if done:
+                break
+            if over:
+                stopped = "time cap"
+                break
+            if halt and not done:
+                stopped = "stop_after"
+                break
+    log_f.close()
+    wall = prev_wall + time.time() - t0
+    summary: dict[str, Any] = {
+        "steps_done": step, "steps_planned": cfg.steps, "stopped": stopped, "wall_s": round(wall, 1),
+        "seed": cfg.seed, "final_loss_ema": ema, "command": command,
+        "train_config": cfg.to_dict(),
+    }
+    if stopped == "stop_after":
+        return summary
+    model.eval()
+    if eval_n:
+        from cliplens.toyworld.evaluate import evaluate
+
+        summary["metrics"] = evaluate(model, tokenizer, n=eval_n, seed=eval_seed)
+    if export:
+        Path(export).parent.mkdir(parents=True, exist_ok=True)
+        save_toy_clip(model, str(export), tokenizer.vocab, info={"training": summary})
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def current_command() -> str:
+    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])

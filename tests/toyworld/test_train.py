@@ -1,0 +1,92 @@
+import json
+
+import torch
+
+from cliplens.toyworld.evaluate import TARGETS, evaluate, format_table
+from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, load_toy_clip
+from cliplens.toyworld.tokenizer import ToyTokenizer
+from cliplens.toyworld.train import TrainConfig, contrastive_loss, lr_at, make_batch, train
+
+TINY = dict(image_size=32, patch_size=8, width=32, layers=2, heads=2, embed_dim=16, text_width=32,
+            text_layers=1, text_heads=2, context_length=48)
+
+
+def _cfg(**kw):
+    base = dict(seed=3, steps=4, batch_size=8, lr=1e-3, warmup=2, checkpoint_every=2, log_every=1,
+                num_workers=0, threads=1, model=ToyCLIPConfig(**TINY))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_batch_is_deterministic_and_targets_valid():
+    cfg = _cfg()
+    tok = ToyTokenizer(context_length=48)
+    a = make_batch(cfg, 5, tok)
+    b = make_batch(cfg, 5, tok)
+    c = make_batch(cfg, 6, tok)
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["tokens"], b["tokens"])
+    assert not torch.equal(a["images"], c["images"])
+    t = a["targets"]
+    assert t.shape == (8, 8 + 2) and t.dtype == torch.bool
+    assert t[:, :8].diagonal().all()
+    assert a["images"].shape == (8, 32, 32, 3) and a["images"].dtype == torch.uint8
+
+
+def test_contrastive_loss_prefers_matching():
+    e = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    tg = torch.eye(6, dtype=torch.bool)
+    good = contrastive_loss(e, e, torch.tensor(10.0), tg, 6)
+    bad = contrastive_loss(e, e.roll(1, 0), torch.tensor(10.0), tg, 6)
+    assert good < bad
+    # a second positive lowers the loss when its logit is high
+    tg2 = tg.clone()
+    tg2[0, 1] = True
+    e2 = e.clone()
+    e2[1] = e[0]
+    assert contrastive_loss(e, e2, torch.tensor(10.0), tg2, 6) < contrastive_loss(e, e2, torch.tensor(10.0), tg, 6)
+
+
+def test_lr_schedules():
+    cfg = _cfg(steps=100, warmup=10, schedule="wsd", decay_frac=0.3)
+    assert lr_at(cfg, 0) < lr_at(cfg, 9) == cfg.lr == lr_at(cfg, 69)
+    assert lr_at(cfg, 85) < cfg.lr and lr_at(cfg, 100) == cfg.lr * cfg.min_lr_frac
+    cos = _cfg(steps=100, warmup=10, schedule="cosine")
+    assert lr_at(cos, 10) > lr_at(cos, 50) > lr_at(cos, 99)
+
+
+def test_train_checkpoint_resume_matches_uninterrupted(tmp_path):
+    full = train(_cfg(), tmp_path / "a", progress=False)
+    assert full["steps_done"] == 4 and full["stopped"] == "done"
+
+    part = train(_cfg(), tmp_path / "b", progress=False, stop_after=2)
+    assert part["steps_done"] == 2 and part["stopped"] == "stop_after"
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 2
+    res = train(_cfg(steps=999), tmp_path / "b", resume=True, progress=False,
+                export=tmp_path / "b" / "m.safetensors")
+    assert res["steps_done"] == 4  # the checkpoint's config (steps=4) wins
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    m, tok = load_toy_clip(tmp_path / "b" / "m.safetensors")
+    side = json.loads((tmp_path / "b" / "m.json").read_text())
+    assert side["training"]["steps_done"] == 4 and side["vocab"] == tok.vocab
+
+
+def test_evaluate_tiny():
+    torch.manual_seed(0)
+    tok = ToyTokenizer(context_length=48)
+    m = ToyCLIP(ToyCLIPConfig(vocab_size=len(tok), **TINY))
+    r = evaluate(m, tok, n=8, seed=1, n_retrieval=12)
+    for k in ("colour", "shape", "count", "position", "background", "size", "i2t_r1", "t2i_r1",
+              "i2t_r5", "t2i_r5"):
+        assert 0.0 <= r[k] <= 1.0, k
+    assert r["details"]["colour"]["n"] == 8
+    assert sum(map(sum, r["details"]["shape"]["confusion"])) == 8
+    assert set(TARGETS) <= set(r)
+    rows = format_table(r)
+    assert rows[0][0] == "colour" and "a photo of a red shape" in rows[0][3]
