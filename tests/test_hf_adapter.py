@@ -201,6 +201,8 @@ def test_vision_with_projection_and_separate_text_model(tok):
     with torch.no_grad():
         torch.testing.assert_close(a._encode_tokens(tokens), text(**tokens).text_embeds)
     assert a.context_length == 16
+    a.to(dtype=torch.float64)
+    assert a.dtype == torch.float64 and text.text_projection.weight.dtype == torch.float64
 
 
 def test_vision_model_without_projection():

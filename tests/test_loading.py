@@ -173,6 +173,12 @@ def test_local_open_clip_folder(tmp_path):
     assert a.name.startswith("local-dir:")
 
 
+def test_local_open_clip_folder_without_weights(tmp_path):
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": _CONFIGS[TINY]}))
+    with pytest.raises(ModelLoadError, match="no weights file"):
+        M.load(tmp_path)  # open_clip alone would silently build random weights
+
+
 # ---- local transformers folders ---------------------------------------------------------------------
 
 

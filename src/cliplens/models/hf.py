@@ -347,16 +347,24 @@ class HFCLIPAdapter(CLIPAdapter):
 
     @property
     def context_length(self) -> int:
+        """The text tower's ``max_position_embeddings`` (77 for CLIP)."""
         for src in (self.text_model, self.model):
             cfg = getattr(src, "config", None)
-            tcfg = getattr(cfg, "text_config", None) or (
-                cfg if getattr(cfg, "model_type", "").endswith("text_model") else None
-            )
-            n = getattr(tcfg, "max_position_embeddings", None)
+            text_cfg = getattr(cfg, "text_config", None)
+            if text_cfg is None and str(getattr(cfg, "model_type", "")).endswith("text_model"):
+                text_cfg = cfg
+            n = getattr(text_cfg, "max_position_embeddings", None)
             if n:
                 return int(n)
         n = getattr(self._tokenizer, "model_max_length", None)
         return int(n) if n and n < 100_000 else 77
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> HFCLIPAdapter:
+        """Move the model (and a separate text model) in place and rebuild the view."""
+        if self.text_model is not None:
+            self.text_model.to(device=device, dtype=dtype)
+        super().to(device=device, dtype=dtype)
+        return self
 
     def _tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
         enc = self.tokenizer(

@@ -34,6 +34,7 @@ import contextlib
 import difflib
 import importlib
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -261,9 +262,36 @@ def _fetch_error(what: str, e: BaseException, *, offline: bool, cache_dir: str |
     )
 
 
+def _fmt(items: list[str], limit: int = 8) -> str:
+    """``a, b, c`` — at most ``limit`` items, then how many more."""
+    more = len(items) - limit
+    return ", ".join(items[:limit]) + (f", … ({more} more)" if more > 0 else "")
+
+
 def _short(e: BaseException, limit: int = 300) -> str:
     s = " ".join(str(e).split())
     return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+class _RootLogCapture(logging.Handler):
+    """Collect what open_clip logs (it uses the root logger) while a model is created."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.append(record.getMessage())
+        except Exception:  # pragma: no cover - a malformed record must not break loading
+            pass
+
+    def __enter__(self) -> _RootLogCapture:
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().removeHandler(self)
 
 
 # ---- suggestions ------------------------------------------------------------------------------
@@ -490,7 +518,7 @@ def _load_open_clip_arch(
     quick_gelu = False
     if pretrained is None:
         tags = oc.list_pretrained_tags_by_model(arch)
-        hint = f"pretrained=<tag> (one of: {', '.join(tags)})" if tags else "pretrained=<checkpoint path>"
+        hint = f"pretrained=<tag> (one of: {_fmt(tags)})" if tags else "pretrained=<checkpoint path>"
         warnings.warn(
             f"{arch} was built with RANDOM weights (pretrained=None): its embeddings mean nothing. Pass "
             f"{hint} or a local checkpoint file for real weights.",
@@ -514,7 +542,7 @@ def _load_open_clip_arch(
                 tags = oc.list_pretrained_tags_by_model(arch)
                 close = _close(pretrained, tags, cutoff=0.4)
                 did = f" Did you mean: {', '.join(close)}?" if close else ""
-                have = (f" Tags for {arch}: {', '.join(tags)}." if tags
+                have = (f" Tags for {arch}: {_fmt(tags, 30)}." if tags
                         else f" open_clip has no pretrained weights for {arch}.")
                 raise ModelNotFoundError(
                     f"{arch} has no pretrained tag {pretrained!r}.{did}{have} pretrained= also takes a local "
@@ -538,7 +566,8 @@ def _load_open_clip(
     from cliplens.models.openclip import OpenCLIPAdapter
 
     what = f"{model_name!r}" + (f" with pretrained={pretrained!r}" if pretrained else "") + " (open_clip)"
-    with _offline_guard() as offline:
+    expect_weights = pretrained is not None or model_name.startswith(("hf-hub:", "local-dir:"))
+    with _offline_guard() as offline, _RootLogCapture() as logs:
         try:
             model, _, preprocess = oc.create_model_and_transforms(
                 model_name, pretrained=pretrained, device=device, cache_dir=cache_dir,
@@ -555,6 +584,16 @@ def _load_open_clip(
             if _repo_not_found(e):
                 raise _unknown(model_name, " The Hugging Face Hub has no such repository.") from e
             raise _fetch_error(what, e, offline=offline, cache_dir=cache_dir) from e
+        if expect_weights and any("No pretrained weights loaded" in m for m in logs.messages):
+            # open_clip falls back to random weights when an 'hf-hub:'/'local-dir:' model has a config but
+            # its weights cannot be found or fetched; it only logs that.
+            detail = " ".join(m for m in logs.messages if "weights" in m.lower())
+            if model_name.startswith("local-dir:"):
+                raise ModelLoadError(
+                    f"Could not load {what}: the folder has open_clip_config.json but no weights file "
+                    f"(open_clip_model.safetensors, open_clip_pytorch_model.bin, ...). open_clip said: {detail}"
+                )
+            raise _fetch_error(what, RuntimeError(detail), offline=offline, cache_dir=cache_dir)
         if dtype is not None:
             model.to(dtype=dtype)
         return OpenCLIPAdapter(model, model_name, tokenizer=tokenizer, preprocess=preprocess)
