@@ -383,8 +383,9 @@ def load(
         if low.startswith(prefix):
             arch = name[len(prefix):]
             if arch.lower().startswith(("hf-hub:", "local-dir:")):
+                _no_pretrained(name, pretrained, "an open_clip 'hf-hub:'/'local-dir:' model")
                 return _load_open_clip(arch, None, **kw)
-            return _load_open_clip_arch(arch, pretrained, explicit=True, **kw)
+            return _load_open_clip_arch(arch, pretrained, **kw)
     for prefix in ("hf:", "transformers:"):
         if low.startswith(prefix):
             target = name[len(prefix):]
@@ -411,9 +412,7 @@ def load(
 
     if "/" in name or "\\" in name:
         if _looks_like_path(name):
-            raise ModelNotFoundError(
-                f"No such file or folder: {name!r}. {_LOCAL_HELP}"
-            )
+            raise ModelNotFoundError(f"No such file or folder: {name!r}. {_LOCAL_HELP}")
         openai_spelling = name.replace("/", "-")
         if openai_spelling in oc_names:
             return _load_open_clip_arch(openai_spelling, pretrained, **kw)
@@ -496,9 +495,7 @@ def _unsupported_open_clip(name: str, note: str) -> UnsupportedArchitectureError
     )
 
 
-def _load_open_clip_arch(
-    arch: str, pretrained: str | None, *, explicit: bool = False, **kw: Any
-) -> CLIPAdapter:
+def _load_open_clip_arch(arch: str, pretrained: str | None, **kw: Any) -> CLIPAdapter:
     """An open_clip built-in architecture with a tag, a checkpoint file, or random weights."""
     oc = _require_open_clip()
     names = list(oc.list_models())
