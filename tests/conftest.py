@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def open_clip_model(name: str, **kwargs):
     """A random-weight open_clip model (cached per process; do not mutate it in tests)."""
     open_clip = pytest.importorskip("open_clip")

@@ -114,7 +114,7 @@ def _reference_terms(model, x):
         emb = model.encode_image(x)
         L = len(visual.transformer.resblocks)
         attn_terms = []
-        for blk, xin in zip(visual.transformer.resblocks, inputs):
+        for blk, xin in zip(visual.transformer.resblocks, inputs, strict=True):
             h = blk.ln_1(xin)
             _, w = blk.attn(h, h, h, need_weights=True, average_attn_weights=False)  # [B,H,N,N]
             D, H = blk.attn.embed_dim, blk.attn.num_heads
@@ -130,7 +130,7 @@ def _reference_terms(model, x):
             hk.remove()
         attn = torch.stack(attn_terms, 1)  # [B,L,N,H,D]
         mlp = torch.stack([emb_in[0]] + [m * (blk.ls_2.gamma if hasattr(blk.ls_2, "gamma") else 1)
-                                          for m, blk in zip(mlps, visual.transformer.resblocks)], 1)
+                                          for m, blk in zip(mlps, visual.transformer.resblocks, strict=True)], 1)
         p = pooled[0][:, 0]
         mu, sd = p.mean(-1), torch.sqrt(p.var(-1, unbiased=False) + visual.ln_post.eps)
         sites = 2 * L + 1

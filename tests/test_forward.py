@@ -166,8 +166,11 @@ def test_bad_names_and_read_only_hooks():
     view = vision_view_from_open_clip(tiny_open_clip())
     with pytest.raises(KeyError, match="unknown hook name"):
         run_vision(view, pixels(1, 64), names=["blocks.9.mlp_out"])
-    with pytest.raises(KeyError, match="read-only"):
+    with pytest.raises(ValueError, match="read-only"):
         run_vision(view, pixels(1, 64), hooks={"blocks.0.attn.cls_pattern": lambda t, n: t})
+    seen = []
+    run_vision(view, pixels(1, 64), hooks={"blocks.*.attn.cls_contrib": lambda t, n: seen.append(n)})
+    assert seen == [f"blocks.{i}.attn.cls_contrib" for i in range(3)]
     with pytest.raises(ValueError, match="shape"):
         run_vision(view, pixels(1, 64), hooks={"blocks.0.mlp_out": lambda t, n: t[:, :1]})
     assert len(resolve_names(["blocks.*.mlp_out"], 3)) == 3

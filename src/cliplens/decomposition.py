@@ -398,17 +398,25 @@ def decompose(
     L = view.num_layers
     head_layers = resolve_layers(layers, L)
     dtype = dtype or torch.float32
+    B = pixel_values.shape[0]
+    ph, pw = view.patch_size
+    grid = (pixel_values.shape[-2] // ph, pixel_values.shape[-1] // pw)
+    N = 1 + grid[0] * grid[1]
+    H, dh = view.num_heads, view.head_dim
+    shape = (B, len(head_layers), N, H, dh) if spatial else (B, len(head_layers), H, dh)
+    # written in place by observer hooks: no per-layer copies to stack afterwards
+    heads = torch.empty(shape, dtype=dtype, device=view.device)
+    slot = {layer: i for i, layer in enumerate(head_layers)}
+
+    def keep(t: Tensor, name: str) -> None:
+        i = slot[int(name.split(".")[1])]
+        heads[:, i].copy_(t if spatial else t[:, 0])
+
     per_head = "attn.cls_contrib" if spatial else "attn.z"
     names = ["embed", "blocks.*.mlp_out", "blocks.*.attn_out", "pooled", "ln_post.mean", "ln_post.std"]
-    names += [f"blocks.{i}.{per_head}" for i in head_layers]
-    out = run_vision(view, pixel_values, names=names, cls_only=True)
+    out = run_vision(view, pixel_values, names=names, cls_only=True,
+                     hooks={f"blocks.{i}.{per_head}": keep for i in head_layers})
     c = out.cache
-    B = out.embedding.shape[0]
-    if head_layers:
-        heads = torch.stack([c[f"blocks.{i}.{per_head}"].to(dtype) for i in head_layers], dim=1)
-    else:
-        shape = (B, 0, out.grid[0] * out.grid[1] + 1) if spatial else (B, 0)
-        heads = torch.zeros(*shape, view.num_heads, view.head_dim, dtype=dtype, device=out.embedding.device)
     return Decomposition(
         view,
         embed_term=c["embed"].to(dtype),

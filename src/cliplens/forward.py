@@ -35,7 +35,9 @@ axis is dropped), which is what the decomposition needs and keeps memory flat.
 Hooks (``hooks={name: fn}``) may replace a tensor on the fly:
 ``fn(tensor, name) -> tensor | None`` (``None`` keeps it). Hooking
 ``attn.pattern`` switches that block to explicit attention so the edited
-pattern is used. ``attn.cls_pattern`` and ``attn.cls_contrib`` are read-only.
+pattern is used. ``attn.cls_pattern``, ``attn.cls_contrib`` and the
+``ln_post`` statistics are read-only: hooks on them may observe (return
+``None``) but not replace them.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.attention import AttentionContext, get_attention
-from cliplens.models.view import VisionView, apply_activation
+from cliplens.models.view import VisionView, apply_activation_
 
 Hook = Callable[[Tensor, str], "Tensor | None"]
 
@@ -135,6 +137,11 @@ class _Recorder:
         hook = self.hooks.get(name)
         if hook is not None:
             new = hook(t, name)
+            if new is not None and (short or name) in READ_ONLY:
+                raise ValueError(
+                    f"{name!r} is read-only: it is derived and not used downstream, so a hook on it may observe "
+                    "it (return None) but not replace it; hook attn.pattern to change attention"
+                )
             if new is not None:
                 if new.shape != t.shape:
                     raise ValueError(f"hook on {name!r} returned shape {tuple(new.shape)}, expected {tuple(t.shape)}")
@@ -168,9 +175,6 @@ def run_vision(
     hook_map: dict[str, Hook] = {}
     for pattern, fn in (hooks or {}).items():
         for n in resolve_names([pattern], L):
-            short = n.split(".", 2)[-1] if n.startswith("blocks.") else n
-            if short in READ_ONLY:
-                raise KeyError(f"{n!r} is read-only (it is derived, not used downstream); hook attn.pattern instead")
             hook_map[n] = fn
     rec = _Recorder(record, hook_map, cls_only)
     strategy = get_attention(attention)
@@ -215,8 +219,8 @@ def run_vision(
         )
         z, _ = strategy(qh, kh, vh, ctx)  # [B, H, N, dh]
 
-        want_cls_pat = p + "attn.cls_pattern" in record
-        want_contrib = p + "attn.cls_contrib" in record
+        want_cls_pat = rec.wants(p + "attn.cls_pattern")
+        want_contrib = rec.wants(p + "attn.cls_contrib")
         if want_cls_pat or want_contrib:
             from cliplens.attention import softmax_pattern
 
@@ -227,20 +231,28 @@ def run_vision(
                 contrib = (alpha.unsqueeze(-1) * vh).transpose(1, 2)  # [B, N, H, dh]
                 rec(p + "attn.cls_contrib", contrib, "attn.cls_contrib")
 
+        del h, q, k, v, qh, kh, vh
+        if blk.qkv_weight is not None:
+            del qkv
         z = z.transpose(1, 2)  # [B, N, H, dh]
         if rec.wants(p + "attn.z"):
             z = rec(p + "attn.z", z, "attn.z")
         a = F.linear(z.reshape(B, N, H * dh), blk.out_weight, blk.out_bias)
+        del z
         if blk.ls_1 is not None:
             a = a * blk.ls_1.to(a.dtype)
         a = rec(p + "attn_out", a, "attn_out")
         x = rec(p + "resid_mid", x + a, "resid_mid")
+        del a
 
         h2 = rec(p + "ln_2", blk.ln_2(x), "ln_2")
-        hid = apply_activation(F.linear(h2, blk.fc1_weight, blk.fc1_bias), blk.activation)
+        # the pre-activation has no hook name, so the activation may run in place
+        hid = apply_activation_(F.linear(h2, blk.fc1_weight, blk.fc1_bias), blk.activation)
+        del h2
         if rec.wants(p + "mlp.hidden"):
             hid = rec(p + "mlp.hidden", hid, "mlp.hidden")
         m = F.linear(hid, blk.fc2_weight, blk.fc2_bias)
+        del hid
         if blk.ls_2 is not None:
             m = m * blk.ls_2.to(m.dtype)
         m = rec(p + "mlp_out", m, "mlp_out")

@@ -118,11 +118,26 @@ class CLIPAdapter(ABC):
     # ---- images -------------------------------------------------------------
     def preprocess(self, images: ImageInput | Sequence[ImageInput], *, skip_bad: bool = False) -> Tensor:
         """Load and preprocess images exactly as the source model does -> ``[B, 3, H, W]``."""
+        return self.preprocess_with_report(images, skip_bad=skip_bad).pixel_values
+
+    def preprocess_with_report(self, images: ImageInput | Sequence[ImageInput], *, skip_bad: bool = False) -> Any:
+        """Like :meth:`preprocess`, also saying which inputs were kept and which skipped.
+
+        Returns a :class:`cliplens.images.PreprocessResult` (``pixel_values``, ``kept``, ``skipped``).
+        """
+        import dataclasses
+
+        from cliplens.errors import ImageLoadError
         from cliplens.images import Preprocessor
 
         if self._preprocessor is None:
             self._preprocessor = Preprocessor(self.preprocess_config)
-        return self._preprocessor(images, skip_bad=skip_bad).to(self.device, self.dtype)
+        report = self._preprocessor.preprocess_with_report(images, skip_bad=skip_bad)
+        if report.pixel_values.shape[0] == 0 and report.skipped:
+            first = report.skipped[0]
+            raise ImageLoadError(f"none of the {len(report.skipped)} images could be loaded; first problem: "
+                                 f"{first.source}: {first.reason}")
+        return dataclasses.replace(report, pixel_values=report.pixel_values.to(self.device, self.dtype))
 
     # ---- text ---------------------------------------------------------------
     @torch.no_grad()

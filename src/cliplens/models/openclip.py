@@ -184,4 +184,4 @@ class OpenCLIPAdapter(CLIPAdapter):
 
     @torch.no_grad()
     def source_encode_image(self, pixel_values: Tensor) -> Tensor:
-        return self.model.encode_image(pixel_values)
+        return self.model.encode_image(pixel_values, normalize=False)

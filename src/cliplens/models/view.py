@@ -39,6 +39,17 @@ def apply_activation(x: Tensor, name: str) -> Tensor:
     raise ValueError(f"unknown activation {name!r}; expected gelu, quick_gelu, gelu_tanh or relu")
 
 
+def apply_activation_(x: Tensor, name: str) -> Tensor:
+    """In-place variant of :func:`apply_activation` where one exists (saves a hidden-size buffer)."""
+    if name == "gelu":
+        return torch.ops.aten.gelu_(x)
+    if name == "gelu_tanh":
+        return torch.ops.aten.gelu_(x, approximate="tanh")
+    if name == "relu":
+        return x.relu_()
+    return apply_activation(x, name)
+
+
 @dataclass(frozen=True)
 class LayerNormView:
     """A LayerNorm's affine parameters (either may be ``None``) and epsilon."""
