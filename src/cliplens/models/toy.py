@@ -1,0 +1,111 @@
+"""Adapter for the embedded toy CLIP (:mod:`cliplens.toyworld`), shipped inside the package.
+
+``cliplens.load("toy")`` opens the shipped weights with no network;
+``cliplens.load("toy", pretrained="/path/to/toy-clip.safetensors")`` opens weights trained
+with ``cliplens toy train``. ``"toy-spurious"`` is the variant trained on the toy
+"waterbirds" split (a shape co-occurring with a background), when it is shipped.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cliplens.errors import ModelLoadError
+from cliplens.models.base import CLIPAdapter
+from cliplens.models.loading import register_embedded
+from cliplens.models.view import VisionView
+
+SPURIOUS_WEIGHTS = "toy-clip-spurious.safetensors"
+
+
+class ToyCLIPAdapter(CLIPAdapter):
+    """The toy CLIP seen through cliplens: same interface as every real CLIP."""
+
+    family = "toy"
+
+    def __init__(self, model: Any, tokenizer: Any, name: str = "toy") -> None:
+        super().__init__(model, name)
+        self.tokenizer = tokenizer
+        model.eval()
+
+    def _build_vision_view(self) -> VisionView:
+        return self.model.vision_view()
+
+    @property
+    def preprocess_config(self):  # type: ignore[override]
+        from cliplens.images import PreprocessConfig
+
+        c = self.model.config
+        return PreprocessConfig(image_size=(c.image_size, c.image_size), resize_size=c.image_size,
+                                interpolation="bicubic", mean=tuple(c.mean), std=tuple(c.std), source="toy")
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model.config.context_length)
+
+    def _tokenize(self, texts: Sequence[str]) -> Tensor:
+        unknown = self.tokenizer.unknown_words(list(texts))
+        if unknown:
+            shown = ", ".join(repr(w) for w in unknown[:8]) + (" …" if len(unknown) > 8 else "")
+            warnings.warn(
+                f"the toy CLIP's vocabulary (shapes, colours, sizes, positions, counts, backgrounds) has no "
+                f"word {shown}; unknown words become <unk>", stacklevel=4,
+            )
+        return self.tokenizer.encode(list(texts)).to(self.device)
+
+    def _count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return list(self.tokenizer.count_tokens(list(texts)))
+
+    def _encode_tokens(self, tokens: Tensor) -> Tensor:
+        return self.model.encode_text(tokens)
+
+    @torch.no_grad()
+    def source_encode_image(self, pixel_values: Tensor) -> Tensor:
+        return self.model.encode_image(pixel_values)
+
+
+def _default_path(filename: str) -> Path | None:
+    ref = resources.files("cliplens.toyworld") / "weights" / filename
+    return Path(str(ref)) if ref.is_file() else None
+
+
+def load_toy(pretrained: str | None = None, *, name: str = "toy", default_file: str | None = None) -> ToyCLIPAdapter:
+    """Load the toy CLIP: the shipped weights, or a ``.safetensors`` file saved by ``cliplens toy train``."""
+    from cliplens.toyworld.model import DEFAULT_WEIGHTS, load_toy_clip
+
+    if pretrained in (None, "default"):
+        path = _default_path(default_file or DEFAULT_WEIGHTS)
+        if path is None:
+            raise ModelLoadError(
+                f"the embedded {name!r} weights are not in this installation of cliplens "
+                f"(cliplens/toyworld/weights/{default_file or DEFAULT_WEIGHTS}). Reinstall cliplens, or train them "
+                "with 'cliplens toy train' and load the result with pretrained='/path/to/toy-clip.safetensors'."
+            )
+    else:
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(
+                f"no toy CLIP weights at {str(path)!r}: pretrained= for 'toy' is 'default' or the path of a "
+                ".safetensors file written by 'cliplens toy train'."
+            )
+    try:
+        model, tok = load_toy_clip(path)
+    except Exception as e:  # corrupt or foreign file
+        raise ModelLoadError(f"could not read toy CLIP weights from {str(path)!r}: {e}") from e
+    return ToyCLIPAdapter(model, tok, name=name)
+
+
+register_embedded("toy", load_toy,
+                  "small CLIP trained offline on procedurally generated scenes (the embedded default)",
+                  pretrained=("default",))
+register_embedded("toy-spurious",
+                  lambda pretrained=None: load_toy(pretrained, name="toy-spurious", default_file=SPURIOUS_WEIGHTS),
+                  "the toy CLIP fine-tuned on a split where shape and background co-occur (toy waterbirds)",
+                  pretrained=("default",))

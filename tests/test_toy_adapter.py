@@ -1,0 +1,73 @@
+"""The toy CLIP goes through the same adapter interface as real CLIPs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cliplens
+from cliplens.errors import ModelLoadError
+from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, save_toy_clip
+from cliplens.toyworld.tokenizer import ToyTokenizer, build_vocab
+
+
+@pytest.fixture(scope="module")
+def toy_path(tmp_path_factory):
+    torch.manual_seed(0)
+    vocab = build_vocab()
+    cfg = ToyCLIPConfig(width=64, layers=6, heads=4, embed_dim=32, text_width=32, text_layers=1, text_heads=2,
+                        vocab_size=len(vocab))
+    model = ToyCLIP(cfg).eval()
+    path = tmp_path_factory.mktemp("toy") / "toy-clip.safetensors"
+    save_toy_clip(model, str(path), vocab)
+    return path
+
+
+def test_toy_parity_and_exact_decomposition(toy_path):
+    model = cliplens.load("toy", pretrained=str(toy_path))
+    assert model.family == "toy"
+    v = model.vision
+    assert v.num_layers >= 6 and v.num_heads >= 4
+    x = torch.randn(3, 3, *v.image_size, generator=torch.Generator().manual_seed(1))
+    ref = model.source_encode_image(x)
+    ours = model.encode_image(x)
+    assert (ours - ref).abs().max() <= 1e-5 * ref.norm(dim=-1).max()
+    for spatial in (True, False):
+        for layers in (None, 2):
+            assert model.decompose(x, spatial=spatial, layers=layers).check() < 1e-5
+
+
+def test_toy_text_side(toy_path):
+    model = cliplens.load("toy", pretrained=str(toy_path))
+    t = model.encode_text(["a red circle", "two blue squares on a striped background"])
+    assert t.shape == (2, model.vision.embed_dim)
+    torch.testing.assert_close(t.norm(dim=-1), torch.ones(2))
+    with pytest.warns(UserWarning, match="no word"):
+        model.encode_text(["a photo of a zebra"])
+    with pytest.raises(cliplens.EmptyTextError):
+        model.encode_text(["   "])
+
+
+def test_toy_preprocess_is_the_model_normalisation(toy_path):
+    model = cliplens.load("toy", pretrained=str(toy_path))
+    s = model.vision.image_size[0]
+    img = torch.randint(0, 256, (s, s, 3), dtype=torch.uint8)
+    from PIL import Image
+
+    ours = model.preprocess([Image.fromarray(img.numpy())])
+    ref = model.model.normalize_pixels(img[None])
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+
+
+def test_toy_bad_weights_path(tmp_path):
+    with pytest.raises(ModelLoadError, match="no toy CLIP weights"):
+        cliplens.load("toy", pretrained=str(tmp_path / "missing.safetensors"))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError, match="could not read"):
+        cliplens.load("toy", pretrained=str(bad))
+
+
+def test_toy_tokenizer_roundtrip_type():
+    tok = ToyTokenizer(build_vocab(), context_length=16)
+    assert tok.encode(["a red circle"]).shape == (1, 16)
