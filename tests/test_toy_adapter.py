@@ -71,3 +71,15 @@ def test_toy_bad_weights_path(tmp_path):
 def test_toy_tokenizer_roundtrip_type():
     tok = ToyTokenizer(build_vocab(), context_length=16)
     assert tok.encode(["a red circle"]).shape == (1, 16)
+
+
+def test_project_accepts_texts(toy_path):
+    model = cliplens.load("toy", pretrained=str(toy_path))
+    x = torch.randn(2, 3, *model.vision.image_size, generator=torch.Generator().manual_seed(2))
+    dec = model.decompose(x).normalized()
+    by_text = dec.project(["a red circle", "a blue star"])
+    by_vec = dec.project(model.encode_text(["a red circle", "a blue star"]))
+    torch.testing.assert_close(by_text.heads, by_vec.heads)
+    assert by_text.labels == ["a red circle", "a blue star"]
+    cos = torch.nn.functional.normalize(model.encode_image(x), dim=-1) @ model.encode_text(["a red circle"]).T
+    torch.testing.assert_close(dec.project("a red circle").total, cos, rtol=1e-4, atol=1e-5)

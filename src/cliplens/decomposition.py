@@ -32,8 +32,9 @@ without materialising the ``[B, L, N, H, E]`` tensor.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -143,8 +144,11 @@ class Decomposition:
         embedding: Tensor,
         grid: tuple[int, int],
         scale: Tensor | None = None,
+        text_encoder: Any = None,
     ) -> None:
         self.view = view
+        #: the adapter whose text tower embeds texts given to :meth:`project` (set by ``model.decompose``)
+        self.text_encoder = text_encoder
         self.embed_term = embed_term
         self.mlp_out = mlp_out
         self.attn_out = attn_out
@@ -199,6 +203,7 @@ class Decomposition:
             self.view, embed_term=self.embed_term, mlp_out=self.mlp_out, attn_out=self.attn_out,
             heads=self.heads, head_layers=self.head_layers, spatial=self.spatial, mean=self.mean,
             std=self.std, embedding=self.embedding, grid=self.grid, scale=self.scale / norm,
+            text_encoder=self.text_encoder,
         )
 
     # ---- the frozen LayerNorm + projection ---------------------------------
@@ -331,12 +336,23 @@ class Decomposition:
         return err
 
     # ---- scores against text directions -------------------------------------
-    def project(self, directions: Tensor, labels: list[str] | None = None) -> ComponentScores:
-        """Score every component against text ``directions`` ``[T, E]`` (or ``[E]``).
+    def project(self, directions: Tensor | str | Sequence[str], labels: list[str] | None = None) -> ComponentScores:
+        """Score every component against text ``directions`` ``[T, E]`` (or ``[E]``), or against texts.
 
-        Pass normalised text embeddings (``model.encode_text(texts)``); use
-        :meth:`normalized` first to score against the unit-norm image embedding.
+        Pass normalised text embeddings (``model.encode_text(texts)``) or the texts themselves
+        (embedded with the model's own text tower when the decomposition came from
+        ``model.decompose``). Use :meth:`normalized` first to score against the unit-norm image
+        embedding: then the scores of all components add up to the cosine similarity.
         """
+        if isinstance(directions, str) or (isinstance(directions, Sequence) and not isinstance(directions, Tensor)):
+            texts = [directions] if isinstance(directions, str) else list(directions)
+            if self.text_encoder is None:
+                raise ValueError("this decomposition has no text encoder: pass text embeddings "
+                                 "(model.encode_text(texts)) instead of texts")
+            from cliplens.text import text_directions
+
+            labels = labels or texts
+            directions = text_directions(self.text_encoder, texts)
         d = directions
         if d.dim() == 1:
             d = d[None]

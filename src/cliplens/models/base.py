@@ -210,8 +210,9 @@ class CLIPAdapter(ABC):
         """
         from cliplens.decomposition import decompose
 
-        return decompose(self.vision, self._check_pixels(pixel_values), spatial=spatial, layers=layers,
-                         dtype=dtype)
+        dec = decompose(self.vision, self._check_pixels(pixel_values), spatial=spatial, layers=layers, dtype=dtype)
+        dec.text_encoder = self
+        return dec
 
     def _check_pixels(self, pixel_values: Tensor) -> Tensor:
         from cliplens.images import check_pixel_values

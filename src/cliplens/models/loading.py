@@ -287,11 +287,17 @@ class _RootLogCapture(logging.Handler):
             pass
 
     def __enter__(self) -> _RootLogCapture:
-        logging.getLogger().addHandler(self)
+        root = logging.getLogger()
+        self._level = root.level
+        if root.getEffectiveLevel() > logging.WARNING:  # a quiet root logger would drop the record
+            root.setLevel(logging.WARNING)
+        root.addHandler(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        logging.getLogger().removeHandler(self)
+        root = logging.getLogger()
+        root.removeHandler(self)
+        root.setLevel(self._level)
 
 
 # ---- suggestions ------------------------------------------------------------------------------
