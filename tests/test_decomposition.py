@@ -35,7 +35,8 @@ def test_exact_for_every_model_and_mode(case):
     model = factory()
     view = vision_view_from_open_clip(model)
     x = pixels(2, size)
-    batches = [x[:1]] if name in ("ViT-L-14", "ViT-B-16") else [x, x[:1]]
+    # batch 1 and batch > 1 for the small towers; one batch for the large ones (keeps the suite fast)
+    batches = [x[:1]] if name == "ViT-L-14" else [x] if name.startswith("ViT-B-16") else [x, x[:1]]
     for xb in batches:
         with torch.no_grad():
             ref = model.encode_image(xb) if size == view.image_size[0] else None
