@@ -127,7 +127,7 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, t
     with progress:
         task = progress.add_task("decomposing", total=len(images))
         for _, chunk in _batches(list(images), batch_size):
-            report = adapter.preprocess_with_report(list(chunk), skip_bad=skip_bad) if chunk else None
+            report = adapter.preprocess_with_report(list(chunk), skip_bad=skip_bad)
             for s in report.skipped:
                 results.append({"image": s.source, "error": s.reason})
             if report.pixel_values.shape[0]:
@@ -237,6 +237,9 @@ def _print_tables(payload: dict[str, Any], top: int) -> None:
 
 def _mount_optional() -> None:
     """Subcommand groups that live with their feature."""
+    from cliplens.demo import demo
+
+    main.add_command(demo)
     try:
         from cliplens.toyworld.cli import toy
     except ImportError:  # pragma: no cover - the toy world ships with the package
