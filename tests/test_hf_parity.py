@@ -1,0 +1,298 @@
+"""transformers side of the parity and exactness requirements, at real CLIP shapes on random weights.
+
+Models are ``CLIPVisionModelWithProjection(CLIPVisionConfig(...))`` built offline with the
+shapes of OpenAI's ViT-B/32 and ViT-L/14 (QuickGELU) and a ViT-B/16 with exact GELU, biases
+and LayerNorm affines randomised (transformers initialises them to 0/1, which would leave
+their handling untested). Each is built once per module; the L/14 cases are marked ``slow``
+(still run by default; ``-m "not slow"`` leaves them out).
+
+* parity: ``adapter.encode_image`` (cliplens's functional forward) vs the source's own forward,
+  fp32 max abs error <= 1e-5 x the embedding's norm, batch 1 and 3 (1 for L/14), and at
+  non-224 inputs against transformers with ``interpolate_pos_encoding=True``;
+  fp16 / bf16 are finite and within 5e-3 / 3e-2 relative of fp32.
+* exactness: ``decompose(...).check()`` < 1e-5 for every model and mode (spatial all layers,
+  non-spatial, last-4 spatial, non-224 input), the decomposed embedding being the source's.
+* an independent per-layer/head/token computation from transformers' own modules
+  (eager attention weights, ``v_proj``, ``out_proj``) equals ``head_terms()`` and ``mlp_terms()``.
+
+transformers' CLIP has no layer-scale; layer-scale is covered on the open_clip side
+(tests/test_forward.py, tests/test_decomposition.py).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import cliplens
+from tests.conftest import pixels
+
+transformers = pytest.importorskip("transformers")
+
+SHAPES = {
+    # OpenAI's ViT-B/32 and ViT-L/14 use QuickGELU; the B/16 here uses exact GELU to cover both.
+    "B32": dict(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        patch_size=32,
+        projection_dim=512,
+        hidden_act="quick_gelu",
+    ),
+    "B16": dict(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        patch_size=16,
+        projection_dim=512,
+        hidden_act="gelu",
+    ),
+    "L14": dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        patch_size=14,
+        projection_dim=768,
+        hidden_act="quick_gelu",
+    ),
+}
+
+
+def build(name: str):
+    torch.manual_seed(0)
+    config = transformers.CLIPVisionConfig(image_size=224, **SHAPES[name])
+    model = transformers.CLIPVisionModelWithProjection(config).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("bias") or "norm" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+class Zoo:
+    """Models, adapters and the source's reference embeddings, built on first use."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, torch.nn.Module] = {}
+        self.adapters: dict[str, object] = {}
+        self.refs: dict[tuple, torch.Tensor] = {}
+
+    def model(self, name: str):
+        if name not in self.models:
+            self.models[name] = build(name)
+        return self.models[name]
+
+    def adapter(self, name: str):
+        if name not in self.adapters:
+            self.adapters[name] = cliplens.wrap(self.model(name))
+        return self.adapters[name]
+
+    def ref(self, name: str, batch: int, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(pixels, the source's embedding)``; off 224 transformers interpolates the positions."""
+        x = pixels(batch, size)
+        key = (name, batch, size)
+        if key not in self.refs:
+            with torch.no_grad():
+                out = self.model(name)(pixel_values=x, interpolate_pos_encoding=size != (224, 224))
+            self.refs[key] = out.image_embeds
+        return x, self.refs[key]
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    z = Zoo()
+    yield z
+    z.models.clear()
+    z.adapters.clear()
+    z.refs.clear()
+
+
+def max_err(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """``(max abs error, 1e-5 x the largest embedding norm)``."""
+    return (out - ref).abs().max().item(), 1e-5 * ref.norm(dim=-1).max().item()
+
+
+def case_ids(cases) -> list[str]:
+    return [(c.values[0] if hasattr(c, "values") else c)[0] for c in cases]
+
+
+# ---- parity: cliplens's forward vs transformers' ---------------------------------------------------
+
+PARITY = [
+    # (id, model, batch, input size)
+    ("B32-b1", "B32", 1, (224, 224)),
+    ("B32-b3", "B32", 3, (224, 224)),
+    ("B16-b1", "B16", 1, (224, 224)),
+    ("B16@160-b3", "B16", 3, (160, 160)),  # positions downsampled 14x14 -> 10x10
+    pytest.param(("L14-b1", "L14", 1, (224, 224)), marks=pytest.mark.slow),
+    ("B32@288x192-b2", "B32", 2, (288, 192)),  # non-square: 7x7 -> 9x6
+]
+
+
+@pytest.mark.parametrize("case", PARITY, ids=case_ids(PARITY))
+def test_fp32_parity(case, zoo, record_property):
+    _, name, batch, size = case
+    a = zoo.adapter(name)
+    x, ref = zoo.ref(name, batch, size)
+    if size == (224, 224):  # the adapter's own source call (get_image_features / forward)
+        torch.testing.assert_close(a.source_encode_image(x), ref, rtol=0, atol=0)
+    out = a.encode_image(x)
+    assert out.shape == ref.shape == (batch, SHAPES[name]["projection_dim"])
+    err, tol = max_err(out, ref)
+    record_property("max_abs_err", err)
+    record_property("tol", tol)
+    assert err <= tol, (err, tol)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float16, 5e-3), (torch.bfloat16, 3e-2)], ids=["fp16", "bf16"])
+def test_half_precision_b32(dtype, rtol, zoo, record_property):
+    _, ref32 = zoo.ref("B32", 3, (224, 224))
+    x = pixels(3, (224, 224))[:2]
+    a = cliplens.wrap(copy.deepcopy(zoo.model("B32"))).to(dtype=dtype)
+    assert a.dtype == dtype
+    out = a.encode_image(x)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    rel = ((out.float() - ref32[:2]).norm(dim=-1) / ref32[:2].norm(dim=-1)).max().item()
+    record_property("rel_err_vs_fp32", rel)
+    assert rel <= rtol, rel
+
+
+# ---- exactness: the parts sum to the embedding ------------------------------------------------------
+
+EXACT = [
+    # (id, model, batch, input size, decompose kwargs)
+    ("B32-spatial", "B32", 3, (224, 224), dict(spatial=True, layers=None)),
+    ("B32-nonspatial", "B32", 3, (224, 224), dict(spatial=False, layers=None)),
+    ("B32-last4-spatial", "B32", 3, (224, 224), dict(spatial=True, layers=4)),
+    ("B32@288x192-spatial", "B32", 2, (288, 192), dict(spatial=True, layers=None)),
+    ("B16-spatial", "B16", 1, (224, 224), dict(spatial=True, layers=None)),
+    ("B16-nonspatial", "B16", 1, (224, 224), dict(spatial=False, layers=None)),
+    ("B16-last4-spatial", "B16", 1, (224, 224), dict(spatial=True, layers=4)),
+    ("B16@160-spatial", "B16", 3, (160, 160), dict(spatial=True, layers=None)),
+    # L/14: the spatial all-layer mode is covered by last-4 (same code path), to keep the file fast
+    pytest.param(
+        ("L14-last4-spatial", "L14", 1, (224, 224), dict(spatial=True, layers=4)), marks=pytest.mark.slow
+    ),
+    pytest.param(
+        ("L14-nonspatial", "L14", 1, (224, 224), dict(spatial=False, layers=None)), marks=pytest.mark.slow
+    ),
+]
+
+
+@pytest.mark.parametrize("case", EXACT, ids=case_ids(EXACT))
+def test_decomposition_is_exact(case, zoo, record_property):
+    _, name, batch, size, mode = case
+    a = zoo.adapter(name)
+    x, ref = zoo.ref(name, batch, size)
+    d = a.decompose(x, **mode)
+    L, H = SHAPES[name]["num_hidden_layers"], SHAPES[name]["num_attention_heads"]
+    k = L if mode["layers"] is None else mode["layers"]
+    grid = (size[0] // SHAPES[name]["patch_size"], size[1] // SHAPES[name]["patch_size"])
+    assert d.grid == grid and d.head_layers == tuple(range(L - k, L))
+    if mode["spatial"]:
+        assert d.heads.shape[:4] == (batch, k, 1 + grid[0] * grid[1], H)
+    else:
+        assert d.heads.shape[:3] == (batch, k, H)
+    err, tol = max_err(d.embedding, ref)  # the embedding decomposed is the source's
+    assert err <= tol, (err, tol)
+    rel = d.check(rtol=1e-5)
+    record_property("check_rel_err", rel)
+    assert rel < 1e-5
+    if mode["spatial"] and mode["layers"] is None:
+        assert d.normalized().check(rtol=1e-5) < 1e-5
+
+
+# ---- an independent per-head computation from transformers' own modules ------------------------------
+
+
+def reference_terms(model, x: torch.Tensor):
+    """Per layer/token/head joint-space terms ``[B, L, N, H, E]``, embed + MLP terms ``[B, L+1, E]`` and
+    the embedding, from transformers' modules: eager attention weights (``output_attentions``), ``v_proj``,
+    ``out_proj`` per head, the out-proj bias split over heads x tokens, frozen ``post_layernorm`` statistics
+    and its mean and bias shared over the 2L+1 sites."""
+    vm = model.vision_model
+    layers = vm.encoder.layers
+    embed, outs, mlps, pooled = [], [], [], []
+    hooks = [vm.pre_layrnorm.register_forward_hook(lambda m, a, o: embed.append(o))]
+    hooks += [
+        layer.register_forward_hook(lambda m, a, o: outs.append(o[0] if isinstance(o, tuple) else o))
+        for layer in layers
+    ]
+    hooks += [layer.mlp.register_forward_hook(lambda m, a, o: mlps.append(o[:, 0])) for layer in layers]
+    hooks.append(vm.post_layernorm.register_forward_pre_hook(lambda m, a: pooled.append(a[0])))
+    try:
+        with torch.no_grad():
+            out = model(pixel_values=x, output_attentions=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    L = len(layers)
+    assert len(out.attentions) == L and len(outs) == L
+    inputs = [embed[0]] + outs[:-1]
+    with torch.no_grad():
+        attn = []
+        for layer, xin, w in zip(layers, inputs, out.attentions, strict=True):
+            sa = layer.self_attn
+            h = layer.layer_norm1(xin)
+            B, N, D = h.shape
+            H = w.shape[1]
+            dh = D // H
+            v = sa.v_proj(h).view(B, N, H, dh)
+            contrib = w[:, :, 0].transpose(1, 2)[..., None] * v  # [B, N, H, dh]: alpha(CLS->m) v_m
+            wo = sa.out_proj.weight.view(D, H, dh)
+            attn.append(torch.einsum("bnhd,ehd->bnhe", contrib, wo) + sa.out_proj.bias / (H * N))
+        attn = torch.stack(attn, 1)  # [B, L, N, H, D]
+        mlp = torch.stack([embed[0][:, 0]] + mlps, 1)  # [B, L+1, D]
+        p = pooled[0]
+        ln = vm.post_layernorm
+        mu = p.mean(-1)
+        sd = torch.sqrt(p.var(-1, unbiased=False) + ln.eps)
+        sites = 2 * L + 1
+        W = model.visual_projection.weight  # [E, D]
+        s_attn = 1.0 / (sites * N * H)
+        e = (slice(None),) + (None,) * 4
+        attn_j = ((attn - s_attn * mu[e]) * ln.weight / sd[e] + s_attn * ln.bias) @ W.T
+        mlp_j = ((mlp - mu[:, None, None] / sites) * ln.weight / sd[:, None, None] + ln.bias / sites) @ W.T
+    return attn_j, mlp_j, out.image_embeds
+
+
+def eager_copy(model):
+    """The same weights with eager attention, so that transformers returns its attention weights."""
+    if hasattr(model, "set_attn_implementation"):
+        eager = copy.deepcopy(model)
+        eager.set_attn_implementation("eager")
+    else:  # older transformers pick the attention class when the model is built
+        eager = type(model)._from_config(copy.deepcopy(model.config), attn_implementation="eager")
+        eager.load_state_dict(model.state_dict())
+    return eager.eval()
+
+
+def test_per_head_terms_match_transformers_modules(zoo, record_property):
+    x, ref = zoo.ref("B32", 3, (224, 224))
+    x, ref = x[:2], ref[:2]
+    attn_ref, mlp_ref, emb = reference_terms(eager_copy(zoo.model("B32")), x)
+    scale = 1e-5 * emb.norm(dim=-1).max().item()
+    assert max_err(emb, ref)[0] <= scale  # eager attention gives the same embedding as the default
+    # the reference itself is exact: its terms sum to transformers' embedding
+    assert (attn_ref.sum((1, 2, 3)) + mlp_ref.sum(1) - emb).abs().max().item() <= scale
+
+    a = zoo.adapter("B32")
+    d = a.decompose(x, spatial=True)
+    ht = d.head_terms()
+    assert ht.shape == attn_ref.shape == (2, 12, 50, 12, 512)
+    head_err = (ht - attn_ref).abs().max().item()
+    mlp_err = (d.mlp_terms() - mlp_ref).abs().max().item()
+    ns = a.decompose(x, spatial=False)
+    per_head_err = (ns.head_terms() - attn_ref.sum(2)).abs().max().item()
+    record_property("head_terms_err", head_err)
+    record_property("mlp_terms_err", mlp_err)
+    record_property("per_head_err", per_head_err)
+    record_property("tol", scale)
+    assert head_err <= scale, (head_err, scale)
+    assert mlp_err <= scale, (mlp_err, scale)
+    assert per_head_err <= scale, (per_head_err, scale)
