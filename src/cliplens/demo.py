@@ -168,14 +168,16 @@ def _save_segmentation(image: np.ndarray, obj: ObjectResult, path: Path, grid: t
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
     axes[0].imshow(image, interpolation="nearest")
     axes[0].set_title("image", fontsize=9)
-    axes[1].imshow(image, interpolation="nearest")
+    axes[1].imshow(image.mean(-1), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     lim = float(np.abs(obj.map).max()) or 1.0
-    im = axes[1].imshow(obj.map, cmap="coolwarm", vmin=-lim, vmax=lim, alpha=0.6)
+    im = axes[1].imshow(obj.map, cmap="coolwarm", vmin=-lim, vmax=lim, alpha=0.75)
     fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04)
     axes[1].set_title(f"{obj.text!r} minus others\n(direct effect per region, {grid[0]}x{grid[1]} tokens)",
                       fontsize=8)
     axes[2].imshow(obj.pred, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    axes[2].set_title("predicted: min-max map >= its mean", fontsize=8)
+    if obj.mask.any() and not obj.mask.all():
+        axes[2].contour(obj.mask, levels=[0.5], colors="#d62728", linewidths=1.0)
+    axes[2].set_title("predicted: min-max map >= its mean\n(red: the true outline)", fontsize=8)
     axes[3].imshow(obj.mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     axes[3].set_title(f"true mask  ·  IoU {obj.iou:.3f}", fontsize=9)
     for ax in axes:

@@ -233,6 +233,8 @@ def test_cli_json_and_table(weights):
     assert r.exit_code == 0, r.output
     assert "uniform" in r.output and "decomposition" in r.output and "gaussian" not in r.output
     assert "exactness" in r.output
+    r = CliRunner().invoke(toy, ["bench", "--pretrained", str(weights), "-n", "1", "--method", "decomposition"])
+    assert r.exit_code == 0 and "n/a" in r.output and "NO" not in r.output
     r = CliRunner().invoke(toy, ["bench", "--pretrained", str(weights), "--method", "nope"])
     assert r.exit_code == 2 and "nope" in r.output
 

@@ -466,9 +466,12 @@ def run_bench(
 def format_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     """Table rows ``(method, mIoU, mIoU fg/bg, pixel acc, mAP, beats baselines)`` in percent."""
     rows = []
+    any_baseline = any(r["baseline"] for r in result["rows"])
     for r in result["rows"]:
         if r["baseline"]:
             verdict = "baseline"
+        elif not any_baseline:
+            verdict = "n/a"  # no baseline in this run
         else:
             verdict = "yes" if result["beats_baselines"].get(r["method"]) else "NO"
         rows.append((r["method"], f"{100 * r['miou']:.1f}", f"{100 * r['miou_fgbg']:.1f}",
