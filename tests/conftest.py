@@ -48,3 +48,24 @@ def pixels(batch: int, size: int | tuple[int, int], seed: int = 0) -> torch.Tens
     h, w = (size, size) if isinstance(size, int) else size
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, h, w, generator=g)
+
+
+@pytest.fixture(scope="session")
+def random_toy_weights(tmp_path_factory) -> Path:
+    """A small random-weight ToyCLIP saved as a .safetensors file (1-D parameters perturbed so
+    biases and LayerNorm affines are not trivially 0/1). Load with ``cliplens.load("toy", pretrained=path)``."""
+    from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, save_toy_clip
+    from cliplens.toyworld.tokenizer import build_vocab
+
+    torch.manual_seed(0)
+    vocab = build_vocab()
+    cfg = ToyCLIPConfig(width=64, layers=6, heads=4, embed_dim=32, text_width=32, text_layers=1, text_heads=2,
+                        vocab_size=len(vocab), context_length=48)
+    model = ToyCLIP(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("toy") / "toy-random.safetensors"
+    save_toy_clip(model, str(path), vocab)
+    return path

@@ -6,24 +6,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from cliplens.cli import main
-from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, save_toy_clip
-from cliplens.toyworld.tokenizer import build_vocab
 
 
 @pytest.fixture(scope="module")
-def toy_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    vocab = build_vocab()
-    cfg = ToyCLIPConfig(width=64, layers=6, heads=4, embed_dim=32, text_width=32, text_layers=1, text_heads=2,
-                        vocab_size=len(vocab))
-    path = tmp_path_factory.mktemp("w") / "toy.safetensors"
-    save_toy_clip(ToyCLIP(cfg).eval(), str(path), vocab)
-    return str(path)
+def toy_weights(random_toy_weights):
+    return str(random_toy_weights)
 
 
 @pytest.fixture()

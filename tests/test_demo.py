@@ -15,27 +15,14 @@ import cliplens
 from cliplens.cli import main
 from cliplens.demo import choose_out_dir, demo_scene, make_demo, run_demo
 from cliplens.errors import CliplensError
-from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, save_toy_clip
 from cliplens.toyworld.scenes import render_scene
-from cliplens.toyworld.tokenizer import build_vocab
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    vocab = build_vocab()
-    cfg = ToyCLIPConfig(width=64, layers=3, heads=4, embed_dim=32, text_width=32, text_layers=1, text_heads=2,
-                        vocab_size=len(vocab), context_length=48)
-    m = ToyCLIP(cfg).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    path = tmp_path_factory.mktemp("toy") / "toy-rand.safetensors"
-    save_toy_clip(m, str(path), vocab)
-    return path
+def weights(random_toy_weights):
+    return random_toy_weights
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +120,7 @@ def test_phrase_scores_add_up_to_the_similarity(result, model):
     cos = (z @ model.encode_text(texts).T)[0]
     for p, c in zip(result.phrases, cos.tolist(), strict=True):
         assert p.similarity == pytest.approx(c, abs=1e-5)
-        assert p.layer_scores.shape == (2 * 3 + 1,) and p.layer_labels[0] == "embed"
+        assert p.layer_scores.shape == (2 * model.vision.num_layers + 1,) and p.layer_labels[0] == "embed"
         assert p.layer_scores.sum() == pytest.approx(c, abs=1e-5)
         # each layer's heads add up to that layer's attention term
         np.testing.assert_allclose(p.head_scores.sum(1), p.layer_scores[1::2], rtol=1e-4, atol=1e-6)

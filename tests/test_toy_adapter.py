@@ -7,20 +7,12 @@ import torch
 
 import cliplens
 from cliplens.errors import ModelLoadError
-from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, save_toy_clip
 from cliplens.toyworld.tokenizer import ToyTokenizer, build_vocab
 
 
 @pytest.fixture(scope="module")
-def toy_path(tmp_path_factory):
-    torch.manual_seed(0)
-    vocab = build_vocab()
-    cfg = ToyCLIPConfig(width=64, layers=6, heads=4, embed_dim=32, text_width=32, text_layers=1, text_heads=2,
-                        vocab_size=len(vocab))
-    model = ToyCLIP(cfg).eval()
-    path = tmp_path_factory.mktemp("toy") / "toy-clip.safetensors"
-    save_toy_clip(model, str(path), vocab)
-    return path
+def toy_path(random_toy_weights):
+    return random_toy_weights
 
 
 def test_toy_parity_and_exact_decomposition(toy_path):

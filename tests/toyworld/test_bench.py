@@ -27,26 +27,13 @@ from cliplens.toyworld.bench import (
     uniform_map,
 )
 from cliplens.toyworld.cli import toy
-from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, save_toy_clip
-from cliplens.toyworld.tokenizer import build_vocab
 
 N, SEED = 5, 7
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    vocab = build_vocab()
-    cfg = ToyCLIPConfig(width=64, layers=3, heads=4, embed_dim=32, text_width=32, text_layers=1, text_heads=2,
-                        vocab_size=len(vocab), context_length=48)
-    m = ToyCLIP(cfg).eval()
-    with torch.no_grad():  # non-zero biases and LN parameters, so that every share of the split matters
-        for p in m.parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    path = tmp_path_factory.mktemp("toy") / "toy-rand.safetensors"
-    save_toy_clip(m, str(path), vocab)
-    return path
+def weights(random_toy_weights):
+    return random_toy_weights
 
 
 @pytest.fixture(scope="module")
