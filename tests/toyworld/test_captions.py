@@ -101,3 +101,21 @@ def test_grammar_in_vocab_and_fits_context():
         texts += [full_caption(sc, rng, prefix="a rendering of ", form=f).text for f in range(3)]
     assert tok.unknown_words(texts) == []
     assert max(tok.count_tokens(texts)) <= 48
+
+
+@pytest.mark.parametrize("factor", ["shape", "bg_kind", "position", "size", "count", "colour"])
+def test_factor_captions_true_and_single_factor(factor):
+    from cliplens.toyworld.captions import factor_caption
+
+    rng = np.random.default_rng(3)
+    for i in range(30):
+        sc = sample_scene(8, i)
+        cap = factor_caption(sc, rng, factor)
+        assert cap.facts <= scene_facts(sc), cap.text
+        words = set(split_words(cap.text))
+        if factor != "colour":
+            assert not words & set(COLOURS), cap.text
+        if factor not in ("shape",):
+            assert not words & (set(SHAPES) | set(PLURALS.values())), cap.text
+        if factor != "bg_kind":
+            assert "background" not in words

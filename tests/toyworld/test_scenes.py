@@ -126,3 +126,40 @@ def test_unknown_shape_raises():
     sc.objects[0].shape = "blob"
     with pytest.raises(ValueError, match="unknown shape"):
         render_scene(sc)
+
+
+@pytest.mark.parametrize("factor", ["shape", "colour", "size", "position", "count", "bg_kind", "bg_colour"])
+def test_twin_changes_exactly_one_factor(factor):
+    from cliplens.toyworld.scenes import twin_scene
+
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        sc = sample_scene(6, i, count=(2, 3))
+        before = sc.to_json()
+        tw = twin_scene(sc, rng, factor)
+        assert sc.to_json() == before  # original untouched
+        img, m = render_scene(tw)  # renders, masks still partition the image
+        assert np.array_equal(m["visible"].sum(0) + m["background"], np.ones((64, 64)))
+        if factor in ("bg_kind", "bg_colour"):
+            assert tw.objects == sc.objects
+            assert (tw.bg_kind != sc.bg_kind) if factor == "bg_kind" else (tw.bg_colour != sc.bg_colour)
+        elif factor == "count":
+            assert abs(tw.count - sc.count) == 1 and tw.bg_kind == sc.bg_kind
+        else:
+            assert tw.count == sc.count and tw.bg_kind == sc.bg_kind and tw.bg_colour == sc.bg_colour
+            diff = [k for k, (a, b) in enumerate(zip(sc.objects, tw.objects, strict=True)) if a != b]
+            assert len(diff) == 1
+            a, b = sc.objects[diff[0]], tw.objects[diff[0]]
+            attr = {"shape": "shape", "colour": "colour", "size": "size", "position": "position"}[factor]
+            assert getattr(a, attr) != getattr(b, attr)
+            for other in ("shape", "colour", "size", "position"):
+                if other != attr:
+                    assert getattr(a, other) == getattr(b, other)
+
+
+def test_snap_to_patch_grid():
+    for i in range(30):
+        for o in sample_scene(4, i).objects:
+            assert abs(o.x * 8 - round(o.x * 8)) < 1e-9 and abs(o.y * 8 - round(o.y * 8)) < 1e-9
+    xs = [o.x for i in range(30) for o in sample_scene(4, i, snap=None).objects]
+    assert any(abs(x * 8 - round(x * 8)) > 1e-3 for x in xs)

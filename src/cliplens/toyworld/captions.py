@@ -40,7 +40,7 @@ __all__ = [
     "Caption", "scene_facts", "full_caption", "sample_caption", "hard_negative",
     "consistency_matrix", "grammar_words", "PromptSet", "PROMPT_SETS", "prompt_set",
     "object_phrase", "POSITION_PHRASES", "NUMBER_WORDS", "PLURALS", "describe", "caption_batch",
-    "perturb_scene", "EVAL_POSITIONS", "EVAL_COUNTS",
+    "perturb_scene", "EVAL_POSITIONS", "EVAL_COUNTS", "factor_caption",
 ]
 
 Fact = tuple
@@ -201,17 +201,75 @@ def _partial_object(o: ObjectFactors, rng: np.random.Generator) -> tuple[str, Fa
     return object_phrase(c, s, z, p, noun=noun), ("obj", c, s, z, p)
 
 
+#: how often :func:`factor_caption` names each factor
+FACTOR_CAPTION_WEIGHTS: dict[str, float] = {
+    "shape": 0.35, "bg_kind": 0.2, "position": 0.15, "size": 0.1, "count": 0.1, "colour": 0.1,
+}
+
+
+def factor_caption(scene: SceneFactors, rng: np.random.Generator, factor: str | None = None,
+                   prefix: str = "") -> Caption:
+    """A caption about a single factor ("a star", "a star and a heart", "a shape on the left",
+    "a small shape", "three shapes", "a striped background", "a red shape") — the forms the
+    zero-shot prompt sets use, so each factor gets a direct, classification-like signal."""
+    if factor is None:
+        names = list(FACTOR_CAPTION_WEIGHTS)
+        w = np.array([FACTOR_CAPTION_WEIGHTS[k] for k in names])
+        factor = names[int(rng.choice(len(names), p=w / w.sum()))]
+    objs = scene.objects
+    o = objs[int(rng.integers(len(objs)))]
+    noun = GENERIC[int(rng.random() < 0.2)]
+    facts: set[Fact] = set()
+    if factor == "shape":
+        shapes = sorted({x.shape for x in objs})
+        if len(shapes) > 1 and rng.random() < 0.3:
+            pick = [shapes[i] for i in rng.permutation(len(shapes))[:2]]
+            text = _join([object_phrase(shape=s) for s in pick])
+            facts |= {("obj", None, s, None, None) for s in pick}
+        elif rng.random() < 0.25:
+            n = sum(x.shape == o.shape for x in objs)
+            text = count_phrase(n, None, o.shape)
+            facts.add(("count", None, o.shape, n))
+        else:
+            text = object_phrase(shape=o.shape)
+            facts.add(("obj", None, o.shape, None, None))
+    elif factor == "bg_kind":
+        text = bg_phrase(scene.bg_kind, None)
+        facts.add(("bgkind", scene.bg_kind))
+        if rng.random() < 0.3:
+            text = f"{GENERIC_PLURAL[noun] if len(objs) > 1 else with_article(noun)} on {text}"
+    elif factor == "position":
+        text = object_phrase(position=o.position, noun=noun)
+        facts.add(("obj", None, None, None, o.position))
+    elif factor == "size":
+        text = object_phrase(size=o.size, noun=noun)
+        facts.add(("obj", None, None, o.size, None))
+    elif factor == "count":
+        text = count_phrase(len(objs), None, None, noun)
+        facts.add(("count", None, None, len(objs)))
+    elif factor == "colour":
+        text = object_phrase(o.colour, noun=noun)
+        facts.add(("obj", o.colour, None, None, None))
+    else:
+        raise ValueError(f"unknown factor {factor!r}")
+    return Caption((prefix + text).strip(), frozenset(facts))
+
+
 def sample_caption(
     scene: SceneFactors,
     rng: np.random.Generator,
     p_full: float = 0.5,
+    p_factor: float = 0.5,
 ) -> Caption:
-    """A random caption of ``scene``: full with probability ``p_full``, else a partial one."""
+    """A random caption of ``scene``: full with probability ``p_full``; otherwise a single-factor
+    caption (:func:`factor_caption`) with probability ``p_factor``, else another partial one."""
     if rng.random() < p_full:
         return full_caption(scene, rng, shuffle=rng.random() < 0.5)
     prefix = PREFIXES[int(rng.integers(len(PREFIXES)))]
-    kind = int(rng.choice(5, p=[0.3, 0.2, 0.15, 0.25, 0.1]))
     objs = scene.objects
+    if rng.random() < p_factor:
+        return factor_caption(scene, rng, prefix=prefix)
+    kind = int(rng.choice(5, p=[0.3, 0.2, 0.15, 0.25, 0.1]))
     facts: set[Fact] = set()
     if kind == 0:  # one object, some attributes
         o = objs[int(rng.integers(len(objs)))]

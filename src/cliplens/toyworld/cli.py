@@ -24,7 +24,11 @@ def toy() -> None:
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--warmup", type=int, default=150, show_default=True)
-@click.option("--p-full", type=float, default=0.5, show_default=True, help="Fraction of full captions.")
+@click.option("--p-full", type=float, default=0.35, show_default=True, help="Fraction of full captions.")
+@click.option("--p-factor", type=float, default=0.5, show_default=True,
+              help="Of the partial captions, the fraction naming a single factor.")
+@click.option("--twin-frac", type=float, default=0.4, show_default=True,
+              help="Fraction of each batch that are one-factor-changed twins of other scenes.")
 @click.option("--neg-frac", type=float, default=0.25, show_default=True,
               help="Hard-negative captions per batch (fraction of batch size).")
 @click.option("--width", type=int, default=128, show_default=True)
@@ -50,7 +54,7 @@ def toy() -> None:
 @click.option("--name", default="toy-clip", show_default=True)
 @click.option("--no-progress", is_flag=True)
 def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, batch_size: int, lr: float,
-              warmup: int, p_full: float, neg_frac: float, width: int, layers: int, heads: int, patch: int,
+              warmup: int, p_full: float, p_factor: float, twin_frac: float, neg_frac: float, width: int, layers: int, heads: int, patch: int,
               image_size: int, mlp_ratio: float, embed_dim: int, text_width: int, text_layers: int,
               text_mlp_ratio: float, context_length: int, threads: int, workers: int,
               checkpoint_every: int, eval_every: int, eval_n: int, eval_seed: int, export: str | None,
@@ -64,7 +68,7 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, batch_
                          text_layers=text_layers, text_mlp_ratio=text_mlp_ratio,
                          context_length=context_length)
     cfg = TrainConfig(seed=seed, steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup,
-                      p_full=p_full, neg_frac=neg_frac, threads=threads, num_workers=workers,
+                      p_full=p_full, p_factor=p_factor, twin_frac=twin_frac, neg_frac=neg_frac, threads=threads, num_workers=workers,
                       checkpoint_every=checkpoint_every, eval_every=eval_every, model=mcfg)
     summary = train(cfg, out_dir, resume=resume, export=export, eval_n=eval_n, eval_seed=eval_seed,
                     progress=not no_progress, command=current_command())

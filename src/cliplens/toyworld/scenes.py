@@ -27,7 +27,7 @@ import numpy as np
 __all__ = [
     "SHAPES", "COLOURS", "COLOUR_RGB", "BG_COLOURS", "BG_RGB", "BG_KINDS", "SIZES", "POSITIONS",
     "ObjectFactors", "SceneFactors", "render_scene", "sample_scene", "scene_rng", "sample_scenes",
-    "render_batch", "object_mask",
+    "render_batch", "object_mask", "twin_scene", "TWIN_FACTORS", "DEFAULT_SNAP",
 ]
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "heart", "diamond")
@@ -61,6 +61,10 @@ POSITIONS: tuple[str, ...] = (
     "bottom left", "bottom", "bottom right",
 )
 MAX_OBJECTS = 4
+#: object centres lie on multiples of 1/8 of the image side by default: the patch corners of the
+#: toy model (64 px, patch 8). A ViT learns shapes far faster when an object's silhouette falls on
+#: the patch grid in a few fixed ways rather than at arbitrary sub-patch offsets.
+DEFAULT_SNAP: float | None = 1 / 8
 STREAMS = {"train": 0, "eval": 1, "spurious": 2, "test": 3}
 
 
@@ -278,6 +282,47 @@ def _pick(rng: np.random.Generator, options: Any, given: Any = None) -> Any:
     return options[int(rng.integers(len(options)))]
 
 
+def _bg_params(rng: np.random.Generator, kind: str) -> dict[str, float]:
+    params: dict[str, float] = {}
+    if kind in ("striped", "gradient"):
+        params["angle"] = float(_pick(rng, (0.0, math.pi / 2, math.pi / 4, -math.pi / 4)))
+    if kind in ("striped", "dotted", "checkered"):
+        params["period"] = float(rng.choice([0.125, 0.156, 0.1875]))
+        params["phase"] = float(rng.random())
+        params["phase2"] = float(rng.random())
+    if kind == "gradient" and rng.random() < 0.5:
+        params["angle"] += math.pi
+    if kind == "noisy":
+        params["noise_seed"] = int(rng.integers(2**31))
+    return params
+
+
+def _place(rng: np.random.Generator, pos: str, size: str, jitter: float = 0.55,
+           snap: float | None = DEFAULT_SNAP) -> tuple[float, float]:
+    """A centre inside cell ``pos`` (cell centre + jitter), keeping the object mostly inside.
+
+    With ``snap`` (a fraction of the image side, e.g. 1/8 = one patch of a 64 px / patch 8 model),
+    the centre is drawn from the multiples of ``snap`` inside the cell instead.
+    """
+    row, col = divmod(POSITIONS.index(pos), 3)
+    r = SIZE_RADIUS[size]
+    if snap:
+        out = []
+        for c in (col, row):
+            k = np.arange(1, int(round(1 / snap))) * snap
+            ok = k[(k > c / 3) & (k < (c + 1) / 3) & (k >= r * 0.9) & (k <= 1 - r * 0.9)]
+            if len(ok) == 0:
+                ok = k[(k > c / 3) & (k < (c + 1) / 3)]
+            out.append(float(ok[int(rng.integers(len(ok)))]))
+        return out[0], out[1]
+    half = 1 / 6
+    x = (col + 0.5) / 3 + (rng.random() * 2 - 1) * jitter * half
+    y = (row + 0.5) / 3 + (rng.random() * 2 - 1) * jitter * half
+    x = float(np.clip(x, max(r * 0.9, col / 3 + 0.01), min(1 - r * 0.9, (col + 1) / 3 - 0.01)))
+    y = float(np.clip(y, max(r * 0.9, row / 3 + 0.01), min(1 - r * 0.9, (row + 1) / 3 - 0.01)))
+    return x, y
+
+
 def sample_scene(
     rng: np.random.Generator | int,
     index: int | None = None,
@@ -295,6 +340,7 @@ def sample_scene(
     p_shared_cell: float = 0.1,
     jitter: float = 0.55,
     rotation_jitter: float = 0.12,
+    snap: float | None = DEFAULT_SNAP,
 ) -> SceneFactors:
     """Draw one scene's factors, optionally constrained.
 
@@ -307,6 +353,8 @@ def sample_scene(
         count_weights: probabilities of 1..4 objects when ``count`` is None.
         p_shared_cell: chance that an object takes an already used cell (heavy overlap).
         jitter: how far (fraction of half a cell) an object's centre may move from its cell centre.
+        snap: put object centres on multiples of this fraction of the image side (e.g. 1/8: the
+            patch corners of a 64 px / patch 8 model); ``None``: continuous positions.
     """
     seed = None
     if not isinstance(rng, np.random.Generator):
@@ -333,17 +381,7 @@ def sample_scene(
         n = int(count)
     kind = _pick(rng, BG_KINDS, bg_kind)
     bgc = _pick(rng, BG_COLOURS, bg_colour)
-    params: dict[str, float] = {}
-    if kind in ("striped", "gradient"):
-        params["angle"] = float(_pick(rng, (0.0, math.pi / 2, math.pi / 4, -math.pi / 4)))
-    if kind in ("striped", "dotted", "checkered"):
-        params["period"] = float(rng.choice([0.125, 0.156, 0.1875]))
-        params["phase"] = float(rng.random())
-        params["phase2"] = float(rng.random())
-    if kind == "gradient" and rng.random() < 0.5:
-        params["angle"] += math.pi
-    if kind == "noisy":
-        params["noise_seed"] = int(rng.integers(2**31))
+    params = _bg_params(rng, kind)
 
     used: list[str] = []
     objects: list[ObjectFactors] = []
@@ -355,15 +393,7 @@ def sample_scene(
             pos = _pick(rng, free)
         used.append(pos)
         size = _pick(rng, size_opts)
-        cell = POSITIONS.index(pos)
-        row, col = divmod(cell, 3)
-        r = SIZE_RADIUS[size]
-        half = 1 / 6
-        x = (col + 0.5) / 3 + (rng.random() * 2 - 1) * jitter * half
-        y = (row + 0.5) / 3 + (rng.random() * 2 - 1) * jitter * half
-        # keep the object (mostly) inside the image and its centre inside its cell
-        x = float(np.clip(x, max(r * 0.9, col / 3 + 0.01), min(1 - r * 0.9, (col + 1) / 3 - 0.01)))
-        y = float(np.clip(y, max(r * 0.9, row / 3 + 0.01), min(1 - r * 0.9, (row + 1) / 3 - 0.01)))
+        x, y = _place(rng, pos, size, jitter, snap)
         objects.append(
             ObjectFactors(
                 shape=_pick(rng, shape_opts),
@@ -386,3 +416,69 @@ def sample_scenes(seed: int, indices: Any, stream: str | int = "train", **constr
 def render_batch(scenes: list[SceneFactors]) -> np.ndarray:
     """Render many scenes -> uint8 ``[B, S, S, 3]`` (masks dropped)."""
     return np.stack([render_scene(s)[0] for s in scenes])
+
+
+#: how often :func:`twin_scene` changes each factor
+TWIN_FACTORS: dict[str, float] = {
+    "shape": 0.35, "bg_kind": 0.2, "position": 0.12, "size": 0.12, "count": 0.11, "colour": 0.05,
+    "bg_colour": 0.05,
+}
+
+
+def twin_scene(scene: SceneFactors, rng: np.random.Generator, factor: str | None = None,
+               snap: float | None = DEFAULT_SNAP) -> SceneFactors:
+    """A copy of ``scene`` that differs in exactly one factor (rendering-consistent).
+
+    ``factor``: shape, colour, size, position (one object moves to a free cell), count (one object
+    removed or added), bg_kind (new kind, same colour), bg_colour; default drawn from
+    :data:`TWIN_FACTORS`.
+    """
+    import copy
+
+    if factor is None:
+        names = list(TWIN_FACTORS)
+        w = np.array([TWIN_FACTORS[k] for k in names])
+        factor = names[int(rng.choice(len(names), p=w / w.sum()))]
+    t = copy.deepcopy(scene)
+    t.seed, t.index = None, None
+    objs = t.objects
+    i = int(rng.integers(len(objs)))
+
+    def other(options: tuple[str, ...], cur: str) -> str:
+        rest = [o for o in options if o != cur]
+        return rest[int(rng.integers(len(rest)))]
+
+    used = [o.position for o in objs]
+    free = [p for p in POSITIONS if p not in used]
+    if factor == "shape":
+        objs[i].shape = other(SHAPES, objs[i].shape)
+    elif factor == "colour":
+        objs[i].colour = other(COLOURS, objs[i].colour)
+    elif factor == "size":
+        o = objs[i]
+        o.size = other(SIZES, o.size)
+        r = SIZE_RADIUS[o.size]
+        if not (r * 0.9 <= o.x <= 1 - r * 0.9 and r * 0.9 <= o.y <= 1 - r * 0.9):
+            o.x, o.y = _place(rng, o.position, o.size, snap=snap)
+    elif factor == "position":
+        o = objs[i]
+        o.position = free[int(rng.integers(len(free)))] if free else other(POSITIONS, o.position)
+        o.x, o.y = _place(rng, o.position, o.size, snap=snap)
+    elif factor == "count":
+        if len(objs) > 1 and (len(objs) == MAX_OBJECTS or rng.random() < 0.5):
+            del objs[i]
+        else:
+            pos = free[int(rng.integers(len(free)))]
+            size = SIZES[int(rng.integers(len(SIZES)))]
+            x, y = _place(rng, pos, size, snap=snap)
+            objs.append(ObjectFactors(SHAPES[int(rng.integers(len(SHAPES)))],
+                                      COLOURS[int(rng.integers(len(COLOURS)))], size, x, y, pos,
+                                      float((rng.random() * 2 - 1) * 0.12)))
+    elif factor == "bg_kind":
+        t.bg_kind = other(BG_KINDS, t.bg_kind)
+        t.bg_params = _bg_params(rng, t.bg_kind)
+    elif factor == "bg_colour":
+        t.bg_colour = other(BG_COLOURS, t.bg_colour)
+    else:
+        raise ValueError(f"unknown twin factor {factor!r}; expected one of {tuple(TWIN_FACTORS)}")
+    return t

@@ -38,7 +38,7 @@ from cliplens.toyworld.captions import (
     scene_facts,
 )
 from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, save_toy_clip
-from cliplens.toyworld.scenes import render_batch, sample_scene
+from cliplens.toyworld.scenes import render_batch, sample_scene, twin_scene
 from cliplens.toyworld.tokenizer import ToyTokenizer
 
 __all__ = ["TrainConfig", "make_batch", "train", "contrastive_loss", "BatchDataset", "lr_at"]
@@ -62,8 +62,12 @@ class TrainConfig:
     decay_frac: float = 0.3
     decay_start: int | None = None
     weight_decay: float = 0.1
-    p_full: float = 0.5
+    p_full: float = 0.35
+    p_factor: float = 0.5  # of the partial captions, the fraction that name a single factor
     neg_frac: float = 0.25  # hard-negative captions per batch, as a fraction of the batch
+    #: fraction of the batch that are "twin" images: copies of other scenes of the batch with one
+    #: factor changed (mostly shape or background kind), so that in-batch contrast needs every factor
+    twin_frac: float = 0.4
     grad_clip: float = 1.0
     checkpoint_every: int = 200
     eval_every: int = 0  # if > 0: quick held-out eval every this many steps (logged)
@@ -100,13 +104,15 @@ def make_batch(cfg: TrainConfig, step: int, tokenizer: ToyTokenizer) -> dict[str
         scenes, captions = spurious_training_batch(cfg.seed, step, b, **cfg.data_options)
         rng = np.random.default_rng([cfg.seed, 101, step])
     else:
+        n_twin = int(round(cfg.twin_frac * b))
         scenes = [
             sample_scene(cfg.seed, step * b + i, stream="train", image_size=cfg.model.image_size,
                          count_weights=cfg.count_weights)
-            for i in range(b)
+            for i in range(b - n_twin)
         ]
         rng = np.random.default_rng([cfg.seed, 100, step])
-        captions = [sample_caption(s, rng, cfg.p_full) for s in scenes]
+        scenes += [twin_scene(scenes[k % len(scenes)], rng) for k in range(n_twin)]
+        captions = [sample_caption(s, rng, cfg.p_full, cfg.p_factor) for s in scenes]
     n_neg = int(round(cfg.neg_frac * b))
     negs = [hard_negative(scenes[int(i)], rng) for i in rng.permutation(b)[:n_neg]]
     caps = captions + negs
