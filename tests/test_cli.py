@@ -89,3 +89,15 @@ def test_models_command():
     rows = json.loads(r.stdout)
     rn50 = next(row for row in rows if row["name"] == "RN50")
     assert rn50["decomposable"] is False and "ResNet" in rn50["note"]
+
+
+def test_folder_argument_expands_to_its_images(toy_weights, images, tmp_path):
+    folder = tmp_path  # holds img0.png and img1.png from the fixture
+    (folder / "notes.txt").write_text("not an image")
+    r = CliRunner().invoke(main, ["decompose", str(folder), "-m", "toy", "-p", toy_weights, "-t", "a star", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [res["image"] for res in json.loads(r.stdout)["results"]] == sorted(images)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = CliRunner().invoke(main, ["decompose", str(empty), "-m", "toy", "-p", toy_weights, "-t", "a star"])
+    assert r.exit_code == 2 and "no image files" in r.output

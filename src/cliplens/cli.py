@@ -83,6 +83,25 @@ def models_cmd(family: str | None, show_all: bool, as_json: bool) -> None:
                      "or a local folder/file with --model /path.")
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _expand_images(paths: Sequence[str]) -> list[str]:
+    """Folders stand for the image files directly inside them (sorted); other paths are kept as given."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(str(f) for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise click.BadParameter(f"folder {p!r} has no image files ({', '.join(IMAGE_SUFFIXES)})",
+                                         param_hint="IMAGES")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
 def _batches(seq: Sequence[Any], size: int):
     for i in range(0, len(seq), size):
         yield i, seq[i : i + size]
@@ -110,8 +129,8 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, t
                   batch_size: int, device: str, as_json: bool) -> None:
     """Which layers, heads and image regions push each IMAGE's embedding toward each --text.
 
-    Scores are contributions to the cosine similarity of image and text; over all components
-    they add up to it exactly.
+    IMAGE may be a file or a folder (its image files). Scores are contributions to the cosine
+    similarity of image and text; over all components they add up to it exactly.
     """
     import torch
 
@@ -119,6 +138,7 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, t
 
     if batch_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--batch-size")
+    images = tuple(_expand_images(images))
     adapter = _load(model, pretrained, device)
     directions = adapter.encode_text(list(texts))
     results: list[dict[str, Any]] = []
