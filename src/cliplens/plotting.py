@@ -19,6 +19,15 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def unnormalize(pixel_values: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """``[3, H, W]`` normalised pixels -> ``[H, W, 3]`` float RGB in [0, 1] for display."""
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
@@ -59,12 +68,7 @@ def save_overlay(
         axes[2].set_title("true mask", fontsize=9)
     for ax in axes:
         ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def save_bars(labels: Sequence[str], values: Sequence[float], path: str | Path, *, title: str = "",
@@ -80,12 +84,7 @@ def save_bars(labels: Sequence[str], values: Sequence[float], path: str | Path, 
     ax.axvline(0, color="k", lw=0.5)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def save_head_grid(values: Tensor, path: str | Path, *, title: str = "", layer_labels: Sequence[int] | None = None
@@ -103,9 +102,4 @@ def save_head_grid(values: Tensor, path: str | Path, *, title: str = "", layer_l
     ax.set_yticks(range(v.shape[0]), labels)
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
