@@ -90,3 +90,38 @@ def test_evaluate_tiny():
     assert set(TARGETS) <= set(r)
     rows = format_table(r)
     assert rows[0][0] == "colour" and "a photo of a red shape" in rows[0][3]
+
+
+def test_prompt_bank_and_loss():
+    from cliplens.toyworld.train import prompt_bank, prompt_bank_loss
+
+    texts, facts, groups = prompt_bank()
+    tok = ToyTokenizer(context_length=48)
+    assert tok.unknown_words(texts) == [] and len(texts) == len(facts) == len(groups)
+    assert "a photo of a star" in texts and "a photo of two shapes" in texts
+    g = torch.tensor(groups)
+    torch.manual_seed(0)
+    txt = torch.nn.functional.normalize(torch.randn(len(texts), 8), dim=-1)
+    # images that equal the embedding of one true prompt per group score lower than random ones
+    from cliplens.toyworld.captions import consistency_matrix, scene_facts
+    from cliplens.toyworld.scenes import sample_scene
+
+    scenes = [sample_scene(0, i, count=1) for i in range(6)]
+    tg = torch.from_numpy(consistency_matrix([scene_facts(s) for s in scenes], facts))
+    assert bool((tg.sum(1) >= 6).all())  # every scene satisfies a prompt in (almost) every group
+    img_rand = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    shape_idx = [texts.index("a photo of a " + s.objects[0].shape) for s in scenes]
+    img_good = txt[shape_idx]
+    for center in (False, True):
+        good = prompt_bank_loss(img_good, txt[g == 0], torch.tensor(20.0), tg[:, g == 0], g[g == 0], center=center)
+        bad = prompt_bank_loss(img_rand, txt[g == 0], torch.tensor(20.0), tg[:, g == 0], g[g == 0], center=center)
+        assert good < bad
+
+
+def test_text_lr_mult_schedule():
+    from cliplens.toyworld.train import text_lr_mult
+
+    cfg = _cfg(text_lr_mult=0.1, text_lr_hold=10)
+    assert text_lr_mult(cfg, 0) == 0.1 == text_lr_mult(cfg, 9)
+    assert 0.1 < text_lr_mult(cfg, 15) < 1.0 and text_lr_mult(cfg, 20) == 1.0
+    assert text_lr_mult(_cfg(), 0) == 1.0

@@ -31,6 +31,16 @@ def toy() -> None:
               help="Fraction of each batch that are one-factor-changed twins of other scenes.")
 @click.option("--neg-frac", type=float, default=0.25, show_default=True,
               help="Hard-negative captions per batch (fraction of batch size).")
+@click.option("--text-lr-mult", type=float, default=1.0, show_default=True,
+              help="Text-tower LR multiplier for the first --text-lr-hold steps (then ramps to 1).")
+@click.option("--text-lr-hold", type=int, default=0, show_default=True)
+@click.option("--init-logit-scale", type=float, default=None, help="Initial log logit scale (default log(1/0.07)).")
+@click.option("--prompt-bank", type=float, default=1.0, show_default=True,
+              help="Weight of the prompt-bank term (image vs. all single-factor prompts); 0: off.")
+@click.option("--count-weights", default="0.25,0.25,0.25,0.25", show_default=True,
+              help="Probabilities of 1,2,3,4 objects per training scene.")
+@click.option("--bank-center/--no-bank-center", default=False, show_default=True,
+              help="Centre and normalise each prompt group in the prompt-bank term.")
 @click.option("--width", type=int, default=128, show_default=True)
 @click.option("--layers", type=int, default=6, show_default=True)
 @click.option("--heads", type=int, default=4, show_default=True)
@@ -54,7 +64,8 @@ def toy() -> None:
 @click.option("--name", default="toy-clip", show_default=True)
 @click.option("--no-progress", is_flag=True)
 def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, batch_size: int, lr: float,
-              warmup: int, p_full: float, p_factor: float, twin_frac: float, neg_frac: float, width: int, layers: int, heads: int, patch: int,
+              warmup: int, bank_center: bool, count_weights: str, prompt_bank: float, text_lr_mult: float, text_lr_hold: int, init_logit_scale: float | None,
+              p_full: float, p_factor: float, twin_frac: float, neg_frac: float, width: int, layers: int, heads: int, patch: int,
               image_size: int, mlp_ratio: float, embed_dim: int, text_width: int, text_layers: int,
               text_mlp_ratio: float, context_length: int, threads: int, workers: int,
               checkpoint_every: int, eval_every: int, eval_n: int, eval_seed: int, export: str | None,
@@ -67,8 +78,10 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, batch_
                          heads=heads, mlp_ratio=mlp_ratio, embed_dim=embed_dim, text_width=text_width,
                          text_layers=text_layers, text_mlp_ratio=text_mlp_ratio,
                          context_length=context_length)
+    if init_logit_scale is not None:
+        mcfg.init_logit_scale = init_logit_scale
     cfg = TrainConfig(seed=seed, steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup,
-                      p_full=p_full, p_factor=p_factor, twin_frac=twin_frac, neg_frac=neg_frac, threads=threads, num_workers=workers,
+                      count_weights=tuple(float(x) for x in count_weights.split(",")), prompt_bank=prompt_bank, bank_center=bank_center, text_lr_mult=text_lr_mult, text_lr_hold=text_lr_hold, p_full=p_full, p_factor=p_factor, twin_frac=twin_frac, neg_frac=neg_frac, threads=threads, num_workers=workers,
                       checkpoint_every=checkpoint_every, eval_every=eval_every, model=mcfg)
     summary = train(cfg, out_dir, resume=resume, export=export, eval_n=eval_n, eval_seed=eval_seed,
                     progress=not no_progress, command=current_command())

@@ -45,7 +45,10 @@ class ToyCLIPConfig:
     text_layers: int = 3
     text_heads: int = 4
     text_mlp_ratio: float = 4.0
-    context_length: int = 40
+    context_length: int = 48
+    #: text pooling: "mean" over <sot>..<eot> (every word feeds the embedding directly, which lets
+    #: the text tower learn shape/size/position words quickly) or "eot" (CLIP's pooling)
+    text_pool: str = "mean"
     vocab_size: int = 128
     eot_id: int = 2
     pad_id: int = 0
@@ -170,7 +173,8 @@ class ToyCLIP(nn.Module):
     def encode_text(self, tokens: Tensor, normalize: bool = False) -> Tensor:
         """Token ids ``[B, ctx]`` (from the toy tokenizer) -> text embeddings ``[B, E]``.
 
-        Pooling takes the first ``<eot>`` position (the last position if there is none).
+        Pooling (``config.text_pool``): the mean of the final-layer tokens from ``<sot>`` to the first
+        ``<eot>`` (default), or the ``<eot>`` token alone; tokens after ``<eot>`` never matter.
         """
         tokens = tokens.to(self.token_embedding.weight.device)
         n = tokens.shape[1]
@@ -180,7 +184,12 @@ class ToyCLIP(nn.Module):
         x = self.ln_final(x)
         is_eot = tokens == self.config.eot_id
         idx = torch.where(is_eot.any(1), is_eot.float().argmax(1), torch.full_like(tokens[:, 0], n - 1))
-        z = x[torch.arange(x.shape[0], device=x.device), idx] @ self.text_projection
+        if self.config.text_pool == "eot":
+            pooled = x[torch.arange(x.shape[0], device=x.device), idx]
+        else:  # "mean": average of the (causal, contextualised) tokens <sot> .. <eot>
+            keep = (torch.arange(n, device=x.device)[None, :] <= idx[:, None]).to(x.dtype)
+            pooled = (x * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
+        z = pooled @ self.text_projection
         return F.normalize(z, dim=-1) if normalize else z
 
     def forward(self, pixels: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:

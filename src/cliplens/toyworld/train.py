@@ -69,6 +69,13 @@ class TrainConfig:
     #: factor changed (mostly shape or background kind), so that in-batch contrast needs every factor
     twin_frac: float = 0.4
     grad_clip: float = 1.0
+    #: weight of the prompt-bank term: every batch also contrasts each image against fixed sets of
+    #: single-factor prompts (all shapes, all colours, sizes, positions, counts, background kinds and
+    #: colours), an image->text InfoNCE within each set with label-aware (multi-positive) targets
+    prompt_bank: float = 1.0
+    bank_center: bool = False
+    text_lr_mult: float = 1.0
+    text_lr_hold: int = 0
     checkpoint_every: int = 200
     eval_every: int = 0  # if > 0: quick held-out eval every this many steps (logged)
     log_every: int = 25
@@ -120,12 +127,77 @@ def make_batch(cfg: TrainConfig, step: int, tokenizer: ToyTokenizer) -> dict[str
     tokens = tokenizer.encode([c.text for c in caps])
     # crop trailing all-padding columns (the text tower is causal: padding never matters)
     used = int((tokens != tokenizer.pad_id).any(0).nonzero().max()) + 1
+    out_extra: dict[str, Tensor] = {}
+    if cfg.prompt_bank:
+        texts, facts, groups = prompt_bank()
+        out_extra["bank_targets"] = torch.from_numpy(
+            consistency_matrix([scene_facts(s) for s in scenes], facts))
     return {
+        **out_extra,
         "images": torch.from_numpy(render_batch(scenes)),
         "tokens": tokens[:, :used].contiguous(),
         "targets": torch.from_numpy(targets),
         "n_real": torch.tensor(b),
     }
+
+
+_BANK: tuple[list[str], list[frozenset], list[int]] | None = None
+
+
+def prompt_bank() -> tuple[list[str], list[frozenset], list[int]]:
+    """Fixed single-factor prompts ``(texts, facts, group ids)`` used by the prompt-bank term."""
+    global _BANK
+    if _BANK is None:
+        from cliplens.toyworld.captions import NUMBER_WORDS, bg_phrase, count_phrase, object_phrase
+        from cliplens.toyworld.scenes import BG_COLOURS, BG_KINDS, COLOURS, POSITIONS, SHAPES, SIZES
+
+        texts: list[str] = []
+        facts: list[frozenset] = []
+        groups: list[int] = []
+
+        def add(g: int, t: str, f: tuple) -> None:
+            texts.append("a photo of " + t)
+            facts.append(frozenset({f}))
+            groups.append(g)
+
+        for s in SHAPES:
+            add(0, object_phrase(shape=s), ("obj", None, s, None, None))
+        for c in COLOURS:
+            add(1, object_phrase(c), ("obj", c, None, None, None))
+        for z in SIZES:
+            add(2, object_phrase(size=z), ("obj", None, None, z, None))
+        for p in POSITIONS:
+            add(3, object_phrase(position=p), ("obj", None, None, None, p))
+        for n in NUMBER_WORDS:
+            add(4, count_phrase(n, None, None), ("count", None, None, n))
+        for k in BG_KINDS:
+            add(5, bg_phrase(k, None), ("bgkind", k))
+        for c in BG_COLOURS:
+            add(6, bg_phrase(None, c), ("bgcol", c))
+        _BANK = (texts, facts, groups)
+    return _BANK
+
+
+def prompt_bank_loss(img: Tensor, bank_txt: Tensor, scale: Tensor, targets: Tensor, groups: Tensor,
+                     center: bool = False) -> Tensor:
+    """Image->text InfoNCE within each prompt group, multi-positive targets; mean over groups."""
+    losses = []
+    for g in groups.unique():
+        sel = groups == g
+        t = targets[:, sel].float()
+        rows = t.sum(1) > 0
+        if not bool(rows.any()):
+            continue
+        tb = bank_txt[sel]
+        if center:
+            # centre the group's prompts: softmax over j of img.(t_j - mean) equals that of img.t_j,
+            # but normalising the centred prompts makes the contrast well-conditioned even while
+            # the prompts are still nearly identical (early training), like a classifier's weights
+            tb = F.normalize(tb - tb.mean(0, keepdim=True), dim=-1)
+        logits = scale * img[rows] @ tb.T
+        tr = t[rows]
+        losses.append(-(tr / tr.sum(1, keepdim=True) * F.log_softmax(logits, 1)).sum(1).mean())
+    return torch.stack(losses).mean()
 
 
 class BatchDataset(torch.utils.data.Dataset):
@@ -198,14 +270,29 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+_TEXT_PREFIXES = ("token_embedding", "text_", "ln_final")
+
+
 def _param_groups(model: ToyCLIP, wd: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, bool], list[Tensor]] = {}
     for name, p in model.named_parameters():
-        if p.ndim < 2 or "embedding" in name or name == "logit_scale":
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+        no_decay = p.ndim < 2 or "embedding" in name or name == "logit_scale"
+        is_text = name.startswith(_TEXT_PREFIXES)
+        groups.setdefault((is_text, no_decay), []).append(p)
+    return [
+        {"params": ps, "weight_decay": 0.0 if nd else wd, "is_text": is_text}
+        for (is_text, nd), ps in sorted(groups.items())
+    ]
+
+
+def text_lr_mult(cfg: TrainConfig, step: int) -> float:
+    """LR multiplier of the text tower: ``text_lr_mult`` for ``text_lr_hold`` steps, then a linear
+    ramp to 1 over as many steps again (slows the text tower's early collapse onto colour words)."""
+    if cfg.text_lr_hold <= 0 or step >= 2 * cfg.text_lr_hold:
+        return 1.0
+    if step < cfg.text_lr_hold:
+        return cfg.text_lr_mult
+    return cfg.text_lr_mult + (1 - cfg.text_lr_mult) * (step - cfg.text_lr_hold) / cfg.text_lr_hold
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -293,6 +380,10 @@ def train(
         worker_init_fn=_worker_init if cfg.num_workers else None,
         prefetch_factor=2 if cfg.num_workers else None, persistent_workers=False,
     )
+    bank_texts, _, bank_g = prompt_bank()
+    bank_tokens = tokenizer.encode(bank_texts)
+    bank_tokens = bank_tokens[:, : int((bank_tokens != tokenizer.pad_id).any(0).nonzero().max()) + 1]
+    bank_groups = torch.tensor(bank_g)
     mean = torch.tensor(cfg.model.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.model.std).view(1, 3, 1, 1)
     log_f = open(out / "train_log.jsonl", "a")
@@ -318,12 +409,18 @@ def train(
         task = bar.add_task("train", total=cfg.steps, completed=start, info="")
         for batch in loader:
             lr = lr_at(cfg, step)
+            tm = text_lr_mult(cfg, step)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * (tm if g.get("is_text") else 1.0)
             x = (batch["images"].permute(0, 3, 1, 2).float() / 255.0 - mean) / std
             img = model.encode_image(x, normalize=True)
             txt = encode_text_bucketed(model, batch["tokens"], tokenizer.pad_id)
-            loss = contrastive_loss(img, txt, model.logit_scale.exp(), batch["targets"], int(batch["n_real"]))
+            scale = model.logit_scale.exp()
+            loss = contrastive_loss(img, txt, scale, batch["targets"], int(batch["n_real"]))
+            if cfg.prompt_bank:
+                bank_txt = model.encode_text(bank_tokens, normalize=True)
+                loss = loss + cfg.prompt_bank * prompt_bank_loss(img, bank_txt, scale, batch["bank_targets"],
+                                                                 bank_groups, center=cfg.bank_center)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -1,0 +1,47 @@
+"""The shipped toy-clip weights: loadable, small, the right architecture, and actually trained."""
+
+import json
+from importlib import resources
+
+import torch
+
+from cliplens.toyworld.evaluate import zero_shot
+from cliplens.toyworld.model import DEFAULT_WEIGHTS, load_toy_clip
+from cliplens.toyworld.tokenizer import build_vocab
+
+
+def _weights_dir():
+    return resources.files("cliplens.toyworld") / "weights"
+
+
+def test_shipped_files_exist_and_are_small():
+    d = _weights_dir()
+    total = 0
+    for f in d.iterdir():
+        if f.name.endswith(".safetensors"):
+            total += len(f.read_bytes())
+    assert (d / DEFAULT_WEIGHTS).is_file()
+    assert total <= 20 * 1024 * 1024
+    side = json.loads((d / DEFAULT_WEIGHTS.replace(".safetensors", ".json")).read_text())
+    for key in ("command", "seed", "steps_done", "wall_s", "metrics"):
+        assert key in side["training"], key
+
+
+def test_load_default_and_architecture():
+    torch.set_num_threads(1)
+    model, tok = load_toy_clip()
+    c = model.config
+    assert c.layers >= 6 and c.heads >= 4
+    assert tok.vocab == build_vocab()  # the grammar and the shipped vocabulary agree
+    v = model.vision_view()
+    assert v.num_layers == c.layers and v.image_size == (c.image_size, c.image_size)
+    assert v.source == f"toy:{c.name}"
+
+
+def test_shipped_model_is_trained():
+    torch.set_num_threads(1)
+    model, tok = load_toy_clip()
+    r = zero_shot(model, tok, "colour", n=48, seed=99)
+    assert r["accuracy"] >= 0.9
+    r = zero_shot(model, tok, "shape", n=56, seed=99)
+    assert r["accuracy"] >= 0.6
