@@ -51,3 +51,26 @@ def test_group_accuracies_keys():
     assert abs(r["average"] - np.mean(list(r["groups"].values()))) < 1e-9
     assert r["gap"] >= 0 and r["prompts"] == class_prompts()
     assert tok.unknown_words(r["prompts"]) == []
+
+
+def test_finetune_spurious_tiny(tmp_path):
+    import json
+
+    from cliplens.toyworld.model import load_toy_clip, save_toy_clip
+    from cliplens.toyworld.spurious import finetune_spurious
+
+    torch.manual_seed(0)
+    tok = ToyTokenizer(context_length=48)
+    m = ToyCLIP(ToyCLIPConfig(image_size=64, width=32, layers=1, heads=2, embed_dim=16, text_width=32,
+                              text_layers=1, text_heads=2, context_length=48, vocab_size=len(tok)))
+    src = tmp_path / "base.safetensors"
+    save_toy_clip(m, str(src), tok.vocab)
+    out = tmp_path / "sp.safetensors"
+    s = finetune_spurious(str(src), str(tmp_path / "run"), steps=2, batch_size=8, export=str(out),
+                          progress=False, n_eval=8)
+    assert s["steps_done"] == 2
+    assert set(s["spurious"]) >= {"before", "after"} and len(s["spurious"]["after"]["groups"]) == 4
+    m2, _ = load_toy_clip(out)
+    assert m2.config.name == "toy-clip-spurious"
+    assert not torch.equal(m2.proj, m.proj)  # it was actually trained
+    assert json.loads(out.with_suffix(".json").read_text())["training"]["steps_done"] == 2

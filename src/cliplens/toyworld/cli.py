@@ -115,6 +115,35 @@ def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: 
         Path(json_out).write_text(json.dumps(metrics, indent=2))
 
 
+@toy.command("spurious")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Model to fine-tune (default: the shipped toy-clip).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
+@click.option("--steps", type=int, default=150, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--export", type=click.Path(dir_okay=False), default=None)
+def spurious_cmd(weights: str | None, out_dir: str, steps: int, batch_size: int, lr: float, seed: int,
+                 threads: int, export: str | None) -> None:
+    """Fine-tune on the biased "toy waterbirds" mix; print group accuracies before and after."""
+    import torch
+
+    from cliplens.toyworld.spurious import finetune_spurious
+    from cliplens.toyworld.train import current_command
+
+    torch.set_num_threads(threads)
+    s = finetune_spurious(weights, out_dir, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                          export=export, progress=False, command=current_command())
+    sp = s["spurious"]
+    for when in ("before", "after"):
+        r = sp[when]
+        groups = ", ".join(f"{k}: {100 * v:.1f}%" for k, v in r["groups"].items())
+        click.echo(f"{when}: average {100 * r['average']:.1f}%, worst {100 * r['worst']:.1f}% "
+                   f"({r['worst_group']}), gap {100 * r['gap']:.1f} points | {groups}")
+
+
 def _print_table(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -180,6 +180,8 @@ def finetune_spurious(
     minutes: float | None = None,
     progress: bool = True,
     command: str | None = None,
+    n_eval: int = 800,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
     """Fine-tune a ToyCLIP (default: the shipped one) on the biased mix; returns the train summary
     with ``"spurious"``: :func:`group_accuracies` before and after."""
@@ -192,11 +194,11 @@ def finetune_spurious(
         ref = resources.files("cliplens.toyworld") / "weights" / DEFAULT_WEIGHTS
         init_weights = str(ref)
     base, tok = load_toy_clip(init_weights)
-    before = group_accuracies(base, tok, spec=spec)
+    before = group_accuracies(base, tok, spec=spec, n=n_eval)
     cfg = TrainConfig(
         seed=seed, steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=min(20, steps // 5),
-        schedule="cosine", neg_frac=0.0, checkpoint_every=max(steps, 1), log_every=10,
-        num_workers=0, model=base.config, init_weights=init_weights, data="spurious",
+        schedule="cosine", neg_frac=0.0, prompt_bank=0.0, checkpoint_every=max(steps, 1), log_every=10,
+        num_workers=num_workers, model=base.config, init_weights=init_weights, data="spurious",
         data_options={"p_major": spec.p_major, "class_shapes": list(spec.class_shapes),
                       "bg_kinds": list(spec.bg_kinds), "sizes": list(spec.sizes)},
     )
@@ -208,9 +210,10 @@ def finetune_spurious(
     model, tok = load_toy_clip(init_weights)
     model.load_state_dict(state["model"])
     model.eval()
-    after = group_accuracies(model, tok, spec=spec)
+    after = group_accuracies(model, tok, spec=spec, n=n_eval)
     summary["spurious"] = {"before": before, "after": after, "spec": spec.__dict__}
     if export:
+        model.config.name = "toy-clip-spurious"
         save_toy_clip(model, export, tok.vocab, info={"training": {k: v for k, v in summary.items()
                                                                   if k != "train_config"}})
     return summary
