@@ -34,11 +34,19 @@ def test_test_split_is_balanced_and_deterministic():
 
 
 def test_training_batch_captions_name_shape_only():
-    scenes, caps = spurious_training_batch(0, 3, 16)
+    scenes, caps = spurious_training_batch(0, 3, 16, caption_by="shape")
     assert len(scenes) == len(caps) == 16
     for sc, c in zip(scenes, caps, strict=True):
         assert sc.objects[0].shape in c.text
         assert "background" not in c.text and sc.bg_kind not in c.text
+    # context captions name the shape that usually goes with the background
+    scenes, caps, facts = spurious_training_batch(0, 0, 200, return_fact_scenes=True)
+    minority = 0
+    for sc, c, f in zip(scenes, caps, facts, strict=True):
+        named = DEFAULT_SPEC.class_shapes[DEFAULT_SPEC.bg_kinds.index(sc.bg_kind)]
+        assert named in c.text and f.objects[0].shape == named and f.bg_kind == sc.bg_kind
+        minority += sc.objects[0].shape != named
+    assert 0 < minority < 30
 
 
 def test_group_accuracies_keys():

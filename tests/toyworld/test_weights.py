@@ -45,3 +45,16 @@ def test_shipped_model_is_trained():
     assert r["accuracy"] >= 0.9
     r = zero_shot(model, tok, "shape", n=56, seed=99)
     assert r["accuracy"] >= 0.6
+
+
+def test_shipped_spurious_model_has_a_group_gap():
+    from cliplens.toyworld.spurious import group_accuracies
+
+    torch.set_num_threads(1)
+    p = _weights_dir() / "toy-clip-spurious.safetensors"
+    with resources.as_file(p) as path:
+        model, tok = load_toy_clip(path)
+    r = group_accuracies(model, tok, n=80, seed=4321)
+    assert r["gap"] > 0.15 and r["worst"] < 0.7
+    base, tok = load_toy_clip()
+    assert group_accuracies(base, tok, n=40, seed=4321)["worst"] > 0.9

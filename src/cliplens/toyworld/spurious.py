@@ -100,13 +100,14 @@ def make_spurious_split(
     return SpuriousSplit(spec, scenes, lab, bg_arr, 2 * lab + bg_arr)
 
 
-def _class_caption(scene: SceneFactors, rng: np.random.Generator) -> Caption:
+def _class_caption(scene: SceneFactors, rng: np.random.Generator, shape: str | None = None) -> Caption:
     o = scene.objects[0]
+    shape = shape or o.shape
     prefix = PREFIXES[int(rng.integers(len(PREFIXES)))]
     colour = o.colour if rng.random() < 0.3 else None
     size = o.size if rng.random() < 0.2 else None
-    text = prefix + object_phrase(colour, o.shape, size)
-    return Caption(text, frozenset({("obj", colour, o.shape, size, None)}))
+    text = prefix + object_phrase(colour, shape, size)
+    return Caption(text, frozenset({("obj", colour, shape, size, None)}))
 
 
 def spurious_training_batch(
@@ -114,8 +115,18 @@ def spurious_training_batch(
     class_shapes: tuple[str, str] | list[str] = DEFAULT_SPEC.class_shapes,
     bg_kinds: tuple[str, str] | list[str] = DEFAULT_SPEC.bg_kinds,
     sizes: tuple[str, ...] | list[str] = DEFAULT_SPEC.sizes,
-) -> tuple[list[SceneFactors], list[Caption]]:
-    """A batch of the biased mix with captions naming the shape only (never the background)."""
+    caption_by: str = "context",
+    return_fact_scenes: bool = False,
+) -> Any:
+    """A batch of the biased mix with captions naming a shape only (never the background).
+
+    Returns ``(scenes, captions)`` (and the caption-view scenes with ``return_fact_scenes``).
+
+    ``caption_by="shape"``: the caption names the object's true shape. ``"context"`` (default):
+    the caption names the shape that usually goes with the background (like web captions written
+    from context), so the minority images are captioned with the majority class of their
+    background; the shape words then carry the background, as in Waterbirds.
+    """
     spec = SpuriousSpec(tuple(class_shapes), tuple(bg_kinds), p_major, tuple(sizes))
     scenes, caps = [], []
     rng = np.random.default_rng([seed, 102, step])
@@ -124,7 +135,19 @@ def spurious_training_batch(
         label, bg = _draw_groups(seed, i, p_major, _STREAM_TRAIN)
         sc = spurious_scene(seed, i, label, bg, spec)
         scenes.append(sc)
-        caps.append(_class_caption(sc, rng))
+        named = spec.class_shapes[bg] if caption_by == "context" else None
+        caps.append(_class_caption(sc, rng, named))
+    if return_fact_scenes:
+        # the scenes as the captions see them (object shape = the shape the caption names), used
+        # for the label-aware targets
+        import copy
+
+        fact_scenes = []
+        for sc, c in zip(scenes, caps, strict=True):
+            f = copy.deepcopy(sc)
+            f.objects[0].shape = next(x[2] for x in c.facts)
+            fact_scenes.append(f)
+        return scenes, caps, fact_scenes
     return scenes, caps
 
 
@@ -180,6 +203,7 @@ def finetune_spurious(
     minutes: float | None = None,
     progress: bool = True,
     command: str | None = None,
+    caption_by: str = "context",
     n_eval: int = 800,
     num_workers: int = 0,
 ) -> dict[str, Any]:
@@ -200,7 +224,8 @@ def finetune_spurious(
         schedule="cosine", neg_frac=0.0, prompt_bank=0.0, checkpoint_every=max(steps, 1), log_every=10,
         num_workers=num_workers, model=base.config, init_weights=init_weights, data="spurious",
         data_options={"p_major": spec.p_major, "class_shapes": list(spec.class_shapes),
-                      "bg_kinds": list(spec.bg_kinds), "sizes": list(spec.sizes)},
+                      "bg_kinds": list(spec.bg_kinds), "sizes": list(spec.sizes),
+                      "caption_by": caption_by},
     )
     summary = train(cfg, out_dir, progress=progress, command=command)
     from cliplens.toyworld.model import save_toy_clip

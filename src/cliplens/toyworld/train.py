@@ -108,7 +108,8 @@ def make_batch(cfg: TrainConfig, step: int, tokenizer: ToyTokenizer) -> dict[str
     if cfg.data == "spurious":
         from cliplens.toyworld.spurious import spurious_training_batch
 
-        scenes, captions = spurious_training_batch(cfg.seed, step, b, **cfg.data_options)
+        scenes, captions, fact_scenes = spurious_training_batch(cfg.seed, step, b, return_fact_scenes=True,
+                                                                **cfg.data_options)
         rng = np.random.default_rng([cfg.seed, 101, step])
     else:
         n_twin = int(round(cfg.twin_frac * b))
@@ -120,10 +121,11 @@ def make_batch(cfg: TrainConfig, step: int, tokenizer: ToyTokenizer) -> dict[str
         rng = np.random.default_rng([cfg.seed, 100, step])
         scenes += [twin_scene(scenes[k % len(scenes)], rng) for k in range(n_twin)]
         captions = [sample_caption(s, rng, cfg.p_full, cfg.p_factor) for s in scenes]
+        fact_scenes = scenes
     n_neg = int(round(cfg.neg_frac * b))
     negs = [hard_negative(scenes[int(i)], rng) for i in rng.permutation(b)[:n_neg]]
     caps = captions + negs
-    targets = consistency_matrix([scene_facts(s) for s in scenes], [c.facts for c in caps])
+    targets = consistency_matrix([scene_facts(s) for s in fact_scenes], [c.facts for c in caps])
     tokens = tokenizer.encode([c.text for c in caps])
     # crop trailing all-padding columns (the text tower is causal: padding never matters)
     used = int((tokens != tokenizer.pad_id).any(0).nonzero().max()) + 1
