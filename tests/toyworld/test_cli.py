@@ -32,10 +32,11 @@ def test_train_command_tiny(tmp_path):
         "train", "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "4", "--width", "32",
         "--layers", "1", "--heads", "2", "--image-size", "32", "--embed-dim", "16", "--text-width", "32",
         "--text-layers", "1", "--workers", "0", "--threads", "1", "--eval-n", "4", "--no-progress",
-        "--export", str(tmp_path / "w.safetensors"),
+        "--decay-start", "1", "--export", str(tmp_path / "w.safetensors"),
     ])
     assert r.exit_code == 0, r.output
     side = json.loads((tmp_path / "w.json").read_text())
     assert side["training"]["steps_done"] == 2
+    assert side["training"]["train_config"]["decay_start"] == 1
     assert side["training"]["metrics"]["n"] == 4 and "colour" in side["training"]["metrics"]
     assert side["config"]["width"] == 32 and side["training"]["seed"] == 0

@@ -21,6 +21,9 @@ def toy() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", type=int, default=3000, show_default=True, help="Planned steps (sets the LR schedule).")
 @click.option("--minutes", type=float, default=None, help="Hard wall-clock cap; stops early and exports.")
+@click.option("--decay-start", type=int, default=None,
+              help="Step where the LR decay begins (default: at 70% of --steps, or of --minutes when set). "
+                   "Pass the value recorded in a run's JSON to replay it step for step without --minutes.")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--warmup", type=int, default=150, show_default=True)
@@ -63,7 +66,8 @@ def toy() -> None:
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt (its config wins).")
 @click.option("--name", default="toy-clip", show_default=True)
 @click.option("--no-progress", is_flag=True)
-def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, batch_size: int, lr: float,
+def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_start: int | None,
+              batch_size: int, lr: float,
               warmup: int, bank_center: bool, count_weights: str, prompt_bank: float, text_lr_mult: float, text_lr_hold: int, init_logit_scale: float | None,
               p_full: float, p_factor: float, twin_frac: float, neg_frac: float, width: int, layers: int, heads: int, patch: int,
               image_size: int, mlp_ratio: float, embed_dim: int, text_width: int, text_layers: int,
@@ -80,7 +84,8 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, batch_
                          context_length=context_length)
     if init_logit_scale is not None:
         mcfg.init_logit_scale = init_logit_scale
-    cfg = TrainConfig(seed=seed, steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup,
+    cfg = TrainConfig(seed=seed, steps=steps, minutes=minutes, decay_start=decay_start, batch_size=batch_size,
+                      lr=lr, warmup=warmup,
                       count_weights=tuple(float(x) for x in count_weights.split(",")), prompt_bank=prompt_bank, bank_center=bank_center, text_lr_mult=text_lr_mult, text_lr_hold=text_lr_hold, p_full=p_full, p_factor=p_factor, twin_frac=twin_frac, neg_frac=neg_frac, threads=threads, num_workers=workers,
                       checkpoint_every=checkpoint_every, eval_every=eval_every, model=mcfg)
     summary = train(cfg, out_dir, resume=resume, export=export, eval_n=eval_n, eval_seed=eval_seed,
