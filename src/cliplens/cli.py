@@ -185,7 +185,7 @@ def _progress(enabled: bool):
 
 
 def _save_maps(adapter, dec, directions, texts, row, image_path, out_dir: Path) -> list[str]:
-    from cliplens.plotting import save_overlay, unnormalize
+    from cliplens.plotting import save_overlay, slug, unnormalize
 
     cfg = adapter.preprocess_config
     scores = dec.normalized().project(directions)
@@ -195,15 +195,12 @@ def _save_maps(adapter, dec, directions, texts, row, image_path, out_dir: Path) 
     stem = Path(str(image_path)).stem
     paths = []
     for t, text in enumerate(texts):
-        p = _unique(out_dir / f"{stem}__{_slug(text)}.png")
+        p = _unique(out_dir / f"{stem}__{slug(text)}.png")
         save_overlay(img, grid[t], p, title=f"{text!r}: direct effect per region")
         paths.append(str(p))
     return paths
 
 
-def _slug(text: str) -> str:
-    s = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
-    return "-".join(filter(None, s.split("-")))[:40] or "text"
 
 
 def _unique(path: Path) -> Path:

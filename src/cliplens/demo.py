@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from cliplens.errors import CliplensError
+from cliplens.plotting import slug
 
 __all__ = ["run_demo", "make_demo", "demo_scene", "choose_out_dir", "format_summary", "DemoResult",
            "PhraseResult", "ObjectResult", "DEFAULT_OUT", "demo"]
@@ -187,9 +188,6 @@ def _save_segmentation(image: np.ndarray, obj: ObjectResult, path: Path, grid: t
     plt.close(fig)
 
 
-def _slug(text: str) -> str:
-    s = "".join(c if c.isalnum() else "-" for c in text.lower())
-    return "-".join(filter(None, s.split("-")))[:40].strip("-") or "text"
 
 
 # --------------------------------------------------------------------------- the demo
@@ -245,7 +243,7 @@ def make_demo(
         tops = [(f"L{scores.head_layers[i // hs.shape[1]]}.H{i % hs.shape[1]}", float(hs.flat[i])) for i in order]
         sim = float(scores.total[0, t])
         ph = PhraseResult(kind, text, sim, layer_labels, np.asarray(ls), hs, tuple(scores.head_layers), tops)
-        stem = f"{t:02d}-{kind}-{_slug(text)}"
+        stem = f"{t:02d}-{kind}-{slug(text)}"
         bars = save_bars(layer_labels, ls, out / f"layers-{stem}.png", xlabel="contribution to cosine similarity",
                          title=f"{text!r}: each layer's direct effect (sum {sim:+.4f})")
         grid_png = save_head_grid(torch.from_numpy(hs), out / f"heads-{stem}.png",
@@ -270,7 +268,7 @@ def make_demo(
         sc = score_map(grid, mask)
         obj = ObjectResult(name, contrasts[k], grid.cpu().numpy().astype(np.float64), sc["map"], sc["normalized"],
                            sc["pred"], mask, sc["iou"], sc["pixel_acc"], sc["ap"])
-        png = out / f"segmentation-{k}-{_slug(name)}.png"
+        png = out / f"segmentation-{k}-{slug(name)}.png"
         _save_segmentation(image, obj, png, dec.grid)
         obj.figure = png.name
         files.append(png)

@@ -19,6 +19,12 @@ def _plt():
     return plt
 
 
+def slug(text: str) -> str:
+    """A short file-name-safe form of a text (``"A red circle!"`` -> ``"a-red-circle"``)."""
+    s = "".join(c if c.isalnum() else "-" for c in text.lower())
+    return "-".join(filter(None, s.split("-")))[:40].strip("-") or "text"
+
+
 def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
