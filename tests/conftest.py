@@ -69,3 +69,11 @@ def random_toy_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("toy") / "toy-random.safetensors"
     save_toy_clip(model, str(path), vocab)
     return path
+
+
+@pytest.fixture(scope="session")
+def random_toy(random_toy_weights):
+    """The random-weight ToyCLIP of :func:`random_toy_weights`, loaded through ``cliplens.load``."""
+    import cliplens
+
+    return cliplens.load("toy", pretrained=str(random_toy_weights))

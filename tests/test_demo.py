@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-import cliplens
 from cliplens.cli import main
 from cliplens.demo import choose_out_dir, demo_scene, make_demo, run_demo
 from cliplens.errors import CliplensError
@@ -26,8 +25,8 @@ def weights(random_toy_weights):
 
 
 @pytest.fixture(scope="module")
-def model(weights):
-    return cliplens.load("toy", pretrained=str(weights))
+def model(random_toy):
+    return random_toy
 
 
 @pytest.fixture(scope="module")

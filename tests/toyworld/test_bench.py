@@ -37,8 +37,8 @@ def weights(random_toy_weights):
 
 
 @pytest.fixture(scope="module")
-def model(weights):
-    return cliplens.load("toy", pretrained=str(weights))
+def model(random_toy):
+    return random_toy
 
 
 @pytest.fixture(scope="module")
