@@ -66,8 +66,8 @@ def test_bad_image_and_skip_bad(toy_weights, images, tmp_path):
                                   "--skip-bad", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
-    assert out["results"][1]["image"] == str(bad) and "error" in out["results"][1]
-    assert "texts" in out["results"][0]
+    assert out["skipped"][0]["image"] == str(bad) and "--skip-bad" not in out["skipped"][0]["error"]
+    assert [x["image"] for x in out["results"]] == [images[0]] and "texts" in out["results"][0]
 
 
 def test_empty_text_and_unknown_model(toy_weights, images):

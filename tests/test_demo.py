@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from cliplens.cli import main
-from cliplens.demo import choose_out_dir, demo_scene, make_demo, run_demo
 from cliplens.errors import CliplensError
+from cliplens.report.demo import demo_scene, make_demo, run_demo
+from cliplens.report.files import fresh_dir as choose_out_dir
 from cliplens.toyworld.scenes import render_scene
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from cliplens.forward import hook_names, positional_embedding_for, resolve_names, run_vision
+from cliplens.core.forward import positional_embedding_for, run_vision
+from cliplens.core.hooks import hook_names, resolve_names
 from cliplens.models.openclip import vision_view_from_open_clip
 from tests.conftest import open_clip_model, pixels, tiny_open_clip
 

@@ -7,10 +7,12 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from cliplens import images  # noqa: E402
+from cliplens.core import forward  # noqa: E402
 from cliplens.errors import ModelLoadError, UnsupportedArchitectureError  # noqa: E402
+from cliplens.images import OPENAI_CLIP_MEAN as CLIP_MEAN  # noqa: E402
+from cliplens.images import OPENAI_CLIP_STD as CLIP_STD  # noqa: E402
 from cliplens.models.hf import (  # noqa: E402
-    CLIP_MEAN,
-    CLIP_STD,
     HFCLIPAdapter,
     _features,
     vision_view_from_hf,
@@ -251,7 +253,6 @@ def test_missing_tokenizer_fails_only_when_text_is_used():
 
 
 def test_encode_text_end_to_end(adapter):
-    pytest.importorskip("cliplens.text")
     out = adapter.encode_text(["a photo of a cat", "a dog"])
     assert out.shape == (2, 32)
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(2))
@@ -265,7 +266,6 @@ def test_default_processor_and_preprocess_config(adapter):
     assert isinstance(p, transformers.CLIPImageProcessor)
     assert dict(p.crop_size) == {"height": 32, "width": 32} and p.size["shortest_edge"] == 32
     assert tuple(p.image_mean) == pytest.approx(CLIP_MEAN) and tuple(p.image_std) == pytest.approx(CLIP_STD)
-    images = pytest.importorskip("cliplens.images")
     cfg = adapter.preprocess_config
     assert isinstance(cfg, images.PreprocessConfig) and cfg.image_size == (32, 32)
     assert cfg.mean == pytest.approx(CLIP_MEAN) and cfg.std == pytest.approx(CLIP_STD)
@@ -287,7 +287,6 @@ def test_logit_scale(adapter, model):
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("size", [(32, 32), (48, 40)])
 def test_forward_parity(act, batch, size):
-    forward = pytest.importorskip("cliplens.forward")
     a = HFCLIPAdapter(tiny_clip(act, seed=batch))
     x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(1))
     ref = a.source_encode_image(x)
@@ -312,7 +311,6 @@ def _tiny_metaclip2():
 
 @pytest.mark.parametrize("build", ["gelu_tanh_deeper", "metaclip2"])
 def test_forward_parity_other_models(build):
-    forward = pytest.importorskip("cliplens.forward")
     if build == "metaclip2":
         a = HFCLIPAdapter(_tiny_metaclip2())
     else:

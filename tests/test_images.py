@@ -23,6 +23,8 @@ from cliplens.images import (
     check_pixel_values,
     load_image,
 )
+from cliplens.models.hf import preprocess_config_from_hf
+from cliplens.models.openclip import preprocess_config_from_open_clip
 
 IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "reference-data" / "images"
 
@@ -86,10 +88,10 @@ def hf_processors():
 def _ours_and_theirs(open_clip_transforms, hf_processors):
     pairs = []
     for key, (model, preprocess) in open_clip_transforms.items():
-        pairs.append((f"open_clip:{key}", Preprocessor(PreprocessConfig.from_open_clip(model)),
+        pairs.append((f"open_clip:{key}", Preprocessor(preprocess_config_from_open_clip(model)),
                       lambda im, p=preprocess: p(im)[None]))
     for i, ip in enumerate(hf_processors):
-        pairs.append((f"hf:{type(ip).__name__}:{i}", Preprocessor(PreprocessConfig.from_hf_processor(ip)),
+        pairs.append((f"hf:{type(ip).__name__}:{i}", Preprocessor(preprocess_config_from_hf(ip)),
                       lambda im, p=ip: p(im, return_tensors="pt")["pixel_values"]))
     return pairs
 
@@ -102,36 +104,36 @@ def _maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ---- config --------------------------------------------------------------------------------------
 def test_config_from_open_clip(open_clip_transforms):
-    cfg = PreprocessConfig.from_open_clip(open_clip_transforms["b32"][0])
+    cfg = preprocess_config_from_open_clip(open_clip_transforms["b32"][0])
     assert cfg.image_size == (224, 224) and cfg.resize_size == 224
     assert cfg.crop == "center_round" and cfg.convert_rgb == "last" and cfg.source == "open_clip"
-    cfg = PreprocessConfig.from_open_clip(open_clip_transforms["b16_160_bilinear_longest"][0])
+    cfg = preprocess_config_from_open_clip(open_clip_transforms["b16_160_bilinear_longest"][0])
     assert cfg.image_size == (160, 160) and cfg.interpolation == "bilinear" and cfg.resize_mode == "longest"
-    cfg = PreprocessConfig.from_open_clip(open_clip_transforms["b16_160x128"][0])
+    cfg = preprocess_config_from_open_clip(open_clip_transforms["b16_160x128"][0])
     # open_clip's ResizeKeepRatio for non-square 'shortest' ignores the interpolation: bicubic
     assert cfg.image_size == (160, 128) and cfg.resize_size == (160, 128) and cfg.interpolation == "bicubic"
-    assert PreprocessConfig.from_open_clip(open_clip_transforms["b32_squash"][0]).crop == "none"
+    assert preprocess_config_from_open_clip(open_clip_transforms["b32_squash"][0]).crop == "none"
 
 
 def test_config_from_open_clip_legacy_attributes():
     visual = SimpleNamespace(image_size=96, image_mean=(0.1, 0.2, 0.3), image_std=(0.4, 0.5, 0.6))
-    cfg = PreprocessConfig.from_open_clip(SimpleNamespace(visual=visual))
+    cfg = preprocess_config_from_open_clip(SimpleNamespace(visual=visual))
     assert cfg.image_size == (96, 96) and cfg.mean == (0.1, 0.2, 0.3) and cfg.std == (0.4, 0.5, 0.6)
-    cfg = PreprocessConfig.from_open_clip(SimpleNamespace(visual=SimpleNamespace()))
+    cfg = preprocess_config_from_open_clip(SimpleNamespace(visual=SimpleNamespace()))
     assert cfg.image_size == (224, 224) and cfg.mean == OPENAI_CLIP_MEAN
 
 
 def test_config_from_hf(hf_processors):
     fast, pil = hf_processors[1], hf_processors[5]
     for ip, backend in ((fast, "torch"), (pil, "pil")):
-        cfg = PreprocessConfig.from_hf_processor(ip)
+        cfg = preprocess_config_from_hf(ip)
         assert cfg.image_size == (160, 192) and cfg.resize_size == 200 and cfg.interpolation == "bilinear"
         assert cfg.crop == "center_floor" and cfg.convert_rgb == "first_white" and cfg.resize_backend == backend
-    squash = PreprocessConfig.from_hf_processor(hf_processors[2])
+    squash = preprocess_config_from_hf(hf_processors[2])
     assert squash.resize_mode == "squash" and squash.resize_size == (200, 180)
     # a CLIPProcessor-like wrapper is accepted too
-    assert PreprocessConfig.from_hf_processor(SimpleNamespace(image_processor=fast)) == \
-        PreprocessConfig.from_hf_processor(fast)
+    assert preprocess_config_from_hf(SimpleNamespace(image_processor=fast)) == \
+        preprocess_config_from_hf(fast)
 
 
 def test_config_plain_and_roundtrip():
@@ -180,7 +182,7 @@ def test_parity_real_photos(open_clip_transforms, hf_processors):
 
 @needs_reference
 def test_batch_of_paths_equals_single(open_clip_transforms):
-    ours = Preprocessor(PreprocessConfig.from_open_clip(open_clip_transforms["b32"][0]))
+    ours = Preprocessor(preprocess_config_from_open_clip(open_clip_transforms["b32"][0]))
     batch = ours([str(f) for f in REFERENCE[:4]])
     assert batch.shape == (4, 3, 224, 224) and batch.dtype == torch.float32
     for i, f in enumerate(REFERENCE[:4]):
@@ -239,8 +241,8 @@ def test_alpha_handling_differs_between_sources(open_clip_transforms, hf_process
     """open_clip resizes RGBA premultiplied, then drops alpha; transformers composites onto white first."""
     mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
-    oc = Preprocessor(PreprocessConfig.from_open_clip(open_clip_transforms["b32"][0]))
-    hf = Preprocessor(PreprocessConfig.from_hf_processor(hf_processors[0]))
+    oc = Preprocessor(preprocess_config_from_open_clip(open_clip_transforms["b32"][0]))
+    hf = Preprocessor(preprocess_config_from_hf(hf_processors[0]))
 
     def rgb(x):
         return ((x * std + mean) * 255)[0, :, 100, 100]
@@ -295,7 +297,7 @@ def test_exif_orientation(tmp_path, open_clip_transforms):
     assert loaded.size == (40, 70)  # width and height swapped
     model, preprocess = open_clip_transforms["b32"]
     ref = preprocess(ImageOps.exif_transpose(Image.open(p)))[None]
-    assert _maxdiff(ref, Preprocessor(PreprocessConfig.from_open_clip(model))(p)) == 0.0
+    assert _maxdiff(ref, Preprocessor(preprocess_config_from_open_clip(model))(p)) == 0.0
 
 
 def test_load_image_modes(tmp_path):
@@ -344,7 +346,9 @@ def test_bad_files_raise_naming_the_file(tmp_path):
                 fn(path)
             msg = str(info.value)
             assert str(path) in msg, kind
-            assert "--skip-bad" in msg and "skip_bad=True" in msg
+            assert info.value.source == str(path) and info.value.reason in msg
+            # the preprocessor says how to skip such files; reading one file alone does not
+            assert ("skip_bad=True" in msg) == (fn is pre), kind
             if kind.startswith("truncated"):
                 assert "truncated" in msg or "corrupt" in msg
             if kind == "missing":
@@ -359,16 +363,17 @@ def test_skip_bad(tmp_path):
     pre = Preprocessor(PreprocessConfig(image_size=32))
     with pytest.raises(ImageLoadError):
         pre(inputs)
-    with pytest.warns(UserWarning, match="skipped 3 of 5"):
+    with pytest.warns(UserWarning, match="skipped 3 images"):
         out = pre(inputs, skip_bad=True)
     assert out.shape == (2, 3, 32, 32)
     assert pre.last_kept == [0, 3]
     assert [s.index for s in pre.last_report.skipped] == [1, 2, 4]
     assert str(bad["missing"]) in pre.last_report.skipped[0].source
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the report says what was skipped: no warning
         report = pre.preprocess_with_report([bad["junk"]], skip_bad=True)
     assert report.pixel_values.shape == (0, 3, 32, 32) and report.kept == []
-    with pytest.warns(UserWarning), pytest.raises(ImageLoadError, match="none of the 1 images"):
+    with pytest.raises(ImageLoadError, match="none of the 1 images"):
         pre([bad["junk"]], skip_bad=True)
 
 
@@ -378,7 +383,7 @@ def test_float_tensor_parity_with_open_clip(open_clip_transforms):
     g = torch.Generator().manual_seed(0)
     for key in ("b32", "b32_squash"):  # ResizeKeepRatio (the other modes) takes only PIL images
         model, preprocess = open_clip_transforms[key]
-        ours = Preprocessor(PreprocessConfig.from_open_clip(model))
+        ours = Preprocessor(preprocess_config_from_open_clip(model))
         for hw in ((97, 131), (300, 240), (224, 224)):
             x = torch.rand(3, *hw, generator=g)
             assert _maxdiff(preprocess(x)[None], ours(x)) < 1e-6, (key, hw)
@@ -387,7 +392,7 @@ def test_float_tensor_parity_with_open_clip(open_clip_transforms):
 def test_uint8_tensor_parity_with_hf(hf_processors):
     g = torch.Generator().manual_seed(0)
     for ip in hf_processors[:4]:  # torchvision backend: uint8 tensors resized natively
-        ours = Preprocessor(PreprocessConfig.from_hf_processor(ip))
+        ours = Preprocessor(preprocess_config_from_hf(ip))
         for hw in ((97, 131), (300, 240), (30, 20)):
             x = torch.randint(0, 256, (3, *hw), dtype=torch.uint8, generator=g)
             ref = ip(x, return_tensors="pt")["pixel_values"]

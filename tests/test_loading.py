@@ -18,9 +18,11 @@ from cliplens.errors import (  # noqa: E402
     MissingDependencyError,
     ModelLoadError,
     ModelNotFoundError,
+    PretrainedRequiredError,
+    RandomWeightsWarning,
     UnsupportedArchitectureError,
 )
-from cliplens.models import loading  # noqa: E402
+from cliplens.models import registry as loading  # noqa: E402
 from cliplens.models.hf import HFCLIPAdapter  # noqa: E402
 from cliplens.models.openclip import OpenCLIPAdapter  # noqa: E402
 
@@ -96,19 +98,26 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 # ---- open_clip by name -----------------------------------------------------------------------
 
 
-def test_open_clip_random_weights_by_name_warns():
-    with pytest.warns(M.RandomWeightsWarning, match="RANDOM weights"):
-        a = M.load("ViT-B-32")
-    assert isinstance(a, OpenCLIPAdapter) and a.family == "open_clip" and a.name == "ViT-B-32"
-    assert a.vision.num_layers == 12 and a.vision.patch_size == (32, 32)
+def test_open_clip_name_without_weights_is_an_error_listing_the_tags():
+    with pytest.raises(PretrainedRequiredError) as info:
+        M.load("ViT-B-32")
+    msg = str(info.value)
+    assert "laion2b_s34b_b79k" in msg and "openai" in msg and "'random'" in msg
+
+
+def test_open_clip_random_weights_only_when_asked():
+    with pytest.warns(RandomWeightsWarning, match="RANDOM weights"):
+        a = M.load(TINY, pretrained="random")
+    assert isinstance(a, OpenCLIPAdapter) and a.family == "open_clip" and a.name == TINY
+    assert a.random_weights and a.weights == "random" and a.describe()["random_weights"] is True
 
 
 def test_open_clip_prefix_openai_spelling_and_dtype():
-    with pytest.warns(M.RandomWeightsWarning):
-        a = M.load(f"open_clip:{TINY}")
+    with pytest.warns(RandomWeightsWarning):
+        a = M.load(f"open_clip:{TINY}", pretrained="random")
     assert isinstance(a, OpenCLIPAdapter) and a.vision.width == 64
-    with pytest.warns(M.RandomWeightsWarning):
-        b = M.load(f"open_clip:{TINY}", dtype=torch.float64)
+    with pytest.warns(RandomWeightsWarning):
+        b = M.load(f"open_clip:{TINY}", pretrained="random", dtype=torch.float64)
     assert b.dtype == torch.float64 and b.model.visual.conv1.weight.dtype == torch.float64
 
 
@@ -116,9 +125,8 @@ def test_openai_spelling_with_slash():
     oc_names = open_clip.list_models()
     assert "ViT-B-32" in oc_names
     # "ViT-B/32" is not an HF id: it resolves to the open_clip architecture without touching the Hub.
-    with pytest.warns(M.RandomWeightsWarning):
-        a = M.load("ViT-B/32")
-    assert a.name == "ViT-B-32"
+    with pytest.raises(PretrainedRequiredError, match="ViT-B-32 needs weights"):
+        M.load("ViT-B/32")
 
 
 def test_quickgelu_tag_builds_quickgelu_model(monkeypatch):
@@ -152,9 +160,10 @@ def test_local_open_clip_checkpoint(tmp_path, fmt):
 
         save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
     with warnings.catch_warnings():
-        warnings.simplefilter("error", M.RandomWeightsWarning)
+        warnings.simplefilter("error", RandomWeightsWarning)
         a = M.load(TINY, pretrained=str(path))
     assert isinstance(a, OpenCLIPAdapter) and same_weights(a.model, src)
+    assert a.weights == str(path) and not a.random_weights
 
 
 def test_checkpoint_for_another_architecture(tmp_path):
@@ -428,7 +437,6 @@ def test_wrap_rejects_other_objects(obj):
 
 def test_register_embedded(monkeypatch):
     monkeypatch.setattr(loading, "_EMBEDDED", {})
-    monkeypatch.setattr(loading, "_embedded_imported", True)
     calls = []
 
     def loader(pretrained=None):
@@ -444,14 +452,10 @@ def test_register_embedded(monkeypatch):
         M.register_embedded("bad/name", loader)
 
 
-def test_toy_module_is_optional():
-    names = {m.name for m in M.list_models() if m.family == "embedded"}
-    try:
-        import cliplens.models.toy  # noqa: F401
-    except ModuleNotFoundError:
-        assert "toy" not in names
-    else:
-        assert "toy" in names
+def test_the_toy_family_is_registered_as_embedded():
+    infos = {m.name: m for m in M.list_models() if m.family == "embedded"}
+    assert set(infos) == {"toy", "toy-spurious"}
+    assert infos["toy"].pretrained == ("default",) and infos["toy"].decomposable
 
 
 # ---- list_models ------------------------------------------------------------------------------------
@@ -486,5 +490,5 @@ def test_list_models_agrees_with_the_adapter():
 def test_public_exports():
     import cliplens.models as pkg
 
-    for n in ("load", "wrap", "list_models", "ModelInfo", "CLIPAdapter", "VisionView", "register_embedded"):
+    for n in ("load", "wrap", "list_models", "ModelInfo", "CLIPAdapter", "register_embedded"):
         assert hasattr(pkg, n)

@@ -9,49 +9,79 @@ Quick tour::
     scores = dec.normalized().project(model.encode_text(["a cat", "grass"]))
     scores.per_head()                                 # [B, layers, heads, texts]
     scores.token_map()                                # [B, texts, gh, gw]
+
+Layout: ``core`` (views, hooks, attention strategies, the plan, the forward), ``models`` (one file
+per family), ``images``, ``text``, ``decomposition``, ``maps``, ``evaluation``, ``report``, ``cli``,
+``toyworld``.
 """
 
 from __future__ import annotations
 
-from cliplens.decomposition import ComponentScores, Decomposition, decompose
+from cliplens.core import (
+    AttentionStrategy,
+    BlockPlan,
+    ForwardOutput,
+    Plan,
+    SidePath,
+    VisionView,
+    get_attention,
+    hook_names,
+    register_attention,
+    run_vision,
+)
+from cliplens.decomposition import ComponentScores, Decomposition, decompose, summarize
 from cliplens.errors import (
     CliplensError,
     EmptyTextError,
+    HookNameError,
     ImageLoadError,
+    InvalidInputError,
     MissingDependencyError,
     ModelLoadError,
     ModelNotFoundError,
+    OutputExistsError,
     PixelValueError,
+    PretrainedRequiredError,
+    RandomWeightsWarning,
     TextTruncatedWarning,
     UnsupportedArchitectureError,
 )
-from cliplens.explain import explain
-from cliplens.forward import ForwardOutput, hook_names, run_vision
-from cliplens.models import CLIPAdapter, ModelInfo, VisionView, list_models, load, wrap
+from cliplens.models import CLIPAdapter, ModelInfo, list_models, load, wrap
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionStrategy",
+    "BlockPlan",
     "CLIPAdapter",
     "CliplensError",
     "ComponentScores",
     "Decomposition",
     "EmptyTextError",
     "ForwardOutput",
+    "HookNameError",
     "ImageLoadError",
+    "InvalidInputError",
     "MissingDependencyError",
     "ModelInfo",
     "ModelLoadError",
     "ModelNotFoundError",
+    "OutputExistsError",
     "PixelValueError",
+    "Plan",
+    "PretrainedRequiredError",
+    "RandomWeightsWarning",
+    "SidePath",
     "TextTruncatedWarning",
     "UnsupportedArchitectureError",
     "VisionView",
     "decompose",
-    "explain",
+    "get_attention",
     "hook_names",
     "list_models",
     "load",
+    "register_attention",
     "run_vision",
+    "summarize",
     "wrap",
 ]

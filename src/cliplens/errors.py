@@ -1,10 +1,25 @@
-"""Exceptions and warnings. Every message names what was wrong and what to do."""
+"""Exceptions and warnings. Every message names what was wrong and what to do.
+
+Every error cliplens raises for a user's mistake derives from :class:`CliplensError`; the
+command line turns them into one readable paragraph and exit code 2.
+"""
 
 from __future__ import annotations
 
 
 class CliplensError(Exception):
     """Base class of every error cliplens raises on purpose."""
+
+
+class InvalidInputError(CliplensError, ValueError):
+    """An argument with a wrong value (out of range, wrong shape, unknown name, …)."""
+
+
+class HookNameError(CliplensError, KeyError):
+    """A hook name that the forward does not know (the message lists the valid names)."""
+
+    def __str__(self) -> str:  # KeyError would print the message inside quotes
+        return str(self.args[0]) if self.args else ""
 
 
 class ModelNotFoundError(CliplensError, LookupError):
@@ -15,12 +30,26 @@ class ModelLoadError(CliplensError):
     """A known model that could not be loaded (offline, missing file, bad checkpoint)."""
 
 
+class PretrainedRequiredError(ModelLoadError):
+    """A known architecture was named without weights (``pretrained``); the message lists the tags."""
+
+
 class UnsupportedArchitectureError(CliplensError):
     """A model whose image tower cliplens cannot decompose (e.g. a ResNet CLIP)."""
 
 
 class ImageLoadError(CliplensError):
-    """An image file that cannot be read (missing, unreadable or corrupt)."""
+    """An image that cannot be read (missing, unreadable, corrupt or too large).
+
+    Attributes:
+        source: the file (or a description of the input).
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, message: str, *, source: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.source = source
+        self.reason = reason or message
 
 
 class PixelValueError(CliplensError, ValueError):
@@ -32,8 +61,16 @@ class EmptyTextError(CliplensError, ValueError):
 
 
 class MissingDependencyError(CliplensError, ImportError):
-    """An optional dependency (open_clip, transformers) is needed but not installed."""
+    """An optional dependency (open_clip, transformers, …) is needed but not installed."""
+
+
+class OutputExistsError(CliplensError, FileExistsError):
+    """An output path that already holds a user's files (cliplens never overwrites them)."""
 
 
 class TextTruncatedWarning(UserWarning):
     """A text was longer than the model's context and was truncated."""
+
+
+class RandomWeightsWarning(UserWarning):
+    """A model was built with random weights (asked for explicitly with ``pretrained="random"``)."""

@@ -3,7 +3,7 @@ import json
 import torch
 from click.testing import CliRunner
 
-from cliplens.toyworld.cli import toy
+from cliplens.cli.toy import toy
 from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, save_toy_clip
 from cliplens.toyworld.tokenizer import ToyTokenizer
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cliplens.models.view import VisionView, apply_activation
+from cliplens.core.view import VisionView, apply_activation
 from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, load_toy_clip, save_toy_clip
 from cliplens.toyworld.tokenizer import ToyTokenizer
 

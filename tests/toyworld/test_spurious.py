@@ -65,7 +65,7 @@ def test_finetune_spurious_tiny(tmp_path):
     import json
 
     from cliplens.toyworld.model import load_toy_clip, save_toy_clip
-    from cliplens.toyworld.spurious import finetune_spurious
+    from cliplens.toyworld.train import finetune_spurious
 
     torch.manual_seed(0)
     tok = ToyTokenizer(context_length=48)

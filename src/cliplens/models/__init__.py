@@ -1,31 +1,23 @@
-"""Model adapters: one abstraction over open_clip, transformers and embedded CLIPs.
-
-Entry points: :func:`load` (by name, Hub id or local path), :func:`wrap` (a model object you
-already have, no copies) and :func:`list_models`.
-"""
+"""Model families behind one interface (:mod:`.base`): open_clip (:mod:`.openclip`), Hugging Face
+transformers (:mod:`.hf`) and the embedded toy CLIP (:mod:`.toy`); :mod:`.registry` maps names to
+families (:func:`load`, :func:`wrap`, :func:`list_models`)."""
 
 from __future__ import annotations
 
 from cliplens.models.base import CLIPAdapter
-from cliplens.models.loading import (
+from cliplens.models.registry import (
     ModelInfo,
-    RandomWeightsWarning,
     UnsupportedModelTypeError,
     list_models,
     load,
     register_embedded,
     wrap,
 )
-from cliplens.models.view import BlockView, LayerNormView, VisionView
 
 __all__ = [
-    "BlockView",
     "CLIPAdapter",
-    "LayerNormView",
     "ModelInfo",
-    "RandomWeightsWarning",
     "UnsupportedModelTypeError",
-    "VisionView",
     "list_models",
     "load",
     "register_embedded",

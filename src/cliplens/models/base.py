@@ -1,36 +1,50 @@
 """The one model abstraction every family plugs into.
 
-A family adapter (open_clip, Hugging Face ``transformers``, the toy CLIP, …)
-subclasses :class:`CLIPAdapter` and implements only what differs between
-libraries:
+A family adapter (open_clip, Hugging Face ``transformers``, the toy CLIP, …) subclasses
+:class:`CLIPAdapter` and implements only what differs between libraries:
 
-* :meth:`_build_vision_view` – a read-only :class:`~cliplens.models.view.VisionView`
-  over the source's image-tower weights (no copies);
-* :meth:`_tokenize` / :meth:`_count_tokens` / :meth:`_encode_tokens` – the
-  source's own tokenizer and text tower;
+* :meth:`_build_vision_view` – a read-only :class:`~cliplens.core.view.VisionView` over the
+  source's image-tower weights (no copies);
+* :meth:`_tokenize` / :meth:`_count_tokens` / :meth:`_encode_tokens` – the source's own tokenizer
+  and text tower;
 * :attr:`preprocess_config` – the source's preprocessing, as data;
-* :meth:`source_encode_image` – the source library's own image forward
-  (used for parity tests and benchmarks, never by cliplens itself).
+* :meth:`source_encode_image` – the source library's own image forward (used for parity tests and
+  benchmarks, never by cliplens itself).
 
-Everything else (the functional forward, decomposition, text validation,
-batching, image loading) is written once, here and in the modules it calls.
+Everything else (the functional forward, decomposition, text validation, batching, image loading)
+is written once, here and in the modules it calls.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from cliplens.models.view import VisionView
+from cliplens.core.forward import ForwardOutput, run_vision
+from cliplens.core.hooks import Hook
+from cliplens.core.plan import Plan
+from cliplens.core.view import VisionView, fingerprint_view
+from cliplens.decomposition.decomposition import Decomposition, decompose
+from cliplens.images.config import PreprocessConfig
+from cliplens.images.io import DEFAULT_MAX_PIXELS
+from cliplens.images.preprocess import (
+    ImageInput,
+    Preprocessor,
+    PreprocessResult,
+    check_pixel_values,
+    pixels_or_raise,
+)
+from cliplens.text.encode import encode_texts
 
-if TYPE_CHECKING:  # pragma: no cover
-    from cliplens.decomposition import Decomposition
-    from cliplens.forward import ForwardOutput
-    from cliplens.images import ImageInput, PreprocessConfig
+#: ``weights`` of a model built with random weights on request
+RANDOM_WEIGHTS = "random"
 
 
 class CLIPAdapter(ABC):
@@ -39,16 +53,20 @@ class CLIPAdapter(ABC):
     Attributes:
         family: the source library (``"open_clip"``, ``"transformers"``, ``"toy"``).
         name: the name the model was loaded by.
+        weights: where its weights came from (a pretrained tag, a file, a Hub id, ``"wrapped"`` for a
+            model object the user passed, or ``"random"``).
         model: the source model object itself (never copied).
     """
 
     family: str = ""
 
-    def __init__(self, model: Any, name: str) -> None:
+    def __init__(self, model: Any, name: str, *, weights: str = "") -> None:
         self.model = model
         self.name = name
+        self.weights = weights
         self._view: VisionView | None = None
-        self._preprocessor: Any = None
+        self._preprocessor: Preprocessor | None = None
+        self._fingerprint: tuple[Any, str] | None = None
 
     # ---- what a family implements -------------------------------------------
     @abstractmethod
@@ -95,11 +113,29 @@ class CLIPAdapter(ABC):
         return self.vision.dtype
 
     @property
+    def random_weights(self) -> bool:
+        """Whether the model was built with random weights (its scores mean nothing)."""
+        return self.weights == RANDOM_WEIGHTS
+
+    @property
     def logit_scale(self) -> float:
         scale = getattr(self.model, "logit_scale", None)
         if scale is None:
             return 100.0
         return float(torch.as_tensor(scale).detach().float().exp())
+
+    def fingerprint(self) -> str:
+        """A digest of the image tower's weights and of the preprocessing.
+
+        Recomputed only when a weight changed (in place or by :meth:`to`).
+        """
+        params = self.vision.parameters()
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in params)
+        if self._fingerprint is None or self._fingerprint[0] != key:
+            cfg = json.dumps(self.preprocess_config.to_dict(), sort_keys=True)
+            digest = hashlib.blake2b((fingerprint_view(self.vision) + cfg).encode(), digest_size=16).hexdigest()
+            self._fingerprint = (key, digest)
+        return self._fingerprint[1]
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> CLIPAdapter:
         """Move the source model (in place) and rebuild the view."""
@@ -107,36 +143,35 @@ class CLIPAdapter(ABC):
         self._view = None
         return self
 
+    def describe(self) -> dict[str, Any]:
+        """Name, family, weights and shapes (what reports and JSON outputs record)."""
+        v = self.vision
+        return {"name": self.name, "family": self.family, "weights": self.weights,
+                "random_weights": self.random_weights, "layers": v.num_layers, "heads": v.num_heads,
+                "width": v.width, "embed_dim": v.embed_dim, "image_size": list(v.image_size),
+                "patch_size": list(v.patch_size), "dtype": str(v.dtype).replace("torch.", "")}
+
     def __repr__(self) -> str:
         v = self.vision
         return (
-            f"{type(self).__name__}(name={self.name!r}, layers={v.num_layers}, heads={v.num_heads}, "
-            f"width={v.width}, embed_dim={v.embed_dim}, image_size={v.image_size}, "
+            f"{type(self).__name__}(name={self.name!r}, weights={self.weights!r}, layers={v.num_layers}, "
+            f"heads={v.num_heads}, width={v.width}, embed_dim={v.embed_dim}, image_size={v.image_size}, "
             f"patch={v.patch_size})"
         )
 
     # ---- images -------------------------------------------------------------
-    def preprocess(self, images: ImageInput | Sequence[ImageInput], *, skip_bad: bool = False) -> Tensor:
+    def preprocess(self, images: ImageInput | Sequence[ImageInput], *, skip_bad: bool = False,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
         """Load and preprocess images exactly as the source model does -> ``[B, 3, H, W]``."""
-        return self.preprocess_with_report(images, skip_bad=skip_bad).pixel_values
+        return pixels_or_raise(self.preprocess_with_report(images, skip_bad=skip_bad, max_pixels=max_pixels))
 
-    def preprocess_with_report(self, images: ImageInput | Sequence[ImageInput], *, skip_bad: bool = False) -> Any:
-        """Like :meth:`preprocess`, also saying which inputs were kept and which skipped.
-
-        Returns a :class:`cliplens.images.PreprocessResult` (``pixel_values``, ``kept``, ``skipped``).
-        """
-        import dataclasses
-
-        from cliplens.errors import ImageLoadError
-        from cliplens.images import Preprocessor
-
-        if self._preprocessor is None:
-            self._preprocessor = Preprocessor(self.preprocess_config)
+    def preprocess_with_report(self, images: ImageInput | Sequence[ImageInput], *, skip_bad: bool = False,
+                               max_pixels: int = DEFAULT_MAX_PIXELS) -> PreprocessResult:
+        """Like :meth:`preprocess`, also saying which inputs were kept and which skipped (it never raises
+        for unreadable inputs when ``skip_bad``: an all-skipped batch has 0 rows)."""
+        if self._preprocessor is None or self._preprocessor.max_pixels != max_pixels:
+            self._preprocessor = Preprocessor(self.preprocess_config, max_pixels=max_pixels)
         report = self._preprocessor.preprocess_with_report(images, skip_bad=skip_bad)
-        if report.pixel_values.shape[0] == 0 and report.skipped:
-            first = report.skipped[0]
-            raise ImageLoadError(f"none of the {len(report.skipped)} images could be loaded; first problem: "
-                                 f"{first.source}: {first.reason}")
         return dataclasses.replace(report, pixel_values=report.pixel_values.to(self.device, self.dtype))
 
     # ---- text ---------------------------------------------------------------
@@ -154,8 +189,6 @@ class CLIPAdapter(ABC):
         Empty texts raise :class:`~cliplens.errors.EmptyTextError`; texts longer than the
         context are truncated with a warning naming them.
         """
-        from cliplens.text import encode_texts
-
         return encode_texts(self, texts, normalize=normalize, batch_size=batch_size, progress=progress)
 
     # ---- image side: cliplens's own functional forward ----------------------
@@ -163,18 +196,18 @@ class CLIPAdapter(ABC):
         self,
         pixel_values: Tensor,
         *,
+        plan: Plan | None = None,
         names: Iterable[str] = (),
-        hooks: Mapping[str, Callable[[Tensor, str], Tensor | None]] | None = None,
+        hooks: Mapping[str, Hook] | None = None,
         cls_only: bool = False,
-        attention: str = "vanilla",
     ) -> ForwardOutput:
-        """Run the functional forward, recording ``names`` (see :mod:`cliplens.forward`)."""
-        from cliplens.forward import run_vision
+        """Run the functional forward under ``plan``, recording ``names`` (see :mod:`cliplens.core.forward`).
 
-        return run_vision(
-            self.vision, self._check_pixels(pixel_values), names=names, hooks=hooks,
-            cls_only=cls_only, attention=attention,
-        )
+        Follows the ambient autograd mode: with gradients enabled, the outputs and recorded tensors
+        carry autograd history (for gradient methods); inside ``torch.no_grad()`` they do not.
+        """
+        return run_vision(self.vision, self._check_pixels(pixel_values), plan=plan, names=names, hooks=hooks,
+                          cls_only=cls_only)
 
     def run_with_cache(
         self, pixel_values: Tensor, names: Iterable[str], **kwargs: Any
@@ -190,6 +223,17 @@ class CLIPAdapter(ABC):
         return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
 
     @torch.no_grad()
+    def encode_dense(self, pixel_values: Tensor, *, plan: Plan | None = None, side: str | None = None,
+                     normalize: bool = False) -> Tensor:
+        """Every token through ``ln_post`` and the projection -> ``[B, N, E]`` (CLS first).
+
+        ``side`` picks a side path of ``plan`` (e.g. CLIP Surgery's) instead of the main stream.
+        """
+        name = "dense" if side is None else f"side.{side}.dense"
+        out = self.run(pixel_values, plan=plan, names=[name]).cache[name]
+        return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+
+    @torch.no_grad()
     def decompose(
         self,
         pixel_values: Tensor,
@@ -197,6 +241,8 @@ class CLIPAdapter(ABC):
         spatial: bool = True,
         layers: Iterable[int] | int | None = None,
         dtype: torch.dtype | None = None,
+        plan: Plan | None = None,
+        hooks: Mapping[str, Hook] | None = None,
     ) -> Decomposition:
         """Decompose the image embedding into direct effects; see :mod:`cliplens.decomposition`.
 
@@ -204,17 +250,17 @@ class CLIPAdapter(ABC):
             pixel_values: preprocessed ``[B, 3, H, W]`` (see :meth:`preprocess`).
             spatial: keep each attention head's contribution per source token.
             layers: which layers get per-head (and per-token) attention terms; an int ``k``
-                means the last ``k`` layers; ``None`` means all. Other layers keep one
-                attention term each. The decomposition is exact either way.
+                means the last ``k`` layers; ``None`` means all; negatives count from the end.
+                Other layers keep one attention term each. The decomposition is exact either way.
             dtype: dtype for the decomposition's stored terms (default float32).
+            plan, hooks: run the forward with other attention or with edits; the decomposition is
+                that forward's, and sums to its embedding.
         """
-        from cliplens.decomposition import decompose
-
-        dec = decompose(self.vision, self._check_pixels(pixel_values), spatial=spatial, layers=layers, dtype=dtype)
-        dec.text_encoder = self
+        dec = decompose(self.vision, self._check_pixels(pixel_values), spatial=spatial, layers=layers, dtype=dtype,
+                        plan=plan, hooks=hooks)
+        dec.model = self
+        dec.fingerprint = self.fingerprint()
         return dec
 
     def _check_pixels(self, pixel_values: Tensor) -> Tensor:
-        from cliplens.images import check_pixel_values
-
         return check_pixel_values(pixel_values, self.vision)

@@ -1,4 +1,4 @@
-"""Adapter for Hugging Face ``transformers`` CLIP models.
+"""The Hugging Face ``transformers`` family: its weights view, adapter, preprocessing and loading.
 
 Supported: ``CLIPModel`` (image and text towers), ``CLIPVisionModelWithProjection``
 (optionally with a separate text model such as ``CLIPTextModelWithProjection``) and
@@ -17,20 +17,32 @@ Everything the view references is the model's own tensors: ``q/k/v_proj`` stay s
 
 from __future__ import annotations
 
-import os
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cliplens.errors import MissingDependencyError, ModelLoadError, UnsupportedArchitectureError
+from cliplens.core.view import BlockView, LayerNormView, VisionView
+from cliplens.errors import (
+    InvalidInputError,
+    MissingDependencyError,
+    ModelLoadError,
+    ModelNotFoundError,
+    UnsupportedArchitectureError,
+)
+from cliplens.images.config import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    PreprocessConfig,
+    interpolation_name,
+    pair,
+)
 from cliplens.models.base import CLIPAdapter
-from cliplens.models.view import BlockView, LayerNormView, VisionView
-
-#: OpenAI CLIP's normalisation (also transformers' ``CLIPImageProcessor`` default).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from cliplens.models.hub import LOCAL_HELP, fetch_error, hub_offline, offline_guard, repo_not_found, short
 
 #: ``config.hidden_act`` -> the activation name :func:`cliplens.models.view.apply_activation` knows.
 HF_ACTIVATIONS = {
@@ -58,21 +70,6 @@ def require_transformers() -> Any:
     return transformers
 
 
-def hub_offline() -> bool:
-    """Whether the user asked for offline Hub access (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``).
-
-    Read from the environment at call time (``huggingface_hub`` reads it once, at import).
-    """
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
-            return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover - huggingface_hub is a core dependency
-        return False
-    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
-
-
 def check_hf_model_type(model_type: str | None, name: str = "", class_name: str = "") -> None:
     """Raise :class:`UnsupportedArchitectureError` unless ``model_type`` has a CLIP image tower."""
     what = name or class_name or "this model"
@@ -97,12 +94,6 @@ def check_hf_model_type(model_type: str | None, name: str = "", class_name: str 
         "CLIPVisionModelWithProjection, CLIPVisionModel). For open_clip models use cliplens.load with "
         "an open_clip name."
     )
-
-
-def _pair(x: Any) -> tuple[int, int]:
-    if isinstance(x, (list, tuple)):
-        return int(x[0]), int(x[-1])
-    return int(x), int(x)
 
 
 def _activation(hidden_act: Any, name: str) -> str:
@@ -180,7 +171,7 @@ def vision_view_from_hf(model: nn.Module, name: str = "") -> VisionView:
                 num_heads=num_heads, activation=act,
             )
         )
-    image_size = _pair(getattr(vcfg, "image_size", None) or emb.image_size)
+    image_size = pair(getattr(vcfg, "image_size", None) or emb.image_size, "image_size")
     return VisionView(
         patch_weight=conv.weight,
         patch_bias=conv.bias,
@@ -217,12 +208,12 @@ def _features(out: Any, key: str) -> Tensor:
 def default_image_processor(image_size: tuple[int, int] | int) -> Any:
     """A ``CLIPImageProcessor`` for ``image_size`` with CLIP's standard mean/std (bicubic, centre crop)."""
     transformers = require_transformers()
-    h, w = _pair(image_size)
+    h, w = pair(image_size, "image_size")
     return transformers.CLIPImageProcessor(
         size={"shortest_edge": min(h, w)},
         crop_size={"height": h, "width": w},
-        image_mean=list(CLIP_MEAN),
-        image_std=list(CLIP_STD),
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
     )
 
 
@@ -270,9 +261,10 @@ class HFCLIPAdapter(CLIPAdapter):
         tokenizer: Any = None,
         processor: Any = None,
         text_model: nn.Module | None = None,
+        weights: str = "",
     ) -> None:
         name = name or str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
-        super().__init__(model, name)
+        super().__init__(model, name, weights=weights or name)
         self._tokenizer = tokenizer
         self._tokenizer_error: str | None = None
         self._processor = processor
@@ -294,10 +286,8 @@ class HFCLIPAdapter(CLIPAdapter):
         return self._processor
 
     @property
-    def preprocess_config(self):  # type: ignore[override]
-        from cliplens.images import PreprocessConfig
-
-        return PreprocessConfig.from_hf_processor(self.processor)
+    def preprocess_config(self) -> PreprocessConfig:
+        return preprocess_config_from_hf(self.processor)
 
     # ---- text ---------------------------------------------------------------
     @property
@@ -393,3 +383,200 @@ class HFCLIPAdapter(CLIPAdapter):
         else:
             out = self.model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate)
         return _features(out, "image_embeds")
+
+
+# ---- preprocessing ---------------------------------------------------------------------------
+
+
+def preprocess_config_from_hf(processor: Any) -> PreprocessConfig:
+    """The transform of a Hugging Face ``CLIPImageProcessor`` (or a ``CLIPProcessor``).
+
+    Handles the torchvision backend (transformers 5's ``CLIPImageProcessor``, and the
+    ``...Fast`` classes of 4.x) and the PIL/numpy backend (``CLIPImageProcessorPil`` and
+    4.x's slow ``CLIPImageProcessor``). Reads ``size`` (``shortest_edge`` or
+    ``height``/``width``), ``crop_size``, ``resample``, ``do_resize``, ``do_center_crop``,
+    ``do_rescale``, ``rescale_factor``, ``do_normalize``, ``image_mean``, ``image_std``.
+    """
+    ip = getattr(processor, "image_processor", None) or processor
+
+    def get(name: str, default: Any = None) -> Any:
+        value = getattr(ip, name, None)
+        return default if value is None else value
+
+    def size_dict(value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if isinstance(value, (int, np.integer)):
+            return {"shortest_edge": int(value)}
+        if isinstance(value, (tuple, list)):
+            h, w = pair(value, "size")
+            return {"height": h, "width": w}
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if v is not None}
+        return {k: getattr(value, k) for k in ("shortest_edge", "longest_edge", "height", "width",
+                                                 "max_height", "max_width")
+                if getattr(value, k, None) is not None}
+
+    backend = getattr(ip, "backend", None)
+    if not isinstance(backend, str):
+        backend = "torchvision" if type(ip).__name__.endswith("Fast") else "pil"
+    torch_backend = backend != "pil"
+
+    resample = get("resample", 3)
+    interpolation = interpolation_name(resample)
+    size = size_dict(get("size", {"shortest_edge": 224}))
+    do_resize = bool(get("do_resize", True))
+    if "shortest_edge" in size and "longest_edge" not in size:
+        resize_mode, resize_size = "shortest", int(size["shortest_edge"])
+    elif "height" in size and "width" in size:
+        resize_mode, resize_size = "squash", (int(size["height"]), int(size["width"]))
+    elif do_resize:
+        raise InvalidInputError(
+            f"unsupported image-processor size {size!r}; cliplens supports 'shortest_edge' or "
+            "'height'/'width'"
+        )
+    else:
+        resize_mode, resize_size = "squash", (224, 224)
+    do_crop = bool(get("do_center_crop", True))
+    crop_size = size_dict(get("crop_size", {"height": 224, "width": 224}))
+    if do_crop:
+        if "height" not in crop_size:
+            raise InvalidInputError(f"unsupported crop_size {crop_size!r}; expected height and width")
+        image_size = (int(crop_size["height"]), int(crop_size["width"]))
+    else:
+        image_size = pair(resize_size, "size")
+    rescale_factor = float(get("rescale_factor", 1 / 255))
+    return PreprocessConfig(
+        image_size=image_size,
+        resize_size=resize_size,
+        resize_mode=resize_mode,
+        interpolation=interpolation,
+        crop="center_floor" if do_crop else "none",
+        pad_align="floor" if torch_backend else "ceil",
+        mean=get("image_mean", OPENAI_CLIP_MEAN),
+        std=get("image_std", OPENAI_CLIP_STD),
+        fill_color=0,
+        convert_rgb="first_white" if get("do_convert_rgb", True) else "first",
+        resize_backend="torch" if torch_backend else "pil",
+        do_resize=do_resize,
+        do_rescale=bool(get("do_rescale", True)),
+        rescale_factor=rescale_factor,
+        do_normalize=bool(get("do_normalize", True)),
+        rescale_arithmetic="fused" if torch_backend else "mul_f64",
+        source="transformers",
+    )
+
+
+# ---- loading -------------------------------------------------------------------------------------
+
+#: well-known transformers CLIP checkpoints: (id, decomposable, note)
+KNOWN_IDS: tuple[tuple[str, bool, str], ...] = (
+    ("openai/clip-vit-base-patch32", True, "OpenAI CLIP ViT-B/32"),
+    ("openai/clip-vit-base-patch16", True, "OpenAI CLIP ViT-B/16"),
+    ("openai/clip-vit-large-patch14", True, "OpenAI CLIP ViT-L/14"),
+    ("openai/clip-vit-large-patch14-336", True, "OpenAI CLIP ViT-L/14 at 336 px"),
+    ("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", True, "OpenCLIP ViT-B/32 trained on LAION-2B"),
+    ("laion/CLIP-ViT-L-14-laion2B-s32B-b82K", True, "OpenCLIP ViT-L/14 trained on LAION-2B"),
+    ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", True, "OpenCLIP ViT-H/14 trained on LAION-2B"),
+    ("laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", True, "OpenCLIP ViT-bigG/14 trained on LAION-2B"),
+    ("facebook/metaclip-b32-400m", True, "MetaCLIP ViT-B/32"),
+    ("google/siglip-base-patch16-224", False,
+     "SigLIP: attention-pooling head instead of a CLS token, not decomposable"),
+)
+
+_DEFAULT_CLASS = {
+    "clip": "CLIPModel",
+    "clip_vision_model": "CLIPVisionModelWithProjection",
+    "metaclip_2": "MetaClip2Model",
+    "metaclip_2_vision_model": "MetaClip2VisionModelWithProjection",
+}
+_CLASSES = frozenset(_DEFAULT_CLASS.values()) | {"CLIPVisionModel", "MetaClip2VisionModel"}
+
+
+def refuse_by_name(name: str) -> None:
+    """Refuse ids of unsupported families (SigLIP) from the name alone, before any network access."""
+    low = name.lower()
+    if "siglip" in low:
+        check_hf_model_type("siglip2" if "siglip2" in low else "siglip", name)
+
+
+def folder_model_type(path: Path) -> str | None:
+    """``model_type`` of a ``save_pretrained`` folder's ``config.json``."""
+    try:
+        return json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"Cannot read {path / 'config.json'}: {e}") from e
+
+
+def load(
+    source: str,
+    *,
+    local: bool,
+    device: Any,
+    dtype: torch.dtype | None,
+    cache_dir: str | None,
+    tokenizer: Any,
+    trust_checkpoint: bool = False,
+) -> CLIPAdapter:
+    """A transformers CLIP from a Hub id or a ``save_pretrained`` folder, wrapped in an adapter."""
+    transformers = require_transformers()
+    if local:
+        check_hf_model_type(folder_model_type(Path(source)), source)
+    else:
+        refuse_by_name(source)
+    what = f"{source!r} (Hugging Face transformers)"
+    with offline_guard() as offline:
+        files_only = local or offline
+        hub = dict(cache_dir=cache_dir, local_files_only=files_only)
+        try:
+            config = transformers.AutoConfig.from_pretrained(source, **hub)
+        except (OSError, ValueError) as e:
+            if local:
+                raise ModelLoadError(f"Could not read the config of {what}: {short(e, 600)}") from e
+            if repo_not_found(e):
+                raise ModelNotFoundError(
+                    f"Unknown model {source!r}: the Hugging Face Hub has no such repository. {LOCAL_HELP}"
+                ) from e
+            raise fetch_error(what, e, offline=offline, cache_dir=cache_dir) from e
+        model_type = getattr(config, "model_type", None)
+        check_hf_model_type(model_type, source)
+        archs = [a for a in (getattr(config, "architectures", None) or []) if a in _CLASSES]
+        cls = getattr(transformers, archs[0] if archs else _DEFAULT_CLASS[model_type])
+        major = int(transformers.__version__.split(".")[0])
+        dtype_kw = {"dtype" if major >= 5 else "torch_dtype": dtype or torch.float32}
+        try:
+            model = cls.from_pretrained(source, config=config, **hub, **dtype_kw)
+        except Exception as e:  # OSError, ValueError, RuntimeError, SafetensorError, UnpicklingError, ...
+            if local:
+                raise ModelLoadError(
+                    f"Could not load the weights of {what}: {type(e).__name__}: {short(e, 600)}. Check the "
+                    "folder's weight files (model.safetensors or pytorch_model.bin), or save the model again."
+                ) from e
+            if not isinstance(e, (OSError, ValueError, RuntimeError)):
+                raise
+            raise fetch_error(what, e, offline=offline, cache_dir=cache_dir) from e
+        model.to(device)
+
+        tok_error = None
+        if tokenizer is None:
+            try:
+                tokenizer = check_tokenizer(transformers.AutoTokenizer.from_pretrained(source, **hub), source)
+            except Exception as e:  # missing files, offline, unknown tokenizer class, ...
+                tok_error = (
+                    f"{what} has no loadable tokenizer ({type(e).__name__}: {short(e)}); images work "
+                    "without it, text needs it: pass tokenizer=... to cliplens.load or cliplens.wrap."
+                )
+        processor = None
+        try:
+            processor = transformers.CLIPImageProcessor.from_pretrained(source, **hub)
+        except Exception:  # no preprocessor_config.json: use CLIP's standard preprocessing
+            processor = None
+        adapter = HFCLIPAdapter(model, source, tokenizer=tokenizer, processor=processor, weights=source)
+        if tok_error is not None:
+            adapter.set_tokenizer_error(tok_error)
+        return adapter
+
+
+def is_model(obj: Any) -> bool:
+    """Whether ``obj`` comes from transformers (:func:`cliplens.wrap` then checks its type)."""
+    return (type(obj).__module__ or "").startswith("transformers")

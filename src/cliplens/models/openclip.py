@@ -1,22 +1,53 @@
-"""Adapter for open_clip models (``open_clip.CLIP`` and ``CustomTextCLIP``).
+"""The open_clip family: its weights view, adapter, preprocessing and loading, in one file.
 
-Only ViT image towers built from open_clip's own ``VisionTransformer`` with
-default residual blocks and CLS-token pooling decompose exactly; anything else
-(ResNet ``ModifiedResNet``, timm towers, attentional pooling, average pooling,
-NormFormer-style custom blocks) raises :class:`UnsupportedArchitectureError`.
+Only ViT image towers built from open_clip's own ``VisionTransformer`` with default residual
+blocks and CLS-token pooling decompose exactly; anything else (ResNet ``ModifiedResNet``, timm
+towers, attentional pooling, average pooling, NormFormer-style custom blocks) raises
+:class:`~cliplens.errors.UnsupportedArchitectureError`.
+
+Loading: an architecture name with ``pretrained`` a tag (``"laion2b_s34b_b88k"``), a checkpoint
+file, or ``"random"`` (random weights, on request only); ``hf-hub:org/repo`` and
+``local-dir:/path`` (open_clip's own schemas).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from cliplens.errors import MissingDependencyError, UnsupportedArchitectureError
+from cliplens.core.view import BlockView, LayerNormView, VisionView
+from cliplens.errors import (
+    CliplensError,
+    InvalidInputError,
+    MissingDependencyError,
+    ModelLoadError,
+    ModelNotFoundError,
+    PretrainedRequiredError,
+    RandomWeightsWarning,
+    UnsupportedArchitectureError,
+)
+from cliplens.images.config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessConfig, pair
 from cliplens.models.base import CLIPAdapter
-from cliplens.models.view import BlockView, LayerNormView, VisionView
+from cliplens.models.hub import (
+    LOCAL_HELP,
+    checkpoint_error,
+    close_matches,
+    fetch_error,
+    fmt,
+    looks_like_path,
+    offline_guard,
+    repo_not_found,
+)
+
+#: the ``pretrained`` value that asks for random weights
+RANDOM = "random"
 
 
 def require_open_clip() -> Any:
@@ -140,8 +171,9 @@ class OpenCLIPAdapter(CLIPAdapter):
 
     family = "open_clip"
 
-    def __init__(self, model: nn.Module, name: str, tokenizer: Any = None, preprocess: Any = None) -> None:
-        super().__init__(model, name)
+    def __init__(self, model: nn.Module, name: str, tokenizer: Any = None, preprocess: Any = None,
+                 weights: str = "") -> None:
+        super().__init__(model, name, weights=weights)
         open_clip = require_open_clip()
         if tokenizer is None:
             try:
@@ -157,10 +189,8 @@ class OpenCLIPAdapter(CLIPAdapter):
         return vision_view_from_open_clip(self.model, self.name)
 
     @property
-    def preprocess_config(self):  # type: ignore[override]
-        from cliplens.images import PreprocessConfig
-
-        return PreprocessConfig.from_open_clip(self.model)
+    def preprocess_config(self) -> PreprocessConfig:
+        return preprocess_config_from_open_clip(self.model)
 
     @property
     def context_length(self) -> int:
@@ -185,3 +215,264 @@ class OpenCLIPAdapter(CLIPAdapter):
     @torch.no_grad()
     def source_encode_image(self, pixel_values: Tensor) -> Tensor:
         return self.model.encode_image(pixel_values, normalize=False)
+
+
+# ---- preprocessing ---------------------------------------------------------------------------
+
+
+def preprocess_config_from_open_clip(model: Any) -> PreprocessConfig:
+    """The inference transform of an open_clip model (``image_transform(..., is_train=False)``).
+
+    Reads ``model.visual.preprocess_cfg`` (open_clip >= 2.24); older versions fall back
+    to ``visual.image_size`` / ``image_mean`` / ``image_std``. Mirrors open_clip's
+    quirks: for a non-square ``shortest`` size it always resizes bicubic, and only the
+    ``longest`` mode pads with ``fill_color`` (the others pad with 0).
+    """
+    visual = getattr(model, "visual", model)
+    cfg: Any = getattr(visual, "preprocess_cfg", None) or {}
+    if not isinstance(cfg, dict):  # an open_clip PreprocessCfg dataclass
+        cfg = {k: getattr(cfg, k) for k in ("size", "mean", "std", "interpolation", "resize_mode",
+                                             "fill_color") if hasattr(cfg, k)}
+    size = cfg.get("size") or getattr(visual, "image_size", None) or 224
+    mean = cfg.get("mean") or getattr(visual, "image_mean", None) or OPENAI_CLIP_MEAN
+    std = cfg.get("std") or getattr(visual, "image_std", None) or OPENAI_CLIP_STD
+    interpolation = cfg.get("interpolation") or "bicubic"
+    # open_clip: 'bilinear' -> BILINEAR, anything else ('bicubic', 'random') -> BICUBIC
+    interpolation = {"bilinear": "bilinear", "nearest": "nearest"}.get(interpolation, "bicubic")
+    resize_mode = cfg.get("resize_mode") or "shortest"
+    fill_color = int(cfg.get("fill_color") or 0)
+    h, w = pair(size, "size")
+    common = dict(image_size=(h, w), mean=mean, std=std, convert_rgb="last", resize_backend="pil",
+                  rescale_arithmetic="div", source="open_clip")
+    if resize_mode == "squash":
+        return PreprocessConfig(resize_size=(h, w), resize_mode="squash", interpolation=interpolation, crop="none",
+                   **common)
+    if resize_mode == "longest":
+        return PreprocessConfig(resize_size=(h, w), resize_mode="longest", interpolation=interpolation,
+                   crop="center_round", fill_color=fill_color, **common)
+    if resize_mode != "shortest":
+        raise InvalidInputError(f"unknown open_clip resize_mode {resize_mode!r}")
+    if h == w:
+        return PreprocessConfig(resize_size=h, resize_mode="shortest", interpolation=interpolation,
+                   crop="center_round", **common)
+    return PreprocessConfig(resize_size=(h, w), resize_mode="shortest", interpolation="bicubic",
+               crop="center_round", **common)
+
+
+
+# ---- loading -------------------------------------------------------------------------------------
+
+
+def installed() -> Any | None:
+    """open_clip if installed, else ``None``."""
+    try:
+        import open_clip
+    except ImportError:
+        return None
+    return open_clip
+
+
+def architecture_names() -> list[str]:
+    """open_clip's architecture names (empty when open_clip is not installed)."""
+    oc = installed()
+    return list(oc.list_models()) if oc is not None else []
+
+
+def pretrained_tags(arch: str) -> list[str]:
+    oc = installed()
+    return list(oc.list_pretrained_tags_by_model(arch)) if oc is not None else []
+
+
+def support(model_name: str) -> tuple[bool, str]:
+    """``(decomposable, note)`` for an open_clip architecture, from its config alone."""
+    oc = require_open_clip()
+    cfg = oc.get_model_config(model_name) or {}
+    v = cfg.get("vision_cfg", {})
+    t = cfg.get("text_cfg", {})
+    if v.get("timm_model_name"):
+        return False, (f"timm image tower ({v['timm_model_name']}); cliplens decomposes open_clip's own "
+                       "ViT towers only")
+    if isinstance(v.get("layers"), (list, tuple)):
+        return False, "ResNet image tower (ModifiedResNet): no attention heads or tokens to decompose"
+    if v.get("attentional_pool"):
+        return False, "attentional pooling (CoCa-style): the embedding is not the CLS token"
+    if v.get("pool_type", "tok") != "tok":
+        return False, f"{v['pool_type']!r} pooling: the embedding is not the CLS token"
+    custom = ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner", "scale_attn", "scale_fc")
+    if v.get("block_type") == "custom" or any(v.get(k) for k in custom):
+        return False, "custom attention blocks (qk-norm / scaled-cosine / NormFormer-style)"
+    notes = ["ViT"]
+    if v.get("ls_init_value") is not None:
+        notes.append("layer-scale")
+    if cfg.get("quick_gelu"):
+        notes.append("QuickGELU")
+    if "multimodal_cfg" in cfg:
+        notes.append("CoCa")
+    if t.get("hf_model_name"):
+        notes.append(f"text tower {t['hf_model_name']} (its config is fetched from the Hub)")
+    return True, ", ".join(notes)
+
+
+def unsupported(name: str, note: str) -> UnsupportedArchitectureError:
+    if note.startswith("ResNet"):
+        return UnsupportedArchitectureError(
+            f"{name} is a ResNet CLIP (ModifiedResNet image tower). The decomposition into heads and tokens "
+            "needs a ViT image tower; pick a ViT model such as ViT-B-16."
+        )
+    return UnsupportedArchitectureError(
+        f"{name} cannot be decomposed: {note}. Pick an open_clip ViT with CLS pooling such as ViT-B-16 "
+        "(cliplens.list_models() marks which models decompose)."
+    )
+
+
+def pretrained_required(arch: str) -> PretrainedRequiredError:
+    tags = pretrained_tags(arch)
+    have = (f"its pretrained tags: {fmt(tags, 40)}" if tags
+            else f"open_clip has no pretrained weights for {arch}")
+    return PretrainedRequiredError(
+        f"{arch} needs weights: pass pretrained=<tag> (--pretrained on the command line); {have}. "
+        f"pretrained= also takes a local checkpoint file, or {RANDOM!r} for random weights (testing only: "
+        "their scores mean nothing)."
+    )
+
+
+def load_architecture(arch: str, pretrained: str | None, *, trust_checkpoint: bool = False, **kw: Any) -> CLIPAdapter:
+    """An open_clip built-in architecture with a tag, a checkpoint file, or ``"random"`` weights."""
+    oc = require_open_clip()
+    names = list(oc.list_models())
+    if arch not in names:
+        if arch.replace("/", "-") in names:
+            arch = arch.replace("/", "-")
+        else:
+            close = close_matches(arch, names)
+            did = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ModelNotFoundError(
+                f"Unknown open_clip architecture {arch!r}.{did} open_clip.list_models() (or "
+                f"cliplens.list_models()) lists them. {LOCAL_HELP}"
+            )
+    ok, note = support(arch)
+    if not ok:
+        raise unsupported(arch, note)
+    quick_gelu = False
+    if pretrained is None:
+        raise pretrained_required(arch)
+    if pretrained == RANDOM:
+        warnings.warn(f"{arch} is built with RANDOM weights (pretrained={RANDOM!r}): its embeddings and every score "
+                      "computed from them mean nothing.", RandomWeightsWarning, stacklevel=3)
+        return create(arch, None, quick_gelu=False, weights=RANDOM, **kw)
+    ckpt = Path(pretrained).expanduser()
+    if ckpt.is_file():
+        return create(arch, str(ckpt), weights=str(ckpt), trust_checkpoint=trust_checkpoint, **kw)
+    if ckpt.is_dir():
+        raise ModelLoadError(
+            f"pretrained={pretrained!r} is a folder; pretrained= takes a checkpoint file. For a folder "
+            f"saved by open_clip or transformers call cliplens.load({pretrained!r})."
+        )
+    if looks_like_path(pretrained):
+        raise ModelLoadError(f"Checkpoint file not found: {pretrained!r} (for {arch}). {LOCAL_HELP}")
+    cfg = oc.get_pretrained_cfg(arch, pretrained)
+    if not cfg:
+        tags = oc.list_pretrained_tags_by_model(arch)
+        close = close_matches(pretrained, tags, cutoff=0.4)
+        did = f" Did you mean: {', '.join(close)}?" if close else ""
+        have = (f" Tags for {arch}: {fmt(tags, 30)}." if tags else f" open_clip has no pretrained weights for {arch}.")
+        raise ModelNotFoundError(
+            f"{arch} has no pretrained tag {pretrained!r}.{did}{have} pretrained= also takes a local "
+            f"checkpoint file, or {RANDOM!r} for random weights."
+        )
+    quick_gelu = bool(cfg.get("quick_gelu")) and not oc.get_model_config(arch).get("quick_gelu")
+    return create(arch, pretrained, quick_gelu=quick_gelu, weights=pretrained, **kw)
+
+
+class _RootLogCapture(logging.Handler):
+    """Collect what open_clip logs (it uses the root logger) while a model is created."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.append(record.getMessage())
+        except Exception:  # pragma: no cover - a malformed record must not break loading
+            pass
+
+    def __enter__(self) -> _RootLogCapture:
+        root = logging.getLogger()
+        self._level = root.level
+        if root.getEffectiveLevel() > logging.WARNING:  # a quiet root logger would drop the record
+            root.setLevel(logging.WARNING)
+        root.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self)
+        root.setLevel(self._level)
+
+
+def create(
+    model_name: str,
+    pretrained: str | None,
+    *,
+    device: Any,
+    dtype: torch.dtype | None,
+    cache_dir: str | None,
+    tokenizer: Any,
+    quick_gelu: bool = False,
+    weights: str = "",
+    trust_checkpoint: bool = False,
+) -> CLIPAdapter:
+    """``open_clip.create_model_and_transforms`` with readable errors, wrapped in an adapter."""
+    oc = require_open_clip()
+    what = f"{model_name!r}" + (f" with pretrained={pretrained!r}" if pretrained else "") + " (open_clip)"
+    expect_weights = pretrained is not None or model_name.startswith(("hf-hub:", "local-dir:"))
+    with offline_guard() as offline, _RootLogCapture() as logs:
+        try:
+            model, _, preprocess = oc.create_model_and_transforms(
+                model_name, pretrained=pretrained, device=device, cache_dir=cache_dir,
+                pretrained_text=False, force_quick_gelu=quick_gelu, weights_only=not trust_checkpoint,
+            )
+        except CliplensError:
+            raise
+        except Exception as e:  # corrupt files, Hub errors, shape mismatches, pickles, ...
+            if pretrained and os.path.isfile(pretrained):
+                raise checkpoint_error(what, pretrained, e) from e
+            if model_name.startswith("local-dir:"):
+                raise ModelLoadError(f"Could not load {what}: {type(e).__name__}: {e}") from e
+            if repo_not_found(e):
+                raise ModelNotFoundError(
+                    f"Unknown model {model_name!r}: the Hugging Face Hub has no such repository. {LOCAL_HELP}"
+                ) from e
+            if not isinstance(e, (RuntimeError, OSError, ValueError)):
+                raise
+            raise fetch_error(what, e, offline=offline, cache_dir=cache_dir) from e
+        if expect_weights and any("No pretrained weights loaded" in m for m in logs.messages):
+            # open_clip falls back to random weights when an 'hf-hub:'/'local-dir:' model has a config but
+            # its weights cannot be found or fetched; it only logs that.
+            detail = " ".join(m for m in logs.messages if "weights" in m.lower())
+            if model_name.startswith("local-dir:"):
+                raise ModelLoadError(
+                    f"Could not load {what}: the folder has open_clip_config.json but no weights file "
+                    f"(open_clip_model.safetensors, open_clip_pytorch_model.bin, ...). open_clip said: {detail}"
+                )
+            raise fetch_error(what, RuntimeError(detail), offline=offline, cache_dir=cache_dir)
+        if dtype is not None:
+            model.to(dtype=dtype)
+        return OpenCLIPAdapter(model, model_name, tokenizer=tokenizer, preprocess=preprocess,
+                               weights=weights or model_name)
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """open_clip weight files in a ``local-dir`` folder."""
+    return sorted(p for p in folder.glob("open_clip*") if p.suffix in (".safetensors", ".bin", ".pth", ".pt"))
+
+
+def is_model(obj: Any) -> bool:
+    """Whether ``obj`` is an open_clip model object :func:`cliplens.wrap` accepts."""
+    if not (type(obj).__module__ or "").startswith("open_clip"):
+        return False
+    oc = require_open_clip()
+    classes = tuple(c for c in (getattr(oc, "CLIP", None), getattr(oc, "CustomTextCLIP", None),
+                                getattr(oc, "CoCa", None)) if isinstance(c, type))
+    return isinstance(obj, classes)

@@ -1,4 +1,4 @@
-"""Adapter for the embedded toy CLIP (:mod:`cliplens.toyworld`), shipped inside the package.
+"""The toy family: the embedded toy CLIP (:mod:`cliplens.toyworld`), shipped inside the package.
 
 ``cliplens.load("toy")`` opens the shipped weights with no network;
 ``cliplens.load("toy", pretrained="/path/to/toy-clip.safetensors")`` opens weights trained
@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cliplens.core.view import VisionView
 from cliplens.errors import ModelLoadError
+from cliplens.images.config import PreprocessConfig
 from cliplens.models.base import CLIPAdapter
-from cliplens.models.loading import register_embedded
-from cliplens.models.view import VisionView
+from cliplens.toyworld.model import DEFAULT_WEIGHTS, load_toy_clip
 
 SPURIOUS_WEIGHTS = "toy-clip-spurious.safetensors"
 
@@ -30,8 +31,8 @@ class ToyCLIPAdapter(CLIPAdapter):
 
     family = "toy"
 
-    def __init__(self, model: Any, tokenizer: Any, name: str = "toy") -> None:
-        super().__init__(model, name)
+    def __init__(self, model: Any, tokenizer: Any, name: str = "toy", weights: str = "") -> None:
+        super().__init__(model, name, weights=weights or name)
         self.tokenizer = tokenizer
         model.eval()
 
@@ -39,9 +40,7 @@ class ToyCLIPAdapter(CLIPAdapter):
         return self.model.vision_view()
 
     @property
-    def preprocess_config(self):  # type: ignore[override]
-        from cliplens.images import PreprocessConfig
-
+    def preprocess_config(self) -> PreprocessConfig:
         c = self.model.config
         return PreprocessConfig(image_size=(c.image_size, c.image_size), resize_size=c.image_size,
                                 interpolation="bicubic", mean=tuple(c.mean), std=tuple(c.std), source="toy")
@@ -78,8 +77,6 @@ def _default_path(filename: str) -> Path | None:
 
 def load_toy(pretrained: str | None = None, *, name: str = "toy", default_file: str | None = None) -> ToyCLIPAdapter:
     """Load the toy CLIP: the shipped weights, or a ``.safetensors`` file saved by ``cliplens toy train``."""
-    from cliplens.toyworld.model import DEFAULT_WEIGHTS, load_toy_clip
-
     if pretrained in (None, "default"):
         path = _default_path(default_file or DEFAULT_WEIGHTS)
         if path is None:
@@ -99,13 +96,18 @@ def load_toy(pretrained: str | None = None, *, name: str = "toy", default_file: 
         model, tok = load_toy_clip(path)
     except Exception as e:  # corrupt or foreign file
         raise ModelLoadError(f"could not read toy CLIP weights from {str(path)!r}: {e}") from e
-    return ToyCLIPAdapter(model, tok, name=name)
+    return ToyCLIPAdapter(model, tok, name=name, weights="default" if pretrained in (None, "default") else str(path))
 
 
-register_embedded("toy", load_toy,
-                  "small CLIP trained offline on procedurally generated scenes (the embedded default)",
-                  pretrained=("default",))
-register_embedded("toy-spurious",
-                  lambda pretrained=None: load_toy(pretrained, name="toy-spurious", default_file=SPURIOUS_WEIGHTS),
-                  "the toy CLIP fine-tuned on a split where shape and background co-occur (toy waterbirds)",
-                  pretrained=("default",))
+def load_toy_spurious(pretrained: str | None = None) -> ToyCLIPAdapter:
+    """``toy-spurious``: the toy CLIP fine-tuned on the toy waterbirds split."""
+    return load_toy(pretrained, name="toy-spurious", default_file=SPURIOUS_WEIGHTS)
+
+
+#: the embedded models this family provides: (name, loader, description, pretrained tags)
+EMBEDDED = (
+    ("toy", load_toy, "small CLIP trained offline on procedurally generated scenes (the embedded default)",
+     ("default",)),
+    ("toy-spurious", load_toy_spurious,
+     "the toy CLIP fine-tuned on a split where shape and background co-occur (toy waterbirds)", ("default",)),
+)

@@ -12,18 +12,16 @@ objects sharing a text are one target whose mask is the union of their *visible*
 object hidden entirely by others is no target. Scenes with fewer than two distinct visible texts
 are passed over (the next index is drawn), so every scene has something to contrast with.
 
-**Map methods.** A map method is ``fn(model, pixels, texts) -> [T, h, w]``: ``pixels`` is one
-preprocessed image ``[1, 3, H, W]``, ``texts`` the contrast set (below), and the result one map
-per text, at the token grid (``h, w = gh, gw``) or at pixels (``H, W``). :data:`MAP_METHODS` maps
-names to methods; adding a method is one line (``MAP_METHODS["surgery"] = surgery_map``).
-:data:`BASELINES` names the rows every real method must beat.
-
-* ``decomposition``: per image token, the direct effect of all heads of all layers on the
-  unit-norm embedding, scored against each text (``ComponentScores.token_map``), minus the mean
-  over the other texts of the contrast set. (The paper subtracts the mean over *all* classes,
-  itself included: that is the same map times ``(T-1)/T``, so identical after normalisation.)
-* ``uniform``: a constant map (predicts every pixel; IoU = the mask's area fraction, AP = the same).
-* ``gaussian``: a centred isotropic Gaussian, ``sigma = image side / 4``, whatever the text.
+**Map methods** are those of :mod:`cliplens.maps` (any registered name, or a
+:class:`~cliplens.maps.MapMethod` instance): each gives raw score maps ``[B, T, h, w]`` for the
+contrast set's texts (below). For text-dependent methods the map of each text is then its raw
+map minus the mean over the other texts of the contrast set
+(:func:`cliplens.maps.contrast_others`; the paper subtracts the mean over *all* classes, itself
+included: the same map times ``(T-1)/T``, identical after normalisation). :data:`BASELINES`
+(``uniform``: a constant map; ``gaussian``: a centred Gaussian, ``sigma`` = side / 4) ignore the
+text and are the rows every real method must beat. The methods and the metrics
+(:mod:`cliplens.evaluation.segmentation`) live outside the toy world; this module only draws
+the scenes and runs the protocol.
 
 **Contrast set** (``contrast``): ``"scene"`` (default), the distinct texts of the scene's visible
 objects; ``"classes"``, the fixed set of all colour-shape texts (56), of which the scene's are scored.
@@ -43,41 +41,37 @@ each pooled over all objects, then averaged. Exactness is the largest relative e
 
 from __future__ import annotations
 
-import functools
-import math
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import click
 import numpy as np
 import torch
-import torch.nn.functional as F
+from rich.progress import Progress
 from torch import Tensor
 
+from cliplens.errors import InvalidInputError, MissingDependencyError
+from cliplens.evaluation.segmentation import average_precision_np, score_map, sklearn_average_precision
+from cliplens.maps import MapMethod, contrast_others, get_map, map_names
+from cliplens.models import load
 from cliplens.toyworld.captions import object_phrase
 from cliplens.toyworld.scenes import COLOURS, SHAPES, SceneFactors, render_scene, sample_scene
 
 __all__ = [
-    "MAP_METHODS", "BASELINES", "MapMethod", "BenchScene", "bench_scenes", "class_texts",
-    "decomposition_map", "uniform_map", "gaussian_map", "contrast_maps",
-    "upsample_map", "normalize_map", "foreground", "iou", "pixel_accuracy", "average_precision",
-    "average_precision_np", "score_map", "run_bench", "format_rows", "bench_cmd",
-    "DEFAULT_SEED", "DEFAULT_N", "STREAM",
+    "BASELINES", "BenchScene", "bench_scenes", "class_texts", "object_text", "run_bench", "format_rows",
+    "DEFAULT_METHODS", "DEFAULT_SEED", "DEFAULT_N", "STREAM",
 ]
-
-#: ``fn(model, pixels [1, 3, H, W], texts) -> [T, h, w]`` (token grid or pixels)
-MapMethod = Callable[[Any, Tensor, Sequence[str]], Tensor]
 
 STREAM = "test"
 DEFAULT_SEED = 2024
 DEFAULT_N = 500
-GAUSSIAN_SIGMA = 0.25  # fraction of the image side
+#: the rows of the table by default
+DEFAULT_METHODS: tuple[str, ...] = ("decomposition", "uniform", "gaussian")
+#: rows that other methods must beat
+BASELINES: tuple[str, ...] = ("uniform", "gaussian")
 
-
-# --------------------------------------------------------------------------- map methods
 _TEXT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -92,162 +86,6 @@ def _encode(model: Any, texts: Sequence[str]) -> Tensor:
         for t, e in zip(missing, model.encode_text(missing), strict=True):
             cache[t] = e
     return torch.stack([cache[t] for t in texts])
-
-
-def contrast_maps(maps: Tensor) -> Tensor:
-    """``maps[k] - mean_{j != k} maps[j]`` over the first axis (unchanged when there is one map)."""
-    T = maps.shape[0]
-    if T < 2:
-        return maps.clone()
-    total = maps.sum(0, keepdim=True)
-    return maps - (total - maps) / (T - 1)
-
-
-@torch.no_grad()
-def decomposition_map(model: Any, pixels: Tensor, texts: Sequence[str]) -> Tensor:
-    """The decomposition map ``[T, gh, gw]``: each image token's direct effect (all heads, all
-    layers) on the unit-norm embedding, scored against each text, minus the mean over the others."""
-    dec = model.decompose(pixels, spatial=True)
-    maps = dec.normalized().project(_encode(model, texts)).token_map()[0]
-    return contrast_maps(maps)
-
-
-def uniform_map(model: Any, pixels: Tensor, texts: Sequence[str]) -> Tensor:
-    """Baseline: the same constant map for every text (``[T, 1, 1]``, upsampled to a constant)."""
-    return torch.ones(len(texts), 1, 1)
-
-
-@functools.lru_cache(maxsize=8)
-def _gaussian(H: int, W: int) -> Tensor:
-    y = torch.arange(H, dtype=torch.float64) - (H - 1) / 2
-    x = torch.arange(W, dtype=torch.float64) - (W - 1) / 2
-    sy, sx = GAUSSIAN_SIGMA * H, GAUSSIAN_SIGMA * W
-    return torch.exp(-0.5 * ((y[:, None] / sy) ** 2 + (x[None, :] / sx) ** 2))
-
-
-def gaussian_map(model: Any, pixels: Tensor, texts: Sequence[str]) -> Tensor:
-    """Baseline: a centred isotropic Gaussian at pixels, ``sigma = side / 4``, for every text."""
-    H, W = pixels.shape[-2:]
-    return _gaussian(int(H), int(W)).expand(len(texts), H, W).clone()
-
-
-#: name -> map method; add a row to the benchmark with one line
-MAP_METHODS: dict[str, MapMethod] = {
-    "decomposition": decomposition_map,
-    "uniform": uniform_map,
-    "gaussian": gaussian_map,
-}
-#: rows that other methods must beat
-BASELINES: tuple[str, ...] = ("uniform", "gaussian")
-
-
-# --------------------------------------------------------------------------- metrics
-def upsample_map(m: Tensor, size: tuple[int, int]) -> np.ndarray:
-    """``[h, w]`` -> float64 ``[H, W]``: bilinear (``align_corners=False``) unless already that size."""
-    m = m.detach().to("cpu", torch.float64)
-    if tuple(m.shape) != tuple(size):
-        m = F.interpolate(m[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-    return m.numpy()
-
-
-def normalize_map(m: np.ndarray, clip: bool = True) -> np.ndarray:
-    """Clip below 0 (``clip``), then min-max to [0, 1]; a constant map becomes all zeros."""
-    m = np.asarray(m, dtype=np.float64)
-    if clip:
-        m = np.maximum(m, 0.0)
-    lo, hi = float(m.min()), float(m.max())
-    if hi - lo <= 0.0 or not math.isfinite(hi - lo):
-        return np.zeros_like(m)
-    return (m - lo) / (hi - lo)
-
-
-def foreground(normalized: np.ndarray, upsampled: np.ndarray | None = None, clip: bool = True) -> np.ndarray:
-    """The threshold rule: foreground where the normalised map is >= its mean (a constant map:
-    everywhere), except that a map with nothing above 0 (``upsampled``, with ``clip``) is foreground nowhere."""
-    if clip and upsampled is not None and not (np.asarray(upsampled) > 0).any():
-        return np.zeros(normalized.shape, dtype=bool)
-    return normalized >= normalized.mean()
-
-
-def iou(pred: np.ndarray, mask: np.ndarray) -> float:
-    """Intersection over union of two bool masks (1.0 when both are empty)."""
-    union = np.logical_or(pred, mask).sum()
-    return 1.0 if union == 0 else float(np.logical_and(pred, mask).sum() / union)
-
-
-def pixel_accuracy(pred: np.ndarray, mask: np.ndarray) -> float:
-    return float((pred == mask).mean())
-
-
-def average_precision_np(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """Average precision ``Σ_n (R_n − R_{n−1}) P_n`` over the distinct score thresholds
-    (tied scores form one threshold), the definition of scikit-learn's ``average_precision_score``."""
-    y = np.asarray(y_true, dtype=bool).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"labels and scores differ in size: {y.shape} vs {s.shape}")
-    positives = int(y.sum())
-    if positives == 0:
-        raise ValueError("average precision needs at least one positive pixel")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each run of equal scores
-    tp = np.cumsum(y)[last]
-    precision = tp / (last + 1)
-    recall = tp / positives
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def average_precision(y_true: np.ndarray, scores: np.ndarray, *, use_sklearn: bool | None = None) -> float:
-    """Average precision of ``scores`` for the bool labels ``y_true``.
-
-    scikit-learn's ``average_precision_score`` when it is installed (``use_sklearn=None``), else
-    :func:`average_precision_np` (same definition); ``use_sklearn`` forces one or the other.
-    """
-    if use_sklearn is not False:
-        try:
-            from sklearn.metrics import average_precision_score
-        except ImportError:
-            if use_sklearn:
-                raise
-        else:
-            y = np.asarray(y_true, dtype=bool).ravel()
-            if not y.any():
-                raise ValueError("average precision needs at least one positive pixel")
-            return float(average_precision_score(y, np.asarray(scores, dtype=np.float64).ravel()))
-    return average_precision_np(y_true, scores)
-
-
-def score_map(m: Tensor | np.ndarray, mask: np.ndarray, *, clip: bool = True,
-              ap: Callable[[np.ndarray, np.ndarray], float] = average_precision_np) -> dict[str, Any]:
-    """Score one map (any grid; upsampled to the mask's size) against one bool mask.
-
-    Returns ``iou``, ``pixel_acc``, ``ap`` and the arrays ``map`` (upsampled, float64),
-    ``normalized`` and ``pred`` (bool), plus the pooled counts the original protocol needs.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    t = torch.as_tensor(m) if isinstance(m, np.ndarray) else m
-    up = upsample_map(t, mask.shape)
-    norm = normalize_map(up, clip=clip)
-    pred = foreground(norm, up, clip)
-    return {
-        "iou": iou(pred, mask), "pixel_acc": pixel_accuracy(pred, mask), "ap": ap(mask, norm),
-        "map": up, "normalized": norm, "pred": pred,
-        "inter_fg": int((pred & mask).sum()), "union_fg": int((pred | mask).sum()),
-        "inter_bg": int((~pred & ~mask).sum()), "union_bg": int((~pred | ~mask).sum()),
-    }
-
-
-def _sklearn_ap() -> Callable[[np.ndarray, np.ndarray], float] | None:
-    try:
-        from sklearn.metrics import average_precision_score
-    except ImportError:
-        return None
-
-    def ap(y: np.ndarray, s: np.ndarray) -> float:
-        return float(average_precision_score(np.asarray(y, bool).ravel(), np.asarray(s, np.float64).ravel()))
-
-    return ap
 
 
 # --------------------------------------------------------------------------- scenes
@@ -276,10 +114,10 @@ def bench_scenes(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, *, image_size: in
                  objects: Sequence[int] = (2, 3, 4), max_tries: int = 100) -> list[BenchScene]:
     """The benchmark's ``n`` held-out scenes (deterministic in ``seed``; see the module docs)."""
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise InvalidInputError(f"n must be at least 1, got {n}")
     counts = tuple(int(c) for c in objects)
     if not counts or min(counts) < 2 or max(counts) > 4:
-        raise ValueError(f"objects per scene must be in 2..4, got {objects}")
+        raise InvalidInputError(f"objects per scene must be in 2..4, got {objects}")
     out: list[BenchScene] = []
     index = 0
     while len(out) < n:
@@ -305,23 +143,19 @@ def bench_scenes(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, *, image_size: in
 
 
 # --------------------------------------------------------------------------- the benchmark
-def _resolve_methods(methods: Sequence[str] | Mapping[str, MapMethod] | None) -> dict[str, MapMethod]:
+def resolve_methods(methods: Sequence[str | MapMethod] | Mapping[str, MapMethod] | None) -> dict[str, MapMethod]:
+    """``{row name: method}`` from names, instances or a mapping (default: :data:`DEFAULT_METHODS`)."""
     if methods is None:
-        return dict(MAP_METHODS)
+        methods = DEFAULT_METHODS
     if isinstance(methods, Mapping):
-        return dict(methods)
-    unknown = [m for m in methods if m not in MAP_METHODS]
-    if unknown:
-        raise ValueError(f"unknown map methods {unknown}; known: {sorted(MAP_METHODS)}")
-    return {m: MAP_METHODS[m] for m in methods}
-
-
-def _load(model: Any, pretrained: str | None, device: str) -> Any:
-    if isinstance(model, str):
-        from cliplens.models import load
-
-        return load(model, pretrained=pretrained, device=device)
-    return model
+        return {name: get_map(m) for name, m in methods.items()}
+    out: dict[str, MapMethod] = {}
+    for m in methods:
+        if isinstance(m, str) and m not in map_names():
+            raise InvalidInputError(f"unknown map method {m!r}; known: {', '.join(map_names())}")
+        method = get_map(m)
+        out[m if isinstance(m, str) else method.name] = method
+    return out
 
 
 @torch.no_grad()
@@ -331,7 +165,7 @@ def run_bench(
     seed: int = DEFAULT_SEED,
     *,
     pretrained: str | None = None,
-    methods: Sequence[str] | Mapping[str, MapMethod] | None = None,
+    methods: Sequence[str | MapMethod] | Mapping[str, MapMethod] | None = None,
     contrast: str = "scene",
     objects: Sequence[int] = (2, 3, 4),
     clip: bool = True,
@@ -345,11 +179,11 @@ def run_bench(
     Args:
         model: a model name for :func:`cliplens.load` (default the embedded ``"toy"``) or a loaded adapter.
         n: held-out scenes; seed: their seed (stream ``"test"``).
-        methods: names from :data:`MAP_METHODS` or a ``{name: fn}`` mapping (default: all of them).
+        methods: map-method names or instances, or ``{row name: method}`` (default :data:`DEFAULT_METHODS`).
         contrast: ``"scene"`` (the scene's object texts) or ``"classes"`` (all colour-shape texts).
-        ap_backend: ``"numpy"`` (:func:`average_precision_np`; when scikit-learn is installed, the
-            first object of every method is also scored by ``average_precision_score`` and a
-            disagreement above 1e-9 raises) or ``"sklearn"`` (every object; ~100x slower).
+        ap_backend: ``"numpy"`` (:func:`~cliplens.evaluation.segmentation.average_precision_np`; when
+            scikit-learn is installed, the first object of every method is also scored by
+            ``average_precision_score`` and a disagreement above 1e-9 raises) or ``"sklearn"``.
         details: also return one record per object (``"objects"``) with each method's scores.
 
     Returns:
@@ -358,24 +192,22 @@ def run_bench(
         "beats_baselines": {method: bool}, ...}``.
     """
     if contrast not in ("scene", "classes"):
-        raise ValueError(f"contrast must be 'scene' or 'classes', got {contrast!r}")
-    sk_ap = _sklearn_ap()
+        raise InvalidInputError(f"contrast must be 'scene' or 'classes', got {contrast!r}")
+    sk_ap = sklearn_average_precision()
     if ap_backend == "sklearn":
         if sk_ap is None:
-            from cliplens.errors import MissingDependencyError
-
             raise MissingDependencyError("ap_backend='sklearn' needs scikit-learn: pip install scikit-learn")
         ap_fn = sk_ap
     elif ap_backend == "numpy":
         ap_fn = average_precision_np
     else:
-        raise ValueError(f"ap_backend must be 'numpy' or 'sklearn', got {ap_backend!r}")
+        raise InvalidInputError(f"ap_backend must be 'numpy' or 'sklearn', got {ap_backend!r}")
     ap_checked = 0
-    adapter = _load(model, pretrained, device)
-    fns = _resolve_methods(methods)
+    adapter = load(model, pretrained=pretrained, device=device) if isinstance(model, str) else model
+    fns = resolve_methods(methods)
     ih, iw = adapter.vision.image_size
     if ih != iw:
-        raise ValueError(f"the toy-world scenes are square; this model's input is {ih}x{iw}")
+        raise InvalidInputError(f"the toy-world scenes are square; this model's input is {ih}x{iw}")
     t0 = time.perf_counter()
     scenes = bench_scenes(n, seed, image_size=ih, objects=objects)
     all_texts = class_texts()
@@ -392,8 +224,6 @@ def run_bench(
                "seconds": 0.0} for m in fns}
     records: list[dict[str, Any]] = []
     pixels = torch.cat(pixels_all)
-    from rich.progress import Progress
-
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("bench", total=len(scenes))
         for k, bs in enumerate(scenes):
@@ -402,16 +232,18 @@ def run_bench(
                 texts, rows = bs.texts, list(range(len(bs.texts)))
             else:
                 texts, rows = all_texts, [all_texts.index(t) for t in bs.texts]
+            directions = _encode(adapter, texts)
             per_obj: list[dict[str, Any]] = [
                 {"scene": bs.index, "text": t, "mask_fraction": float(bs.masks[j].mean()), "scores": {}}
                 for j, t in enumerate(bs.texts)]
-            for name, fn in fns.items():
+            for name, method in fns.items():
                 s0 = time.perf_counter()
-                maps = fn(adapter, px, texts)
+                raw = method.raw(adapter, px, directions)
+                if raw.dim() != 4 or raw.shape[:2] != (1, len(texts)):
+                    raise InvalidInputError(f"map method {name!r} returned shape {tuple(raw.shape)}; "
+                                            f"expected [1, {len(texts)}, h, w] (one map per image and text)")
+                maps = contrast_others(raw[0]) if method.text_dependent else raw[0]
                 acc[name]["seconds"] += time.perf_counter() - s0
-                if maps.dim() != 3 or maps.shape[0] != len(texts):
-                    raise ValueError(f"map method {name!r} returned shape {tuple(maps.shape)}; "
-                                     f"expected [{len(texts)}, h, w] (one map per text)")
                 for j, r in enumerate(rows):
                     sc = score_map(maps[r], bs.masks[j], clip=clip, ap=ap_fn)
                     if k == 0 and j == 0 and sk_ap is not None and ap_fn is not sk_ap:
@@ -432,7 +264,7 @@ def run_bench(
     rows_out = []
     for name, a in acc.items():
         rows_out.append({
-            "method": name, "baseline": name in BASELINES,
+            "method": name, "baseline": not fns[name].text_dependent,
             "miou": float(np.mean(a["iou"])),
             "miou_fgbg": 0.5 * (a["inter_fg"] / max(a["union_fg"], 1) + a["inter_bg"] / max(a["union_bg"], 1)),
             "pixel_acc": float(np.mean(a["pixel_acc"])),
@@ -477,57 +309,3 @@ def format_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
         rows.append((r["method"], f"{100 * r['miou']:.1f}", f"{100 * r['miou_fgbg']:.1f}",
                      f"{100 * r['pixel_acc']:.1f}", f"{100 * r['map']:.1f}", verdict))
     return rows
-
-
-# --------------------------------------------------------------------------- CLI
-@click.command("bench")
-@click.option("--model", "-m", "model", default="toy", show_default=True,
-              help="Model to benchmark (the toy-world scenes are rendered at its input size).")
-@click.option("--pretrained", "-p", default=None, help="Weights: for 'toy', a .safetensors file from 'toy train'.")
-@click.option("-n", "n", type=int, default=DEFAULT_N, show_default=True, help="Held-out scenes.")
-@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
-              help="Scene seed (the 'test' stream, never used in training).")
-@click.option("--method", "methods", multiple=True, metavar="NAME",
-              help="Only this map method (repeat for several; default all): "
-                   "decomposition, uniform, gaussian, or any method registered in MAP_METHODS.")
-@click.option("--contrast", type=click.Choice(["scene", "classes"]), default="scene", show_default=True,
-              help="Subtract the mean map of the scene's other object texts, or of all 56 colour-shape texts.")
-@click.option("--ap", "ap_backend", type=click.Choice(["numpy", "sklearn"]), default="numpy", show_default=True,
-              help="Average precision: cliplens's own (checked against scikit-learn when installed) or "
-                   "scikit-learn's for every object (much slower).")
-@click.option("--threads", type=int, default=1, show_default=True,
-              help="Torch threads (the toy model's per-image work is small: 1 is usually fastest).")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tuple[str, ...], contrast: str,
-              ap_backend: str, threads: int, device: str, as_json: bool) -> None:
-    """Ground-truth benchmark: decomposition exactness and zero-shot segmentation of the toy world's
-    true object masks, next to a uniform and a centred-Gaussian baseline."""
-    import json
-
-    if n < 1:
-        raise click.BadParameter("must be at least 1", param_hint="-n")
-    unknown = [m for m in methods if m not in MAP_METHODS]
-    if unknown:
-        raise click.BadParameter(f"unknown map method(s) {', '.join(unknown)}; known: {', '.join(MAP_METHODS)}",
-                                 param_hint="--method")
-    torch.set_num_threads(threads)
-    res = run_bench(model, n=n, seed=seed, pretrained=pretrained, methods=list(methods) or None,
-                    contrast=contrast, device=device, ap_backend=ap_backend, progress=not as_json)
-    if as_json:
-        click.echo(json.dumps(res, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console(highlight=False)
-    t = Table(title=f"toy-world segmentation, {res['model']}: {res['n']} held-out scenes "
-                    f"(stream '{res['stream']}', seed {res['seed']}), {res['n_objects']} objects, "
-                    f"contrast: {res['contrast']}", title_justify="left")
-    for col in ("method", "mIoU %", "mIoU fg/bg %", "pixel acc %", "mAP %", "beats baselines"):
-        t.add_column(col, justify="left" if col in ("method", "beats baselines") else "right")
-    for row in format_rows(res):
-        t.add_row(*row)
-    con.print(t)
-    con.print(f"decomposition exactness: max relative error {res['exactness']:.2e} over {res['n']} scenes")
-    con.print(f"protocol: {res['protocol']}; {res['seconds']:.1f} s")

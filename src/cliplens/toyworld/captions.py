@@ -38,7 +38,7 @@ from cliplens.toyworld.scenes import (
 
 __all__ = [
     "Caption", "scene_facts", "full_caption", "sample_caption", "hard_negative",
-    "consistency_matrix", "grammar_words", "PromptSet", "PROMPT_SETS", "prompt_set",
+    "consistency_matrix", "PromptSet", "PROMPT_SETS", "prompt_set",
     "object_phrase", "POSITION_PHRASES", "NUMBER_WORDS", "PLURALS", "describe", "caption_batch",
     "perturb_scene", "EVAL_POSITIONS", "EVAL_COUNTS", "factor_caption",
 ]
@@ -406,30 +406,6 @@ def prompt_set(factor: str) -> PromptSet:
         return PROMPT_SETS[factor]
     except KeyError:
         raise KeyError(f"no prompt set for {factor!r}; known: {sorted(PROMPT_SETS)}") from None
-
-
-# --------------------------------------------------------------------------- vocabulary
-def grammar_words() -> list[str]:
-    """Every word the grammar can produce (sorted), for building the tokenizer vocabulary."""
-    words: set[str] = set()
-
-    def add(text: str) -> None:
-        from cliplens.toyworld.tokenizer import split_words
-
-        words.update(split_words(text))
-
-    for p in PREFIXES:
-        add(p)
-    for w in (*COLOURS, *SHAPES, *PLURALS.values(), *SIZES, *BG_COLOURS, *BG_KINDS, *GENERIC,
-              *GENERIC_PLURAL.values(), *NUMBER_WORDS.values(), *POSITION_PHRASES.values()):
-        add(w)
-    add("a an of on at the in and with background , : shapes and objects")
-    # words other modules' prompts commonly use with the toy model
-    add("photo picture image drawing rendering this is there are scene empty nothing spurious")
-    for ps in PROMPT_SETS.values():
-        for t in ps.texts:
-            add(t)
-    return sorted(words)
 
 
 def describe(scene: SceneFactors) -> str:

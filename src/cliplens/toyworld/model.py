@@ -1,6 +1,6 @@
 """ToyCLIP: a small CLIP whose image tower is a standard pre-LN CLIP ViT.
 
-The image tower maps one-to-one onto :class:`cliplens.models.view.VisionView`:
+The image tower maps one-to-one onto :class:`cliplens.core.view.VisionView`:
 
     patch conv (stride = patch, no bias) -> prepend class_embedding -> + positional_embedding
     -> ln_pre -> blocks [x += attn(ln_1(x)); x += mlp(ln_2(x))] -> ln_post(x[:, 0]) @ proj
@@ -23,6 +23,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from cliplens.core.view import BlockView, LayerNormView, VisionView
+from cliplens.toyworld.tokenizer import ToyTokenizer
 
 __all__ = ["ToyCLIPConfig", "ToyCLIP", "Block", "load_toy_clip", "save_toy_clip", "DEFAULT_WEIGHTS"]
 
@@ -201,10 +204,8 @@ class ToyCLIP(nn.Module):
         )
 
     # ------------------------------------------------------------------- view
-    def vision_view(self) -> Any:
-        """A :class:`cliplens.models.view.VisionView` referencing this model's parameters."""
-        from cliplens.models.view import BlockView, LayerNormView, VisionView
-
+    def vision_view(self) -> VisionView:
+        """A :class:`cliplens.core.view.VisionView` referencing this model's parameters."""
         c = self.config
         d = c.width
 
@@ -238,7 +239,6 @@ class ToyCLIP(nn.Module):
             proj=self.proj,
             image_size=(c.image_size, c.image_size),
             source=f"toy:{c.name}",
-            extra={"mean": tuple(c.mean), "std": tuple(c.std)},
         )
 
     # ------------------------------------------------------------- pixels in
@@ -273,8 +273,6 @@ def load_toy_clip(path: Any = None, device: str | torch.device = "cpu") -> tuple
 
     from safetensors import safe_open
     from safetensors.torch import load_file
-
-    from cliplens.toyworld.tokenizer import ToyTokenizer
 
     if path is None:
         ref = resources.files("cliplens.toyworld") / "weights" / DEFAULT_WEIGHTS

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from cliplens.toyworld.captions import PREFIXES, Caption, object_phrase
+from cliplens.toyworld.evaluate import encode_scenes, encode_texts
 from cliplens.toyworld.scenes import SceneFactors, sample_scene
 
 __all__ = ["SpuriousSpec", "SpuriousSplit", "make_spurious_split", "spurious_scene", "group_accuracies",
-           "spurious_training_batch", "finetune_spurious", "class_prompts", "DEFAULT_SPEC"]
+           "spurious_training_batch", "class_prompts", "DEFAULT_SPEC"]
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,6 @@ def group_accuracies(
     Returns ``{"groups": {name: acc}, "average": mean over groups, "worst": min over groups,
     "worst_group": name, "gap": average - worst, "prompts": [...]}``.
     """
-    from cliplens.toyworld.evaluate import encode_scenes, encode_texts
-
     if split is None:
         split = make_spurious_split(n, seed=seed, split="test", spec=spec, image_size=model.config.image_size)
     was = model.training
@@ -188,57 +187,3 @@ def group_accuracies(
     avg = float(np.mean(list(groups.values())))
     return {"groups": groups, "average": avg, "worst": groups[worst_name], "worst_group": worst_name,
             "gap": avg - groups[worst_name], "prompts": prompts, "n": len(split)}
-
-
-def finetune_spurious(
-    init_weights: str | None,
-    out_dir: str,
-    *,
-    steps: int = 150,
-    batch_size: int = 64,
-    lr: float = 3e-4,
-    seed: int = 0,
-    spec: SpuriousSpec = DEFAULT_SPEC,
-    export: str | None = None,
-    minutes: float | None = None,
-    progress: bool = True,
-    command: str | None = None,
-    caption_by: str = "context",
-    n_eval: int = 800,
-    num_workers: int = 0,
-) -> dict[str, Any]:
-    """Fine-tune a ToyCLIP (default: the shipped one) on the biased mix; returns the train summary
-    with ``"spurious"``: :func:`group_accuracies` before and after."""
-    from importlib import resources
-
-    from cliplens.toyworld.model import DEFAULT_WEIGHTS, load_toy_clip
-    from cliplens.toyworld.train import TrainConfig, train
-
-    if init_weights is None:
-        ref = resources.files("cliplens.toyworld") / "weights" / DEFAULT_WEIGHTS
-        init_weights = str(ref)
-    base, tok = load_toy_clip(init_weights)
-    before = group_accuracies(base, tok, spec=spec, n=n_eval)
-    cfg = TrainConfig(
-        seed=seed, steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=min(20, steps // 5),
-        schedule="cosine", neg_frac=0.0, prompt_bank=0.0, checkpoint_every=max(steps, 1), log_every=10,
-        num_workers=num_workers, model=base.config, init_weights=init_weights, data="spurious",
-        data_options={"p_major": spec.p_major, "class_shapes": list(spec.class_shapes),
-                      "bg_kinds": list(spec.bg_kinds), "sizes": list(spec.sizes),
-                      "caption_by": caption_by},
-    )
-    summary = train(cfg, out_dir, progress=progress, command=command)
-    from cliplens.toyworld.model import save_toy_clip
-    from cliplens.toyworld.train import _load_checkpoint
-
-    state = _load_checkpoint(__import__("pathlib").Path(out_dir) / "checkpoint.pt")
-    model, tok = load_toy_clip(init_weights)
-    model.load_state_dict(state["model"])
-    model.eval()
-    after = group_accuracies(model, tok, spec=spec, n=n_eval)
-    summary["spurious"] = {"before": before, "after": after, "spec": spec.__dict__}
-    if export:
-        model.config.name = "toy-clip-spurious"
-        save_toy_clip(model, export, tok.vocab, info={"training": {k: v for k, v in summary.items()
-                                                                  if k != "train_config"}})
-    return summary

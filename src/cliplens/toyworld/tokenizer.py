@@ -16,7 +16,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["ToyTokenizer", "split_words", "SPECIALS", "build_vocab"]
+from cliplens.toyworld.captions import (
+    GENERIC,
+    GENERIC_PLURAL,
+    NUMBER_WORDS,
+    PLURALS,
+    POSITION_PHRASES,
+    PREFIXES,
+    PROMPT_SETS,
+)
+from cliplens.toyworld.scenes import BG_COLOURS, BG_KINDS, COLOURS, SHAPES, SIZES
+
+__all__ = ["ToyTokenizer", "split_words", "SPECIALS", "build_vocab", "grammar_words"]
 
 PAD, SOT, EOT, UNK = "<pad>", "<sot>", "<eot>", "<unk>"
 SPECIALS = (PAD, SOT, EOT, UNK)  # ids 0, 1, 2, 3
@@ -28,11 +39,31 @@ def split_words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def grammar_words() -> list[str]:
+    """Every word the grammar can produce (sorted), for building the tokenizer vocabulary."""
+    words: set[str] = set()
+
+    def add(text: str) -> None:
+        words.update(split_words(text))
+
+    for p in PREFIXES:
+        add(p)
+    for w in (*COLOURS, *SHAPES, *PLURALS.values(), *SIZES, *BG_COLOURS, *BG_KINDS, *GENERIC,
+              *GENERIC_PLURAL.values(), *NUMBER_WORDS.values(), *POSITION_PHRASES.values()):
+        add(w)
+    add("a an of on at the in and with background , : shapes and objects")
+    # words other modules' prompts commonly use with the toy model
+    add("photo picture image drawing rendering this is there are scene empty nothing spurious")
+    for ps in PROMPT_SETS.values():
+        for t in ps.texts:
+            add(t)
+    return sorted(words)
+
+
+
 def build_vocab(words: Iterable[str] | None = None) -> list[str]:
     """Specials followed by the sorted grammar words (default: the caption grammar's)."""
     if words is None:
-        from cliplens.toyworld.captions import grammar_words
-
         words = grammar_words()
     rest = sorted(set(words) - set(SPECIALS))
     return list(SPECIALS) + rest

@@ -23,6 +23,7 @@ import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +33,32 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.toyworld.captions import (
+    NUMBER_WORDS,
+    bg_phrase,
     consistency_matrix,
+    count_phrase,
     hard_negative,
+    object_phrase,
     sample_caption,
     scene_facts,
 )
-from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, save_toy_clip
-from cliplens.toyworld.scenes import render_batch, sample_scene, twin_scene
+from cliplens.toyworld.evaluate import evaluate
+from cliplens.toyworld.model import DEFAULT_WEIGHTS, ToyCLIP, ToyCLIPConfig, load_toy_clip, save_toy_clip
+from cliplens.toyworld.scenes import (
+    BG_COLOURS,
+    BG_KINDS,
+    COLOURS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    render_batch,
+    sample_scene,
+    twin_scene,
+)
+from cliplens.toyworld.spurious import DEFAULT_SPEC, SpuriousSpec, group_accuracies, spurious_training_batch
 from cliplens.toyworld.tokenizer import ToyTokenizer
 
-__all__ = ["TrainConfig", "make_batch", "train", "contrastive_loss", "BatchDataset", "lr_at"]
+__all__ = ["TrainConfig", "make_batch", "train", "contrastive_loss", "BatchDataset", "lr_at", "finetune_spurious"]
 
 
 @dataclass
@@ -106,8 +123,6 @@ def make_batch(cfg: TrainConfig, step: int, tokenizer: ToyTokenizer) -> dict[str
     """The batch of ``step``: uint8 images, tokens (real captions then hard negatives), targets."""
     b = cfg.batch_size
     if cfg.data == "spurious":
-        from cliplens.toyworld.spurious import spurious_training_batch
-
         scenes, captions, fact_scenes = spurious_training_batch(cfg.seed, step, b, return_fact_scenes=True,
                                                                 **cfg.data_options)
         rng = np.random.default_rng([cfg.seed, 101, step])
@@ -150,9 +165,6 @@ def prompt_bank() -> tuple[list[str], list[frozenset], list[int]]:
     """Fixed single-factor prompts ``(texts, facts, group ids)`` used by the prompt-bank term."""
     global _BANK
     if _BANK is None:
-        from cliplens.toyworld.captions import NUMBER_WORDS, bg_phrase, count_phrase, object_phrase
-        from cliplens.toyworld.scenes import BG_COLOURS, BG_KINDS, COLOURS, POSITIONS, SHAPES, SIZES
-
         texts: list[str] = []
         facts: list[frozenset] = []
         groups: list[int] = []
@@ -352,8 +364,6 @@ def train(
     torch.set_num_threads(cfg.threads)
     tokenizer = ToyTokenizer(context_length=cfg.model.context_length)
     if cfg.init_weights and state is None:
-        from cliplens.toyworld.model import load_toy_clip
-
         model, tokenizer = load_toy_clip(cfg.init_weights)
         cfg.model = model.config
         model.train()
@@ -453,8 +463,6 @@ def train(
             over = cfg.minutes is not None and wall > cfg.minutes * 60
             halt = stop_after is not None and step >= stop_after
             if cfg.eval_every and step % cfg.eval_every == 0 and not done and not over:
-                from cliplens.toyworld.evaluate import evaluate
-
                 m = evaluate(model, tokenizer, n=200, seed=777, n_retrieval=500)
                 m.pop("details")
                 log_f.write(json.dumps({"step": step, "eval": m, "wall_s": prev_wall + time.time() - t0}) + "\n")
@@ -481,8 +489,6 @@ def train(
         return summary
     model.eval()
     if eval_n:
-        from cliplens.toyworld.evaluate import evaluate
-
         summary["metrics"] = evaluate(model, tokenizer, n=eval_n, seed=eval_seed)
     if export:
         Path(export).parent.mkdir(parents=True, exist_ok=True)
@@ -493,3 +499,50 @@ def train(
 
 def current_command() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+# --------------------------------------------------------------------------- the spurious fine-tune
+def finetune_spurious(
+    init_weights: str | None,
+    out_dir: str,
+    *,
+    steps: int = 150,
+    batch_size: int = 64,
+    lr: float = 3e-4,
+    seed: int = 0,
+    spec: SpuriousSpec = DEFAULT_SPEC,
+    export: str | None = None,
+    minutes: float | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    caption_by: str = "context",
+    n_eval: int = 800,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Fine-tune a ToyCLIP (default: the shipped one) on the biased mix; returns the train summary
+    with ``"spurious"``: :func:`group_accuracies` before and after."""
+    if init_weights is None:
+        ref = resources.files("cliplens.toyworld") / "weights" / DEFAULT_WEIGHTS
+        init_weights = str(ref)
+    base, tok = load_toy_clip(init_weights)
+    before = group_accuracies(base, tok, spec=spec, n=n_eval)
+    cfg = TrainConfig(
+        seed=seed, steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=min(20, steps // 5),
+        schedule="cosine", neg_frac=0.0, prompt_bank=0.0, checkpoint_every=max(steps, 1), log_every=10,
+        num_workers=num_workers, model=base.config, init_weights=init_weights, data="spurious",
+        data_options={"p_major": spec.p_major, "class_shapes": list(spec.class_shapes),
+                      "bg_kinds": list(spec.bg_kinds), "sizes": list(spec.sizes),
+                      "caption_by": caption_by},
+    )
+    summary = train(cfg, out_dir, progress=progress, command=command)
+    state = _load_checkpoint(Path(out_dir) / "checkpoint.pt")
+    model, tok = load_toy_clip(init_weights)
+    model.load_state_dict(state["model"])
+    model.eval()
+    after = group_accuracies(model, tok, spec=spec, n=n_eval)
+    summary["spurious"] = {"before": before, "after": after, "spec": spec.__dict__}
+    if export:
+        model.config.name = "toy-clip-spurious"
+        save_toy_clip(model, export, tok.vocab, info={"training": {k: v for k, v in summary.items()
+                                                                  if k != "train_config"}})
+    return summary

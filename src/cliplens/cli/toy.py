@@ -1,4 +1,4 @@
-"""``toy`` click group: ``toy train`` and ``toy eval`` (mounted as ``cliplens toy ...``)."""
+"""``cliplens toy``: train, evaluate and benchmark the toy world's CLIP."""
 
 from __future__ import annotations
 
@@ -6,6 +6,16 @@ import json
 from pathlib import Path
 
 import click
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from cliplens.cli.common import check_device
+from cliplens.maps import map_names
+from cliplens.toyworld.bench import DEFAULT_N, DEFAULT_SEED, format_rows, run_bench
+from cliplens.toyworld.evaluate import evaluate, format_table
+from cliplens.toyworld.model import ToyCLIPConfig, load_toy_clip
+from cliplens.toyworld.train import TrainConfig, current_command, finetune_spurious, train
 
 __all__ = ["toy"]
 
@@ -18,7 +28,7 @@ def toy() -> None:
 @toy.command("train")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Run directory: checkpoints, logs, summary.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--steps", type=int, default=3000, show_default=True, help="Planned steps (sets the LR schedule).")
 @click.option("--minutes", type=float, default=None, help="Hard wall-clock cap; stops early and exports.")
 @click.option("--decay-start", type=int, default=None,
@@ -75,9 +85,6 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
               checkpoint_every: int, eval_every: int, eval_n: int, eval_seed: int, export: str | None,
               resume: bool, name: str, no_progress: bool) -> None:
     """Train a ToyCLIP from scratch (symmetric InfoNCE, label-aware targets)."""
-    from cliplens.toyworld.model import ToyCLIPConfig
-    from cliplens.toyworld.train import TrainConfig, current_command, train
-
     mcfg = ToyCLIPConfig(name=name, image_size=image_size, patch_size=patch, width=width, layers=layers,
                          heads=heads, mlp_ratio=mlp_ratio, embed_dim=embed_dim, text_width=text_width,
                          text_layers=text_layers, text_mlp_ratio=text_mlp_ratio,
@@ -102,16 +109,12 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
               help="A toy-clip .safetensors file (default: the shipped weights).")
 @click.option("-n", "n", type=int, default=1000, show_default=True, help="Held-out scenes per factor.")
 @click.option("--n-retrieval", type=int, default=1000, show_default=True)
-@click.option("--seed", type=int, default=12345, show_default=True, help="Evaluation seed (held-out stream).")
+@click.option("--seed", type=click.IntRange(min=0), default=12345, show_default=True,
+              help="Evaluation seed (held-out stream).")
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Also write metrics as JSON.")
 def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: int, json_out: str | None) -> None:
     """Zero-shot accuracy per factor and retrieval recall on held-out scenes."""
-    import torch
-
-    from cliplens.toyworld.evaluate import evaluate
-    from cliplens.toyworld.model import load_toy_clip
-
     torch.set_num_threads(threads)
     model, tok = load_toy_clip(weights)
     metrics = evaluate(model, tok, n=n, seed=seed, n_retrieval=n_retrieval)
@@ -133,11 +136,6 @@ def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: 
 def spurious_cmd(weights: str | None, out_dir: str, steps: int, batch_size: int, lr: float, seed: int,
                  threads: int, export: str | None) -> None:
     """Fine-tune on the biased "toy waterbirds" mix; print group accuracies before and after."""
-    import torch
-
-    from cliplens.toyworld.spurious import finetune_spurious
-    from cliplens.toyworld.train import current_command
-
     torch.set_num_threads(threads)
     s = finetune_spurious(weights, out_dir, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                           export=export, progress=False, command=current_command())
@@ -150,11 +148,6 @@ def spurious_cmd(weights: str | None, out_dir: str, steps: int, batch_size: int,
 
 
 def _print_table(metrics: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from cliplens.toyworld.evaluate import format_table
-
     t = Table(title=f"toy-clip held-out metrics (eval seed {metrics.get('seed')}, n={metrics.get('n')} per factor)")
     for col in ("metric", "value", "target", "prompts / protocol"):
         t.add_column(col)
@@ -163,14 +156,50 @@ def _print_table(metrics: dict) -> None:
     Console().print(t)
 
 
-from cliplens.toyworld.bench import bench_cmd  # noqa: E402  (the ground-truth benchmark: toy bench)
+@toy.command("bench")
+@click.option("--model", "-m", "model", default="toy", show_default=True,
+              help="Model to benchmark (the toy-world scenes are rendered at its input size).")
+@click.option("--pretrained", "-p", default=None, help="Weights: for 'toy', a .safetensors file from 'toy train'.")
+@click.option("-n", "n", type=click.IntRange(min=1), default=DEFAULT_N, show_default=True, help="Held-out scenes.")
+@click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, show_default=True,
+              help="Scene seed (the 'test' stream, never used in training).")
+@click.option("--method", "methods", multiple=True, metavar="NAME",
+              help="Only this map method (repeat for several; default: decomposition, uniform, gaussian); any "
+                   "method registered in cliplens.maps.")
+@click.option("--contrast", type=click.Choice(["scene", "classes"]), default="scene", show_default=True,
+              help="Subtract the mean map of the scene's other object texts, or of all 56 colour-shape texts.")
+@click.option("--ap", "ap_backend", type=click.Choice(["numpy", "sklearn"]), default="numpy", show_default=True,
+              help="Average precision: cliplens's own (checked against scikit-learn when installed) or "
+                   "scikit-learn's for every object (much slower).")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="Torch threads (the toy model's per-image work is small: 1 is usually fastest).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tuple[str, ...], contrast: str,
+              ap_backend: str, threads: int, device: str, as_json: bool) -> None:
+    """Ground-truth benchmark: decomposition exactness and zero-shot segmentation of the toy world's
+    true object masks, next to a uniform and a centred-Gaussian baseline."""
+    unknown = [m for m in methods if m not in map_names()]
+    if unknown:
+        raise click.BadParameter(f"unknown map method(s) {', '.join(unknown)}; known: {', '.join(map_names())}",
+                                 param_hint="--method")
+    torch.set_num_threads(threads)
+    res = run_bench(model, n=n, seed=seed, pretrained=pretrained, methods=list(methods) or None,
+                    contrast=contrast, device=check_device(device), ap_backend=ap_backend, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    con = Console(highlight=False)
+    t = Table(title=f"toy-world segmentation, {res['model']}: {res['n']} held-out scenes "
+                    f"(stream '{res['stream']}', seed {res['seed']}), {res['n_objects']} objects, "
+                    f"contrast: {res['contrast']}", title_justify="left")
+    for col in ("method", "mIoU %", "mIoU fg/bg %", "pixel acc %", "mAP %", "beats baselines"):
+        t.add_column(col, justify="left" if col in ("method", "beats baselines") else "right")
+    for row in format_rows(res):
+        t.add_row(*row)
+    con.print(t)
+    con.print(f"decomposition exactness: max relative error {res['exactness']:.2e} over {res['n']} scenes")
+    con.print(f"protocol: {res['protocol']}; {res['seconds']:.1f} s")
 
-toy.add_command(bench_cmd)
 
-
-def main() -> None:  # pragma: no cover
-    toy()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+COMMANDS = [toy]

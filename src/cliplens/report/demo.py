@@ -27,19 +27,26 @@ from __future__ import annotations
 
 import html
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 import torch
 
 from cliplens.errors import CliplensError
-from cliplens.plotting import slug
+from cliplens.evaluation.segmentation import score_map
+from cliplens.maps import contrast_others
+from cliplens.models import load
+from cliplens.report.files import fresh_dir
+from cliplens.report.plotting import save_bars, save_head_grid, slug
+from cliplens.toyworld.bench import class_texts, object_text
+from cliplens.toyworld.captions import bg_phrase, count_phrase, describe
+from cliplens.toyworld.scenes import MAX_OBJECTS, render_scene, sample_scene
 
-__all__ = ["run_demo", "make_demo", "demo_scene", "choose_out_dir", "format_summary", "DemoResult",
-           "PhraseResult", "ObjectResult", "DEFAULT_OUT", "demo"]
+__all__ = ["run_demo", "make_demo", "demo_scene", "format_summary", "DemoResult",
+           "PhraseResult", "ObjectResult", "DEFAULT_OUT"]
 
 DEFAULT_OUT = "cliplens-demo"
 #: scenes for the demo come from the held-out "test" stream of the scene generator
@@ -92,34 +99,10 @@ class DemoResult:
     note: str = ""  # set when the output went to a numbered subfolder
 
 
-# --------------------------------------------------------------------------- output folder
-def choose_out_dir(out_dir: str | Path) -> tuple[Path, str]:
-    """The folder to write into, created: ``out_dir`` if it is new or empty, else a fresh numbered
-    subfolder ``out_dir/run-2``, ``run-3``, ... (nothing already there is touched). Returns it and a note."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise CliplensError(f"--out {str(out)!r} is a file, not a folder: pass another --out")
-    if not out.exists():
-        out.mkdir(parents=True)
-        return out, ""
-    if not any(out.iterdir()):
-        return out, ""
-    for i in range(2, 100_000):
-        cand = out / f"run-{i}"
-        try:
-            cand.mkdir()
-        except FileExistsError:
-            continue
-        return cand, f"{out} is not empty: writing to the fresh folder {cand} instead (nothing is overwritten)"
-    raise CliplensError(f"{out} holds too many numbered runs: pass another --out")
-
-
 # --------------------------------------------------------------------------- the scene
 def demo_scene(seed: int = 0, objects: int = 3, *, image_size: int = 64, max_tries: int = 2000) -> Any:
     """The demo's scene: ``objects`` large objects of distinct shapes and distinct colours, each
     showing at least 60 % of itself (the first such scene of the seed's held-out stream)."""
-    from cliplens.toyworld.scenes import MAX_OBJECTS, render_scene, sample_scene
-
     if not 1 <= objects <= MAX_OBJECTS:
         raise CliplensError(f"--objects must be between 1 and {MAX_OBJECTS}, got {objects}")
     for index in range(max_tries):
@@ -134,9 +117,6 @@ def demo_scene(seed: int = 0, objects: int = 3, *, image_size: int = 64, max_tri
 
 
 def _phrases(scene: Any) -> list[tuple[str, str]]:
-    from cliplens.toyworld.bench import object_text
-    from cliplens.toyworld.captions import bg_phrase, count_phrase, describe
-
     out = [("caption", describe(scene))]
     out += [("object", object_text(o.colour, o.shape)) for o in scene.objects]
     out.append(("background", bg_phrase(scene.bg_kind, None)))
@@ -204,13 +184,7 @@ def make_demo(
 ) -> DemoResult:
     """Build the demo and write it under ``out_dir`` (see the module docs); returns everything,
     arrays included. :func:`run_demo` is the same plus a terminal summary, returning the page's path."""
-    from cliplens.plotting import save_bars, save_head_grid
-    from cliplens.toyworld.bench import class_texts, contrast_maps, score_map
-    from cliplens.toyworld.scenes import render_scene
-
     if isinstance(model, str):
-        from cliplens.models import load
-
         adapter = load(model, pretrained=pretrained, device=device)
     else:
         adapter = model
@@ -218,7 +192,7 @@ def make_demo(
     if ih != iw:
         raise CliplensError(f"the toy-world scenes are square; this model's input is {ih}x{iw}")
     scene = demo_scene(seed, objects, image_size=ih)  # before touching the disk: bad options fail cleanly
-    out, note = choose_out_dir(out_dir)
+    out, note = fresh_dir(out_dir)
     image, masks = render_scene(scene)
     pixels = adapter.preprocess([image])
     dec = adapter.decompose(pixels, spatial=True)
@@ -256,11 +230,11 @@ def make_demo(
     names = [t for k, t in kinds_texts if k == "object"]
     if len(names) >= 2:
         contrasts = [[n for n in names if n != own] for own in names]
-        grids = contrast_maps(ndec.project(adapter.encode_text(names)).token_map()[0])
+        grids = contrast_others(ndec.project(adapter.encode_text(names)).token_map()[0])
     else:
         others = [c for c in class_texts() if c != names[0]]
         contrasts = [others]
-        grids = contrast_maps(ndec.project(adapter.encode_text(names + others)).token_map()[0])[:1]
+        grids = contrast_others(ndec.project(adapter.encode_text(names + others)).token_map()[0])[:1]
     obj_results: list[ObjectResult] = []
     arrays: dict[str, np.ndarray] = {"image": image}
     for k, (name, grid) in enumerate(zip(names, grids, strict=True)):
@@ -420,26 +394,6 @@ def run_demo(
     r = make_demo(out_dir, model=model, pretrained=pretrained, seed=seed, objects=objects, device=device)
     if not quiet:
         if r.note:
-            click.echo(r.note, err=True)
-        click.echo(format_summary(r))
+            print(r.note, file=sys.stderr)
+        print(format_summary(r))
     return r.html
-
-
-@click.command("demo")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
-              help="Folder for the page and figures. If it exists and is not empty, a fresh numbered "
-                   "subfolder (run-2, run-3, ...) is created inside it: nothing is ever overwritten.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Which scene.")
-@click.option("--model", "-m", default="toy", show_default=True,
-              help="Model (any cliplens can load; the scene is rendered at its input size).")
-@click.option("--pretrained", "-p", default=None, help="Weights tag or file (for 'toy': a .safetensors file).")
-@click.option("--objects", type=click.IntRange(1, 4), default=3, show_default=True,
-              help="Objects in the scene (distinct shapes and colours).")
-@click.option("--device", default="cpu", show_default=True)
-def demo(out_dir: Path, seed: int, model: str, pretrained: str | None, objects: int, device: str) -> None:
-    """Decompose one toy-world scene and write an HTML report: which layers and heads carry each
-    phrase of its caption, and each object's decomposition heatmap against its true mask (IoU).
-
-    Runs offline on the embedded toy CLIP.
-    """
-    run_demo(out_dir, model=model, pretrained=pretrained, seed=seed, objects=objects, device=device)

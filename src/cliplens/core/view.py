@@ -16,7 +16,8 @@ Conventions (all weights follow ``torch.nn.functional.linear``: ``[out, in]``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -123,7 +124,6 @@ class VisionView:
     image_size: tuple[int, int]  # native input size (h, w)
     #: free-form description of where the view came from (family, name)
     source: str = ""
-    extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     # ---- shapes -------------------------------------------------------------
     @property
@@ -193,3 +193,23 @@ class VisionView:
                 if t is not None:
                     out.append(t)
         return out
+
+
+def fingerprint_tensors(tensors: list[Tensor], digest_size: int = 16) -> str:
+    """A hex digest of the tensors' dtypes, shapes and bytes (in order)."""
+    h = hashlib.blake2b(digest_size=digest_size)
+    for t in tensors:
+        t = t.detach()
+        h.update(f"{t.dtype}{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def fingerprint_view(view: VisionView) -> str:
+    """A digest of every weight the forward reads and of the architecture's settings."""
+    meta = [view.image_size, view.patch_size] + [(b.num_heads, b.activation) for b in view.blocks]
+    meta += [(ln.eps, ln.compute_fp32) for ln in (view.ln_pre, view.ln_post) if ln is not None]
+    h = hashlib.blake2b(repr(meta).encode(), digest_size=16)
+    h.update(fingerprint_tensors(view.parameters()).encode())
+    return h.hexdigest()

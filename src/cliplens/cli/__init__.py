@@ -1,0 +1,67 @@
+"""The ``cliplens`` command line: one module per command group.
+
+Errors a user can cause end as one readable paragraph on stderr and exit code 2, never a
+traceback; anything unexpected says it is a bug (``CLIPLENS_DEBUG=1`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+import warnings
+from typing import Any
+
+import click
+
+from cliplens.cli import decompose, demo, models, toy
+from cliplens.cli.common import console, env_flag
+from cliplens.errors import CliplensError
+
+
+def _warnings_to_stderr() -> None:
+    err = console(stderr=True)
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        err.print(f"[yellow]warning:[/] {message}")
+
+    warnings.showwarning = show
+
+
+class Group(click.Group):
+    """Turns cliplens errors into one readable paragraph and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CliplensError as e:
+            _print_error(str(e))
+            sys.exit(2)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            console(stderr=True).print("interrupted")
+            sys.exit(130)
+        except Exception as e:  # a bug: say so in one paragraph
+            if env_flag("CLIPLENS_DEBUG"):
+                traceback.print_exc()
+            _print_error(f"unexpected {type(e).__name__}: {e}. This looks like a bug in cliplens; rerun with "
+                         "CLIPLENS_DEBUG=1 to see the traceback, and please report it.")
+            sys.exit(3)
+
+
+def _print_error(message: str) -> None:
+    err = console(stderr=True)
+    err.print("[bold red]error:[/] ", end="")
+    err.print(message, markup=False)
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="cliplens")
+def main() -> None:
+    """Open up CLIP image encoders and explain, with text, what every part contributes."""
+    _warnings_to_stderr()
+
+
+for _module in (models, decompose, demo, toy):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)

@@ -1,0 +1,119 @@
+"""What every command shares: loading a model from options, checking devices, folders of images,
+output folders that are never overwritten, progress bars and the console."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cliplens.errors import InvalidInputError
+from cliplens.models import CLIPAdapter, load
+
+DEFAULT_MODEL = "toy"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False)
+
+
+def progress(enabled: bool) -> Progress:
+    """A progress bar on stderr (a no-op when disabled)."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console(stderr=True), disable=not enabled, transient=True)
+
+
+# ---- options shared by the commands that load a model ----------------------------------------
+
+def model_options(f: Any) -> Any:
+    """``--model``, ``--pretrained``, ``--device``, ``--trust-checkpoint``."""
+    f = click.option("--trust-checkpoint", is_flag=True,
+                     help="Allow a .pt checkpoint that is a full pickle (can run code stored in the file).")(f)
+    f = click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")(f)
+    f = click.option("--pretrained", "-p", default=None,
+                     help="Weights for an open_clip name: a tag (laion2b_s34b_b88k), a checkpoint file, or "
+                          "'random' (random weights, for testing).")(f)
+    f = click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
+                     help="'toy', an open_clip name (ViT-B-16), 'hf-hub:…', a transformers id "
+                          "(openai/clip-vit-base-patch16) or a local folder.")(f)
+    return f
+
+
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device(device: str) -> str:
+    """A device torch can use here, or a :class:`CliplensError` saying what to pass."""
+    d = device.strip().lower()
+    if not _DEVICE.match(d):
+        hint = ""
+        m = re.match(r"^(?:gpu|cuda)[:_ ]?(\d+)$", d)
+        if m:
+            hint = f" (did you mean cuda:{m.group(1)}?)"
+        elif d in ("gpu", "nvidia"):
+            hint = " (did you mean cuda?)"
+        raise InvalidInputError(f"--device {device!r} is not a device name{hint}: use cpu, cuda, cuda:N or mps.")
+    if d.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"--device {device}: no CUDA GPU is available on this machine (or this torch "
+                                    "build has no CUDA support); use --device cpu.")
+        if ":" in d and int(d.split(":")[1]) >= torch.cuda.device_count():
+            raise InvalidInputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA "
+                                    f"device(s), numbered 0..{torch.cuda.device_count() - 1}.")
+    if d == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InvalidInputError("--device mps: Apple's Metal backend is not available here; use --device cpu.")
+    return d
+
+
+def load_model(model: str, pretrained: str | None, device: str, trust_checkpoint: bool = False) -> CLIPAdapter:
+    return load(model, pretrained=pretrained, device=check_device(device), trust_checkpoint=trust_checkpoint)
+
+
+def weights_note(adapter: CLIPAdapter) -> str:
+    """``" · RANDOM WEIGHTS (scores mean nothing)"`` for random-weight models, else ``""``."""
+    return " · RANDOM WEIGHTS (scores mean nothing)" if adapter.random_weights else ""
+
+
+def model_record(adapter: CLIPAdapter) -> dict[str, Any]:
+    """What JSON outputs say about the model."""
+    return {"model": adapter.name, "family": adapter.family, "weights": adapter.weights,
+            "random_weights": adapter.random_weights}
+
+
+# ---- images ----------------------------------------------------------------------------------
+
+def _hidden(p: Path) -> bool:
+    return p.name.startswith(".")
+
+
+def expand_images(paths: Sequence[str], *, recursive: bool = False) -> list[str]:
+    """Folders stand for the image files inside them (sorted; hidden and non-image files skipped;
+    sub-folders with ``recursive``); files are kept as given."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files = path.rglob("*") if recursive else path.iterdir()
+            found = sorted(str(f) for f in files
+                           if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not _hidden(f)
+                           and not any(_hidden(parent) for parent in f.relative_to(path).parents if parent.name))
+            if not found:
+                where = "or its sub-folders " if recursive else ""
+                more = "" if recursive else " (add --recursive to look in sub-folders)"
+                raise InvalidInputError(f"folder {p!r} {where}has no image files ({', '.join(IMAGE_SUFFIXES)}){more}")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}

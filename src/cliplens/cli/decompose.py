@@ -1,0 +1,185 @@
+"""``cliplens decompose``: which layers, heads and image regions push each image toward each text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+from rich.table import Table
+
+from cliplens.cli.common import (
+    console,
+    expand_images,
+    load_model,
+    model_options,
+    model_record,
+    progress,
+    weights_note,
+)
+from cliplens.decomposition import resolve_layers, summarize
+from cliplens.errors import ImageLoadError
+from cliplens.images import DEFAULT_MAX_PIXELS, load_image
+from cliplens.models import CLIPAdapter
+from cliplens.report.files import unique_path, writable_dir
+from cliplens.report.plotting import save_token_map, slug, unnormalize
+
+
+def image_options(f: Any) -> Any:
+    """``--recursive``, ``--skip-bad``, ``--max-pixels`` for commands that take IMAGE... arguments."""
+    f = click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
+                     help="Refuse images that decode or resize to more pixels than this.")(f)
+    f = click.option("--skip-bad", is_flag=True, help="Skip images that cannot be read instead of stopping.")(f)
+    f = click.option("--recursive", "-r", is_flag=True, help="Also take the images in sub-folders of a folder.")(f)
+    return f
+
+
+@click.command("decompose")
+@click.argument("images", nargs=-1, required=True)
+@model_options
+@click.option("--text", "-t", "texts", multiple=True, required=True, help="A text to explain (repeat for several).")
+@click.option("--layers", "-l", type=int, default=None,
+              help="Split attention per head and region only in the last K layers (1..depth; default: all).")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+              help="How many layers/heads/regions to show.")
+@click.option("--relative", is_flag=True,
+              help="Rank the parts by their score minus its mean over the given texts (needs 2+ texts).")
+@click.option("--maps", "maps_dir", type=click.Path(path_type=Path), default=None,
+              help="Also save a heatmap PNG per image and text in this folder (never overwriting a file).")
+@image_options
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, device: str, trust_checkpoint: bool,
+                  texts: tuple[str, ...], layers: int | None, top: int, relative: bool, maps_dir: Path | None,
+                  recursive: bool, skip_bad: bool, max_pixels: int, batch_size: int, as_json: bool) -> None:
+    """Which layers, heads and image regions push each IMAGE's embedding toward each --text.
+
+    IMAGE may be a file or a folder (its image files; hidden files are skipped). Scores are
+    contributions to the cosine similarity of image and text; over all components they add up
+    to it exactly. A file that cannot be read stops the run with its name, after everything
+    before it was printed and saved; --skip-bad skips it instead.
+    """
+    paths = expand_images(images, recursive=recursive)
+    if maps_dir is not None:
+        maps_dir = writable_dir(maps_dir, "--maps")
+    adapter = load_model(model, pretrained, device, trust_checkpoint)
+    head_layers = resolve_layers(layers, adapter.vision.num_layers) if layers is not None else None
+    directions = adapter.encode_text(list(texts))
+    notes: list[str] = []
+    if relative and len(texts) < 2:
+        notes.append("--relative does nothing with one text: it ranks each part by its score minus the part's mean "
+                     "score over the given texts. Pass two or more --text.")
+        relative = False
+    err = console(stderr=True)
+    for n in notes:
+        err.print(f"[yellow]note:[/] {n}")
+    out = console()
+    header = (f"{adapter.name} ({adapter.family}, weights: {adapter.weights}){weights_note(adapter)}")
+    if not as_json:
+        out.print(f"[bold]{header}[/]")
+        if adapter.random_weights:
+            out.print("[bold red]This model has RANDOM weights (--pretrained random): every score below is "
+                      "meaningless.[/]")
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    worst = 0.0
+    stop: ImageLoadError | None = None
+    with progress(len(paths) > batch_size and not as_json) as bar:
+        task = bar.add_task("decomposing", total=len(paths))
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            report = adapter.preprocess_with_report(chunk, skip_bad=True, max_pixels=max_pixels)
+            bad, kept = report.skipped, list(report.kept)
+            rows = list(range(len(kept)))
+            if bad and not skip_bad:
+                first = bad[0].index
+                rows = [r for r in rows if kept[r] < first]
+                stop = ImageLoadError(f"cannot load image {chunk[first]!r}: {bad[0].reason}. Everything before it "
+                                      "was written. Fix or remove the file, or pass --skip-bad to skip unreadable "
+                                      "images.", source=chunk[first], reason=bad[0].reason)
+            elif bad:
+                skipped += [{"image": chunk[s.index], "error": s.reason} for s in bad]
+                for s in bad:
+                    err.print(f"[yellow]skipped[/] {chunk[s.index]}: {s.reason}")
+            if rows:
+                px = report.pixel_values[rows]
+                dec = adapter.decompose(px, spatial=True, layers=head_layers)
+                worst = max(worst, dec.check())
+                summary = summarize(dec, directions, list(texts), top=top, relative=relative)
+                for r in rows:
+                    path = chunk[kept[r]]
+                    item: dict[str, Any] = {"image": path, "texts": [e.to_dict() for e in summary[r]]}
+                    if maps_dir is not None:
+                        item["maps"] = _save_maps(adapter, dec, directions, texts, r, path, px[r], maps_dir)
+                    results.append(item)
+                    if not as_json:
+                        _print_tables(out, item, top)
+            bar.update(task, advance=len(chunk))
+            if stop is not None:
+                break
+    if as_json:
+        payload = {**model_record(adapter), "texts": list(texts), "relative": relative,
+                   "exactness_relative_error": worst, "results": results, "skipped": skipped, "notes": notes}
+        if stop is not None:
+            payload["stopped_at"] = {"image": stop.source, "error": stop.reason}
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        out.print(f"parts sum to the embedding within {worst:.1e} (relative) for every image above")
+    if stop is not None:
+        raise stop
+
+
+def _save_maps(adapter: CLIPAdapter, dec: Any, directions: torch.Tensor, texts: tuple[str, ...], row: int,
+               image_path: str, pixels: torch.Tensor, out_dir: Path) -> list[str]:
+    cfg = adapter.preprocess_config
+    scores = dec[row].normalized().project(directions)
+    grid = scores.token_map()[0]  # [T, gh, gw]
+    shown = unnormalize(pixels, cfg.mean, cfg.std)
+    original = np.asarray(load_image(image_path))
+    box = cfg.input_box(*original.shape[:2])
+    stem = Path(str(image_path)).stem
+    paths = []
+    for t, text in enumerate(texts):
+        p = unique_path(out_dir / f"{stem}__{slug(text)}.png")
+        save_token_map(grid[t], p, model_input=shown, original=original, box=box,
+                       title=f"{text!r}: direct effect of each region (all heads, all layers)",
+                       image_name=Path(image_path).name, note=weights_note(adapter).strip(" ·"))
+        paths.append(str(p))
+    return paths
+
+
+def _print_tables(con: Any, res: dict[str, Any], top: int) -> None:
+    for t in res["texts"]:
+        title = f"{res['image']}  ·  {t['text']!r}  ·  cosine similarity {t['similarity']:+.4f}"
+        if "relative_score" in t:
+            title += f"  ·  relative score {t['relative_score']:+.4f} (similarity minus its mean over the texts)"
+        table = Table(title=title, title_justify="left")
+        table.add_column("top layers")
+        table.add_column("score", justify="right")
+        table.add_column("top heads")
+        table.add_column("score", justify="right")
+        table.add_column("top regions (model-input px)")
+        table.add_column("score", justify="right")
+        for i in range(top):
+            row: list[str] = []
+            for key in ("layers", "heads", "regions"):
+                items = t[key]
+                if i < len(items):
+                    it = items[i]
+                    label = it["name"]
+                    if key == "regions" and it.get("box"):
+                        x0, y0, x1, y1 = it["box"]
+                        label += f" x{x0}-{x1} y{y0}-{y1}"
+                    row += [label, f"{it['score']:+.4f}"]
+                else:
+                    row += ["", ""]
+            table.add_row(*row)
+        con.print(table)
+    for p in res.get("maps", []):
+        con.print(f"  map saved: {p}")
+
+
+COMMANDS = [decompose_cmd]

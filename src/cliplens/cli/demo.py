@@ -1,0 +1,33 @@
+"""``cliplens demo``: the toy-world report, offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cliplens.cli.common import check_device
+from cliplens.report.demo import DEFAULT_OUT, run_demo
+
+
+@click.command("demo")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
+              help="Folder for the page and figures. If it exists and is not empty, a fresh numbered "
+                   "subfolder (run-2, run-3, ...) is created inside it: nothing is ever overwritten.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Which scene (0 or more).")
+@click.option("--model", "-m", default="toy", show_default=True,
+              help="Model (any cliplens can load; the scene is rendered at its input size).")
+@click.option("--pretrained", "-p", default=None, help="Weights tag or file (for 'toy': a .safetensors file).")
+@click.option("--objects", type=click.IntRange(1, 4), default=3, show_default=True,
+              help="Objects in the scene (distinct shapes and colours).")
+@click.option("--device", default="cpu", show_default=True)
+def demo_cmd(out_dir: Path, seed: int, model: str, pretrained: str | None, objects: int, device: str) -> None:
+    """Decompose one toy-world scene and write an HTML report: which layers and heads carry each
+    phrase of its caption, and each object's decomposition heatmap against its true mask (IoU).
+
+    Runs offline on the embedded toy CLIP.
+    """
+    run_demo(out_dir, model=model, pretrained=pretrained, seed=seed, objects=objects, device=check_device(device))
+
+
+COMMANDS = [demo_cmd]

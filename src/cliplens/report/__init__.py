@@ -1,0 +1,1 @@
+"""Reports: figures (:mod:`.plotting`), HTML pages (:mod:`.demo`), output files (:mod:`.files`)."""

@@ -1,0 +1,116 @@
+"""Prompt templates: the 80 ImageNet templates and filling a template with a class name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cliplens.errors import InvalidInputError
+
+__all__ = ["IMAGENET_TEMPLATES", "Template", "fill_template"]
+
+Template = str | Callable[[str], str]
+
+#: The 80 ImageNet prompt templates of CLIP's prompt-engineering notebook (``{}`` = class name).
+IMAGENET_TEMPLATES: tuple[str, ...] = (
+    "a bad photo of a {}.",
+    "a photo of many {}.",
+    "a sculpture of a {}.",
+    "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.",
+    "a rendering of a {}.",
+    "graffiti of a {}.",
+    "a bad photo of the {}.",
+    "a cropped photo of the {}.",
+    "a tattoo of a {}.",
+    "the embroidered {}.",
+    "a photo of a hard to see {}.",
+    "a bright photo of a {}.",
+    "a photo of a clean {}.",
+    "a photo of a dirty {}.",
+    "a dark photo of the {}.",
+    "a drawing of a {}.",
+    "a photo of my {}.",
+    "the plastic {}.",
+    "a photo of the cool {}.",
+    "a close-up photo of a {}.",
+    "a black and white photo of the {}.",
+    "a painting of the {}.",
+    "a painting of a {}.",
+    "a pixelated photo of the {}.",
+    "a sculpture of the {}.",
+    "a bright photo of the {}.",
+    "a cropped photo of a {}.",
+    "a plastic {}.",
+    "a photo of the dirty {}.",
+    "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.",
+    "a photo of the {}.",
+    "a good photo of the {}.",
+    "a rendering of the {}.",
+    "a {} in a video game.",
+    "a photo of one {}.",
+    "a doodle of a {}.",
+    "a close-up photo of the {}.",
+    "a photo of a {}.",
+    "the origami {}.",
+    "the {} in a video game.",
+    "a sketch of a {}.",
+    "a doodle of the {}.",
+    "a origami {}.",
+    "a low resolution photo of a {}.",
+    "the toy {}.",
+    "a rendition of the {}.",
+    "a photo of the clean {}.",
+    "a photo of a large {}.",
+    "a rendition of a {}.",
+    "a photo of a nice {}.",
+    "a photo of a weird {}.",
+    "a blurry photo of a {}.",
+    "a cartoon {}.",
+    "art of a {}.",
+    "a sketch of the {}.",
+    "a embroidered {}.",
+    "a pixelated photo of a {}.",
+    "itap of the {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.",
+    "a plushie {}.",
+    "a photo of the nice {}.",
+    "a photo of the small {}.",
+    "a photo of the weird {}.",
+    "the cartoon {}.",
+    "art of the {}.",
+    "a drawing of the {}.",
+    "a photo of the large {}.",
+    "a black and white photo of a {}.",
+    "the plushie {}.",
+    "a dark photo of a {}.",
+    "itap of a {}.",
+    "graffiti of the {}.",
+    "a toy {}.",
+    "itap of my {}.",
+    "a photo of a cool {}.",
+    "a photo of a small {}.",
+    "a tattoo of the {}.",
+)
+
+def fill_template(template: Template, name: str, index: int) -> str:
+    if callable(template):
+        text = template(name)
+        if not isinstance(text, str):
+            raise TypeError(f"template {index} returned {type(text).__name__}, not a str")
+        return text
+    if not isinstance(template, str):
+        raise TypeError(f"template {index} must be a str with '{{}}' or a callable, got {type(template).__name__}")
+    if "{}" not in template:
+        raise InvalidInputError(
+            f"template {index} ({template!r}) has no '{{}}' placeholder for the class name; "
+            "write e.g. 'a photo of a {}.'"
+        )
+    try:
+        return template.format(name)
+    except (IndexError, KeyError, ValueError) as e:
+        raise InvalidInputError(
+            f"template {index} ({template!r}) cannot be filled with a class name ({e}); use exactly "
+            "one '{}' and double any other braces ('{{', '}}')"
+        ) from None
