@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
-import logging
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,8 +25,7 @@ from cliplens.images import (
 )
 from cliplens.models.hf import preprocess_config_from_hf
 from cliplens.models.openclip import preprocess_config_from_open_clip
-
-IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "reference-data" / "images"
+from tests.conftest import REFERENCE_IMAGES as IMAGES
 
 
 def _reference_files() -> list[Path]:
@@ -48,20 +47,22 @@ needs_reference = pytest.mark.skipif(not REFERENCE, reason="reference images not
 # ---- sources ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def open_clip_transforms():
-    """(model, preprocess) pairs covering every open_clip resize mode."""
-    open_clip = pytest.importorskip("open_clip")
-    logging.getLogger().setLevel(logging.ERROR)
-    out = {}
+    """(model-like object carrying open_clip's preprocess config, open_clip's own transform) pairs covering
+    every open_clip resize mode: the configs ``create_model_and_transforms`` records on ``model.visual``
+    for ViT-B-32 / ViT-B-16 with these overrides, and the transform open_clip builds from them."""
+    pytest.importorskip("open_clip")
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
     specs = {
-        "b32": ("ViT-B-32", {}),
-        "b16_160_bilinear_longest": (
-            "ViT-B-16", dict(force_image_size=160, image_interpolation="bilinear", image_resize_mode="longest")),
-        "b16_160x128": ("ViT-B-16", dict(force_image_size=(160, 128))),
-        "b32_squash": ("ViT-B-32", dict(image_resize_mode="squash")),
+        "b32": PreprocessCfg(size=224),
+        "b16_160_bilinear_longest": PreprocessCfg(size=(160, 160), interpolation="bilinear", resize_mode="longest"),
+        "b16_160x128": PreprocessCfg(size=(160, 128)),
+        "b32_squash": PreprocessCfg(size=224, resize_mode="squash"),
     }
-    for key, (name, kw) in specs.items():
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, **kw)
-        out[key] = (model, preprocess)
+    out = {}
+    for key, cfg in specs.items():
+        model = SimpleNamespace(visual=SimpleNamespace(preprocess_cfg=dataclasses.asdict(cfg)))
+        out[key] = (model, image_transform_v2(cfg, is_train=False))
     return out
 
 

@@ -60,9 +60,24 @@ def test_toy_bad_weights_path(tmp_path):
         cliplens.load("toy", pretrained=str(bad))
 
 
-def test_toy_tokenizer_roundtrip_type():
+def test_toy_tokenizer_and_weights_round_trip(tmp_path, random_toy):
     tok = ToyTokenizer(build_vocab(), context_length=16)
-    assert tok.encode(["a red circle"]).shape == (1, 16)
+    text = "two red circles, a blue star on a striped background"
+    ids = tok.encode([text])
+    assert ids.shape == (1, 16)
+    assert tok.decode(ids[0]) == text  # <sot>/<eot>/<pad> dropped, the words and punctuation back
+    tok.save(tmp_path / "tok.json")
+    again = ToyTokenizer.load(tmp_path / "tok.json")
+    assert again.vocab == tok.vocab and torch.equal(again.encode([text]), ids)
+    # the toy model saved and loaded again gives the same embeddings, bit for bit
+    from cliplens.toyworld.model import save_toy_clip
+
+    path = tmp_path / "copy.safetensors"
+    save_toy_clip(random_toy.model, str(path), random_toy.tokenizer.vocab)
+    copy = cliplens.load("toy", pretrained=str(path))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(copy.encode_image(x), random_toy.encode_image(x))
+    assert torch.equal(copy.encode_text([text]), random_toy.encode_text([text]))
 
 
 def test_project_accepts_texts(toy_path):

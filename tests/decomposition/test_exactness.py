@@ -9,15 +9,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from cliplens.core.forward import run_vision
 from cliplens.decomposition import decompose, resolve_layers
+from cliplens.errors import InvalidInputError
 from cliplens.models.openclip import vision_view_from_open_clip
-from tests.conftest import open_clip_model, pixels, tiny_open_clip
+from tests.conftest import oc_vit, pixels, tiny_open_clip
 
+# real shapes with 3 blocks; one full-depth tower (B-16); tiny towers for layer-scale and other sizes
 MODELS = [
-    ("ViT-B-32", lambda: open_clip_model("ViT-B-32"), 224),
-    ("ViT-B-16", lambda: open_clip_model("ViT-B-16"), 224),
-    ("ViT-L-14", lambda: open_clip_model("ViT-L-14"), 224),
-    ("ViT-B-16-quickgelu", lambda: open_clip_model("ViT-B-16-quickgelu"), 224),
-    ("ViT-B-16@160", lambda: open_clip_model("ViT-B-16", force_image_size=160), 160),
+    ("B-32", lambda: oc_vit("B-32", layers=3), 224),
+    ("B-16-quickgelu@160", lambda: oc_vit("B-16", layers=3, quick_gelu=True), 160),
+    ("L-14", lambda: oc_vit("L-14", layers=3), 224),
+    ("B-16-full-depth", lambda: oc_vit("B-16", layers=0), 224),
     ("layer-scale", lambda: tiny_open_clip(layer_scale=True), 64),
     ("tiny@non-native-96", lambda: tiny_open_clip(), 96),
 ]
@@ -36,14 +37,12 @@ def test_exact_for_every_model_and_mode(case):
     model = factory()
     view = vision_view_from_open_clip(model)
     x = pixels(2, size)
-    # batch 1 and batch > 1 for the small towers; one batch for the large ones (keeps the suite fast)
-    batches = [x[:1]] if name == "ViT-L-14" else [x] if name.startswith("ViT-B-16") else [x, x[:1]]
+    # batch 1 and batch > 1 for the small towers; one batch for the full-depth one (keeps the suite fast)
+    batches = [x] if name == "B-16-full-depth" else [x, x[:1]]
     for xb in batches:
         with torch.no_grad():
             ref = model.encode_image(xb) if size == view.image_size[0] else None
         for i, mode in enumerate(MODES):
-            if name == "ViT-L-14" and mode["spatial"] and mode["layers"] is None:
-                continue  # covered by the last-k spatial mode; keeps the suite fast
             d = decompose(view, xb, **mode)
             if ref is not None:
                 assert (d.embedding - ref).abs().max() <= 1e-5 * ref.norm(dim=-1).max()
@@ -144,8 +143,8 @@ def _reference_terms(model, x):
     return attn_j, mlp_j, emb
 
 
-@pytest.mark.parametrize("factory", [lambda: open_clip_model("ViT-B-32"), lambda: tiny_open_clip(layer_scale=True)],
-                         ids=["ViT-B-32", "layer-scale"])
+@pytest.mark.parametrize("factory", [lambda: oc_vit("B-32", layers=3), lambda: tiny_open_clip(layer_scale=True)],
+                         ids=["B-32", "layer-scale"])
 def test_terms_match_an_independent_computation(factory):
     model = factory()
     view = vision_view_from_open_clip(model)
@@ -199,6 +198,23 @@ def test_resolve_layers_and_errors():
         resolve_layers([7], 4)
     with pytest.raises(ValueError, match="last-k"):
         resolve_layers(9, 4)
+    for bad in (0, -1, 5):
+        with pytest.raises(InvalidInputError, match="last-k layers"):
+            resolve_layers(bad, 4)
     d = decompose(vision_view_from_open_clip(tiny_open_clip()), pixels(1, 64), layers=1)
-    with pytest.raises(ValueError, match="no per-head terms"):
+    with pytest.raises(InvalidInputError, match="no per-head terms"):
         d.token_terms([0])
+
+
+def test_negative_layer_indices_work_everywhere():
+    view = vision_view_from_open_clip(tiny_open_clip())
+    d = decompose(view, pixels(2, 64), layers=[0, -1])
+    assert d.head_layers == (0, 2)
+    texts = F.normalize(torch.randn(3, view.embed_dim, generator=torch.Generator().manual_seed(1)), dim=-1)
+    s = d.project(texts)
+    torch.testing.assert_close(d.token_terms([-1]), d.token_terms([2]))
+    torch.testing.assert_close(s.token_map(layers=[-1]), s.token_map(layers=[2]))
+    torch.testing.assert_close(s.token_map(layers=-1), s.token_map(layers=[2]))
+    assert s.layer_index([-1, 0]) == [0, 1]
+    with pytest.raises(InvalidInputError, match="no per-head terms"):
+        s.token_map(layers=[-2])
