@@ -56,7 +56,7 @@ def test_toy_bad_weights_path(tmp_path):
         cliplens.load("toy", pretrained=str(tmp_path / "missing.safetensors"))
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
-    with pytest.raises(ModelLoadError, match="could not read"):
+    with pytest.raises(ModelLoadError, match="not a valid .safetensors file"):
         cliplens.load("toy", pretrained=str(bad))
 
 

@@ -1,7 +1,8 @@
 """The ``cliplens`` command line: one module per command group.
 
-Errors a user can cause end as one readable paragraph on stderr and exit code 2, never a
-traceback; anything unexpected says it is a bug (``CLIPLENS_DEBUG=1`` shows the traceback).
+Errors a user can cause (cliplens errors and click's usage errors) end as one readable paragraph on
+stderr and exit code 2, never a traceback; anything unexpected says it is a bug (``CLIPLENS_DEBUG=1``
+shows the traceback).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import click
 
-from cliplens.cli import decompose, demo, models, toy
+from cliplens.cli import decompose, demo, models, report, toy
 from cliplens.cli.common import console, env_flag
 from cliplens.errors import CliplensError
 
@@ -27,14 +28,26 @@ def _warnings_to_stderr() -> None:
     warnings.showwarning = show
 
 
+#: click >= 8.2 raises this (a UsageError that shows the help) for a group called without a command
+_NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class Group(click.Group):
-    """Turns cliplens errors into one readable paragraph and exit code 2."""
+    """Turns cliplens errors and click's usage errors (a bad option value, a missing option, …) into one
+    readable paragraph and exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CliplensError as e:
             _print_error(str(e))
+            sys.exit(2)
+        except _NO_ARGS_HELP:
+            raise
+        except click.UsageError as e:
+            path = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            message = e.format_message().rstrip()
+            _print_error(f"{message}{'' if message.endswith(('.', '?', '!')) else '.'} See '{path} --help'.")
             sys.exit(2)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
@@ -62,6 +75,6 @@ def main() -> None:
     _warnings_to_stderr()
 
 
-for _module in (models, decompose, demo, toy):
+for _module in (models, decompose, demo, report, toy):
     for _command in _module.COMMANDS:
         main.add_command(_command)

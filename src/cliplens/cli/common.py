@@ -3,9 +3,10 @@ output folders that are never overwritten, progress bars and the console."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,23 @@ def check_device(device: str) -> str:
     if d == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InvalidInputError("--device mps: Apple's Metal backend is not available here; use --device cpu.")
     return d
+
+
+def threads_option(default: int, help: str = "Torch threads.") -> Any:
+    """``--threads`` (1 or more); run the command's work inside :func:`torch_threads`."""
+    return click.option("--threads", type=click.IntRange(min=1), default=default, show_default=True, help=help)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Use ``n`` torch threads inside the block, then restore the process-wide count (commands also run
+    in-process, from tests and notebooks)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def load_model(model: str, pretrained: str | None, device: str, trust_checkpoint: bool = False) -> CLIPAdapter:

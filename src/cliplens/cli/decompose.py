@@ -21,8 +21,8 @@ from cliplens.cli.common import (
     weights_note,
 )
 from cliplens.decomposition import resolve_layers, summarize
-from cliplens.errors import ImageLoadError
-from cliplens.images import DEFAULT_MAX_PIXELS, load_image
+from cliplens.errors import ImageLoadError, InvalidInputError
+from cliplens.images import DEFAULT_MAX_PIXELS, SkippedImage, load_image
 from cliplens.models import CLIPAdapter
 from cliplens.report.files import unique_path, writable_dir
 from cliplens.report.plotting import save_token_map, slug, unnormalize
@@ -41,7 +41,7 @@ def image_options(f: Any) -> Any:
 @click.argument("images", nargs=-1, required=True)
 @model_options
 @click.option("--text", "-t", "texts", multiple=True, required=True, help="A text to explain (repeat for several).")
-@click.option("--layers", "-l", type=int, default=None,
+@click.option("--layers", "-l", type=click.IntRange(min=1), default=None,
               help="Split attention per head and region only in the last K layers (1..depth; default: all).")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many layers/heads/regions to show.")
@@ -66,7 +66,11 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, d
     if maps_dir is not None:
         maps_dir = writable_dir(maps_dir, "--maps")
     adapter = load_model(model, pretrained, device, trust_checkpoint)
-    head_layers = resolve_layers(layers, adapter.vision.num_layers) if layers is not None else None
+    depth = adapter.vision.num_layers
+    if layers is not None and layers > depth:
+        raise InvalidInputError(f"--layers {layers}: {adapter.name} has {depth} layers; pass 1..{depth} (the last K "
+                                "layers whose attention is split per head and region), or leave --layers out for all.")
+    head_layers = resolve_layers(layers, depth) if layers is not None else None
     directions = adapter.encode_text(list(texts))
     notes: list[str] = []
     if relative and len(texts) < 2:
@@ -86,7 +90,7 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, d
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     worst = 0.0
-    stop: ImageLoadError | None = None
+    stop: SkippedImage | None = None
     with progress(len(paths) > batch_size and not as_json) as bar:
         task = bar.add_task("decomposing", total=len(paths))
         for start in range(0, len(paths), batch_size):
@@ -97,9 +101,7 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, d
             if bad and not skip_bad:
                 first = bad[0].index
                 rows = [r for r in rows if kept[r] < first]
-                stop = ImageLoadError(f"cannot load image {chunk[first]!r}: {bad[0].reason}. Everything before it "
-                                      "was written. Fix or remove the file, or pass --skip-bad to skip unreadable "
-                                      "images.", source=chunk[first], reason=bad[0].reason)
+                stop = SkippedImage(first, chunk[first], bad[0].reason)
             elif bad:
                 skipped += [{"image": chunk[s.index], "error": s.reason} for s in bad]
                 for s in bad:
@@ -113,10 +115,11 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, d
                     path = chunk[kept[r]]
                     item: dict[str, Any] = {"image": path, "texts": [e.to_dict() for e in summary[r]]}
                     if maps_dir is not None:
-                        item["maps"] = _save_maps(adapter, dec, directions, texts, r, path, px[r], maps_dir)
+                        item["maps"] = _save_maps(adapter, dec, directions, texts, r, path, px[r], maps_dir,
+                                                  max_pixels)
                     results.append(item)
                     if not as_json:
-                        _print_tables(out, item, top)
+                        _print_tables(out, item, top, weights_note(adapter))
             bar.update(task, advance=len(chunk))
             if stop is not None:
                 break
@@ -126,19 +129,37 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, d
         if stop is not None:
             payload["stopped_at"] = {"image": stop.source, "error": stop.reason}
         click.echo(json.dumps(payload, indent=2))
-    else:
+    elif results:
         out.print(f"parts sum to the embedding within {worst:.1e} (relative) for every image above")
     if stop is not None:
-        raise stop
+        raise _stopped(stop, len(results), maps_dir, as_json)
+    if not results:
+        raise ImageLoadError(f"no image could be loaded ({len(skipped)} skipped, see above); first problem: "
+                             f"{skipped[0]['image']}: {skipped[0]['error']}",
+                             source=skipped[0]["image"], reason=skipped[0]["error"])
+
+
+def _stopped(bad: SkippedImage, done: int, maps_dir: Path | None, as_json: bool) -> ImageLoadError:
+    """The error that ends a run at an image that cannot be loaded, saying what was finished before it."""
+    if done:
+        where = "in the JSON above" if as_json else "printed above"
+        if maps_dir is not None:
+            where += f", their maps in {maps_dir}"
+        finished = f"the {done} image{'s' if done > 1 else ''} before it {'are' if done > 1 else 'is'} done ({where})"
+    else:
+        finished = "no image was finished before it"
+    return ImageLoadError(f"cannot load image {bad.source!r}: {bad.reason}. Stopped there: {finished}. Fix or remove "
+                          "the file, or pass --skip-bad to skip images that cannot be loaded.",
+                          source=bad.source, reason=bad.reason)
 
 
 def _save_maps(adapter: CLIPAdapter, dec: Any, directions: torch.Tensor, texts: tuple[str, ...], row: int,
-               image_path: str, pixels: torch.Tensor, out_dir: Path) -> list[str]:
+               image_path: str, pixels: torch.Tensor, out_dir: Path, max_pixels: int) -> list[str]:
     cfg = adapter.preprocess_config
     scores = dec[row].normalized().project(directions)
     grid = scores.token_map()[0]  # [T, gh, gw]
     shown = unnormalize(pixels, cfg.mean, cfg.std)
-    original = np.asarray(load_image(image_path))
+    original = np.asarray(load_image(image_path, max_pixels=max_pixels))
     box = cfg.input_box(*original.shape[:2])
     stem = Path(str(image_path)).stem
     paths = []
@@ -151,11 +172,12 @@ def _save_maps(adapter: CLIPAdapter, dec: Any, directions: torch.Tensor, texts: 
     return paths
 
 
-def _print_tables(con: Any, res: dict[str, Any], top: int) -> None:
+def _print_tables(con: Any, res: dict[str, Any], top: int, note: str) -> None:
     for t in res["texts"]:
         title = f"{res['image']}  ·  {t['text']!r}  ·  cosine similarity {t['similarity']:+.4f}"
         if "relative_score" in t:
             title += f"  ·  relative score {t['relative_score']:+.4f} (similarity minus its mean over the texts)"
+        title += note
         table = Table(title=title, title_justify="left")
         table.add_column("top layers")
         table.add_column("score", justify="right")

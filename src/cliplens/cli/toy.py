@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import click
-import torch
 from rich.console import Console
 from rich.table import Table
 
-from cliplens.cli.common import check_device
+from cliplens.cli.common import load_model, model_record, threads_option, torch_threads, weights_note
+from cliplens.errors import InvalidInputError
 from cliplens.maps import map_names
+from cliplens.models.toy import load_toy
+from cliplens.report.files import writable_dir, writable_file
 from cliplens.toyworld.bench import DEFAULT_N, DEFAULT_SEED, format_rows, run_bench
 from cliplens.toyworld.evaluate import evaluate, format_table
-from cliplens.toyworld.model import ToyCLIPConfig, load_toy_clip
+from cliplens.toyworld.model import ToyCLIPConfig
 from cliplens.toyworld.train import TrainConfig, current_command, finetune_spurious, train
 
 __all__ = ["toy"]
@@ -25,63 +29,91 @@ def toy() -> None:
     """The toy world: train and evaluate the small CLIP trained on procedural scenes."""
 
 
+class CountWeights(click.ParamType):
+    """Four comma-separated non-negative numbers, not all zero: how often a scene has 1, 2, 3, 4 objects."""
+
+    name = "w1,w2,w3,w4"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            weights = tuple(float(x) for x in str(value).split(","))
+        except ValueError:
+            weights = ()
+        if len(weights) != 4 or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+            self.fail(f"{value!r} is not four comma-separated weights for 1, 2, 3 and 4 objects per scene (numbers "
+                      "0 or more, not all 0), e.g. 0.25,0.25,0.25,0.25", param, ctx)
+        return weights
+
+
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+FRACTION = click.FloatRange(0.0, 1.0)
+POSITIVE_FLOAT = click.FloatRange(min=0.0, min_open=True)
+
+
 @toy.command("train")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Run directory: checkpoints, logs, summary.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--steps", type=int, default=3000, show_default=True, help="Planned steps (sets the LR schedule).")
-@click.option("--minutes", type=float, default=None, help="Hard wall-clock cap; stops early and exports.")
-@click.option("--decay-start", type=int, default=None,
+@click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True)
+@click.option("--steps", type=POSITIVE, default=3000, show_default=True, help="Planned steps (sets the LR schedule).")
+@click.option("--minutes", type=POSITIVE_FLOAT, default=None, help="Hard wall-clock cap; stops early and exports.")
+@click.option("--decay-start", type=NON_NEGATIVE, default=None,
               help="Step where the LR decay begins (default: at 70% of --steps, or of --minutes when set). "
                    "Pass the value recorded in a run's JSON to replay it step for step without --minutes.")
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--warmup", type=int, default=150, show_default=True)
-@click.option("--p-full", type=float, default=0.35, show_default=True, help="Fraction of full captions.")
-@click.option("--p-factor", type=float, default=0.5, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True,
+              help="Scenes per batch (2 or more: the loss contrasts the scenes of a batch).")
+@click.option("--lr", type=POSITIVE_FLOAT, default=1e-3, show_default=True)
+@click.option("--warmup", type=NON_NEGATIVE, default=150, show_default=True)
+@click.option("--p-full", type=FRACTION, default=0.35, show_default=True, help="Fraction of full captions.")
+@click.option("--p-factor", type=FRACTION, default=0.5, show_default=True,
               help="Of the partial captions, the fraction naming a single factor.")
-@click.option("--twin-frac", type=float, default=0.4, show_default=True,
+@click.option("--twin-frac", type=FRACTION, default=0.4, show_default=True,
               help="Fraction of each batch that are one-factor-changed twins of other scenes.")
-@click.option("--neg-frac", type=float, default=0.25, show_default=True,
+@click.option("--neg-frac", type=FRACTION, default=0.25, show_default=True,
               help="Hard-negative captions per batch (fraction of batch size).")
-@click.option("--text-lr-mult", type=float, default=1.0, show_default=True,
+@click.option("--text-lr-mult", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
               help="Text-tower LR multiplier for the first --text-lr-hold steps (then ramps to 1).")
-@click.option("--text-lr-hold", type=int, default=0, show_default=True)
+@click.option("--text-lr-hold", type=NON_NEGATIVE, default=0, show_default=True)
 @click.option("--init-logit-scale", type=float, default=None, help="Initial log logit scale (default log(1/0.07)).")
-@click.option("--prompt-bank", type=float, default=1.0, show_default=True,
+@click.option("--prompt-bank", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
               help="Weight of the prompt-bank term (image vs. all single-factor prompts); 0: off.")
-@click.option("--count-weights", default="0.25,0.25,0.25,0.25", show_default=True,
+@click.option("--count-weights", type=CountWeights(), default="0.25,0.25,0.25,0.25", show_default=True,
               help="Probabilities of 1,2,3,4 objects per training scene.")
 @click.option("--bank-center/--no-bank-center", default=False, show_default=True,
               help="Centre and normalise each prompt group in the prompt-bank term.")
-@click.option("--width", type=int, default=128, show_default=True)
-@click.option("--layers", type=int, default=6, show_default=True)
-@click.option("--heads", type=int, default=4, show_default=True)
-@click.option("--patch", type=int, default=8, show_default=True)
-@click.option("--image-size", type=int, default=64, show_default=True)
-@click.option("--mlp-ratio", type=float, default=4.0, show_default=True)
-@click.option("--embed-dim", type=int, default=128, show_default=True)
-@click.option("--text-width", type=int, default=128, show_default=True)
-@click.option("--text-layers", type=int, default=3, show_default=True)
-@click.option("--text-mlp-ratio", type=float, default=4.0, show_default=True)
-@click.option("--context-length", type=int, default=48, show_default=True)
-@click.option("--threads", type=int, default=2, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True, help="Data worker processes.")
-@click.option("--checkpoint-every", type=int, default=200, show_default=True)
-@click.option("--eval-every", type=int, default=0, show_default=True, help="Quick eval every N steps (0: off).")
-@click.option("--eval-n", type=int, default=1000, show_default=True, help="Scenes per factor in the final eval.")
-@click.option("--eval-seed", type=int, default=12345, show_default=True)
+@click.option("--width", type=POSITIVE, default=128, show_default=True)
+@click.option("--layers", type=POSITIVE, default=6, show_default=True)
+@click.option("--heads", type=POSITIVE, default=4, show_default=True)
+@click.option("--patch", type=POSITIVE, default=8, show_default=True)
+@click.option("--image-size", type=POSITIVE, default=64, show_default=True)
+@click.option("--mlp-ratio", type=POSITIVE_FLOAT, default=4.0, show_default=True)
+@click.option("--embed-dim", type=POSITIVE, default=128, show_default=True)
+@click.option("--text-width", type=POSITIVE, default=128, show_default=True)
+@click.option("--text-layers", type=POSITIVE, default=3, show_default=True)
+@click.option("--text-mlp-ratio", type=POSITIVE_FLOAT, default=4.0, show_default=True)
+@click.option("--context-length", type=POSITIVE, default=48, show_default=True)
+@threads_option(2)
+@click.option("--workers", type=NON_NEGATIVE, default=1, show_default=True,
+              help="Data worker processes (0: load batches in the main process).")
+@click.option("--checkpoint-every", type=POSITIVE, default=200, show_default=True)
+@click.option("--eval-every", type=NON_NEGATIVE, default=0, show_default=True,
+              help="Quick eval every N steps (0: off).")
+@click.option("--eval-n", type=NON_NEGATIVE, default=1000, show_default=True,
+              help="Scenes per factor in the final eval (0: no final eval).")
+@click.option("--eval-seed", type=NON_NEGATIVE, default=12345, show_default=True)
 @click.option("--export", type=click.Path(dir_okay=False), default=None,
               help="Write final weights here (.safetensors; a .json sidecar goes next to it).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt (its config wins).")
 @click.option("--name", default="toy-clip", show_default=True)
 @click.option("--no-progress", is_flag=True)
 def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_start: int | None,
-              batch_size: int, lr: float,
-              warmup: int, bank_center: bool, count_weights: str, prompt_bank: float, text_lr_mult: float, text_lr_hold: int, init_logit_scale: float | None,
-              p_full: float, p_factor: float, twin_frac: float, neg_frac: float, width: int, layers: int, heads: int, patch: int,
-              image_size: int, mlp_ratio: float, embed_dim: int, text_width: int, text_layers: int,
-              text_mlp_ratio: float, context_length: int, threads: int, workers: int,
+              batch_size: int, lr: float, warmup: int, bank_center: bool, count_weights: tuple[float, ...],
+              prompt_bank: float, text_lr_mult: float, text_lr_hold: int, init_logit_scale: float | None,
+              p_full: float, p_factor: float, twin_frac: float, neg_frac: float, width: int, layers: int,
+              heads: int, patch: int, image_size: int, mlp_ratio: float, embed_dim: int, text_width: int,
+              text_layers: int, text_mlp_ratio: float, context_length: int, threads: int, workers: int,
               checkpoint_every: int, eval_every: int, eval_n: int, eval_seed: int, export: str | None,
               resume: bool, name: str, no_progress: bool) -> None:
     """Train a ToyCLIP from scratch (symmetric InfoNCE, label-aware targets)."""
@@ -89,14 +121,26 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
                          heads=heads, mlp_ratio=mlp_ratio, embed_dim=embed_dim, text_width=text_width,
                          text_layers=text_layers, text_mlp_ratio=text_mlp_ratio,
                          context_length=context_length)
+    for option, size, n_heads in (("--width", width, heads), ("--text-width", text_width, mcfg.text_heads)):
+        if size % n_heads:
+            raise InvalidInputError(f"{option} {size} does not split into {n_heads} attention heads: pass a multiple "
+                                    f"of {n_heads}" + (" or change --heads" if option == "--width" else ""))
+    if patch > image_size:
+        raise InvalidInputError(f"--patch {patch} is larger than --image-size {image_size}: pass a patch size of at "
+                                f"most {image_size}")
     if init_logit_scale is not None:
         mcfg.init_logit_scale = init_logit_scale
     cfg = TrainConfig(seed=seed, steps=steps, minutes=minutes, decay_start=decay_start, batch_size=batch_size,
-                      lr=lr, warmup=warmup,
-                      count_weights=tuple(float(x) for x in count_weights.split(",")), prompt_bank=prompt_bank, bank_center=bank_center, text_lr_mult=text_lr_mult, text_lr_hold=text_lr_hold, p_full=p_full, p_factor=p_factor, twin_frac=twin_frac, neg_frac=neg_frac, threads=threads, num_workers=workers,
-                      checkpoint_every=checkpoint_every, eval_every=eval_every, model=mcfg)
-    summary = train(cfg, out_dir, resume=resume, export=export, eval_n=eval_n, eval_seed=eval_seed,
-                    progress=not no_progress, command=current_command())
+                      lr=lr, warmup=warmup, count_weights=count_weights, prompt_bank=prompt_bank,
+                      bank_center=bank_center, text_lr_mult=text_lr_mult, text_lr_hold=text_lr_hold, p_full=p_full,
+                      p_factor=p_factor, twin_frac=twin_frac, neg_frac=neg_frac, threads=threads,
+                      num_workers=workers, checkpoint_every=checkpoint_every, eval_every=eval_every, model=mcfg)
+    writable_dir(Path(out_dir), "--out")
+    if export is not None:
+        writable_file(Path(export), "--export")
+    with torch_threads(threads):
+        summary = train(cfg, out_dir, resume=resume, export=export, eval_n=eval_n, eval_seed=eval_seed,
+                        progress=not no_progress, command=current_command())
     metrics = summary.pop("metrics", None)
     summary.pop("train_config", None)
     click.echo(json.dumps(summary, indent=2))
@@ -107,38 +151,46 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
 @toy.command("eval")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A toy-clip .safetensors file (default: the shipped weights).")
-@click.option("-n", "n", type=int, default=1000, show_default=True, help="Held-out scenes per factor.")
-@click.option("--n-retrieval", type=int, default=1000, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=12345, show_default=True,
+@click.option("-n", "n", type=POSITIVE, default=1000, show_default=True, help="Held-out scenes per factor.")
+@click.option("--n-retrieval", type=NON_NEGATIVE, default=1000, show_default=True,
+              help="Scenes for the retrieval recall (0: skip it).")
+@click.option("--seed", type=NON_NEGATIVE, default=12345, show_default=True,
               help="Evaluation seed (held-out stream).")
-@click.option("--threads", type=int, default=2, show_default=True)
+@threads_option(2)
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Also write metrics as JSON.")
 def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: int, json_out: str | None) -> None:
     """Zero-shot accuracy per factor and retrieval recall on held-out scenes."""
-    torch.set_num_threads(threads)
-    model, tok = load_toy_clip(weights)
-    metrics = evaluate(model, tok, n=n, seed=seed, n_retrieval=n_retrieval)
+    if json_out is not None:
+        writable_file(Path(json_out), "--json-out")
+    toy_clip = load_toy(weights)
+    with torch_threads(threads):
+        metrics = evaluate(toy_clip.model, toy_clip.tokenizer, n=n, seed=seed, n_retrieval=n_retrieval)
     _print_table(metrics)
     if json_out:
-        Path(json_out).write_text(json.dumps(metrics, indent=2))
+        Path(json_out).expanduser().write_text(json.dumps(metrics, indent=2))
 
 
 @toy.command("spurious")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Model to fine-tune (default: the shipped toy-clip).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
-@click.option("--steps", type=int, default=150, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=3e-4, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--steps", type=POSITIVE, default=150, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True,
+              help="Scenes per batch (2 or more: the loss contrasts the scenes of a batch).")
+@click.option("--lr", type=POSITIVE_FLOAT, default=3e-4, show_default=True)
+@click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True)
+@threads_option(2)
 @click.option("--export", type=click.Path(dir_okay=False), default=None)
 def spurious_cmd(weights: str | None, out_dir: str, steps: int, batch_size: int, lr: float, seed: int,
                  threads: int, export: str | None) -> None:
     """Fine-tune on the biased "toy waterbirds" mix; print group accuracies before and after."""
-    torch.set_num_threads(threads)
-    s = finetune_spurious(weights, out_dir, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                          export=export, progress=False, command=current_command())
+    load_toy(weights)  # a clean error for a file that is not toy-clip weights, before any work
+    writable_dir(Path(out_dir), "--out")
+    if export is not None:
+        writable_file(Path(export), "--export")
+    with torch_threads(threads):
+        s = finetune_spurious(weights, out_dir, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                              export=export, progress=False, command=current_command(), threads=threads)
     sp = s["spurious"]
     for when in ("before", "after"):
         r = sp[when]
@@ -171,8 +223,7 @@ def _print_table(metrics: dict) -> None:
 @click.option("--ap", "ap_backend", type=click.Choice(["numpy", "sklearn"]), default="numpy", show_default=True,
               help="Average precision: cliplens's own (checked against scikit-learn when installed) or "
                    "scikit-learn's for every object (much slower).")
-@click.option("--threads", type=int, default=1, show_default=True,
-              help="Torch threads (the toy model's per-image work is small: 1 is usually fastest).")
+@threads_option(1, help="Torch threads (the toy model's per-image work is small: 1 is usually fastest).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tuple[str, ...], contrast: str,
@@ -183,14 +234,15 @@ def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tu
     if unknown:
         raise click.BadParameter(f"unknown map method(s) {', '.join(unknown)}; known: {', '.join(map_names())}",
                                  param_hint="--method")
-    torch.set_num_threads(threads)
-    res = run_bench(model, n=n, seed=seed, pretrained=pretrained, methods=list(methods) or None,
-                    contrast=contrast, device=check_device(device), ap_backend=ap_backend, progress=not as_json)
+    adapter = load_model(model, pretrained, device)
+    with torch_threads(threads):
+        res = run_bench(adapter, n=n, seed=seed, methods=list(methods) or None, contrast=contrast,
+                        ap_backend=ap_backend, progress=not as_json)
     if as_json:
-        click.echo(json.dumps(res, indent=2))
+        click.echo(json.dumps({**res, **model_record(adapter)}, indent=2))
         return
     con = Console(highlight=False)
-    t = Table(title=f"toy-world segmentation, {res['model']}: {res['n']} held-out scenes "
+    t = Table(title=f"toy-world segmentation, {res['model']}{weights_note(adapter)}: {res['n']} held-out scenes "
                     f"(stream '{res['stream']}', seed {res['seed']}), {res['n_objects']} objects, "
                     f"contrast: {res['contrast']}", title_justify="left")
     for col in ("method", "mIoU %", "mIoU fg/bg %", "pixel acc %", "mAP %", "beats baselines"):

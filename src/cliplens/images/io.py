@@ -137,6 +137,7 @@ def load_image(
     *,
     mode: str | None = "RGB",
     background: tuple[int, int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Image.Image:
     """Open an image file: full decode, EXIF orientation applied, converted to ``mode``.
 
@@ -150,12 +151,13 @@ def load_image(
             8-bit ``L`` first (PIL's ``convert`` would clip them to white).
         background: composite any transparency onto this colour instead of dropping alpha
             (``(255, 255, 255)`` is what Hugging Face image processors do).
+        max_pixels: refuse a file whose header announces more pixels than this.
 
     Raises:
-        ImageLoadError: missing file, not an image, or a truncated/corrupt file (the message
-            names the file and the reason).
+        ImageLoadError: missing file, not an image, a truncated/corrupt file, or one over
+            ``max_pixels`` (the message names the file and the reason).
     """
-    img = open_image(path)
+    img = open_image(path, max_pixels=max_pixels)
     if mode is None:
         return img
     if mode == "RGB":

@@ -91,26 +91,37 @@ def fetch_error(what: str, e: BaseException, *, offline: bool, cache_dir: str | 
     )
 
 
-def checkpoint_error(what: str, path: str, e: BaseException) -> ModelLoadError:
-    """A readable error for a checkpoint file that could not be loaded (corrupt, foreign, pickled)."""
-    msg = " ".join(str(x) for x in chain(e))
-    if "Weights only load failed" in msg or "weights_only" in msg:
+def checkpoint_error(what: str, path: str, e: BaseException, *, expected: str = "") -> ModelLoadError:
+    """A readable error for a checkpoint file that could not be loaded (corrupt, foreign, pickled).
+
+    ``expected`` says what the file should be (e.g. "a .safetensors file written by 'cliplens toy train'")
+    and ends the message when the file is not a checkpoint the loader can read.
+    """
+    causes = list(chain(e))
+    names = {type(x).__name__ for x in causes}
+    text = " ".join(str(x) for x in causes)
+    expect = f" It should be {expected}." if expected else ""
+    if "Unsupported global" in text:  # a real checkpoint that also pickles objects (torch.load weights_only=True)
         return ModelLoadError(
             f"Could not load {what}: {path!r} is a pickle that stores more than tensors, and loading it needs "
             "torch.load(weights_only=False), which can run code hidden in the file. If you trust where it came "
             "from, pass trust_checkpoint=True (--trust-checkpoint on the command line); else convert it to "
             ".safetensors."
         )
-    kinds = {"SafetensorError": "not a valid .safetensors file", "UnpicklingError": "not a valid PyTorch checkpoint",
-             "EOFError": "truncated"}
-    for x in chain(e):
-        if type(x).__name__ in kinds:
-            return ModelLoadError(f"Could not load {what}: {path!r} is {kinds[type(x).__name__]} "
-                                  f"({type(x).__name__}: {short(x)}). Check the file, or download it again.")
-    return ModelLoadError(
-        f"Could not load {what}: the checkpoint {path!r} does not fit the architecture or cannot be read "
-        f"({type(e).__name__}: {short(e, 600)})."
-    )
+    if "SafetensorError" in names:
+        problem = "not a valid .safetensors file"
+    elif "EOFError" in names or "PytorchStreamReader failed" in text:
+        problem = "truncated or corrupt"
+    elif "UnpicklingError" in names or "Weights only load failed" in text:
+        problem = "not a valid PyTorch checkpoint"
+    else:
+        return ModelLoadError(
+            f"Could not load {what}: the checkpoint {path!r} does not fit the architecture or cannot be read "
+            f"({type(e).__name__}: {short(e, 600)}).{expect}"
+        )
+    innermost = causes[-1]
+    return ModelLoadError(f"Could not load {what}: {path!r} is {problem} ({type(innermost).__name__}: "
+                          f"{short(innermost)}). Check the file, or download it again.{expect}")
 
 
 def fmt(items: list[str], limit: int = 8) -> str:

@@ -125,6 +125,20 @@ def _unknown(name: str, extra: str = "") -> ModelNotFoundError:
     )
 
 
+def _refuse_by_name(name: str) -> None:
+    """Refuse Hub ids of unsupported families (SigLIP), whatever their prefix, from the name alone: before
+    importing a library or touching the network. open_clip architecture names get their own message from
+    :func:`openclip.support`; local folders are judged by their config."""
+    low = name.lower()
+    if "siglip" not in low or Path(name).expanduser().exists():
+        return
+    prefix = next((p for p in ("open_clip:", "openclip:", "hf:", "transformers:") if low.startswith(p)), "")
+    target = name[len(prefix):]
+    if target.lower().startswith("local-dir:") or target in openclip.architecture_names():
+        return
+    hf.refuse_by_name(target)
+
+
 def _no_pretrained(name: str, pretrained: str | None, what: str) -> None:
     if pretrained is not None:
         raise ModelLoadError(
@@ -189,6 +203,7 @@ def load(
         raise _unknown(name)
 
     low = name.lower()
+    _refuse_by_name(name)
     for prefix in ("open_clip:", "openclip:"):
         if low.startswith(prefix):
             arch = name[len(prefix):]
@@ -204,8 +219,6 @@ def load(
             return hf.load(str(path) if path.is_dir() else target, local=path.is_dir(), **kw)
     if low.startswith(("hf-hub:", "local-dir:")):
         _no_pretrained(name, pretrained, "an open_clip 'hf-hub:'/'local-dir:' model")
-        if "siglip" in low:
-            hf.refuse_by_name(name)
         return openclip.create(name, None, trust_checkpoint=trust_checkpoint, **kw)
 
     if name in _EMBEDDED:

@@ -21,9 +21,12 @@ from cliplens.core.view import VisionView
 from cliplens.errors import ModelLoadError
 from cliplens.images.config import PreprocessConfig
 from cliplens.models.base import CLIPAdapter
+from cliplens.models.hub import checkpoint_error
 from cliplens.toyworld.model import DEFAULT_WEIGHTS, load_toy_clip
 
 SPURIOUS_WEIGHTS = "toy-clip-spurious.safetensors"
+#: what ``pretrained=`` names for the toy models, besides "default"
+TOY_WEIGHTS = "a .safetensors file written by 'cliplens toy train'"
 
 
 class ToyCLIPAdapter(CLIPAdapter):
@@ -89,13 +92,13 @@ def load_toy(pretrained: str | None = None, *, name: str = "toy", default_file: 
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise ModelLoadError(
-                f"no toy CLIP weights at {str(path)!r}: pretrained= for 'toy' is 'default' or the path of a "
-                ".safetensors file written by 'cliplens toy train'."
+                f"no toy CLIP weights at {str(path)!r}: pretrained= for {name!r} is 'default' or the path of "
+                f"{TOY_WEIGHTS}."
             )
     try:
         model, tok = load_toy_clip(path)
     except Exception as e:  # corrupt or foreign file
-        raise ModelLoadError(f"could not read toy CLIP weights from {str(path)!r}: {e}") from e
+        raise checkpoint_error(f"the toy CLIP {name!r}", str(path), e, expected=TOY_WEIGHTS) from e
     return ToyCLIPAdapter(model, tok, name=name, weights="default" if pretrained in (None, "default") else str(path))
 
 

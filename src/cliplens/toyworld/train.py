@@ -354,6 +354,26 @@ def train(
         eval_n: if > 0, run :func:`cliplens.toyworld.evaluate.evaluate` with ``n=eval_n`` at the end.
         stop_after: stop (after checkpointing) once this many steps are done in total (tests).
     """
+    old_threads = torch.get_num_threads()
+    try:
+        return _train(cfg, out_dir, resume=resume, export=export, eval_n=eval_n, eval_seed=eval_seed,
+                      progress=progress, command=command, stop_after=stop_after)
+    finally:  # the thread count is the process's: give it back
+        torch.set_num_threads(old_threads)
+
+
+def _train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    export: str | Path | None = None,
+    eval_n: int = 0,
+    eval_seed: int = 12345,
+    progress: bool = True,
+    command: str | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
@@ -518,6 +538,7 @@ def finetune_spurious(
     caption_by: str = "context",
     n_eval: int = 800,
     num_workers: int = 0,
+    threads: int = 2,
 ) -> dict[str, Any]:
     """Fine-tune a ToyCLIP (default: the shipped one) on the biased mix; returns the train summary
     with ``"spurious"``: :func:`group_accuracies` before and after."""
@@ -529,7 +550,7 @@ def finetune_spurious(
     cfg = TrainConfig(
         seed=seed, steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=min(20, steps // 5),
         schedule="cosine", neg_frac=0.0, prompt_bank=0.0, checkpoint_every=max(steps, 1), log_every=10,
-        num_workers=num_workers, model=base.config, init_weights=init_weights, data="spurious",
+        num_workers=num_workers, threads=threads, model=base.config, init_weights=init_weights, data="spurious",
         data_options={"p_major": spec.p_major, "class_shapes": list(spec.class_shapes),
                       "bg_kinds": list(spec.bg_kinds), "sizes": list(spec.sizes),
                       "caption_by": caption_by},
