@@ -6,6 +6,7 @@ One command, one run, side by side (ViT-B-16, random weights, batch 8, CPU by de
 
 Methods:
     plain         open_clip ``model.encode_image`` (the source library's own forward)
+    dense         ``adapter.encode_dense(x)`` (every token through ln_post and the projection)
     non-spatial   ``adapter.decompose(x, spatial=False)`` (per layer, per head)
     spatial       ``adapter.decompose(x, spatial=True)``  (per layer, per head, per source token)
 
@@ -16,8 +17,8 @@ the model is built and one warm-up call, we reset the kernel's resident-set high
 (``/proc/self/clear_refs``) and report the peak resident memory *added* by one call
 (activations and outputs, weights excluded), and also the whole-process peak.
 
-Targets (from the issue): non-spatial >= 0.9x plain throughput, spatial >= 0.7x, spatial peak
-memory <= 2x plain.
+Targets (from the issues): dense output >= 0.9x plain throughput, non-spatial >= 0.9x, spatial >= 0.7x,
+spatial peak memory <= 2x plain.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import time
 
 import torch
 
-METHODS = ("plain", "non-spatial", "spatial")
+METHODS = ("plain", "dense", "non-spatial", "spatial")
 
 
 def build(model_name: str):
@@ -51,6 +52,8 @@ def build(model_name: str):
 def runner(method: str, model, adapter):
     if method == "plain":
         return lambda x: model.encode_image(x)
+    if method == "dense":
+        return lambda x: adapter.encode_dense(x)
     if method == "non-spatial":
         return lambda x: adapter.decompose(x, spatial=False)
     if method == "spatial":
@@ -134,10 +137,10 @@ def main() -> None:
         print(f"{m:<12} {speed[m]:>8.2f} {speed[m] / base_s:>8.2f} {mem[m]['added_mib']:>10.1f} "
               f"{mem[m]['added_mib'] / base_m['added_mib']:>8.2f} {mem[m]['process_mib']:>12.1f} "
               f"{mem[m]['process_mib'] / base_m['process_mib']:>8.2f}")
-    ok = (speed["non-spatial"] / base_s >= 0.9, speed["spatial"] / base_s >= 0.7,
+    ok = (speed["dense"] / base_s >= 0.9, speed["non-spatial"] / base_s >= 0.9, speed["spatial"] / base_s >= 0.7,
           mem["spatial"]["added_mib"] / base_m["added_mib"] <= 2.0)
-    print("targets: non-spatial >= 0.9x: {}  spatial >= 0.7x: {}  spatial peak added memory <= 2x: {}".format(
-        *("met" if o else "MISSED" for o in ok)))
+    print("targets: dense >= 0.9x: {}  non-spatial >= 0.9x: {}  spatial >= 0.7x: {}  spatial peak added memory "
+          "<= 2x: {}".format(*("met" if o else "MISSED" for o in ok)))
 
 
 if __name__ == "__main__":

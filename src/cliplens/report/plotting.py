@@ -1,13 +1,24 @@
-"""Figures: token maps over the model's input and over the original image, bar charts and head
-grids, drawn with matplotlib (Agg, no display needed).
+"""Figures: token maps over the model's input and over the original image, bar charts, head grids
+and plain images, drawn with matplotlib's object API (no pyplot, no display, no global state).
 
-Conventions: signed maps use a diverging colour map centred on zero (``RdBu_r``: red pushes toward
-the text, blue away) with a colour bar; titles are wrapped and figures saved with a tight bounding
-box, so no title is ever clipped; every figure of an image carries the image's name.
+Conventions, the same for every figure cliplens draws:
+
+* signed values use one diverging colour map, :data:`DIVERGING`, centred on zero (white = 0;
+  red = toward the text, blue = away from it, as in the bars) with limits ``±max|value|`` and a
+  colour bar saying what the colours mean;
+* maps are drawn over a grey copy of the image, so that every colour is the map's;
+* the heading (the image's name, the title, and a note such as "RANDOM WEIGHTS") is wrapped to the
+  figure's width; figures use matplotlib's constrained layout and are saved with a tight bounding
+  box, so no title or label is ever clipped or drawn over another;
+* every layer and head is named from 0: ``L5.H0`` is layer 5, head 0.
+
+Each figure has a builder returning the :class:`~matplotlib.figure.Figure` (``*_figure``) and a
+``save_*`` shortcut writing it to a PNG.
 """
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,24 +26,36 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.text import Text
+from PIL import Image
 from torch import Tensor
 
+from cliplens.evaluation.segmentation import upsample_map
+
 __all__ = [
-    "DIVERGING", "save_bars", "save_head_grid", "save_token_map", "slug", "symmetric_limit", "unnormalize",
-    "upsample", "wrap",
+    "DIVERGING", "DPI", "MAX_SHOWN", "NEGATIVE", "POSITIVE", "SIGNED_LABEL", "bars_figure", "colorbar", "head_grid_figure", "heading",
+    "image_figure", "new_figure", "overlay", "save", "save_bars", "save_head_grid", "save_image", "save_token_map",
+    "slug", "symmetric_limit", "token_map_figure", "unnormalize", "wrap",
 ]
 
-#: the colour map of signed maps (centred on zero)
+#: the colour map of signed values (centred on zero: red = positive, blue = negative)
 DIVERGING = "RdBu_r"
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+#: bar colours, from the two ends of :data:`DIVERGING`
+POSITIVE, NEGATIVE = "#d6604d", "#4393c3"
+#: the colour bar's label for contributions to a cosine similarity
+SIGNED_LABEL = "contribution to cosine similarity\n(red: toward the text, blue: away)"
+#: how opaque a map is over its (grey) image
+MAP_ALPHA = 0.65
+#: an original image is drawn from a copy at most this many pixels on its longer side
+MAX_SHOWN = 1024
+#: saved PNGs: pixels per inch, and the margin (inches) around everything drawn
+DPI, PAD = 110, 0.08
+HEADING_SIZE = 9.0
+LABEL_SIZE = 8.0
 
 
 def slug(text: str) -> str:
@@ -42,16 +65,35 @@ def slug(text: str) -> str:
 
 
 def wrap(text: str, width: int = 48) -> str:
-    """Wrap a title so that it fits over its axes."""
-    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+    """Wrap each line of ``text`` to ``width`` characters (long words are broken too)."""
+    return "\n".join(textwrap.fill(line, width) if line else "" for line in text.split("\n"))
 
 
-def save(fig: Any, path: str | Path, dpi: int = 110) -> Path:
-    """Save with a tight bounding box (nothing clipped) and close the figure."""
+def _chars(width_in: float, fontsize: float) -> int:
+    """How many characters of ``fontsize`` fit on a line ``width_in`` inches wide (a safe estimate)."""
+    return max(16, int(width_in * 72 / (0.62 * fontsize)))
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure (inches) with constrained layout, drawn by Agg: nothing shared with pyplot."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def heading(fig: Figure, title: str, *, image_name: str = "", note: str = "") -> Text:
+    """The figure's heading: the image's name, the title and a note (e.g. ``RANDOM WEIGHTS``), each
+    wrapped to the figure's width."""
+    lines = [s for s in (image_name, title, note) if s]
+    width = _chars(fig.get_figwidth(), HEADING_SIZE)
+    return fig.suptitle(wrap("\n".join(lines), width), fontsize=HEADING_SIZE)
+
+
+def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
+    """Write a PNG with a tight bounding box (nothing clipped); its heading is also the PNG's ``Title``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=0.08)
-    _plt().close(fig)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=PAD, metadata={"Title": fig.get_suptitle()})
     return path
 
 
@@ -63,98 +105,207 @@ def unnormalize(pixel_values: Tensor, mean: Sequence[float], std: Sequence[float
     return img.clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def upsample(grid: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinearly upsample a ``[gh, gw]`` map to ``size``."""
-    g = torch.as_tensor(grid).detach().float()[None, None]
-    return torch.nn.functional.interpolate(g, size=size, mode="bilinear", align_corners=False)[0, 0]
-
-
 def symmetric_limit(*arrays: Any) -> float:
     """The largest absolute value over the arrays (1 when all are zero): colour limits ``±lim``."""
     lim = max((float(np.abs(np.asarray(a)).max()) for a in arrays if np.asarray(a).size), default=0.0)
     return lim if lim > 0 else 1.0
 
 
-def save_token_map(
+def _grey(image: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` (uint8 or float in [0, 1]) or ``[H, W]`` -> float grey in [0, 1], lightened a little."""
+    img = np.asarray(image)
+    img = img / 255.0 if img.dtype.kind in "ui" else img.astype(np.float64)
+    g = img @ np.array([0.299, 0.587, 0.114]) if img.ndim == 3 else img
+    return 0.25 + 0.75 * g
+
+
+def _display(image: np.ndarray | Image.Image) -> tuple[np.ndarray, int, int]:
+    """``(copy, height, width)``: a copy of ``image`` at most :data:`MAX_SHOWN` pixels on its longer
+    side (to be drawn at the original's coordinates), and the original's size."""
+    if isinstance(image, Image.Image):
+        w, h = image.size
+        if max(w, h) > MAX_SHOWN:
+            image = image.copy()
+            image.thumbnail((MAX_SHOWN, MAX_SHOWN))
+        return np.asarray(image), h, w
+    arr = np.asarray(image)
+    h, w = arr.shape[:2]
+    step = math.ceil(max(h, w) / MAX_SHOWN)
+    return (arr[::step, ::step] if step > 1 else arr), h, w
+
+
+def overlay(ax: Any, image: np.ndarray, values: np.ndarray, *, lim: float | None = None,
+            extent: tuple[float, float, float, float] | None = None, image_extent: tuple[float, ...] | None = None,
+            ) -> Any:
+    """Draw ``image`` in grey and the signed ``values`` over it (:data:`DIVERGING`, ``±lim``, default
+    ``max|values|``); ``extent`` places the values and ``image_extent`` the image (left, right, bottom,
+    top). Returns the values' ``AxesImage`` (for :func:`colorbar`)."""
+    lim = symmetric_limit(values) if lim is None else lim
+    ax.imshow(_grey(image), cmap="gray", vmin=0, vmax=1, extent=image_extent)
+    im = ax.imshow(values, cmap=DIVERGING, norm=Normalize(-lim, lim), alpha=MAP_ALPHA, extent=extent)
+    ax.set_axis_off()
+    return im
+
+
+def colorbar(fig: Figure, im: Any, axes: Any, label: str = SIGNED_LABEL) -> Any:
+    """A colour bar for ``im`` next to ``axes`` (one axes or a list), its colours fully opaque."""
+    cb = fig.colorbar(im, ax=axes, shrink=0.9, aspect=25)
+    cb.solids.set_alpha(1.0)
+    cb.set_label(label, fontsize=LABEL_SIZE)
+    cb.ax.tick_params(labelsize=7)
+    return cb
+
+
+# --------------------------------------------------------------------------- token maps
+def token_map_figure(
     grid: Tensor | np.ndarray,
-    path: str | Path,
     *,
     model_input: np.ndarray,
-    original: np.ndarray | None = None,
+    original: np.ndarray | Image.Image | None = None,
     box: tuple[float, float, float, float] | None = None,
     title: str = "",
     image_name: str = "",
-    colorbar_label: str = "contribution to cosine similarity",
+    colorbar_label: str = SIGNED_LABEL,
     note: str = "",
-) -> Path:
+) -> Figure:
     """A signed token map over the model's input and, when given, over the original image.
 
     ``grid`` is ``[gh, gw]``; ``model_input`` the (un-normalised) ``[H, W, 3]`` model input;
-    ``original`` the uncropped image and ``box`` where the model input lies in it
-    (:meth:`cliplens.images.PreprocessConfig.input_box`). Colours: :data:`DIVERGING`, centred on 0.
+    ``original`` the uncropped image (an array or a PIL image; drawn from a copy at most
+    :data:`MAX_SHOWN` pixels wide, in the original's pixel coordinates) and ``box`` where the model
+    input lies in it, ``(top, left,
+    bottom, right)`` in original pixels (:meth:`cliplens.images.PreprocessConfig.input_box`;
+    default: all of it). The map is upsampled bilinearly to the model input; over the original it
+    covers exactly ``box`` (dashed). One colour scale, centred on zero, for both panels.
+    Axes are labelled ``"model input"`` and ``"original"`` (``ax.get_label()``).
     """
-    plt = _plt()
     g = torch.as_tensor(grid).detach().float()
     h, w = model_input.shape[:2]
-    up = upsample(g, (h, w)).numpy()
+    up = upsample_map(g, (h, w))
     lim = symmetric_limit(up)
-    panels = 2 if original is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.4), squeeze=False)
-    ax = axes[0, 0]
-    ax.imshow(model_input)
-    im = ax.imshow(up, cmap=DIVERGING, vmin=-lim, vmax=lim, alpha=0.6)
-    ax.set_title(wrap(f"model input ({w}x{h}, {g.shape[0]}x{g.shape[1]} tokens)", 40), fontsize=8)
+    ratios = [w / h]
     if original is not None:
-        ax2 = axes[0, 1]
-        oh, ow = original.shape[:2]
-        ax2.imshow(original)
+        shown, oh, ow = _display(original)
         top, left, bottom, right = box if box is not None else (0.0, 0.0, float(oh), float(ow))
-        ax2.imshow(up, cmap=DIVERGING, vmin=-lim, vmax=lim, alpha=0.6, extent=(left, right, bottom, top))
+        x0, x1, y0, y1 = min(0.0, left), max(float(ow), right), min(0.0, top), max(float(oh), bottom)
+        ratios.append((x1 - x0) / (y1 - y0))
+    # panels of one height; the whole figure at most ~11 inches wide
+    height = min(3.4, 9.5 / sum(ratios))
+    fig = new_figure(height * sum(ratios) + 1.6, height + 1.4)
+    axes = fig.subplots(1, len(ratios), squeeze=False, width_ratios=ratios)[0]
+    ax = axes[0]
+    ax.set_label("model input")
+    im = overlay(ax, model_input, up, lim=lim)
+    ax.set_title(wrap(f"the model's input ({w}x{h} px, {g.shape[0]}x{g.shape[1]} tokens)",
+                      _chars(height * ratios[0] + 0.4, LABEL_SIZE)), fontsize=LABEL_SIZE)
+    if original is not None:
+        ax2 = axes[1]
+        ax2.set_label("original")
+        overlay(ax2, shown, up, lim=lim, extent=(left, right, bottom, top), image_extent=(0, ow, oh, 0))
+        ax2.set_xlim(x0, x1)
+        ax2.set_ylim(y1, y0)
         if (top, left, bottom, right) != (0.0, 0.0, float(oh), float(ow)):
-            ax2.add_patch(plt.Rectangle((left, top), right - left, bottom - top, fill=False, lw=1, ec="k", ls="--"))
-        ax2.set_xlim(min(0, left), max(ow, right))
-        ax2.set_ylim(max(oh, bottom), min(0, top))
-        ax2.set_title(wrap(f"original image ({ow}x{oh}); dashed: what the model sees", 40), fontsize=8)
-    for a in axes.flat:
-        a.axis("off")
-    cb = fig.colorbar(im, ax=list(axes.flat), fraction=0.046 / panels, pad=0.02)
-    cb.set_label(colorbar_label, fontsize=8)
-    head = f"{image_name}\n{title}" if image_name else title
-    if note:
-        head += f"\n{note}"
-    fig.suptitle(wrap(head, 60 * panels), fontsize=9)
-    return save(fig, path)
+            ax2.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, lw=1.2, ec="k", ls="--"))
+            what = f"the original image ({ow}x{oh} px); dashed: the part the model sees"
+        else:
+            what = f"the original image ({ow}x{oh} px), all of it seen by the model"
+        ax2.set_title(wrap(what, _chars(height * ratios[1] + 0.4, LABEL_SIZE)), fontsize=LABEL_SIZE)
+    colorbar(fig, im, list(axes), colorbar_label)
+    heading(fig, title, image_name=image_name, note=note)
+    return fig
 
 
-def save_bars(labels: Sequence[str], values: Sequence[float], path: str | Path, *, title: str = "",
-              xlabel: str = "") -> Path:
-    """A horizontal bar chart (e.g. per-layer contributions): red below zero, blue above."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 0.25 * len(labels) + 1.2))
-    y = np.arange(len(labels))
-    vals = np.asarray(values, dtype=float)
-    ax.barh(y, vals, color=["#d62728" if v < 0 else "#1f77b4" for v in vals])
-    ax.set_yticks(y, labels, fontsize=7)
+def save_token_map(grid: Tensor | np.ndarray, path: str | Path, **kwargs: Any) -> Path:
+    """:func:`token_map_figure` written to ``path``."""
+    return save(token_map_figure(grid, **kwargs), path)
+
+
+# --------------------------------------------------------------------------- images
+def image_figure(image: np.ndarray | Image.Image, *, title: str = "", image_name: str = "",
+                 box: tuple[float, float, float, float] | None = None, note: str = "", size: float = 3.4) -> Figure:
+    """An image as it is, its longer side ``size`` inches, with its name; ``box`` (top, left, bottom,
+    right), when it is not the whole image, is drawn dashed and called the model's input."""
+    shown, h, w = _display(image)
+    width = max(2.6, size * min(1.0, w / h))
+    fig = new_figure(width, size)
+    ax = fig.add_subplot()
+    ax.imshow(shown, extent=(0, w, h, 0))
+    ax.set_axis_off()
+    if box is not None and tuple(box) != (0.0, 0.0, float(h), float(w)):
+        top, left, bottom, right = box
+        ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, lw=1.2, ec="k", ls="--"))
+        ax.set_xlim(min(0, left), max(w, right))
+        ax.set_ylim(max(h, bottom), min(0, top))
+        ax.set_title(wrap("dashed: the part the model sees", _chars(width, LABEL_SIZE)), fontsize=LABEL_SIZE)
+    lines = heading(fig, title, image_name=image_name, note=note).get_text().count("\n") + 1
+    # the image's own height, plus room for the heading and the axes title (no gaps)
+    fig.set_figheight(size * min(1.0, h / w) + 0.2 + 0.17 * lines + (0.2 if ax.get_title() else 0.0))
+    return fig
+
+
+def save_image(image: np.ndarray | Image.Image, path: str | Path, **kwargs: Any) -> Path:
+    """:func:`image_figure` written to ``path``."""
+    return save(image_figure(image, **kwargs), path)
+
+
+# --------------------------------------------------------------------------- bars and grids
+def bars_figure(labels: Sequence[str], values: Sequence[float], *, title: str = "", xlabel: str = SIGNED_LABEL,
+                total: float | None = None, total_label: str = "total (cosine similarity)", image_name: str = "",
+                note: str = "") -> Figure:
+    """Horizontal bars, one per label (red above zero, blue below, as in the maps), each with its
+    value; with ``total``, a last grey bar for the sum, below a line."""
+    vals = [float(v) for v in values]
+    names = list(labels)
+    colours = [POSITIVE if v > 0 else NEGATIVE for v in vals]
+    if total is not None:
+        vals.append(float(total))
+        names.append(total_label)
+        colours.append("#555555")
+    fig = new_figure(5.4, 0.24 * len(vals) + 1.6)
+    ax = fig.add_subplot()
+    y = np.arange(len(vals))
+    ax.barh(y, vals, color=colours)
+    ax.set_yticks(y, names, fontsize=7)
     ax.invert_yaxis()
-    ax.axvline(0, color="k", lw=0.5)
-    ax.set_title(wrap(title, 60), fontsize=9)
-    ax.set_xlabel(xlabel, fontsize=8)
-    return save(fig, path)
+    ax.axvline(0, color="k", lw=0.6)
+    if total is not None:
+        ax.axhline(len(vals) - 1.5, color="#999999", lw=0.6, ls=":")
+    lim = symmetric_limit(vals)
+    ax.set_xlim(-1.3 * lim, 1.3 * lim)
+    for yi, v in zip(y, vals, strict=True):
+        ax.annotate(f"{v:+.4f}", (v, yi), xytext=(3 if v >= 0 else -3, 0), textcoords="offset points",
+                    ha="left" if v >= 0 else "right", va="center", fontsize=6, color="#333333")
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel(xlabel, fontsize=LABEL_SIZE)
+    heading(fig, title, image_name=image_name, note=note)
+    return fig
 
 
-def save_head_grid(values: Tensor | np.ndarray, path: str | Path, *, title: str = "",
-                   layer_labels: Sequence[int] | None = None) -> Path:
-    """A ``[layers, heads]`` heatmap (e.g. each head's score for a text), centred on zero."""
-    plt = _plt()
+def save_bars(labels: Sequence[str], values: Sequence[float], path: str | Path, **kwargs: Any) -> Path:
+    """:func:`bars_figure` written to ``path``."""
+    return save(bars_figure(labels, values, **kwargs), path)
+
+
+def head_grid_figure(values: Tensor | np.ndarray, *, title: str = "", layer_labels: Sequence[int] | None = None,
+                     image_name: str = "", note: str = "", colorbar_label: str = SIGNED_LABEL) -> Figure:
+    """A ``[layers, heads]`` heatmap (each head's score for a text), centred on zero; rows ``L0``,
+    ``L1``, … (or ``layer_labels``), columns ``H0``, ``H1``, …: cell ``(L5, H0)`` is head ``L5.H0``."""
     v = torch.as_tensor(values).detach().float().cpu().numpy()
-    fig, ax = plt.subplots(figsize=(0.45 * v.shape[1] + 2.4, 0.35 * v.shape[0] + 1.4))
+    layers = list(layer_labels) if layer_labels is not None else list(range(v.shape[0]))
+    fig = new_figure(max(4.6, 0.42 * v.shape[1] + 2.8), 0.3 * v.shape[0] + 2.0)
+    ax = fig.add_subplot()
     lim = symmetric_limit(v)
-    im = ax.imshow(v, cmap=DIVERGING, vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_xlabel("head (index from 0)", fontsize=8)
-    ax.set_ylabel("layer (index from 0)", fontsize=8)
-    ax.set_xticks(range(v.shape[1]))
-    labels = list(layer_labels) if layer_labels is not None else list(range(v.shape[0]))
-    ax.set_yticks(range(v.shape[0]), labels)
-    ax.set_title(wrap(title, max(30, int(6 * v.shape[1]))), fontsize=9)
-    fig.colorbar(im, ax=ax)
-    return save(fig, path)
+    im = ax.imshow(v, cmap=DIVERGING, norm=Normalize(-lim, lim), aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(v.shape[1]), [f"H{h}" for h in range(v.shape[1])], fontsize=7,
+                  rotation=90 if v.shape[1] > 12 else 0)
+    ax.set_yticks(range(v.shape[0]), [f"L{layer}" for layer in layers], fontsize=7)
+    ax.set_xlabel("head (H0 = the first)", fontsize=LABEL_SIZE)
+    ax.set_ylabel("layer (L0 = the first block)", fontsize=LABEL_SIZE)
+    colorbar(fig, im, ax, colorbar_label)
+    heading(fig, title, image_name=image_name, note=note)
+    return fig
+
+
+def save_head_grid(values: Tensor | np.ndarray, path: str | Path, **kwargs: Any) -> Path:
+    """:func:`head_grid_figure` written to ``path``."""
+    return save(head_grid_figure(values, **kwargs), path)

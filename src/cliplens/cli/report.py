@@ -1,0 +1,51 @@
+"""``cliplens report``: an HTML page for the user's own images and texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cliplens.cli.common import console, expand_images, load_model, model_options, progress
+from cliplens.cli.decompose import image_options
+from cliplens.report.page import DEFAULT_OUT, format_summary, make_report
+
+
+@click.command("report")
+@click.argument("images", nargs=-1, required=True)
+@model_options
+@click.option("--text", "-t", "texts", multiple=True, required=True, help="A text to explain (repeat for several).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
+              help="Folder for the page and figures. If it exists and is not empty, a fresh numbered "
+                   "subfolder (run-2, run-3, ...) is created inside it: nothing is ever overwritten.")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+              help="How many top layers and heads to list per image and text.")
+@click.option("--layers", "-l", type=int, default=None,
+              help="Split attention per head and region only in the last K layers (1..depth; default: all): "
+                   "head grids and maps then cover those layers.")
+@image_options
+def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, device: str, trust_checkpoint: bool,
+               texts: tuple[str, ...], out_dir: Path, top: int, layers: int | None, recursive: bool, skip_bad: bool,
+               max_pixels: int) -> None:
+    """Write an HTML page explaining which layers, heads and image regions of the model carry each
+    --text for each IMAGE, with maps over each image.
+
+    IMAGE may be a file or a folder (its image files). The page explains what a direct effect is
+    and how parts are named (L5.H0 is layer 5, head 0; indices start at 0). Every image is read
+    before anything is written; an unreadable one stops the report, naming it, unless --skip-bad.
+    """
+    paths = expand_images(images, recursive=recursive)
+    adapter = load_model(model, pretrained, device, trust_checkpoint)
+    err = console(stderr=True)
+    with progress(len(paths) > 1 and err.is_terminal) as bar:
+        task = bar.add_task("drawing figures", total=len(paths))
+        result = make_report(adapter, paths, texts, out_dir, top=top, layers=layers, skip_bad=skip_bad,
+                             max_pixels=max_pixels, on_progress=lambda done, _: bar.update(task, completed=done))
+    if result.note:
+        err.print(f"[yellow]note:[/] {result.note}", markup=True)
+    for s in result.skipped:
+        err.print(f"[yellow]skipped[/] {s['image']}: {s['error']}")
+    click.echo(format_summary(result))
+
+
+COMMANDS = [report_cmd]
