@@ -39,7 +39,16 @@ def test_api_tour_runs(random_toy_weights, tmp_path):
     Image.fromarray(img).save(tmp_path / "scene.png")
     code = block.replace('cliplens.load("toy")', f'cliplens.load("toy", pretrained=r"{random_toy_weights}")')
     code = code.replace('"scene.png"', f'r"{tmp_path / "scene.png"}"')
-    scope = {"cliplens": cliplens, "pil_image": Image.fromarray(img)}
+    code = code.replace('dec.save("scene-decomposition.safetensors"', f'dec.save(r"{tmp_path / "dec.safetensors"}"')
+    scope = {"cliplens": cliplens, "pil_image": Image.fromarray(img), "torch": torch}
     exec(compile(code, "README.md", "exec"), scope)
     scores = scope["scores"]
     assert scores.total.shape == (2, 2)
+    assert scope["both"].batch_size == 2 and scope["tokens"].shape == (2, 65, scope["model"].vision.embed_dim)
+    # the plan and gradient snippets run in the tour's scope
+    plan_block, grad_block = (next(b for b in _python_blocks() if marker in b)
+                              for marker in ('@register_attention("sharpened")', "requires_grad_(True)"))
+    exec(compile(plan_block, "README.md", "exec"), scope)
+    assert scope["out"]["side.vv.dense"].shape == scope["tokens"].shape
+    exec(compile(grad_block, "README.md", "exec"), scope)
+    assert scope["grad_pixels"].shape == scope["pixels"].shape and scope["grad_pattern"].abs().sum() > 0
