@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from cliplens.cli.toy import toy
 from cliplens.maps import MapMethod
 from cliplens.toyworld import bench
-from cliplens.toyworld.bench import DEFAULT_METHODS, bench_scenes, class_texts, run_bench
+from cliplens.toyworld.bench import DEFAULT_ROWS, background_texts, bench_scenes, class_texts, run_bench
 
 N, SEED = 5, 7
 
@@ -55,16 +55,20 @@ def test_scenes_are_held_out_targets(model):
 
 
 def test_rows_exactness_and_ranges(result):
-    assert [r["method"] for r in result["rows"]] == list(DEFAULT_METHODS)
-    assert {r["method"] for r in result["rows"] if r["baseline"]} == {"uniform", "gaussian"}
+    assert [r["method"] for r in result["rows"]] == list(DEFAULT_ROWS)
+    assert {r["method"] for r in result["rows"] if r["baseline"]} == {"uniform", "gaussian", "nothing"}
     n_obj = sum(len(s.texts) for s in bench_scenes(N, SEED))
     assert result["n"] == N and result["n_objects"] == n_obj == len(result["objects"])
     for r in result["rows"]:
         assert r["n_objects"] == n_obj
         for key in ("miou", "miou_fgbg", "pixel_acc", "map"):
             assert 0.0 <= r[key] <= 1.0, (r["method"], key, r[key])
+        assert r["settings"]["method"] and not r["oracle"]
     assert 0.0 <= result["exactness"] < 1e-5
-    assert set(result["beats_baselines"]) == {"decomposition"}
+    assert set(result["beats_baselines"]) == {r for r in DEFAULT_ROWS if r not in ("uniform", "gaussian", "nothing")}
+    nothing = next(r for r in result["rows"] if r["method"] == "nothing")
+    assert nothing["miou"] == 0.0 and nothing["seg_miou"] is not None
+    assert all(r["seg_miou"] is None for r in result["rows"] if r["method"] in ("uniform", "gaussian"))
     json.dumps(result)  # JSON-serialisable as returned
 
 
@@ -84,29 +88,39 @@ def test_uniform_baseline_is_the_mask_fraction(result):
     assert row["miou_fgbg"] == pytest.approx(0.5 * pos / total, rel=1e-12)
 
 
+def _true_maps(texts, scenes, H, W):
+    """Per scene, each text's map: 1 on its objects' visible pixels; background texts 0.5 everywhere."""
+    out = torch.zeros(len(scenes), len(texts), H, W)
+    for b, s in enumerate(scenes):
+        for t, text in enumerate(texts):
+            if text in s.texts:
+                out[b, t] = torch.from_numpy(s.masks[s.texts.index(text)].astype(np.float32))
+            elif text in background_texts():
+                out[b, t] = 0.5
+    return out
+
+
 def test_perfect_method_scores_one_and_beats_baselines(model):
-    scenes = iter(bench_scenes(N, SEED))
+    scenes = bench_scenes(N, SEED)
 
-    class Oracle(MapMethod):  # called once per scene, in order: returns the true masks
-        text_dependent = False
+    class Oracle(MapMethod):  # the true masks, whatever the pixels
+        def raw(self, model, pixels, texts):
+            assert pixels.shape[0] == len(scenes)
+            return _true_maps(texts.labels, scenes, *pixels.shape[-2:])
 
-        def raw(self, model, pixels, directions):
-            s = next(scenes)
-            assert directions.shape[0] == len(s.texts)
-            return torch.from_numpy(s.masks.astype(np.float32))[None]
-
-    res = run_bench(model, n=N, seed=SEED, methods={"oracle": Oracle(), "uniform": "uniform",
-                                                    "gaussian": "gaussian"})
-    row = res["rows"][0]
-    assert row["method"] == "oracle"
-    assert row["miou"] == 1.0 and row["pixel_acc"] == 1.0 and row["map"] == 1.0 and row["miou_fgbg"] == 1.0
-    oracle, uniform, gaussian = res["rows"]
-    assert all(oracle[k] > r[k] for r in (uniform, gaussian) for k in ("miou", "map"))
+    res = run_bench(model, n=N, seed=SEED, methods={"oracle": Oracle(), "uniform": "uniform", "gaussian": "gaussian",
+                                                    "nothing": "nothing"})
+    oracle, uniform, gaussian, nothing = res["rows"]
+    assert oracle["method"] == "oracle" and not oracle["baseline"]
+    assert oracle["miou"] == 1.0 and oracle["pixel_acc"] == 1.0 and oracle["map"] == 1.0 and oracle["miou_fgbg"] == 1.0
+    assert oracle["seg_miou"] == 1.0 and oracle["seg_pixel_acc"] == 1.0  # open-vocabulary segmentation, exact
+    assert nothing["seg_pixel_acc"] < 1.0 and 0 < nothing["seg_miou"] < oracle["seg_miou"]
+    assert res["beats_baselines"] == {"oracle": True}
 
 
 def test_bad_method_output_is_named(model):
     class Broken(MapMethod):
-        def raw(self, model, pixels, directions):
+        def raw(self, model, pixels, texts):
             return torch.zeros(1, 8, 8)
 
     with pytest.raises(ValueError, match="'broken'"):
@@ -116,17 +130,14 @@ def test_bad_method_output_is_named(model):
 
 
 
-def test_classes_contrast(model):
-    res = run_bench(model, n=2, seed=SEED, contrast="classes", methods=["decomposition"])
-    assert res["contrast"] == "classes" and res["rows"][0]["n_objects"] == sum(len(s.texts) for s in
-                                                                                bench_scenes(2, SEED))
-    assert len(class_texts()) == 56 and len(set(class_texts())) == 56
+def test_scene_contrast_is_an_oracle_and_differs(model):
+    both = {c: run_bench(model, n=3, seed=SEED, contrast=c, methods=["decomposition"]) for c in ("classes", "scene")}
+    assert [r["oracle"] for r in both["scene"]["rows"]] == [True] and not both["classes"]["rows"][0]["oracle"]
+    assert both["scene"]["rows"][0]["n_objects"] == sum(len(s.texts) for s in bench_scenes(3, SEED))
+    assert both["scene"]["rows"][0]["miou"] != both["classes"]["rows"][0]["miou"]
+    assert len(class_texts()) == 56 and len(set(class_texts())) == 56 and len(background_texts()) == 6
     with pytest.raises(ValueError, match="contrast"):
         run_bench(model, n=1, contrast="everything")
-
-
-
-
 
 
 
@@ -134,7 +145,7 @@ def test_cli_json_and_table(weights):
     r = CliRunner().invoke(toy, ["bench", "--pretrained", str(weights), "-n", "2", "--seed", str(SEED), "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert [row["method"] for row in out["rows"]] == list(DEFAULT_METHODS) and out["n"] == 2
+    assert [row["method"] for row in out["rows"]] == list(DEFAULT_ROWS) and out["n"] == 2
     r = CliRunner().invoke(toy, ["bench", "--pretrained", str(weights), "-n", "2", "--method", "uniform",
                                  "--method", "decomposition"])
     assert r.exit_code == 0, r.output

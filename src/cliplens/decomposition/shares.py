@@ -36,8 +36,12 @@ def head_share(num_layers: int, num_heads: int, num_tokens: int | None = None) -
 
 def frozen_ln_project(c: Tensor, share: float, mean: Tensor, std: Tensor, gamma: Tensor, beta: Tensor,
                       proj: Tensor) -> Tensor:
-    """``(γ ⊙ (c − share·μ) / σ + share·β) · proj`` for ``c`` ``[B, ..., D]``; ``mean``/``std`` ``[B]``."""
-    extra = (1,) * (c.dim() - 2)
-    mu = mean.view(-1, *extra, 1)
-    sd = std.view(-1, *extra, 1)
+    """``(γ ⊙ (c − share·μ) / σ + share·β) · proj`` for ``c`` ``[B, ..., D]``.
+
+    ``mean``/``std`` hold the frozen statistics of each position of ``c``'s leading axes: ``[B]`` (the CLS
+    token, one per image) or ``[B, N]`` (one per token, for dense outputs).
+    """
+    extra = (1,) * (c.dim() - mean.dim())
+    mu = mean.reshape(*mean.shape, *extra)
+    sd = std.reshape(*std.shape, *extra)
     return ((c - share * mu) * gamma / sd + share * beta) @ proj

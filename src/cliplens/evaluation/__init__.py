@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cliplens.evaluation.segmentation import (
+    ConfusionMatrix,
     average_precision,
     average_precision_np,
     foreground,
@@ -14,6 +15,6 @@ from cliplens.evaluation.segmentation import (
 )
 
 __all__ = [
-    "average_precision", "average_precision_np", "foreground", "iou", "normalize_map", "pixel_accuracy",
+    "ConfusionMatrix", "average_precision", "average_precision_np", "foreground", "iou", "normalize_map", "pixel_accuracy",
     "score_map", "upsample_map",
 ]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "average_precision", "average_precision_np", "foreground", "iou", "normalize_map", "pixel_accuracy",
+    "ConfusionMatrix", "average_precision", "average_precision_np", "foreground", "iou", "normalize_map", "pixel_accuracy",
     "score_map", "sklearn_average_precision", "upsample_map",
 ]
 
@@ -129,3 +129,58 @@ def sklearn_average_precision() -> Callable[[np.ndarray, np.ndarray], float] | N
         return float(average_precision_score(np.asarray(y, bool).ravel(), np.asarray(s, np.float64).ravel()))
 
     return ap
+
+
+class ConfusionMatrix:
+    """Semantic-segmentation metrics from one confusion matrix accumulated over a whole data set.
+
+    ``update(pred, gt)`` counts pixel pairs (``gt == ignore_index`` is skipped; predictions outside
+    ``0..num_classes-1`` are counted as wrong). mIoU is the mean IoU over the classes that appear in the
+    ground truth or in the predictions (a class absent from both has no IoU, as in mmseg's ``IoUMetric``;
+    torchmetrics' ``MulticlassJaccardIndex(average="macro", ignore_index=255)`` agrees); pixel accuracy is
+    correct pixels over counted pixels.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes + 1, dtype=torch.int64)  # last column: invalid prediction
+
+    def update(self, pred: Tensor | np.ndarray, gt: Tensor | np.ndarray) -> None:
+        p = torch.as_tensor(pred).reshape(-1).long()
+        g = torch.as_tensor(gt).reshape(-1).long()
+        if p.shape != g.shape:
+            raise ValueError(f"prediction and ground truth differ in size: {tuple(p.shape)} vs {tuple(g.shape)}")
+        keep = g != self.ignore_index
+        p, g = p[keep], g[keep]
+        if g.numel() and (g.min() < 0 or g.max() >= self.num_classes):
+            raise ValueError(f"ground-truth labels must be in 0..{self.num_classes - 1} or {self.ignore_index}")
+        p = torch.where((p >= 0) & (p < self.num_classes), p, torch.full_like(p, self.num_classes))
+        idx = g * (self.num_classes + 1) + p
+        self.matrix += torch.bincount(idx, minlength=self.num_classes * (self.num_classes + 1)).view_as(self.matrix)
+
+    @property
+    def intersection(self) -> Tensor:
+        return self.matrix[:, :-1].diagonal()
+
+    @property
+    def union(self) -> Tensor:
+        gt = self.matrix.sum(1)
+        pred = self.matrix[:, :-1].sum(0)
+        return gt + pred - self.intersection
+
+    def per_class_iou(self) -> Tensor:
+        """``[C]`` IoU per class (NaN for a class absent from both ground truth and predictions)."""
+        u = self.union.double()
+        return torch.where(u > 0, self.intersection.double() / u.clamp_min(1), torch.full_like(u, math.nan))
+
+    def miou(self) -> float:
+        iou = self.per_class_iou()
+        valid = ~torch.isnan(iou)
+        return float(iou[valid].mean()) if valid.any() else math.nan
+
+    def pixel_accuracy(self) -> float:
+        total = int(self.matrix.sum())
+        return float(self.intersection.sum()) / total if total else math.nan

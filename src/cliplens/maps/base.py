@@ -1,26 +1,111 @@
-"""The map interface: one method per file, registered by name, batched over images and texts.
+"""The map interface: one method per file, registered by name, batched over images and targets.
 
-A map method turns images and text directions into *raw score maps* ``[B, T, h, w]``: one map
-per (image, text), on the token grid (``h, w = gh, gw``) or at pixels. *What* is explained (texts,
-classes with a contrast, prompt ensembles: :mod:`cliplens.maps.targets`) is kept apart from *how*
-(the method). Register your own::
+``method(model, images, targets) -> Maps``: one map per (image, target). *What* is explained
+(:class:`~cliplens.maps.targets.Targets`: texts, classes with a contrast, prompt ensembles) is kept
+apart from *how* (the method). A method implements one thing, :meth:`MapMethod.raw`: preprocessed
+pixels ``[B, 3, H, W]`` and text embeddings -> raw score maps ``[B, T, h, w]`` (on the token grid, or
+at pixels); this class does the rest for every method: fitting images to the model
+(:mod:`cliplens.maps.inputs`), batching, sliding windows, the target's contrast, normalisation, and
+maps over the model input and over the original images. Register your own::
 
     @register_map("my-method")
     class MyMethod(MapMethod):
-        def raw(self, model, pixels, directions):
+        def raw(self, model, pixels, texts):
             ...  # -> [B, T, gh, gw]
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.errors import InvalidInputError
+from cliplens.images.io import DEFAULT_MAX_PIXELS
+from cliplens.maps.inputs import check_tokens, fit_images, group_by_size, to_image, window_positions
+from cliplens.maps.targets import Targets, TextEmbeddings, as_targets, contrast_others
 
-__all__ = ["MapMethod", "get_map", "map_names", "register_map"]
+__all__ = ["NORMALIZATIONS", "ImageMaps", "MapMethod", "Maps", "get_map", "map_names", "normalize_maps",
+           "register_map"]
+
+NORMALIZATIONS: tuple[str, ...] = ("minmax", "raw")
+
+
+def normalize_maps(raw: Tensor, normalization: str) -> Tensor:
+    """``"raw"``: as is; ``"minmax"``: each map (last two axes) to [0, 1] (a constant map becomes 0)."""
+    if normalization == "raw":
+        return raw
+    if normalization != "minmax":
+        raise InvalidInputError(f"normalization must be one of {', '.join(NORMALIZATIONS)}; got {normalization!r}")
+    flat = raw.flatten(-2)
+    lo = flat.amin(-1, keepdim=True)
+    span = flat.amax(-1, keepdim=True) - lo
+    out = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-30), torch.zeros_like(flat))
+    return out.view_as(raw)
+
+
+@dataclass
+class ImageMaps:
+    """The maps of one image: raw scores (after the contrast), and where they lie on the original."""
+
+    raw: Tensor  # [T, h, w]
+    input_size: tuple[int, int]  # the model input's (H, W)
+    image_size: tuple[int, int]  # the original's (H0, W0)
+    box: tuple[float, float, float, float]  # where the model input lies in the original
+    source: str
+    normalization: str = "minmax"
+
+    def normalized(self, t: int | None = None) -> Tensor:
+        """``[T, h, w]`` (or ``[h, w]`` for target ``t``) normalised as named."""
+        raw = self.raw if t is None else self.raw[t:t + 1]
+        out = normalize_maps(raw, self.normalization)
+        return out if t is None else out[0]
+
+    def on_input(self, t: int | None = None) -> Tensor:
+        """Maps over the model input ``[T, H, W]`` (bilinear; normalised first, as the original does)."""
+        m = self.normalized(t)
+        m4 = m.reshape(-1, 1, *m.shape[-2:]).float()
+        up = F.interpolate(m4, size=self.input_size, mode="bilinear", align_corners=False)
+        return up.reshape(*m.shape[:-2], *self.input_size)
+
+    def on_image(self, t: int | None = None) -> Tensor:
+        """Maps over the original image ``[T, H0, W0]`` (NaN where the model did not see it)."""
+        return to_image(self.normalized(t), self.box, self.image_size)
+
+
+@dataclass
+class Maps:
+    """One map per (image, target), with every setting that made them."""
+
+    images: list[ImageMaps]
+    labels: list[str]
+    method: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    #: inputs skipped as unreadable (``skip_bad``): ``(source, reason)``
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> ImageMaps:
+        return self.images[i]
+
+    @property
+    def raw(self) -> Tensor:
+        """``[B, T, h, w]`` raw scores (after the target's contrast), when every image has the same grid."""
+        shapes = {tuple(m.raw.shape) for m in self.images}
+        if len(shapes) > 1:
+            raise InvalidInputError(f"the images have different map grids {sorted(shapes)}; use maps[i].raw")
+        return torch.stack([m.raw for m in self.images])
+
+    @property
+    def input(self) -> Tensor:
+        """``[B, T, H, W]`` normalised maps over the model input (same input size for every image)."""
+        return torch.stack([m.on_input() for m in self.images])
 
 
 class MapMethod:
@@ -30,18 +115,126 @@ class MapMethod:
     name: ClassVar[str] = ""
     #: whether the map depends on the text (baselines do not; contrasts do not apply to them)
     text_dependent: ClassVar[bool] = True
+    #: whether :meth:`raw` needs the empty prompt's direction (``texts.empty``)
+    needs_empty: bool = False
+    #: the contrast used when the targets do not name one (see :mod:`cliplens.maps.targets`)
+    default_contrast: ClassVar[str] = "none"
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
 
-    def raw(self, model: Any, pixels: Tensor, directions: Tensor) -> Tensor:
-        """Raw score maps ``[B, T, h, w]`` for preprocessed ``pixels`` ``[B, 3, H, W]`` and unit-norm
-        text ``directions`` ``[T, E]``."""
+    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+        """Raw score maps ``[B, T, h, w]`` for preprocessed ``pixels`` ``[B, 3, H, W]`` and unit-norm text
+        directions ``texts.directions`` ``[T, E]``."""
         raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.name, **{k: _plain(v) for k, v in sorted(self.params.items())}}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
         return f"{type(self).__name__}({args})"
+
+    # ---- the pipeline every method shares -------------------------------------
+    def __call__(
+        self,
+        model: Any,
+        images: Any,
+        targets: Targets | str | Sequence[str],
+        *,
+        fit: str = "whole",
+        size: int | None = None,
+        window: int | None = None,
+        stride: int | None = None,
+        normalization: str = "minmax",
+        batch_size: int = 8,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        skip_bad: bool = False,
+    ) -> Maps:
+        """Maps of ``targets`` over ``images`` (see :mod:`cliplens.maps.inputs` for ``fit`` and ``size``).
+
+        ``window``/``stride`` (pixels of the fitted input): a sliding window; each window's maps are upsampled
+        to its pixels and overlapping windows are averaged (no seams). ``normalization``: ``"minmax"`` per map
+        (the original's) or ``"raw"``.
+        """
+        if normalization not in NORMALIZATIONS:
+            raise InvalidInputError(f"normalization must be one of {', '.join(NORMALIZATIONS)}; got {normalization!r}")
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be at least 1, got {batch_size}")
+        targets = as_targets(targets)
+        if window is not None:
+            ph, pw = model.vision.patch_size
+            if window < max(ph, pw) or window % ph or window % pw:
+                raise InvalidInputError(f"window must be a multiple of the patch size {ph}x{pw}, got {window}")
+            stride = stride or window // 2
+            if not 0 < stride <= window:
+                raise InvalidInputError(f"stride must be between 1 and the window ({window}), got {stride}")
+        elif stride is not None:
+            raise InvalidInputError("stride is only used with a sliding window: pass window= too")
+        contrast = targets.resolved_contrast(self.default_contrast) if self.text_dependent else "none"
+        texts = targets.embed(model, with_empty=self.needs_empty or contrast == "empty")
+        empty = TextEmbeddings(texts.empty[None], ("",)) if contrast == "empty" and texts.empty is not None else None
+        fitted, skipped = fit_images(model, images, fit=fit, size=size, max_pixels=max_pixels, skip_bad=skip_bad)
+        raws: list[Tensor | None] = [None] * len(fitted)
+        for _, idx in group_by_size(fitted).items():
+            for start in range(0, len(idx), batch_size):
+                chunk = idx[start:start + batch_size]
+                px = torch.stack([fitted[i].pixels for i in chunk]).to(model.device, model.dtype)
+                check_tokens(px, model.vision.patch_size, window)
+                raw = self._contrasted(model, px, texts, empty, contrast, window, stride)
+                for j, i in enumerate(chunk):
+                    raws[i] = raw[j]
+        items = [ImageMaps(r.detach().float().cpu(), tuple(f.pixels.shape[-2:]), f.image_size, f.box, f.source,
+                           normalization) for r, f in zip(raws, fitted, strict=True)]  # type: ignore[union-attr]
+        settings = {**self.describe(), **targets.describe(), "contrast": contrast, "fit": fit,
+                    "size": size or min(model.vision.image_size), "window": window, "stride": stride,
+                    "normalization": normalization}
+        return Maps(items, list(targets.names), self.name, settings, skipped)
+
+    def _contrasted(self, model: Any, px: Tensor, texts: TextEmbeddings, empty: TextEmbeddings | None,
+                    contrast: str, window: int | None, stride: int | None) -> Tensor:
+        def run(t: TextEmbeddings) -> Tensor:
+            return self._raw(model, px, t) if window is None else self._windowed(model, px, t, window, stride or window)
+
+        raw = run(texts)
+        if contrast == "others":
+            return contrast_others(raw, dim=1)
+        if contrast == "empty":
+            return raw - run(empty)  # type: ignore[arg-type]
+        return raw
+
+    def _raw(self, model: Any, px: Tensor, texts: TextEmbeddings) -> Tensor:
+        with torch.no_grad():
+            raw = self.raw(model, px, texts)
+        if raw.dim() != 4 or raw.shape[:2] != (px.shape[0], texts.directions.shape[0]):
+            raise InvalidInputError(f"map method {self.name!r} returned shape {tuple(raw.shape)}; expected "
+                                    f"[{px.shape[0]}, {texts.directions.shape[0]}, h, w]")
+        return raw
+
+    def _windowed(self, model: Any, px: Tensor, texts: TextEmbeddings, window: int, stride: int) -> Tensor:
+        """Slide a ``window`` over each input; average the windows' maps (upsampled to pixels) where they overlap."""
+        B, _, H, W = px.shape
+        wh, ww = min(window, H), min(window, W)
+        tops, lefts = window_positions(H, wh, stride), window_positions(W, ww, stride)
+        T = texts.directions.shape[0]
+        total = px.new_zeros(B, T, H, W, dtype=torch.float32)
+        count = px.new_zeros(1, 1, H, W, dtype=torch.float32)
+        boxes = [(t, lft) for t in tops for lft in lefts]
+        for t, lft in boxes:
+            crop = px[:, :, t:t + wh, lft:lft + ww]
+            m = self._raw(model, crop, texts).float()
+            m = F.interpolate(m, size=(wh, ww), mode="bilinear", align_corners=False) if m.shape[-2:] != (wh, ww) else m
+            total[:, :, t:t + wh, lft:lft + ww] += m
+            count[:, :, t:t + wh, lft:lft + ww] += 1
+        return total / count
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (bool, int, float, str)) or v is None:
+        return v
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    return repr(v)
 
 
 _REGISTRY: dict[str, type[MapMethod]] = {}
@@ -79,3 +272,5 @@ def get_map(name: str | MapMethod, **params: Any) -> MapMethod:
         return cls(**params)
     except TypeError as e:
         raise InvalidInputError(f"map method {name!r}: {e}") from None
+
+

@@ -9,8 +9,9 @@ import torch
 from torch import Tensor
 
 from cliplens.maps.base import MapMethod, register_map
+from cliplens.maps.targets import TextEmbeddings
 
-__all__ = ["GaussianMap", "UniformMap"]
+__all__ = ["GaussianMap", "NothingMap", "UniformMap"]
 
 
 @register_map("uniform")
@@ -19,8 +20,18 @@ class UniformMap(MapMethod):
 
     text_dependent = False
 
-    def raw(self, model: Any, pixels: Tensor, directions: Tensor) -> Tensor:
-        return torch.ones(pixels.shape[0], directions.shape[0], 1, 1)
+    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+        return torch.ones(pixels.shape[0], texts.directions.shape[0], 1, 1)
+
+
+@register_map("nothing")
+class NothingMap(MapMethod):
+    """A map with nothing above zero for every text (predicts no pixel: all background)."""
+
+    text_dependent = False
+
+    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+        return torch.full((pixels.shape[0], texts.directions.shape[0], 1, 1), -1.0)
 
 
 @functools.lru_cache(maxsize=8)
@@ -40,7 +51,7 @@ class GaussianMap(MapMethod):
     def __init__(self, sigma: float = 0.25) -> None:
         super().__init__(sigma=sigma)
 
-    def raw(self, model: Any, pixels: Tensor, directions: Tensor) -> Tensor:
+    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         H, W = (int(s) for s in pixels.shape[-2:])
         g = _gaussian(H, W, float(self.params["sigma"]))
-        return g.expand(pixels.shape[0], directions.shape[0], H, W).clone()
+        return g.expand(pixels.shape[0], texts.directions.shape[0], H, W).clone()

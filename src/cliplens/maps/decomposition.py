@@ -3,27 +3,49 @@ embedding, through the heads of all (or chosen) layers, scored against each text
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from cliplens.errors import InvalidInputError
 from cliplens.maps.base import MapMethod, register_map
+from cliplens.maps.targets import TextEmbeddings
 
 __all__ = ["DecompositionMap"]
 
 
 @register_map("decomposition")
 class DecompositionMap(MapMethod):
-    """Per image token n: ``Σ_{l,h} c_{l,h,n} · t`` on the unit-norm embedding (``layers``: which
-    layers' heads; default all). Raw scores, before any contrast."""
+    """Per image token n: ``Σ_{l,h} c_{l,h,n} · t`` on the unit-norm embedding, over the heads of
+    ``layers`` (default all; negatives count from the end) or only the ``heads`` given as
+    ``(layer, head)`` pairs. By default each map is then contrasted with the mean over the other targets,
+    as the paper's segmentation does (``contrast="none"`` in the targets turns that off)."""
 
-    def __init__(self, layers: Iterable[int] | int | None = None) -> None:
-        super().__init__(layers=layers)
+    default_contrast = "others"
+
+    def __init__(self, layers: Iterable[int] | int | None = None,
+                 heads: Sequence[tuple[int, int]] | None = None) -> None:
+        if layers is not None and heads is not None:
+            raise InvalidInputError("give layers or heads, not both")
+        super().__init__(layers=layers, heads=None if heads is None else [tuple(h) for h in heads])
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, directions: Tensor) -> Tensor:
-        layers = self.params["layers"]
-        dec = model.decompose(pixels, spatial=True, layers=layers)
-        return dec.normalized().project(directions).token_map()
+    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+        heads = self.params["heads"]
+        L, H = model.vision.num_layers, model.vision.num_heads
+        if heads is None:
+            dec = model.decompose(pixels, spatial=True, layers=self.params["layers"])
+            return dec.normalized().project(texts.directions).token_map()
+        for layer, h in heads:
+            if not (-L <= layer < L and 0 <= h < H):
+                raise InvalidInputError(f"head L{layer}.H{h} does not exist: the model has {L} layers (0..{L - 1}) "
+                                        f"and {H} heads (0..{H - 1})")
+        layers = sorted({layer % L for layer, _ in heads})
+        scores = model.decompose(pixels, spatial=True, layers=layers).normalized().project(texts.directions)
+        mask = torch.zeros(len(layers), H, dtype=scores.heads.dtype, device=scores.heads.device)
+        for layer, h in heads:
+            mask[layers.index(layer % L), h] = 1
+        t = (scores.heads * mask[None, :, None, :, None]).sum(dim=(1, 3))[:, 1:]  # [B, N-1, T]
+        return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], *scores.grid)

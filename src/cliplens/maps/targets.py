@@ -1,10 +1,41 @@
-"""What a map explains: contrasts between the maps of several texts."""
+"""What a map explains, kept apart from how it is computed: texts, class names with a prompt ensemble,
+and a contrast.
+
+* ``Targets.texts(["a dog", "grass"])``: each text as it is.
+* ``Targets.classes(["dog", "grass", "sky"], templates="imagenet", contrast="others")``: class names
+  prompt-ensembled (each template filled, embedded, normalised, averaged, renormalised) and each map
+  minus the mean map of the other classes.
+* contrasts: ``"none"``; ``"others"`` (minus the mean over the other targets); ``"empty"`` (minus the map
+  of the empty prompt: the same ensemble filled with ``""``); ``None`` (the default): the method's own
+  default (``"others"`` for the decomposition map and raw token similarity, as in the first seed paper;
+  ``"none"`` for CLIP Surgery, whose feature surgery already removes what the texts share).
+* ensembles: ``"imagenet"`` (the 80 templates of CLIP's notebook), ``"surgery"`` (those and CLIP
+  Surgery's 5 scene templates), ``"photo"`` (``"a photo of a {}."``), or your own list.
+"""
 
 from __future__ import annotations
 
+import weakref
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["contrast_others"]
+from cliplens.errors import EmptyTextError, InvalidInputError
+from cliplens.text.encode import TextEncoder, encode_texts, encode_validated, validate_texts
+from cliplens.text.templates import TEMPLATE_SETS, fill_template
+from cliplens.text.zeroshot import zero_shot_classifier
+
+__all__ = ["CONTRASTS", "TextEmbeddings", "Targets", "as_targets", "contrast_others"]
+
+Contrast = Literal["none", "others", "empty"]
+CONTRASTS: tuple[str, ...] = ("none", "others", "empty")
+#: texts embedded per forward of the text tower (memory stays bounded for 1,000 classes)
+TEXT_CHUNK = 256
 
 
 def contrast_others(maps: Tensor, dim: int = 0) -> Tensor:
@@ -14,3 +45,112 @@ def contrast_others(maps: Tensor, dim: int = 0) -> Tensor:
         return maps.clone()
     total = maps.sum(dim, keepdim=True)
     return maps - (total - maps) / (T - 1)
+
+
+@dataclass(frozen=True)
+class TextEmbeddings:
+    """Unit-norm text directions ``[T, E]``, their labels, and the empty prompt's direction ``[E]`` when asked."""
+
+    directions: Tensor
+    labels: tuple[str, ...]
+    empty: Tensor | None = None
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Texts or class names to map, with an optional prompt ensemble and a contrast (see the module docs)."""
+
+    names: tuple[str, ...]
+    templates: tuple[str, ...] | None = None
+    contrast: Contrast | None = None
+
+    def __post_init__(self) -> None:
+        names = tuple(validate_texts(list(self.names), None, None))
+        counts = Counter(" ".join(n.lower().split()) for n in names)
+        dup = [n for n in names if counts[" ".join(n.lower().split())] > 1]
+        if dup:
+            raise InvalidInputError(f"duplicate targets: {', '.join(repr(d) for d in dict.fromkeys(dup))}; each text "
+                                    "or class may appear once (case and spacing ignored)")
+        object.__setattr__(self, "names", names)
+        if self.contrast is not None and self.contrast not in CONTRASTS:
+            raise InvalidInputError(f"contrast must be one of {', '.join(CONTRASTS)} (or None: the method's "
+                                    f"default); got {self.contrast!r}")
+        if self.contrast == "others" and len(names) < 2:
+            raise InvalidInputError("contrast 'others' subtracts the mean map of the other targets: it needs two "
+                                    "or more; use contrast 'none' or 'empty' for a single text")
+        if self.templates is not None:
+            templates = tuple(self.templates)
+            if not templates:
+                raise InvalidInputError("no templates given; use e.g. ['a photo of a {}.'] or 'imagenet'")
+            for j, t in enumerate(templates):
+                fill_template(t, "x", j)  # each template takes a name
+            object.__setattr__(self, "templates", templates)
+
+    @classmethod
+    def texts(cls, texts: str | Sequence[str], contrast: Contrast | None = None) -> Targets:
+        """Texts used as they are."""
+        return cls(tuple([texts] if isinstance(texts, str) else texts), None, contrast)
+
+    @classmethod
+    def classes(cls, names: Sequence[str], *, templates: str | Sequence[str] = "imagenet",
+                contrast: Contrast | None = None) -> Targets:
+        """Class names in a prompt ensemble (a name from :data:`cliplens.text.TEMPLATE_SETS` or your own list)."""
+        if isinstance(templates, str):
+            if templates not in TEMPLATE_SETS:
+                raise InvalidInputError(f"unknown template set {templates!r}; known: {', '.join(TEMPLATE_SETS)} (or "
+                                        "pass a list of templates with '{}')")
+            templates = TEMPLATE_SETS[templates]
+        return cls(tuple(names), tuple(templates), contrast)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def describe(self) -> dict[str, Any]:
+        n = len(self.templates) if self.templates else 0
+        return {"targets": list(self.names), "templates": n or None, "contrast": self.contrast}
+
+    # ---- embeddings ---------------------------------------------------------
+    def embed(self, model: TextEncoder, *, with_empty: bool = False) -> TextEmbeddings:
+        """Unit-norm directions (cached per model), and the empty prompt's with ``with_empty``."""
+        want_empty = with_empty
+        try:
+            cache = _CACHE.setdefault(model, {})
+        except TypeError:  # not weak-referenceable
+            cache = {}
+        key = (self.names, self.templates, want_empty)
+        if key not in cache:
+            if self.templates is None:
+                d = encode_texts(model, list(self.names), batch_size=TEXT_CHUNK)
+            else:
+                d = zero_shot_classifier(model, list(self.names), list(self.templates), batch_size=TEXT_CHUNK)
+            empty = self.empty_direction(model) if want_empty else None
+            cache[key] = TextEmbeddings(d, self.names, empty)
+        return cache[key]
+
+    def empty_direction(self, model: TextEncoder) -> Tensor:
+        """The empty prompt: the ensemble's templates filled with ``""`` (or ``""`` itself), embedded,
+        normalised, averaged and renormalised -> ``[E]``."""
+        templates = self.templates or ("{}",)
+        texts = [t.replace("{}", "") for t in templates]
+        with torch.no_grad():
+            emb = F.normalize(encode_validated(model, texts, TEXT_CHUNK), dim=-1)
+        return F.normalize(emb.mean(0), dim=-1)
+
+    # ---- contrasts ------------------------------------------------------------
+    def resolved_contrast(self, default: str) -> str:
+        """The contrast to apply: this target's, or the method's ``default``."""
+        return default if self.contrast is None else self.contrast
+
+
+def as_targets(targets: Targets | str | Sequence[str]) -> Targets:
+    """A :class:`Targets` from texts (a string or a list) or a :class:`Targets`."""
+    if isinstance(targets, Targets):
+        return targets
+    if isinstance(targets, str) or (isinstance(targets, Sequence) and all(isinstance(t, str) for t in targets)):
+        if not targets:
+            raise EmptyTextError("no targets given: pass at least one text or class name")
+        return Targets.texts(targets)
+    raise InvalidInputError(f"targets must be texts or a cliplens.maps.Targets, got {type(targets).__name__}")

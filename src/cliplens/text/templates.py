@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from cliplens.errors import InvalidInputError
 
-__all__ = ["IMAGENET_TEMPLATES", "Template", "fill_template"]
+__all__ = ["IMAGENET_TEMPLATES", "SCENE_TEMPLATES", "SURGERY_TEMPLATES", "TEMPLATE_SETS", "Template", "fill_template"]
 
 Template = str | Callable[[str], str]
 
@@ -93,6 +93,27 @@ IMAGENET_TEMPLATES: tuple[str, ...] = (
     "a photo of a small {}.",
     "a tattoo of the {}.",
 )
+
+#: five scene templates that CLIP Surgery (and MaskCLIP) add to the ImageNet ones
+SCENE_TEMPLATES: tuple[str, ...] = (
+    "there is a {} in the scene.",
+    "there is the {} in the scene.",
+    "this is a {} in the scene.",
+    "this is the {} in the scene.",
+    "this is one {} in the scene.",
+)
+
+#: CLIP Surgery's prompt ensemble: the 80 ImageNet templates and the 5 scene templates (85)
+SURGERY_TEMPLATES: tuple[str, ...] = IMAGENET_TEMPLATES + SCENE_TEMPLATES
+
+#: named prompt ensembles (``"none"``: the texts as they are)
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "imagenet": IMAGENET_TEMPLATES,
+    "surgery": SURGERY_TEMPLATES,
+    "photo": ("a photo of a {}.",),
+    "none": ("{}",),
+}
+
 
 def fill_template(template: Template, name: str, index: int) -> str:
     if callable(template):

@@ -12,19 +12,24 @@ objects sharing a text are one target whose mask is the union of their *visible*
 object hidden entirely by others is no target. Scenes with fewer than two distinct visible texts
 are passed over (the next index is drawn), so every scene has something to contrast with.
 
-**Map methods** are those of :mod:`cliplens.maps` (any registered name, or a
-:class:`~cliplens.maps.MapMethod` instance): each gives raw score maps ``[B, T, h, w]`` for the
-contrast set's texts (below). For text-dependent methods the map of each text is then its raw
-map minus the mean over the other texts of the contrast set
-(:func:`cliplens.maps.contrast_others`; the paper subtracts the mean over *all* classes, itself
-included: the same map times ``(T-1)/T``, identical after normalisation). :data:`BASELINES`
-(``uniform``: a constant map; ``gaussian``: a centred Gaussian, ``sigma`` = side / 4) ignore the
-text and are the rows every real method must beat. The methods and the metrics
-(:mod:`cliplens.evaluation.segmentation`) live outside the toy world; this module only draws
-the scenes and runs the protocol.
+**Rows.** Each row is a map method of :mod:`cliplens.maps` with its settings (:data:`DEFAULT_ROWS`):
+CLIP Surgery with both surgeries, with architecture surgery only, with feature surgery only; the
+decomposition map; raw token similarity (the unmodified model's dense tokens); and baselines that
+ignore the text (``uniform``: a constant map; ``gaussian``: a centred Gaussian, ``sigma`` = side / 4;
+``nothing``: predicts no pixel). Each method scores the *contrast set*'s texts with its own default
+contrast (the decomposition map and token similarity subtract the mean map of the other texts, as
+the paper does; CLIP Surgery's feature surgery removes what the texts share).
 
-**Contrast set** (``contrast``): ``"scene"`` (default), the distinct texts of the scene's visible
-objects; ``"classes"``, the fixed set of all colour-shape texts (56), of which the scene's are scored.
+**Contrast set** (``contrast``): ``"classes"`` (default), all 56 colour–shape texts, of which the
+scene's objects are scored: what a user without the answer would do; ``"scene"``, only the texts of
+the scene's visible objects: an *oracle* that knows which objects are there (its rows are labelled so).
+
+**Open-vocabulary segmentation** (``seg_miou``, ``seg_pixel_acc``): every pixel labelled with the best of
+the 56 colour–shape texts and the 6 background texts (``"a striped background"``, …), by the raw maps
+upsampled bilinearly (a background text means background); mIoU over the classes present in the
+ground truth or the predictions, from one confusion matrix over all scenes
+(:class:`~cliplens.evaluation.segmentation.ConfusionMatrix`). Text-independent baselines have no
+argmax (``nothing`` labels everything background).
 
 **Protocol** (the segmentation code of Gandelsman et al., per object instead of per predicted
 class): upsample the map bilinearly to pixels (``align_corners=False``); clip below 0; min-max
@@ -42,50 +47,52 @@ each pooled over all objects, then averaged. Exactness is the largest relative e
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.progress import Progress
 from torch import Tensor
 
 from cliplens.errors import InvalidInputError, MissingDependencyError
-from cliplens.evaluation.segmentation import average_precision_np, score_map, sklearn_average_precision
-from cliplens.maps import MapMethod, contrast_others, get_map, map_names
+from cliplens.evaluation.segmentation import (
+    ConfusionMatrix,
+    average_precision_np,
+    score_map,
+    sklearn_average_precision,
+)
+from cliplens.maps import MapMethod, Surgery, Targets, TextEmbeddings, contrast_others, get_map, map_names
 from cliplens.models import load
-from cliplens.toyworld.captions import object_phrase
-from cliplens.toyworld.scenes import COLOURS, SHAPES, SceneFactors, render_scene, sample_scene
+from cliplens.toyworld.captions import bg_phrase, object_phrase
+from cliplens.toyworld.scenes import BG_KINDS, COLOURS, SHAPES, SceneFactors, render_scene, sample_scene
 
 __all__ = [
-    "BASELINES", "BenchScene", "bench_scenes", "class_texts", "object_text", "run_bench", "format_rows",
-    "DEFAULT_METHODS", "DEFAULT_SEED", "DEFAULT_N", "STREAM",
+    "BenchScene", "DEFAULT_ROWS", "bench_scenes", "class_texts", "default_rows", "format_rows", "object_text",
+    "run_bench", "DEFAULT_SEED", "DEFAULT_N", "STREAM",
 ]
 
 STREAM = "test"
 DEFAULT_SEED = 2024
 DEFAULT_N = 500
-#: the rows of the table by default
-DEFAULT_METHODS: tuple[str, ...] = ("decomposition", "uniform", "gaussian")
-#: rows that other methods must beat
-BASELINES: tuple[str, ...] = ("uniform", "gaussian")
+def default_rows() -> dict[str, MapMethod]:
+    """The table's rows: ``{row name: method}`` (CLIP Surgery with its default 6 blocks: every block of the
+    toy CLIP)."""
+    return {
+        "surgery": Surgery(),
+        "surgery (architecture only)": Surgery(feature="none"),
+        "surgery (feature only)": Surgery(architecture=False),
+        "decomposition": get_map("decomposition"),
+        "token similarity": get_map("token-similarity"),
+        "uniform": get_map("uniform"),
+        "gaussian": get_map("gaussian"),
+        "nothing": get_map("nothing"),
+    }
 
-_TEXT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-
-def _encode(model: Any, texts: Sequence[str]) -> Tensor:
-    """Unit-norm text embeddings ``[T, E]``, cached per model (the contrast sets repeat)."""
-    try:
-        cache = _TEXT_CACHE.setdefault(model, {})
-    except TypeError:  # not weak-referenceable: no cache
-        cache = {}
-    missing = [t for t in dict.fromkeys(texts) if t not in cache]
-    if missing:
-        for t, e in zip(missing, model.encode_text(missing), strict=True):
-            cache[t] = e
-    return torch.stack([cache[t] for t in texts])
+DEFAULT_ROWS: tuple[str, ...] = tuple(default_rows())
 
 
 # --------------------------------------------------------------------------- scenes
@@ -108,6 +115,11 @@ def object_text(colour: str, shape: str) -> str:
 def class_texts() -> list[str]:
     """The fixed class set: every colour-shape text (colours outer, shapes inner)."""
     return [object_text(c, s) for c in COLOURS for s in SHAPES]
+
+
+def background_texts() -> list[str]:
+    """One text per background kind (``"a striped background"``, …): the segmentation's background names."""
+    return [bg_phrase(kind, None) for kind in BG_KINDS]
 
 
 def bench_scenes(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, *, image_size: int = 64,
@@ -143,19 +155,38 @@ def bench_scenes(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, *, image_size: in
 
 
 # --------------------------------------------------------------------------- the benchmark
-def resolve_methods(methods: Sequence[str | MapMethod] | Mapping[str, MapMethod] | None) -> dict[str, MapMethod]:
-    """``{row name: method}`` from names, instances or a mapping (default: :data:`DEFAULT_METHODS`)."""
+def resolve_methods(methods: Sequence[str | MapMethod] | Mapping[str, MapMethod | str] | None) -> dict[str, MapMethod]:
+    """``{row name: method}`` from names, instances or a mapping (default: :func:`default_rows`)."""
     if methods is None:
-        methods = DEFAULT_METHODS
+        return default_rows()
     if isinstance(methods, Mapping):
         return {name: get_map(m) for name, m in methods.items()}
+    rows = default_rows()
     out: dict[str, MapMethod] = {}
     for m in methods:
-        if isinstance(m, str) and m not in map_names():
-            raise InvalidInputError(f"unknown map method {m!r}; known: {', '.join(map_names())}")
-        method = get_map(m)
-        out[m if isinstance(m, str) else method.name] = method
+        if isinstance(m, str) and m in rows:
+            out[m] = rows[m]
+        elif isinstance(m, str) and m not in map_names():
+            raise InvalidInputError(f"unknown map method {m!r}; rows: {', '.join(rows)}; methods: {', '.join(map_names())}")
+        else:
+            method = get_map(m)
+            out[m if isinstance(m, str) else method.name] = method
     return out
+
+
+def _contrast(method: MapMethod, raw: Tensor) -> Tensor:
+    """The method's default contrast over the texts (axis 1)."""
+    if method.text_dependent and method.default_contrast == "others":
+        return contrast_others(raw, dim=1)
+    return raw
+
+
+def _label_image(bs: BenchScene, classes: list[str]) -> np.ndarray:
+    """Ground truth: 0 background, 1 + class index where an object of that text is visible."""
+    labels = np.zeros(bs.masks.shape[1:], dtype=np.int64)
+    for t, m in zip(bs.texts, bs.masks, strict=True):
+        labels[m] = 1 + classes.index(t)
+    return labels
 
 
 @torch.no_grad()
@@ -165,12 +196,13 @@ def run_bench(
     seed: int = DEFAULT_SEED,
     *,
     pretrained: str | None = None,
-    methods: Sequence[str | MapMethod] | Mapping[str, MapMethod] | None = None,
-    contrast: str = "scene",
+    methods: Sequence[str | MapMethod] | Mapping[str, MapMethod | str] | None = None,
+    contrast: str = "classes",
     objects: Sequence[int] = (2, 3, 4),
     clip: bool = True,
     device: str = "cpu",
     ap_backend: str = "numpy",
+    batch_size: int = 50,
     details: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -179,8 +211,8 @@ def run_bench(
     Args:
         model: a model name for :func:`cliplens.load` (default the embedded ``"toy"``) or a loaded adapter.
         n: held-out scenes; seed: their seed (stream ``"test"``).
-        methods: map-method names or instances, or ``{row name: method}`` (default :data:`DEFAULT_METHODS`).
-        contrast: ``"scene"`` (the scene's object texts) or ``"classes"`` (all colour-shape texts).
+        methods: row names of :func:`default_rows`, map-method names or instances, or ``{row name: method}``.
+        contrast: ``"classes"`` (all 56 colour-shape texts) or ``"scene"`` (the scene's object texts: an oracle).
         ap_backend: ``"numpy"`` (:func:`~cliplens.evaluation.segmentation.average_precision_np`; when
             scikit-learn is installed, the first object of every method is also scored by
             ``average_precision_score`` and a disagreement above 1e-9 raises) or ``"sklearn"``.
@@ -188,11 +220,11 @@ def run_bench(
 
     Returns:
         ``{"model", "n", "seed", "stream", "contrast", "protocol", "exactness", "rows": [{"method",
-        "baseline", "miou", "miou_fgbg", "pixel_acc", "map", "n_objects", "seconds"}, ...],
-        "beats_baselines": {method: bool}, ...}``.
+        "baseline", "miou", "miou_fgbg", "pixel_acc", "map", "seg_miou", "seg_pixel_acc", "n_objects",
+        "seconds", "settings"}, ...], "beats_baselines": {method: bool}, ...}``.
     """
     if contrast not in ("scene", "classes"):
-        raise InvalidInputError(f"contrast must be 'scene' or 'classes', got {contrast!r}")
+        raise InvalidInputError(f"contrast must be 'classes' or 'scene', got {contrast!r}")
     sk_ap = sklearn_average_precision()
     if ap_backend == "sklearn":
         if sk_ap is None:
@@ -210,80 +242,80 @@ def run_bench(
         raise InvalidInputError(f"the toy-world scenes are square; this model's input is {ih}x{iw}")
     t0 = time.perf_counter()
     scenes = bench_scenes(n, seed, image_size=ih, objects=objects)
-    all_texts = class_texts()
+    classes = class_texts()
+    seg_texts = classes + background_texts()
+    all_dirs = Targets.texts(seg_texts).embed(adapter, with_empty=any(m.needs_empty for m in fns.values()))
+    class_dirs = TextEmbeddings(all_dirs.directions[:len(classes)], tuple(classes), all_dirs.empty)
 
-    # exactness over every scene, in batches
     worst = 0.0
-    pixels_all = []
-    for i in range(0, len(scenes), 64):
-        px = adapter.preprocess([s.image for s in scenes[i : i + 64]])
-        pixels_all.append(px)
-        worst = max(worst, adapter.decompose(px, spatial=True).check(rtol=float("inf")))
-
     acc = {m: {"iou": [], "pixel_acc": [], "ap": [], "inter_fg": 0, "union_fg": 0, "inter_bg": 0, "union_bg": 0,
                "seconds": 0.0} for m in fns}
+    seg = {m: ConfusionMatrix(len(classes) + 1) for m in fns}
     records: list[dict[str, Any]] = []
-    pixels = torch.cat(pixels_all)
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("bench", total=len(scenes))
-        for k, bs in enumerate(scenes):
-            px = pixels[k : k + 1]
-            if contrast == "scene":
-                texts, rows = bs.texts, list(range(len(bs.texts)))
-            else:
-                texts, rows = all_texts, [all_texts.index(t) for t in bs.texts]
-            directions = _encode(adapter, texts)
-            per_obj: list[dict[str, Any]] = [
-                {"scene": bs.index, "text": t, "mask_fraction": float(bs.masks[j].mean()), "scores": {}}
-                for j, t in enumerate(bs.texts)]
+        for start in range(0, len(scenes), batch_size):
+            batch = scenes[start:start + batch_size]
+            px = adapter.preprocess([s.image for s in batch])
+            worst = max(worst, adapter.decompose(px, spatial=True).check(rtol=float("inf")))
+            gt = [_label_image(bs, classes) for bs in batch]
+            per_obj = [[{"scene": bs.index, "text": t, "mask_fraction": float(bs.masks[j].mean()), "scores": {}}
+                        for j, t in enumerate(bs.texts)] for bs in batch]
             for name, method in fns.items():
                 s0 = time.perf_counter()
-                raw = method.raw(adapter, px, directions)
-                if raw.dim() != 4 or raw.shape[:2] != (1, len(texts)):
-                    raise InvalidInputError(f"map method {name!r} returned shape {tuple(raw.shape)}; "
-                                            f"expected [1, {len(texts)}, h, w] (one map per image and text)")
-                maps = contrast_others(raw[0]) if method.text_dependent else raw[0]
+                maps = _object_maps(name, method, adapter, px, batch, class_dirs, contrast)
+                _segmentation(name, method, adapter, px, all_dirs, len(classes), gt, seg[name])
                 acc[name]["seconds"] += time.perf_counter() - s0
-                for j, r in enumerate(rows):
-                    sc = score_map(maps[r], bs.masks[j], clip=clip, ap=ap_fn)
-                    if k == 0 and j == 0 and sk_ap is not None and ap_fn is not sk_ap:
-                        ref = sk_ap(bs.masks[j], sc["normalized"])
-                        if abs(ref - sc["ap"]) > 1e-9:
-                            raise AssertionError(f"average precision disagrees with scikit-learn for {name!r}: "
-                                                 f"{sc['ap']!r} vs {ref!r}")
-                        ap_checked += 1
-                    a = acc[name]
-                    for key in ("iou", "pixel_acc", "ap"):
-                        a[key].append(sc[key])
-                    for key in ("inter_fg", "union_fg", "inter_bg", "union_bg"):
-                        a[key] += sc[key]
-                    per_obj[j]["scores"][name] = {key: sc[key] for key in ("iou", "pixel_acc", "ap")}
-            records += per_obj
-            bar.advance(task)
+                for b, bs in enumerate(batch):
+                    for j in range(len(bs.texts)):
+                        sc = score_map(maps[b][j], bs.masks[j], clip=clip, ap=ap_fn)
+                        if start == 0 and b == 0 and j == 0 and sk_ap is not None and ap_fn is not sk_ap:
+                            ref = sk_ap(bs.masks[j], sc["normalized"])
+                            if abs(ref - sc["ap"]) > 1e-9:
+                                raise AssertionError(f"average precision disagrees with scikit-learn for {name!r}: "
+                                                     f"{sc['ap']!r} vs {ref!r}")
+                            ap_checked += 1
+                        a = acc[name]
+                        for key in ("iou", "pixel_acc", "ap"):
+                            a[key].append(sc[key])
+                        for key in ("inter_fg", "union_fg", "inter_bg", "union_bg"):
+                            a[key] += sc[key]
+                        per_obj[b][j]["scores"][name] = {key: sc[key] for key in ("iou", "pixel_acc", "ap")}
+            records += [r for rs in per_obj for r in rs]
+            bar.advance(task, len(batch))
 
     rows_out = []
     for name, a in acc.items():
+        method = fns[name]
+        cm = seg[name]
+        has_seg = method.text_dependent or method.name == "nothing"
         rows_out.append({
-            "method": name, "baseline": not fns[name].text_dependent,
+            "method": name, "baseline": not method.text_dependent,
+            "oracle": contrast == "scene" and method.text_dependent,
             "miou": float(np.mean(a["iou"])),
             "miou_fgbg": 0.5 * (a["inter_fg"] / max(a["union_fg"], 1) + a["inter_bg"] / max(a["union_bg"], 1)),
             "pixel_acc": float(np.mean(a["pixel_acc"])),
             "map": float(np.mean(a["ap"])),
+            "seg_miou": cm.miou() if has_seg else None,
+            "seg_pixel_acc": cm.pixel_accuracy() if has_seg else None,
             "n_objects": len(a["iou"]),
             "seconds": a["seconds"],
+            "settings": method.describe(),
         })
     base = [r for r in rows_out if r["baseline"]]
-    beats = {r["method"]: all(r["miou"] > b["miou"] and r["map"] > b["map"] for b in base)
+    beats = {r["method"]: all(r["miou"] > b["miou"] for b in base)
              for r in rows_out if not r["baseline"]} if base else {}
     out: dict[str, Any] = {
-        "model": getattr(adapter, "name", str(model)),
+        "model": getattr(adapter, "name", str(model)), "weights": getattr(adapter, "weights", ""),
+        "random_weights": bool(getattr(adapter, "random_weights", False)),
         "n": len(scenes), "seed": seed, "stream": STREAM, "contrast": contrast,
         "objects_per_scene": list(objects), "n_objects": len(records), "clip": clip,
-        "protocol": ("map per object text minus mean over the other texts of the contrast set; bilinear "
-                     "upsampling to pixels; clip < 0; min-max; foreground = map >= its mean (nowhere if no value "
-                     "> 0); IoU, pixel "
-                     "accuracy, AP per object then averaged; miou_fgbg: fg and bg IoU pooled over objects, "
-                     "averaged"),
+        "protocol": (f"per object: its text's map ({'contrast set: the scene' + chr(39) + 's object texts (oracle)' if contrast == 'scene' else 'contrast set: all 56 colour-shape texts'}, "
+                     "each method's own contrast); bilinear upsampling to pixels; clip < 0; min-max; foreground = map "
+                     ">= its mean (nowhere if no value > 0); IoU, pixel accuracy, AP per object then averaged; "
+                     "miou_fgbg: fg and bg IoU pooled over objects, averaged. Segmentation: argmax over the 56 "
+                     "colour-shape texts and 6 background texts of the raw maps upsampled bilinearly; mIoU over "
+                     "classes in ground truth or prediction, one confusion matrix over all scenes"),
         "exactness": worst,
         "ap_backend": ap_backend, "ap_checked_against_sklearn": ap_checked,
         "rows": rows_out,
@@ -295,10 +327,54 @@ def run_bench(
     return out
 
 
+def _object_maps(name: str, method: MapMethod, adapter: Any, px: Tensor, batch: list[BenchScene],
+                 classes: TextEmbeddings, contrast: str) -> list[Tensor]:
+    """Per scene, its objects' maps ``[objects, h, w]`` under the contrast set."""
+    if contrast == "classes":
+        raw = _contrast(method, _checked_raw(name, method, adapter, px, classes))
+        return [raw[b, [classes.labels.index(t) for t in bs.texts]] for b, bs in enumerate(batch)]
+    out = []
+    for b, bs in enumerate(batch):
+        idx = [classes.labels.index(t) for t in bs.texts]
+        texts = TextEmbeddings(classes.directions[idx], tuple(bs.texts), classes.empty)
+        out.append(_contrast(method, _checked_raw(name, method, adapter, px[b:b + 1], texts))[0])
+    return out
+
+
+def _checked_raw(name: str, method: MapMethod, adapter: Any, px: Tensor, texts: TextEmbeddings) -> Tensor:
+    raw = method.raw(adapter, px, texts)
+    if raw.dim() != 4 or raw.shape[:2] != (px.shape[0], texts.directions.shape[0]):
+        raise InvalidInputError(f"map method {name!r} returned shape {tuple(raw.shape)}; expected "
+                                f"[{px.shape[0]}, {texts.directions.shape[0]}, h, w] (one map per image and text)")
+    return raw.float().cpu()
+
+
+def _segmentation(name: str, method: MapMethod, adapter: Any, px: Tensor, texts: TextEmbeddings, num_classes: int,
+                  gt: list[np.ndarray], cm: ConfusionMatrix) -> None:
+    """Open-vocabulary segmentation of the batch over classes and background texts, into ``cm``."""
+    if not method.text_dependent:
+        if method.name == "nothing":
+            for g in gt:
+                cm.update(np.zeros_like(g), g)
+        return
+    raw = _contrast(method, _checked_raw(name, method, adapter, px, texts))
+    H, W = gt[0].shape
+    up = F.interpolate(raw, size=(H, W), mode="bilinear", align_corners=False) if raw.shape[-2:] != (H, W) else raw
+    arg = up.argmax(1)  # [B, H, W]
+    pred = torch.where(arg < num_classes, arg + 1, torch.zeros_like(arg))
+    for b, g in enumerate(gt):
+        cm.update(pred[b], g)
+
+
 def format_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
-    """Table rows ``(method, mIoU, mIoU fg/bg, pixel acc, mAP, beats baselines)`` in percent."""
+    """Table rows ``(method, mIoU, mIoU fg/bg, pixel acc, mAP, seg mIoU, seg pixel acc, beats baselines)`` in
+    percent (an oracle row is labelled so)."""
     rows = []
     any_baseline = any(r["baseline"] for r in result["rows"])
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}"
+
     for r in result["rows"]:
         if r["baseline"]:
             verdict = "baseline"
@@ -306,6 +382,7 @@ def format_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
             verdict = "n/a"  # no baseline in this run
         else:
             verdict = "yes" if result["beats_baselines"].get(r["method"]) else "NO"
-        rows.append((r["method"], f"{100 * r['miou']:.1f}", f"{100 * r['miou_fgbg']:.1f}",
-                     f"{100 * r['pixel_acc']:.1f}", f"{100 * r['map']:.1f}", verdict))
+        name = r["method"] + (" (oracle: the scene's objects)" if r.get("oracle") else "")
+        rows.append((name, pct(r["miou"]), pct(r["miou_fgbg"]), pct(r["pixel_acc"]), pct(r["map"]),
+                     pct(r.get("seg_miou")), pct(r.get("seg_pixel_acc")), verdict))
     return rows

@@ -11,11 +11,13 @@ from cliplens.core.attention.base import (
     scaled_scores,
     softmax_rows,
 )
+from cliplens.core.attention.self_self import SelfSelf
 from cliplens.core.attention.vanilla import Vanilla
 
 __all__ = [
     "AttentionContext",
     "AttentionStrategy",
+    "SelfSelf",
     "Vanilla",
     "attention_names",
     "get_attention",

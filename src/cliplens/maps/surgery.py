@@ -1,0 +1,205 @@
+"""CLIP Surgery (Li et al., "A Closer Look at the Explainability of CLIP"): clean similarity maps at
+inference, without training.
+
+**Architecture surgery** (``architecture=True``): a side path over the last ``blocks`` blocks (6 in the
+original, whatever the depth). At the first of them it starts from the main stream's residual (that
+block's input, CLS included); at each of them it adds v-v attention — ``softmax(d_head^-½ · v vᵀ) v``
+per head, with q, k, v computed (with their biases) from the *main* stream's ``ln_1`` output — passed
+through the block's out-projection (with its bias); it has no MLP. The main stream runs unchanged.
+Tokens: CLS from the main stream, every other token from the side path, each through ``ln_post`` and
+the projection (:meth:`Surgery.tokens`).
+
+**Feature surgery** (``feature=``), on unit-norm token features ``f_n`` and unit-norm texts ``t_j``:
+
+* ``"redundancy"`` (the original's default): ``p = softmax_j(temperature · f_CLS · t_j)`` per image
+  (temperature 2, hard-coded there), ``w_j = p_j / mean_j p``, ``S_nj = w_j s_nj − mean_j (w_j s_nj)`` with
+  ``s_nj = f_n · t_j`` — the same as building ``F_njc = f_nc t_jc w_j``, subtracting its mean over j and
+  summing over c, without the ``[B, N, T, E]`` tensor. Works for any batch (the original's code only for
+  one image). With a single text there is nothing to be redundant with: it falls back to ``"empty"``
+  and warns.
+* ``"empty"``: ``S_nj = f_n · (t_j − t_empty)``, ``t_empty`` the empty prompt in the same ensemble (no
+  weighting, no mean removal).
+* ``"none"``: ``S_nj = s_nj``.
+
+Maps are the patch tokens' scores on the token grid; the original normalises each map min–max and
+upsamples bilinearly (the defaults of :class:`~cliplens.maps.base.MapMethod`). Other input sizes
+interpolate the positional embedding (bicubic, HF's rule) without modifying the model (the original
+interpolates bilinearly and writes the resized table back into the model). The original's prompt
+ensemble is ``Targets.classes(..., templates="surgery")`` (85 templates).
+
+**Beyond both papers** (:func:`surgery_parts`): the side path is the residual it started from plus a sum
+of v-v head outputs, so with ``ln_post``'s statistics frozen per token each token's score splits exactly
+over (layer, head) plus that start.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cliplens.core.attention import get_attention
+from cliplens.core.plan import Plan, SidePath
+from cliplens.decomposition.shares import frozen_ln_project
+from cliplens.errors import InvalidInputError
+from cliplens.maps.base import MapMethod, register_map
+from cliplens.maps.targets import TextEmbeddings
+from cliplens.maps.token_similarity import patch_grid
+
+__all__ = ["FEATURE_MODES", "Surgery", "SurgeryParts", "feature_surgery", "surgery_parts", "surgery_plan"]
+
+FEATURE_MODES = ("redundancy", "empty", "none")
+SIDE = "surgery"
+
+
+def surgery_plan(num_layers: int, blocks: int = 6) -> Plan:
+    """The plan of architecture surgery: a v-v side path over the last ``blocks`` blocks."""
+    if not 1 <= blocks <= num_layers:
+        raise InvalidInputError(f"CLIP Surgery's blocks must be between 1 and the model's depth ({num_layers}), "
+                                f"got {blocks}")
+    return Plan().side(range(num_layers - blocks, num_layers),
+                       SidePath(SIDE, attention=get_attention("self-self", source="v")))
+
+
+def feature_surgery(feats: Tensor, texts: Tensor, *, mode: str = "redundancy", empty: Tensor | None = None,
+                    temperature: float = 2.0) -> Tensor:
+    """Scores ``[B, N, T]`` of unit-norm token features ``[B, N, E]`` (token 0 = CLS) against unit-norm texts
+    ``[T, E]`` (see the module docs for the modes)."""
+    if mode not in FEATURE_MODES:
+        raise InvalidInputError(f"feature surgery mode must be one of {', '.join(FEATURE_MODES)}; got {mode!r}")
+    texts = texts.to(feats)
+    if mode == "empty" or (mode == "redundancy" and texts.shape[0] == 1):
+        if empty is None:
+            raise InvalidInputError("feature surgery with the empty prompt needs its embedding (texts.empty)")
+        return feats @ (texts - empty.to(feats)).T
+    s = feats @ texts.T
+    if mode == "none":
+        return s
+    p = torch.softmax(temperature * s[:, :1], dim=-1)  # [B, 1, T] from the CLS token
+    ws = (p / p.mean(-1, keepdim=True)) * s
+    return ws - ws.mean(-1, keepdim=True)
+
+
+@register_map("surgery")
+class Surgery(MapMethod):
+    """CLIP Surgery: architecture surgery over the last ``blocks`` blocks and feature surgery (see the module)."""
+
+    def __init__(self, blocks: int = 6, architecture: bool = True, feature: str = "redundancy",
+                 temperature: float = 2.0) -> None:
+        if feature not in FEATURE_MODES:
+            raise InvalidInputError(f"feature must be one of {', '.join(FEATURE_MODES)}; got {feature!r}")
+        super().__init__(blocks=blocks, architecture=architecture, feature=feature, temperature=temperature)
+
+    @property
+    def needs_empty(self) -> bool:  # type: ignore[override]
+        return self.params["feature"] != "none"
+
+    def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """``[B, N, E]``: CLS from the main stream, the other tokens from the side path (or the main stream
+        without architecture surgery), through ``ln_post`` and the projection; and the token grid."""
+        if not self.params["architecture"]:
+            out = model.run(pixels, names=["dense"])
+            return out.dense, out.grid
+        plan = surgery_plan(model.vision.num_layers, self.params["blocks"])
+        out = model.run(pixels, plan=plan, names=[f"side.{SIDE}.dense"])
+        dense = out[f"side.{SIDE}.dense"]
+        return torch.cat([out.embedding[:, None], dense[:, 1:]], 1), out.grid
+
+    @torch.no_grad()
+    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+        tokens, grid = self.tokens(model, pixels)
+        feats = F.normalize(tokens.float(), dim=-1)
+        mode = self.params["feature"]
+        if mode == "redundancy" and texts.directions.shape[0] == 1:
+            warnings.warn("feature surgery removes what is redundant across texts, and one text has nothing to "
+                          "compare with: using the empty-prompt variant (t − t_empty) instead", UserWarning,
+                          stacklevel=4)
+        scores = feature_surgery(feats, texts.directions, mode=mode, empty=texts.empty,
+                                 temperature=self.params["temperature"])
+        return patch_grid(scores, grid)
+
+
+class SurgeryParts:
+    """Each token's Surgery score split over its parts: the residual the side path started from, and
+    every (layer, head) of the surgical blocks.
+
+    Attributes:
+        parts: ``[B, T, P, gh, gw]``; ``parts.sum(2)`` is the raw Surgery map (before normalisation).
+        labels: ``P`` names: ``"start"``, then ``"L{l}.H{h}"`` (layers and heads counted from 0).
+    """
+
+    def __init__(self, parts: Tensor, labels: list[str]) -> None:
+        self.parts = parts
+        self.labels = labels
+
+    def per_head(self) -> Tensor:
+        """``[B, T, P]``: each part's total over the patches."""
+        return self.parts.sum(dim=(-2, -1))
+
+
+@torch.no_grad()
+def surgery_parts(model: Any, pixels: Tensor, texts: TextEmbeddings, *, blocks: int = 6,
+                  feature: str = "redundancy", temperature: float = 2.0) -> SurgeryParts:
+    """The exact split of :class:`Surgery`'s raw maps over (layer, head) of the side path plus its start.
+
+    With ``ln_post``'s mean and scale frozen per token (shares from :mod:`cliplens.decomposition.shares`:
+    the start and each surgical layer get an equal share of μ and β, a layer's share split over its
+    heads, the out-projection bias likewise), each token's feature is a sum of parts; the token's norm
+    and the text weights ``w`` (from the main stream's CLS) are fixed, so feature surgery is linear in
+    the parts, and the parts' scores sum to the map.
+    """
+    view = model.vision
+    L, H, dh = view.num_layers, view.num_heads, view.head_dim
+    plan = surgery_plan(L, blocks)
+    first = L - blocks
+    names = [f"blocks.{first}.resid_pre", f"blocks.{L - 1}.side.{SIDE}.resid_post", f"side.{SIDE}.dense"]
+    names += [f"blocks.{i}.side.{SIDE}.attn.z" for i in range(first, L)]
+    out = model.run(pixels, plan=plan, names=names)
+    final = out[f"blocks.{L - 1}.side.{SIDE}.resid_post"].float()  # [B, N, D]
+    ln = view.ln_post
+    mean = final.mean(-1)
+    std = torch.sqrt(final.var(-1, unbiased=False) + ln.eps)
+    gamma = (ln.weight.detach().float() if ln.weight is not None else torch.ones(view.width, device=final.device))
+    beta = (ln.bias.detach().float() if ln.bias is not None else torch.zeros(view.width, device=final.device))
+    proj = view.proj.detach().float() if view.proj is not None else torch.eye(view.width, device=final.device)
+    dense = out[f"side.{SIDE}.dense"].float()
+    # the same features and weights as Surgery.raw: CLS from the main stream (it sets w), tokens from the side
+    feats = torch.cat([out.embedding[:, None].float(), dense[:, 1:]], 1)
+    norm = feats.norm(dim=-1, keepdim=True)  # [B, N, 1], frozen
+    unit = feats / norm
+    share = 1.0 / (1 + blocks)
+    terms = [frozen_ln_project(out[f"blocks.{first}.resid_pre"].float(), share, mean, std, gamma, beta, proj)[:, :, None]]
+    labels = ["start"]
+    for i in range(first, L):
+        blk = view.blocks[i]
+        z = out[f"blocks.{i}.side.{SIDE}.attn.z"].float()  # [B, N, H, dh]
+        w_o = blk.out_weight.detach().float().view(view.width, H, dh)  # [D, H, dh]
+        per_head = torch.einsum("bnhd,ehd->bnhe", z, w_o)  # [B, N, H, D]
+        bias = blk.out_bias.detach().float() if blk.out_bias is not None else torch.zeros(view.width)
+        per_head = per_head + bias / H
+        if blk.ls_1 is not None:
+            per_head = per_head * blk.ls_1.detach().float()
+        terms.append(frozen_ln_project(per_head, share / H, mean, std, gamma, beta, proj))
+        labels += [f"L{i}.H{h}" for h in range(H)]
+    parts = torch.cat(terms, 2) / norm[..., None]  # [B, N, P, E]: unit-feature parts
+    t = texts.directions.to(parts)
+    if feature == "empty" or (feature == "redundancy" and t.shape[0] == 1):
+        if texts.empty is None:
+            raise InvalidInputError("feature surgery with the empty prompt needs its embedding (texts.empty)")
+        scores = parts @ (t - texts.empty.to(parts)).T  # [B, N, P, T]
+    elif feature == "none":
+        scores = parts @ t.T
+    elif feature == "redundancy":
+        p = torch.softmax(temperature * (unit[:, :1] @ t.T), dim=-1)  # [B, 1, T]
+        w = (p / p.mean(-1, keepdim=True))[:, :, None]  # [B, 1, 1, T]
+        ws = w * (parts @ t.T)
+        scores = ws - ws.mean(-1, keepdim=True)
+    else:
+        raise InvalidInputError(f"feature must be one of {', '.join(FEATURE_MODES)}; got {feature!r}")
+    B, N, P, T = scores.shape
+    grid = out.grid
+    maps = scores[:, 1:].permute(0, 3, 2, 1).reshape(B, T, P, *grid)
+    return SurgeryParts(maps, labels)
