@@ -1,0 +1,185 @@
+"""``cliplens tags``: multi-label recognition, each image's classes ranked by score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from cliplens.cli.common import (
+    console,
+    expand_images,
+    load_model,
+    model_options,
+    model_record,
+    progress,
+    weights_note,
+)
+from cliplens.cli.decompose import image_options
+from cliplens.errors import ImageLoadError, InvalidInputError
+from cliplens.tasks.multilabel import METHODS, score_classes
+from cliplens.text.templates import TEMPLATE_SETS
+
+
+def _key(name: str) -> str:
+    return " ".join(name.lower().split())
+
+
+def _check_classes(named: list[tuple[str, str]], source: str) -> list[str]:
+    """``(where, name)`` pairs -> the names; empty lists and duplicates (case and spacing ignored) refused."""
+    if not named:
+        raise InvalidInputError(f"{source} holds no class names: give at least one (two or more for --method surgery)")
+    seen: dict[str, str] = {}
+    for where, name in named:
+        k = _key(name)
+        if k in seen:
+            raise InvalidInputError(f"{source}: class {name!r} ({where}) repeats {seen[k]} (case and spacing are "
+                                    "ignored); give each class once")
+        seen[k] = f"{where}"
+    return [name for _, name in named]
+
+
+def parse_classes(classes: str | None, classes_file: Path | None) -> list[str]:
+    """The class names of ``--classes a,b,c`` or ``--classes-file FILE`` (one per line; blank lines and lines
+    starting with ``#`` ignored)."""
+    if (classes is None) == (classes_file is None):
+        raise InvalidInputError("give the classes with --classes a,b,c or --classes-file FILE (one of the two)")
+    if classes is not None:
+        items = classes.split(",")
+        empty = [i + 1 for i, c in enumerate(items) if not c.strip()]
+        if empty and any(c.strip() for c in items):
+            raise InvalidInputError(f"--classes {classes!r}: item {empty[0]} is empty (two commas in a row, or a "
+                                    "trailing comma); separate class names with single commas")
+        named = [(f"item {i + 1}", " ".join(c.split())) for i, c in enumerate(items) if c.strip()]
+        return _check_classes(named, "--classes")
+    path = Path(classes_file).expanduser()  # type: ignore[arg-type]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except IsADirectoryError:
+        raise InvalidInputError(f"--classes-file {str(path)!r} is a folder: pass a text file with one class per "
+                                "line") from None
+    except FileNotFoundError:
+        raise InvalidInputError(f"--classes-file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"--classes-file {str(path)!r} is not UTF-8 text: pass a text file with one class "
+                                "per line") from None
+    except OSError as e:
+        raise InvalidInputError(f"cannot read --classes-file {str(path)!r}: {e.strerror or e}") from None
+    named = [(f"line {n}", " ".join(line.split())) for n, line in enumerate(text.splitlines(), 1)
+             if line.strip() and not line.strip().startswith("#")]
+    return _check_classes(named, f"--classes-file {str(path)!r}")
+
+
+@click.command("tags")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--classes", "-c", default=None, help="Class names separated by commas: --classes dog,cat,'traffic light'.")
+@click.option("--classes-file", type=click.Path(path_type=Path), default=None,
+              help="A text file with one class name per line (blank lines and lines starting with # are ignored).")
+@click.option("--method", type=click.Choice(METHODS), default="surgery", show_default=True,
+              help="surgery: CLIP Surgery's feature surgery on the image embedding (scores relative to the given "
+                   "classes); global: plain CLIP cosine similarity.")
+@click.option("--templates", type=click.Choice(sorted(TEMPLATE_SETS)), default="surgery", show_default=True,
+              help="Prompt ensemble for the class names (none: the names as they are).")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many classes to show per image.")
+@click.option("--fit", type=click.Choice(["whole", "squash", "crop"]), default="whole", show_default=True,
+              help="whole: the whole image, aspect kept; squash: resized to a square; crop: the model's own "
+                   "resize and centre crop.")
+@model_options
+@image_options
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def tags_cmd(images: tuple[str, ...], classes: str | None, classes_file: Path | None, method: str, templates: str,
+             top: int, fit: str, model: str, pretrained: str | None, device: str, trust_checkpoint: bool,
+             recursive: bool, skip_bad: bool, max_pixels: int, batch_size: int, as_json: bool) -> None:
+    """Rank the given classes for each IMAGE (multi-label recognition).
+
+    IMAGE may be a file or a folder (its image files). With --method surgery (the default) a score
+    is CLIP Surgery's: the cosine similarity of image and class, weighted by softmax(2 · similarity)
+    over the classes, minus its mean over the classes, so scores are relative to the classes given
+    (they sum to 0; two or more classes needed). With --method global it is the plain cosine
+    similarity. A file that cannot be read stops the run with its name, after everything before it
+    was printed; --skip-bad skips it instead.
+    """
+    names = parse_classes(classes, classes_file)
+    if method == "surgery" and len(names) < 2:
+        raise InvalidInputError("--method surgery needs two or more classes: it removes what the classes share, "
+                                "and with one class nothing is left. Give more classes, or use --method global.")
+    paths = expand_images(images, recursive=recursive)
+    adapter = load_model(model, pretrained, device, trust_checkpoint)
+    note = weights_note(adapter)
+    out, err = console(), console(stderr=True)
+    if not as_json:
+        out.print(f"[bold]{adapter.name} ({adapter.family}, weights: {adapter.weights}){note}[/]")
+        if adapter.random_weights:
+            out.print("[bold red]This model has RANDOM weights (--pretrained random): every score below is "
+                      "meaningless.[/]")
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    stop: tuple[str, str] | None = None
+    settings: dict[str, Any] = {}
+    with progress(len(paths) > batch_size and not as_json) as bar:
+        task = bar.add_task("scoring", total=len(paths))
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            res = score_classes(adapter, chunk, names, method=method, templates=None if templates == "none" else
+                                templates, fit=fit, batch_size=batch_size, max_pixels=max_pixels, skip_bad=True)
+            settings = res.settings
+            bad = dict(res.skipped)
+            rows = list(range(len(res)))
+            if bad and not skip_bad:
+                first = next(p for p in chunk if p in bad)
+                before = chunk[:chunk.index(first)]
+                rows = [r for r in rows if res.sources[r] in before]
+                stop = (first, bad[first])
+            else:
+                for source, reason in res.skipped:
+                    skipped.append({"image": source, "error": reason})
+                    err.print(f"[yellow]skipped[/] {source}: {reason}")
+            for r in rows:
+                item = {"image": res.sources[r],
+                        "ranked": [{"class": c, "score": s} for c, s in res.ranked(r, top)],
+                        "scores": {c: float(v) for c, v in zip(res.classes, res.scores[r].tolist(), strict=True)}}
+                results.append(item)
+                if not as_json:
+                    _print_table(out, item, note)
+            bar.update(task, advance=len(chunk))
+            if stop is not None:
+                break
+    if as_json:
+        payload = {**model_record(adapter), "method": method, "score": settings.get("score"),
+                   "templates": templates, "fit": fit, "classes": names, "top": top, "results": results,
+                   "skipped": skipped}
+        if stop is not None:
+            payload["stopped_at"] = {"image": stop[0], "error": stop[1]}
+        click.echo(json.dumps(payload, indent=2))
+    elif results:
+        out.print(f"score: {settings.get('score')}")
+    if stop is not None:
+        done = (f"the {len(results)} image(s) before it are done ({'in the JSON above' if as_json else 'printed above'})"
+                if results else "no image was finished before it")
+        raise ImageLoadError(f"cannot load image {stop[0]!r}: {stop[1]}. Stopped there: {done}. Fix or remove the "
+                             "file, or pass --skip-bad to skip images that cannot be loaded.",
+                             source=stop[0], reason=stop[1])
+    if not results:
+        raise ImageLoadError(f"no image could be loaded ({len(skipped)} skipped, see above); first problem: "
+                             f"{skipped[0]['image']}: {skipped[0]['error']}",
+                             source=skipped[0]["image"], reason=skipped[0]["error"])
+
+
+def _print_table(con: Any, item: dict[str, Any], note: str) -> None:
+    con.print(f"[bold]{escape(item['image'])}[/]{note}")
+    table = Table()
+    table.add_column("#", justify="right")
+    table.add_column("class")
+    table.add_column("score", justify="right")
+    for i, r in enumerate(item["ranked"], 1):
+        table.add_row(str(i), r["class"], f"{r['score']:+.4f}")
+    con.print(table)
+
+
+COMMANDS = [tags_cmd]

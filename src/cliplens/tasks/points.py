@@ -1,0 +1,294 @@
+"""Text → point prompts for SAM (CLIP Surgery's ``similarity_map_to_points``), and SAM's masks from them.
+
+From one text's raw patch scores on the token grid ``[gh, gw]`` (the Surgery map before normalisation)
+and the original image's size ``(H, W)`` (:func:`points_from_map`), exactly as the original:
+
+1. downsample the map ×2, bilinear (``align_corners=False``), to ``(h, w) = (gh // 2, gw // 2)``;
+2. min–max the ``h · w`` cells (row-major) and rank them by ascending score (a stable sort: ties keep
+   grid order);
+3. ``k = min(#cells with score ≥ threshold, (h · w) // 2)``;
+4. positives (label 1) = the top ``k`` cells, listed in ascending score order as the original does;
+   negatives (label 0) = the bottom ``k`` cells;
+5. a cell ``(row, col)`` becomes the point ``[x, y]`` at its centre in image pixels:
+   ``x = int(min((col + 0.5) · W / w, W − 1))``, ``y = int(min((row + 0.5) · H / h, H − 1))``.
+
+After min–max the best cell scores exactly 1, so some cell always passes a threshold in [0, 1]; there
+are no points only when the map is constant (it singles out nothing) or has fewer than two cells.
+
+:func:`text_points` makes the map with CLIP Surgery (default: feature surgery against the empty prompt,
+``t − t_empty``, which is what CLIP Surgery does for a single text and what its SAM demo uses) over the
+*whole* image (``fit="whole"`` or ``"squash"``), so that the grid covers the image and the cell centres
+land on it. ``fit="crop"`` is refused: the map would cover only the centre crop, and points placed by
+the formula above over the whole image would be off.
+
+:func:`sam_masks` prompts Segment Anything (``pip install segment-anything``; a local checkpoint, or a
+SAM model object) with the points and returns its masks, best first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from cliplens.errors import InvalidInputError, MissingDependencyError, ModelLoadError
+from cliplens.images.io import DEFAULT_MAX_PIXELS, load_image, to_rgb
+from cliplens.maps.base import MapMethod, get_map
+from cliplens.maps.surgery import Surgery
+from cliplens.maps.targets import Targets
+
+__all__ = ["FITS", "SAM_TYPES", "Points", "load_sam", "points_from_map", "sam_masks", "text_points"]
+
+#: the fits whose map covers the whole image
+FITS: tuple[str, ...] = ("whole", "squash")
+#: SAM's image-encoder sizes (``segment_anything.sam_model_registry`` keys)
+SAM_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h")
+SAM_INSTALL = "pip install segment-anything (or pip install 'cliplens[sam]')"
+
+
+@dataclass
+class Points:
+    """Point prompts for SAM: ``points[i] = [x, y]`` in original image pixels, ``labels[i]`` 1 (positive) or
+    0 (negative); positives first (in ascending score order), then negatives."""
+
+    points: list[list[int]]
+    labels: list[int]
+    map_size: tuple[int, int]  # (h, w): the downsampled map the points come from
+    grid_size: tuple[int, int]  # (gh, gw): the token grid of the raw map
+    image_size: tuple[int, int]  # (H, W)
+    threshold: float
+    #: why there are no points ("" when there are some)
+    message: str = ""
+    text: str = ""
+    source: str = ""
+    #: the raw map ``[gh, gw]`` (float32, CPU) the points were computed from
+    raw: Tensor | None = field(default=None, repr=False)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    @property
+    def positives(self) -> list[list[int]]:
+        return [p for p, lab in zip(self.points, self.labels, strict=True) if lab == 1]
+
+    @property
+    def negatives(self) -> list[list[int]]:
+        return [p for p, lab in zip(self.points, self.labels, strict=True) if lab == 0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "image": self.source, "image_size": list(self.image_size),
+                "grid_size": list(self.grid_size), "map_size": list(self.map_size), "threshold": self.threshold,
+                "points": self.points, "labels": self.labels, "positives": self.positives,
+                "negatives": self.negatives, "message": self.message, "settings": self.settings}
+
+
+def _check_threshold(threshold: float) -> float:
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"threshold must be a number between 0 and 1, got {threshold!r}") from None
+    if not 0.0 <= t <= 1.0:
+        raise InvalidInputError(f"threshold is on the min–max normalised map, between 0 and 1 (the best cell always "
+                                f"scores 1, so a threshold above 1 selects nothing); got {threshold}")
+    return t
+
+
+def points_from_map(grid: Tensor | np.ndarray, image_size: tuple[int, int], threshold: float = 0.8) -> Points:
+    """Points for SAM from one text's raw patch scores ``[gh, gw]`` and the image's ``(H, W)`` (see the module
+    docs for the rule). Computed in float64."""
+    threshold = _check_threshold(threshold)
+    g = torch.as_tensor(np.asarray(grid.detach().cpu() if isinstance(grid, Tensor) else grid)).to(torch.float64)
+    if g.ndim != 2:
+        raise InvalidInputError(f"the map must be one text's grid [gh, gw], got shape {tuple(g.shape)}")
+    H, W = (int(s) for s in image_size)
+    if H < 1 or W < 1:
+        raise InvalidInputError(f"image size must be positive (H, W), got {tuple(image_size)}")
+    gh, gw = g.shape
+    h, w = gh // 2, gw // 2
+    if h < 1 or w < 1:
+        raise InvalidInputError(f"a {gh}x{gw} map is too small to downsample ×2 for points: it needs at least 2x2 "
+                                "cells (use a larger input size)")
+    if not bool(torch.isfinite(g).all()):
+        raise InvalidInputError("the map has NaN or infinite values (was it made with fit='crop'?)")
+    small = F.interpolate(g[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].reshape(-1)
+    base = dict(map_size=(h, w), grid_size=(gh, gw), image_size=(H, W), threshold=threshold)
+    n = h * w
+    if n < 2:
+        return Points([], [], message=f"the {h}x{w} map has one cell: no room for a positive and a negative point "
+                                      "(use a larger input size)", **base)
+    lo, hi = small.min(), small.max()
+    if not bool(hi > lo):
+        return Points([], [], message="the map is constant: it singles out no region, so there are no points", **base)
+    values = (small - lo) / (hi - lo)
+    rank = torch.sort(values, stable=True).indices.tolist()  # ascending
+    k = min(int((values >= threshold).sum()), n // 2)
+    if k == 0:  # cannot happen for a threshold in [0, 1] (the best cell scores 1), kept for safety
+        return Points([], [], message=f"no cell of the map scores {threshold} or more", **base)
+    positives, negatives = rank[n - k:], rank[:k]
+
+    def point(index: int) -> list[int]:
+        row, col = divmod(index, w)
+        x = min((col + 0.5) * W / w, W - 1)
+        y = min((row + 0.5) * H / h, H - 1)
+        return [math.trunc(x), math.trunc(y)]
+
+    return Points([point(i) for i in positives] + [point(i) for i in negatives], [1] * k + [0] * k, **base)
+
+
+def default_method(model: Any) -> Surgery:
+    """CLIP Surgery over the last 6 blocks (all of them in a shallower model), feature surgery against the
+    empty prompt (what the original does for one text)."""
+    return Surgery(blocks=min(6, model.vision.num_layers), feature="empty")
+
+
+def text_points(
+    model: Any,
+    image: Any,
+    text: str,
+    *,
+    method: MapMethod | str | None = None,
+    threshold: float = 0.8,
+    templates: str | Sequence[str] | None = "surgery",
+    fit: str = "whole",
+    size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Points:
+    """Point prompts for SAM of where ``text`` is in ``image`` (a path, PIL image, array or ``[3, H, W]``
+    tensor), in the image's pixels.
+
+    ``method``: a map method (default :func:`default_method`: CLIP Surgery, ``t − t_empty``); its raw map
+    (before normalisation) goes to :func:`points_from_map`. ``templates``: the text's prompt ensemble
+    (``"surgery"``: CLIP Surgery's 85 templates, as its demo), or ``None`` for the text as it is.
+    ``fit``: ``"whole"`` or ``"squash"`` (``"crop"`` is refused: see the module docs).
+    """
+    if fit == "crop":
+        raise InvalidInputError("fit 'crop' is refused for points: the map would cover only the centre crop, and "
+                                "points spread over the whole image from it would be off; use fit 'whole' (the "
+                                "default) or 'squash'")
+    if fit not in FITS:
+        raise InvalidInputError(f"fit must be one of {', '.join(FITS)}; got {fit!r}")
+    if not isinstance(text, str):
+        raise InvalidInputError(f"text must be one string, got {type(text).__name__}")
+    if not isinstance(image, (str, os.PathLike, Image.Image, np.ndarray, Tensor)):
+        raise InvalidInputError(f"text_points takes one image (a path, PIL image, array or [3, H, W] tensor), got "
+                                f"{type(image).__name__}")
+    threshold = _check_threshold(threshold)
+    method = default_method(model) if method is None else get_map(method)
+    targets = Targets.texts([text]) if templates is None else Targets.classes([text], templates=templates)
+    maps = method(model, [image], targets, fit=fit, size=size, normalization="raw", max_pixels=max_pixels)
+    m = maps[0]
+    raw = m.raw[0]
+    pts = points_from_map(raw, m.image_size, threshold)
+    settings = {**maps.settings, "rule": "CLIP Surgery's similarity_map_to_points: map downsampled ×2 (bilinear), "
+                                         "min–max, k = min(#cells ≥ threshold, cells // 2), top-k positive, "
+                                         "bottom-k negative, cell centres in image pixels"}
+    return dataclasses.replace(pts, text=text, source=m.source, raw=raw.float().cpu(), settings=settings)
+
+
+# ---- SAM --------------------------------------------------------------------------------------------
+
+def _segment_anything() -> Any:
+    try:
+        import segment_anything
+    except ImportError:
+        raise MissingDependencyError(f"SAM masks need Segment Anything, which is not installed: {SAM_INSTALL}") from None
+    return segment_anything
+
+
+def check_sam_checkpoint(checkpoint: str | os.PathLike, model_type: str = "vit_b") -> Path:
+    """Check, before any work, that SAM can be built: the package is installed, the type is known, the
+    checkpoint is a local file."""
+    _segment_anything()
+    if model_type not in SAM_TYPES:
+        raise InvalidInputError(f"unknown SAM type {model_type!r}; use one of {', '.join(SAM_TYPES)} (the size of "
+                                "the checkpoint's image encoder)")
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        where = "is a folder" if path.is_dir() else "does not exist"
+        raise InvalidInputError(f"SAM checkpoint {str(path)!r} {where}: pass a local SAM checkpoint file (e.g. "
+                                f"sam_vit_b_01ec64.pth from the segment-anything repository) for type {model_type}")
+    return path
+
+
+def load_sam(checkpoint: str | os.PathLike, model_type: str = "vit_b", device: str | torch.device = "cpu") -> Any:
+    """A SAM model from a local checkpoint (``segment_anything.sam_model_registry[model_type]``)."""
+    path = check_sam_checkpoint(checkpoint, model_type)
+    sa = _segment_anything()
+    try:
+        sam = sa.sam_model_registry[model_type](checkpoint=str(path))
+    except Exception as e:  # a wrong type for the file, a corrupt file, ...
+        raise ModelLoadError(f"cannot load the SAM checkpoint {str(path)!r} as {model_type}: {type(e).__name__}: "
+                             f"{str(e)[:300]}. Is --sam-type/model_type the checkpoint's (vit_b, vit_l or vit_h)?"
+                             ) from None
+    return sam.to(device).eval()
+
+
+def _rgb_array(image: Any, max_pixels: int) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        return np.asarray(load_image(image, max_pixels=max_pixels))
+    if isinstance(image, Image.Image):
+        return np.asarray(to_rgb(image))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InvalidInputError(f"SAM takes an RGB uint8 array [H, W, 3], got {image.dtype} {image.shape}")
+        return image
+    raise InvalidInputError(f"SAM takes a path, a PIL image or an RGB uint8 array, got {type(image).__name__}")
+
+
+def sam_masks(
+    image: Any,
+    points: Points | Sequence[Sequence[float]],
+    labels: Sequence[int] | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    model_type: str = "vit_b",
+    sam: Any = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[Tensor, Tensor]:
+    """SAM's masks for point prompts on ``image`` (a path, PIL image or RGB uint8 array ``[H, W, 3]``).
+
+    ``points``: ``[[x, y], ...]`` in image pixels with ``labels`` (1 positive, 0 negative), or a
+    :class:`Points` (its labels are used). SAM is ``sam`` (a ``segment_anything`` model object) or built
+    from the local file ``checkpoint`` of type ``model_type``. Returns ``(masks [M, H, W] bool, scores [M])``
+    from ``SamPredictor.predict(..., multimask_output=True)``, sorted by SAM's score, best first.
+    """
+    if isinstance(points, Points):
+        labels = points.labels if labels is None else labels
+        points = points.points
+    if labels is None:
+        raise InvalidInputError("labels are needed with a list of points (1 positive, 0 negative)")
+    coords = np.asarray(points, dtype=np.float64).reshape(-1, 2) if len(points) else np.zeros((0, 2))
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if coords.shape[0] == 0:
+        raise InvalidInputError("no points to prompt SAM with (the map singled out no region)")
+    if coords.shape[0] != lab.shape[0]:
+        raise InvalidInputError(f"{coords.shape[0]} points but {lab.shape[0]} labels")
+    if not np.isin(lab, (0, 1)).all():
+        raise InvalidInputError("point labels must be 1 (positive) or 0 (negative)")
+    if sam is None and checkpoint is None:
+        raise InvalidInputError("SAM needs a checkpoint (a local file) or a SAM model object (sam=...)")
+    sa = _segment_anything()
+    rgb = _rgb_array(image, max_pixels)
+    H, W = rgb.shape[:2]
+    if (coords < 0).any() or (coords[:, 0] >= W).any() or (coords[:, 1] >= H).any():
+        raise InvalidInputError(f"points must lie in the image ({W}x{H} pixels, x < {W}, y < {H}): are they [x, y] "
+                                "in this image's pixels?")
+    if sam is None:
+        sam = load_sam(checkpoint, model_type)  # type: ignore[arg-type]
+    predictor = sa.SamPredictor(sam)
+    with torch.no_grad():
+        predictor.set_image(rgb, image_format="RGB")
+        masks, scores, _ = predictor.predict(point_coords=coords, point_labels=lab, multimask_output=True)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    return torch.from_numpy(np.asarray(masks)[order].astype(bool)), torch.from_numpy(np.asarray(scores)[order].astype(np.float32))
