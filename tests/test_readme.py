@@ -52,3 +52,30 @@ def test_api_tour_runs(random_toy_weights, tmp_path):
     assert scope["out"]["side.vv.dense"].shape == scope["tokens"].shape
     exec(compile(grad_block, "README.md", "exec"), scope)
     assert scope["grad_pixels"].shape == scope["pixels"].shape and scope["grad_pattern"].abs().sum() > 0
+
+
+def test_surgery_snippet_runs_and_holds():
+    block = next(b for b in _python_blocks() if "Surgery().tokens(model, x)" in b)
+    open_clip_model = tiny_open_clip(layers=8)
+    x = pixels(2, 64)
+    text_embeddings = torch.randn(3, open_clip_model.visual.output_dim, generator=torch.Generator().manual_seed(0))
+    scope = {"cliplens": cliplens, "torch": torch, "open_clip_model": open_clip_model, "x": x,
+             "text_embeddings": text_embeddings}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["tokens"].shape == (2, 17, open_clip_model.visual.output_dim)
+    assert scope["sim"].shape == (2, 3, 4, 4)
+
+
+def test_maps_snippet_runs(random_toy_weights, tmp_path):
+    from PIL import Image
+
+    from cliplens.toyworld.scenes import render_scene, sample_scene
+
+    img = render_scene(sample_scene(0, 0))[0]
+    Image.fromarray(img).save(tmp_path / "scene.png")
+    block = next(b for b in _python_blocks() if "Targets.classes(" in b and "surgery_parts" in b)
+    code = block.replace('"scene.png"', f'r"{tmp_path / "scene.png"}"')
+    model = cliplens.load("toy", pretrained=str(random_toy_weights))
+    scope = {"cliplens": cliplens, "model": model, "pil_image": Image.fromarray(img)}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["m"].on_image().shape == (3, 64, 64) and scope["maps"].settings["method"] == "decomposition"

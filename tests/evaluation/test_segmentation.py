@@ -62,3 +62,41 @@ def test_grid_maps_are_upsampled_bilinearly():
     assert not neg["pred"].any() and neg["iou"] == 0.0 and neg["pixel_acc"] == 0.5
     assert score_map(-1.0 - grid, mask, clip=False)["pred"].any()
 
+
+
+def test_confusion_matrix_against_torchmetrics_and_by_hand():
+    from cliplens.evaluation.segmentation import ConfusionMatrix
+
+    g = torch.Generator().manual_seed(0)
+    C = 6
+    cm = ConfusionMatrix(C)
+    preds, gts = [], []
+    for _ in range(4):
+        gt = torch.randint(0, C - 1, (20, 30), generator=g)  # class C-1 never in the ground truth
+        gt[torch.rand(20, 30, generator=g) < 0.1] = 255  # ignored pixels
+        pred = torch.where(torch.rand(20, 30, generator=g) < 0.7, gt, torch.randint(0, C, (20, 30), generator=g))
+        pred[gt == 255] = 3  # whatever is predicted on ignored pixels does not count
+        cm.update(pred, gt)
+        preds.append(pred)
+        gts.append(gt)
+    pred, gt = torch.stack(preds), torch.stack(gts)
+    # by hand: per class intersection and union over the kept pixels of the whole data set
+    keep = gt != 255
+    ious = []
+    for c in range(C):
+        inter = ((pred == c) & (gt == c) & keep).sum().item()
+        union = (((pred == c) | (gt == c)) & keep).sum().item()
+        ious.append(inter / union if union else float("nan"))
+    want = np.nanmean(ious)
+    assert cm.miou() == pytest.approx(want, rel=1e-12)
+    assert cm.pixel_accuracy() == pytest.approx(((pred == gt) & keep).sum().item() / keep.sum().item(), rel=1e-12)
+    np.testing.assert_allclose(cm.per_class_iou().numpy(), ious)
+    tm = pytest.importorskip("torchmetrics")
+    jaccard = tm.classification.MulticlassJaccardIndex(num_classes=C, average="macro", ignore_index=255)
+    assert cm.miou() == pytest.approx(float(jaccard(pred.flatten(), gt.flatten())), rel=1e-6)
+    # a class absent from both ground truth and predictions has no IoU and is left out of the mean
+    cm2 = ConfusionMatrix(4)
+    cm2.update(torch.tensor([0, 1, 1, 0]), torch.tensor([0, 1, 0, 0]))
+    assert torch.isnan(cm2.per_class_iou()[2:]).all() and cm2.miou() == pytest.approx((2 / 3 + 1 / 2) / 2)
+    with pytest.raises(ValueError, match="ground-truth labels"):
+        cm2.update(torch.tensor([0]), torch.tensor([7]))

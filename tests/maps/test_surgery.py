@@ -207,3 +207,13 @@ def test_tiny_image_is_upscaled_honestly(random_toy):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         copy.deepcopy(maps)
+
+
+def test_surgery_with_the_empty_contrast_runs_quietly(random_toy):
+    names = ["a red circle", "a blue star"]
+    img = torch.rand(3, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no misleading one-text warning from the empty prompt's own map
+        empty = Surgery()(random_toy, [img], Targets.texts(names, contrast="empty"), normalization="raw")[0].raw
+    plain = Surgery()(random_toy, [img], Targets.texts(names, contrast="none"), normalization="raw")[0].raw
+    torch.testing.assert_close(empty, plain)  # the empty prompt's own Surgery map is zero (t_empty − t_empty)

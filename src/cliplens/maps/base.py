@@ -16,6 +16,7 @@ maps over the model input and over the original images. Register your own::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -173,7 +174,8 @@ class MapMethod:
             raise InvalidInputError("stride is only used with a sliding window: pass window= too")
         contrast = targets.resolved_contrast(self.default_contrast) if self.text_dependent else "none"
         texts = targets.embed(model, with_empty=self.needs_empty or contrast == "empty")
-        empty = TextEmbeddings(texts.empty[None], ("",)) if contrast == "empty" and texts.empty is not None else None
+        empty = (TextEmbeddings(texts.empty[None], ("",), texts.empty)
+                 if contrast == "empty" and texts.empty is not None else None)
         fitted, skipped = fit_images(model, images, fit=fit, size=size, max_pixels=max_pixels, skip_bad=skip_bad)
         raws: list[Tensor | None] = [None] * len(fitted)
         for _, idx in group_by_size(fitted).items():
@@ -200,7 +202,9 @@ class MapMethod:
         if contrast == "others":
             return contrast_others(raw, dim=1)
         if contrast == "empty":
-            return raw - run(empty)  # type: ignore[arg-type]
+            with warnings.catch_warnings():  # the empty prompt's own map: a one-text run, warnings about it mislead
+                warnings.simplefilter("ignore")
+                return raw - run(empty)  # type: ignore[arg-type]
         return raw
 
     def _raw(self, model: Any, px: Tensor, texts: TextEmbeddings) -> Tensor:

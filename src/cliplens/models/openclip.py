@@ -61,6 +61,17 @@ def require_open_clip() -> Any:
     return open_clip
 
 
+def resnet_message(name: str) -> str:
+    """Why ResNet CLIPs are refused (for the decomposition and for every map method, CLIP Surgery included)."""
+    return (
+        f"{name} is a ResNet CLIP (ModifiedResNet image tower). cliplens's forward, decomposition and maps work on "
+        "ViT towers (attention heads over image tokens). CLIP Surgery's ResNet variant (v-v attention in the "
+        "attention pool with L2-normalised values and a scale of 8) is not offered: the authors' released code "
+        "never runs that branch (it builds q, k and v all from the value projection, without the normalisation "
+        "or the scale), so there is no reference to match it against. Pick a ViT model such as ViT-B-16."
+    )
+
+
 def _ln(module: nn.Module | None) -> LayerNormView | None:
     if module is None or isinstance(module, nn.Identity):
         return None
@@ -129,9 +140,7 @@ def vision_view_from_open_clip(model: nn.Module, name: str = "") -> VisionView:
     kind = type(visual).__name__
     if kind == "ModifiedResNet":
         raise UnsupportedArchitectureError(
-            f"{name or 'this model'} is a ResNet CLIP (ModifiedResNet image tower). The decomposition "
-            "into heads and tokens needs a ViT image tower; pick a ViT model such as ViT-B-16."
-        )
+            resnet_message(name or "this model"))
     if kind != "VisionTransformer":
         raise UnsupportedArchitectureError(
             f"{name or 'this model'} has a {kind} image tower; cliplens decomposes open_clip "
@@ -315,10 +324,7 @@ def support(model_name: str) -> tuple[bool, str]:
 
 def unsupported(name: str, note: str) -> UnsupportedArchitectureError:
     if note.startswith("ResNet"):
-        return UnsupportedArchitectureError(
-            f"{name} is a ResNet CLIP (ModifiedResNet image tower). The decomposition into heads and tokens "
-            "needs a ViT image tower; pick a ViT model such as ViT-B-16."
-        )
+        return UnsupportedArchitectureError(resnet_message(name))
     return UnsupportedArchitectureError(
         f"{name} cannot be decomposed: {note}. Pick an open_clip ViT with CLS pooling such as ViT-B-16 "
         "(cliplens.list_models() marks which models decompose)."

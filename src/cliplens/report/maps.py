@@ -1,0 +1,503 @@
+"""Pictures of maps (:mod:`cliplens.maps`) and segmentations (:mod:`cliplens.tasks.segment`), over the
+original photo, with the conventions of :mod:`cliplens.report.plotting`:
+
+* min–max maps (0..1 per map) use one sequential colour map, :data:`SEQUENTIAL` (dark: 0, bright: 1);
+  raw maps use :data:`~cliplens.report.plotting.DIVERGING`, centred on 0; each with a colour bar;
+* maps lie over a grey copy of the photo, exactly where the model's input lies (a centre crop is
+  dashed; nothing is drawn outside it); the photo's name and the method with its settings head
+  every figure;
+* label maps are palette PNGs (:data:`PALETTE`: 0, background, black; 255, not seen by the model).
+
+Figures: :func:`map_overlay_figure` (one text), :func:`map_grid_figure` (every text of one image),
+:func:`methods_figure` (texts × methods), :func:`segmentation_figure` (labels with a legend) and
+:func:`surgery_parts_figure` (which heads make a CLIP Surgery map); each has a ``save_*`` shortcut.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+from torch import Tensor
+
+from cliplens.evaluation.segmentation import upsample_map
+from cliplens.report.plotting import (
+    DIVERGING,
+    LABEL_SIZE,
+    MAP_ALPHA,
+    NEGATIVE,
+    POSITIVE,
+    _chars,
+    _display,
+    _grey,
+    colorbar,
+    heading,
+    new_figure,
+    save,
+    symmetric_limit,
+    wrap,
+)
+
+__all__ = [
+    "IGNORE_COLOUR", "MINMAX_LABEL", "PALETTE", "RAW_LABEL", "SEQUENTIAL", "describe_settings", "label_image",
+    "method_words", "setting_words",
+    "map_grid_figure", "map_overlay_figure", "methods_figure", "part_shares", "save_label_png", "save_map_grid",
+    "save_map_overlay", "save_methods", "save_segmentation", "save_surgery_parts", "segmentation_figure",
+    "surgery_parts_figure",
+]
+
+#: the colour map of min–max maps (0..1): dark where the text is weakest, bright where it is strongest
+SEQUENTIAL = "inferno"
+MINMAX_LABEL = "map, min–max per map\n(1: where the text scores highest)"
+RAW_LABEL = "raw score (0 is white)\nred: toward the text, blue: away"
+#: label 255 (not seen by the model, outside a centre crop)
+IGNORE_COLOUR = (224, 224, 224)
+#: Kelly's colours of maximum contrast (white and black left out): labels 1..20
+_KELLY = ["#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280", "#848482", "#008856", "#e68fac",
+          "#0067a5", "#f99379", "#604e97", "#f6a600", "#b3446c", "#dcd300", "#882d17", "#8db600", "#654522",
+          "#e25822", "#2b3d26"]
+
+
+def _palette() -> list[tuple[int, int, int]]:
+    """256 RGB colours: 0 black (background), 1..20 Kelly's colours, then golden-ratio hues (never dark),
+    255 light grey (not seen)."""
+    cols = [(0, 0, 0)] + [tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in _KELLY]
+    k = 0
+    while len(cols) < 255:
+        h = (k * 0.618033988749895) % 1.0
+        s, v = (0.85, 0.95) if k % 2 == 0 else (0.55, 0.75)
+        cols.append(tuple(int(round(255 * x)) for x in colorsys.hsv_to_rgb(h, s, v)))
+        k += 1
+    return [*cols, IGNORE_COLOUR]  # type: ignore[list-item]
+
+
+#: the fixed palette of label PNGs: ``PALETTE[label]`` is the RGB colour of that label
+PALETTE: list[tuple[int, int, int]] = _palette()
+
+
+# --------------------------------------------------------------------------- words
+_COMMON = {"method", "targets", "templates", "contrast", "fit", "size", "window", "stride", "normalization",
+           "background", "threshold", "logit_scale", "rule"}
+
+
+def method_words(settings: Mapping[str, Any]) -> str:
+    """The method and its own parameters: ``"surgery (blocks 6, feature redundancy)"``."""
+    s = dict(settings)
+    params = ", ".join(f"{k} {_word(v)}" for k, v in s.items() if k not in _COMMON and v is not None)
+    return f"{s.get('method', '')}" + (f" ({params})" if params else "")
+
+
+def setting_words(settings: Mapping[str, Any]) -> list[str]:
+    """The other settings, each a few words: prompts, contrast, fit, sliding window, normalisation."""
+    s = dict(settings)
+    parts = []
+    n = s.get("templates")
+    parts.append(f"{n} prompt template{'s' if n != 1 else ''}" if n else "texts as given")
+    if s.get("contrast"):
+        parts.append(f"contrast: {s['contrast']}")
+    size, fit = s.get("size"), s.get("fit")
+    parts.append({"whole": f"whole image, short side {size} px", "squash": f"squashed to {size}x{size} px",
+                  "crop": f"centre crop {size} px"}.get(str(fit), f"fit {fit}"))
+    if s.get("window"):
+        parts.append(f"sliding window {s['window']} px, stride {s.get('stride')} px")
+    if s.get("normalization"):
+        parts.append("min–max per map" if s["normalization"] == "minmax" else "raw scores")
+    return parts
+
+
+def describe_settings(settings: Mapping[str, Any], *, method: bool = True) -> str:
+    """One line stating how maps were made, from :attr:`Maps.settings <cliplens.maps.Maps.settings>`:
+    the method and its parameters, the prompts, the contrast, the fit and the normalisation."""
+    head = [method_words(settings)] if method and settings.get("method") else []
+    return " · ".join(head + setting_words(settings))
+
+
+def _word(v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_word(x) for x in v) + "]"
+    return str(v)
+
+
+# --------------------------------------------------------------------------- drawing one map
+def _geometry(maps: Any) -> tuple[tuple[float, float, float, float], tuple[int, int], tuple[int, int]]:
+    return tuple(float(b) for b in maps.box), tuple(maps.input_size), tuple(maps.image_size)  # type: ignore[return-value]
+
+
+def _whole(box: Sequence[float], image_size: tuple[int, int]) -> bool:
+    return tuple(box) == (0.0, 0.0, float(image_size[0]), float(image_size[1]))
+
+
+def _draw(ax: Any, shown: np.ndarray, image_size: tuple[int, int], values: np.ndarray | None,
+          box: Sequence[float], *, cmap: str = SEQUENTIAL, norm: Normalize | None = None) -> Any:
+    """The photo in grey at its own pixel coordinates and ``values`` (over the model's input) over the
+    part of it the model saw (``box``: top, left, bottom, right), dashed when it is not all of it."""
+    h0, w0 = image_size
+    top, left, bottom, right = box
+    ax.imshow(_grey(shown), cmap="gray", vmin=0, vmax=1, extent=(0, w0, h0, 0))
+    im = None
+    if values is not None:
+        im = ax.imshow(values, cmap=cmap, norm=norm, alpha=MAP_ALPHA, extent=(left, right, bottom, top))
+    if not _whole(box, image_size):
+        ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, lw=1.2, ec="k", ls="--"))
+    ax.set_xlim(min(0.0, left), max(float(w0), right))
+    ax.set_ylim(max(float(h0), bottom), min(0.0, top))
+    ax.set_axis_off()
+    return im
+
+
+def _scale(normalization: str, *arrays: Any) -> tuple[str, Normalize, str]:
+    """Colour map, limits and colour-bar label of maps normalised as named."""
+    if normalization == "minmax":
+        return SEQUENTIAL, Normalize(0.0, 1.0), MINMAX_LABEL
+    lim = symmetric_limit(*arrays)
+    return DIVERGING, Normalize(-lim, lim), RAW_LABEL
+
+
+def _crop_note(box: Sequence[float], image_size: tuple[int, int]) -> str:
+    return "" if _whole(box, image_size) else "dashed: the part the model sees (nothing is mapped outside it)"
+
+
+def _panel_size(image_size: tuple[int, int], height: float, max_width: float) -> tuple[float, float]:
+    h0, w0 = image_size
+    aspect = w0 / max(h0, 1)
+    w = min(height * aspect, max_width)
+    return w, w / aspect
+
+
+# --------------------------------------------------------------------------- one text
+def map_overlay_figure(image: np.ndarray | Image.Image, maps: Any, t: int, *, text: str | None = None,
+                       settings: Mapping[str, Any] | None = None, image_name: str = "", note: str = "") -> Figure:
+    """Target ``t`` of one image's maps (an :class:`~cliplens.maps.ImageMaps`) over the photo, with a
+    colour bar; the heading names the image, the text, the method and its settings."""
+    shown, h0, w0 = _display(image)
+    box, _, image_size = _geometry(maps)
+    values = maps.on_input(t).numpy()
+    cmap, norm, label = _scale(maps.normalization, values)
+    pw, ph = _panel_size(image_size, 4.2, 7.0)
+    fig = new_figure(pw + 1.5, ph + 1.3)
+    ax = fig.add_subplot()
+    ax.set_label("map")
+    im = _draw(ax, shown, image_size, values, box, cmap=cmap, norm=norm)
+    crop = _crop_note(box, image_size)
+    if crop:
+        ax.set_title(wrap(crop, _chars(pw, LABEL_SIZE)), fontsize=LABEL_SIZE)
+    colorbar(fig, im, ax, label)
+    what = repr(text) if text is not None else f"target {t}"
+    heading(fig, f"{what}: where the model puts it\n{describe_settings(settings or {})}", image_name=image_name,
+            note=note)
+    return fig
+
+
+def save_map_overlay(image: np.ndarray | Image.Image, maps: Any, t: int, path: str | Path, **kwargs: Any) -> Path:
+    """:func:`map_overlay_figure` written to ``path``."""
+    return save(map_overlay_figure(image, maps, t, **kwargs), path)
+
+
+# --------------------------------------------------------------------------- every text of one image
+def map_grid_figure(image: np.ndarray | Image.Image, maps: Any, labels: Sequence[str], *,
+                    settings: Mapping[str, Any] | None = None, image_name: str = "", note: str = "",
+                    columns: int = 4, title: str = "where the model puts each text",
+                    captions: Sequence[str] | None = None) -> Figure:
+    """The photo and one panel per text, with one colour bar (min–max maps share 0..1; raw maps share
+    one scale, ``±max|score|`` over the texts, so that they compare). ``captions``: the panels' titles
+    (default: each text, quoted)."""
+    shown, h0, w0 = _display(image)
+    box, _, image_size = _geometry(maps)
+    values = maps.on_input().numpy()  # [T, H, W]
+    cmap, norm, label = _scale(maps.normalization, values)
+    n = len(labels) + 1
+    cols = max(1, min(n, columns if w0 <= 1.4 * h0 else max(2, columns - 1)))
+    rows = -(-n // cols)
+    pw, ph = _panel_size(image_size, 2.6, 3.6)
+    fig = new_figure(pw * cols + 1.6, (ph + 0.45) * rows + 1.1)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    width = _chars(pw, LABEL_SIZE)
+    axes[0].imshow(shown, extent=(0, w0, h0, 0))
+    axes[0].set_axis_off()
+    axes[0].set_label("photo")
+    axes[0].set_title(wrap(f"the photo ({w0}x{h0} px)", width), fontsize=LABEL_SIZE)
+    im = None
+    for t, text in enumerate(labels):
+        ax = axes[t + 1]
+        ax.set_label(f"map {t}")
+        im = _draw(ax, shown, image_size, values[t], box, cmap=cmap, norm=norm)
+        ax.set_title(wrap(repr(text) if captions is None else captions[t], width), fontsize=LABEL_SIZE)
+    for ax in axes[n:]:
+        ax.remove()
+    colorbar(fig, im, list(axes[1:n]), label)
+    crop = _crop_note(box, image_size)
+    heading(fig, f"{title}\n{describe_settings(settings or {})}" + (f"\n{crop}" if crop else ""),
+            image_name=image_name, note=note)
+    return fig
+
+
+def save_map_grid(image: np.ndarray | Image.Image, maps: Any, labels: Sequence[str], path: str | Path,
+                  **kwargs: Any) -> Path:
+    """:func:`map_grid_figure` written to ``path``."""
+    return save(map_grid_figure(image, maps, labels, **kwargs), path)
+
+
+# --------------------------------------------------------------------------- methods side by side
+def methods_figure(image: np.ndarray | Image.Image, maps: Mapping[str, Any], labels: Sequence[str], *,
+                   settings: Mapping[str, Mapping[str, Any]] | None = None, image_name: str = "",
+                   note: str = "") -> Figure:
+    """Rows: the texts; columns: the methods (``maps``: method name -> that method's
+    :class:`~cliplens.maps.ImageMaps` of this image). One colour bar when every map is min–max; else one
+    per method (below its column; raw maps share a scale within a method)."""
+    shown, h0, w0 = _display(image)
+    names = list(maps)
+    settings = settings or {}
+    first = maps[names[0]]
+    box, _, image_size = _geometry(first)
+    values = {m: maps[m].on_input().numpy() for m in names}
+    shared = all(maps[m].normalization == "minmax" for m in names)
+    T, M = len(labels), len(names)
+    pw, ph = _panel_size(image_size, 2.3, 3.2)
+    fig = new_figure(pw * M + 1.9, (ph + 0.15) * T + (1.5 if shared else 2.2))
+    axes = fig.subplots(T, M, squeeze=False)
+    width = _chars(pw, LABEL_SIZE)
+    ims: dict[str, Any] = {}
+    # what every method shares goes in the heading; the rest (parameters, contrast, normalisation) above its column
+    words = {m: setting_words(settings.get(m, {})) for m in names}
+    common = [w for w in words[names[0]] if all(w in words[m] for m in names)]
+    own = {m: [method_words(settings.get(m, {"method": m}))] + [w for w in words[m] if w not in common] for m in names}
+    for j, m in enumerate(names):
+        cmap, norm, _ = _scale(maps[m].normalization, values[m])
+        for t in range(T):
+            ax = axes[t, j]
+            ax.set_label(f"{m} {t}")
+            ims[m] = _draw(ax, shown, image_size, values[m][t], box, cmap=cmap, norm=norm)
+            if t == 0:
+                ax.set_title("\n".join(wrap(w, width) for w in own[m]), fontsize=LABEL_SIZE)
+            if j == 0:  # the text, to the left of its row
+                ax.set_axis_on()
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                ax.set_ylabel(wrap(repr(labels[t]), max(12, int(ph * 72 / (0.62 * LABEL_SIZE)))),
+                              fontsize=LABEL_SIZE)
+    if shared:
+        colorbar(fig, ims[names[0]], axes.ravel().tolist(), MINMAX_LABEL)
+    else:
+        for j, m in enumerate(names):
+            label = MINMAX_LABEL if maps[m].normalization == "minmax" else "raw score (0 is white)"
+            cb = fig.colorbar(ims[m], ax=axes[:, j].tolist(), location="bottom", shrink=0.9, aspect=18)
+            cb.solids.set_alpha(1.0)
+            cb.set_label(wrap(label, width), fontsize=LABEL_SIZE - 1)
+            cb.ax.tick_params(labelsize=6)
+    crop = _crop_note(box, image_size)
+    heading(fig, "the same texts by each method\n" + " · ".join(common) + (f"\n{crop}" if crop else ""),
+            image_name=image_name, note=note)
+    return fig
+
+
+def save_methods(image: np.ndarray | Image.Image, maps: Mapping[str, Any], labels: Sequence[str],
+                 path: str | Path, **kwargs: Any) -> Path:
+    """:func:`methods_figure` written to ``path``."""
+    return save(methods_figure(image, maps, labels, **kwargs), path)
+
+
+# --------------------------------------------------------------------------- segmentation
+def label_image(labels: Tensor | np.ndarray) -> Image.Image:
+    """Labels ``[H, W]`` (0..255) -> a palette PNG image (mode ``"P"``, :data:`PALETTE`) of the same size."""
+    arr = np.asarray(torch.as_tensor(labels).cpu()) if isinstance(labels, Tensor) else np.asarray(labels)
+    if arr.ndim != 2:
+        raise ValueError(f"labels must be [H, W], got shape {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise ValueError(f"labels must lie in 0..255, got {arr.min()}..{arr.max()}")
+    img = Image.fromarray(arr.astype(np.uint8), mode="P")
+    img.putpalette([c for rgb in PALETTE for c in rgb])
+    return img
+
+
+def save_label_png(labels: Tensor | np.ndarray, path: str | Path) -> Path:
+    """The label map as a palette PNG (its pixel values are the labels)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label_image(labels).save(path)
+    return path
+
+
+def _areas(labels: np.ndarray, count: int) -> np.ndarray:
+    """Pixels per label 0..count, and those not seen (255) last."""
+    counts = np.bincount(labels.ravel(), minlength=256)
+    return np.concatenate([counts[:count + 1], counts[255:256]])
+
+
+def segmentation_figure(image: np.ndarray | Image.Image, seg: Any, *, image_name: str = "", note: str = "",
+                        settings: Mapping[str, Any] | None = None) -> Figure:
+    """The photo, and its labels (a :class:`~cliplens.tasks.segment.Segmentation`) over a grey copy:
+    each class in its :data:`PALETTE` colour, background uncoloured; a legend names every class
+    present with its share of the pixels the model saw."""
+    shown, h0, w0 = _display(image)
+    labels = np.asarray(seg.labels.cpu() if isinstance(seg.labels, Tensor) else seg.labels)
+    C = len(seg.classes)
+    bg = list((settings or {}).get("background") or [])
+    areas = _areas(labels, C)
+    seen = max(1, int(areas[:-1].sum()))
+    step = max(1, int(np.ceil(max(labels.shape) / max(shown.shape[:2]))))
+    small = labels[::step, ::step]
+    rgba = np.zeros((*small.shape, 4), dtype=np.float32)
+    colours = np.asarray(PALETTE, dtype=np.float32) / 255.0
+    rgba[..., :3] = colours[small]
+    rgba[..., 3] = np.where(small == 0, 0.0, np.where(small == 255, 0.75, 0.6))
+    pw, ph = _panel_size((h0, w0), 3.4, 4.6)
+    fig = new_figure(2 * pw + 2.4, ph + 1.3)
+    axes = fig.subplots(1, 2)
+    axes[0].imshow(shown, extent=(0, w0, h0, 0))
+    axes[0].set_title(f"the photo ({w0}x{h0} px)", fontsize=LABEL_SIZE)
+    axes[0].set_axis_off()
+    axes[0].set_label("photo")
+    ax = axes[1]
+    ax.set_label("labels")
+    ax.imshow(_grey(shown), cmap="gray", vmin=0, vmax=1, extent=(0, w0, h0, 0))
+    ax.imshow(rgba, extent=(0, w0, h0, 0), interpolation="nearest")
+    if areas[-1]:  # dashed: the edge of what the model saw
+        ys = (np.arange(small.shape[0]) + 0.5) * h0 / small.shape[0]
+        xs = (np.arange(small.shape[1]) + 0.5) * w0 / small.shape[1]
+        ax.contour(xs, ys, (small != 255).astype(float), levels=[0.5], colors="k", linewidths=1.2,
+                   linestyles="--")
+        ax.set_xlim(0, w0)
+        ax.set_ylim(h0, 0)
+    ax.set_axis_off()
+    ax.set_title("each pixel's label", fontsize=LABEL_SIZE)
+    handles = []
+    for i in np.argsort(-areas[1:C + 1], kind="stable"):
+        if areas[1 + i]:
+            handles.append(Patch(facecolor=colours[1 + i], edgecolor="k", lw=0.4,
+                                 label=f"{seg.classes[i]}  {100 * areas[1 + i] / seen:.1f} %"))
+    bg_words = f"background: {', '.join(bg)}" if bg else "background"
+    handles.append(Patch(facecolor="white", edgecolor="k", lw=0.4,
+                         label=f"{wrap(bg_words, 36)} (uncoloured)  {100 * areas[0] / seen:.1f} %"))
+    if areas[-1]:
+        handles.append(Patch(facecolor=np.asarray(IGNORE_COLOUR) / 255, edgecolor="k", lw=0.4,
+                             label="not seen by the model\n(outside the dashed line)"))
+    leg = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False,
+                    title="share of the pixels seen", title_fontsize=7)
+    leg._legend_box.align = "left"
+    found = len(handles) - 1 - (1 if areas[-1] else 0)
+    title = f"segmentation: {found} of {C} class{'es' if C != 1 else ''} found"
+    if settings:
+        rule = ["each pixel: the class whose raw map scores highest"]
+        if bg:
+            rule.append("background where a background name scores highest")
+        if settings.get("threshold") is not None:
+            rule.append(("or" if bg else "background") + " where the top probability (softmax, logit scale "
+                        f"{settings.get('logit_scale')}) is below {settings['threshold']}")
+        title += "\n" + "; ".join(rule) + f"\n{describe_settings({**settings, 'normalization': None})}"
+    heading(fig, title, image_name=image_name, note=note)
+    return fig
+
+
+def save_segmentation(image: np.ndarray | Image.Image, seg: Any, path: str | Path, **kwargs: Any) -> Path:
+    """:func:`segmentation_figure` written to ``path``."""
+    return save(segmentation_figure(image, seg, **kwargs), path)
+
+
+# --------------------------------------------------------------------------- CLIP Surgery by head
+def part_shares(parts: Tensor | np.ndarray) -> np.ndarray:
+    """Each part's share of a map's pattern: ``cov(part, map) / var(map)`` over the patches, where the
+    map is the sum of the parts ``[P, gh, gw]``; the shares add up to 1 (all 0 for a constant map)."""
+    p = torch.as_tensor(parts).detach().double().flatten(1)
+    p = p - p.mean(1, keepdim=True)
+    m = p.sum(0)
+    var = float((m * m).sum())
+    return (p @ m / var).numpy() if var > 0 else np.zeros(p.shape[0])
+
+
+def surgery_parts_figure(image: np.ndarray | Image.Image, maps: Any, parts: Tensor | np.ndarray,
+                         labels: Sequence[str], *, text: str, top: int = 4, bars: int = 12,
+                         settings: Mapping[str, Any] | None = None, image_name: str = "", note: str = "") -> Figure:
+    """Which parts of CLIP Surgery's side path make the map of ``text``: ``parts`` ``[P, gh, gw]`` (from
+    :func:`~cliplens.maps.surgery_parts`, summing to the raw map) named by ``labels`` (``"start"``,
+    ``"L6.H0"``, …); ``maps`` gives where the map lies on the photo.
+
+    Above: the ``bars`` largest shares of the map's pattern (:func:`part_shares`), the rest summed, and
+    the total (100 %). Below, on one scale centred on 0: the raw map (the sum of every part) and the
+    maps of the ``top`` largest parts."""
+    shown, h0, w0 = _display(image)
+    box, input_size, image_size = _geometry(maps)
+    p = torch.as_tensor(parts).detach().float().cpu()
+    total = p.sum(0)
+    shares = part_shares(p)
+    order = [int(i) for i in np.argsort(-np.abs(shares), kind="stable")]
+    shown_bars = order[:bars]
+    rest = float(shares[order[bars:]].sum()) if len(order) > bars else None
+    first = next((lab for lab in labels if lab != "start"), "")
+    start_name = f"start (the residual entering {first.split('.')[0]})" if first else "start"
+    names = [start_name if labels[i] == "start" else labels[i] for i in shown_bars]
+    vals = [100 * float(shares[i]) for i in shown_bars]
+    if rest is not None:
+        names.append(f"the other {len(order) - bars} parts")
+        vals.append(100 * rest)
+    k = min(top, len(order))
+    h0_, w0_ = image_size
+    width = 11.0
+    pw = min(3.0, (width - 1.6) / (k + 1))
+    ph = pw * h0_ / max(w0_, 1)
+    if ph > 3.0:
+        pw, ph = pw * 3.0 / ph, 3.0
+    bar_h = 0.2 * (len(vals) + 1) + 1.0
+    fig = new_figure(width, bar_h + ph + 2.2)
+    top_fig, bottom_fig = fig.subfigures(2, 1, height_ratios=[bar_h, ph + 0.9])
+    ax = top_fig.add_subplot()
+    ax.set_label("bars")
+    y = np.arange(len(vals) + 1)
+    allv = [*vals, 100.0]
+    ax.barh(y, allv, color=[POSITIVE if v > 0 else NEGATIVE for v in vals] + ["#555555"])
+    ax.set_yticks(y, [*names, "all parts: the map (100 %)"], fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.6)
+    ax.axhline(len(vals) - 0.5, color="#999999", lw=0.6, ls=":")
+    lim = max(abs(v) for v in allv)
+    ax.set_xlim(min(0.0, 1.25 * min(allv)) - (0.12 * lim if min(allv) < 0 else 0.0), 1.25 * lim)
+    for yi, v in zip(y, allv, strict=True):
+        ax.annotate(f"{v:+.1f} %", (v, yi), xytext=(3 if v >= 0 else -3, 0), textcoords="offset points",
+                    ha="left" if v >= 0 else "right", va="center", fontsize=6, color="#333333")
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("share of the map's pattern: cov(part, map) / var(map) over the patches (%)", fontsize=LABEL_SIZE)
+    axes = bottom_fig.subplots(1, k + 1, squeeze=False)[0]
+    # each map minus its mean over the patches: the pattern that min–max keeps (and that the shares measure),
+    # each on its own scale (a single part is much weaker than the map), centred on 0
+    centred = [total - total.mean()] + [p[i] - p[i].mean() for i in order[:k]]
+    cw = _chars(pw, LABEL_SIZE)
+    for j, (a, c) in enumerate(zip(axes, centred, strict=True)):
+        v = upsample_map(c, input_size)
+        lim = symmetric_limit(v)
+        a.set_label("map" if j == 0 else f"part {labels[order[j - 1]]}")
+        im = _draw(a, shown, image_size, v, box, cmap=DIVERGING, norm=Normalize(-lim, lim))
+        name = "the map (all parts)" if j == 0 else (
+            start_name if labels[order[j - 1]] == "start" else f"head {labels[order[j - 1]]}")
+        a.set_title(wrap(name + ("" if j == 0 else f" ({100 * shares[order[j - 1]]:+.0f} %)"), cw),
+                    fontsize=LABEL_SIZE)
+        cb = bottom_fig.colorbar(im, ax=a, location="bottom", shrink=0.85, aspect=12, pad=0.02)
+        cb.solids.set_alpha(1.0)
+        cb.ax.tick_params(labelsize=6)
+        cb.locator = MaxNLocator(3, symmetric=True)
+        cb.update_ticks()
+    bottom_fig.suptitle(f"the map and its {k} largest parts: raw score minus its mean over the patches (the pattern; "
+                        "min–max ignores the mean), each on its own scale centred on 0 (white)", fontsize=LABEL_SIZE)
+    heading(fig, f"{text!r}: which heads make CLIP Surgery's map\nthe map is exactly the sum of {len(labels)} parts: "
+                 f"the start and each head of the surgical layers (LAYER.HEAD, from 0)"
+                 + (f"\n{describe_settings({k: v for k, v in settings.items() if k != 'normalization'})}"
+                    if settings else ""),
+            image_name=image_name, note=note)
+    return fig
+
+
+def save_surgery_parts(image: np.ndarray | Image.Image, maps: Any, parts: Tensor | np.ndarray,
+                       labels: Sequence[str], path: str | Path, **kwargs: Any) -> Path:
+    """:func:`surgery_parts_figure` written to ``path``."""
+    return save(surgery_parts_figure(image, maps, parts, labels, **kwargs), path)
