@@ -41,11 +41,12 @@ CONTRAST_CHOICES = ("default", "none", "others", "empty")
 
 
 def text_methods() -> list[str]:
-    """The registered map methods that depend on the text (``--method all`` runs these; baselines are left out)."""
+    """The registered map methods that ``--method all`` runs: every one but the baselines that do not look at the
+    image (raw attention and rollout are in: they look at the image but not at the text)."""
     out = []
     for name in map_names():
         try:
-            if get_map(name).text_dependent:
+            if not get_map(name).baseline:
                 out.append(name)
         except InvalidInputError:  # a method that needs parameters: not run by "all"
             continue

@@ -126,7 +126,7 @@ def _attend(
         z = strategy.output(q, k, v, ctx)
         alpha = None
         if want_cls:
-            alpha = strategy.pattern(q, k, v, AttentionContext(ctx.layer, ctx.block, ctx.grid, slice(0, 1)))[:, :, 0]
+            alpha = strategy.pattern(q, k, v, ctx.with_rows(slice(0, 1)))[:, :, 0]
     if alpha is not None:
         if rec.wants(cls_pat_name):
             rec(cls_pat_name, alpha)
@@ -169,7 +169,6 @@ def _block(
     if rec.wants(p + "ln_1"):
         h = rec(p + "ln_1", h)
     q, k, v = _qkv(blk, h, B, N)
-    del h
     if rec.wants(p + "attn.q"):
         q = rec(p + "attn.q", q)
     if rec.wants(p + "attn.k"):
@@ -178,11 +177,11 @@ def _block(
         v = rec(p + "attn.v", v)
     qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, N, dh]
     del q, k, v
-    ctx = AttentionContext(layer=i, block=blk, grid=grid)
+    ctx = AttentionContext(layer=i, block=blk, grid=grid, x=h)
     for path in bp.side:
         _side_step(path, blk, ctx, qh, kh, vh, x, sides, rec, p)
     z = _attend(bp.attention, qh, kh, vh, ctx, rec, p, cls_taps=True)  # type: ignore[arg-type]
-    del qh, kh, vh
+    del qh, kh, vh, h, ctx
     if rec.wants(p + "attn.z"):
         z = rec(p + "attn.z", z)
     a = _out_proj(blk, z)

@@ -6,7 +6,23 @@
 
 from __future__ import annotations
 
-from cliplens.maps import baselines, decomposition, surgery, token_similarity  # noqa: F401  (register the methods)
+from cliplens.maps import (  # noqa: F401  (register the methods)
+    baselines,
+    chefer,
+    clearclip,
+    decomposition,
+    gem,
+    gradcam,
+    legrad,
+    maskclip,
+    naclip,
+    raw_attention,
+    resclip,
+    rollout,
+    sclip,
+    surgery,
+    token_similarity,
+)
 from cliplens.maps.base import ImageMaps, MapMethod, Maps, get_map, map_names, normalize_maps, register_map
 from cliplens.maps.surgery import Surgery, feature_surgery, surgery_parts, surgery_plan
 from cliplens.maps.targets import Targets, TextEmbeddings, as_targets, contrast_others

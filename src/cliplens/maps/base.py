@@ -114,12 +114,17 @@ class MapMethod:
 
     #: the registered name (set by :func:`register_map`)
     name: ClassVar[str] = ""
-    #: whether the map depends on the text (baselines do not; contrasts do not apply to them)
+    #: whether the map depends on the text (baselines, raw attention and rollout do not; contrasts do not apply)
     text_dependent: ClassVar[bool] = True
+    #: a baseline that does not look at the image (``uniform``, ``nothing``, ``gaussian``): left out of "all"
+    baseline: ClassVar[bool] = False
     #: whether :meth:`raw` needs the empty prompt's direction (``texts.empty``)
     needs_empty: bool = False
     #: the contrast used when the targets do not name one (see :mod:`cliplens.maps.targets`)
     default_contrast: ClassVar[str] = "none"
+    #: whether a target's map depends on the other targets (CLIP Surgery's feature surgery): explaining one
+    #: class of many then needs all of them
+    uses_all_targets: bool = False
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)

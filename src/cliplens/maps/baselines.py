@@ -19,6 +19,7 @@ class UniformMap(MapMethod):
     """The same constant map for every text (``[B, T, 1, 1]``; predicts every pixel)."""
 
     text_dependent = False
+    baseline = True
 
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         return torch.ones(pixels.shape[0], texts.directions.shape[0], 1, 1)
@@ -29,6 +30,7 @@ class NothingMap(MapMethod):
     """A map with nothing above zero for every text (predicts no pixel: all background)."""
 
     text_dependent = False
+    baseline = True
 
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         return torch.full((pixels.shape[0], texts.directions.shape[0], 1, 1), -1.0)
@@ -47,6 +49,7 @@ class GaussianMap(MapMethod):
     """A centred isotropic Gaussian at pixels, ``sigma`` a fraction of each side (default 1/4)."""
 
     text_dependent = False
+    baseline = True
 
     def __init__(self, sigma: float = 0.25) -> None:
         super().__init__(sigma=sigma)

@@ -6,6 +6,10 @@
   positional embedding is interpolated for the other grid); nothing is cropped.
 * ``"squash"``: the whole image resized to exactly ``size × size`` (CLIP Surgery's demo does this).
 * ``"crop"``: the model's own preprocessing (resize and centre crop); outside the crop a map is NaN.
+* ``"short"``: the segmentation benchmarks' rule (mmcv's ``rescale`` with ``keep_ratio``): scale by
+  ``min(size / short side, max_long / long side)`` (``max_long`` = 2048), each side ``int(side · scale + 0.5)``,
+  bilinear; sides are *not* rounded to the patch size, so use it with a sliding window (whose size is a
+  multiple of the patch) — without one, the last partial row/column of patches is dropped by the model.
 
 The box ``(top, left, bottom, right)`` says where the model's input lies in the original image (in
 original pixels), so every map can be drawn on the original.
@@ -32,8 +36,10 @@ from cliplens.images.preprocess import Preprocessor
 
 __all__ = ["FITS", "FittedImage", "fit_images", "to_image", "window_positions"]
 
-Fit = Literal["whole", "squash", "crop"]
-FITS: tuple[str, ...] = ("whole", "squash", "crop")
+Fit = Literal["whole", "squash", "crop", "short"]
+FITS: tuple[str, ...] = ("whole", "squash", "crop", "short")
+#: the long-side limit of ``fit="short"`` (the benchmarks resize to ``(2048, short side)`` keeping the ratio)
+MAX_LONG = 2048
 #: the largest token grid one forward takes (attention grows with its square); larger inputs need ``window``
 MAX_TOKENS = 8192
 
@@ -109,13 +115,19 @@ def fit_images(
                 pre = Preprocessor(cfg, max_pixels=max_pixels)
                 box = cfg.input_box(h, w)
             else:
+                interpolation = cfg.interpolation
                 if fit == "squash":
                     th, tw = _round_to(s, ph), _round_to(s, pw)
+                elif fit == "short":
+                    scale = min(s / min(h, w), MAX_LONG / max(h, w))
+                    th, tw = max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+                    interpolation = "bilinear"
                 else:
                     scale = s / min(h, w)
                     th, tw = _round_to(h * scale, ph), _round_to(w * scale, pw)
                 pre = Preprocessor(dataclasses.replace(cfg, image_size=(th, tw), resize_size=(th, tw),
-                                                       resize_mode="squash", crop="none"), max_pixels=max_pixels)
+                                                       resize_mode="squash", crop="none", interpolation=interpolation),
+                                   max_pixels=max_pixels)
                 box = (0.0, 0.0, float(h), float(w))
             pixels = pre.process_one(image)[0]
         except ImageLoadError as e:

@@ -97,6 +97,10 @@ class Surgery(MapMethod):
     def needs_empty(self) -> bool:  # type: ignore[override]
         return self.params["feature"] != "none"
 
+    @property
+    def uses_all_targets(self) -> bool:  # type: ignore[override]
+        return self.params["feature"] == "redundancy"
+
     def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``[B, N, E]``: CLS from the main stream, the other tokens from the side path (or the main stream
         without architecture surgery), through ``ln_post`` and the projection; and the token grid."""

@@ -48,7 +48,8 @@ from cliplens.report.plotting import (
 )
 
 __all__ = [
-    "IGNORE_COLOUR", "MINMAX_LABEL", "PALETTE", "RAW_LABEL", "SEQUENTIAL", "describe_settings", "label_image",
+    "IGNORE_COLOUR", "MINMAX_LABEL", "PALETTE", "RAW_LABEL", "SEQUENTIAL", "describe_settings", "evaluation_figure",
+    "label_image", "save_evaluation_overlay",
     "method_words", "setting_words",
     "map_grid_figure", "map_overlay_figure", "methods_figure", "part_shares", "save_label_png", "save_map_grid",
     "save_map_overlay", "save_methods", "save_segmentation", "save_surgery_parts", "segmentation_figure",
@@ -249,12 +250,16 @@ def save_map_grid(image: np.ndarray | Image.Image, maps: Any, labels: Sequence[s
 
 
 # --------------------------------------------------------------------------- methods side by side
+#: methods per row of :func:`methods_figure` (more wrap onto further rows)
+METHOD_COLUMNS = 5
+
+
 def methods_figure(image: np.ndarray | Image.Image, maps: Mapping[str, Any], labels: Sequence[str], *,
                    settings: Mapping[str, Mapping[str, Any]] | None = None, image_name: str = "",
                    note: str = "") -> Figure:
     """Rows: the texts; columns: the methods (``maps``: method name -> that method's
-    :class:`~cliplens.maps.ImageMaps` of this image). One colour bar when every map is min–max; else one
-    per method (below its column; raw maps share a scale within a method)."""
+    :class:`~cliplens.maps.ImageMaps` of this image), at most ``METHOD_COLUMNS`` per row (more methods wrap
+    onto further rows under each text). One colour bar when every map is min–max; else one per method."""
     shown, h0, w0 = _display(image)
     names = list(maps)
     settings = settings or {}
@@ -263,24 +268,31 @@ def methods_figure(image: np.ndarray | Image.Image, maps: Mapping[str, Any], lab
     values = {m: maps[m].on_input().numpy() for m in names}
     shared = all(maps[m].normalization == "minmax" for m in names)
     T, M = len(labels), len(names)
+    cols = min(M, METHOD_COLUMNS)
+    blocks = -(-M // cols)  # rows of methods under each text
     pw, ph = _panel_size(image_size, 2.3, 3.2)
-    fig = new_figure(pw * M + 1.9, (ph + 0.15) * T + (1.5 if shared else 2.2))
-    axes = fig.subplots(T, M, squeeze=False)
+    fig = new_figure(pw * cols + 1.9, (ph + 0.55) * T * blocks + (1.5 if shared else 2.2))
+    grid = fig.subplots(T * blocks, cols, squeeze=False)
     width = _chars(pw, LABEL_SIZE)
     ims: dict[str, Any] = {}
-    # what every method shares goes in the heading; the rest (parameters, contrast, normalisation) above its column
+    # what every method shares goes in the heading; the rest (parameters, contrast, normalisation) above its panel
     words = {m: setting_words(settings.get(m, {})) for m in names}
     common = [w for w in words[names[0]] if all(w in words[m] for m in names)]
     own = {m: [method_words(settings.get(m, {"method": m}))] + [w for w in words[m] if w not in common] for m in names}
+    used = set()
+    per_method: dict[str, list[Any]] = {m: [] for m in names}
     for j, m in enumerate(names):
         cmap, norm, _ = _scale(maps[m].normalization, values[m])
         for t in range(T):
-            ax = axes[t, j]
+            r, c = t * blocks + j // cols, j % cols
+            ax = grid[r, c]
+            used.add((r, c))
+            per_method[m].append(ax)
             ax.set_label(f"{m} {t}")
             ims[m] = _draw(ax, shown, image_size, values[m][t], box, cmap=cmap, norm=norm)
-            if t == 0:
+            if t == 0 or blocks > 1:
                 ax.set_title("\n".join(wrap(w, width) for w in own[m]), fontsize=LABEL_SIZE)
-            if j == 0:  # the text, to the left of its row
+            if c == 0:  # the text, to the left of its row
                 ax.set_axis_on()
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -288,12 +300,17 @@ def methods_figure(image: np.ndarray | Image.Image, maps: Mapping[str, Any], lab
                     spine.set_visible(False)
                 ax.set_ylabel(wrap(repr(labels[t]), max(12, int(ph * 72 / (0.62 * LABEL_SIZE)))),
                               fontsize=LABEL_SIZE)
+    for r in range(T * blocks):
+        for c in range(cols):
+            if (r, c) not in used:
+                grid[r, c].set_axis_off()
+                grid[r, c].set_label("unused")
     if shared:
-        colorbar(fig, ims[names[0]], axes.ravel().tolist(), MINMAX_LABEL)
+        colorbar(fig, ims[names[0]], [a for axs in per_method.values() for a in axs], MINMAX_LABEL)
     else:
-        for j, m in enumerate(names):
+        for m in names:
             label = MINMAX_LABEL if maps[m].normalization == "minmax" else "raw score (0 is white)"
-            cb = fig.colorbar(ims[m], ax=axes[:, j].tolist(), location="bottom", shrink=0.9, aspect=18)
+            cb = fig.colorbar(ims[m], ax=per_method[m], location="bottom", shrink=0.9, aspect=18)
             cb.solids.set_alpha(1.0)
             cb.set_label(wrap(label, width), fontsize=LABEL_SIZE - 1)
             cb.ax.tick_params(labelsize=6)
@@ -404,6 +421,70 @@ def segmentation_figure(image: np.ndarray | Image.Image, seg: Any, *, image_name
 def save_segmentation(image: np.ndarray | Image.Image, seg: Any, path: str | Path, **kwargs: Any) -> Path:
     """:func:`segmentation_figure` written to ``path``."""
     return save(segmentation_figure(image, seg, **kwargs), path)
+
+
+def _label_rgba(labels: np.ndarray, step: int, background: int | None = None) -> np.ndarray:
+    """Data-set labels (class ``c`` in :data:`PALETTE` colour ``c + 1``; 255 grey; ``background`` uncoloured)."""
+    small = labels[::step, ::step]
+    colours = np.asarray(PALETTE, dtype=np.float32) / 255.0
+    idx = np.where(small == 255, 255, np.clip(small + 1, 0, 254))
+    rgba = np.ones((*small.shape, 4), dtype=np.float32)
+    rgba[..., :3] = colours[idx]
+    rgba[..., 3] = np.where(small == 255, 0.85, np.where(small == background, 0.0, 0.65))
+    return rgba
+
+
+def evaluation_figure(image: np.ndarray | Image.Image, mask: np.ndarray, pred: np.ndarray,
+                      class_names: Sequence[str], *, image_name: str = "", note: str = "",
+                      ignore_index: int = 255, background: int | None = None, max_legend: int = 14) -> Figure:
+    """The photo, its ground truth and the prediction side by side (the same colour per class over a grey
+    copy; the ``background`` class uncoloured); the legend names the classes present, largest first, with
+    each one's IoU on this image."""
+    shown, h0, w0 = _display(image)
+    gt = np.asarray(mask)
+    pr = np.where(gt == ignore_index, ignore_index, np.asarray(pred))
+    step = max(1, int(np.ceil(max(gt.shape) / max(shown.shape[:2]))))
+    pw, ph = _panel_size((h0, w0), 3.0, 4.0)
+    fig = new_figure(3 * pw + 2.6, ph + 1.2)
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(shown, extent=(0, w0, h0, 0))
+    axes[0].set_title(f"the photo ({w0}x{h0} px)", fontsize=LABEL_SIZE)
+    for ax, lab, title in ((axes[1], gt, "ground truth"), (axes[2], pr, "prediction")):
+        ax.imshow(_grey(shown), cmap="gray", vmin=0, vmax=1, extent=(0, w0, h0, 0))
+        ax.imshow(_label_rgba(lab, step, background), extent=(0, w0, h0, 0), interpolation="nearest")
+        ax.set_title(title, fontsize=LABEL_SIZE)
+    for ax in axes:
+        ax.set_axis_off()
+    valid = gt != ignore_index
+    C = len(class_names)
+    area = np.bincount(gt[valid].ravel().clip(0, C), minlength=C + 1)[:C] + np.bincount(
+        pr[valid].ravel().clip(0, C), minlength=C + 1)[:C]
+    colours = np.asarray(PALETTE, dtype=np.float32) / 255.0
+    handles = []
+    for c in np.argsort(-area, kind="stable")[:max_legend]:
+        if not area[c]:
+            break
+        inter = int(((gt == c) & (pr == c) & valid).sum())
+        union = int((((gt == c) | (pr == c)) & valid).sum())
+        face = "white" if c == background else colours[min(c + 1, 254)]
+        handles.append(Patch(facecolor=face, edgecolor="k", lw=0.4,
+                             label=f"{class_names[c]}{' (uncoloured)' if c == background else ''}  "
+                                   f"IoU {100 * inter / max(union, 1):.0f} %"))
+    if (~valid).any():
+        handles.append(Patch(facecolor=np.asarray(IGNORE_COLOUR) / 255, edgecolor="k", lw=0.4,
+                             label="ignored (255)"))
+    axes[2].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False,
+                   title="classes on this image", title_fontsize=7)
+    acc = 100 * float((gt[valid] == pr[valid]).mean()) if valid.any() else float("nan")
+    heading(fig, f"ground truth and prediction · pixel accuracy on this image {acc:.1f} %", image_name=image_name,
+            note=note)
+    return fig
+
+
+def save_evaluation_overlay(image: np.ndarray | Image.Image, mask: np.ndarray, pred: np.ndarray,
+                            class_names: Sequence[str], path: str | Path, **kwargs: Any) -> Path:
+    """:func:`evaluation_figure` written to ``path``."""
+    return save(evaluation_figure(image, mask, pred, class_names, **kwargs), path)
 
 
 # --------------------------------------------------------------------------- CLIP Surgery by head

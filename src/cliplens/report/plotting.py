@@ -37,7 +37,7 @@ from torch import Tensor
 from cliplens.evaluation.segmentation import upsample_map
 
 __all__ = [
-    "DIVERGING", "DPI", "MAX_SHOWN", "NEGATIVE", "POSITIVE", "SIGNED_LABEL", "bars_figure", "colorbar", "head_grid_figure", "heading",
+    "DIVERGING", "DPI", "save_ablation_curve", "MAX_SHOWN", "NEGATIVE", "POSITIVE", "SIGNED_LABEL", "bars_figure", "colorbar", "head_grid_figure", "heading",
     "image_figure", "new_figure", "overlay", "save", "save_bars", "save_head_grid", "save_image", "save_token_map",
     "slug", "symmetric_limit", "token_map_figure", "unnormalize", "wrap",
 ]
@@ -309,3 +309,23 @@ def head_grid_figure(values: Tensor | np.ndarray, *, title: str = "", layer_labe
 def save_head_grid(values: Tensor | np.ndarray, path: str | Path, **kwargs: Any) -> Path:
     """:func:`head_grid_figure` written to ``path``."""
     return save(head_grid_figure(values, **kwargs), path)
+
+
+def save_ablation_curve(accuracies: Sequence[float], baseline: float, path: str | Path, *, title: str = "",
+                        extra: dict[str, float] | None = None) -> Path:
+    """Accuracy with the attention of layers 0..l mean-ablated, against l (the paper's curve), with the model
+    as it is and other studies as horizontal lines."""
+    fig = new_figure(6.4, 3.8)
+    ax = fig.add_subplot()
+    layers = np.arange(len(accuracies))
+    ax.plot(layers, 100 * np.asarray(accuracies), marker="o", label="attention of layers 0..l mean-ablated")
+    ax.axhline(100 * baseline, color="k", lw=1, ls="--", label="nothing ablated")
+    for (name, value), style in zip((extra or {}).items(), (":", "-."), strict=False):
+        ax.axhline(100 * value, color="#d62728", lw=1, ls=style, label=name)
+    ax.set_xlabel("l (layers counted from 0)")
+    ax.set_ylabel("zero-shot accuracy (%)")
+    ax.set_xticks(layers)
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, loc="lower left")
+    heading(fig, "zero-shot accuracy with components mean-ablated", note=title)
+    return save(fig, path)

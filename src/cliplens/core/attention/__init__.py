@@ -11,15 +11,26 @@ from cliplens.core.attention.base import (
     scaled_scores,
     softmax_rows,
 )
+from cliplens.core.attention.correlative import Correlative
+from cliplens.core.attention.grounding import Grounding
+from cliplens.core.attention.identity import Identity
+from cliplens.core.attention.neighbourhood import Neighbourhood, gaussian_prior
+from cliplens.core.attention.residual_correlation import ResidualCorrelation
 from cliplens.core.attention.self_self import SelfSelf
 from cliplens.core.attention.vanilla import Vanilla
 
 __all__ = [
     "AttentionContext",
     "AttentionStrategy",
+    "Correlative",
+    "Grounding",
+    "Identity",
+    "Neighbourhood",
+    "ResidualCorrelation",
     "SelfSelf",
     "Vanilla",
     "attention_names",
+    "gaussian_prior",
     "get_attention",
     "register_attention",
     "scaled_scores",

@@ -49,12 +49,18 @@ class AttentionContext:
         grid: the token grid ``(gh, gw)``; token ``1 + r * gw + c`` is the patch at row r, column c
             (token 0 is CLS).
         rows: the query rows :meth:`AttentionStrategy.pattern` must return (``None``: all).
+        x: the block's ``ln_1`` output ``[B, N, D]`` that q, k and v were projected from (GEM's
+            temperature reads its norms).
     """
 
     layer: int
     block: BlockView
     grid: tuple[int, int]
     rows: slice | None = None
+    x: Tensor | None = None
+
+    def with_rows(self, rows: slice | None) -> AttentionContext:
+        return AttentionContext(self.layer, self.block, self.grid, rows, self.x)
 
 
 class AttentionStrategy:

@@ -1,0 +1,44 @@
+"""GEM, "Grounding Everything" (Bousselham et al., CVPR 2024): a self-self side path over the last blocks.
+
+Like CLIP Surgery's architecture, a side path over the last ``blocks`` blocks (6 in the original) starts from
+the main stream's residual at the first of them and adds, at each, ``O(SS)``: GEM's self-self attention
+(:mod:`cliplens.core.attention.grounding`: iterated q-q, k-k and v-v attention on L2-normalised projections
+with an adaptive temperature, averaged, applied to v), computed from the main stream's ``ln_1`` output; no
+MLP on the side path; the main stream runs untouched. The side path's patch tokens, through ``ln_post`` and
+the projection, are scored against the texts by cosine. Defaults as the original: 6 blocks, 1 iteration,
+adaptive temperature. The original prompts with the single template "a photo of a {}." and feeds
+448×448 inputs (``size=448, fit="squash"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cliplens.core.attention import get_attention
+from cliplens.core.plan import Plan, SidePath
+from cliplens.errors import InvalidInputError
+from cliplens.maps.base import register_map
+from cliplens.maps.dense import PlanMap
+
+__all__ = ["GEM"]
+
+
+@register_map("gem")
+class GEM(PlanMap):
+    """GEM's self-self side path (see the module docs)."""
+
+    stream = "gem"
+
+    def __init__(self, blocks: int = 6, iterations: int = 1, temperature: float | None = None) -> None:
+        if iterations < 0:
+            raise InvalidInputError(f"GEM's iterations must be 0 or more, got {iterations}")
+        super().__init__(blocks=int(blocks), iterations=int(iterations),
+                         temperature=None if temperature is None else float(temperature))
+
+    def plan(self, model: Any) -> Plan:
+        L = model.vision.num_layers
+        n = self.params["blocks"]
+        if not 1 <= n <= L:
+            raise InvalidInputError(f"GEM's blocks must be between 1 and the model's depth ({L}), got {n}")
+        att = get_attention("grounding", iterations=self.params["iterations"], temperature=self.params["temperature"])
+        return Plan().side(range(L - n, L), SidePath(self.stream, attention=att))

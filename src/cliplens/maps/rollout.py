@@ -1,0 +1,48 @@
+"""Attention rollout (Abnar & Zuidema, 2020): attention composed through the layers, with the residual.
+
+Per block ``l ≥ start_layer``: ``Â_l = ½·mean_h A_l + ½·I`` (the residual as an identity, rows sum to 1);
+``J = Â_{L−1} ⋯ Â_{start_layer}``; the map is ``J[CLS, patches]``. Heads fused by the mean (the common
+choice). ``start_layer=0`` is the original; Chefer et al.'s ImageNet-segmentation evaluation starts at 1.
+Text-independent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cliplens.core.plan import resolve_layer_indices
+from cliplens.maps.base import MapMethod, register_map
+from cliplens.maps.targets import TextEmbeddings
+
+__all__ = ["Rollout"]
+
+
+@register_map("rollout")
+class Rollout(MapMethod):
+    """Attention rollout from ``start_layer`` (see the module docs)."""
+
+    text_dependent = False
+
+    def __init__(self, start_layer: int = 0) -> None:
+        super().__init__(start_layer=int(start_layer))
+
+    @torch.no_grad()
+    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+        L = model.vision.num_layers
+        start = resolve_layer_indices(self.params["start_layer"], L, "start layer")[0]
+        joint: Tensor | None = None
+
+        def fold(pattern: Tensor, name: str) -> None:
+            nonlocal joint
+            a = pattern.float().mean(1)  # [B, N, N]
+            a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+            joint = a if joint is None else a @ joint
+
+        out = model.run(pixels, hooks={f"blocks.{i}.attn.pattern": fold for i in range(start, L)})
+        assert joint is not None
+        row = joint[:, 0, 1:]
+        B, T = row.shape[0], texts.directions.shape[0]
+        return row.reshape(B, 1, *out.grid).expand(B, T, *out.grid).contiguous()
