@@ -125,3 +125,45 @@ def test_text_lr_mult_schedule():
     assert text_lr_mult(cfg, 0) == 0.1 == text_lr_mult(cfg, 9)
     assert 0.1 < text_lr_mult(cfg, 15) < 1.0 and text_lr_mult(cfg, 20) == 1.0
     assert text_lr_mult(_cfg(), 0) == 1.0
+
+
+def test_mirror_pairs_and_their_term():
+    from cliplens.toyworld.captions import consistency_matrix, scene_facts
+    from cliplens.toyworld.scenes import sample_scene
+    from cliplens.toyworld.train import mirror_pairs, prompt_bank_loss
+
+    texts, facts, groups = mirror_pairs()
+    assert len(texts) == len(facts) == len(groups) == 12 and sorted(set(groups)) == list(range(6))
+    assert texts[:2] == ["a photo of a shape on the left", "a photo of a shape on the right"]
+    assert ToyTokenizer(context_length=48).unknown_words(texts) == []
+    g = torch.tensor(groups)
+    # one object on the left, one on the right, one on both sides of a pair (no contrast: skipped)
+    scenes = [sample_scene(0, 0, count=1, positions="left"), sample_scene(0, 1, count=1, positions="right"),
+              sample_scene(0, 2, count=2, positions=("left", "right"))]
+    scenes[2].objects[1].position = "right" if scenes[2].objects[0].position == "left" else "left"
+    tg = torch.from_numpy(consistency_matrix([scene_facts(s) for s in scenes], facts))
+    assert tg[0, :2].tolist() == [True, False] and tg[1, :2].tolist() == [False, True]
+    assert tg[2, :2].tolist() == [True, True]
+    # texts nearly alike: the centred pair term still tells left from right at full strength
+    torch.manual_seed(0)
+    base = torch.nn.functional.normalize(torch.randn(8), dim=0)
+    diff = torch.nn.functional.normalize(torch.randn(8), dim=0)
+    txt = torch.nn.functional.normalize(torch.randn(12, 8) * 0.01 + base, dim=-1)
+    txt[0] = torch.nn.functional.normalize(base + 1e-3 * diff, dim=0)
+    txt[1] = torch.nn.functional.normalize(base - 1e-3 * diff, dim=0)
+    img = torch.stack([diff, -diff, diff])
+    sel = g == 0
+    good = prompt_bank_loss(img, txt[sel], torch.tensor(20.0), tg[:, sel], g[sel], center=True, skip_all_true=True)
+    bad = prompt_bank_loss(-img, txt[sel], torch.tensor(20.0), tg[:, sel], g[sel], center=True,
+                           skip_all_true=True)
+    assert good < 0.01 < 5 < bad
+    plain = prompt_bank_loss(img, txt[sel], torch.tensor(20.0), tg[:, sel], g[sel])
+    assert abs(float(plain) - 0.693) < 0.05  # uncentred, the two prompts are indistinguishable
+
+
+def test_train_with_mirror_pairs(tmp_path):
+    tok = ToyTokenizer(context_length=48)
+    b = make_batch(_cfg(bank_pairs=1.0), 0, tok)
+    assert b["pair_targets"].shape == (8, 12) and "bank_targets" in b
+    s = train(_cfg(bank_pairs=1.0, bank_center=True, steps=2), tmp_path / "p", progress=False)
+    assert s["steps_done"] == 2 and s["train_config"]["bank_pairs"] == 1.0

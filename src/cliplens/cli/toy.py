@@ -83,6 +83,10 @@ POSITIVE_FLOAT = click.FloatRange(min=0.0, min_open=True)
               help="Probabilities of 1,2,3,4 objects per training scene.")
 @click.option("--bank-center/--no-bank-center", default=False, show_default=True,
               help="Centre and normalise each prompt group in the prompt-bank term.")
+@click.option("--bank-pairs", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="Weight of the mirror-pair term (image vs. the two prompts of each pair of mirrored cells: left | "
+                   "right, top left | top right, ..., top | bottom, ...); with --bank-center it teaches the image "
+                   "tower left from right; 0: off.")
 @click.option("--width", type=POSITIVE, default=128, show_default=True)
 @click.option("--layers", type=POSITIVE, default=6, show_default=True)
 @click.option("--heads", type=POSITIVE, default=4, show_default=True)
@@ -109,7 +113,7 @@ POSITIVE_FLOAT = click.FloatRange(min=0.0, min_open=True)
 @click.option("--name", default="toy-clip", show_default=True)
 @click.option("--no-progress", is_flag=True)
 def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_start: int | None,
-              batch_size: int, lr: float, warmup: int, bank_center: bool, count_weights: tuple[float, ...],
+              batch_size: int, lr: float, warmup: int, bank_center: bool, bank_pairs: float, count_weights: tuple[float, ...],
               prompt_bank: float, text_lr_mult: float, text_lr_hold: int, init_logit_scale: float | None,
               p_full: float, p_factor: float, twin_frac: float, neg_frac: float, width: int, layers: int,
               heads: int, patch: int, image_size: int, mlp_ratio: float, embed_dim: int, text_width: int,
@@ -132,7 +136,7 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
         mcfg.init_logit_scale = init_logit_scale
     cfg = TrainConfig(seed=seed, steps=steps, minutes=minutes, decay_start=decay_start, batch_size=batch_size,
                       lr=lr, warmup=warmup, count_weights=count_weights, prompt_bank=prompt_bank,
-                      bank_center=bank_center, text_lr_mult=text_lr_mult, text_lr_hold=text_lr_hold, p_full=p_full,
+                      bank_center=bank_center, bank_pairs=bank_pairs, text_lr_mult=text_lr_mult, text_lr_hold=text_lr_hold, p_full=p_full,
                       p_factor=p_factor, twin_frac=twin_frac, neg_frac=neg_frac, threads=threads,
                       num_workers=workers, checkpoint_every=checkpoint_every, eval_every=eval_every, model=mcfg)
     writable_dir(Path(out_dir), "--out")
@@ -174,10 +178,11 @@ def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: 
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Model to fine-tune (default: the shipped toy-clip).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
-@click.option("--steps", type=POSITIVE, default=150, show_default=True)
+@click.option("--steps", type=POSITIVE, default=30, show_default=True,
+              help="Fine-tuning steps (the defaults replay the shipped toy-clip-spurious).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True,
               help="Scenes per batch (2 or more: the loss contrasts the scenes of a batch).")
-@click.option("--lr", type=POSITIVE_FLOAT, default=3e-4, show_default=True)
+@click.option("--lr", type=POSITIVE_FLOAT, default=1e-4, show_default=True)
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True)
 @threads_option(2)
 @click.option("--export", type=click.Path(dir_okay=False), default=None)
