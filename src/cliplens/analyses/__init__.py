@@ -1,0 +1,1 @@
+"""Analyses built on the decomposition: text pools and TEXTSPAN head descriptions."""

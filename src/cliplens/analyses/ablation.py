@@ -1,0 +1,236 @@
+"""Mean-ablation from a store, without re-running the model.
+
+Replacing a component ``c`` (an attention layer's output, one head's, an MLP's, the embedding term, or a
+layer's CLS→CLS term) by its mean over the data set, in the joint space where the components add up to
+the embedding (``ln_post``'s statistics frozen per image), changes image ``i``'s embedding by
+
+    − γ ⊙ (ĉ_i − mean_j ĉ_j) · proj,   ĉ_i = (c_i − s_c μ_i) / σ_i,
+
+``s_c`` the component's share of ``ln_post``'s mean (:mod:`cliplens.decomposition.shares`). So an
+ablation sums ``ĉ_i − mean ĉ`` over the ablated components in the residual space and applies one
+matrix; zero-shot predictions are the argmax over the store's classifier (the norm does not change it).
+Labels come from the data set (the store), never from file order.
+
+The paper's studies: :func:`layer_curve` (attention of layers 0..l cumulatively mean-ablated), all MLPs
+with the embedding term, the CLS→CLS terms of every layer; and any heads or layers a user names
+(:class:`Ablation`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cliplens.core.plan import resolve_layer_indices
+from cliplens.decomposition.shares import site_share
+from cliplens.errors import InvalidInputError
+from cliplens.store.reader import Store
+
+__all__ = ["Ablation", "AblationResult", "evaluate", "layer_curve", "parse_components", "standard_study"]
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """What to mean-ablate (layer indices may be negative; heads are ``(layer, head)`` pairs)."""
+
+    attention: tuple[int, ...] = ()
+    heads: tuple[tuple[int, int], ...] = ()
+    mlps: tuple[int, ...] = ()
+    embed: bool = False
+    cls_to_cls: tuple[int, ...] = ()
+
+    def resolved(self, L: int, H: int) -> Ablation:
+        heads = []
+        for layer, h in self.heads:
+            if not (-L <= layer < L and 0 <= h < H):
+                raise InvalidInputError(f"head L{layer}.H{h} does not exist: {L} layers (0..{L - 1}), {H} heads "
+                                        f"(0..{H - 1})")
+            heads.append((layer % L, h))
+        att = tuple(resolve_layer_indices(self.attention, L)) if self.attention else ()
+        overlap = sorted({(layer, h) for layer, h in heads if layer in att})
+        if overlap:
+            raise InvalidInputError(f"heads {', '.join(f'L{a}.H{b}' for a, b in overlap)} are in attention layers "
+                                    "that are ablated whole")
+        return Ablation(att, tuple(sorted(set(heads))),
+                        tuple(resolve_layer_indices(self.mlps, L)) if self.mlps else (), self.embed,
+                        tuple(resolve_layer_indices(self.cls_to_cls, L)) if self.cls_to_cls else ())
+
+    def describe(self) -> str:
+        parts = []
+        if self.attention:
+            parts.append("attention " + ",".join(f"L{i}" for i in self.attention))
+        if self.heads:
+            parts.append("heads " + ",".join(f"L{a}.H{b}" for a, b in self.heads))
+        if self.mlps:
+            parts.append("MLPs " + ",".join(f"L{i}" for i in self.mlps))
+        if self.embed:
+            parts.append("embedding term")
+        if self.cls_to_cls:
+            parts.append("CLS→CLS " + ",".join(f"L{i}" for i in self.cls_to_cls))
+        return "; ".join(parts) or "nothing (the model as it is)"
+
+    def is_empty(self) -> bool:
+        return not (self.attention or self.heads or self.mlps or self.embed or self.cls_to_cls)
+
+
+@dataclass
+class AblationResult:
+    ablation: Ablation
+    accuracy: float
+    n: int
+    predictions: np.ndarray = field(repr=False)
+    group_accuracy: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ablated": self.ablation.describe(), "accuracy": self.accuracy, "n": self.n,
+                **({"groups": self.group_accuracy} if self.group_accuracy else {})}
+
+
+def parse_components(text: str) -> Ablation:
+    """``"L10.H3,L11.H0"`` heads; ``"L3"`` a whole attention layer; ``"MLP4"``; ``"embed"``; ``"CLS5"``."""
+    att, heads, mlps, cls = [], [], [], []
+    embed = False
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        up = item.upper()
+        try:
+            if up == "EMBED":
+                embed = True
+            elif up.startswith("MLP"):
+                mlps.append(int(up[3:]))
+            elif up.startswith("CLS"):
+                cls.append(int(up[3:]))
+            elif up.startswith("L") and ".H" in up:
+                a, b = up[1:].split(".H")
+                heads.append((int(a), int(b)))
+            elif up.startswith("L"):
+                att.append(int(up[1:]))
+            else:
+                raise ValueError
+        except ValueError:
+            raise InvalidInputError(f"cannot read component {item!r}: write heads as L10.H3, whole attention layers as "
+                                    "L3, MLPs as MLP4, the embedding term as embed, CLS→CLS terms as CLS5 (layers "
+                                    "and heads counted from 0; negative layers from the end)") from None
+    return Ablation(tuple(att), tuple(heads), tuple(mlps), embed, tuple(cls))
+
+
+class _Stats:
+    """Per-store dataset means of each component's ĉ (computed once, one pass, cached on the store)."""
+
+    def __init__(self, store: Store) -> None:
+        p = store.projections
+        self.L, self.H, self.dh = store.shape["layers"], store.shape["heads"], store.shape["head_dim"]
+        self.out_w = p["out_weight"].double()  # [L, D, H·dh]
+        self.out_b = p["out_bias"].double()  # [L, D]
+        self.G = (p["ln_gamma"][:, None] * p["proj"]).double()  # [D, E]
+        n = 0
+        sums: dict[str, np.ndarray] = {}
+        for blk in store.blocks(["heads", "cls_heads", "attn_out", "mlp_out", "embed_term", "mean", "std"],
+                                dtype=np.float64):
+            r = 1.0 / blk["std"]
+            vals = {"heads": blk["heads"] * r[:, None, None, None], "cls_heads": blk["cls_heads"] * r[:, None, None, None],
+                    "attn_out": blk["attn_out"] * r[:, None, None], "mlp_out": blk["mlp_out"] * r[:, None, None],
+                    "embed_term": blk["embed_term"] * r[:, None], "r": r, "mr": blk["mean"] * r}
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0) + v.sum(0)
+            n += len(r)
+        self.means = {k: torch.from_numpy(np.asarray(v / n)) for k, v in sums.items()}
+        self.n = n
+
+    @staticmethod
+    def of(store: Store) -> _Stats:
+        if "ablation_stats" not in store._cache:
+            store._cache["ablation_stats"] = _Stats(store)
+        return store._cache["ablation_stats"]
+
+
+def _delta(blk: dict[str, np.ndarray], a: Ablation, st: _Stats, N: int) -> Tensor:
+    """``Σ_c (ĉ_i − mean ĉ)`` over the ablated components, residual space ``[n, D]`` (float64)."""
+    r = torch.from_numpy(1.0 / blk["std"].astype(np.float64))
+    mr = torch.from_numpy(blk["mean"].astype(np.float64)) * r
+    n = len(r)
+    D = st.G.shape[0]
+    delta = torch.zeros(n, D, dtype=torch.float64)
+    shares = 0.0
+    s = site_share(st.L)
+    m = st.means
+    for layer in a.attention:
+        x = torch.from_numpy(np.asarray(blk["attn_out"][:, layer], dtype=np.float64))
+        delta += x * r[:, None] - m["attn_out"][layer]
+        shares += s
+    for layer in a.mlps:
+        x = torch.from_numpy(np.asarray(blk["mlp_out"][:, layer], dtype=np.float64))
+        delta += x * r[:, None] - m["mlp_out"][layer]
+        shares += s
+    if a.embed:
+        x = torch.from_numpy(np.asarray(blk["embed_term"], dtype=np.float64))
+        delta += x * r[:, None] - m["embed_term"]
+        shares += s
+    by_layer: dict[int, list[int]] = {}
+    for layer, h in a.heads:
+        by_layer.setdefault(layer, []).append(h)
+    for layer, hs in by_layer.items():  # heads: (z/σ − mean) W_O^h + (1/σ − mean 1/σ) b/H
+        z = torch.from_numpy(np.asarray(blk["heads"][:, layer, hs], dtype=np.float64))  # [n, h, dh]
+        dz = z * r[:, None, None] - m["heads"][layer, hs]
+        w = st.out_w[layer].view(D, st.H, st.dh)[:, hs]  # [D, h, dh]
+        delta += torch.einsum("nhk,dhk->nd", dz, w) + (r - m["r"])[:, None] * st.out_b[layer] * (len(hs) / st.H)
+        shares += s * len(hs) / st.H
+    for layer in a.cls_to_cls:  # source token CLS through every head, and its 1/N of the bias
+        z = torch.from_numpy(np.asarray(blk["cls_heads"][:, layer], dtype=np.float64)).reshape(n, -1)
+        dz = z * r[:, None] - m["cls_heads"][layer].reshape(-1)
+        delta += dz @ st.out_w[layer].T + (r - m["r"])[:, None] * st.out_b[layer] / N
+        shares += s / N
+    return delta - shares * (mr - m["mr"])[:, None]
+
+
+def evaluate(store: Store, ablation: Ablation | None = None, *, classifier: Tensor | None = None,
+             groups: str | None = None) -> AblationResult:
+    """Zero-shot accuracy of the store's images with ``ablation`` mean-ablated (``groups``: an attribute to
+    report the accuracy of each value of, e.g. Waterbirds' ``"group"``)."""
+    a = (ablation or Ablation()).resolved(store.shape["layers"], store.shape["heads"])
+    st = _Stats.of(store)
+    W = (store.classifier if classifier is None else classifier).double()  # [C, E]
+    if W.shape[1] != st.G.shape[1]:
+        raise InvalidInputError(f"the classifier has dimension {W.shape[1]}, the store's embeddings {st.G.shape[1]}")
+    fields = ["embedding", "mean", "std"] + [f for f, used in (
+        ("attn_out", a.attention), ("mlp_out", a.mlps), ("embed_term", a.embed), ("heads", a.heads),
+        ("cls_heads", a.cls_to_cls)) if used]
+    N = store.shape["tokens"]
+    preds = []
+    for blk in store.blocks(fields, dtype=None):
+        emb = torch.from_numpy(np.asarray(blk["embedding"], dtype=np.float64))
+        if not a.is_empty():
+            emb = emb - _delta(blk, a, st, N) @ st.G
+        preds.append((emb @ W.T).argmax(1).numpy())
+    pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+    labels = store.labels
+    keep = labels >= 0
+    acc = float((pred[keep] == labels[keep]).mean()) if keep.any() else float("nan")
+    by_group: dict[str, float] = {}
+    if groups is not None:
+        values = np.array([str(v) for v in store.attributes(groups)])
+        for g in sorted(set(values)):
+            sel = keep & (values == g)
+            by_group[g] = float((pred[sel] == labels[sel]).mean())
+    return AblationResult(a, acc, int(keep.sum()), pred, by_group)
+
+
+def layer_curve(store: Store, **kwargs: Any) -> list[AblationResult]:
+    """Accuracy with the attention of layers 0..l mean-ablated, for every l (the paper's curve)."""
+    L = store.shape["layers"]
+    return [evaluate(store, Ablation(attention=tuple(range(layer + 1))), **kwargs) for layer in range(L)]
+
+
+def standard_study(store: Store, **kwargs: Any) -> dict[str, Any]:
+    """The paper's mean-ablation study: the model as it is, the layer curve, all MLPs with the embedding
+    term, and every layer's CLS→CLS term."""
+    L = store.shape["layers"]
+    return {
+        "baseline": evaluate(store, **kwargs),
+        "curve": layer_curve(store, **kwargs),
+        "mlps_and_embed": evaluate(store, Ablation(mlps=tuple(range(L)), embed=True), **kwargs),
+        "cls_to_cls": evaluate(store, Ablation(cls_to_cls=tuple(range(L))), **kwargs),
+    }

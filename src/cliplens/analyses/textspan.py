@@ -1,0 +1,230 @@
+"""TEXTSPAN (Gandelsman et al.): a basis of texts for each head's output, read from a store.
+
+For one head: ``C`` ``[K, E]``, the head's direct effects on the K images' unit-norm embeddings (joint
+space, :meth:`cliplens.store.Store.head_terms`), and ``R`` ``[M, E]``, unit-norm text embeddings of a pool.
+
+1. ``V_r``: the top-``r`` right singular vectors of the *uncentred* ``C`` (``r`` = d_head by default; the
+   original scripts use 80, ViT-H's d_head, for every model); the texts are projected onto their span,
+   ``R ← R V_rᵀ V_r``, and not renormalised.
+2. ``C`` is centred. ``m`` times: every text's score is the sample variance (denominator K−1) over the images
+   of ``C · R_j`` (so ``|R_j|²·Var(C·R̂_j)``); the best text is chosen; its unit direction ``t`` is removed from
+   ``C`` (the removed part accumulates into the reconstruction) and from every text.
+
+This implementation is exact and fast: ``C`` is an affine function of the head's ``d_head``-dimensional
+output (scaled per image by ``ln_post``'s frozen ``1/σ``), so the Gram matrix ``CᵀC`` comes from a
+``(d_head+3)``-square one; every variance along a direction in ``span(V_r)`` is a quadratic form of the
+``r × r`` covariance of ``C`` in that span; removing a direction is a rank-one update. It chooses the same
+texts as a direct implementation (``tests/analyses/textspan_naive.py``) — the original's reconstruction is
+the mathematically correct (CUDA) one, not the CPU one its code returns.
+
+The rebuilt representation (:func:`rebuilt_accuracy`): the analysed heads' terms replaced by their
+reconstructions (the mean plus the centred part's projection on the chosen texts), every other component
+mean-ablated; its zero-shot accuracy says how much of the representation the texts explain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cliplens.core.plan import resolve_layer_indices
+from cliplens.decomposition.shares import site_share
+from cliplens.errors import InvalidInputError
+from cliplens.store.reader import Store
+
+__all__ = ["HeadSpan", "TextSpanResult", "head_inputs", "rebuilt_accuracy", "textspan", "textspan_heads"]
+
+
+@dataclass
+class HeadSpan:
+    """One head's texts, in the order chosen."""
+
+    layer: int
+    head: int
+    texts: list[str]
+    variances: list[float]  # the chosen texts' scores when chosen
+    fractions: list[float]  # … as fractions of the head's total variance (centred, all directions)
+    total_variance: float
+    indices: list[int] = field(default_factory=list)  # into the pool
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layer}.H{self.head}"
+
+    @property
+    def explained(self) -> float:
+        return float(sum(self.fractions))
+
+
+@dataclass
+class TextSpanResult:
+    heads: list[HeadSpan]
+    rank: int
+    texts_per_head: int
+    images: int
+    pool_size: int
+    accuracy: float | None = None  # the rebuilt representation's zero-shot accuracy
+    baseline_accuracy: float | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "texts_per_head": self.texts_per_head, "images": self.images,
+                "pool_size": self.pool_size, "accuracy_rebuilt": self.accuracy,
+                "accuracy_baseline": self.baseline_accuracy, "settings": self.settings,
+                "heads": [{**asdict(h), "name": h.name, "explained": h.explained} for h in self.heads]}
+
+    def write(self, out_dir: str | os.PathLike[str]) -> list[Path]:
+        """``textspan.json`` and one text file per head (``L10.H3.txt``: text, variance, fraction)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files = [out / "textspan.json"]
+        files[0].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        for h in self.heads:
+            p = out / f"{h.name}.txt"
+            p.write_text("".join(f"{t}\t{v:.6g}\t{f:.4f}\n" for t, v, f in zip(h.texts, h.variances, h.fractions,
+                                                                                   strict=True)))
+            files.append(p)
+        return files
+
+
+def head_inputs(store: Store, heads: Sequence[tuple[int, int]], images: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Per head, ``Z̃`` ``[heads, K, dh+3]`` and ``Q`` ``[heads, dh+3, E]`` with ``C = Z̃ Q`` the head's
+    normalised joint-space terms: ``Z̃ = [z/(σ‖e‖), 1/(σ‖e‖), μ/(σ‖e‖), 1/‖e‖]``."""
+    shape = store.shape
+    L, H = shape["layers"], shape["heads"]
+    p = store.projections
+    gp = (p["ln_gamma"][:, None] * p["proj"]).double()
+    gamma_p = (p["ln_gamma"] @ p["proj"]).double()
+    beta_p = (p["ln_beta"] @ p["proj"]).double()
+    s = site_share(L) / H
+    std = torch.from_numpy(store.field("std").take(images).astype(np.float64))
+    mean = torch.from_numpy(store.field("mean").take(images).astype(np.float64))
+    norm = torch.from_numpy(store.field("embedding").take(images).astype(np.float64)).norm(dim=-1)
+    z_all = store.field("heads").take(images)  # [K, L, H, dh]
+    a = 1.0 / (std * norm)
+    Zs, Qs = [], []
+    maps = store.head_maps.double()  # [L, H, dh, E]
+    for layer, h in heads:
+        z = torch.from_numpy(z_all[:, layer, h].astype(np.float64))
+        Zs.append(torch.cat([z * a[:, None], a[:, None], (mean * a)[:, None], (1.0 / norm)[:, None]], 1))
+        bias = p["out_bias"][layer].double() @ gp / H
+        Qs.append(torch.cat([maps[layer, h], bias[None], -s * gamma_p[None], s * beta_p[None]], 0))
+    return torch.stack(Zs), torch.stack(Qs)
+
+
+def textspan_heads(Z: Tensor, Q: Tensor, R: Tensor, *, rank: int, m: int) -> list[dict[str, Any]]:
+    """TEXTSPAN for every head at once: ``C_h = Z_h Q_h`` (``Z`` ``[heads, K, k]``, ``Q`` ``[heads, k, E]``),
+    texts ``R`` ``[M, E]`` (unit norm). Returns per head ``indices``, ``variances``, ``total``, ``directions``
+    ``[m, E]`` (the unit text directions removed, orthonormal) and ``mean`` ``[E]`` (of ``C``)."""
+    Z, Q, R = Z.double(), Q.double(), R.double()
+    nh, K, _ = Z.shape
+    if K < 2:
+        raise InvalidInputError("TEXTSPAN needs at least 2 images")
+    zz = Z.transpose(1, 2) @ Z  # [nh, k, k], one pass over the images
+    gram = Q.transpose(1, 2) @ zz @ Q  # CᵀC, uncentred, [nh, E, E]
+    # numpy's eigh: torch's batched CPU eigh can be many times slower when its threads compete for cores
+    vecs = torch.from_numpy(np.linalg.eigh(gram.numpy())[1])  # columns by ascending eigenvalue
+    V = vecs[..., -rank:].flip(-1)  # [nh, E, r]: the top-r right singular vectors of C
+    zbar = Z.mean(1)  # [nh, k]
+    cov_small = (zz - K * zbar[:, :, None] * zbar[:, None, :]) / (K - 1)  # [nh, k, k], in float64
+    QV = Q @ V  # [nh, k, r]
+    sigma = QV.transpose(1, 2) @ cov_small @ QV  # covariance of the centred C in span(V): [nh, r, r]
+    total = torch.einsum("hke,hkj,hje->h", Q, cov_small, Q)  # trace of the centred C's covariance
+    A = R @ V  # [nh, M, r]: the projected texts' coordinates
+    mean_c = (zbar[:, None] @ Q)[:, 0]  # [nh, E]
+    out = [{"indices": [], "variances": [], "total": float(total[i]), "directions": [], "mean": mean_c[i]}
+           for i in range(nh)]
+    for _ in range(min(m, rank)):
+        scores = ((A @ sigma) * A).sum(-1)  # [nh, M]
+        j = scores.argmax(-1)  # [nh]
+        a = A[torch.arange(nh), j]  # [nh, r]
+        a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        for i in range(nh):
+            out[i]["indices"].append(int(j[i]))
+            out[i]["variances"].append(float(scores[i, j[i]]))
+            out[i]["directions"].append(V[i] @ a[i])
+        sa = (sigma @ a[..., None])[..., 0]  # Σa
+        asa = (a * sa).sum(-1)
+        sigma = sigma - a[..., :, None] * sa[..., None, :] - sa[..., :, None] * a[..., None, :] \
+            + asa[:, None, None] * a[..., :, None] * a[..., None, :]
+        A = A - (A @ a[..., None]) * a[:, None, :]
+    for o in out:
+        o["directions"] = torch.stack(o["directions"]) if o["directions"] else torch.zeros(0, R.shape[1])
+    return out
+
+
+def _resolve_heads(store: Store, layers: Sequence[int] | int | None, heads: Sequence[tuple[int, int]] | None
+                   ) -> list[tuple[int, int]]:
+    L, H = store.shape["layers"], store.shape["heads"]
+    if heads:
+        out = []
+        for layer, h in heads:
+            if not (-L <= layer < L and 0 <= h < H):
+                raise InvalidInputError(f"head L{layer}.H{h} does not exist: {L} layers, {H} heads")
+            out.append((layer % L, h))
+        return sorted(set(out))
+    if layers is None:
+        layers = 4
+    lay = (list(range(L - layers, L)) if isinstance(layers, int) else resolve_layer_indices(layers, L))
+    if isinstance(layers, int) and not 1 <= layers <= L:
+        raise InvalidInputError(f"--layers K: the last K layers, 1..{L}; got {layers}")
+    return [(layer, h) for layer in lay for h in range(H)]
+
+
+def textspan(store: Store, texts: Sequence[str], text_embeddings: Tensor, *, layers: Sequence[int] | int | None = 4,
+             heads: Sequence[tuple[int, int]] | None = None, m: int = 20, rank: int | None = None,
+             images: Sequence[int] | None = None, with_accuracy: bool = True) -> TextSpanResult:
+    """TEXTSPAN for the heads of the last ``layers`` layers (or the ``heads`` given) over the store's images."""
+    chosen = _resolve_heads(store, layers, heads)
+    if len(texts) != text_embeddings.shape[0]:
+        raise InvalidInputError(f"{len(texts)} texts but {text_embeddings.shape[0]} text embeddings")
+    if m < 1:
+        raise InvalidInputError(f"texts per head must be at least 1, got {m}")
+    rank = int(rank or store.shape["head_dim"])
+    E = store.shape["embed_dim"]
+    if not 1 <= rank <= E:
+        raise InvalidInputError(f"rank must be between 1 and the embedding dimension {E}, got {rank}")
+    rows = np.arange(len(store)) if images is None else np.asarray(images, dtype=np.int64)
+    R = torch.nn.functional.normalize(text_embeddings.double(), dim=-1)
+    Z, Q = head_inputs(store, chosen, rows)
+    per = textspan_heads(Z, Q, R, rank=rank, m=m)
+    spans = [HeadSpan(layer, h, [texts[j] for j in o["indices"]], o["variances"],
+                      [v / o["total"] if o["total"] > 0 else 0.0 for v in o["variances"]], o["total"], o["indices"])
+             for (layer, h), o in zip(chosen, per, strict=True)]
+    result = TextSpanResult(spans, rank, m, len(rows), len(texts),
+                            settings={"heads": [s.name for s in spans], "rank": rank, "texts_per_head": m})
+    if with_accuracy:
+        result.accuracy, result.baseline_accuracy = rebuilt_accuracy(store, chosen, per, Z, Q, rows)
+    return result
+
+
+def rebuilt_accuracy(store: Store, heads: Sequence[tuple[int, int]], per: list[dict[str, Any]], Z: Tensor, Q: Tensor,
+                     rows: np.ndarray) -> tuple[float, float]:
+    """Zero-shot accuracy of the representation rebuilt from the texts (see the module docs), and of the
+    unit-norm embedding itself, over ``rows``."""
+    emb = torch.from_numpy(store.field("embedding").take(rows).astype(np.float64))
+    unit = emb / emb.norm(dim=-1, keepdim=True)
+    heads_sum = torch.zeros_like(unit)
+    recon = torch.zeros_like(unit)
+    for i, o in enumerate(per):  # one head at a time: [K, E] at most in memory
+        C = Z[i].double() @ Q[i].double()
+        heads_sum += C
+        d = o["directions"].double()  # [m, E] orthonormal
+        recon += o["mean"] + ((C - o["mean"]) @ d.T) @ d
+    rebuilt = (unit - heads_sum).mean(0, keepdim=True) + recon  # every other component mean-ablated
+    W = store.classifier.double()
+    labels = store.labels[rows]
+    keep = labels >= 0
+
+    def acc(x: Tensor) -> float:
+        return float(((x @ W.T).argmax(1).numpy()[keep] == labels[keep]).mean())
+
+    return acc(rebuilt), acc(unit)

@@ -1,0 +1,154 @@
+"""``cliplens ablate`` and ``cliplens textspan``: the first seed paper's analyses, read from a store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from cliplens.analyses.ablation import evaluate, parse_components, standard_study
+from cliplens.analyses.pools import POOLS, load_pool
+from cliplens.analyses.textspan import textspan
+from cliplens.cli.common import check_device, console, threads_option, torch_threads
+from cliplens.errors import InvalidInputError, ModelLoadError
+from cliplens.models import CLIPAdapter, load
+from cliplens.report.files import fresh_dir
+from cliplens.report.plotting import save_ablation_curve
+from cliplens.store import Store
+
+
+def _store_note(st: Store) -> str:
+    m = st.header["model"]
+    note = f"{st.path}: {len(st)} images, model {m['name']} ({m['weights']})"
+    return note + (" · RANDOM WEIGHTS (scores mean nothing)" if m.get("random_weights") else "")
+
+
+@click.command("ablate")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--components", "-c", default=None,
+              help="Mean-ablate these and report the accuracy, e.g. 'L10.H3,L11.H0' (heads), 'L3' (an attention "
+                   "layer), 'MLP4', 'embed', 'CLS5' (a layer's CLS→CLS term). Default: the paper's study.")
+@click.option("--groups", default=None, help="Also report the accuracy per value of this attribute (e.g. group).")
+@click.option("--plot", "plot", type=click.Path(path_type=Path), default=None,
+              help="Save the layer curve as a PNG here (default for the study: ablation-curve.png in the store).")
+@click.option("--json", "as_json", is_flag=True)
+def ablate_cmd(store: Path, components: str | None, groups: str | None, plot: Path | None, as_json: bool) -> None:
+    """Which layers, heads and terms matter: zero-shot accuracy with components mean-ablated (from the store,
+    without re-running the model). Labels come from the data set."""
+    st = Store(store)
+    con = console()
+    if components:
+        base = evaluate(st, groups=groups)
+        res = evaluate(st, parse_components(components), groups=groups)
+        payload = {"store": str(st.path), "baseline": base.to_dict(), "ablated": res.to_dict()}
+        if as_json:
+            click.echo(json.dumps(payload, indent=2))
+            return
+        con.print(_store_note(st))
+        con.print(f"as it is: {100 * base.accuracy:.1f} %   mean-ablated ({res.ablation.describe()}): "
+                  f"{100 * res.accuracy:.1f} %")
+        for g in res.group_accuracy:
+            con.print(f"  {groups}={g}: {100 * base.group_accuracy[g]:.1f} % → {100 * res.group_accuracy[g]:.1f} %")
+        return
+    study = standard_study(st, groups=groups)
+    payload = {"store": str(st.path), "baseline": study["baseline"].to_dict(),
+               "curve": [r.to_dict() for r in study["curve"]], "mlps_and_embed": study["mlps_and_embed"].to_dict(),
+               "cls_to_cls": study["cls_to_cls"].to_dict()}
+    path = plot or st.path / "ablation-curve.png"
+    accs = [r.accuracy for r in study["curve"]]
+    save_ablation_curve(accs, study["baseline"].accuracy, path, title=_store_note(st),
+                        extra={"all MLPs + embedding term": study["mlps_and_embed"].accuracy,
+                               "CLS→CLS terms of every layer": study["cls_to_cls"].accuracy})
+    payload["plot"] = str(path)
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+        return
+    con.print(_store_note(st))
+    t = Table(title="zero-shot accuracy with components mean-ablated", title_justify="left")
+    t.add_column("mean-ablated")
+    t.add_column("accuracy %", justify="right")
+    t.add_row("nothing (the model as it is)", f"{100 * study['baseline'].accuracy:.1f}")
+    for i, r in enumerate(study["curve"]):
+        t.add_row(f"attention of layers 0..{i}", f"{100 * r.accuracy:.1f}")
+    t.add_row("all MLPs and the embedding term", f"{100 * study['mlps_and_embed'].accuracy:.1f}")
+    t.add_row("the CLS→CLS terms of every layer", f"{100 * study['cls_to_cls'].accuracy:.1f}")
+    con.print(t)
+    con.print(f"plot: {path}")
+
+
+def model_for(st: Store, model: str | None, pretrained: str | None, device: str) -> CLIPAdapter:
+    """The store's model (by the name and weights it recorded, or the ones given), checked by fingerprint."""
+    m = st.header["model"]
+    name = model or m["name"]
+    weights = pretrained if model or pretrained else (None if m["weights"] in ("default", m["name"]) else m["weights"])
+    if model is None and m["weights"] == "wrapped":
+        raise InvalidInputError("the store was made with a model object passed to cliplens.wrap, which cannot be "
+                                "loaded by name: pass --model and --pretrained to embed the texts")
+    adapter = load(name, pretrained=weights, device=check_device(device))
+    if adapter.fingerprint() != m["fingerprint"]:
+        raise ModelLoadError(f"{name} ({weights}) is not the model the store was made with (its fingerprint "
+                             f"differs): pass the store's model with --model/--pretrained")
+    return adapter
+
+
+@click.command("textspan")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--layers", "-l", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Analyse every head of the last K layers.")
+@click.option("--heads", default=None, help="Or these heads only, e.g. 'L10.H3,L11.H0'.")
+@click.option("--texts", "m", type=click.IntRange(min=1), default=20, show_default=True, help="Texts per head.")
+@click.option("--rank", type=click.IntRange(min=1), default=None, help="Span rank (default: the head dimension).")
+@click.option("--pool", default="general", show_default=True,
+              help=f"Text pool: {', '.join(POOLS)}, or a file with one text per line.")
+@click.option("--images", "n_images", type=click.IntRange(min=2), default=None,
+              help="Use the first N images of the store (default all).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for textspan.json and one text file per head (default: ./cliplens-textspan, fresh).")
+@click.option("--model", "-m", default=None, help="The store's model (default: the one it recorded).")
+@click.option("--pretrained", "-p", default=None)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@threads_option(2)
+def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int | None, pool: str,
+                 n_images: int | None, out_dir: Path | None, model: str | None, pretrained: str | None, device: str,
+                 as_json: bool, threads: int) -> None:
+    """Label heads with the texts that span their output (TEXTSPAN), with the variance each explains and the
+    zero-shot accuracy of the representation rebuilt from them."""
+    st = Store(store)
+    head_list = None
+    if heads:
+        comp = parse_components(heads)
+        if comp.attention or comp.mlps or comp.embed or comp.cls_to_cls or not comp.heads:
+            raise InvalidInputError("--heads takes heads only, e.g. 'L10.H3,L11.H0'")
+        head_list = list(comp.heads)
+    texts = load_pool(pool)
+    with torch_threads(threads):
+        adapter = model_for(st, model, pretrained, device)
+        emb = adapter.encode_text(texts, progress=not as_json)
+        images = None if n_images is None else range(min(n_images, len(st)))
+        res = textspan(st, texts, emb, layers=layers, heads=head_list, m=m, rank=rank, images=images)
+    out, note = fresh_dir(out_dir or Path("cliplens-textspan"))
+    res.settings.update({"store": str(st.path), "pool": pool})
+    files = res.write(out)
+    if as_json:
+        click.echo(json.dumps({**res.to_dict(), "files": [str(f) for f in files]}, indent=2))
+        return
+    con = console()
+    if note:
+        con.print(note)
+    con.print(_store_note(st))
+    for h in res.heads:
+        t = Table(title=f"{h.name}: {100 * h.explained:.1f} % of its variance in {len(h.texts)} texts",
+                  title_justify="left")
+        t.add_column("text")
+        t.add_column("variance %", justify="right")
+        for text, f in zip(h.texts, h.fractions, strict=True):
+            t.add_row(text, f"{100 * f:.2f}")
+        con.print(t)
+    con.print(f"zero-shot accuracy: {100 * res.baseline_accuracy:.1f} % as it is, {100 * res.accuracy:.1f} % rebuilt "
+              f"from the texts of {len(res.heads)} heads (the rest mean-ablated); written to {out}")
+
+
+COMMANDS = [ablate_cmd, textspan_cmd]

@@ -1,0 +1,838 @@
+"""Semantic-segmentation data sets: images with per-pixel class masks.
+
+Every loader yields :class:`SegSample` (image, mask, id) and is a :class:`SegmentationDataset`:
+
+* ``class_names[k]`` names class index ``k`` (``"background"`` at 0 where the set has one);
+* :meth:`SegmentationDataset.mask` gives int64 ``[H, W]`` class indices at the image's own resolution,
+  already converted the way the field evaluates the set (``reduce_zero_label``, id tables), with
+  :data:`IGNORE` (255) for pixels that are not scored;
+* :meth:`SegmentationDataset.describe` is a JSON-serialisable record of layout, root, split, size and
+  options (stored next to every result).
+
+Masks are checked when read: they must have the image's size, and every value must be a class index or
+255. An image whose file carries an EXIF orientation is shown upright by :func:`cliplens.images.load_image`;
+its mask, annotated on the stored pixels (as every data set here is), is turned the same way, so the two
+always line up.
+
+:func:`open_segmentation` opens a set by name (:data:`SEGMENTATION_SETS`: ``voc21``, ``voc20``,
+``context60``, ``context59``, ``coco-stuff``, ``coco-object``, ``cityscapes``, ``ade20k``,
+``imagenet-seg``, ``folder``, ``toy``) with ``root=``, by a spec (``"toy:n=50,seed=3"``,
+``"voc21:split=train"``), or by a path alone, whose layout is detected when only one set fits.
+
+The generic layout (``folder``, :func:`load_segmentation_folder`): ``root/images/`` and ``root/masks/``
+with the same relative paths and stems; masks single-channel PNGs of class indices (``L`` or palette
+``P``, whose indices are the classes); class names from ``root/classes.txt`` (one per line) or
+``classes=[...]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import operator
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cliplens.datasets.base import is_hidden, is_image_file
+from cliplens.errors import InvalidInputError
+
+__all__ = [
+    "IGNORE", "MASK_EXTENSIONS", "SEGMENTATION_SETS", "FileSegmentationDataset", "MaskRef", "SegSample",
+    "SegmentationDataset", "SegmentationSubset", "detect_segmentation_layout", "load_segmentation_folder",
+    "open_segmentation", "read_mask_file", "reduce_zero_label", "segmentation_names",
+]
+
+#: the index of pixels that are not scored
+IGNORE = 255
+#: file endings accepted as masks (lossless formats only: a JPEG would blur class indices)
+MASK_EXTENSIONS: tuple[str, ...] = (".png", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm")
+_LOSSY = (".jpg", ".jpeg", ".webp")
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray
+
+
+# --------------------------------------------------------------------------- samples
+class MaskRef:
+    """A mask still to be read: calling it returns the data set's converted mask of one sample.
+
+    ``source`` says where the mask comes from (a file path, or e.g. ``"gtsegs_ijcv.mat: gt 3"``).
+    """
+
+    __slots__ = ("dataset", "index", "source")
+
+    def __init__(self, dataset: SegmentationDataset, index: int, source: str) -> None:
+        self.dataset = dataset
+        self.index = index
+        self.source = source
+
+    def __call__(self) -> np.ndarray:
+        return self.dataset.mask(self.index)
+
+    @property
+    def path(self) -> str | None:
+        """The mask's file, where it is one (``None`` for masks drawn from annotations or generated)."""
+        return self.source if os.path.isfile(self.source) else None
+
+    def __repr__(self) -> str:
+        return f"MaskRef({self.source!r}, {self.dataset.layout})"
+
+
+@dataclass(frozen=True)
+class SegSample:
+    """One image of a segmentation data set.
+
+    Attributes:
+        image: what :func:`cliplens.images.load_image` / :meth:`load` takes: a file path, a PIL image or
+            a uint8 ``[H, W, 3]`` array.
+        mask: the ground truth: a :class:`MaskRef` (from a data set: converted on reading), an integer
+            array of class indices, or a PNG file of class indices.
+        id: unique within the data set (e.g. ``"2007_000033"``, ``"frankfurt/frankfurt_000000_000294"``).
+    """
+
+    image: ImageLike
+    mask: MaskRef | np.ndarray | str | os.PathLike | Callable[[], np.ndarray]
+    id: str
+
+    def load(self, mode: str = "RGB") -> Image.Image:
+        """The image as a PIL image (files are read with :func:`cliplens.images.load_image`)."""
+        if isinstance(self.image, Image.Image):
+            return self.image.convert(mode) if mode and self.image.mode != mode else self.image
+        if isinstance(self.image, np.ndarray):
+            img = Image.fromarray(self.image)
+            return img.convert(mode) if mode and img.mode != mode else img
+        from cliplens.images import load_image
+
+        return load_image(self.image, mode=mode)
+
+    def load_mask(self) -> np.ndarray:
+        """int64 ``[H, W]`` class indices (255 = ignore) at the image's resolution."""
+        m = self.mask
+        if isinstance(m, np.ndarray):
+            out = m
+        elif callable(m):
+            out = m()
+        else:
+            out = read_mask_file(m)
+            if out.ndim != 2:
+                raise InvalidInputError(f"mask {os.fspath(m)!r} is a colour image; give single-channel class indices")
+        return np.asarray(out, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- reading masks
+def read_mask_file(path: str | os.PathLike, *, what: str = "mask", allow_rgb: bool = False) -> np.ndarray:
+    """The values of a mask file, without any conversion.
+
+    Palette (``P``) images give their palette indices, greyscale (``L``, ``I``, ``I;16``, ``1``) their
+    values; a colour image whose three channels are equal gives one channel. Other colour images are
+    returned as ``[H, W, 3]`` with ``allow_rgb`` (the caller maps colours to classes) and refused otherwise.
+
+    Raises:
+        InvalidInputError: a missing or unreadable file, a lossy (JPEG) mask, a colour mask where none is allowed.
+    """
+    name = os.fspath(path)
+    if os.path.splitext(name)[1].lower() in _LOSSY:
+        raise InvalidInputError(f"{what} {name!r} is a lossy {os.path.splitext(name)[1]} file: JPEG compression "
+                                "changes class indices at edges. Masks must be lossless (PNG)")
+    if not os.path.isfile(name):
+        raise InvalidInputError(f"{what} {name!r} does not exist" if not os.path.exists(name) else
+                                f"{what} {name!r} is not a file")
+    try:
+        with Image.open(name) as im:
+            im.load()
+            mode = im.mode
+            arr = np.array(im)
+    except UnidentifiedImageError:
+        raise InvalidInputError(f"{what} {name!r} is not an image file PIL can read; masks are PNGs of class "
+                                "indices") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InvalidInputError(f"cannot read {what} {name!r}: the file is corrupt or truncated ({e})") from None
+    if mode == "P" or mode in ("L", "I", "1") or mode.startswith("I;16"):
+        return arr.astype(np.int64) if arr.dtype == bool else arr
+    if mode == "LA":
+        return arr[..., 0]
+    if mode in ("RGB", "RGBA"):
+        rgb = arr[..., :3]
+        if allow_rgb:
+            return rgb
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            return rgb[..., 0]
+        raise InvalidInputError(f"{what} {name!r} is a colour ({mode}) image; masks must be single-channel PNGs "
+                                "whose values are class indices (mode L, or a palette image P whose indices are "
+                                "the classes)")
+    raise InvalidInputError(f"{what} {name!r} has the image mode {mode!r}; masks must be single-channel PNGs of "
+                            "class indices (mode L or P)")
+
+
+def reduce_zero_label(raw: np.ndarray) -> np.ndarray:
+    """0 -> 255 and k -> k - 1 (255 stays 255): the field's ``reduce_zero_label`` (ADE20K, Context-59, VOC-20)."""
+    out = raw.astype(np.int64) - 1
+    out[(raw == 0) | (raw == IGNORE)] = IGNORE
+    return out
+
+
+def check_raw_values(raw: np.ndarray, allowed_max: int, source: str, what: str, *, ignore: bool = True) -> None:
+    """Refuse values outside ``0..allowed_max`` (and 255 when ``ignore``), naming a few of them."""
+    bad = (raw < 0) | (raw > allowed_max)
+    if ignore:
+        bad &= raw != IGNORE
+    if bad.any():
+        vals = np.unique(raw[bad])
+        shown = ", ".join(str(int(v)) for v in vals[:8]) + (", …" if len(vals) > 8 else "")
+        raise InvalidInputError(f"mask {source} holds the value(s) {shown}: {what}")
+
+
+_TRANSPOSE = {  # EXIF orientation -> what PIL's exif_transpose does to show the image upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _image_header(path: str) -> tuple[int, int, int]:
+    """(stored height, stored width, EXIF orientation) of an image file, reading its header only."""
+    if not os.path.isfile(path):
+        raise InvalidInputError(f"image {path!r} does not exist")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            try:
+                orientation = int(im.getexif().get(0x0112, 1) or 1)
+            except Exception:  # a broken EXIF block: load_image keeps the stored pixels too
+                orientation = 1
+    except UnidentifiedImageError:
+        raise InvalidInputError(f"image {path!r} is not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InvalidInputError(f"cannot read image {path!r}: {e}") from None
+    return h, w, orientation if orientation in _TRANSPOSE else 1
+
+
+# --------------------------------------------------------------------------- data sets
+class SegmentationDataset(Sequence[SegSample]):
+    """A read-only, indexable sequence of :class:`SegSample` with converted masks.
+
+    Subclasses set the attributes and implement ``__len__``, ``_id(i)``, ``_image(i)``,
+    ``_mask_source(i)`` (a description of where the mask is) and ``_read_mask(i)`` (class indices,
+    converted, at the mask's own resolution); the checks, orientation, sequence behaviour, subsets and
+    :meth:`describe` are shared.
+
+    Attributes:
+        name: short name (``"voc21"``, ``"ade20k"``, a folder's name, …).
+        layout: the loader (``"voc"``, ``"context"``, ``"coco-stuff"``, …).
+        class_names: class index -> plain name.
+        ignore_index: 255.
+        background: index of the background class, or ``None`` where the set has none.
+        reduce_zero_label: whether ``0 -> 255, k -> k - 1`` was applied to the stored annotations.
+        root: the folder (or file) read; ``split``: the part read, or ``None``.
+        options: the loader's other settings (recorded by :meth:`describe`).
+    """
+
+    name: str = ""
+    layout: str = ""
+    class_names: list[str]
+    ignore_index: int = IGNORE
+    background: int | None = None
+    reduce_zero_label: bool = False
+    root: str | None = None
+    split: str | None = None
+    options: dict[str, Any]
+    #: check that every mask has its image's size (reads the image file's header)
+    check_size: bool = True
+
+    # ------------------------------------------------------------------ to implement
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _id(self, i: int) -> str:
+        raise NotImplementedError
+
+    def _image(self, i: int) -> ImageLike:
+        raise NotImplementedError
+
+    def _mask_source(self, i: int) -> str:
+        raise NotImplementedError
+
+    def _read_mask(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    def _index(self, i: Any) -> int:
+        try:
+            j = operator.index(i)
+        except TypeError:
+            raise TypeError(f"data set indices must be integers or slices, not {type(i).__name__}") from None
+        n = len(self)
+        if j < 0:
+            j += n
+        if not 0 <= j < n:
+            raise IndexError(f"index {i} is out of range for a data set of {n} samples")
+        return j
+
+    def _sample(self, j: int) -> SegSample:
+        return SegSample(self._image(j), MaskRef(self, j, self._mask_source(j)), self._id(j))
+
+    def __getitem__(self, i: Any) -> Any:  # -> SegSample, or a subset for a slice
+        if isinstance(i, slice):
+            return self.subset(range(len(self))[i])
+        return self._sample(self._index(i))
+
+    def __iter__(self) -> Iterator[SegSample]:
+        for j in range(len(self)):
+            yield self._sample(j)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.name!r}, layout={self.layout!r}, {len(self)} images, "
+                f"{len(self.class_names)} classes)")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def ids(self) -> list[str]:
+        return [self._id(j) for j in range(len(self))]
+
+    def image(self, i: int) -> ImageLike:
+        return self._image(self._index(i))
+
+    def mask(self, i: int) -> np.ndarray:
+        """Sample ``i``'s class indices, int64 ``[H, W]`` (255 = ignore), at its image's resolution.
+
+        Raises:
+            InvalidInputError: an unreadable mask, a value that is no class index, or a mask whose size is
+                not its image's.
+        """
+        j = self._index(i)
+        m = np.asarray(self._read_mask(j))
+        if m.ndim != 2:
+            raise InvalidInputError(f"{self.name}: mask {self._mask_source(j)} has shape {tuple(m.shape)}; a mask "
+                                    "is one class index per pixel, [H, W]")
+        m = m.astype(np.int64, copy=False)
+        if self.check_size:
+            m = self._align(j, m)
+        c = len(self.class_names)
+        bad = ((m < 0) | (m >= c)) & (m != self.ignore_index)
+        if bad.any():
+            vals = np.unique(m[bad])
+            shown = ", ".join(str(int(v)) for v in vals[:8]) + (", …" if len(vals) > 8 else "")
+            raise InvalidInputError(f"{self.name}: mask {self._mask_source(j)} holds the value(s) {shown}, which "
+                                    f"are no class index (0..{c - 1}) nor {self.ignore_index} (ignore); check that "
+                                    f"the masks belong to this data set's {c} classes")
+        return m
+
+    def _image_hw(self, j: int) -> tuple[int, int, int]:
+        """(height, width, EXIF orientation) of image ``j`` as stored (subclasses may answer without reading it)."""
+        image = self._image(j)
+        if isinstance(image, np.ndarray):
+            return image.shape[0], image.shape[1], 1
+        if isinstance(image, Image.Image):
+            return image.height, image.width, 1
+        return _image_header(os.fspath(image))
+
+    def _align(self, j: int, m: np.ndarray) -> np.ndarray:
+        h, w, orientation = self._image_hw(j)
+        if orientation in _TRANSPOSE and m.shape == (h, w):
+            # the image is shown turned (load_image applies its EXIF orientation): turn the mask with it
+            turned = Image.fromarray(m.astype(np.uint8)).transpose(_TRANSPOSE[orientation])
+            return np.asarray(turned).astype(np.int64)
+        upright = (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+        if m.shape != (h, w) and m.shape != upright:
+            raise InvalidInputError(
+                f"{self.name}: the mask {self._mask_source(j)} is {m.shape[0]}x{m.shape[1]} (height x width) but "
+                f"its image {self._describe_image(self._image_source(j))} is {h}x{w}; a mask must have its image's own size (were "
+                "the images or the masks resized, or are they from different sets?)")
+        return m
+
+    def _image_source(self, j: int) -> Any:
+        return self._image(j)
+
+    @staticmethod
+    def _describe_image(image: Any) -> str:
+        if isinstance(image, str) and not os.path.exists(image):
+            return image
+        if isinstance(image, (np.ndarray, Image.Image)):
+            return "(in memory)"
+        return repr(os.fspath(image))
+
+    def fingerprint(self) -> str:
+        """sha256 of the ids in order (tells whether two data sets list the same images)."""
+        h = hashlib.sha256()
+        for j in range(len(self)):
+            h.update(f"{self._id(j)}\n".encode())
+        return h.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable: name, layout, root, split, size, classes, conversion and options."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "layout": self.layout,
+            "root": self.root,
+            "split": self.split,
+            "num_images": len(self),
+            "num_classes": len(self.class_names),
+            "class_names": list(self.class_names),
+            "ignore_index": self.ignore_index,
+            "background": self.background,
+            "reduce_zero_label": self.reduce_zero_label,
+            "options": dict(getattr(self, "options", {}) or {}),
+        }
+        out.update(self._describe())
+        out["fingerprint"] = self.fingerprint()
+        json.dumps(out)  # fail here, not next to a result, if a loader put something odd in
+        return out
+
+    def _describe(self) -> dict[str, Any]:
+        return {}
+
+    def subset(self, indices: Iterable[int] | np.ndarray | range | slice) -> SegmentationSubset:
+        """The samples at ``indices`` (ints, negative ones from the end, or a boolean mask), in that order."""
+        n = len(self)
+        if isinstance(indices, slice):
+            idx = list(range(n)[indices])
+        else:
+            arr = np.asarray(list(indices) if not isinstance(indices, (np.ndarray, range)) else indices)
+            if arr.dtype == bool:
+                if arr.shape != (n,):
+                    raise InvalidInputError(f"a boolean mask for subset() needs {n} entries, got shape "
+                                            f"{tuple(arr.shape)}")
+                idx = np.flatnonzero(arr).tolist()
+            elif arr.size == 0:
+                idx = []
+            elif not np.issubdtype(arr.dtype, np.integer):
+                raise InvalidInputError(f"subset() takes integer indices or a boolean mask, got {arr.dtype} values")
+            else:
+                flat = arr.reshape(-1)
+                bad = flat[(flat < -n) | (flat >= n)]
+                if bad.size:
+                    raise InvalidInputError(f"subset(): index {int(bad[0])} is out of range for a data set of {n} "
+                                            "images")
+                idx = [int(v) + n if v < 0 else int(v) for v in flat.tolist()]
+        if isinstance(self, SegmentationSubset):
+            return SegmentationSubset(self.parent, [self.indices[j] for j in idx])
+        return SegmentationSubset(self, idx)
+
+
+class SegmentationSubset(SegmentationDataset):
+    """Some images of another segmentation data set (see :meth:`SegmentationDataset.subset`)."""
+
+    def __init__(self, parent: SegmentationDataset, indices: list[int]) -> None:
+        self.parent = parent
+        self.indices = list(indices)
+        for attr in ("name", "layout", "class_names", "ignore_index", "background", "reduce_zero_label", "root",
+                     "split", "options", "check_size"):
+            setattr(self, attr, getattr(parent, attr))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _id(self, i: int) -> str:
+        return self.parent._id(self.indices[i])
+
+    def _image(self, i: int) -> ImageLike:
+        return self.parent._image(self.indices[i])
+
+    def _mask_source(self, i: int) -> str:
+        return self.parent._mask_source(self.indices[i])
+
+    def _read_mask(self, i: int) -> np.ndarray:
+        return self.parent._read_mask(self.indices[i])
+
+    def _align(self, j: int, m: np.ndarray) -> np.ndarray:
+        return self.parent._align(self.indices[j], m)
+
+    def _image_hw(self, j: int) -> tuple[int, int, int]:
+        return self.parent._image_hw(self.indices[j])
+
+    def _describe(self) -> dict[str, Any]:
+        sub: dict[str, Any] = {"of_num_images": len(self.parent), "of_fingerprint": self.parent.fingerprint()}
+        if len(self.indices) <= 10_000:
+            sub["indices"] = list(self.indices)
+        else:
+            sub["indices_sha256"] = hashlib.sha256(np.asarray(self.indices, dtype=np.int64).tobytes()).hexdigest()
+        return {**self.parent._describe(), "subset": sub}
+
+
+class FileSegmentationDataset(SegmentationDataset):
+    """Images and masks as files: ``entries`` of ``(image path, mask path, id)`` and a ``decode(mask path)``
+    that reads one mask and converts it to class indices (the base of the file loaders)."""
+
+    def __init__(
+        self,
+        entries: Sequence[tuple[str, str, str]],
+        decode: Callable[[str], np.ndarray],
+        *,
+        name: str,
+        layout: str,
+        class_names: Sequence[str],
+        background: int | None,
+        reduce_zero_label: bool,
+        root: str | os.PathLike | None,
+        split: str | None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.entries = [(str(a), str(b), str(c)) for a, b, c in entries]
+        self.decode = decode
+        self.name = name
+        self.layout = layout
+        self.class_names = list(class_names)
+        self.background = background
+        self.reduce_zero_label = reduce_zero_label
+        self.root = None if root is None else os.fspath(root)
+        self.split = split
+        self.options = dict(options or {})
+        ids = [e[2] for e in self.entries]
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+            raise InvalidInputError(f"{name}: the id {dup!r} is used by more than one image (ids must be unique)")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _id(self, i: int) -> str:
+        return self.entries[i][2]
+
+    def _image(self, i: int) -> str:
+        return self.entries[i][0]
+
+    def _mask_source(self, i: int) -> str:
+        return self.entries[i][1]
+
+    def _read_mask(self, i: int) -> np.ndarray:
+        return self.decode(self.entries[i][1])
+
+    @property
+    def image_paths(self) -> list[str]:
+        return [e[0] for e in self.entries]
+
+    @property
+    def mask_paths(self) -> list[str]:
+        return [e[1] for e in self.entries]
+
+
+# --------------------------------------------------------------------------- shared helpers for the loaders
+def first_folder(candidates: Iterable[Path], test: Callable[[Path], bool]) -> Path | None:
+    for c in candidates:
+        if c.is_dir() and test(c):
+            return c
+    return None
+
+
+def given_path(root: str | os.PathLike | None, what: str, expected: str) -> Path:
+    """``root`` as an absolute existing path, or a clear error (``expected`` describes the layout)."""
+    if root is None:
+        raise InvalidInputError(f"{what}: give root= (the folder holding {expected})")
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+    if not path.exists():
+        raise InvalidInputError(f"{what}: {os.fspath(root)!r} does not exist; give the folder holding {expected}")
+    return path
+
+
+def stem_index(folder: Path, exts: Iterable[str] | None = None) -> dict[str, str]:
+    """``{stem: file name}`` of the files in ``folder`` (hidden ones skipped; with ``exts``, only those endings)."""
+    keep = None if exts is None else {e.lower() for e in exts}
+    out: dict[str, str] = {}
+    with os.scandir(folder) as it:
+        for e in sorted(it, key=lambda e: e.name):
+            if is_hidden(e.name) or not e.is_file():
+                continue
+            stem, ext = os.path.splitext(e.name)
+            if keep is not None and ext.lower() not in keep:
+                continue
+            out.setdefault(stem, e.name)
+    return out
+
+
+def find_image(folder: Path, stem: str, index: dict[str, str] | None, preferred: str = ".jpg") -> Path | None:
+    p = folder / f"{stem}{preferred}"
+    if p.is_file():
+        return p
+    if index is not None and stem in index and is_image_file(index[stem]):
+        return folder / index[stem]
+    return None
+
+
+def read_split_file(path: Path, what: str) -> list[str]:
+    """The ids listed in a split file (one per line; blank lines skipped; only the first field of a line)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{what} {path} is not a text file of image ids") from None
+    ids = [ln.split()[0] for ln in text.splitlines() if ln.strip()]
+    if not ids:
+        raise InvalidInputError(f"{what} {path} lists no image ids (one per line)")
+    return ids
+
+
+def report_missing(what: str, missing: list[str], where: str, hint: str = "") -> None:
+    if missing:
+        shown = ", ".join(missing[:5]) + (f", … ({len(missing)} in all)" if len(missing) > 5 else "")
+        raise InvalidInputError(f"{len(missing)} {what} missing under {where}: {shown}" + (f". {hint}" if hint else ""))
+
+
+def split_name(split: Any, aliases: dict[str, str], allowed: str) -> str:
+    if not isinstance(split, str) or not split.strip():
+        raise InvalidInputError(f"split={split!r}: give a split name ({allowed})")
+    s = split.strip()
+    return aliases.get(s.lower(), s)
+
+
+def load_class_names(file: str) -> list[str]:
+    from importlib import resources
+
+    text = resources.files("cliplens").joinpath("data", file).read_text(encoding="utf-8")
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+# --------------------------------------------------------------------------- the generic folder
+def decode_folder_mask(p: str, num_classes: int, reduce: bool = False) -> np.ndarray:
+    """A generic mask: class indices as stored, or with ``reduce`` 0 -> 255, k -> k - 1."""
+    raw = read_mask_file(p)
+    c = num_classes
+    if reduce:
+        check_raw_values(raw, c, p, f"with reduce_zero_label the stored values are 0 (unlabelled) and 1..{c}")
+        return reduce_zero_label(raw)
+    check_raw_values(raw, c - 1, p, f"this folder's {c} classes are 0..{c - 1} (255 = ignore)")
+    return raw
+
+
+def _folder_root(path: Path, images: str, masks: str) -> Path | None:
+    return first_folder([path], lambda p: (p / images).is_dir() and (p / masks).is_dir())
+
+
+def load_segmentation_folder(
+    root: str | os.PathLike,
+    *,
+    classes: str | os.PathLike | Sequence[str] | None = None,
+    images: str = "images",
+    masks: str = "masks",
+    reduce_zero_label: bool = False,
+    background: int | None | str = "auto",
+    check_files: bool = True,
+    name: str | None = None,
+) -> FileSegmentationDataset:
+    """Read ``root/images/`` + ``root/masks/`` (see the module's documentation).
+
+    Args:
+        classes: class names in index order (a list, or a text file with one per line); default
+            ``root/classes.txt``.
+        images / masks: the two sub-folders' names.
+        reduce_zero_label: map stored 0 -> 255 and k -> k - 1 (for masks whose 0 means "unlabelled").
+        background: the background class's index; ``"auto"``: 0 if ``classes[0]`` is "background", else none.
+
+    Raises:
+        InvalidInputError: no such folders, no class names, an image without a mask.
+    """
+    from cliplens.datasets.csv import read_class_list
+    from cliplens.datasets.imagefolder import find_images
+
+    path = given_path(root, "segmentation folder", f"{images}/ and {masks}/")
+    folder = _folder_root(path, images, masks) if path.is_dir() else None
+    if folder is None:
+        raise InvalidInputError(f"segmentation folder {os.fspath(root)!r} has no {images}/ and {masks}/ sub-folders; "
+                                f"the generic layout is root/{images}/ (the images) and root/{masks}/ (one "
+                                "single-channel PNG of class indices per image, same stem), with root/classes.txt")
+    if classes is None:
+        if not (folder / "classes.txt").is_file():
+            raise InvalidInputError(f"segmentation folder {folder} has no classes.txt: write the class names there, "
+                                    "one per line in index order, or pass classes=[...]")
+        classes = folder / "classes.txt"
+    class_names = read_class_list(classes)
+    if background == "auto":
+        bg = 0 if class_names[0].strip().lower() in ("background", "_background_", "bg") else None
+    elif background is None or (isinstance(background, int) and 0 <= background < len(class_names)):
+        bg = background
+    else:
+        raise InvalidInputError(f"background={background!r}: give a class index (0..{len(class_names) - 1}), None "
+                                "or 'auto'")
+    found, _ = find_images(folder / images)
+    if not found:
+        raise InvalidInputError(f"{folder / images} holds no images")
+    entries: list[tuple[str, str, str]] = []
+    missing: list[str] = []
+    mask_dirs: dict[str, dict[str, str]] = {}
+    for rel in found:
+        sub, fname = os.path.split(rel)
+        stem = os.path.splitext(fname)[0]
+        mdir = folder / masks / sub
+        if sub not in mask_dirs:
+            mask_dirs[sub] = stem_index(mdir) if mdir.is_dir() else {}
+        mname = mask_dirs[sub].get(stem)
+        if mname is None:
+            missing.append(repr(rel))
+            continue
+        entries.append((str(folder / images / rel), str(mdir / mname), Path(sub, stem).as_posix()))
+    if check_files:
+        report_missing("mask(s) are", missing, str(folder / masks),
+                       f"each image needs a mask with the same stem (e.g. {masks}/<name>.png)")
+    else:
+        if not entries:
+            raise InvalidInputError(f"no image under {folder / images} has a mask in {folder / masks}")
+    return FileSegmentationDataset(
+        entries, partial(decode_folder_mask, num_classes=len(class_names), reduce=bool(reduce_zero_label)), name=name or folder.name, layout="folder", class_names=class_names, background=bg,
+        reduce_zero_label=bool(reduce_zero_label), root=folder, split=None,
+        options={"images": images, "masks": masks, "classes": os.fspath(classes)
+                 if isinstance(classes, (str, os.PathLike)) else "given"},
+    )
+
+
+# --------------------------------------------------------------------------- registry and opening
+#: name -> "module:loader"; every loader takes ``root`` first (the toy world takes none)
+SEGMENTATION_SETS: dict[str, str] = {
+    "voc21": "cliplens.datasets.voc:load_voc21",
+    "voc20": "cliplens.datasets.voc:load_voc20",
+    "context60": "cliplens.datasets.voc:load_context60",
+    "context59": "cliplens.datasets.voc:load_context59",
+    "coco-stuff": "cliplens.datasets.coco:load_coco_stuff",
+    "coco-object": "cliplens.datasets.coco:load_coco_object",
+    "cityscapes": "cliplens.datasets.cityscapes:load_cityscapes",
+    "ade20k": "cliplens.datasets.ade20k:load_ade20k",
+    "imagenet-seg": "cliplens.datasets.imagenet_seg:load_imagenet_seg",
+    "folder": "cliplens.datasets.segmentation:load_segmentation_folder",
+    "toy": "cliplens.datasets.toy_segmentation:load_toy_segmentation",
+}
+#: modules whose ``probe(path) -> [names]`` tells which sets a path holds (for detection)
+_PROBES = ("cliplens.datasets.imagenet_seg", "cliplens.datasets.voc", "cliplens.datasets.coco",
+           "cliplens.datasets.cityscapes", "cliplens.datasets.ade20k")
+_ALIASES = {
+    "voc": "voc21", "voc2012": "voc21", "pascal-voc": "voc21", "voc-20": "voc20", "voc-21": "voc21",
+    "pascal-context": "context60", "context": "context60", "pc59": "context59", "pc60": "context60",
+    "context-59": "context59", "context-60": "context60", "coco-stuff164k": "coco-stuff", "cocostuff": "coco-stuff",
+    "coco_stuff": "coco-stuff", "coco_object": "coco-object", "coco-obj": "coco-object", "ade": "ade20k",
+    "ade-20k": "ade20k", "ade150": "ade20k", "imagenet_seg": "imagenet-seg", "imagenet-s": "imagenet-seg",
+    "generic": "folder", "toy-seg": "toy",
+}
+
+
+def segmentation_names() -> list[str]:
+    return list(SEGMENTATION_SETS)
+
+
+def _loader(key: str) -> Callable[..., SegmentationDataset]:
+    module, _, fn = SEGMENTATION_SETS[key].partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def _canonical(name: str) -> str | None:
+    k = name.strip().lower().replace("_", "-")
+    k = _ALIASES.get(k, _ALIASES.get(name.strip().lower(), k))
+    return k if k in SEGMENTATION_SETS else None
+
+
+def _parse_value(v: str) -> Any:
+    if "|" in v:
+        return tuple(_parse_value(p.strip()) for p in v.split("|"))
+    if v.lstrip("-").isdigit():
+        return int(v)
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    if v.lower() == "none":
+        return None
+    return v
+
+
+def _parse_spec(spec: str) -> tuple[str | None, dict[str, Any]]:
+    head, _, rest = spec.partition(":")
+    key = _canonical(head)
+    if key is None:
+        return None, {}
+    opts: dict[str, Any] = {}
+    for item in (s.strip() for s in rest.split(",")):
+        if not item:
+            continue
+        k, eq, v = (s.strip() for s in item.partition("="))
+        if not eq:
+            raise InvalidInputError(f"segmentation spec {spec!r}: {item!r} is not key=value (e.g. 'toy:n=50,seed=3')")
+        if k in opts:
+            raise InvalidInputError(f"segmentation spec {spec!r} sets {k!r} twice")
+        opts[k] = _parse_value(v)
+    return key, opts
+
+
+def detect_segmentation_layout(path: str | os.PathLike) -> str:
+    """The data set :func:`open_segmentation` would read at ``path`` when no name is given.
+
+    Raises:
+        InvalidInputError: a missing path, no known layout, or several that fit (VOC holds both ``voc21`` and
+            ``voc20``; Context both ``context60`` and ``context59``): the message lists the names to choose from.
+    """
+    p = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    if not p.exists():
+        raise InvalidInputError(f"segmentation data {os.fspath(path)!r} does not exist: check the path, or give a "
+                                f"name ({', '.join(SEGMENTATION_SETS)})")
+    fits: list[str] = []
+    for module in _PROBES:
+        fits += importlib.import_module(module).probe(p)
+    if not fits and p.is_dir() and _folder_root(p, "images", "masks") is not None:
+        fits.append("folder")
+    if len(fits) == 1:
+        return fits[0]
+    if fits:
+        raise InvalidInputError(f"{os.fspath(path)!r} holds data for several segmentation sets: {fits}; name one, "
+                                f"e.g. open_segmentation({fits[0]!r}, root={os.fspath(path)!r})")
+    raise InvalidInputError(
+        f"cannot tell which segmentation set {os.fspath(path)!r} holds; name it: open_segmentation(NAME, root=...) "
+        f"with NAME one of {list(SEGMENTATION_SETS)}. Expected layouts: VOCdevkit/VOC2012/{{JPEGImages,"
+        "SegmentationClass,ImageSets/Segmentation}; VOCdevkit/VOC2010/{JPEGImages,SegmentationClassContext,"
+        "ImageSets/SegmentationContext}; COCO images/val2017 + annotations/val2017, or val2017/ + "
+        "stuffthingmaps_trainval2017/val2017/ or annotations/instances_val2017.json; Cityscapes "
+        "{leftImg8bit,gtFine}/val/<city>/; ADEChallengeData2016/{images,annotations}/validation; "
+        "gtsegs_ijcv.mat; or images/ + masks/ + classes.txt")
+
+
+def open_segmentation(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None,
+                      **options: Any) -> SegmentationDataset:
+    """Open a segmentation data set by name (with ``root=``), by spec, or by path.
+
+    Args:
+        name_or_path: a name of :data:`SEGMENTATION_SETS` (``"voc21"``, ``"ade20k"``, …), a spec with
+            options (``"toy:n=50,seed=3"``, ``"voc21:split=train"``), or a path whose layout is detected.
+        root: the data's folder (or file) when a name is given.
+        **options: the loader's options (``split=``, ``classes=``, ``crowd=``, …).
+
+    Raises:
+        InvalidInputError: an unknown name or option, a missing root, or whatever the loader finds wrong.
+    """
+    key: str | None = None
+    spec_opts: dict[str, Any] = {}
+    if isinstance(name_or_path, str):
+        key, spec_opts = _parse_spec(name_or_path)
+    if key is None:
+        if root is not None:
+            raise InvalidInputError(f"unknown segmentation set {os.fspath(name_or_path)!r}; names are "
+                                    f"{list(SEGMENTATION_SETS)} (give a name with root=, or a path alone)")
+        looks_like_path = (not isinstance(name_or_path, str) or os.sep in name_or_path or "/" in name_or_path
+                           or os.path.exists(os.path.expanduser(name_or_path)))
+        if not looks_like_path:
+            raise InvalidInputError(f"unknown segmentation set {name_or_path!r}; names are {list(SEGMENTATION_SETS)}, "
+                                    "or give the path of the data")
+        key = detect_segmentation_layout(name_or_path)
+        root = name_or_path
+    both = sorted(set(spec_opts) & set(options))
+    if both:
+        raise InvalidInputError(f"{both} given both in the spec {name_or_path!r} and as options; give each once")
+    opts = {**spec_opts, **options}
+    loader = _loader(key)
+    params = inspect.signature(loader).parameters
+    takes_root = "root" in params
+    known = [p for p, v in params.items() if p != "root" and v.kind is not v.VAR_KEYWORD]
+    if not any(v.kind is v.VAR_KEYWORD for v in params.values()):
+        unknown = sorted(set(opts) - set(known))
+        if unknown:
+            raise InvalidInputError(f"unknown option(s) {unknown} for the {key!r} segmentation set; its options are "
+                                    f"{known}")
+    if not takes_root:
+        if root is not None:
+            raise InvalidInputError(f"the {key!r} segmentation set is generated, it reads no files: drop root=")
+        return loader(**opts)
+    if root is None:
+        raise InvalidInputError(f"the {key!r} segmentation set needs root=: the folder (or file) holding its data")
+    return loader(root, **opts)

@@ -1,0 +1,229 @@
+"""The toy world as a data set: ``n`` procedural scenes of one stream and seed, rendered on access.
+
+The label is one factor: of the first object (``"shape"``, ``"colour"``, ``"size"``, ``"position"``;
+single-object scenes by default) or of the scene (``"count"``, ``"bg_kind"``, ``"bg_colour"``; 1-4
+objects by default). The class names are that factor's values, in the toy world's own order (the order
+of its zero-shot prompt sets) or in the order of a constraint (``shapes=("square", "circle")``). Every
+sample's attributes are all the factors, as strings. Scene ``i`` is ``sample_scene(seed, i,
+stream=stream, ...)``: the same for every run and whatever else is drawn.
+
+As a spec for :func:`~cliplens.datasets.open_dataset`: ``"toy"``, ``"toy:colour"`` (the label) or
+``"toy:label=count,n=500,seed=3,stream=eval"``; ``|`` separates several values
+(``"toy:shapes=circle|square,bg_kind=striped|dotted"``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cliplens.datasets.base import AttributeValue, Dataset
+from cliplens.errors import InvalidInputError
+
+__all__ = ["FACTORS", "OBJECT_FACTORS", "SCENE_FACTORS", "ToyDataset", "class_prompt", "load_toy", "parse_toy_spec"]
+
+OBJECT_FACTORS = ("shape", "colour", "size", "position")
+SCENE_FACTORS = ("count", "bg_kind", "bg_colour")
+FACTORS = OBJECT_FACTORS + SCENE_FACTORS
+_ALIASES = {"color": "colour", "background": "bg_kind", "bg_color": "bg_colour", "n_objects": "count"}
+#: the factor -> the keyword of ``sample_scene`` that constrains it
+_CONSTRAINT = {"shape": "shapes", "colour": "colours", "size": "sizes", "position": "positions",
+               "bg_kind": "bg_kind", "bg_colour": "bg_colour", "count": "count"}
+
+
+def _values(factor: str) -> tuple[str, ...]:
+    from cliplens.toyworld.scenes import BG_COLOURS, BG_KINDS, COLOURS, MAX_OBJECTS, POSITIONS, SHAPES, SIZES
+
+    return {
+        "shape": SHAPES, "colour": COLOURS, "size": SIZES, "position": POSITIONS, "bg_kind": BG_KINDS,
+        "bg_colour": BG_COLOURS, "count": tuple(str(k) for k in range(1, MAX_OBJECTS + 1)),
+    }[factor]
+
+
+def class_prompt(factor: str, value: str) -> str:
+    """The zero-shot prompt for one value of a factor, in the toy world's words (as ``toy eval``'s prompt
+    sets: "a photo of a red shape", "a photo of three shapes", "a photo of a striped background")."""
+    from cliplens.toyworld.captions import bg_phrase, count_phrase, object_phrase
+
+    phrase = {
+        "shape": lambda: object_phrase(shape=value), "colour": lambda: object_phrase(colour=value),
+        "size": lambda: object_phrase(size=value), "position": lambda: object_phrase(position=value),
+        "count": lambda: count_phrase(int(value), None, None), "bg_kind": lambda: bg_phrase(value, None),
+        "bg_colour": lambda: bg_phrase(None, value),
+    }[factor]()
+    return "a photo of " + phrase
+
+
+def _as_tuple(v: Any) -> tuple[Any, ...]:
+    return (v,) if isinstance(v, (str, int)) else tuple(v)
+
+
+class ToyDataset(Dataset):
+    """``n`` toy-world scenes (see the module's documentation)."""
+
+    def __init__(
+        self,
+        n: int = 1000,
+        *,
+        seed: int = 0,
+        stream: str | int = "test",
+        label: str = "shape",
+        count: int | Sequence[int] | None = None,
+        image_size: int = 64,
+        shapes: str | Sequence[str] | None = None,
+        colours: str | Sequence[str] | None = None,
+        sizes: str | Sequence[str] | None = None,
+        positions: str | Sequence[str] | None = None,
+        bg_kind: str | Sequence[str] | None = None,
+        bg_colour: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        from cliplens.toyworld.scenes import MAX_OBJECTS, STREAMS
+
+        factor = _ALIASES.get(label, label)
+        if factor not in FACTORS:
+            raise InvalidInputError(f"toy data set: unknown label factor {label!r}; choose one of {list(FACTORS)}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InvalidInputError(f"toy data set: n={n!r}; give a positive number of scenes")
+        if isinstance(stream, str) and stream not in STREAMS:
+            raise InvalidInputError(f"toy data set: unknown stream {stream!r}; streams are {list(STREAMS)} (or an int)")
+        if not isinstance(image_size, (int, np.integer)) or image_size < 8:
+            raise InvalidInputError(f"toy data set: image_size={image_size!r}; give a size in pixels (>= 8)")
+        constraints: dict[str, Any] = {}
+        given = {"shape": shapes, "colour": colours, "size": sizes, "position": positions, "bg_kind": bg_kind,
+                 "bg_colour": bg_colour}
+        for f, v in given.items():
+            if v is None:
+                continue
+            vals = tuple(str(x) for x in _as_tuple(v))
+            bad = [x for x in vals if x not in _values(f)]
+            if bad or not vals:
+                raise InvalidInputError(f"toy data set: unknown {f} value(s) {bad} in {_CONSTRAINT[f]}=; the values "
+                                        f"are {list(_values(f))}")
+            constraints[_CONSTRAINT[f]] = vals[0] if len(vals) == 1 else vals
+        if count is None and factor in OBJECT_FACTORS:
+            count = 1
+        if count is not None:
+            counts = tuple(int(c) for c in _as_tuple(count))
+            if not counts or any(not 1 <= c <= MAX_OBJECTS for c in counts):
+                raise InvalidInputError(f"toy data set: count={count!r}; scenes hold 1 to {MAX_OBJECTS} objects")
+            count = counts[0] if len(counts) == 1 else counts
+        self.n = int(n)
+        self.seed = int(seed)
+        self.stream = stream
+        self.factor = factor
+        self.count = count
+        self.image_size = int(image_size)
+        self.constraints = constraints
+        self.name = name or f"toy-{factor}"
+        self.layout = "toy"
+        if factor == "count":
+            self.class_names = ([str(c) for c in sorted(_as_tuple(count))] if count is not None
+                                else list(_values("count")))
+        elif _CONSTRAINT[factor] in constraints:
+            self.class_names = list(_as_tuple(constraints[_CONSTRAINT[factor]]))
+        else:
+            self.class_names = list(_values(factor))
+        self._class_index = {c: i for i, c in enumerate(self.class_names)}
+        self.class_prompts = [class_prompt(factor, c) for c in self.class_names]
+        self.attribute_names = list(FACTORS)
+        self.attribute_values = {}
+        self._cache: OrderedDict[int, Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def scene(self, i: int) -> Any:
+        """The :class:`~cliplens.toyworld.scenes.SceneFactors` of scene ``i``."""
+        j = self._index(i)
+        hit = self._cache.get(j)
+        if hit is not None:
+            self._cache.move_to_end(j)
+            return hit
+        from cliplens.toyworld.scenes import sample_scene
+
+        sc = sample_scene(self.seed, j, stream=self.stream, image_size=self.image_size, count=self.count,
+                          **self.constraints)
+        self._cache[j] = sc
+        if len(self._cache) > 4096:
+            self._cache.popitem(last=False)
+        return sc
+
+    def render(self, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Scene ``i``'s image (uint8 ``[S, S, 3]``) and exact masks (see :func:`~cliplens.toyworld.scenes.render_scene`)."""
+        from cliplens.toyworld.scenes import render_scene
+
+        return render_scene(self.scene(i))
+
+    @staticmethod
+    def factors(scene: Any) -> dict[str, AttributeValue]:
+        first = scene.objects[0]
+        return {"shape": first.shape, "colour": first.colour, "size": first.size, "position": first.position,
+                "count": str(scene.count), "bg_kind": scene.bg_kind, "bg_colour": scene.bg_colour}
+
+    def _meta(self, i: int) -> tuple[int, str, dict[str, AttributeValue]]:
+        attrs = self.factors(self.scene(i))
+        return self._class_index[str(attrs[self.factor])], f"{self.stream}/{self.seed}/{i}", attrs
+
+    def _image(self, i: int) -> np.ndarray:
+        return self.render(i)[0]
+
+    def _describe(self) -> dict[str, Any]:
+        return {"n": self.n, "seed": self.seed, "stream": self.stream, "label": self.factor,
+                "count": list(self.count) if isinstance(self.count, tuple) else self.count,
+                "image_size": self.image_size,
+                "constraints": {k: list(v) if isinstance(v, tuple) else v for k, v in self.constraints.items()}}
+
+
+def _parse_value(key: str, v: str) -> Any:
+    parts = [p.strip() for p in v.split("|")]
+    conv: list[Any] = []
+    for p in parts:
+        if key in ("n", "seed", "image_size", "count") or (key == "stream" and p.lstrip("-").isdigit()):
+            try:
+                conv.append(int(p))
+            except ValueError:
+                raise InvalidInputError(f"toy spec: {key}={v!r} is not an integer") from None
+        else:
+            conv.append(p)
+    return conv[0] if len(conv) == 1 else tuple(conv)
+
+
+def parse_toy_spec(spec: str) -> dict[str, Any]:
+    """``"toy:label=count,n=500"`` -> ``{"label": "count", "n": 500}``; ``"toy:colour"`` -> ``{"label": "colour"}``."""
+    head, _, rest = spec.partition(":")
+    if head.strip().lower() != "toy":
+        raise InvalidInputError(f"{spec!r} is not a toy-world spec ('toy' or 'toy:key=value,...')")
+    out: dict[str, Any] = {}
+    for item in (s.strip() for s in rest.split(",")):
+        if not item:
+            continue
+        key, eq, value = (s.strip() for s in item.partition("="))
+        if not eq:
+            key, value = "label", key
+        if key in out:
+            raise InvalidInputError(f"toy spec {spec!r} sets {key!r} twice")
+        out[key] = _parse_value(key, value)
+    return out
+
+
+def load_toy(spec: str | None = None, **options: Any) -> ToyDataset:
+    """A :class:`ToyDataset` from a spec string and/or keyword options (a key may not be in both)."""
+    opts = parse_toy_spec(spec) if spec else {}
+    both = sorted(set(opts) & set(options))
+    if both:
+        raise InvalidInputError(f"toy data set: {both} given both in the spec {spec!r} and as options; give each once")
+    opts.update(options)
+    try:
+        return ToyDataset(**opts)
+    except TypeError as e:
+        import inspect
+
+        known = [p for p in inspect.signature(ToyDataset.__init__).parameters if p != "self"]
+        unknown = sorted(set(opts) - set(known))
+        if unknown:
+            raise InvalidInputError(f"toy data set: unknown option(s) {unknown}; options are {known}") from None
+        raise InvalidInputError(f"toy data set: {e}") from None

@@ -1,0 +1,232 @@
+"""Reading a store back, memory-mapped: memory stays flat however many images it holds.
+
+``Store(path)`` opens a complete store (``manifest.json``). Every field (:data:`cliplens.store.schema.FIELDS`)
+is a :class:`Field`: a list of ``numpy.memmap`` views, one per chunk file, read lazily; iterate over blocks
+(``store.blocks(["heads", "std"])``) or take rows (``store.field("heads")[idx]``). The weight-derived
+matrices (``store.projections``) and the zero-shot classifier come with it, so no analysis re-runs the
+model.
+
+In the joint space, each head's direct effect on image i (the decomposition's per-head term, with
+``ln_post``'s statistics frozen and its mean and bias shared by the rule of
+:mod:`cliplens.decomposition.shares`) is::
+
+    store.head_terms(images=range(1000), layers=[-4, -3, -2, -1])   # [images, layers, heads, embed_dim]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cliplens.core.plan import resolve_layer_indices
+from cliplens.decomposition.shares import num_sites, site_share
+from cliplens.errors import InvalidInputError
+from cliplens.store.schema import FORMAT, HEADER, MANIFEST, PROJECTIONS, read_json
+
+__all__ = ["Field", "Store"]
+
+_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "F64": np.float64, "I32": np.int32}
+
+
+def _memmaps(path: Path) -> tuple[dict[str, np.memmap], dict[str, str]]:
+    """Every tensor of a safetensors file as a read-only memmap, and the file's metadata."""
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        head = json.loads(f.read(size))
+    meta = head.pop("__metadata__", {}) or {}
+    base = 8 + size
+    out = {}
+    for name, info in head.items():
+        begin, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        dtype = _DTYPES[info["dtype"]]
+        if end == begin:
+            out[name] = np.zeros(shape, dtype=dtype)
+        else:
+            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=base + begin, shape=shape)
+    return out, meta
+
+
+class Field:
+    """One field of every image, chunk after chunk (read lazily from the memory-mapped files)."""
+
+    def __init__(self, name: str, parts: list[np.ndarray]) -> None:
+        self.name = name
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.parts[0].shape[1:]) if self.parts else (0,)
+
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
+        """Rows as an in-memory array (a copy): an int, a slice or an array of row numbers."""
+        if isinstance(index, (int, np.integer)):
+            idx = np.array([int(index)])
+            return self.take(idx)[0]
+        if isinstance(index, slice):
+            idx = np.arange(len(self))[index]
+        else:
+            idx = np.asarray(index, dtype=np.int64)
+        return self.take(idx)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
+            raise InvalidInputError(f"rows out of range for {len(self)} images")
+        rows = np.where(rows < 0, rows + len(self), rows)
+        chunk = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = np.empty((len(rows), *self.parts[0].shape[1:]), dtype=self.parts[0].dtype)
+        for c in np.unique(chunk):
+            sel = chunk == c
+            out[sel] = self.parts[c][rows[sel] - self.offsets[c]]
+        return out
+
+
+class Store:
+    """A complete store, memory-mapped (see the module docs)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+        if not (self.path / HEADER).is_file():
+            raise InvalidInputError(f"{self.path} is not a cliplens store (no {HEADER}); build one with "
+                                    "'cliplens store build'")
+        self.header = read_json(self.path / HEADER)
+        if self.header.get("format") != FORMAT:
+            raise InvalidInputError(f"{self.path}: unknown store format {self.header.get('format')!r}")
+        if not (self.path / MANIFEST).is_file():
+            raise InvalidInputError(f"{self.path} is an unfinished store (no {MANIFEST}): run the same "
+                                    "'cliplens store build' command again to finish it")
+        self.manifest = read_json(self.path / MANIFEST)
+        self._arrays: dict[str, list[np.ndarray]] = {}
+        self.ids: list[str] = []
+        self._attributes: list[dict[str, Any]] = []
+        for chunk in self.manifest["chunks"]:
+            arrays, meta = _memmaps(self.path / chunk["file"])
+            if arrays["index"].shape[0] == 0:
+                continue
+            for name, arr in arrays.items():
+                self._arrays.setdefault(name, []).append(arr)
+            self.ids += json.loads(meta.get("ids", "[]"))
+            self._attributes += json.loads(meta.get("attributes", "[]"))
+        proj, _ = _memmaps(self.path / PROJECTIONS)
+        self.projections = {k: torch.from_numpy(np.array(v)) for k, v in proj.items()}
+        self._cache: dict[str, Any] = {}
+
+    # ---- what it holds ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.manifest["images"])
+
+    def __repr__(self) -> str:
+        m = self.header["model"]
+        return (f"Store({str(self.path)!r}, images={len(self)}, model={m['name']!r}, weights={m['weights']!r}, "
+                f"dtype={self.settings['dtype']}, classes={len(self.class_names)})")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.header["settings"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.header["class_names"])
+
+    @property
+    def shape(self) -> dict[str, int]:
+        return dict(self.header["shape"])
+
+    @property
+    def fields(self) -> list[str]:
+        return sorted(self._arrays)
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        return list(self.manifest.get("skipped", []))
+
+    def field(self, name: str) -> Field:
+        if name not in self._arrays:
+            raise InvalidInputError(f"the store has no field {name!r}; it has {', '.join(self.fields)}"
+                                    + (" (spatial terms: build with --spatial-layers)" if name == "spatial" else ""))
+        return Field(name, self._arrays[name])
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``[images]`` class indices (from the data set)."""
+        return self.field("label")[:]
+
+    @property
+    def indices(self) -> np.ndarray:
+        """``[images]`` each row's index in the data set."""
+        return self.field("index")[:]
+
+    def attributes(self, name: str) -> list[Any]:
+        """One attribute of every image (e.g. ``"place"`` for Waterbirds, ``"shape"`` for the toy world)."""
+        if self._attributes and name not in self._attributes[0]:
+            raise InvalidInputError(f"no attribute {name!r}; the store's images have "
+                                    f"{', '.join(sorted(self._attributes[0])) or 'none'}")
+        return [a[name] for a in self._attributes]
+
+    @property
+    def classifier(self) -> Tensor:
+        """``[classes, E]`` the zero-shot classifier of the class names (``settings['templates']``)."""
+        return self.projections["classifier"]
+
+    def blocks(self, names: Iterable[str], *, dtype: np.dtype | None = np.float32) -> Iterator[dict[str, np.ndarray]]:
+        """Chunk after chunk, the named fields (converted to ``dtype``): memory stays one chunk deep."""
+        names = list(names)
+        for n in names:
+            self.field(n)
+        for c in range(len(self._arrays[names[0]])):
+            yield {n: (np.asarray(self._arrays[n][c], dtype=dtype) if dtype is not None and
+                       self._arrays[n][c].dtype.kind == "f" else np.asarray(self._arrays[n][c])) for n in names}
+
+    # ---- the joint space ------------------------------------------------------------------------
+    @property
+    def head_maps(self) -> Tensor:
+        """``[L, H, dh, E]``: head space → joint space, ``W_O^h · diag(γ) · proj`` (before ÷σ)."""
+        if "head_maps" not in self._cache:
+            p = self.projections
+            L, H, dh = self.shape["layers"], self.shape["heads"], self.shape["head_dim"]
+            gp = p["ln_gamma"][:, None] * p["proj"]  # [D, E]
+            w = p["out_weight"].view(L, -1, H, dh)  # [L, D, H, dh]
+            self._cache["head_maps"] = torch.einsum("ldhk,de->lhke", w, gp)
+        return self._cache["head_maps"]
+
+    def head_terms(self, images: Sequence[int] | np.ndarray | slice | None = None,
+                   layers: Iterable[int] | int | None = None, *, normalized: bool = True) -> Tensor:
+        """``[images, layers, heads, E]``: each head's direct effect on each image's embedding.
+
+        ``normalized`` divides by the embedding's norm (the terms of the unit-norm embedding, as the paper's
+        analyses use). ``layers``: indices (negatives count from the end) or ``None`` for all.
+        """
+        L, H = self.shape["layers"], self.shape["heads"]
+        lay = list(range(L)) if layers is None else resolve_layer_indices(layers, L)
+        rows = np.arange(len(self))[images] if isinstance(images, slice) else (
+            np.arange(len(self)) if images is None else np.asarray(images, dtype=np.int64))
+        z = torch.from_numpy(self.field("heads").take(rows)[:, lay].astype(np.float32))  # [n, l, H, dh]
+        mean = torch.from_numpy(self.field("mean").take(rows).astype(np.float32))
+        std = torch.from_numpy(self.field("std").take(rows).astype(np.float32))
+        p = self.projections
+        terms = torch.einsum("nlhk,lhke->nlhe", z, self.head_maps[lay]) / std[:, None, None, None]
+        gp = p["ln_gamma"][:, None] * p["proj"]
+        s = site_share(L) / H
+        bias = (p["out_bias"][lay] @ gp) / H  # [l, E]
+        const = bias[None] / std[:, None, None] - s * mean[:, None, None] / std[:, None, None] * (p["ln_gamma"] @ p["proj"])
+        terms = terms + (const + s * (p["ln_beta"] @ p["proj"]))[:, :, None, :]
+        if normalized:
+            emb = torch.from_numpy(self.field("embedding").take(rows))
+            terms = terms / emb.norm(dim=-1)[:, None, None, None]
+        return terms
+
+    @property
+    def num_sites(self) -> int:
+        return num_sites(self.shape["layers"])

@@ -1,0 +1,365 @@
+"""Building a store: every image of a data set decomposed once, in chunks, resumable, over several processes.
+
+``build_store(model, dataset, out_dir)`` (``cliplens store build`` on the command line). Chunk ``c`` is the
+data set's images ``c·S .. (c+1)·S − 1``, run in fixed batches, written to a temporary file and renamed:
+killed at any moment, the same call resumes and loses at most the chunk in flight, and the finished store
+equals an uninterrupted run's (bit for bit in float32 on one machine). A complete store is reused, not
+recomputed. A folder holding a store of another model or other settings, or anything that is not a store,
+is refused — nothing of a user's is ever deleted.
+
+Several processes: run under ``torchrun --nproc_per_node N -m cliplens store build …``; each rank takes
+the chunks ``c ≡ rank (mod N)`` and writes its own files; rank 0 writes the manifest once all are done
+(``gloo`` barrier, so CPU-only machines work).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from cliplens.core.forward import run_vision
+from cliplens.core.view import VisionView
+from cliplens.errors import ImageLoadError, InvalidInputError
+from cliplens.images.config import PreprocessConfig
+from cliplens.images.io import DEFAULT_MAX_PIXELS
+from cliplens.images.preprocess import Preprocessor
+from cliplens.store.schema import (
+    FORMAT,
+    HEADER,
+    LARGE,
+    MANIFEST,
+    PROJECTIONS,
+    StoreSettings,
+    chunk_name,
+    differences,
+    read_json,
+    write_json_atomic,
+)
+from cliplens.text.templates import TEMPLATE_SETS
+from cliplens.text.zeroshot import zero_shot_classifier
+
+__all__ = ["BuildResult", "build_store", "image_terms"]
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build_store` did."""
+
+    path: Path
+    images: int
+    chunks_written: list[int] = field(default_factory=list)
+    chunks_reused: int = 0
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    complete: bool = False
+
+
+# ---- what is stored per image --------------------------------------------------------------------
+
+@torch.no_grad()
+def image_terms(view: VisionView, pixels: Tensor, spatial_layers: Sequence[int] = ()) -> dict[str, Tensor]:
+    """One forward -> every stored field for a batch (see :data:`cliplens.store.schema.FIELDS`)."""
+    L, H, dh = view.num_layers, view.num_heads, view.head_dim
+    B = pixels.shape[0]
+    ph, pw = view.patch_size
+    N = 1 + (pixels.shape[-2] // ph) * (pixels.shape[-1] // pw)
+    slot = {layer: i for i, layer in enumerate(spatial_layers)}
+    cls_heads = torch.empty(B, L, H, dh, dtype=torch.float32)
+    spatial = torch.empty(B, len(slot), N, H, dh, dtype=torch.float32) if slot else None
+
+    def grab(t: Tensor, name: str) -> None:  # t: [B, N, H, dh] = α(CLS→m)·v_m
+        layer = int(name.split(".")[1])
+        cls_heads[:, layer] = t[:, 0].float().cpu()
+        if spatial is not None and layer in slot:
+            spatial[:, slot[layer]] = t.float().cpu()
+
+    names = ["embed", "blocks.*.attn.z", "blocks.*.attn_out", "blocks.*.mlp_out", "ln_post.mean", "ln_post.std"]
+    out = run_vision(view, pixels, names=names, cls_only=True, hooks={"blocks.*.attn.cls_contrib": grab})
+    c = out.cache
+
+    def stack(kind: str) -> Tensor:
+        return torch.stack([c[f"blocks.{i}.{kind}"] for i in range(L)], 1).float().cpu()
+
+    terms = {
+        "heads": stack("attn.z"), "cls_heads": cls_heads, "attn_out": stack("attn_out"), "mlp_out": stack("mlp_out"),
+        "embed_term": c["embed"].float().cpu(), "mean": c["ln_post.mean"].float().cpu(),
+        "std": c["ln_post.std"].float().cpu(), "embedding": out.embedding.float().cpu(),
+    }
+    if spatial is not None:
+        terms["spatial"] = spatial
+    return terms
+
+
+@torch.no_grad()
+def classifier_texts(dataset: Any, templates: str) -> tuple[list[str], list[str]]:
+    """What the store's zero-shot classifier embeds: ``(names, templates)``. ``"auto"`` takes the data set's
+    own prompts (one per class, e.g. the toy world's) where it has them, else the 80 ImageNet templates."""
+    prompts = getattr(dataset, "class_prompts", None)
+    if templates == "auto":
+        if prompts:
+            return list(prompts), ["{}"]
+        templates = "imagenet"
+    return list(dataset.class_names), list(TEMPLATE_SETS[templates])
+
+
+def projections(model: Any, dataset: Any, templates: str) -> dict[str, Tensor]:
+    """The weight-derived matrices analyses need without the model (see :mod:`cliplens.store.schema`)."""
+    view = model.vision
+    out_w, out_b = [], []
+    for blk in view.blocks:
+        w = blk.out_weight.detach().float().cpu()
+        b = (blk.out_bias.detach().float().cpu() if blk.out_bias is not None else torch.zeros(view.width))
+        if blk.ls_1 is not None:
+            ls = blk.ls_1.detach().float().cpu()
+            w, b = w * ls[:, None], b * ls
+        out_w.append(w)
+        out_b.append(b)
+    ln = view.ln_post
+    gamma = ln.weight.detach().float().cpu() if ln.weight is not None else torch.ones(view.width)
+    beta = ln.bias.detach().float().cpu() if ln.bias is not None else torch.zeros(view.width)
+    proj = view.proj.detach().float().cpu() if view.proj is not None else torch.eye(view.width)
+    names, temps = classifier_texts(dataset, templates)
+    classifier = zero_shot_classifier(model, names, temps).float().cpu()
+    return {"out_weight": torch.stack(out_w), "out_bias": torch.stack(out_b), "ln_gamma": gamma, "ln_beta": beta,
+            "proj": proj, "classifier": classifier}
+
+
+# ---- reading images in worker processes -----------------------------------------------------------
+
+class _Images(TorchDataset):
+    """The images of one chunk, preprocessed (in DataLoader workers); unreadable ones come back as errors."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int], config: PreprocessConfig, max_pixels: int) -> None:
+        self.dataset, self.indices, self.config, self.max_pixels = dataset, list(indices), config, max_pixels
+        self._pre: Preprocessor | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[int, Tensor | None, tuple[str, str]]:
+        if self._pre is None:
+            self._pre = Preprocessor(self.config, max_pixels=self.max_pixels)
+        index = self.indices[i]
+        sample = self.dataset[index]
+        try:
+            return index, self._pre.process_one(sample.image)[0], ("", "")
+        except ImageLoadError as e:
+            return index, None, (e.source or sample.id, e.reason)
+
+
+def _collate(batch: list[Any]) -> list[Any]:
+    return batch
+
+
+# ---- the header -------------------------------------------------------------------------------------
+
+def header(model: Any, dataset: Any, settings: StoreSettings) -> dict[str, Any]:
+    """What identifies a store: model, preprocessing, settings, data set."""
+    view = model.vision
+    return {
+        "format": FORMAT,
+        "model": {**model.describe(), "fingerprint": model.fingerprint()},
+        "preprocess": model.preprocess_config.to_dict(),
+        "settings": settings.to_dict(),
+        "dataset": dataset.describe(),
+        "class_names": list(dataset.class_names),
+        "classifier": dict(zip(("names", "templates"), classifier_texts(dataset, settings.templates), strict=True)),
+        "attribute_names": list(getattr(dataset, "attribute_names", [])),
+        "images": len(dataset),
+        "shape": {"layers": view.num_layers, "heads": view.num_heads, "head_dim": view.head_dim,
+                  "width": view.width, "embed_dim": view.embed_dim, "tokens": view.num_tokens()},
+    }
+
+
+def _comparable(h: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a header that must match to resume or reuse a store."""
+    return {k: h[k] for k in ("format", "preprocess", "settings", "dataset", "class_names", "images")} | {
+        "model": {"fingerprint": h["model"]["fingerprint"], "name": h["model"]["name"]}}
+
+
+def _prepare(out: Path, head: dict[str, Any], model: Any, dataset: Any, settings: StoreSettings, rank: int) -> bool:
+    """Create or check the store folder; returns whether the header was already there."""
+    path = out / HEADER
+    if path.exists():
+        try:
+            old = read_json(path)
+        except (OSError, ValueError) as e:
+            raise InvalidInputError(f"{path} is not a readable store header ({e}); pass another --out (nothing was "
+                                    "deleted)") from None
+        diffs = differences(_comparable(old), _comparable(head))
+        if diffs:
+            raise InvalidInputError(
+                f"{out} holds a store made with another model, data set or settings; it is not resumed or "
+                f"overwritten. What differs: {'; '.join(diffs[:6])}{' …' if len(diffs) > 6 else ''}. Pass another "
+                "--out, or delete that folder yourself if you no longer need it."
+            )
+        return True
+    if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        raise InvalidInputError(f"{out} exists and is not a cliplens store (no {HEADER}); pass a new or empty folder "
+                                "for --out (nothing was touched)")
+    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        tensors = projections(model, dataset, settings.templates)
+        tmp = out / (PROJECTIONS + ".tmp")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        os.replace(tmp, out / PROJECTIONS)
+        write_json_atomic(path, head)
+    return False
+
+
+# ---- the chunks -------------------------------------------------------------------------------------
+
+def _chunk_rows(model: Any, loader: DataLoader, settings: StoreSettings, skip_bad: bool, dataset: Any,
+                bar: Any, task: Any) -> tuple[dict[str, Tensor], list[dict[str, Any]], list[int]]:
+    rows: dict[str, list[Tensor]] = {}
+    skipped: list[dict[str, Any]] = []
+    kept: list[int] = []
+    dtype = DTYPES[settings.dtype]
+    for batch in loader:
+        good = [(i, px) for i, px, err in batch if px is not None]
+        for i, px, (source, reason) in batch:
+            if px is None:
+                sample_id = dataset.ids[i] if hasattr(dataset, "ids") else dataset[i].id
+                if not skip_bad:
+                    raise ImageLoadError(f"cannot load image {source!r} (data set index {i}, id {sample_id!r}): {reason}. "
+                                         "Finished chunks are kept; fix or remove the file and run the same command "
+                                         "again to resume, or pass --skip-bad to skip unreadable images (recorded in "
+                                         "the manifest)", source=source, reason=reason)
+                skipped.append({"index": i, "id": sample_id, "reason": reason})
+        if good:
+            px = torch.stack([p for _, p in good]).to(model.device, model.dtype)
+            terms = image_terms(model.vision, px, settings.spatial_layers)
+            for k, v in terms.items():
+                rows.setdefault(k, []).append(v.to(dtype) if k in LARGE else v)
+            kept += [i for i, _ in good]
+        if bar is not None:
+            bar.advance(task, len(batch))
+    out = {k: torch.cat(v) for k, v in rows.items()}
+    return out, skipped, kept
+
+
+def _write_chunk(out: Path, c: int, rows: dict[str, Tensor], kept: list[int], dataset: Any,
+                 skipped: list[dict[str, Any]], rank: int) -> None:
+    samples = [dataset[i] for i in kept]
+    tensors = dict(rows)
+    tensors["index"] = torch.tensor(kept, dtype=torch.int64)
+    tensors["label"] = torch.tensor([s.label for s in samples], dtype=torch.int64)
+    meta = {"chunk": str(c), "rank": str(rank), "ids": json.dumps([s.id for s in samples]),
+            "attributes": json.dumps([_json_safe(s.attributes) for s in samples]), "skipped": json.dumps(skipped)}
+    tmp = out / (chunk_name(c) + f".tmp{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, out / chunk_name(c))
+
+
+def _json_safe(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Attributes as strict JSON (a missing number, NaN, becomes null)."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in attributes.items()}
+
+
+def distributed() -> tuple[int, int]:
+    """``(rank, world size)`` from torchrun's environment (``(0, 1)`` otherwise)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def write_manifest(out: Path, n_images: int, chunk_size: int) -> dict[str, Any]:
+    """Scan the chunk files and write ``manifest.json`` (once every chunk exists)."""
+    n_chunks = (n_images + chunk_size - 1) // chunk_size
+    chunks, skipped, total = [], [], 0
+    for c in range(n_chunks):
+        path = out / chunk_name(c)
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            rows = f.get_slice("index").get_shape()[0]
+        chunks.append({"file": path.name, "start": c * chunk_size, "stop": min((c + 1) * chunk_size, n_images),
+                       "images": rows, "rank": int(meta.get("rank", 0))})
+        skipped += json.loads(meta.get("skipped", "[]"))
+        total += rows
+    manifest = {"complete": True, "images": total, "chunks": chunks, "skipped": skipped}
+    write_json_atomic(out / MANIFEST, manifest)
+    return manifest
+
+
+def build_store(
+    model: Any,
+    dataset: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    settings: StoreSettings | None = None,
+    skip_bad: bool = False,
+    num_workers: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = False,
+) -> BuildResult:
+    """Decompose every image of ``dataset`` into a store at ``out_dir`` (see the module docs)."""
+    settings = settings or StoreSettings()
+    if settings.dtype not in DTYPES:
+        raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}; got {settings.dtype!r}")
+    if settings.chunk_size < 1 or settings.batch_size < 1:
+        raise InvalidInputError("chunk_size and batch_size must be at least 1")
+    if settings.templates not in ("auto", *TEMPLATE_SETS):
+        raise InvalidInputError(f"templates must be 'auto' or one of {', '.join(TEMPLATE_SETS)}; "
+                                f"got {settings.templates!r}")
+    L = model.vision.num_layers
+    bad = [i for i in settings.spatial_layers if not -L <= i < L]
+    if bad:
+        raise InvalidInputError(f"spatial layers {bad} are out of range for a {L}-layer tower")
+    settings = StoreSettings(settings.dtype, tuple(sorted({i % L for i in settings.spatial_layers})),
+                             settings.chunk_size, settings.batch_size, settings.templates)
+    if len(dataset) == 0:
+        raise InvalidInputError("the data set has no images")
+    t0 = time.perf_counter()
+    out = Path(out_dir).expanduser()
+    rank, world = distributed()
+    head = header(model, dataset, settings)
+    _prepare(out, head, model, dataset, settings, rank)
+    if world > 1:
+        _barrier()  # rank 0 wrote the header and projections
+    n = len(dataset)
+    S = settings.chunk_size
+    n_chunks = (n + S - 1) // S
+    todo = [c for c in range(n_chunks) if c % world == rank and not (out / chunk_name(c)).exists()]
+    result = BuildResult(out, n, chunks_reused=sum(1 for c in range(n_chunks) if c % world == rank) - len(todo))
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   disable=not progress or rank != 0, transient=True)
+    with bar:
+        task = bar.add_task(f"store ({len(todo)} chunks to do)", total=sum(min(S, n - c * S) for c in todo))
+        for c in todo:
+            indices = range(c * S, min((c + 1) * S, n))
+            loader = DataLoader(_Images(dataset, indices, model.preprocess_config, max_pixels),
+                                batch_size=settings.batch_size, num_workers=num_workers, collate_fn=_collate)
+            rows, skipped, kept = _chunk_rows(model, loader, settings, skip_bad, dataset, bar, task)
+            if not kept:
+                rows = {}
+            _write_chunk(out, c, rows, kept, dataset, skipped, rank)
+            result.chunks_written.append(c)
+            result.skipped += skipped
+    if world > 1:
+        _barrier()
+    if rank == 0:
+        manifest = write_manifest(out, n, S)
+        result.skipped = manifest["skipped"]
+        result.complete = True
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _barrier() -> None:
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
