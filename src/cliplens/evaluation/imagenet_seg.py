@@ -1,0 +1,146 @@
+"""The ImageNet-segmentation protocol of the explainability papers (Chefer et al.; Gandelsman et al.).
+
+Per image (``gtsegs_ijcv.mat``: 4,276 ImageNet photos with a foreground mask):
+
+1. the image goes through the model's own preprocessing (resize the short side, centre crop);
+2. the class explained is the model's zero-shot prediction over the 1,000 ImageNet classes (80 templates),
+   not the true class;
+3. the method's map for that class (with the method's default contrast: the decomposition's is "minus the
+   mean of the other classes", as in Gandelsman et al.) is upsampled bilinearly to the input, clipped below 0,
+   min–max normalised; foreground = the normalised map at or above its mean;
+4. metrics pooled over the data set: pixel accuracy (correct over all pixels), mIoU over the two classes
+   (background, foreground) from summed intersections and unions, and mAP: the mean over images of the
+   average precision of the two-channel scores ``[1 − map, map]`` for the two-channel one-hot mask.
+
+Two ``mode`` s for the ground truth: ``"original"`` reproduces the first seed paper's code, which centre-crops
+the image but only *resizes* the mask to 224×224 (so on non-square images the mask and the map disagree);
+``"correct"`` applies the image's own resize and crop to the mask (nearest neighbour).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cliplens.errors import InvalidInputError
+from cliplens.evaluation.segeval import RESULTS, model_record, resume, save_progress
+from cliplens.evaluation.segmentation import average_precision, score_map
+from cliplens.jsonio import write_json_atomic
+from cliplens.maps.base import MapMethod, get_map
+from cliplens.maps.inputs import fit_images
+from cliplens.maps.targets import Targets
+
+__all__ = ["MODES", "evaluate_imagenet_seg", "transform_mask"]
+
+MODES = ("original", "correct")
+_COUNTS = ("inter_bg", "union_bg", "inter_fg", "union_fg", "correct", "pixels", "ap_sum", "ap_images")
+
+
+def transform_mask(mask: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int],
+                   mode: str) -> np.ndarray:
+    """The mask ``[H0, W0]`` as the protocol compares it with a map over the model input of ``size``:
+    ``"original"``: resized to ``size`` (nearest); ``"correct"``: cropped to the input's ``box`` first."""
+    m = np.asarray(mask)
+    if mode == "correct":
+        top, left, bottom, right = box
+        h0, w0 = m.shape
+        t, lft = max(0, int(round(top))), max(0, int(round(left)))
+        b, r = min(h0, int(round(bottom))), min(w0, int(round(right)))
+        m = m[t:b, lft:r]
+    elif mode != "original":
+        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    t_ = torch.from_numpy(m.astype(np.float32))[None, None]
+    return F.interpolate(t_, size=size, mode="nearest")[0, 0].numpy().astype(np.int64)
+
+
+def evaluate_imagenet_seg(
+    model: Any,
+    method: MapMethod | str,
+    dataset: Any,
+    *,
+    mode: str = "original",
+    class_names: Sequence[str] | None = None,
+    templates: str = "imagenet",
+    out_dir: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+    save_every: int = 10,
+    on_image: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Pixel accuracy, mIoU and mAP (percent) of ``method`` on an ImageNet-segmentation data set (see the module
+    docs). ``class_names``: the zero-shot classes (default the 1,000 ImageNet classes)."""
+    if mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    method = get_map(method)
+    if class_names is None:
+        from cliplens.datasets import imagenet_classes
+
+        class_names = imagenet_classes()
+    names = list(class_names)
+    everything = Targets.classes(names, templates=templates, contrast=method.default_contrast if len(names) > 1
+                                 else "none")
+    classifier = everything.embed(model).directions
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n < 1:
+        raise InvalidInputError("the data set has no images")
+    settings = {"protocol": "imagenet-segmentation", "mode": mode, "model": model_record(model),
+                "method": method.describe(), "classes": len(names), "templates": templates,
+                "contrast": everything.contrast if method.text_dependent else "none",
+                "targets": "every class" if method.text_dependent and (everything.contrast != "none"
+                                                                      or method.uses_all_targets)
+                else "the predicted class",
+                "dataset": dataset.describe() if hasattr(dataset, "describe") else {}, "images": n,
+                "fit": "crop (the model's own preprocessing)", "threshold": "foreground where the normalised map >= "
+                "its mean", "ap": "two-channel [1 - map, map] against the one-hot mask, per image, averaged"}
+    out = Path(out_dir).expanduser() if out_dir is not None else None
+    state = resume(out, settings) if out is not None else {}
+    counts = {k: float(state.get(k, 0.0)) for k in _COUNTS}
+    done, seconds = int(state.get("done", 0)), float(state.get("seconds", 0.0))
+    t0 = time.perf_counter() - seconds
+    per_class = method.text_dependent and (everything.contrast != "none" or method.uses_all_targets)
+    for i in range(done, n):
+        sample = dataset[i]
+        fitted, _ = fit_images(model, [sample.image], fit="crop")
+        px = fitted[0].pixels[None].to(model.device, model.dtype)
+        with torch.no_grad():
+            emb = F.normalize(model.encode_image(px).float(), dim=-1)
+        pred = int((emb @ classifier.to(emb).T).argmax(-1))
+        targets = everything if per_class else Targets.classes([names[pred]], templates=templates, contrast="none")
+        maps = method(model, [sample.image], targets, fit="crop", normalization="raw")
+        raw = maps.images[0].raw[pred if per_class else 0]
+        size = tuple(px.shape[-2:])
+        gt = transform_mask(dataset.mask(i), fitted[0].box, size, mode)  # type: ignore[arg-type]
+        valid = gt != 255
+        mask = gt == 1
+        s = score_map(raw, mask, ap=lambda y, p: 0.0)
+        norm, fg = s["normalized"], s["pred"]
+        counts["inter_fg"] += int((fg & mask & valid).sum())
+        counts["union_fg"] += int(((fg | mask) & valid).sum())
+        counts["inter_bg"] += int((~fg & ~mask & valid).sum())
+        counts["union_bg"] += int(((~fg | ~mask) & valid).sum())
+        counts["correct"] += int(((fg == mask) & valid).sum())
+        counts["pixels"] += int(valid.sum())
+        y = np.concatenate([(~mask)[valid], mask[valid]])
+        if y.any():
+            counts["ap_sum"] += average_precision(y, np.concatenate([1.0 - norm[valid], norm[valid]]))
+            counts["ap_images"] += 1
+        done = i + 1
+        if on_image is not None:
+            on_image(done, n)
+        if out is not None and (done % save_every == 0 or done == n):
+            save_progress(out, settings, {**counts, "done": done, "seconds": time.perf_counter() - t0})
+    iou_bg = counts["inter_bg"] / max(counts["union_bg"], 1)
+    iou_fg = counts["inter_fg"] / max(counts["union_fg"], 1)
+    result = {"pixel_accuracy": 100 * counts["correct"] / max(counts["pixels"], 1),
+              "miou": 100 * (iou_bg + iou_fg) / 2, "map": 100 * counts["ap_sum"] / max(counts["ap_images"], 1),
+              "iou": {"background": 100 * iou_bg, "foreground": 100 * iou_fg}, "images": done,
+              "seconds": time.perf_counter() - t0, "settings": settings}
+    if out is not None:
+        write_json_atomic(out / RESULTS, result)
+    return result
