@@ -55,3 +55,25 @@ def test_spurious_uses_and_restores_threads(random_toy_weights, other_threads, t
     assert r.exit_code == 0, r.output
     assert "before: average 50.0%" in r.stdout
     assert seen["threads"] == other_threads and torch.get_num_threads() == before
+
+
+def test_heads_table_and_json(tmp_path):
+    # the shipped toy-clip, 30 scenes, last layer: the table, the agreement line, and JSON with every head
+    store = tmp_path / "st"
+    r = run("toy", "heads", "-n", 30, "--seed", 3, "--layers", 1, "--texts", 2, "--store", store)
+    assert r.exit_code == 0, r.output
+    assert "L5.H0" in r.stdout and "L5.H3" in r.stdout and "agreement:" in r.stdout
+    j = run("toy", "heads", "-n", 30, "--seed", 3, "--layers", 1, "--texts", 2, "--store", store, "--json")
+    assert j.exit_code == 0, j.output
+    import json
+
+    d = json.loads(j.stdout)
+    assert [h["name"] for h in d["heads"]] == [f"L5.H{h}" for h in range(4)]
+    assert all(len(h["texts"]) == 2 and h["measured_factor"] in h["shares"] for h in d["heads"])
+    assert d["agreement"] == sum(h["agrees"] for h in d["heads"]) / 4
+    assert (store / "store.json").exists()  # the store was kept and reused by the second call
+
+
+def test_heads_refuses_too_many_layers():
+    r = run("toy", "heads", "-n", 20, "--layers", 9)
+    assert r.exit_code != 0 and "Traceback" not in r.output and "1..6" in r.output

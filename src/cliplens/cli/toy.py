@@ -18,6 +18,7 @@ from cliplens.models.toy import load_toy
 from cliplens.report.files import writable_dir, writable_file
 from cliplens.toyworld.bench import DEFAULT_N, DEFAULT_ROWS, DEFAULT_SEED, format_rows, run_bench
 from cliplens.toyworld.evaluate import evaluate, format_table
+from cliplens.toyworld.heads import head_factors
 from cliplens.toyworld.model import ToyCLIPConfig
 from cliplens.toyworld.train import TrainConfig, current_command, finetune_spurious, train
 
@@ -110,6 +111,9 @@ POSITIVE_FLOAT = click.FloatRange(min=0.0, min_open=True)
 @click.option("--export", type=click.Path(dir_okay=False), default=None,
               help="Write final weights here (.safetensors; a .json sidecar goes next to it).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt (its config wins).")
+@click.option("--init-weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start from these ToyCLIP weights (.safetensors) instead of a random initialisation; their "
+                   "architecture wins over --width, --layers and the other shape options.")
 @click.option("--name", default="toy-clip", show_default=True)
 @click.option("--no-progress", is_flag=True)
 def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_start: int | None,
@@ -119,8 +123,8 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
               heads: int, patch: int, image_size: int, mlp_ratio: float, embed_dim: int, text_width: int,
               text_layers: int, text_mlp_ratio: float, context_length: int, threads: int, workers: int,
               checkpoint_every: int, eval_every: int, eval_n: int, eval_seed: int, export: str | None,
-              resume: bool, name: str, no_progress: bool) -> None:
-    """Train a ToyCLIP from scratch (symmetric InfoNCE, label-aware targets)."""
+              resume: bool, init_weights: str | None, name: str, no_progress: bool) -> None:
+    """Train a ToyCLIP from scratch, or from --init-weights (symmetric InfoNCE, label-aware targets)."""
     mcfg = ToyCLIPConfig(name=name, image_size=image_size, patch_size=patch, width=width, layers=layers,
                          heads=heads, mlp_ratio=mlp_ratio, embed_dim=embed_dim, text_width=text_width,
                          text_layers=text_layers, text_mlp_ratio=text_mlp_ratio,
@@ -138,7 +142,8 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
                       lr=lr, warmup=warmup, count_weights=count_weights, prompt_bank=prompt_bank,
                       bank_center=bank_center, bank_pairs=bank_pairs, text_lr_mult=text_lr_mult, text_lr_hold=text_lr_hold, p_full=p_full,
                       p_factor=p_factor, twin_frac=twin_frac, neg_frac=neg_frac, threads=threads,
-                      num_workers=workers, checkpoint_every=checkpoint_every, eval_every=eval_every, model=mcfg)
+                      num_workers=workers, checkpoint_every=checkpoint_every, eval_every=eval_every, model=mcfg,
+                      init_weights=init_weights)
     writable_dir(Path(out_dir), "--out")
     if export is not None:
         writable_file(Path(export), "--export")
@@ -259,6 +264,46 @@ def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tu
     con.print(t)
     con.print(f"decomposition exactness: max relative error {res['exactness']:.2e} over {res['n']} scenes")
     con.print(f"protocol: {res['protocol']}; {res['seconds']:.1f} s")
+
+@toy.command("heads")
+@click.option("--model", "-m", "model", default="toy", show_default=True, help="A toy-world model.")
+@click.option("--pretrained", "-p", default=None, help="Weights: for 'toy', a .safetensors file from 'toy train'.")
+@click.option("-n", "n", type=click.IntRange(min=10), default=2000, show_default=True,
+              help="Scenes (1 to 4 objects, the 'test' stream) the heads are measured on.")
+@click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True, help="Scene seed.")
+@click.option("--layers", type=POSITIVE, default=None, help="Only the last K layers (default: every layer).")
+@click.option("--texts", "m", type=POSITIVE, default=3, show_default=True, help="TEXTSPAN texts per head.")
+@click.option("--clear", type=FRACTION, default=0.3, show_default=True,
+              help="A head 'clearly follows' a factor when that factor explains at least this share of its variance.")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the decompositions in this store (reused when complete) instead of a temporary folder.")
+@threads_option(2)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def heads_cmd(model: str, pretrained: str | None, n: int, seed: int, layers: int | None, m: int, clear: float,
+              store_dir: str | None, threads: int, as_json: bool) -> None:
+    """TEXTSPAN against ground truth: each head's texts (toy pool) next to the scene factor that measurably
+    explains most of its output variance, and how often the two agree."""
+    adapter = load_model(model, pretrained, "cpu")
+    with torch_threads(threads):
+        table = head_factors(adapter, n=n, seed=seed, layers=layers, m=m, clear=clear, store_dir=store_dir,
+                             progress=not as_json)
+    if as_json:
+        click.echo(json.dumps({**table.to_dict(), **model_record(adapter)}, indent=2))
+        return
+    con = Console(highlight=False)
+    t = Table(title=f"heads of {adapter.name}{weights_note(adapter)}: TEXTSPAN (toy pool, {m} texts) vs. the measured "
+                    f"factor ({n} scenes, seed {seed})", title_justify="left")
+    for col in ("head", "top texts (variance explained)", "text factor", "measured factor (share)", "agree"):
+        t.add_column(col)
+    for h in table.heads:
+        texts = "; ".join(f"{x} ({100 * f:.0f}%)" for x, f in zip(h.texts, h.fractions, strict=True))
+        t.add_row(h.name, texts, h.text_factor, f"{h.measured_factor} ({100 * h.shares[h.measured_factor]:.0f}%)",
+                  "yes" if h.agrees else "no")
+    con.print(t)
+    clear_part = (f"; over the {len(table.clear_heads)} heads that clearly follow one factor (share >= {clear:g}): "
+                  f"{100 * table.clear_agreement:.0f}%" if table.clear_agreement is not None else
+                  f"; no head has a factor share >= {clear:g}")
+    con.print(f"agreement: {100 * table.agreement:.0f}% of {len(table.heads)} heads{clear_part}")
 
 
 COMMANDS = [toy]
