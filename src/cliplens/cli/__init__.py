@@ -14,7 +14,20 @@ from typing import Any
 
 import click
 
-from cliplens.cli import analyses, decompose, demo, explain, models, points, report, segment, store, tags, toy
+from cliplens.cli import (
+    analyses,
+    decompose,
+    demo,
+    explain,
+    models,
+    points,
+    report,
+    segeval,
+    segment,
+    store,
+    tags,
+    toy,
+)
 from cliplens.cli.common import console, env_flag
 from cliplens.errors import CliplensError
 
@@ -75,6 +88,6 @@ def main() -> None:
     _warnings_to_stderr()
 
 
-for _module in (models, decompose, explain, segment, tags, points, demo, report, store, analyses, toy):
+for _module in (models, decompose, explain, segment, segeval, tags, points, demo, report, store, analyses, toy):
     for _command in _module.COMMANDS:
         main.add_command(_command)

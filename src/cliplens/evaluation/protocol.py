@@ -106,8 +106,7 @@ _STUFF = ("sky, wall, tree, wood, grass, road, sea, river, mountain, sands, desk
 _PERSON = ("person, person in shirt, person in jeans, person in dress, person in sweater, person in skirt, "
            "person in jacket")
 _TV = "television monitor, tv monitor, monitor, television, screen"
-_VOC = {"aeroplane": "aeroplane", "boat": "ship", "diningtable": "table", "motorbike": "motorbike",
-        "person": _PERSON, "pottedplant": "pottedplant", "tvmonitor": _TV}
+_VOC = {"boat": "ship", "dining table": "table", "person": _PERSON, "potted plant": "pottedplant", "tv monitor": _TV}
 #: the query names the field's configs use where they differ from the plain class names, per data set:
 #: ``{class name: "query, query, …"}`` (written for cliplens from the SCLIP line's published settings)
 FIELD_NAMES: dict[str, dict[str, str]] = {

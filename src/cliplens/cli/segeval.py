@@ -1,0 +1,246 @@
+"""``cliplens segment-eval``: map methods over a whole segmentation data set under one protocol
+(:mod:`cliplens.evaluation`), resumable, with a table of mIoU, pixel accuracy and per-class IoU."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from cliplens.cli.common import (
+    console,
+    load_model,
+    model_options,
+    model_record,
+    progress,
+    threads_option,
+    torch_threads,
+    weights_note,
+)
+from cliplens.cli.explain import collected_warnings, print_notes, resolve_methods
+from cliplens.datasets.segmentation import SEGMENTATION_SETS, open_segmentation
+from cliplens.errors import InvalidInputError
+from cliplens.evaluation.imagenet_seg import MODES, evaluate_imagenet_seg
+from cliplens.evaluation.protocol import SegProtocol, protocol_for
+from cliplens.evaluation.segeval import evaluate_segmentation
+from cliplens.maps.inputs import FITS
+from cliplens.report.files import writable_dir
+from cliplens.report.maps import save_evaluation_overlay
+from cliplens.text.templates import TEMPLATE_SETS
+
+__all__ = ["COMMANDS", "segment_eval_cmd"]
+
+DEFAULT_OUT = "cliplens-segment-eval"
+
+
+def _options(values: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for v in values:
+        if "=" not in v:
+            raise InvalidInputError(f"--option takes KEY=VALUE (e.g. split=val), got {v!r}")
+        k, val = v.split("=", 1)
+        out[k.strip()] = val
+    return out
+
+
+def _read_lines(path: Path | None) -> list[str] | None:
+    if path is None:
+        return None
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"--classes-file {path}: cannot be read as UTF-8 text ({e})") from None
+    names = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not names:
+        raise InvalidInputError(f"--classes-file {path} names no class (one per line)")
+    return names
+
+
+def make_protocol(name: str | None, *, fit: str | None, size: int | None, window: int | None, stride: int | None,
+                  whole: bool, logit_scale: float | None, prob_threshold: float | None, templates: str | None,
+                  names: str | None) -> SegProtocol:
+    """The data set's preset with the options given on the command line (``None``: the preset's)."""
+    p = protocol_for(name, fit=fit, size=size, logit_scale=logit_scale, prob_threshold=prob_threshold,
+                     templates=templates, names=names)
+    if whole:
+        if window is not None or stride is not None:
+            raise InvalidInputError("--whole sees each fitted image at once: leave out --window and --stride")
+        return dataclasses.replace(p, window=None, stride=None)
+    if window is not None or stride is not None:
+        w = window if window is not None else p.window
+        if w is None:
+            raise InvalidInputError("--stride needs a window: pass --window too (this data set's preset sees whole "
+                                    "images)")
+        s = stride if stride is not None else max(1, w // 2)
+        return dataclasses.replace(p, window=w, stride=s)
+    return p
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
+
+
+@click.command("segment-eval")
+@click.argument("data")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="The data's folder (or .mat file) when DATA is a set's name (voc21, ade20k, imagenet-seg, …).")
+@model_options
+@click.option("--method", "methods", multiple=True, default=("surgery",), show_default=True,
+              help="A map method (repeat for several), or all: every text-dependent method.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
+              help="Folder of the run (one sub-folder per method). The same command with the same folder resumes an "
+                   "interrupted run; a folder holding another run is refused, never overwritten.")
+@click.option("--split", default=None, help="The data set's split (default: its evaluation split).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A data-set loader option (repeat).")
+@click.option("--fit", type=click.Choice(FITS), default=None,
+              help="How images are resized (default: the data set's preset; short: the short side to --size, the "
+                   "long side capped at 2048, as mmseg does).")
+@click.option("--size", type=click.IntRange(min=1), default=None, help="Pixels of the fitted short side (default: preset).")
+@click.option("--window", type=click.IntRange(min=1), default=None, help="Sliding-window size in pixels (default: preset).")
+@click.option("--stride", type=click.IntRange(min=1), default=None,
+              help="Sliding-window stride in pixels (default: preset, or half of --window).")
+@click.option("--whole", is_flag=True, help="No sliding window: each fitted image seen at once.")
+@click.option("--logit-scale", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="Temperature of the per-pixel softmax over the queries (default: preset, 40).")
+@click.option("--prob-threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Pixels whose best probability is below this become background (default: preset; 0: off).")
+@click.option("--templates", type=click.Choice(list(TEMPLATE_SETS)), default=None,
+              help="Prompt ensemble of each query name (default: preset, imagenet).")
+@click.option("--names", default=None,
+              help="Query names per class: field (the published synonym lists), plain (the class names), or a file "
+                   "with one line of comma-separated names per class (default: preset).")
+@click.option("--mode", type=click.Choice(MODES), default="original", show_default=True,
+              help="ImageNet-segmentation only: 'original' resizes the mask as the papers' code does; 'correct' "
+                   "applies the image's own resize and crop to it.")
+@click.option("--classes-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="ImageNet-segmentation only: the zero-shot classes, one per line (default: the 1,000 ImageNet "
+                   "classes).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images.")
+@click.option("--overlays", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Write photo | ground truth | prediction figures for the first N images.")
+@threads_option(2)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def segment_eval_cmd(data: str, data_root: Path | None, model: str, pretrained: str | None, device: str,
+                     trust_checkpoint: bool, methods: tuple[str, ...], out_dir: Path, split: str | None,
+                     options: tuple[str, ...], fit: str | None, size: int | None, window: int | None,
+                     stride: int | None, whole: bool, logit_scale: float | None, prob_threshold: float | None,
+                     templates: str | None, names: str | None, mode: str, classes_file: Path | None,
+                     limit: int | None, overlays: int, threads: int, as_json: bool, no_progress: bool) -> None:
+    """Evaluate map methods on a segmentation data set: DATA is a set's name with --data-root (voc21, voc20,
+    context60, context59, coco-object, coco-stuff, cityscapes, ade20k, imagenet-seg), a spec such as
+    'toy:n=100,seed=3', or a folder whose layout is detected.
+
+    Each set has a preset protocol (resize, sliding window, temperature, background rule, query names), printed
+    with the results and stored with them; every option overrides one part of it.
+    """
+    names_list = [m for value in methods for m in resolve_methods(value)]
+    names_list = list(dict.fromkeys(names_list))
+    opts = _options(options)
+    if split is not None:
+        opts["split"] = split
+    if data in SEGMENTATION_SETS and data_root is None and data != "toy":
+        raise InvalidInputError(f"DATA {data!r} is a data set's name: pass its folder with --data-root (see the "
+                                "README's segmentation section for each set's layout)")
+    dataset = open_segmentation(data, root=data_root, **opts)
+    is_imagenet_seg = dataset.name == "imagenet-seg"
+    zero_shot = _read_lines(classes_file)
+    if zero_shot is not None and not is_imagenet_seg:
+        raise InvalidInputError("--classes-file is for ImageNet-segmentation (its zero-shot classes); other sets take "
+                                "their classes from the data")
+    protocol = None
+    if not is_imagenet_seg:
+        protocol = make_protocol(dataset.name, fit=fit, size=size, window=window, stride=stride, whole=whole,
+                                 logit_scale=logit_scale, prob_threshold=prob_threshold, templates=templates,
+                                 names=names)
+    writable_dir(out_dir, "--out")
+    adapter = load_model(model, pretrained, device, trust_checkpoint)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    results: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    shown: set[str] = set()
+    with torch_threads(threads), progress(not (as_json or no_progress)) as bar:
+        for name in names_list:
+            sub = out_dir / name
+            task = bar.add_task(f"{name}", total=n)
+
+            def on_image(done: int, total: int, task: Any = task) -> None:
+                bar.update(task, completed=done)
+
+            with collected_warnings(notes):
+                if is_imagenet_seg:
+                    r = evaluate_imagenet_seg(adapter, name, dataset, mode=mode, class_names=zero_shot,
+                                              templates=templates or "imagenet", out_dir=sub, limit=limit,
+                                              on_image=on_image)
+                else:
+                    def on_prediction(i: int, sample: Any, gt: Any, pred: Any, sub: Path = sub,
+                                      name: str = name) -> str | None:
+                        if i >= overlays:
+                            return None
+                        path = sub / "overlays" / f"{i:05d}.png"
+                        save_evaluation_overlay(sample.load(), gt, pred, dataset.class_names, path,
+                                                image_name=str(sample.id), background=dataset.background,
+                                                ignore_index=dataset.ignore_index, note=name)
+                        return str(path)
+
+                    r = evaluate_segmentation(adapter, name, dataset, protocol=protocol, out_dir=sub, limit=limit,
+                                              on_image=on_image, on_prediction=on_prediction).to_dict()
+            results[name] = r
+            print_notes(notes, shown)
+    record = model_record(adapter)
+    if as_json:
+        click.echo(json.dumps({**record, "dataset": dataset.describe(), "methods": results,
+                               "protocol": protocol.to_dict() if protocol else {"name": "imagenet-segmentation",
+                                                                                "mode": mode}}, indent=2))
+        return
+    _print(results, dataset, adapter, protocol, mode, out_dir, is_imagenet_seg)
+
+
+def _print(results: dict[str, dict[str, Any]], dataset: Any, adapter: Any, protocol: SegProtocol | None, mode: str,
+           out_dir: Path, is_imagenet_seg: bool) -> None:
+    con = console()
+    first = next(iter(results.values()))
+    images = first["images"]
+    t = Table(title=f"{dataset.name}: {images} images, {adapter.name}{weights_note(adapter)}", title_justify="left")
+    t.add_column("method")
+    cols = ("pixel acc %", "mIoU %", "mAP %") if is_imagenet_seg else ("mIoU %", "pixel acc %")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for name, r in results.items():
+        row = ([r["pixel_accuracy"], r["miou"], r["map"]] if is_imagenet_seg else [r["miou"], r["pixel_accuracy"]])
+        t.add_row(name, *(_pct(v) for v in row))
+    con.print(t)
+    if not is_imagenet_seg:
+        per = Table(title="IoU per class (%; – where a class is in neither the ground truth nor the prediction)",
+                    title_justify="left")
+        per.add_column("class")
+        for name in results:
+            per.add_column(name, justify="right")
+        absent = 0
+        for c in dataset.class_names:
+            values = [r["per_class_iou"].get(c) for r in results.values()]
+            if all(v is None for v in values):
+                absent += 1
+                continue
+            per.add_row(c, *(_pct(v) for v in values))
+        con.print(per)
+        if absent:
+            con.print(f"{absent} class{'es' if absent > 1 else ''} in neither the ground truth nor any prediction "
+                      "left out (they do not count in the mIoU)")
+        assert protocol is not None
+        p = protocol
+        win = f"window {p.window}, stride {p.stride}" if p.window else "whole image"
+        con.print(f"protocol: fit {p.fit} {p.size} px, {win}, logit scale {p.logit_scale:g}, background threshold "
+                  f"{p.prob_threshold:g}, templates {p.templates}, query names {p.names}")
+    else:
+        con.print(f"protocol: ImageNet-segmentation, mode {mode} (predicted class explained; foreground = normalised "
+                  "map >= its mean)")
+    con.print(f"results and progress in {out_dir} (one folder per method; run the same command to resume)")
+
+
+COMMANDS = [segment_eval_cmd]

@@ -1,0 +1,185 @@
+"""``cliplens segment-eval``: map methods over a segmentation data set, end to end through the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cliplens
+from cliplens.datasets import open_segmentation
+from cliplens.evaluation.protocol import protocol_for
+from cliplens.evaluation.segeval import evaluate_segmentation
+from tests.cli.conftest import run
+from tests.datasets.conftest import ADE_SAMPLES, VOC_CROPS, link, need
+
+TOY = "toy:n=5,seed=3"
+
+
+def _json(r) -> dict:
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+@pytest.fixture(scope="module")
+def toy_model():
+    return cliplens.load("toy")
+
+
+def test_toy_run_matches_the_library_and_writes_everything(tmp_path, toy_model):
+    out = tmp_path / "run"
+    d = _json(run("segment-eval", TOY, "--method", "maskclip", "--method", "surgery", "--out", out,
+                  "--overlays", 2, "--json"))
+    assert set(d["methods"]) == {"maskclip", "surgery"} and d["protocol"] == protocol_for("toy").to_dict()
+    ds = open_segmentation(TOY)
+    for name in ("maskclip", "surgery"):
+        direct = evaluate_segmentation(toy_model, name, ds).to_dict()
+        got = d["methods"][name]
+        assert got["miou"] == pytest.approx(direct["miou"], abs=1e-9)
+        assert got["pixel_accuracy"] == pytest.approx(direct["pixel_accuracy"], abs=1e-9)
+        assert got["per_class_iou"] == pytest.approx(direct["per_class_iou"], abs=1e-9)
+        assert got["images"] == 5
+        assert json.loads((out / name / "results.json").read_text())["miou"] == got["miou"]
+        overlays = sorted((out / name / "overlays").glob("*.png"))
+        assert [p.name for p in overlays] == ["00000.png", "00001.png"]
+        assert Image.open(overlays[0]).size[0] > 400  # three panels and a legend
+    assert d["methods"]["maskclip"]["miou"] != d["methods"]["surgery"]["miou"]
+    table = run("segment-eval", TOY, "--method", "maskclip", "--method", "surgery", "--out", out)
+    assert table.exit_code == 0, table.output
+    text = " ".join(table.stdout.split())
+    assert "mIoU %" in text and "IoU per class" in text and "protocol: fit whole 64 px, whole image" in text
+    assert f"{d['methods']['surgery']['miou']:.1f}" in text
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
+    # the first run stops after 2 images (as a crash after its last save would); the same command resumes
+    part = _json(run("segment-eval", TOY, "--method", "sclip", "--out", tmp_path / "a", "--limit", 2,
+                     "--overlays", 0, "--json"))
+    assert part["methods"]["sclip"]["images"] == 2
+    progress = json.loads((tmp_path / "a" / "sclip" / "progress.json").read_text())
+    assert progress["state"]["done"] == 2
+    resumed = _json(run("segment-eval", TOY, "--method", "sclip", "--out", tmp_path / "a", "--overlays", 0, "--json"))
+    whole = _json(run("segment-eval", TOY, "--method", "sclip", "--out", tmp_path / "b", "--overlays", 0, "--json"))
+    r, w = resumed["methods"]["sclip"], whole["methods"]["sclip"]
+    assert r["images"] == w["images"] == 5
+    assert (r["miou"], r["pixel_accuracy"], r["per_class_iou"]) == (w["miou"], w["pixel_accuracy"], w["per_class_iou"])
+    saved = json.loads((tmp_path / "a" / "sclip" / "progress.json").read_text())["state"]["confusion"]
+    assert saved == json.loads((tmp_path / "b" / "sclip" / "progress.json").read_text())["state"]["confusion"]
+
+
+def test_another_run_in_the_same_folder_is_refused_and_nothing_is_touched(tmp_path):
+    out = tmp_path / "run"
+    _json(run("segment-eval", TOY, "--method", "maskclip", "--out", out, "--limit", 2, "--json"))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for extra in (["--size", 96], ["--logit-scale", 10], ["--whole", "--templates", "photo"]):
+        r = run("segment-eval", TOY, "--method", "maskclip", "--out", out, *extra)
+        assert r.exit_code != 0 and "Traceback" not in r.output
+        assert "What differs" in r.output and "not resumed or overwritten" in " ".join(r.output.split())
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    (tmp_path / "other" / "maskclip").mkdir()
+    (tmp_path / "other" / "maskclip" / "x.txt").write_text("mine too")
+    r = run("segment-eval", TOY, "--method", "maskclip", "--out", tmp_path / "other")
+    assert r.exit_code != 0 and "holds other files" in r.output
+    assert (tmp_path / "other" / "maskclip" / "x.txt").read_text() == "mine too"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["voc21"], "--data-root"),
+    ([TOY, "--method", "nope"], "is not a map method"),
+    ([TOY, "--whole", "--window", 32], "leave out --window"),
+    ([TOY, "--stride", 8], "--stride needs a window"),
+    ([TOY, "--names", "/no/such/file.txt"], "is not a file"),
+])
+def test_mistakes_get_a_message_not_a_traceback(tmp_path, args, message):
+    r = run("segment-eval", *args, "--out", tmp_path / "o")
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert message in " ".join(r.output.split())
+
+
+def test_protocol_options_reach_the_run(tmp_path):
+    d = _json(run("segment-eval", TOY, "--method", "maskclip", "--out", tmp_path / "o", "--fit", "squash", "--size",
+                  128, "--window", 64, "--logit-scale", 20, "--prob-threshold", 0.2, "--json", "--limit", 1))
+    p = d["protocol"]
+    assert (p["fit"], p["size"], p["window"], p["stride"], p["logit_scale"], p["prob_threshold"]) == \
+        ("squash", 128, 64, 32, 20.0, 0.2)
+    assert d["methods"]["maskclip"]["settings"]["protocol"] == p
+
+
+def _voc_root(tmp: Path) -> Path:
+    voc = tmp / "voc" / "VOCdevkit" / "VOC2012"
+    ids = sorted(p.name[: -len("_image.png")] for p in need(VOC_CROPS).glob("*_image.png"))[:2]
+    for i in ids:
+        link(VOC_CROPS / f"{i}_image.png", voc / "JPEGImages" / f"{i}.png")
+        link(VOC_CROPS / f"{i}_target.png", voc / "SegmentationClass" / f"{i}.png")
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids) + "\n")
+    return tmp / "voc"
+
+
+def test_real_voc_crops_with_the_voc21_preset(tmp_path, tiny_vit):
+    root = _voc_root(tmp_path)
+    d = _json(run("segment-eval", "voc21", "--data-root", root, "-m", tiny_vit, "-p", "random", "--method",
+                  "maskclip", "--out", tmp_path / "o", "--overlays", 1, "--json"))
+    assert d["protocol"] == protocol_for("voc21").to_dict() and d["protocol"]["prob_threshold"] == 0.1
+    r = d["methods"]["maskclip"]
+    assert r["images"] == 2 and 0.0 <= r["miou"] <= 100.0
+    queries = r["settings"]["queries"]
+    assert queries[r["settings"]["classes"].index("tv monitor")][0] == "television monitor"
+    assert len(queries[0]) > 10  # background: the stuff names
+    assert (tmp_path / "o" / "maskclip" / "overlays" / "00000.png").is_file()
+    assert d["random_weights"] is True and d["model"] == tiny_vit
+
+
+def test_real_ade_samples_by_path(tmp_path, tiny_vit):
+    root = need(ADE_SAMPLES)
+    d = _json(run("segment-eval", str(root), "-m", tiny_vit, "-p", "random", "--method", "sclip", "--out",
+                  tmp_path / "o", "--limit", 1, "--overlays", 0, "--json", "--names", "plain"))
+    assert d["dataset"]["name"] == "ade20k" and len(d["dataset"]["class_names"]) == 150
+    assert d["methods"]["sclip"]["images"] == 1
+
+
+def _imagenet_seg_mat(folder: Path) -> Path:
+    savemat = pytest.importorskip("scipy.io").savemat
+    rng = np.random.default_rng(0)
+    rows = []
+    for h, w in ((60, 80), (64, 64)):
+        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        gt = np.zeros((h, w), np.uint8)
+        gt[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
+        rows.append((img, gt))
+    imgs = np.empty((len(rows), 1), dtype=object)
+    gts = np.empty((len(rows), 1), dtype=object)
+    for k, (img, gt) in enumerate(rows):
+        imgs[k, 0] = img
+        cell = np.empty((1, 1), dtype=object)
+        cell[0, 0] = gt
+        gts[k, 0] = cell
+    folder.mkdir(parents=True, exist_ok=True)
+    savemat(folder / "gtsegs_ijcv.mat", {"value": {"img": imgs, "gt": gts}})
+    return folder / "gtsegs_ijcv.mat"
+
+
+def test_imagenet_segmentation_in_both_modes(tmp_path):
+    mat = _imagenet_seg_mat(tmp_path / "data")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("a photo of a red circle\na photo of a blue square\na photo of a green star\n")
+    res = {}
+    for mode in ("original", "correct"):
+        d = _json(run("segment-eval", "imagenet-seg", "--data-root", mat, "--method", "decomposition", "--mode", mode,
+                      "--classes-file", classes, "--templates", "none", "--out", tmp_path / mode, "--json"))
+        r = d["methods"]["decomposition"]
+        assert r["images"] == 2 and r["settings"]["mode"] == mode and r["settings"]["classes"] == 3
+        assert all(0.0 <= r[k] <= 100.0 for k in ("pixel_accuracy", "miou", "map"))
+        res[mode] = r
+    # the 80x60 image is centre-cropped: its mask differs between the modes, so the scores do
+    assert res["original"]["pixel_accuracy"] != res["correct"]["pixel_accuracy"]
+    table = run("segment-eval", "imagenet-seg", "--data-root", mat, "--method", "decomposition", "--mode", "correct",
+                "--classes-file", classes, "--templates", "none", "--out", tmp_path / "correct")
+    assert table.exit_code == 0 and "mAP %" in table.stdout and "mode correct" in table.stdout
+    r = run("segment-eval", TOY, "--classes-file", classes, "--out", tmp_path / "x")
+    assert r.exit_code != 0 and "--classes-file is for ImageNet-segmentation" in " ".join(r.output.split())
