@@ -90,6 +90,9 @@ def test_another_run_in_the_same_folder_is_refused_and_nothing_is_touched(tmp_pa
 
 @pytest.mark.parametrize("args, message", [
     (["voc21"], "--data-root"),
+    (["--dataset", "voc21"], "--data-root"),
+    ([], "give the data set once"),
+    ([TOY, "--dataset", "voc21"], "given twice"),
     ([TOY, "--method", "nope"], "is not a map method"),
     ([TOY, "--whole", "--window", 32], "leave out --window"),
     ([TOY, "--stride", 8], "--stride needs a window"),
@@ -123,7 +126,7 @@ def _voc_root(tmp: Path) -> Path:
 
 def test_real_voc_crops_with_the_voc21_preset(tmp_path, tiny_vit):
     root = _voc_root(tmp_path)
-    d = _json(run("segment-eval", "voc21", "--data-root", root, "-m", tiny_vit, "-p", "random", "--method",
+    d = _json(run("segment-eval", "--dataset", "voc21", "--data-root", root / "VOCdevkit", "-m", tiny_vit, "-p", "random", "--method",
                   "maskclip", "--out", tmp_path / "o", "--overlays", 1, "--json"))
     assert d["protocol"] == protocol_for("voc21").to_dict() and d["protocol"]["prob_threshold"] == 0.1
     r = d["methods"]["maskclip"]

@@ -86,7 +86,10 @@ def _pct(v: float | None) -> str:
 
 
 @click.command("segment-eval")
-@click.argument("data")
+@click.argument("data", required=False)
+@click.option("--dataset", "dataset_opt", default=None, metavar="NAME",
+              help="The data set's name (voc21, voc20, context60, context59, coco-object, coco-stuff, cityscapes, "
+                   "ade20k, imagenet-seg, toy) or spec; the same as DATA.")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="The data's folder (or .mat file) when DATA is a set's name (voc21, ade20k, imagenet-seg, …).")
 @model_options
@@ -126,19 +129,25 @@ def _pct(v: float | None) -> str:
 @threads_option(2)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def segment_eval_cmd(data: str, data_root: Path | None, model: str, pretrained: str | None, device: str,
+def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path | None, model: str, pretrained: str | None, device: str,
                      trust_checkpoint: bool, methods: tuple[str, ...], out_dir: Path, split: str | None,
                      options: tuple[str, ...], fit: str | None, size: int | None, window: int | None,
                      stride: int | None, whole: bool, logit_scale: float | None, prob_threshold: float | None,
                      templates: str | None, names: str | None, mode: str, classes_file: Path | None,
                      limit: int | None, overlays: int, threads: int, as_json: bool, no_progress: bool) -> None:
-    """Evaluate map methods on a segmentation data set: DATA is a set's name with --data-root (voc21, voc20,
+    """Evaluate map methods on a segmentation data set: DATA (or --dataset) is a set's name with --data-root (voc21, voc20,
     context60, context59, coco-object, coco-stuff, cityscapes, ade20k, imagenet-seg), a spec such as
     'toy:n=100,seed=3', or a folder whose layout is detected.
 
     Each set has a preset protocol (resize, sliding window, temperature, background rule, query names), printed
     with the results and stored with them; every option overrides one part of it.
     """
+    if (data is None) == (dataset_opt is None):
+        raise InvalidInputError("give the data set once: as DATA (a name, a spec or a folder) or as --dataset NAME "
+                                "(e.g. --dataset voc21 --data-root ~/data/VOCdevkit)" if data is None else
+                                f"the data set is given twice (DATA {data!r} and --dataset {dataset_opt!r}): give one")
+    data = data if data is not None else dataset_opt
+    assert data is not None
     names_list = [m for value in methods for m in resolve_methods(value)]
     names_list = list(dict.fromkeys(names_list))
     opts = _options(options)
