@@ -14,7 +14,11 @@ are passed over (the next index is drawn), so every scene has something to contr
 
 **Rows.** Each row is a map method of :mod:`cliplens.maps` with its settings (:data:`DEFAULT_ROWS`):
 CLIP Surgery with both surgeries, with architecture surgery only, with feature surgery only; the
-decomposition map; raw token similarity (the unmodified model's dense tokens); and baselines that
+decomposition map; raw token similarity (the unmodified model's dense tokens); every dense successor
+(MaskCLIP, SCLIP, ClearCLIP, NACLIP with and without its Gaussian prior, ResCLIP's RCS, GEM) and gradient
+method (GradCAM, Chefer et al., LeGrad) with its paper's defaults; two text-independent attention maps
+(the CLS row of the last block's attention, attention rollout: one map for every text, so no
+segmentation row); and baselines that
 ignore the text (``uniform``: a constant map; ``gaussian``: a centred Gaussian, ``sigma`` = side / 4;
 ``nothing``: predicts no pixel). Each method scores the *contrast set*'s texts with its own default
 contrast (the decomposition map and token similarity subtract the mean map of the other texts, as
@@ -86,6 +90,18 @@ def default_rows() -> dict[str, MapMethod]:
         "surgery (feature only)": Surgery(architecture=False),
         "decomposition": get_map("decomposition"),
         "token similarity": get_map("token-similarity"),
+        "MaskCLIP": get_map("maskclip"),
+        "SCLIP": get_map("sclip"),
+        "ClearCLIP": get_map("clearclip"),
+        "NACLIP": get_map("naclip"),
+        "NACLIP (no Gaussian prior)": get_map("naclip", gaussian=False),
+        "ResCLIP (RCS)": get_map("resclip"),
+        "GEM": get_map("gem"),
+        "GradCAM": get_map("gradcam"),
+        "Chefer et al.": get_map("chefer"),
+        "LeGrad": get_map("legrad"),
+        "raw attention (CLS row)": get_map("raw-attention"),
+        "attention rollout": get_map("rollout"),
         "uniform": get_map("uniform"),
         "gaussian": get_map("gaussian"),
         "nothing": get_map("nothing"),
@@ -290,7 +306,7 @@ def run_bench(
         cm = seg[name]
         has_seg = method.text_dependent or method.name == "nothing"
         rows_out.append({
-            "method": name, "baseline": not method.text_dependent,
+            "method": name, "baseline": method.baseline, "text_dependent": method.text_dependent,
             "oracle": contrast == "scene" and method.text_dependent,
             "miou": float(np.mean(a["iou"])),
             "miou_fgbg": 0.5 * (a["inter_fg"] / max(a["union_fg"], 1) + a["inter_bg"] / max(a["union_bg"], 1)),
