@@ -183,7 +183,7 @@ def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: 
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Model to fine-tune (default: the shipped toy-clip).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
-@click.option("--steps", type=POSITIVE, default=30, show_default=True,
+@click.option("--steps", type=POSITIVE, default=40, show_default=True,
               help="Fine-tuning steps (the defaults replay the shipped toy-clip-spurious).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True,
               help="Scenes per batch (2 or more: the loss contrasts the scenes of a batch).")

@@ -572,7 +572,7 @@ def finetune_spurious(
     init_weights: str | None,
     out_dir: str,
     *,
-    steps: int = 30,
+    steps: int = 40,
     batch_size: int = 64,
     lr: float = 1e-4,
     seed: int = 0,
@@ -587,7 +587,7 @@ def finetune_spurious(
     threads: int = 2,
 ) -> dict[str, Any]:
     """Fine-tune a ToyCLIP (default: the shipped one) on the biased mix; returns the train summary
-    with ``"spurious"``: :func:`group_accuracies` before and after. The defaults (30 steps of 64
+    with ``"spurious"``: :func:`group_accuracies` before and after. The defaults (40 steps of 64
     scenes at lr 1e-4, seed 0) are the recipe of the shipped ``toy-clip-spurious``."""
     if init_weights is None:
         ref = resources.files("cliplens.toyworld") / "weights" / DEFAULT_WEIGHTS
