@@ -36,7 +36,8 @@ def test_same_texts_and_variances_as_the_naive_algorithm(store, pool, rank):
     texts, R = pool
     res = textspan(store, texts, R, layers=2, m=6, rank=rank)
     assert [h.name for h in res.heads] == [f"L{layer}.H{h}" for layer in (4, 5) for h in range(4)]
-    C = store.head_terms(layers=[4, 5])  # [K, 2, H, E], independent of textspan's factorised form
+    # [K, 2, H, E] in float64 (as textspan computes), independent of textspan's factorised form
+    C = store.head_terms(layers=[4, 5], dtype=torch.float64)
     for h in res.heads:
         ref = textspan_naive(C[:, h.layer - 4, h.head].numpy(), R.numpy(), r=rank or store.shape["head_dim"], m=6)
         assert h.indices == list(ref.indices), h.name

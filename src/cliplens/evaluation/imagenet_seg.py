@@ -46,18 +46,21 @@ _COUNTS = ("inter_bg", "union_bg", "inter_fg", "union_fg", "correct", "pixels", 
 def transform_mask(mask: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int],
                    mode: str) -> np.ndarray:
     """The mask ``[H0, W0]`` as the protocol compares it with a map over the model input of ``size``:
-    ``"original"``: resized to ``size`` (nearest); ``"correct"``: cropped to the input's ``box`` first."""
+    ``"original"``: the whole mask resized to ``size`` (nearest, as the original's PIL resize); ``"correct"``:
+    the window ``box`` (top, left, bottom, right in the original's pixels: what the model input shows)."""
     m = np.asarray(mask)
-    if mode == "correct":
-        top, left, bottom, right = box
-        h0, w0 = m.shape
-        t, lft = max(0, int(round(top))), max(0, int(round(left)))
-        b, r = min(h0, int(round(bottom))), min(w0, int(round(right)))
-        m = m[t:b, lft:r]
-    elif mode != "original":
+    h0, w0 = m.shape
+    if mode == "original":
+        box = (0.0, 0.0, float(h0), float(w0))
+    elif mode != "correct":
         raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    t_ = torch.from_numpy(m.astype(np.float32))[None, None]
-    return F.interpolate(t_, size=size, mode="nearest")[0, 0].numpy().astype(np.int64)
+    top, left, bottom, right = box
+    # nearest neighbour at pixel centres (PIL's NEAREST, torch's "nearest-exact"): output pixel i of the
+    # window [top, bottom) reads source pixel floor(top + (i + 0.5)·(bottom − top)/size). For "correct" this is
+    # exactly the image's own resize followed by its crop, whose window in the original is ``box``.
+    rows = np.floor(top + (np.arange(size[0]) + 0.5) * (bottom - top) / size[0]).astype(np.int64)
+    cols = np.floor(left + (np.arange(size[1]) + 0.5) * (right - left) / size[1]).astype(np.int64)
+    return m[np.clip(rows, 0, h0 - 1)[:, None], np.clip(cols, 0, w0 - 1)[None, :]].astype(np.int64)
 
 
 def evaluate_imagenet_seg(

@@ -28,6 +28,7 @@ interpolation (bicubic, Hugging Face's rule); the model's own precision (fp32 on
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,8 +74,8 @@ class SegProtocol:
             raise InvalidInputError(f"stride must be between 1 and the window ({self.window}), got {self.stride}")
         if not 0.0 <= self.prob_threshold <= 1.0:
             raise InvalidInputError(f"prob_threshold is a probability, between 0 and 1; got {self.prob_threshold}")
-        if self.logit_scale <= 0:
-            raise InvalidInputError(f"logit_scale must be positive, got {self.logit_scale}")
+        if not (math.isfinite(self.logit_scale) and self.logit_scale > 0):
+            raise InvalidInputError(f"logit_scale must be a positive, finite number, got {self.logit_scale}")
         if self.templates not in TEMPLATE_SETS:
             raise InvalidInputError(f"templates must be one of {', '.join(TEMPLATE_SETS)}; got {self.templates!r}")
 

@@ -168,6 +168,10 @@ def resume(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         raise InvalidInputError(f"{path} is not readable progress ({e}); pass another folder (nothing was "
                                 "deleted)") from None
+    if not (isinstance(state, dict) and isinstance(state.get("settings", {}), dict)
+            and isinstance(state.get("state", {}), dict)):
+        raise InvalidInputError(f"{path} is not readable progress (not an object with 'settings' and 'state'); "
+                                "pass another folder (nothing was deleted)")
     diffs = differences(_comparable(state.get("settings", {})), _comparable(settings))
     if diffs:
         raise InvalidInputError(f"{out} holds an evaluation with another model, method, data set or settings; it is "

@@ -202,28 +202,30 @@ class Store:
         return self._cache["head_maps"]
 
     def head_terms(self, images: Sequence[int] | np.ndarray | slice | None = None,
-                   layers: Iterable[int] | int | None = None, *, normalized: bool = True) -> Tensor:
+                   layers: Iterable[int] | int | None = None, *, normalized: bool = True,
+                   dtype: torch.dtype = torch.float32) -> Tensor:
         """``[images, layers, heads, E]``: each head's direct effect on each image's embedding.
 
         ``normalized`` divides by the embedding's norm (the terms of the unit-norm embedding, as the paper's
-        analyses use). ``layers``: indices (negatives count from the end) or ``None`` for all.
+        analyses use). ``layers``: indices (negatives count from the end) or ``None`` for all. ``dtype``: the
+        precision of the computation and the result (``torch.float64`` for reference computations).
         """
         L, H = self.shape["layers"], self.shape["heads"]
         lay = list(range(L)) if layers is None else resolve_layer_indices(layers, L)
         rows = np.arange(len(self))[images] if isinstance(images, slice) else (
             np.arange(len(self)) if images is None else np.asarray(images, dtype=np.int64))
-        z = torch.from_numpy(self.field("heads").take(rows)[:, lay].astype(np.float32))  # [n, l, H, dh]
-        mean = torch.from_numpy(self.field("mean").take(rows).astype(np.float32))
-        std = torch.from_numpy(self.field("std").take(rows).astype(np.float32))
-        p = self.projections
-        terms = torch.einsum("nlhk,lhke->nlhe", z, self.head_maps[lay]) / std[:, None, None, None]
+        z = torch.from_numpy(self.field("heads").take(rows)[:, lay]).to(dtype)  # [n, l, H, dh]
+        mean = torch.from_numpy(self.field("mean").take(rows)).to(dtype)
+        std = torch.from_numpy(self.field("std").take(rows)).to(dtype)
+        p = {k: v.to(dtype) for k, v in self.projections.items()}
+        terms = torch.einsum("nlhk,lhke->nlhe", z, self.head_maps[lay].to(dtype)) / std[:, None, None, None]
         gp = p["ln_gamma"][:, None] * p["proj"]
         s = site_share(L) / H
         bias = (p["out_bias"][lay] @ gp) / H  # [l, E]
         const = bias[None] / std[:, None, None] - s * mean[:, None, None] / std[:, None, None] * (p["ln_gamma"] @ p["proj"])
         terms = terms + (const + s * (p["ln_beta"] @ p["proj"]))[:, :, None, :]
         if normalized:
-            emb = torch.from_numpy(self.field("embedding").take(rows))
+            emb = torch.from_numpy(self.field("embedding").take(rows)).to(dtype)
             terms = terms / emb.norm(dim=-1)[:, None, None, None]
         return terms
 

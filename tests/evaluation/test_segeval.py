@@ -1,0 +1,257 @@
+"""``evaluate_segmentation`` on a few toy scenes: metrics recomputed by hand (and with torchmetrics) from the
+predictions it reports, the decision against the method's own maps, resuming after a crash or a limit, and
+refusing folders that hold something else."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cliplens
+from cliplens.datasets.segmentation import open_segmentation
+from cliplens.errors import InvalidInputError
+from cliplens.evaluation.protocol import PRESETS
+from cliplens.evaluation.segeval import PROGRESS, RESULTS, evaluate_segmentation, read_results
+from cliplens.maps import get_map
+
+N = 4
+METHOD = "maskclip"
+#: the toy preset with a background threshold (so that the threshold's path runs too)
+PROTOCOL = PRESETS["toy"].replace(prob_threshold=0.2)
+
+
+class WithIgnore:
+    """A toy segmentation set whose masks have ignored (255) pixels: the top rows and one column band."""
+
+    def __init__(self, base, background="same"):
+        self.base = base
+        self.name = base.name
+        self.class_names = list(base.class_names)
+        self.background = base.background if background == "same" else background
+        self.ignore_index = 255
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return self.base[i]
+
+    def mask(self, i):
+        m = np.array(self.base.mask(i), copy=True)
+        m[:5] = 255
+        m[:, 40:44] = 255
+        return m
+
+    def describe(self):
+        return {**self.base.describe(), "ignore": "rows 0-4, columns 40-43"}
+
+
+def _dataset(seed: int = 3) -> WithIgnore:
+    return WithIgnore(open_segmentation(f"toy:n={N},seed={seed}"))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return cliplens.load("toy")
+
+
+@pytest.fixture(scope="module")
+def reference(model):
+    """One uninterrupted run with each image's prediction."""
+    preds = []
+    result = evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL,
+                                   on_prediction=lambda i, s, gt, p: preds.append((i, gt.copy(), p.copy())))
+    return result, preds
+
+
+def _confusion(preds, num_classes: int) -> np.ndarray:
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    for _, gt, p in preds:
+        keep = gt != 255
+        np.add.at(cm, (gt[keep].astype(np.int64), p[keep].astype(np.int64)), 1)
+    return cm
+
+
+def _same_result(a, b) -> None:
+    assert a.miou == b.miou and a.pixel_accuracy == b.pixel_accuracy and a.per_class_iou == b.per_class_iou
+    assert torch.equal(a.confusion.matrix, b.confusion.matrix) and a.images == b.images
+
+
+def test_metrics_match_a_hand_made_confusion_matrix(reference):
+    result, preds = reference
+    ds = _dataset()
+    C = len(ds.class_names)
+    assert [i for i, _, _ in preds] == list(range(N)) and result.images == N
+    for i, gt, p in preds:
+        np.testing.assert_array_equal(gt, ds.mask(i))
+        assert p.shape == gt.shape and p.min() >= 0 and p.max() < C
+    cm = _confusion(preds, C)
+    assert cm.sum() == sum(int((gt != 255).sum()) for _, gt, _ in preds) < N * 64 * 64  # ignored pixels left out
+    tp = np.diag(cm).astype(np.float64)
+    union = cm.sum(0) + cm.sum(1) - tp
+    present = union > 0
+    miou = 100 * float(np.mean(tp[present] / union[present]))
+    accuracy = 100 * float(tp.sum() / cm.sum())
+    assert present.sum() >= 4 and 0 < miou < 100 and 0 < accuracy < 100  # a case with teeth
+    assert abs(result.miou - miou) < 1e-9 and abs(result.pixel_accuracy - accuracy) < 1e-9
+    for k, name in enumerate(ds.class_names):
+        got = result.per_class_iou[name]
+        if present[k]:
+            assert got is not None and abs(got - 100 * tp[k] / union[k]) < 1e-9
+        else:
+            assert got is None
+    np.testing.assert_array_equal(result.confusion.matrix[:, :C].numpy(), cm)
+    assert int(result.confusion.matrix[:, C].sum()) == 0
+
+
+def test_metrics_agree_with_torchmetrics(reference):
+    tm = pytest.importorskip("torchmetrics.functional.classification")
+    result, preds = reference
+    C = len(_dataset().class_names)
+    p = torch.from_numpy(np.concatenate([q.ravel() for _, _, q in preds]).astype(np.int64))
+    t = torch.from_numpy(np.concatenate([g.ravel() for _, g, _ in preds]).astype(np.int64))
+    miou = tm.multiclass_jaccard_index(p, t, num_classes=C, average="macro", ignore_index=255)
+    acc = tm.multiclass_accuracy(p, t, num_classes=C, average="micro", ignore_index=255)
+    assert result.miou == pytest.approx(100 * float(miou), rel=1e-5)
+    assert result.pixel_accuracy == pytest.approx(100 * float(acc), rel=1e-5)
+    per_class = tm.multiclass_jaccard_index(p, t, num_classes=C, average="none", ignore_index=255)
+    for name, v in zip(_dataset().class_names, per_class.tolist(), strict=True):
+        if result.per_class_iou[name] is not None:
+            assert result.per_class_iou[name] == pytest.approx(100 * v, rel=1e-5, abs=1e-4)
+
+
+def test_predictions_follow_the_protocol(model, reference):
+    # image 0's labels recomputed from the method's own raw maps: softmax over the queries of 40 * score, the best
+    # query's class, background where its probability is below 0.2
+    _, preds = reference
+    ds = _dataset()
+    maps = get_map(METHOD)(model, [ds[0].image], list(ds.class_names), fit="whole", size=64, normalization="raw")
+    raw = maps.images[0].raw.double()
+    z = 40.0 * F.interpolate(raw[None], size=(64, 64), mode="bilinear", align_corners=False)[0].numpy()
+    best = z.argmax(0)
+    zs = np.sort(z, 0)
+    prob = 1.0 / np.exp(z - zs[-1]).sum(0)
+    want = np.where(prob < 0.2, 0, best)  # class k's only query is its name (names "plain")
+    clear = (zs[-1] - zs[-2] > 1e-3) & (np.abs(prob - 0.2) > 1e-4)
+    assert clear.mean() > 0.97
+    assert (prob < 0.2).any() and ((prob >= 0.2) & (best != 0)).any()  # the threshold matters here
+    np.testing.assert_array_equal(preds[0][2][clear], want[clear])
+
+
+def test_resume_after_a_limit_and_after_a_crash(model, reference, tmp_path):
+    ref, preds = reference
+    C = len(_dataset().class_names)
+    out = tmp_path / "run"
+    calls = []
+
+    def count(done, total):
+        calls.append((done, total))
+
+    # 1. the first image only (limit)
+    first = evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL, out_dir=out, limit=1, on_image=count,
+                                  on_prediction=lambda i, s, gt, p: f"overlay-{i}")
+    assert calls == [(1, 1)] and first.images == 1 and read_results(out)["images"] == 1
+    np.testing.assert_array_equal(first.confusion.matrix[:, :C].numpy(), _confusion(preds[:1], C))
+
+    # 2. resumed without a limit, then a crash while image 2 is being handled (after image 1 was saved)
+    class Crash(Exception):
+        pass
+
+    def crash_on_third(i, sample, gt, pred):
+        if i == 2:
+            raise Crash
+        return f"overlay-{i}"
+
+    calls.clear()
+    with pytest.raises(Crash):
+        evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL, out_dir=out, save_every=1, on_image=count,
+                              on_prediction=crash_on_third)
+    assert calls == [(2, N)]  # resumed after image 0
+    saved = json.loads((out / PROGRESS).read_text())
+    assert saved["state"]["done"] == 2
+    np.testing.assert_array_equal(np.array(saved["state"]["confusion"])[:, :C], _confusion(preds[:2], C))
+
+    # 3. resumed again: only the images not saved
+    calls.clear()
+    result = evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL, out_dir=out, save_every=1,
+                                   on_image=count, on_prediction=lambda i, s, gt, p: f"overlay-{i}")
+    assert calls == [(3, N), (4, N)]
+    _same_result(result, ref)
+    assert result.overlays == [f"overlay-{i}" for i in range(N)]
+    saved = json.loads((out / PROGRESS).read_text())
+    assert saved["state"]["done"] == N and saved["state"]["confusion"] == ref.confusion.matrix.tolist()
+    on_disk = read_results(out)
+    assert on_disk == json.loads(json.dumps(result.to_dict()))
+    assert on_disk["miou"] == ref.miou and on_disk["pixel_accuracy"] == ref.pixel_accuracy and on_disk["images"] == N
+
+    # 4. a finished run: nothing left to do, the same result
+    calls.clear()
+    again = evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL, out_dir=out, on_image=count)
+    assert calls == []
+    _same_result(again, ref)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_folder_with_another_run_is_refused_and_left_alone(model, tmp_path):
+    out = tmp_path / "run"
+    evaluate_segmentation(model, METHOD, _dataset(), out_dir=out, limit=1)  # protocol: the data set's preset
+    before = _snapshot(out)
+    assert set(before) == {PROGRESS, RESULTS}
+    calls = []
+
+    def attempt(**kwargs):
+        with pytest.raises(InvalidInputError) as e:
+            evaluate_segmentation(model, kwargs.pop("method", METHOD), kwargs.pop("dataset", _dataset()), out_dir=out,
+                                  limit=1, on_image=lambda d, n: calls.append(d), **kwargs)
+        return str(e.value)
+
+    msg = attempt(method="sclip")
+    assert "method" in msg and "maskclip" in msg and "sclip" in msg
+    # the saved run used the default protocol, the toy preset: only the changed setting differs
+    msg = attempt(protocol=PRESETS["toy"].replace(logit_scale=50.0))
+    assert "protocol.logit_scale" in msg and "40.0" in msg and "50.0" in msg and msg.count("protocol.") == 1
+    msg = attempt(protocol=PRESETS["toy"].replace(prob_threshold=0.3))
+    assert "protocol.prob_threshold" in msg and msg.count("protocol.") == 1
+    msg = attempt(dataset=_dataset(seed=4))
+    assert "dataset" in msg
+    assert calls == [] and _snapshot(out) == before
+
+
+def test_a_folder_with_unrelated_files_is_refused(model, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(InvalidInputError, match="holds other files"):
+        evaluate_segmentation(model, METHOD, _dataset(), out_dir=out, limit=1)
+    assert _snapshot(out) == {"notes.txt": b"keep me"}
+    (out / "notes.txt").unlink()
+    (out / PROGRESS).write_text("{ not json")
+    with pytest.raises(InvalidInputError, match="is not readable progress"):
+        evaluate_segmentation(model, METHOD, _dataset(), out_dir=out, limit=1)
+    assert _snapshot(out) == {PROGRESS: b"{ not json"}
+
+
+def test_progress_that_is_not_an_object_is_refused(model, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / PROGRESS).write_text("[]")
+    with pytest.raises(InvalidInputError):
+        evaluate_segmentation(model, METHOD, _dataset(), out_dir=out, limit=1)
+
+
+def test_refusals_before_any_work(model):
+    calls = []
+    with pytest.raises(InvalidInputError, match="needs a data set with a background class"):
+        evaluate_segmentation(model, METHOD, WithIgnore(open_segmentation("toy:n=2"), background=None),
+                              protocol=PRESETS["toy"].replace(prob_threshold=0.1), on_image=lambda d, n: calls.append(d))
+    with pytest.raises(InvalidInputError, match="no images"):
+        evaluate_segmentation(model, METHOD, _dataset(), limit=0, on_image=lambda d, n: calls.append(d))
+    assert calls == []
