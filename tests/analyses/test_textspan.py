@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -89,3 +91,19 @@ def test_factor_shares_against_a_hand_computation(store):
     assert factor_shares(C, ["same"] * 6) == pytest.approx(0.0) and factor_shares(C, list("abcdef")) == pytest.approx(1.0)
     shares = explained_by_factors(store, ["shape", "colour"], [(5, 0), (4, 2)])
     assert [s.name for s in shares] == ["L5.H0", "L4.H2"] and all(0 <= v <= 1 for s in shares for v in s.shares.values())
+
+
+def test_results_read_back(store, pool, tmp_path):
+    from cliplens.analyses.textspan import TextSpanResult
+
+    texts, R = pool
+    res = textspan(store, texts, R, heads=[(-1, 2), (4, 0)], m=3)
+    res.write(tmp_path)
+    back = TextSpanResult.read(tmp_path)
+    assert back.to_dict() == json.loads((tmp_path / "textspan.json").read_text())
+    assert [h.texts for h in back.heads] == [h.texts for h in res.heads]
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(InvalidInputError, match="not a TEXTSPAN result"):
+        TextSpanResult.read(tmp_path / "bad.json")
+    with pytest.raises(InvalidInputError, match="cannot read"):
+        TextSpanResult.read(tmp_path / "missing.json")

@@ -81,6 +81,25 @@ class TextSpanResult:
                 "accuracy_baseline": self.baseline_accuracy, "settings": self.settings,
                 "heads": [{**asdict(h), "name": h.name, "explained": h.explained} for h in self.heads]}
 
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> TextSpanResult:
+        """A result written by :meth:`write` (``textspan.json``, or the folder that holds it)."""
+        p = Path(path).expanduser()
+        if p.is_dir():
+            p = p / "textspan.json"
+        try:
+            d = json.loads(p.read_text())
+            heads = [HeadSpan(int(h["layer"]), int(h["head"]), list(h["texts"]), [float(v) for v in h["variances"]],
+                              [float(f) for f in h["fractions"]], float(h["total_variance"]),
+                              [int(i) for i in h.get("indices", [])]) for h in d["heads"]]
+            return cls(heads, int(d["rank"]), int(d["texts_per_head"]), int(d["images"]), int(d["pool_size"]),
+                       d.get("accuracy_rebuilt"), d.get("accuracy_baseline"), dict(d.get("settings", {})))
+        except OSError as e:
+            raise InvalidInputError(f"cannot read TEXTSPAN results from {p} ({e.strerror or e}); write them with "
+                                    "'cliplens textspan STORE --out DIR'") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidInputError(f"{p} is not a TEXTSPAN result written by cliplens ({type(e).__name__}: {e})") from None
+
     def write(self, out_dir: str | os.PathLike[str]) -> list[Path]:
         """``textspan.json`` and one text file per head (``L10.H3.txt``: text, variance, fraction)."""
         out = Path(out_dir)
