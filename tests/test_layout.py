@@ -23,7 +23,7 @@ ALLOWED = {
     "evaluation": {"maps", "text", "datasets"},
     "datasets": {"images", "toyworld"},
     "store": {"core", "images", "text", "decomposition"},
-    "analyses": {"core", "decomposition", "store", "text"},
+    "analyses": {"core", "decomposition", "store", "text", "datasets"},
 }
 
 

@@ -19,6 +19,7 @@ from cliplens.cli import (
     decompose,
     demo,
     explain,
+    heads,
     models,
     points,
     report,
@@ -88,6 +89,6 @@ def main() -> None:
     _warnings_to_stderr()
 
 
-for _module in (models, decompose, explain, segment, segeval, tags, points, demo, report, store, analyses, toy):
+for _module in (models, decompose, explain, segment, segeval, tags, points, demo, report, store, analyses, heads, toy):
     for _command in _module.COMMANDS:
         main.add_command(_command)

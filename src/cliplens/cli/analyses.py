@@ -19,7 +19,7 @@ from cliplens.report.plotting import save_ablation_curve
 from cliplens.store import Store
 
 
-def _store_note(st: Store) -> str:
+def store_note(st: Store) -> str:
     m = st.header["model"]
     note = f"{st.path}: {len(st)} images, model {m['name']} ({m['weights']})"
     return note + (" · RANDOM WEIGHTS (scores mean nothing)" if m.get("random_weights") else "")
@@ -46,7 +46,7 @@ def ablate_cmd(store: Path, components: str | None, groups: str | None, plot: Pa
         if as_json:
             click.echo(json.dumps(payload, indent=2))
             return
-        con.print(_store_note(st))
+        con.print(store_note(st))
         con.print(f"as it is: {100 * base.accuracy:.1f} %   mean-ablated ({res.ablation.describe()}): "
                   f"{100 * res.accuracy:.1f} %")
         for g in res.group_accuracy:
@@ -58,14 +58,14 @@ def ablate_cmd(store: Path, components: str | None, groups: str | None, plot: Pa
                "cls_to_cls": study["cls_to_cls"].to_dict()}
     path = plot or st.path / "ablation-curve.png"
     accs = [r.accuracy for r in study["curve"]]
-    save_ablation_curve(accs, study["baseline"].accuracy, path, title=_store_note(st),
+    save_ablation_curve(accs, study["baseline"].accuracy, path, title=store_note(st),
                         extra={"all MLPs + embedding term": study["mlps_and_embed"].accuracy,
                                "CLS→CLS terms of every layer": study["cls_to_cls"].accuracy})
     payload["plot"] = str(path)
     if as_json:
         click.echo(json.dumps(payload, indent=2))
         return
-    con.print(_store_note(st))
+    con.print(store_note(st))
     t = Table(title="zero-shot accuracy with components mean-ablated", title_justify="left")
     t.add_column("mean-ablated")
     t.add_column("accuracy %", justify="right")
@@ -138,7 +138,7 @@ def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int 
     con = console()
     if note:
         con.print(note)
-    con.print(_store_note(st))
+    con.print(store_note(st))
     for h in res.heads:
         t = Table(title=f"{h.name}: {100 * h.explained:.1f} % of its variance in {len(h.texts)} texts",
                   title_justify="left")

@@ -23,7 +23,8 @@ import numpy as np
 from cliplens.datasets.base import AttributeValue, Dataset
 from cliplens.errors import InvalidInputError
 
-__all__ = ["FACTORS", "OBJECT_FACTORS", "SCENE_FACTORS", "ToyDataset", "class_prompt", "load_toy", "parse_toy_spec"]
+__all__ = ["FACTORS", "OBJECT_FACTORS", "SCENE_FACTORS", "ToyDataset", "class_prompt", "factor_values", "load_toy",
+           "parse_toy_spec"]
 
 OBJECT_FACTORS = ("shape", "colour", "size", "position")
 SCENE_FACTORS = ("count", "bg_kind", "bg_colour")
@@ -34,7 +35,8 @@ _CONSTRAINT = {"shape": "shapes", "colour": "colours", "size": "sizes", "positio
                "bg_kind": "bg_kind", "bg_colour": "bg_colour", "count": "count"}
 
 
-def _values(factor: str) -> tuple[str, ...]:
+def factor_values(factor: str) -> tuple[str, ...]:
+    """The values of one toy-world factor, in the toy world's own order."""
     from cliplens.toyworld.scenes import BG_COLOURS, BG_KINDS, COLOURS, MAX_OBJECTS, POSITIONS, SHAPES, SIZES
 
     return {
@@ -99,10 +101,10 @@ class ToyDataset(Dataset):
             if v is None:
                 continue
             vals = tuple(str(x) for x in _as_tuple(v))
-            bad = [x for x in vals if x not in _values(f)]
+            bad = [x for x in vals if x not in factor_values(f)]
             if bad or not vals:
                 raise InvalidInputError(f"toy data set: unknown {f} value(s) {bad} in {_CONSTRAINT[f]}=; the values "
-                                        f"are {list(_values(f))}")
+                                        f"are {list(factor_values(f))}")
             constraints[_CONSTRAINT[f]] = vals[0] if len(vals) == 1 else vals
         if count is None and factor in OBJECT_FACTORS:
             count = 1
@@ -122,11 +124,11 @@ class ToyDataset(Dataset):
         self.layout = "toy"
         if factor == "count":
             self.class_names = ([str(c) for c in sorted(_as_tuple(count))] if count is not None
-                                else list(_values("count")))
+                                else list(factor_values("count")))
         elif _CONSTRAINT[factor] in constraints:
             self.class_names = list(_as_tuple(constraints[_CONSTRAINT[factor]]))
         else:
-            self.class_names = list(_values(factor))
+            self.class_names = list(factor_values(factor))
         self._class_index = {c: i for i, c in enumerate(self.class_names)}
         self.class_prompts = [class_prompt(factor, c) for c in self.class_names]
         self.attribute_names = list(FACTORS)
