@@ -91,3 +91,5 @@ def test_components_by_name_and_errors(store):
         evaluate(store, Ablation(heads=((0, 7),)))
     with pytest.raises(InvalidInputError, match="ablated whole"):
         evaluate(store, Ablation(attention=(2,), heads=((2, 1),)))
+    with pytest.raises(InvalidInputError, match="counted twice"):
+        evaluate(store, Ablation(attention=(-1,), cls_to_cls=(5,)))

@@ -107,3 +107,14 @@ def test_results_read_back(store, pool, tmp_path):
         TextSpanResult.read(tmp_path / "bad.json")
     with pytest.raises(InvalidInputError, match="cannot read"):
         TextSpanResult.read(tmp_path / "missing.json")
+
+
+def test_fewer_images_than_the_rank_matches_the_naive_algorithm(store, pool):
+    # K = 10 images < d_head: C has only 10 right singular vectors, as the naive SVD finds
+    texts, R = pool
+    res = textspan(store, texts, R, heads=[(5, 0), (5, 1), (4, 3)], m=6, images=range(10), with_accuracy=False)
+    C = store.head_terms(images=range(10), dtype=torch.float64)
+    for h in res.heads:
+        ref = textspan_naive(C[:, h.layer, h.head].numpy(), R.numpy(), r=store.shape["head_dim"], m=6)
+        assert h.indices == list(ref.indices), h.name
+        np.testing.assert_allclose(h.variances, ref.variances, rtol=1e-5)

@@ -55,9 +55,13 @@ class Ablation:
         if overlap:
             raise InvalidInputError(f"heads {', '.join(f'L{a}.H{b}' for a, b in overlap)} are in attention layers "
                                     "that are ablated whole")
+        cls = tuple(resolve_layer_indices(self.cls_to_cls, L)) if self.cls_to_cls else ()
+        twice = sorted(set(att) & set(cls))
+        if twice:
+            raise InvalidInputError(f"the CLS→CLS terms of layers {', '.join(f'L{i}' for i in twice)} are part of "
+                                    "attention layers that are ablated whole (they would be counted twice)")
         return Ablation(att, tuple(sorted(set(heads))),
-                        tuple(resolve_layer_indices(self.mlps, L)) if self.mlps else (), self.embed,
-                        tuple(resolve_layer_indices(self.cls_to_cls, L)) if self.cls_to_cls else ())
+                        tuple(resolve_layer_indices(self.mlps, L)) if self.mlps else (), self.embed, cls)
 
     def describe(self) -> str:
         parts = []

@@ -40,7 +40,8 @@ from cliplens.decomposition.shares import site_share
 from cliplens.errors import InvalidInputError
 from cliplens.store.reader import Store
 
-__all__ = ["HeadSpan", "TextSpanResult", "head_inputs", "rebuilt_accuracy", "textspan", "textspan_heads"]
+__all__ = ["HeadSpan", "TextSpanResult", "head_inputs", "rebuilt_accuracy", "resolve_heads", "textspan",
+           "textspan_heads"]
 
 
 @dataclass
@@ -147,6 +148,7 @@ def textspan_heads(Z: Tensor, Q: Tensor, R: Tensor, *, rank: int, m: int) -> lis
     nh, K, _ = Z.shape
     if K < 2:
         raise InvalidInputError("TEXTSPAN needs at least 2 images")
+    rank = min(rank, K)  # C has at most K right singular vectors (the SVD of a K × E matrix)
     zz = Z.transpose(1, 2) @ Z  # [nh, k, k], one pass over the images
     gram = Q.transpose(1, 2) @ zz @ Q  # CᵀC, uncentred, [nh, E, E]
     # numpy's eigh: torch's batched CPU eigh can be many times slower when its threads compete for cores
@@ -180,8 +182,10 @@ def textspan_heads(Z: Tensor, Q: Tensor, R: Tensor, *, rank: int, m: int) -> lis
     return out
 
 
-def _resolve_heads(store: Store, layers: Sequence[int] | int | None, heads: Sequence[tuple[int, int]] | None
-                   ) -> list[tuple[int, int]]:
+def resolve_heads(store: Store, layers: Sequence[int] | int | None, heads: Sequence[tuple[int, int]] | None
+                  ) -> list[tuple[int, int]]:
+    """The heads TEXTSPAN analyses: ``heads`` if given, else every head of the last ``layers`` layers (or of the
+    layers listed); a clear error for heads or layers the store's model does not have."""
     L, H = store.shape["layers"], store.shape["heads"]
     if heads:
         out = []
@@ -202,7 +206,7 @@ def textspan(store: Store, texts: Sequence[str], text_embeddings: Tensor, *, lay
              heads: Sequence[tuple[int, int]] | None = None, m: int = 20, rank: int | None = None,
              images: Sequence[int] | None = None, with_accuracy: bool = True) -> TextSpanResult:
     """TEXTSPAN for the heads of the last ``layers`` layers (or the ``heads`` given) over the store's images."""
-    chosen = _resolve_heads(store, layers, heads)
+    chosen = resolve_heads(store, layers, heads)
     if len(texts) != text_embeddings.shape[0]:
         raise InvalidInputError(f"{len(texts)} texts but {text_embeddings.shape[0]} text embeddings")
     if m < 1:

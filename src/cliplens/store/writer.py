@@ -210,6 +210,8 @@ def _prepare(out: Path, head: dict[str, Any], model: Any, dataset: Any, settings
                 "--out, or delete that folder yourself if you no longer need it."
             )
         return True
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out {out} is a file, not a folder: pass a new or empty folder for the store")
     if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
         raise InvalidInputError(f"{out} exists and is not a cliplens store (no {HEADER}); pass a new or empty folder "
                                 "for --out (nothing was touched)")
@@ -238,8 +240,9 @@ def _chunk_rows(model: Any, loader: DataLoader, settings: StoreSettings, skip_ba
                 sample_id = dataset.ids[i] if hasattr(dataset, "ids") else dataset[i].id
                 if not skip_bad:
                     raise ImageLoadError(f"cannot load image {source!r} (data set index {i}, id {sample_id!r}): {reason}. "
-                                         "Finished chunks are kept; fix or remove the file and run the same command "
-                                         "again to resume, or pass --skip-bad to skip unreadable images (recorded in "
+                                         "Finished chunks are kept; replace the file with a readable image and run the "
+                                         "same command again to resume (removing it changes the data set, which a "
+                                         "resumed store refuses), or pass --skip-bad to skip unreadable images (recorded in "
                                          "the manifest)", source=source, reason=reason)
                 skipped.append({"index": i, "id": sample_id, "reason": reason})
         if good:
