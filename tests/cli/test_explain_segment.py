@@ -94,6 +94,25 @@ def test_a_bad_image_stops_after_the_finished_ones_or_is_skipped(toy_args, tmp_p
     assert sorted(k for k in np.load(out / "run-2" / "maps.npz") if k != "texts") == ["img0__surgery", "img1__surgery"]
 
 
+@pytest.mark.parametrize("command", [["explain", "-t", "a red circle"], ["segment", "--classes", "red circle,star"]])
+def test_a_bad_image_in_the_first_batch(command, toy_args, tmp_path):
+    # the default batch holds all three: the image before the bad one is still done and saved
+    first, last = save_image(tmp_path / "a.png"), save_image(tmp_path / "c.png", seed=1)
+    bad = tmp_path / "b.jpg"
+    bad.write_text("not an image")
+    out = tmp_path / "o"
+    r = run(command[0], first, bad, last, *command[1:], *toy_args, "--out", out)
+    text = one_line(r.output)
+    assert r.exit_code == 2 and "b.jpg" in text and "1 image before it is done" in text and "--skip-bad" in text
+    done = json.loads((out / "settings.json").read_text())
+    assert [im.get("image") for im in done["images"]] == [first]
+    # nothing readable before it: nothing written, no empty folder left behind, and advice
+    out2 = tmp_path / "o2"
+    r = run(command[0], bad, first, *command[1:], *toy_args, "--out", out2)
+    text = one_line(r.output)
+    assert r.exit_code == 2 and "nothing was written" in text and "--skip-bad" in text and not out2.exists()
+
+
 @pytest.fixture()
 def extra_method():
     """A text-dependent method registered for this test only: --method all must pick it up."""

@@ -28,7 +28,6 @@ def test_shipped_files_exist_and_are_small():
 
 
 def test_load_default_and_architecture():
-    torch.set_num_threads(1)
     model, tok = load_toy_clip()
     c = model.config
     assert c.layers >= 6 and c.heads >= 4
@@ -39,7 +38,6 @@ def test_load_default_and_architecture():
 
 
 def test_shipped_model_is_trained():
-    torch.set_num_threads(1)
     model, tok = load_toy_clip()
     r = zero_shot(model, tok, "colour", n=48, seed=99)
     assert r["accuracy"] >= 0.9
@@ -50,7 +48,6 @@ def test_shipped_model_is_trained():
 def test_shipped_spurious_model_has_a_group_gap():
     from cliplens.toyworld.spurious import group_accuracies
 
-    torch.set_num_threads(1)
     p = _weights_dir() / "toy-clip-spurious.safetensors"
     with resources.as_file(p) as path:
         model, tok = load_toy_clip(path)

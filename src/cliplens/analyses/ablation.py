@@ -142,6 +142,8 @@ class _Stats:
                 sums[k] = sums.get(k, 0) + v.sum(0)
             n += len(r)
         self.means = {k: torch.from_numpy(np.asarray(v / n)) for k, v in sums.items()}
+        self.means32 = {k: v.float() for k, v in self.means.items()}
+        self.out_w32, self.out_b32 = self.out_w.float(), self.out_b.float()
         self.n = n
 
     @staticmethod
@@ -151,41 +153,43 @@ class _Stats:
         return store._cache["ablation_stats"]
 
 
+def _f32(a: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.array(a, dtype=np.float32))  # a copy: memory-mapped rows are read-only
+
+
 def _delta(blk: dict[str, np.ndarray], a: Ablation, st: _Stats, N: int) -> Tensor:
-    """``Σ_c (ĉ_i − mean ĉ)`` over the ablated components, residual space ``[n, D]`` (float64)."""
-    r = torch.from_numpy(1.0 / blk["std"].astype(np.float64))
-    mr = torch.from_numpy(blk["mean"].astype(np.float64)) * r
+    """``Σ_c (ĉ_i − mean ĉ)`` over the ablated components, residual space ``[n, D]`` (float32; the data set's
+    means are accumulated in float64 once). Whole layers of one kind are summed before scaling (one pass)."""
+    r64 = 1.0 / blk["std"].astype(np.float64)
+    r = torch.from_numpy(r64.astype(np.float32))
+    mr = torch.from_numpy((blk["mean"].astype(np.float64) * r64).astype(np.float32))
     n = len(r)
     D = st.G.shape[0]
-    delta = torch.zeros(n, D, dtype=torch.float64)
+    delta = torch.zeros(n, D)
     shares = 0.0
     s = site_share(st.L)
-    m = st.means
-    for layer in a.attention:
-        x = torch.from_numpy(np.asarray(blk["attn_out"][:, layer], dtype=np.float64))
-        delta += x * r[:, None] - m["attn_out"][layer]
-        shares += s
-    for layer in a.mlps:
-        x = torch.from_numpy(np.asarray(blk["mlp_out"][:, layer], dtype=np.float64))
-        delta += x * r[:, None] - m["mlp_out"][layer]
-        shares += s
+    m = st.means32
+    for name, layers in (("attn_out", a.attention), ("mlp_out", a.mlps)):
+        if layers:
+            x = _f32(blk[name][:, list(layers)]).sum(1)  # [n, D]
+            delta += x * r[:, None] - m[name][list(layers)].sum(0)
+            shares += s * len(layers)
     if a.embed:
-        x = torch.from_numpy(np.asarray(blk["embed_term"], dtype=np.float64))
-        delta += x * r[:, None] - m["embed_term"]
+        delta += _f32(blk["embed_term"]) * r[:, None] - m["embed_term"]
         shares += s
     by_layer: dict[int, list[int]] = {}
     for layer, h in a.heads:
         by_layer.setdefault(layer, []).append(h)
     for layer, hs in by_layer.items():  # heads: (z/σ − mean) W_O^h + (1/σ − mean 1/σ) b/H
-        z = torch.from_numpy(np.asarray(blk["heads"][:, layer, hs], dtype=np.float64))  # [n, h, dh]
-        dz = z * r[:, None, None] - m["heads"][layer, hs]
-        w = st.out_w[layer].view(D, st.H, st.dh)[:, hs]  # [D, h, dh]
-        delta += torch.einsum("nhk,dhk->nd", dz, w) + (r - m["r"])[:, None] * st.out_b[layer] * (len(hs) / st.H)
+        z = _f32(blk["heads"][:, layer, hs])  # [n, h, dh]
+        dz = (z * r[:, None, None] - m["heads"][layer, hs]).reshape(n, -1)
+        w = st.out_w32[layer].view(D, st.H, st.dh)[:, hs].reshape(D, -1)  # [D, h·dh]
+        delta += dz @ w.T + (r - m["r"])[:, None] * st.out_b32[layer] * (len(hs) / st.H)
         shares += s * len(hs) / st.H
     for layer in a.cls_to_cls:  # source token CLS through every head, and its 1/N of the bias
-        z = torch.from_numpy(np.asarray(blk["cls_heads"][:, layer], dtype=np.float64)).reshape(n, -1)
+        z = _f32(blk["cls_heads"][:, layer]).reshape(n, -1)
         dz = z * r[:, None] - m["cls_heads"][layer].reshape(-1)
-        delta += dz @ st.out_w[layer].T + (r - m["r"])[:, None] * st.out_b[layer] / N
+        delta += dz @ st.out_w32[layer].T + (r - m["r"])[:, None] * st.out_b32[layer] / N
         shares += s / N
     return delta - shares * (mr - m["mr"])[:, None]
 
@@ -193,22 +197,24 @@ def _delta(blk: dict[str, np.ndarray], a: Ablation, st: _Stats, N: int) -> Tenso
 def evaluate(store: Store, ablation: Ablation | None = None, *, classifier: Tensor | None = None,
              groups: str | None = None) -> AblationResult:
     """Zero-shot accuracy of the store's images with ``ablation`` mean-ablated (``groups``: an attribute to
-    report the accuracy of each value of, e.g. Waterbirds' ``"group"``)."""
+    report the accuracy of each value of, e.g. Waterbirds' ``"group"``). The ablated embedding is the stored one
+    minus ``Δ · G`` (``Δ`` the residual-space change, ``G = diag(γ) · proj``), in float32."""
     a = (ablation or Ablation()).resolved(store.shape["layers"], store.shape["heads"])
     st = _Stats.of(store)
     W = (store.classifier if classifier is None else classifier).double()  # [C, E]
     if W.shape[1] != st.G.shape[1]:
         raise InvalidInputError(f"the classifier has dimension {W.shape[1]}, the store's embeddings {st.G.shape[1]}")
+    W32, G32 = W.float(), st.G.float()
     fields = ["embedding", "mean", "std"] + [f for f, used in (
         ("attn_out", a.attention), ("mlp_out", a.mlps), ("embed_term", a.embed), ("heads", a.heads),
         ("cls_heads", a.cls_to_cls)) if used]
     N = store.shape["tokens"]
     preds = []
     for blk in store.blocks(fields, dtype=None):
-        emb = torch.from_numpy(np.asarray(blk["embedding"], dtype=np.float64))
+        emb = _f32(blk["embedding"])
         if not a.is_empty():
-            emb = emb - _delta(blk, a, st, N) @ st.G
-        preds.append((emb @ W.T).argmax(1).numpy())
+            emb -= _delta(blk, a, st, N) @ G32
+        preds.append((emb @ W32.T).argmax(1).numpy())
     pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     labels = store.labels
     keep = labels >= 0

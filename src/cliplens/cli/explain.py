@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import numpy as np
@@ -33,6 +33,8 @@ from cliplens.report.files import fresh_dir, unique_path
 from cliplens.report.maps import save_map_grid, save_map_overlay, save_methods, save_surgery_parts
 from cliplens.report.plotting import slug
 from cliplens.text.templates import TEMPLATE_SETS
+
+R = TypeVar("R")
 
 __all__ = ["COMMANDS", "explain_cmd", "map_options", "resolve_methods", "text_methods"]
 
@@ -117,14 +119,40 @@ def print_notes(notes: Sequence[str], shown: set[str]) -> None:
 
 
 def stopped_error(e: ImageLoadError, done: int, out: Path) -> ImageLoadError:
-    """An unreadable image after others were finished: say where their files are."""
+    """An unreadable image stopped the run: say what was finished and where, and what to do."""
+    advice = "Fix or remove the file, or pass --skip-bad to skip images that cannot be read."
     if not done:
-        return e
+        with contextlib.suppress(OSError):
+            out.rmdir()  # the folder this run made, if nothing was written into it
+        return ImageLoadError(f"{str(e).rstrip('. ')}. Stopped there, before any image was done (nothing was "
+                              f"written). {advice}", source=e.source, reason=e.reason)
     s = "s" if done > 1 else ""
     return ImageLoadError(f"{str(e).rstrip('. ')}. Stopped there: the {done} image{s} before it "
-                          f"{'are' if done > 1 else 'is'} done, their files in {out}. Fix or remove the file, or pass "
-                          "--skip-bad to skip images that cannot be read.", source=e.source,
+                          f"{'are' if done > 1 else 'is'} done, their files in {out}. {advice}", source=e.source,
                           reason=e.reason)
+
+
+def run_in_chunks(paths: Sequence[str], batch_size: int, run: Callable[[list[str]], R],
+                  handle: Callable[[R, int], None], stop: Callable[[ImageLoadError], None]) -> None:
+    """``handle(run(chunk), len(chunk))`` for each chunk of ``paths``. When a chunk holds an unreadable image
+    (``run`` raises :class:`ImageLoadError`), its images are run one by one, so that every image before the
+    bad one is handled; then ``stop(error)`` is called and the error raised."""
+    for start in range(0, len(paths), batch_size):
+        chunk = list(paths[start:start + batch_size])
+        try:
+            handle(run(chunk), len(chunk))
+            continue
+        except ImageLoadError as e:
+            if len(chunk) == 1:
+                stop(e)
+                raise
+        for path in chunk:
+            try:
+                result = run([path])
+            except ImageLoadError as e:
+                stop(e)
+                raise
+            handle(result, 1)
 
 
 @click.command("explain")
@@ -194,40 +222,42 @@ def explain_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     settings: dict[str, dict[str, Any]] = {}
     skipped: list[dict[str, str]] = []
     part_labels: list[str] | None = None
-    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    with progress(len(chunks) > 1 and err.is_terminal) as bar:
+    def run(chunk: list[str]) -> dict[str, Maps]:
+        with collected_warnings(notes):
+            return {n: m(adapter, chunk, targets, fit=fit, size=size, window=window, stride=stride,
+                         normalization=normalization, batch_size=batch_size, max_pixels=max_pixels, skip_bad=skip_bad)
+                    for n, m in methods.items()}
+
+    def handle(results: dict[str, Maps], n_paths: int) -> None:
+        nonlocal part_labels
+        print_notes(notes, shown)
+        first = results[names[0]]
+        for source, reason in first.skipped:
+            skipped.append({"image": source, "error": reason})
+            err.print(f"[yellow]skipped[/] {source}: {reason}", soft_wrap=True)
+        for n in names:
+            settings[n] = results[n].settings
+        for j, item in enumerate(first.images):
+            i = len(records)
+            per = {n: results[n].images[j] for n in names}
+            record = _explain_image(adapter, item.source, per, targets, settings, out, i, fig_notes, max_pixels,
+                                    arrays)
+            if by_head:
+                part_labels = _by_head(adapter, item.source, per["surgery"], methods["surgery"], targets,
+                                       settings["surgery"], out, i, fig_notes["surgery"], max_pixels, fit, size, top,
+                                       arrays, record)
+            records.append(record)
+            con.print(f"{item.source}: {len(record['figures'])} pictures", soft_wrap=True)
+        bar.update(task, advance=n_paths)
+
+    def stop(e: ImageLoadError) -> None:
+        if records:
+            _write(out, arrays, part_labels, adapter, targets, settings, by_head, records, skipped, notes)
+        raise stopped_error(e, len(records), out) from None
+
+    with progress(len(paths) > batch_size and err.is_terminal) as bar:
         task = bar.add_task("mapping", total=len(paths))
-        for chunk in chunks:
-            try:
-                results: dict[str, Maps] = {}
-                with collected_warnings(notes):
-                    for n, m in methods.items():
-                        results[n] = m(adapter, chunk, targets, fit=fit, size=size, window=window, stride=stride,
-                                       normalization=normalization, batch_size=batch_size, max_pixels=max_pixels,
-                                       skip_bad=skip_bad)
-            except ImageLoadError as e:
-                if records:
-                    _write(out, arrays, part_labels, adapter, targets, settings, by_head, records, skipped, notes)
-                raise stopped_error(e, len(records), out) from None
-            print_notes(notes, shown)
-            first = results[names[0]]
-            for source, reason in first.skipped:
-                skipped.append({"image": source, "error": reason})
-                err.print(f"[yellow]skipped[/] {source}: {reason}", soft_wrap=True)
-            for n in names:
-                settings[n] = results[n].settings
-            for j, item in enumerate(first.images):
-                i = len(records)
-                per = {n: results[n].images[j] for n in names}
-                record = _explain_image(adapter, item.source, per, targets, settings, out, i, fig_notes, max_pixels,
-                                        arrays)
-                if by_head:
-                    part_labels = _by_head(adapter, item.source, per["surgery"], methods["surgery"], targets,
-                                           settings["surgery"], out, i, fig_notes["surgery"], max_pixels, fit, size, top, arrays,
-                                           record)
-                records.append(record)
-                con.print(f"{item.source}: {len(record['figures'])} pictures", soft_wrap=True)
-            bar.update(task, advance=len(chunk))
+        run_in_chunks(paths, batch_size, run, handle, stop)
     if not records:
         first_bad = skipped[0] if skipped else {"image": "?", "error": "no image"}
         raise ImageLoadError(f"no image could be read ({len(skipped)} skipped, see above); first problem: "

@@ -27,6 +27,7 @@ from cliplens.cli.explain import (
     map_options,
     print_notes,
     resolve_methods,
+    run_in_chunks,
     stopped_error,
     templates_option,
     text_methods,
@@ -145,33 +146,36 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     records: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     settings: dict[str, Any] = {}
-    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    with progress(len(chunks) > 1 and err.is_terminal) as bar:
+    def run(chunk: list[str]) -> Any:
+        with collected_warnings(notes):
+            return map_method(adapter, chunk, targets, fit=fit, size=size, window=window, stride=stride,
+                              normalization="raw", batch_size=batch_size, max_pixels=max_pixels, skip_bad=skip_bad)
+
+    def handle(maps: Any, n_paths: int) -> None:
+        nonlocal settings
+        print_notes(notes, shown)
+        for source, reason in maps.skipped:
+            skipped.append({"image": source, "error": reason})
+            err.print(f"[yellow]skipped[/] {source}: {reason}", soft_wrap=True)
+        settings = _settings(maps.settings, background, threshold, scale)
+        for item in maps.images:
+            # the rule of cliplens.tasks.segment.segment, on maps computed once for the labels and the pictures
+            seg = Segmentation(label_map(item, C, threshold=threshold, logit_scale=scale), names, item.source,
+                               settings)
+            record = _save(seg, item, list(targets.names), out, fig_note, max_pixels)
+            records.append(record)
+            found = ", ".join(f"{c['class']} {c['percent']:.1f} %" for c in record["classes"]) or "no class"
+            con.print(f"{item.source}: {found} (background {record['background_percent']:.1f} %)", soft_wrap=True)
+        bar.update(task, advance=n_paths)
+
+    def stop(e: ImageLoadError) -> None:
+        if records:
+            _write(out, adapter, names, background, settings, records, skipped, notes)
+        raise stopped_error(e, len(records), out) from None
+
+    with progress(len(paths) > batch_size and err.is_terminal) as bar:
         task = bar.add_task("segmenting", total=len(paths))
-        for chunk in chunks:
-            try:
-                with collected_warnings(notes):
-                    maps = map_method(adapter, chunk, targets, fit=fit, size=size, window=window, stride=stride,
-                                      normalization="raw", batch_size=batch_size, max_pixels=max_pixels,
-                                      skip_bad=skip_bad)
-            except ImageLoadError as e:
-                if records:
-                    _write(out, adapter, names, background, settings, records, skipped, notes)
-                raise stopped_error(e, len(records), out) from None
-            print_notes(notes, shown)
-            for source, reason in maps.skipped:
-                skipped.append({"image": source, "error": reason})
-                err.print(f"[yellow]skipped[/] {source}: {reason}", soft_wrap=True)
-            settings = _settings(maps.settings, background, threshold, scale)
-            for item in maps.images:
-                # the rule of cliplens.tasks.segment.segment, on maps computed once for the labels and the pictures
-                seg = Segmentation(label_map(item, C, threshold=threshold, logit_scale=scale), names, item.source,
-                                   settings)
-                record = _save(seg, item, list(targets.names), out, fig_note, max_pixels)
-                records.append(record)
-                found = ", ".join(f"{c['class']} {c['percent']:.1f} %" for c in record["classes"]) or "no class"
-                con.print(f"{item.source}: {found} (background {record['background_percent']:.1f} %)", soft_wrap=True)
-            bar.update(task, advance=len(chunk))
+        run_in_chunks(paths, batch_size, run, handle, stop)
     if not records:
         bad = skipped[0] if skipped else {"image": "?", "error": "no image"}
         raise ImageLoadError(f"no image could be read ({len(skipped)} skipped, see above); first problem: "
