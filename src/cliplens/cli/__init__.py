@@ -16,6 +16,7 @@ import click
 
 from cliplens.cli import (
     analyses,
+    atlas,
     decompose,
     demo,
     explain,
@@ -89,6 +90,7 @@ def main() -> None:
     _warnings_to_stderr()
 
 
-for _module in (models, decompose, explain, segment, segeval, tags, points, demo, report, store, analyses, heads, toy):
+for _module in (models, decompose, explain, segment, segeval, tags, points, demo, report, store, analyses, atlas, heads,
+                toy):
     for _command in _module.COMMANDS:
         main.add_command(_command)

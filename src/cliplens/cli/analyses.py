@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from torch import Tensor
 
 from cliplens.analyses.ablation import evaluate, parse_components, standard_study
 from cliplens.analyses.pools import POOLS, load_pool
-from cliplens.analyses.textspan import textspan
+from cliplens.analyses.textspan import TextSpanResult, textspan
 from cliplens.cli.common import check_device, console, threads_option, torch_threads
 from cliplens.errors import InvalidInputError, ModelLoadError
 from cliplens.models import CLIPAdapter, load
@@ -93,6 +94,32 @@ def model_for(st: Store, model: str | None, pretrained: str | None, device: str)
     return adapter
 
 
+def textspan_inputs(pool: str, heads: str | None) -> tuple[list[str], list[tuple[int, int]] | None]:
+    """What ``--pool`` and ``--heads`` name, checked before any model is loaded: the pool's texts, and the
+    heads (``None``: every head of the last ``--layers`` layers)."""
+    head_list = None
+    if heads:
+        comp = parse_components(heads)
+        if comp.attention or comp.mlps or comp.embed or comp.cls_to_cls or not comp.heads:
+            raise InvalidInputError("--heads takes heads only, e.g. 'L10.H3,L11.H0'")
+        head_list = list(comp.heads)
+    return load_pool(pool), head_list
+
+
+def textspan_for(st: Store, adapter: CLIPAdapter, texts: list[str], *, pool: str, layers: int | None = 4,
+                 heads: list[tuple[int, int]] | None = None, m: int = 20, rank: int | None = None,
+                 n_images: int | None = None, progress: bool = False) -> tuple[TextSpanResult, dict[str, Tensor]]:
+    """TEXTSPAN on the fly, as ``cliplens textspan`` computes it: the pool's ``texts`` (from
+    :func:`textspan_inputs`) embedded by ``adapter``, the heads of the last ``layers`` layers (or ``heads``),
+    ``m`` texts per head, over the first ``n_images`` images (default all). Returns the result (its settings
+    name the store and the pool) and each pool text's embedding."""
+    emb = adapter.encode_text(texts, progress=progress)
+    images = None if n_images is None else range(min(n_images, len(st)))
+    res = textspan(st, texts, emb, layers=layers, heads=heads, m=m, rank=rank, images=images)
+    res.settings.update({"store": str(st.path), "pool": pool})
+    return res, dict(zip(texts, emb, strict=True))
+
+
 @click.command("textspan")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--layers", "-l", type=click.IntRange(min=1), default=4, show_default=True,
@@ -117,20 +144,12 @@ def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int 
     """Label heads with the texts that span their output (TEXTSPAN), with the variance each explains and the
     zero-shot accuracy of the representation rebuilt from them."""
     st = Store(store)
-    head_list = None
-    if heads:
-        comp = parse_components(heads)
-        if comp.attention or comp.mlps or comp.embed or comp.cls_to_cls or not comp.heads:
-            raise InvalidInputError("--heads takes heads only, e.g. 'L10.H3,L11.H0'")
-        head_list = list(comp.heads)
-    texts = load_pool(pool)
+    texts, head_list = textspan_inputs(pool, heads)
     with torch_threads(threads):
         adapter = model_for(st, model, pretrained, device)
-        emb = adapter.encode_text(texts, progress=not as_json)
-        images = None if n_images is None else range(min(n_images, len(st)))
-        res = textspan(st, texts, emb, layers=layers, heads=head_list, m=m, rank=rank, images=images)
+        res, _ = textspan_for(st, adapter, texts, pool=pool, layers=layers, heads=head_list, m=m, rank=rank,
+                              n_images=n_images, progress=not as_json)
     out, note = fresh_dir(out_dir or Path("cliplens-textspan"))
-    res.settings.update({"store": str(st.path), "pool": pool})
     files = res.write(out)
     if as_json:
         click.echo(json.dumps({**res.to_dict(), "files": [str(f) for f in files]}, indent=2))
