@@ -142,6 +142,17 @@ PROBES = {
     "missing image": (
         lambda f: ["decompose", str(f.tmp / "nope.png"), "-m", "toy", "-p", f.toy, "-t", "a star"],
         ["nope.png", "no such file", "--skip-bad"]),
+    "--max-pixels below one million": (
+        lambda f: ["decompose", f.img, "-m", "toy", "-p", f.toy, "-t", "a star", "--max-pixels", "1000"],
+        ["over the limit of 1,000 pixels", "--max-pixels"]),
+    "points: unreadable image": (
+        lambda f: ["points", f.garbage_st, "-m", "toy", "-p", f.toy, "-t", "a star"],
+        ["garbage.safetensors", "Nothing was done", "readable image file"]),
+    "report --layers 0": (
+        lambda f: ["report", f.img, "-m", "toy", "-p", f.toy, "-t", "a star", "--layers", "0"], ["'--layers'", "x>=1"]),
+    "report --layers 999": (
+        lambda f: ["report", f.img, "-m", "toy", "-p", f.toy, "-t", "a star", "--layers", "999"],
+        ["--layers 999", "has 6 layers", "1..6"]),
     "empty --text": (
         lambda f: ["decompose", f.img, "-m", "toy", "-p", f.toy, "-t", "  "], ["empty or whitespace only"]),
     "missing --text": (lambda f: ["decompose", f.img], ["Missing option '--text'"]),

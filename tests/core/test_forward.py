@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import cliplens
 from cliplens.core.forward import positional_embedding_for, run_vision
 from cliplens.core.hooks import hook_names, resolve_names
 from cliplens.errors import HookNameError, InvalidInputError, UnsupportedArchitectureError
@@ -167,6 +168,25 @@ def test_cache_shapes_and_cls_only():
     assert cls["dense"].shape == (B, N, view.embed_dim)
     torch.testing.assert_close(cls["blocks.1.attn.pattern"], c["blocks.1.attn.cls_pattern"])
     torch.testing.assert_close(run_vision(view, x).embedding, out.embedding)  # recording changes nothing
+
+
+def test_run_with_cache_on_a_wrapped_model():
+    model = tiny_open_clip()
+    wrapped = cliplens.wrap(model)
+    x = pixels(2, 64)
+    emb, cache = wrapped.run_with_cache(x, names=["blocks.*.attn.cls_pattern", "blocks.1.mlp_out"])
+    with torch.no_grad():
+        want = model.encode_image(x)
+    assert rel_err(emb, want) <= 1e-5
+    L, H, N = wrapped.vision.num_layers, wrapped.vision.num_heads, 17
+    assert sorted(cache) == sorted([f"blocks.{i}.attn.cls_pattern" for i in range(L)] + ["blocks.1.mlp_out"])
+    for i in range(L):
+        pat = cache[f"blocks.{i}.attn.cls_pattern"]
+        assert pat.shape == (2, H, N)
+        torch.testing.assert_close(pat.sum(-1), torch.ones(2, H))  # a softmax row per head
+    direct = run_vision(wrapped.vision, x, names=["blocks.1.mlp_out", "blocks.0.attn.pattern"]).cache
+    torch.testing.assert_close(cache["blocks.1.mlp_out"], direct["blocks.1.mlp_out"])
+    torch.testing.assert_close(cache["blocks.0.attn.cls_pattern"], direct["blocks.0.attn.pattern"][:, :, 0])
 
 
 def _manual_forward(model, x, block0_attn):

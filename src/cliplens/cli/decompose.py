@@ -37,6 +37,14 @@ def image_options(f: Any) -> Any:
     return f
 
 
+def check_last_layers(layers: int | None, adapter: Any) -> None:
+    """``--layers K`` (the last K layers) against the model's depth: one clear message."""
+    depth = adapter.vision.num_layers
+    if layers is not None and not 1 <= layers <= depth:
+        raise InvalidInputError(f"--layers {layers}: {adapter.name} has {depth} layers; pass 1..{depth} (the last K "
+                                "layers whose attention is split per head and region), or leave --layers out for all.")
+
+
 @click.command("decompose")
 @click.argument("images", nargs=-1, required=True)
 @model_options
@@ -66,10 +74,8 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, d
     if maps_dir is not None:
         maps_dir = writable_dir(maps_dir, "--maps")
     adapter = load_model(model, pretrained, device, trust_checkpoint)
+    check_last_layers(layers, adapter)
     depth = adapter.vision.num_layers
-    if layers is not None and layers > depth:
-        raise InvalidInputError(f"--layers {layers}: {adapter.name} has {depth} layers; pass 1..{depth} (the last K "
-                                "layers whose attention is split per head and region), or leave --layers out for all.")
     head_layers = resolve_layers(layers, depth) if layers is not None else None
     directions = adapter.encode_text(list(texts))
     notes: list[str] = []
@@ -119,12 +125,14 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, d
                                                   max_pixels)
                     results.append(item)
                     if not as_json:
-                        _print_tables(out, item, top, weights_note(adapter))
+                        _print_tables(out, item, top, weights_note(adapter), relative)
             bar.update(task, advance=len(chunk))
             if stop is not None:
                 break
     if as_json:
         payload = {**model_record(adapter), "texts": list(texts), "relative": relative,
+                   "part_scores": ("relative: each part's score minus its mean over the texts" if relative else
+                                   "each part's score: its direct effect · the text (they sum to the similarity)"),
                    "exactness_relative_error": worst, "results": results, "skipped": skipped, "notes": notes}
         if stop is not None:
             payload["stopped_at"] = {"image": stop.source, "error": stop.reason}
@@ -172,7 +180,8 @@ def _save_maps(adapter: CLIPAdapter, dec: Any, directions: torch.Tensor, texts: 
     return paths
 
 
-def _print_tables(con: Any, res: dict[str, Any], top: int, note: str) -> None:
+def _print_tables(con: Any, res: dict[str, Any], top: int, note: str, relative: bool = False) -> None:
+    score = "rel. score" if relative else "score"
     for t in res["texts"]:
         title = f"{res['image']}  ·  {t['text']!r}  ·  cosine similarity {t['similarity']:+.4f}"
         if "relative_score" in t:
@@ -180,11 +189,11 @@ def _print_tables(con: Any, res: dict[str, Any], top: int, note: str) -> None:
         title += note
         table = Table(title=title, title_justify="left")
         table.add_column("top layers")
-        table.add_column("score", justify="right")
+        table.add_column(score, justify="right")
         table.add_column("top heads")
-        table.add_column("score", justify="right")
+        table.add_column(score, justify="right")
         table.add_column("top regions (model-input px)")
-        table.add_column("score", justify="right")
+        table.add_column(score, justify="right")
         for i in range(top):
             row: list[str] = []
             for key in ("layers", "heads", "regions"):

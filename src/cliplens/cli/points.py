@@ -12,9 +12,9 @@ from PIL import Image
 from rich.markup import escape
 
 from cliplens.cli.common import console, load_model, model_options, model_record, weights_note
-from cliplens.errors import InvalidInputError
+from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.evaluation.segmentation import upsample_map
-from cliplens.images.io import DEFAULT_MAX_PIXELS, load_image
+from cliplens.images.io import DEFAULT_MAX_PIXELS, ImageTooLargeError, load_image
 from cliplens.report.files import fresh_dir
 from cliplens.report.plotting import heading, new_figure, save, slug
 from cliplens.tasks.points import (
@@ -69,6 +69,12 @@ def points_cmd(image: str, text: str, threshold: float, templates: str, fit: str
     --sam-checkpoint, Segment Anything (pip install segment-anything) is prompted with them and its
     best mask is written as a PNG with a figure of the points.
     """
+    try:  # before any work: the one image must be readable
+        load_image(image, max_pixels=max_pixels)
+    except ImageLoadError as e:
+        raise ImageLoadError(f"{str(e).rstrip('. ')}. Nothing was done: pass a readable image file (PNG, JPEG, …)"
+                             + (", or raise --max-pixels" if isinstance(e, ImageTooLargeError) else ""),
+                             source=e.source, reason=e.reason) from None
     if sam_checkpoint is not None:
         check_sam_checkpoint(sam_checkpoint, sam_type)  # before any work
         out_dir = out_dir or Path(DEFAULT_OUT)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cliplens.cli.common import console, expand_images, load_model, model_options, progress
-from cliplens.cli.decompose import image_options
+from cliplens.cli.decompose import check_last_layers, image_options
 from cliplens.report.page import DEFAULT_OUT, format_summary, make_report
 
 
@@ -20,7 +20,7 @@ from cliplens.report.page import DEFAULT_OUT, format_summary, make_report
                    "subfolder (run-2, run-3, ...) is created inside it: nothing is ever overwritten.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many top layers and heads to list per image and text.")
-@click.option("--layers", "-l", type=int, default=None,
+@click.option("--layers", "-l", type=click.IntRange(min=1), default=None,
               help="Split attention per head and region only in the last K layers (1..depth; default: all): "
                    "head grids and maps then cover those layers.")
 @image_options
@@ -36,6 +36,7 @@ def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, devi
     """
     paths = expand_images(images, recursive=recursive)
     adapter = load_model(model, pretrained, device, trust_checkpoint)
+    check_last_layers(layers, adapter)
     err = console(stderr=True)
     with progress(len(paths) > 1 and err.is_terminal) as bar:
         task = bar.add_task("drawing figures", total=len(paths))

@@ -24,7 +24,13 @@ DEFAULT_MAX_PIXELS = 200_000_000
 
 def describe_size(pixels: int) -> str:
     """``123456789`` -> ``"123.5 M pixels (about 1.5 GB as float32 RGB)"``."""
+    if pixels < 1_000_000:
+        return f"{pixels:,} pixels"
     return f"{pixels / 1e6:.1f} M pixels (about {pixels * 12 / 1e9:.1f} GB as float32 RGB)"
+
+
+def _limit(max_pixels: int) -> str:
+    return f"{max_pixels / 1e6:.0f} M pixels" if max_pixels >= 10_000_000 else f"{max_pixels:,} pixels"
 
 
 def bad_file(path: str, reason: str) -> ImageLoadError:
@@ -61,7 +67,7 @@ class ImageTooLargeError(ImageLoadError):
 
 def too_large(what: str, size: tuple[int, int], pixels: int, max_pixels: int, step: str) -> ImageTooLargeError:
     reason = (f"it is {size[1]}x{size[0]} (width x height) and {step} would hold {describe_size(pixels)}, over the "
-              f"limit of {max_pixels / 1e6:.0f} M pixels. Crop or shrink it first, or raise the limit: max_pixels=... "
+              f"limit of {_limit(max_pixels)}. Crop or shrink it first, or raise the limit: max_pixels=... "
               "in Python, --max-pixels on the command line")
     return ImageTooLargeError(f"cannot load image {what}: {reason}", source=what, reason=reason)
 
