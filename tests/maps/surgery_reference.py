@@ -34,11 +34,12 @@ def _visual_tower(model: torch.nn.Module) -> torch.nn.Module:
     return model.visual if hasattr(model, "visual") else model
 
 
-def _local_positional_table(visual: torch.nn.Module, grid: tuple[int, int]) -> torch.Tensor:
+def _local_positional_table(visual: torch.nn.Module, grid: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
     """Positional embedding for a ``grid`` of patches, without touching the model.
 
-    The CLS row is kept; the patch rows (the model's own grid, row-major) are resized with bicubic
-    interpolation, ``align_corners=False``, no antialias. At the model's own grid the table is returned as is.
+    The CLS row is kept; the patch rows (the model's own grid, row-major) are resized with ``mode`` (bicubic,
+    HF's rule; or bilinear, CLIP Surgery's) interpolation, ``align_corners=False``, no antialias. At the model's
+    own grid the table is returned as is.
     """
     table = visual.positional_embedding  # [1 + g0h * g0w, D]
     g0h, g0w = visual.grid_size
@@ -48,19 +49,19 @@ def _local_positional_table(visual: torch.nn.Module, grid: tuple[int, int]) -> t
     patch_rows = table[1:]
     width = patch_rows.shape[-1]
     as_image = patch_rows.reshape(1, g0h, g0w, width).permute(0, 3, 1, 2)  # [1, D, g0h, g0w]
-    resized = F.interpolate(as_image, size=tuple(grid), mode="bicubic", align_corners=False, antialias=False)
+    resized = F.interpolate(as_image, size=tuple(grid), mode=mode, align_corners=False, antialias=False)
     resized_rows = resized.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], width)
     return torch.cat([cls_row, resized_rows], dim=0)
 
 
-def _embed(visual: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _embed(visual: torch.nn.Module, x: torch.Tensor, positional: str = "bicubic") -> torch.Tensor:
     """conv1 patches (row-major), CLS token first, positional embedding, ln_pre -> [B, 1 + gh * gw, D]."""
     patches = visual.conv1(x)  # [B, D, gh, gw]
     batch, width, gh, gw = patches.shape
     patches = patches.reshape(batch, width, gh * gw).permute(0, 2, 1)  # [B, gh * gw, D]
     cls = visual.class_embedding.reshape(1, 1, width).expand(batch, 1, width)
     tokens = torch.cat([cls, patches], dim=1)
-    tokens = tokens + _local_positional_table(visual, (gh, gw))
+    tokens = tokens + _local_positional_table(visual, (gh, gw), positional)
     return visual.ln_pre(tokens)
 
 
@@ -110,7 +111,8 @@ def _vv_attention_branch(block: torch.nn.Module, x_main: torch.Tensor) -> torch.
 
 @torch.no_grad()
 def reference_surgery_tokens(
-    model: torch.nn.Module, x: torch.Tensor, k: int = 6, dtype: torch.dtype = torch.float64
+    model: torch.nn.Module, x: torch.Tensor, k: int = 6, dtype: torch.dtype = torch.float64,
+    positional: str = "bilinear",
 ) -> torch.Tensor:
     """Architecture surgery: output tokens [B, N, E] (N = 1 + gh * gw, CLS first, row-major patches).
 
@@ -123,7 +125,8 @@ def reference_surgery_tokens(
     * output: token 0 = x_main^(L)[CLS], tokens 1.. = x_side[1..]; each token through ln_post then @ proj.
 
     ``k = 0`` means no surgical block (every token is vanilla). The model is not modified: the visual tower is
-    deep-copied and cast to ``dtype``; other input sizes use a local, bicubic-resized positional table.
+    deep-copied and cast to ``dtype``; other input sizes use a local positional table resized with ``positional``
+    interpolation (the original's: bilinear; the original writes it back into the model, this does not).
     """
     visual = copy.deepcopy(_visual_tower(model)).to(dtype).eval()
     if getattr(visual, "attn_pool", None) is not None or getattr(visual, "final_ln_after_pool", False):
@@ -135,7 +138,7 @@ def reference_surgery_tokens(
     batch_first = getattr(visual.transformer, "batch_first", True)
     first_surgical = depth - k
 
-    x_main = _embed(visual, x.to(dtype))
+    x_main = _embed(visual, x.to(dtype), positional)
     x_side = None
     for index, block in enumerate(blocks):
         if index == first_surgical:

@@ -51,6 +51,16 @@ def test_architecture_surgery_tokens(model, blocks, size):
     torch.testing.assert_close(model.model.visual.positional_embedding, table, rtol=0, atol=0)  # never written back
 
 
+def test_positional_interpolation_is_the_originals_bilinear_or_bicubic_on_request(model):
+    x = pixels(2, (80, 96))
+    for mode in ("bilinear", "bicubic"):
+        ours, _ = Surgery(blocks=2, positional=mode).tokens(model, x)
+        assert _rel(ours, reference_surgery_tokens(model.model, x, k=2, positional=mode)) <= 1e-5
+    assert _rel(Surgery(blocks=2).tokens(model, x)[0], Surgery(blocks=2, positional="bicubic").tokens(model, x)[0]) > 1e-3
+    with pytest.raises(InvalidInputError, match="positional must be one of"):
+        Surgery(positional="nearest")
+
+
 @pytest.mark.parametrize("feature", ["redundancy", "empty", "none"])
 def test_feature_surgery_and_maps(model, feature):
     x = pixels(3, 64, seed=1)

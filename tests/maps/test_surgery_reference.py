@@ -251,21 +251,22 @@ def test_batch_of_two_equals_two_batches_of_one(model):
 
 
 # other input sizes -------------------------------------------------------------------------------------------
-def test_other_input_size_matches_open_clip_resized_model():
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_other_input_size_matches_open_clip_resized_model(mode):
     """A 64x64 model run at 80x96 equals a model built for 80x96 whose table open_clip itself resized."""
     small = _build(layers=3, seed=21)
     big64 = _double(_build(layers=3, image_size=(80, 96), seed=22))
     state = {name: value.double() for name, value in small.state_dict().items()}  # resize in float64 too
-    resize_pos_embed(state, big64, interpolation="bicubic", antialias=False)  # 4x4 -> 5x6, CLS row kept
+    resize_pos_embed(state, big64, interpolation=mode, antialias=False)  # 4x4 -> 5x6, CLS row kept
     big64.load_state_dict(state)
     x = _images(seed=23, hw=(80, 96))
-    out = reference_surgery_tokens(small, x, k=0)
+    out = reference_surgery_tokens(small, x, k=0, positional=mode)
     assert out.shape == (2, 1 + 5 * 6, 32)
     with torch.no_grad():
         expected = big64.encode_image(x.double())
     torch.testing.assert_close(out[:, 0], expected, rtol=0, atol=1e-10)
     # and the surgical tokens agree as well
-    torch.testing.assert_close(reference_surgery_tokens(small, x, k=2), reference_surgery_tokens(big64, x, k=2),
+    torch.testing.assert_close(reference_surgery_tokens(small, x, k=2, positional=mode), reference_surgery_tokens(big64, x, k=2),
                                rtol=0, atol=1e-10)
     # at the model's own size the table is used as is
     torch.testing.assert_close(reference_surgery_tokens(small, _images(seed=24), k=0)[:, 0],

@@ -330,7 +330,7 @@ def _by_head(adapter: Any, source: str, maps: Any, method: MapMethod, targets: T
     emb = targets.embed(adapter, with_empty=True)
     with torch.no_grad():
         sp = surgery_parts(adapter, px, emb, blocks=params["blocks"], feature=params["feature"],
-                           temperature=params["temperature"])
+                           temperature=params["temperature"], positional=params["positional"])
     parts = sp.parts[0].float().cpu()  # [T, P, gh, gw]
     if settings.get("contrast") == "others":  # linear: the parts of each map minus the mean of the others'
         parts = contrast_others(parts, dim=0)

@@ -57,13 +57,13 @@ class ForwardOutput:
         return self.cache["dense"]
 
 
-def positional_embedding_for(view: VisionView, grid: tuple[int, int]) -> Tensor:
+def positional_embedding_for(view: VisionView, grid: tuple[int, int], mode: str = "bicubic") -> Tensor:
     """The positional embedding for a ``grid`` of patches.
 
     At the native grid it is the model's own. For another grid the patch part is resized as an
-    image (bicubic, ``align_corners=False``, no antialiasing) from the native grid to the new one,
-    and the CLS position is kept — the rule of Hugging Face's ``interpolate_pos_encoding``. The
-    model's own table is never modified.
+    image (``mode``: bicubic by default, or bilinear; ``align_corners=False``, no antialiasing) from the
+    native grid to the new one, and the CLS position is kept — bicubic is the rule of Hugging Face's
+    ``interpolate_pos_encoding``, bilinear CLIP Surgery's. The model's own table is never modified.
     """
     pos = view.positional_embedding
     native = view.grid_size
@@ -72,7 +72,7 @@ def positional_embedding_for(view: VisionView, grid: tuple[int, int]) -> Tensor:
     d = pos.shape[-1]
     cls_pos, patch_pos = pos[:1], pos[1:]
     patch_pos = patch_pos.reshape(1, native[0], native[1], d).permute(0, 3, 1, 2)
-    patch_pos = F.interpolate(patch_pos.float(), size=tuple(grid), mode="bicubic", align_corners=False)
+    patch_pos = F.interpolate(patch_pos.float(), size=tuple(grid), mode=mode, align_corners=False)
     patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(-1, d)
     return torch.cat([cls_pos, patch_pos], dim=0)
 
@@ -209,7 +209,7 @@ def _block(
     return x
 
 
-def embed(view: VisionView, pixel_values: Tensor) -> tuple[Tensor, tuple[int, int]]:
+def embed(view: VisionView, pixel_values: Tensor, positional: str = "bicubic") -> tuple[Tensor, tuple[int, int]]:
     """Patch embedding, CLS token, positions (interpolated for other grids), ``ln_pre``."""
     x = pixel_values.to(device=view.device, dtype=view.dtype)
     B = x.shape[0]
@@ -218,7 +218,7 @@ def embed(view: VisionView, pixel_values: Tensor) -> tuple[Tensor, tuple[int, in
     x = F.conv2d(x, view.patch_weight, view.patch_bias, stride=(ph, pw))  # [B, D, gh, gw]
     x = x.flatten(2).transpose(1, 2)  # [B, gh*gw, D]
     cls = view.class_embedding.to(x.dtype).expand(B, 1, -1)
-    x = torch.cat([cls, x], dim=1) + positional_embedding_for(view, grid).to(x.dtype)
+    x = torch.cat([cls, x], dim=1) + positional_embedding_for(view, grid, positional).to(x.dtype)
     if view.ln_pre is not None:
         x = view.ln_pre(x)
     return x, grid
@@ -245,7 +245,8 @@ def run_vision(
     ``"dense"`` (and ``"side.{name}.dense"``) to ``names`` for the per-token outputs.
     """
     L = view.num_layers
-    blocks = (plan or Plan()).resolve(L)
+    plan = plan or Plan()
+    blocks = plan.resolve(L)
     record = resolve_names(names, L, blocks)
     hook_map: dict[str, Hook] = {}
     for pattern, fn in (hooks or {}).items():
@@ -253,7 +254,7 @@ def run_vision(
             hook_map[n] = fn
     rec = Recorder(record, hook_map, cls_only)
 
-    x, grid = embed(view, pixel_values)
+    x, grid = embed(view, pixel_values, plan.positional)
     if rec.wants("embed"):
         x = rec("embed", x)
     sides: dict[str, Tensor] = {}

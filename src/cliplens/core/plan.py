@@ -122,11 +122,28 @@ def resolve_layer_indices(layers: Layers, num_layers: int, what: str = "layer") 
     return sorted(set(out))
 
 
+#: how the patch part of the positional embedding is resized for another token grid (``align_corners=False``,
+#: no antialiasing, the CLS position kept): "bicubic" is Hugging Face's ``interpolate_pos_encoding`` rule (the
+#: default); "bilinear" is CLIP Surgery's (and its successors')
+POSITIONAL_MODES = ("bicubic", "bilinear")
+
+
 @dataclass(frozen=True)
 class Plan:
-    """Rules ``(layers, changes)`` applied in order to the vanilla plan (see the module docs)."""
+    """Rules ``(layers, changes)`` applied in order to the vanilla plan (see the module docs), and how the
+    positional embedding is resized for other grids (``positional``, one of :data:`POSITIONAL_MODES`)."""
 
     rules: tuple[tuple[Any, dict[str, Any]], ...] = field(default=())
+    positional: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        if self.positional not in POSITIONAL_MODES:
+            raise InvalidInputError(f"positional must be one of {', '.join(POSITIONAL_MODES)}; got "
+                                    f"{self.positional!r}")
+
+    def interpolate(self, positional: str) -> Plan:
+        """The same plan with positions resized by ``positional`` ("bicubic" or "bilinear") for other grids."""
+        return replace(self, positional=positional)
 
     def at(self, layers: Layers, **changes: Any) -> Plan:
         """A plan where ``layers`` get ``changes`` (``attention``, ``residual``, ``mlp``)."""
@@ -136,13 +153,13 @@ class Plan:
                                     "(side paths: Plan.side)")
         if "attention" in changes:
             changes["attention"] = _strategy(changes["attention"])
-        return Plan(self.rules + ((_freeze(layers), changes),))
+        return replace(self, rules=self.rules + ((_freeze(layers), changes),))
 
     def side(self, layers: Layers, path: SidePath) -> Plan:
         """A plan where ``path`` runs alongside the main stream over ``layers``."""
         if not isinstance(path, SidePath):
             raise InvalidInputError(f"Plan.side needs a SidePath, got {type(path).__name__}")
-        return Plan(self.rules + ((_freeze(layers), {"side": path}),))
+        return replace(self, rules=self.rules + ((_freeze(layers), {"side": path}),))
 
     def resolve(self, num_layers: int) -> tuple[BlockPlan, ...]:
         """One :class:`BlockPlan` per layer of a ``num_layers``-deep tower."""

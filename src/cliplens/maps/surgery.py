@@ -23,8 +23,9 @@ the projection (:meth:`Surgery.tokens`).
 
 Maps are the patch tokens' scores on the token grid; the original normalises each map min–max and
 upsamples bilinearly (the defaults of :class:`~cliplens.maps.base.MapMethod`). Other input sizes
-interpolate the positional embedding (bicubic, HF's rule) without modifying the model (the original
-interpolates bilinearly and writes the resized table back into the model). The original's prompt
+interpolate the positional embedding bilinearly, as the original does (``positional="bicubic"`` for HF's
+rule, the rest of cliplens's), without modifying the model (the original writes the resized table back into
+the model, so that its later calls at the native size are wrong). The original's prompt
 ensemble is ``Targets.classes(..., templates="surgery")`` (85 templates).
 
 **Beyond both papers** (:func:`surgery_parts`): the side path is the residual it started from plus a sum
@@ -55,12 +56,13 @@ FEATURE_MODES = ("redundancy", "empty", "none")
 SIDE = "surgery"
 
 
-def surgery_plan(num_layers: int, blocks: int = 6) -> Plan:
-    """The plan of architecture surgery: a v-v side path over the last ``blocks`` blocks."""
+def surgery_plan(num_layers: int, blocks: int = 6, positional: str = "bilinear") -> Plan:
+    """The plan of architecture surgery: a v-v side path over the last ``blocks`` blocks; positions resized
+    ``positional``-ly for other grids (the original: bilinear)."""
     if not 1 <= blocks <= num_layers:
         raise InvalidInputError(f"CLIP Surgery's blocks must be between 1 and the model's depth ({num_layers}), "
                                 f"got {blocks}")
-    return Plan().side(range(num_layers - blocks, num_layers),
+    return Plan(positional=positional).side(range(num_layers - blocks, num_layers),
                        SidePath(SIDE, attention=get_attention("self-self", source="v")))
 
 
@@ -88,10 +90,12 @@ class Surgery(MapMethod):
     """CLIP Surgery: architecture surgery over the last ``blocks`` blocks and feature surgery (see the module)."""
 
     def __init__(self, blocks: int = 6, architecture: bool = True, feature: str = "redundancy",
-                 temperature: float = 2.0) -> None:
+                 temperature: float = 2.0, positional: str = "bilinear") -> None:
         if feature not in FEATURE_MODES:
             raise InvalidInputError(f"feature must be one of {', '.join(FEATURE_MODES)}; got {feature!r}")
-        super().__init__(blocks=blocks, architecture=architecture, feature=feature, temperature=temperature)
+        Plan(positional=positional)  # a clear error for an unknown mode
+        super().__init__(blocks=blocks, architecture=architecture, feature=feature, temperature=temperature,
+                         positional=positional)
 
     @property
     def needs_empty(self) -> bool:  # type: ignore[override]
@@ -101,13 +105,14 @@ class Surgery(MapMethod):
     def uses_all_targets(self) -> bool:  # type: ignore[override]
         return self.params["feature"] == "redundancy"
 
+    @torch.no_grad()
     def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``[B, N, E]``: CLS from the main stream, the other tokens from the side path (or the main stream
         without architecture surgery), through ``ln_post`` and the projection; and the token grid."""
         if not self.params["architecture"]:
-            out = model.run(pixels, names=["dense"])
+            out = model.run(pixels, plan=Plan(positional=self.params["positional"]), names=["dense"])
             return out.dense, out.grid
-        plan = surgery_plan(model.vision.num_layers, self.params["blocks"])
+        plan = surgery_plan(model.vision.num_layers, self.params["blocks"], self.params["positional"])
         out = model.run(pixels, plan=plan, names=[f"side.{SIDE}.dense"])
         dense = out[f"side.{SIDE}.dense"]
         return torch.cat([out.embedding[:, None], dense[:, 1:]], 1), out.grid
@@ -146,7 +151,7 @@ class SurgeryParts:
 
 @torch.no_grad()
 def surgery_parts(model: Any, pixels: Tensor, texts: TextEmbeddings, *, blocks: int = 6,
-                  feature: str = "redundancy", temperature: float = 2.0) -> SurgeryParts:
+                  feature: str = "redundancy", temperature: float = 2.0, positional: str = "bilinear") -> SurgeryParts:
     """The exact split of :class:`Surgery`'s raw maps over (layer, head) of the side path plus its start.
 
     With ``ln_post``'s mean and scale frozen per token (shares from :mod:`cliplens.decomposition.shares`:
@@ -157,7 +162,7 @@ def surgery_parts(model: Any, pixels: Tensor, texts: TextEmbeddings, *, blocks: 
     """
     view = model.vision
     L, H, dh = view.num_layers, view.num_heads, view.head_dim
-    plan = surgery_plan(L, blocks)
+    plan = surgery_plan(L, blocks, positional)
     first = L - blocks
     names = [f"blocks.{first}.resid_pre", f"blocks.{L - 1}.side.{SIDE}.resid_post", f"side.{SIDE}.dense"]
     names += [f"blocks.{i}.side.{SIDE}.attn.z" for i in range(first, L)]
