@@ -74,6 +74,16 @@ def test_heads_table_and_json(tmp_path):
     assert (store / "store.json").exists()  # the store was kept and reused by the second call
 
 
+def test_heads_on_single_object_scenes():
+    import json
+
+    r = run("toy", "heads", "-n", 40, "--seed", 3, "--layers", 2, "--texts", 2, "--objects", 1, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["settings"]["objects"] == 1
+    assert all(h["shares"]["count"] == 0.0 for h in d["heads"])  # one object everywhere: count explains nothing
+
+
 def test_heads_refuses_too_many_layers():
     r = run("toy", "heads", "-n", 20, "--layers", 9)
     assert r.exit_code != 0 and "Traceback" not in r.output and "1..6" in r.output

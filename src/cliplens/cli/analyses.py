@@ -166,6 +166,10 @@ def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int 
         for text, f in zip(h.texts, h.fractions, strict=True):
             t.add_row(text, f"{100 * f:.2f}")
         con.print(t)
+    if res.heads and len(res.heads[0].texts) < m:
+        con.print(f"note: {len(res.heads[0].texts)} texts per head, not {m}: a head's span has rank "
+                  f"{min(res.rank, res.images)} (the rank, at most the number of images), and each text removes one "
+                  "of its directions")
     con.print(f"zero-shot accuracy: {100 * res.baseline_accuracy:.1f} % as it is, {100 * res.accuracy:.1f} % rebuilt "
               f"from the texts of {len(res.heads)} heads (the rest mean-ablated); written to {out}")
 

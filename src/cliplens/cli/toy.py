@@ -269,7 +269,10 @@ def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tu
 @click.option("--model", "-m", "model", default="toy", show_default=True, help="A toy-world model.")
 @click.option("--pretrained", "-p", default=None, help="Weights: for 'toy', a .safetensors file from 'toy train'.")
 @click.option("-n", "n", type=click.IntRange(min=10), default=2000, show_default=True,
-              help="Scenes (1 to 4 objects, the 'test' stream) the heads are measured on.")
+              help="Scenes (the 'test' stream) the heads are measured on.")
+@click.option("--objects", type=click.IntRange(1, 4), default=None,
+              help="Objects per scene (default: 1 to 4). With 1, each object factor is the scene's, so colour, "
+                   "shape, size and position heads can be measured.")
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True, help="Scene seed.")
 @click.option("--layers", type=POSITIVE, default=None, help="Only the last K layers (default: every layer).")
 @click.option("--texts", "m", type=POSITIVE, default=3, show_default=True, help="TEXTSPAN texts per head.")
@@ -279,20 +282,20 @@ def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tu
               help="Keep the decompositions in this store (reused when complete) instead of a temporary folder.")
 @threads_option(2)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def heads_cmd(model: str, pretrained: str | None, n: int, seed: int, layers: int | None, m: int, clear: float,
-              store_dir: str | None, threads: int, as_json: bool) -> None:
+def heads_cmd(model: str, pretrained: str | None, n: int, objects: int | None, seed: int, layers: int | None, m: int,
+              clear: float, store_dir: str | None, threads: int, as_json: bool) -> None:
     """TEXTSPAN against ground truth: each head's texts (toy pool) next to the scene factor that measurably
     explains most of its output variance, and how often the two agree."""
     adapter = load_model(model, pretrained, "cpu")
     with torch_threads(threads):
         table = head_factors(adapter, n=n, seed=seed, layers=layers, m=m, clear=clear, store_dir=store_dir,
-                             progress=not as_json)
+                             objects=objects, progress=not as_json)
     if as_json:
         click.echo(json.dumps({**table.to_dict(), **model_record(adapter)}, indent=2))
         return
     con = Console(highlight=False)
     t = Table(title=f"heads of {adapter.name}{weights_note(adapter)}: TEXTSPAN (toy pool, {m} texts) vs. the measured "
-                    f"factor ({n} scenes, seed {seed})", title_justify="left")
+                    f"factor ({n} scenes of {objects or '1-4'} objects, seed {seed})", title_justify="left")
     for col in ("head", "top texts (variance explained)", "text factor", "measured factor (share)", "agree"):
         t.add_column(col)
     for h in table.heads:

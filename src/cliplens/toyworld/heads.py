@@ -79,10 +79,12 @@ class HeadFactorTable:
 
 def head_factors(model: Any, *, n: int = 2000, seed: int = 0, stream: str = "test", layers: int | None = None,
                  m: int = 3, clear: float = 0.3, store_dir: str | Path | None = None,
-                 progress: bool = False) -> HeadFactorTable:
+                 objects: int | None = None, progress: bool = False) -> HeadFactorTable:
     """TEXTSPAN's text factor next to the measured factor for every head of the last ``layers`` layers (all by
-    default) of a toy-world model, over ``n`` scenes of ``seed``. The decompositions go to a store at
-    ``store_dir`` (reused when complete) or to a temporary folder."""
+    default) of a toy-world model, over ``n`` scenes of ``seed`` with 1 to 4 objects (or exactly ``objects``:
+    with one object per scene an object's colour, shape, size and position are the scene's, so the heads
+    that carry them can be measured). The decompositions go to a store at ``store_dir`` (reused when
+    complete) or to a temporary folder."""
     if n < 10:
         raise InvalidInputError(f"the head table needs at least 10 scenes; got {n}")
     L = model.vision.num_layers
@@ -91,7 +93,9 @@ def head_factors(model: Any, *, n: int = 2000, seed: int = 0, stream: str = "tes
         raise InvalidInputError(f"layers: the last K layers, 1..{L}; got {layers}")
     texts = load_pool("toy")
     factor_of = {t: f for t, (f, _) in toy_pool_factors().items()}
-    data = ToyDataset(n, seed=seed, stream=stream, label="count")
+    if objects is not None and not 1 <= objects <= 4:
+        raise InvalidInputError(f"objects: scenes hold 1 to 4 objects; got {objects}")
+    data = ToyDataset(n, seed=seed, stream=stream, label="count", count=objects)
     with tempfile.TemporaryDirectory(prefix="cliplens-toy-heads-") as tmp:
         path = Path(store_dir) if store_dir is not None else Path(tmp) / "store"
         build_store(model, data, path, settings=StoreSettings(dtype="float32"), progress=progress)
@@ -104,4 +108,5 @@ def head_factors(model: Any, *, n: int = 2000, seed: int = 0, stream: str = "tes
                        s.total_variance) for s, f in zip(span.heads, shares, strict=True)]
     return HeadFactorTable(rows, clear, settings={"model": getattr(model, "name", None), "scenes": n, "seed": seed,
                                                   "stream": stream, "layers": layers, "texts_per_head": m,
-                                                  "pool": "toy", "objects": "1-4", "factors": list(FACTORS)})
+                                                  "pool": "toy", "objects": "1-4" if objects is None else objects,
+                                                  "factors": list(FACTORS)})
