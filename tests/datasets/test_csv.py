@@ -27,13 +27,28 @@ def test_reference_labels_by_index(reference_rows):
 
 
 def test_reference_labels_auto_columns(reference_rows):
-    """With no options: path column 'file', label column 'class_index', class names class_0..class_K."""
+    """With no options: path column 'file', label column 'class_index'; the wnid column agrees with the
+    ImageNet indices, so the class names are ImageNet's 1,000."""
+    from cliplens.datasets import imagenet_classes
+
     ds = open_dataset(LABELS_CSV)
     assert detect_layout(LABELS_CSV) == "csv"
     assert ds.labels.tolist() == [int(r["class_index"]) for r in reference_rows]
-    top = max(int(r["class_index"]) for r in reference_rows)
-    assert ds.class_names == [f"class_{i}" for i in range(top + 1)]
+    assert ds.class_names == [name for _, name in imagenet_classes()]
     assert ds.attribute_names == ["wnid", "name"]
+
+
+def test_integer_labels_named_from_the_file(tmp_path):
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (4, 4)).save(tmp_path / f"{i}.png")
+    (tmp_path / "a.csv").write_text("path,label,name\n0.png,2,dog\n1.png,0,cat\n2.png,2,dog\n")
+    assert open_dataset(tmp_path / "a.csv").class_names == ["cat", "class_1", "dog"]
+    (tmp_path / "b.csv").write_text("path,label,name\n0.png,2,dog\n1.png,0,cat\n2.png,2,wolf\n")  # inconsistent
+    assert open_dataset(tmp_path / "b.csv").class_names == ["class_0", "class_1", "class_2"]
+    (tmp_path / "c.csv").write_text("path,label,wnid\n0.png,1,n01440764\n")  # wnid disagrees with the index
+    assert open_dataset(tmp_path / "c.csv").class_names == ["class_0", "class_1"]
 
 
 def test_reference_labels_by_name(reference_rows):

@@ -10,7 +10,9 @@ Paths are relative to the file's folder (or ``root=``), or absolute. Labels are 
 indices: with names, the class names are the sorted unique names of the *whole* file (so every split
 of a file gets the same indices) or the order given by ``classes=``; with integers, the class names
 come from ``classes=`` (a list, a file with one name per line, or ``"imagenet"`` for the standard
-1,000 classes) or are ``class_0 .. class_K``. The delimiter (``,``, tab, ``;`` or ``|``) is detected
+1,000 classes), or from the file itself: a ``wnid`` column that agrees with the labels' ImageNet indices
+gives the 1,000 ImageNet names, a ``name`` column (one name per index) names the indices it covers; else
+they are ``class_0 .. class_K``. The delimiter (``,``, tab, ``;`` or ``|``) is detected
 from the header line.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cliplens.datasets.base import AttributeValue, ListDataset, Sample, read_table
+from cliplens.datasets.imagenet import _wnid_index, imagenet_classes
 from cliplens.errors import InvalidInputError
 
 __all__ = ["AUTO", "CsvDataset", "PATH_COLUMNS", "LABEL_COLUMNS", "load_csv", "read_class_list"]
@@ -166,6 +169,32 @@ def _labels(values: list[tuple[int, str]], classes: Any, label_type: str, path: 
     return [index[v] for _, v in values], class_list, "name"
 
 
+#: columns that may name each row's class when the labels are integer indices
+NAME_COLUMNS = ("name", "class_name", "classname", "label_name", "category_name")
+
+
+def _names_from_columns(header: list[str], rows: list[tuple[int, list[str]]], labels: list[int],
+                        placeholders: list[str], file: Path) -> tuple[list[str], str]:
+    """Class names for integer labels from the file itself: a ``wnid`` column whose WordNet ids have exactly
+    the labels' ImageNet indices gives the 1,000 ImageNet names; else a name column consistent with the labels
+    (one name per index) names the indices it covers. Otherwise the placeholders ``class_0 …`` stay."""
+    lower = {h.lower(): k for k, h in enumerate(header)}
+    if "wnid" in lower:
+        wnid_index = _wnid_index()
+        col = lower["wnid"]
+        if all(wnid_index.get(r[col].strip()) == y for (_, r), y in zip(rows, labels, strict=True)):
+            return [name for _, name in imagenet_classes()], "index (ImageNet classes: the wnid column agrees)"
+    for name in NAME_COLUMNS:
+        if name in lower:
+            col = lower[name]
+            seen: dict[int, str] = {}
+            if all(seen.setdefault(y, r[col].strip()) == r[col].strip() and r[col].strip()
+                   for (_, r), y in zip(rows, labels, strict=True)):
+                names = [seen.get(i, p) for i, p in enumerate(placeholders)]
+                return names, f"index (names from the {header[col]!r} column)"
+    return placeholders, "index"
+
+
 def load_csv(
     path: str | os.PathLike,
     *,
@@ -223,6 +252,8 @@ def load_csv(
         labels, class_names, how = _labels([(ln, r[col[lcol]]) for ln, r in rows], classes, label_type, file, lcol)
     else:
         labels, class_names, how = [-1] * len(rows), (read_class_list(classes) if classes is not None else []), "none"
+    if how == "index" and classes is None:  # integer labels and no class list: names from the file, if it has them
+        class_names, how = _names_from_columns(header, rows, labels, class_names, file)
 
     if attribute_columns is None:
         attr_cols = [h for h in header if h not in (pcol, lcol, icol)]
