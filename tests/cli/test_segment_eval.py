@@ -186,3 +186,94 @@ def test_imagenet_segmentation_in_both_modes(tmp_path):
     assert table.exit_code == 0 and "mAP %" in table.stdout and "mode correct" in table.stdout
     r = run("segment-eval", TOY, "--classes-file", classes, "--out", tmp_path / "x")
     assert r.exit_code != 0 and "--classes-file is for ImageNet-segmentation" in " ".join(r.output.split())
+
+
+def _stop_when(proc, path: Path, sig: int, timeout: float = 120.0) -> None:
+    """Send ``sig`` to the command running in ``proc`` as soon as ``path`` exists; wait for it to end."""
+    import time
+
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, "the run did not get there in time"
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    proc.communicate(timeout=timeout)
+
+
+def test_a_run_stopped_by_ctrl_c_and_by_sigterm_resumes_with_every_overlay(tmp_path):
+    # the issue's case: overlays from image 0, stopped before any periodic save (every 10 images), twice
+    import signal
+    import subprocess
+    import sys
+
+    spec, n = "toy:n=7,seed=3", 7
+    out = tmp_path / "a"
+    args = [sys.executable, "-m", "cliplens", "segment-eval", spec, "--method", "maskclip", "--out", str(out),
+            "--overlays", str(n), "--no-progress"]
+    overlays = out / "maskclip" / "overlays"
+    for sig, seen in ((signal.SIGINT, "00001.png"), (signal.SIGTERM, "00004.png")):
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _stop_when(proc, overlays / seen, sig)
+        assert proc.returncode == 130, proc.stderr
+        done = json.loads((out / "maskclip" / "progress.json").read_text())["state"]["done"]
+        assert 0 < done < n
+    resumed = _json(run("segment-eval", spec, "--method", "maskclip", "--out", out, "--overlays", n, "--json"))
+    whole = _json(run("segment-eval", spec, "--method", "maskclip", "--out", tmp_path / "b", "--overlays", 0,
+                      "--json"))
+    r, w = resumed["methods"]["maskclip"], whole["methods"]["maskclip"]
+    assert (r["images"], r["miou"], r["pixel_accuracy"], r["per_class_iou"]) == \
+        (w["images"], w["miou"], w["pixel_accuracy"], w["per_class_iou"])
+    saved = json.loads((out / "maskclip" / "progress.json").read_text())["state"]
+    assert saved["confusion"] == json.loads((tmp_path / "b" / "maskclip" / "progress.json").read_text())["state"][
+        "confusion"]
+    names = [f"{i:05d}.png" for i in range(n)]
+    assert sorted(p.name for p in overlays.iterdir()) == names  # every overlay, once, no stray file
+    assert [Path(p).name for p in r["overlays"]] == names
+    for p in overlays.iterdir():
+        Image.open(p).verify()
+
+
+def test_an_interrupted_command_says_how_to_resume(tmp_path, monkeypatch):
+    import cliplens.cli.segeval as cli
+
+    real = cli.save_evaluation_overlay
+    calls = []
+
+    def stop_at_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "save_evaluation_overlay", stop_at_third)
+    r = run("segment-eval", TOY, "--method", "maskclip", "--out", tmp_path / "o", "--overlays", 5)
+    assert r.exit_code == 130
+    text = " ".join(r.output.split())
+    assert "maskclip: 2 of 5 images done and saved in" in text and "run the same command to resume" in text
+    monkeypatch.setattr(cli, "save_evaluation_overlay", real)
+    d = _json(run("segment-eval", TOY, "--method", "maskclip", "--out", tmp_path / "o", "--overlays", 5, "--json"))
+    assert d["methods"]["maskclip"]["images"] == 5
+    assert sorted(p.name for p in (tmp_path / "o" / "maskclip" / "overlays").iterdir()) == \
+        [f"{i:05d}.png" for i in range(5)]
+
+
+def test_imagenet_segmentation_defaults_to_the_correct_mode_and_draws_overlays(tmp_path):
+    mat = _imagenet_seg_mat(tmp_path / "data")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("a photo of a red circle\na photo of a blue square\n")
+    common = ["--method", "decomposition", "--classes-file", classes, "--templates", "none", "--json"]
+    d = _json(run("segment-eval", "imagenet-seg", "--data-root", mat, *common, "--out", tmp_path / "default",
+                  "--overlays", 1))
+    r = d["methods"]["decomposition"]
+    assert r["settings"]["mode"] == "correct" and d["protocol"]["mode"] == "correct"
+    explicit = _json(run("segment-eval", "imagenet-seg", "--data-root", mat, *common, "--mode", "correct",
+                         "--out", tmp_path / "correct", "--overlays", 0))["methods"]["decomposition"]
+    assert (r["pixel_accuracy"], r["miou"], r["map"]) == \
+        (explicit["pixel_accuracy"], explicit["miou"], explicit["map"])
+    figures = sorted((tmp_path / "default" / "decomposition" / "overlays").glob("*.png"))
+    assert [p.name for p in figures] == ["00000.png"] and [Path(p).name for p in r["overlays"]] == ["00000.png"]
+    assert Image.open(figures[0]).size[0] > 400  # three panels
+    assert not (tmp_path / "correct" / "decomposition" / "overlays").exists()
+    help_text = " ".join(run("segment-eval", "--help").output.split())
+    assert "[default: correct]" in help_text and "'original' only resizes the mask" in help_text

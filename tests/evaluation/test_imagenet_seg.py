@@ -244,3 +244,76 @@ def test_modes_differ_only_on_non_square_images(runs):
         assert (seen_o[k]["mask"] != seen_c[k]["mask"]).mean() > 0.05
         assert scores(seen_o[k]) != scores(seen_c[k])
     assert r_o["pixel_accuracy"] != r_c["pixel_accuracy"] and r_o["miou"] != r_c["miou"]
+
+
+# ---- defaults, interruptions, overlays -----------------------------------------------------------------------
+def test_the_default_mode_is_correct(runs, model, dataset, tmp_path):
+    import inspect
+
+    assert inspect.signature(evaluate_imagenet_seg).parameters["mode"].default == "correct"
+    result = evaluate_imagenet_seg(model, "maskclip", dataset, class_names=CLASSES, templates="none")
+    want = runs["correct"][0]
+    assert result["settings"]["mode"] == "correct"
+    assert {k: result[k] for k in ("pixel_accuracy", "miou", "map", "iou")} == \
+        {k: want[k] for k in ("pixel_accuracy", "miou", "map", "iou")}
+
+
+def test_ctrl_c_mid_run_resumes_to_the_uninterrupted_result(runs, model, dataset, tmp_path):
+    out = tmp_path / "run"
+    seen = []
+
+    def stop_after_image_1(done, total):
+        seen.append(done)
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_imagenet_seg(model, "maskclip", dataset, mode="correct", class_names=CLASSES, templates="none",
+                              out_dir=out, on_image=stop_after_image_1)
+    assert json.loads((out / "progress.json").read_text())["state"]["done"] == 2  # saved on the way out
+    seen.clear()
+    result = evaluate_imagenet_seg(model, "maskclip", dataset, mode="correct", class_names=CLASSES,
+                                   templates="none", out_dir=out, on_image=lambda d, n: seen.append(d))
+    assert seen == [3]  # only the image not done
+    want = runs["correct"][0]
+    for k in ("pixel_accuracy", "miou", "map", "iou", "images"):
+        assert result[k] == want[k], k
+
+
+def test_progress_is_written_before_any_work(model, dataset, tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        raise Stop
+
+    out = tmp_path / "run"
+    with pytest.raises(Stop):
+        evaluate_imagenet_seg(model, "maskclip", dataset, class_names=CLASSES, templates="none", out_dir=out,
+                              limit=1, save_every=10, on_image=stop)
+    assert json.loads((out / "progress.json").read_text())["settings"]["mode"] == "correct"
+
+
+def test_overlays_show_what_was_compared(model, dataset, tmp_path):
+    out = tmp_path / "run"
+    views = {}
+
+    def draw(path, i, sample, view):
+        views[i] = view
+        path.write_bytes(b"png")
+
+    result = evaluate_imagenet_seg(model, "maskclip", dataset, mode="original", class_names=CLASSES,
+                                   templates="none", out_dir=out, overlays=2, draw_overlay=draw)
+    assert sorted(views) == [0, 1]
+    assert result["overlays"] == [str(out / "overlays" / f"{i:05d}.png") for i in range(2)]
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["00000.png", "00001.png"]
+    v = views[1]
+    gt = dataset.mask(1)
+    np.testing.assert_array_equal(v["mask"], transform_mask(gt, _box(model, gt), SIZE, "original"))
+    assert v["image"].shape == (*SIZE, 3) and 0.0 <= v["image"].min() and v["image"].max() <= 1.0
+    assert v["map"].shape == SIZE and v["foreground"].shape == SIZE and v["mode"] == "original"
+    np.testing.assert_array_equal(v["foreground"], v["map"] >= v["map"].mean())
+    assert v["class"] in CLASSES
+    with pytest.raises(InvalidInputError, match="pass out_dir"):
+        evaluate_imagenet_seg(model, "maskclip", dataset, class_names=CLASSES, templates="none", overlays=1,
+                              draw_overlay=draw)

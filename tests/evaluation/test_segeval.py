@@ -255,3 +255,130 @@ def test_refusals_before_any_work(model):
     with pytest.raises(InvalidInputError, match="no images"):
         evaluate_segmentation(model, METHOD, _dataset(), limit=0, on_image=lambda d, n: calls.append(d))
     assert calls == []
+
+
+# ---- interrupted runs ------------------------------------------------------------------------------------------
+LONG = 6  # images of the interrupted runs
+
+
+def _long() -> WithIgnore:
+    return WithIgnore(open_segmentation(f"toy:n={LONG},seed=3"))
+
+
+@pytest.fixture(scope="module")
+def long_reference(model):
+    return evaluate_segmentation(model, METHOD, _long(), protocol=PROTOCOL)
+
+
+class Stop(Exception):
+    pass
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_ctrl_c_mid_run_with_overlays_resumes_to_the_uninterrupted_result(model, long_reference, tmp_path):
+    # overlays from image 0 (as the command writes them) and Ctrl-C after image 3, before any periodic save
+    out = tmp_path / "run"
+    seen = []
+
+    def overlay(i, sample, gt, pred):
+        path = out / "overlays" / f"{i:05d}.png"
+        _write(path, f"overlay of image {i}")
+        return str(path)
+
+    def stop_after_image_3(done, total):
+        seen.append(done)
+        if done == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_segmentation(model, METHOD, _long(), protocol=PROTOCOL, out_dir=out, on_prediction=overlay,
+                              on_image=stop_after_image_3)
+    assert seen == [1, 2, 3, 4]
+    saved = json.loads((out / PROGRESS).read_text())["state"]
+    assert saved["done"] == 4  # saved on the way out: nothing finished is lost
+    seen.clear()
+    result = evaluate_segmentation(model, METHOD, _long(), protocol=PROTOCOL, out_dir=out, on_prediction=overlay,
+                                   on_image=lambda d, n: seen.append(d))
+    assert seen == [5, 6]  # only the images not done
+    _same_result(result, long_reference)
+    assert result.overlays == [str(out / "overlays" / f"{i:05d}.png") for i in range(LONG)]
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == [f"{i:05d}.png" for i in range(LONG)]
+
+
+def test_progress_is_written_before_any_work(model, tmp_path):
+    # stopped while the very first image is read: the folder is already this run's, and resumes
+    class StopAtFirst(WithIgnore):
+        def __getitem__(self, i):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_segmentation(model, METHOD, StopAtFirst(open_segmentation(f"toy:n={N},seed=3")), protocol=PROTOCOL,
+                              out_dir=out)
+    saved = json.loads((out / PROGRESS).read_text())
+    assert saved["state"]["done"] == 0 and saved["settings"]["method"]["method"] == METHOD
+    result = evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL, out_dir=out, limit=1)
+    assert result.images == 1
+
+
+def test_an_error_mid_run_keeps_the_images_done(model, long_reference, tmp_path):
+    class BadMaskAt4(WithIgnore):
+        def mask(self, i):
+            m = super().mask(i)
+            return m[:-1] if i == 4 and self.bad else m
+
+    out = tmp_path / "run"
+    ds = BadMaskAt4(open_segmentation(f"toy:n={LONG},seed=3"))
+    ds.bad = True
+    with pytest.raises(InvalidInputError, match="masks must match their images"):
+        evaluate_segmentation(model, METHOD, ds, protocol=PROTOCOL, out_dir=out)
+    assert json.loads((out / PROGRESS).read_text())["state"]["done"] == 4
+    ds.bad = False  # the data fixed (the same description): the run resumes at image 4
+    seen = []
+    result = evaluate_segmentation(model, METHOD, ds, protocol=PROTOCOL, out_dir=out, on_image=lambda d, n: seen.append(d))
+    assert seen == [5, 6]
+    _same_result(result, long_reference)
+
+
+def test_overlays_of_a_redone_image_replace_the_runs_own_and_never_a_users(model, long_reference, tmp_path):
+    out = tmp_path / "run"
+    drawn = []
+
+    def draw(path, i, sample, gt, pred):
+        drawn.append(i)
+        path.write_text(f"overlay of image {i}, labels {int(pred.sum())}")
+        if i == 2 and len(drawn) == 3:
+            raise KeyboardInterrupt  # while image 2's overlay is being written
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_segmentation(model, METHOD, _long(), protocol=PROTOCOL, out_dir=out, overlays=5, draw_overlay=draw)
+    saved = json.loads((out / PROGRESS).read_text())["state"]
+    assert saved["done"] == 2 and saved["drawing"] == "overlays/00002.png"
+    # nothing half-written under an overlay's name, no temporary file left
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["00000.png", "00001.png"]
+    # as if the interrupt had come after image 2's overlay got its name: that file is the run's own
+    (out / "overlays" / "00002.png").write_text("half an overlay")
+    (out / "overlays" / "00004.png").write_text("a user's file")  # not the run's
+    with pytest.warns(UserWarning, match="00004.png was not written by this run"):
+        result = evaluate_segmentation(model, METHOD, _long(), protocol=PROTOCOL, out_dir=out, overlays=5,
+                                       draw_overlay=draw)
+    _same_result(result, long_reference)
+    assert drawn == [0, 1, 2, 2, 3, 4]
+    folder = out / "overlays"
+    assert (folder / "00002.png").read_text().startswith("overlay of image 2")
+    assert (folder / "00004.png").read_text() == "a user's file"
+    assert (folder / "00004-2.png").read_text().startswith("overlay of image 4")
+    assert result.overlays == [str(folder / n) for n in ("00000.png", "00001.png", "00002.png", "00003.png",
+                                                         "00004-2.png")]
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.png", "00001.png", "00002.png", "00003.png",
+                                                        "00004-2.png", "00004.png"]
+    assert "drawing" not in json.loads((out / PROGRESS).read_text())["state"]
+
+
+def test_overlays_need_a_folder(model):
+    with pytest.raises(InvalidInputError, match="pass out_dir"):
+        evaluate_segmentation(model, METHOD, _dataset(), overlays=1, draw_overlay=lambda *a: None)

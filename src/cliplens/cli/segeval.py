@@ -1,15 +1,23 @@
 """``cliplens segment-eval``: map methods over a whole segmentation data set under one protocol
-(:mod:`cliplens.evaluation`), resumable, with a table of mIoU, pixel accuracy and per-class IoU."""
+(:mod:`cliplens.evaluation`), resumable, with a table of mIoU, pixel accuracy and per-class IoU.
+
+Ctrl-C (and SIGTERM, e.g. from ``timeout`` or a batch scheduler) stops a run with its progress saved: the same
+command resumes it, re-doing only the image that was in flight (see :mod:`cliplens.evaluation.segeval`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 from rich.table import Table
 
 from cliplens.cli.common import (
@@ -25,12 +33,13 @@ from cliplens.cli.common import (
 from cliplens.cli.explain import collected_warnings, print_notes, resolve_methods
 from cliplens.datasets.segmentation import SEGMENTATION_SETS, open_segmentation
 from cliplens.errors import InvalidInputError
-from cliplens.evaluation.imagenet_seg import MODES, evaluate_imagenet_seg
+from cliplens.evaluation.imagenet_seg import DEFAULT_MODE, MODES, evaluate_imagenet_seg
 from cliplens.evaluation.protocol import SegProtocol, protocol_for
-from cliplens.evaluation.segeval import evaluate_segmentation
+from cliplens.evaluation.segeval import PROGRESS, evaluate_segmentation
 from cliplens.maps.inputs import FITS
 from cliplens.report.files import writable_dir
 from cliplens.report.maps import save_evaluation_overlay
+from cliplens.report.plotting import heading, new_figure, save
 from cliplens.text.templates import TEMPLATE_SETS
 
 __all__ = ["COMMANDS", "segment_eval_cmd"]
@@ -81,6 +90,59 @@ def make_protocol(name: str | None, *, fit: str | None, size: int | None, window
     return p
 
 
+@contextmanager
+def _term_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, a batch scheduler) stops the run as Ctrl-C does: with its progress saved."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _saved(folder: Path) -> int | None:
+    try:
+        return int(json.loads((folder / PROGRESS).read_text())["state"]["done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_imagenet_overlay(path: Path, view: dict[str, Any], *, image_name: str = "", note: str = "") -> Path:
+    """An ImageNet-segmentation overlay, on the model input's pixels: the normalised map over the image | the
+    ground truth as the protocol compares it | the predicted foreground with the ground truth's outline."""
+    image, norm, gt, fg = view["image"], np.asarray(view["map"]), np.asarray(view["mask"]), view["foreground"]
+    valid = gt != 255
+    fig = new_figure(10.5, 4.0)
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(image)
+    im = axes[0].imshow(norm, cmap="inferno", vmin=0.0, vmax=1.0, alpha=0.6)
+    axes[0].set_title(f"map of '{view['class']}' (min–max normalised)", fontsize=8)
+    grey = image.mean(-1, keepdims=True) * 0.6 + 0.3
+    truth = np.where(gt[..., None] == 1, np.array([0.1, 0.75, 0.2]), grey.repeat(3, -1))
+    truth[~valid] = (0.85, 0.85, 0.85)
+    axes[1].imshow(truth)
+    axes[1].set_title(f"ground truth as compared (mode {view['mode']})", fontsize=8)
+    shown = np.where(fg[..., None], np.array([0.95, 0.55, 0.1]), grey.repeat(3, -1))
+    axes[2].imshow(shown)
+    if (gt == 1).any() and (gt != 1).any():
+        axes[2].contour(gt == 1, levels=[0.5], colors="k", linewidths=0.8)
+    axes[2].set_title("foreground: map >= its mean (outline: ground truth)", fontsize=8)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.colorbar(im, ax=axes[0], shrink=0.8).ax.tick_params(labelsize=7)
+    acc = 100 * float(((fg == (gt == 1)) & valid).sum()) / max(int(valid.sum()), 1)
+    heading(fig, f"ImageNet-segmentation: pixel accuracy {acc:.1f} % on this image", image_name=image_name,
+            note=note)
+    return save(fig, path)
+
+
 def _pct(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
 
@@ -96,8 +158,9 @@ def _pct(v: float | None) -> str:
 @click.option("--method", "methods", multiple=True, default=("surgery",), show_default=True,
               help="A map method (repeat for several), or all: every text-dependent method.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
-              help="Folder of the run (one sub-folder per method). The same command with the same folder resumes an "
-                   "interrupted run; a folder holding another run is refused, never overwritten.")
+              help="Folder of the run (one sub-folder per method). Progress is saved as the run goes and when it "
+                   "is stopped (Ctrl-C, SIGTERM): the same command with the same folder resumes it, re-doing only "
+                   "the image in flight. A folder holding another run is refused, never overwritten.")
 @click.option("--split", default=None, help="The data set's split (default: its evaluation split).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A data-set loader option (repeat).")
 @click.option("--fit", type=click.Choice(FITS), default=None,
@@ -117,15 +180,18 @@ def _pct(v: float | None) -> str:
 @click.option("--names", default=None,
               help="Query names per class: field (the published synonym lists), plain (the class names), or a file "
                    "with one line of comma-separated names per class (default: preset).")
-@click.option("--mode", type=click.Choice(MODES), default="original", show_default=True,
-              help="ImageNet-segmentation only: 'original' resizes the mask as the papers' code does; 'correct' "
-                   "applies the image's own resize and crop to it.")
+@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
+              help="ImageNet-segmentation only: 'correct' applies the image's own resize and crop to the mask, so "
+                   "mask and map cover the same pixels; 'original' only resizes the mask, as the papers' code does "
+                   "(misaligned on non-square images): use it to compare with published numbers.")
 @click.option("--classes-file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
               help="ImageNet-segmentation only: the zero-shot classes, one per line (default: the 1,000 ImageNet "
                    "classes).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images.")
 @click.option("--overlays", type=click.IntRange(min=0), default=4, show_default=True,
-              help="Write photo | ground truth | prediction figures for the first N images.")
+              help="Write figures for the first N images in each method's overlays/ folder: photo | ground truth "
+                   "| prediction; for imagenet-seg, the map over the model input | the ground truth as compared | "
+                   "the predicted foreground. A resumed run draws those of the images it re-does.")
 @threads_option(2)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -173,34 +239,41 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     results: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     shown: set[str] = set()
-    with torch_threads(threads), progress(not (as_json or no_progress)) as bar:
-        for name in names_list:
-            sub = out_dir / name
-            task = bar.add_task(f"{name}", total=n)
+    running: tuple[str, Path] | None = None
+    try:
+        with torch_threads(threads), progress(not (as_json or no_progress)) as bar, _term_as_interrupt():
+            for name in names_list:
+                sub = out_dir / name
+                task = bar.add_task(f"{name}", total=n)
 
-            def on_image(done: int, total: int, task: Any = task) -> None:
-                bar.update(task, completed=done)
+                def on_image(done: int, total: int, task: Any = task) -> None:
+                    bar.update(task, completed=done)
 
-            with collected_warnings(notes):
-                if is_imagenet_seg:
-                    r = evaluate_imagenet_seg(adapter, name, dataset, mode=mode, class_names=zero_shot,
-                                              templates=templates or "imagenet", out_dir=sub, limit=limit,
-                                              on_image=on_image)
-                else:
-                    def on_prediction(i: int, sample: Any, gt: Any, pred: Any, sub: Path = sub,
-                                      name: str = name) -> str | None:
-                        if i >= overlays:
-                            return None
-                        path = sub / "overlays" / f"{i:05d}.png"
-                        save_evaluation_overlay(sample.load(), gt, pred, dataset.class_names, path,
-                                                image_name=str(sample.id), background=dataset.background,
-                                                ignore_index=dataset.ignore_index, note=name)
-                        return str(path)
+                running = (name, sub)
+                with collected_warnings(notes):
+                    if is_imagenet_seg:
+                        def draw_view(path: Path, i: int, sample: Any, view: dict[str, Any], name: str = name) -> None:
+                            save_imagenet_overlay(path, view, image_name=str(sample.id), note=name)
 
-                    r = evaluate_segmentation(adapter, name, dataset, protocol=protocol, out_dir=sub, limit=limit,
-                                              on_image=on_image, on_prediction=on_prediction).to_dict()
-            results[name] = r
-            print_notes(notes, shown)
+                        r = evaluate_imagenet_seg(adapter, name, dataset, mode=mode, class_names=zero_shot,
+                                                  templates=templates or "imagenet", out_dir=sub, limit=limit,
+                                                  overlays=overlays, draw_overlay=draw_view, on_image=on_image)
+                    else:
+                        def draw(path: Path, i: int, sample: Any, gt: Any, pred: Any, name: str = name) -> None:
+                            save_evaluation_overlay(sample.load(), gt, pred, dataset.class_names, path,
+                                                    image_name=str(sample.id), background=dataset.background,
+                                                    ignore_index=dataset.ignore_index, note=name)
+
+                        r = evaluate_segmentation(adapter, name, dataset, protocol=protocol, out_dir=sub,
+                                                  limit=limit, overlays=overlays, draw_overlay=draw,
+                                                  on_image=on_image).to_dict()
+                results[name] = r
+                print_notes(notes, shown)
+    except KeyboardInterrupt:
+        if running is not None and (done := _saved(running[1])) is not None:
+            console(stderr=True).print(f"{running[0]}: {done} of {n} images done and saved in {running[1]}; run the "
+                                       "same command to resume", markup=False)
+        raise
     record = model_record(adapter)
     if as_json:
         click.echo(json.dumps({**record, "dataset": dataset.describe(), "methods": results,

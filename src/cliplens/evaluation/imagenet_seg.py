@@ -12,15 +12,20 @@ Per image (``gtsegs_ijcv.mat``: 4,276 ImageNet photos with a foreground mask):
    (background, foreground) from summed intersections and unions, and mAP: the mean over images of the
    average precision of the two-channel scores ``[1 − map, map]`` for the two-channel one-hot mask.
 
-Two ``mode`` s for the ground truth: ``"original"`` reproduces the first seed paper's code, which centre-crops
-the image but only *resizes* the mask to 224×224 (so on non-square images the mask and the map disagree);
-``"correct"`` applies the image's own resize and crop to the mask (nearest neighbour).
+Two ``mode`` s for the ground truth: ``"correct"`` (the default) applies the image's own resize and crop to the
+mask (nearest neighbour), so mask and map cover the same pixels; ``"original"`` reproduces the first seed paper's
+code, which centre-crops the image but only *resizes* the mask to 224×224 (so on non-square images the mask and
+the map disagree): use it to compare with published numbers.
+
+With ``out_dir`` the run is resumable exactly as :func:`cliplens.evaluation.segeval.evaluate_segmentation` (the
+same :class:`~cliplens.evaluation.segeval.RunFolder`: progress written before any work, saved on the way out
+whatever stops the run, each image counted all at once or not at all) and can draw overlays for the first
+images (``overlays/NNNNN.png``).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,16 +35,18 @@ import torch
 import torch.nn.functional as F
 
 from cliplens.errors import InvalidInputError
-from cliplens.evaluation.segeval import RESULTS, model_record, resume, save_progress
+from cliplens.evaluation.segeval import RESULTS, RunFolder, model_record
 from cliplens.evaluation.segmentation import average_precision, score_map
 from cliplens.jsonio import write_json_atomic
 from cliplens.maps.base import MapMethod, get_map
 from cliplens.maps.inputs import fit_images
 from cliplens.maps.targets import Targets
 
-__all__ = ["MODES", "evaluate_imagenet_seg", "transform_mask"]
+__all__ = ["DEFAULT_MODE", "MODES", "evaluate_imagenet_seg", "transform_mask"]
 
 MODES = ("original", "correct")
+#: aligned masks; "original" reproduces the papers' code
+DEFAULT_MODE = "correct"
 _COUNTS = ("inter_bg", "union_bg", "inter_fg", "union_fg", "correct", "pixels", "ap_sum", "ap_images")
 
 
@@ -68,16 +75,25 @@ def evaluate_imagenet_seg(
     method: MapMethod | str,
     dataset: Any,
     *,
-    mode: str = "original",
+    mode: str = DEFAULT_MODE,
     class_names: Sequence[str] | None = None,
     templates: str = "imagenet",
     out_dir: str | os.PathLike[str] | None = None,
     limit: int | None = None,
     save_every: int = 10,
+    overlays: int = 0,
+    draw_overlay: Callable[[Path, int, Any, dict[str, Any]], Any] | None = None,
     on_image: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Pixel accuracy, mIoU and mAP (percent) of ``method`` on an ImageNet-segmentation data set (see the module
-    docs). ``class_names``: the zero-shot classes (default the 1,000 ImageNet classes)."""
+    docs). ``mode``: ``"correct"`` (default) or ``"original"`` (the papers' misaligned mask). ``class_names``:
+    the zero-shot classes (default the 1,000 ImageNet classes).
+
+    ``draw_overlay(path, i, sample, view)`` draws image ``i``'s overlay (a PNG at ``path``) for each of the
+    first ``overlays`` images (needs ``out_dir``); ``view`` holds what was compared, on the model input's
+    pixels: ``image`` (``[H, W, 3]`` RGB in [0, 1]), ``map`` (the min–max normalised map), ``mask`` (the ground
+    truth through ``mode``: 0, 1, 255 ignored), ``foreground`` (the map at or above its mean), ``class`` (the
+    class explained) and ``mode``."""
     if mode not in MODES:
         raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     method = get_map(method)
@@ -86,12 +102,14 @@ def evaluate_imagenet_seg(
 
         class_names = imagenet_classes()
     names = list(class_names)
-    everything = Targets.classes(names, templates=templates, contrast=method.default_contrast if len(names) > 1
-                                 else "none")
-    classifier = everything.embed(model).directions
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n < 1:
         raise InvalidInputError("the data set has no images")
+    if draw_overlay is not None and overlays > 0 and out_dir is None:
+        raise InvalidInputError("overlays are written in the run's folder: pass out_dir")
+    everything = Targets.classes(names, templates=templates, contrast=method.default_contrast if len(names) > 1
+                                 else "none")
+    classifier = everything.embed(model).directions
     settings = {"protocol": "imagenet-segmentation", "mode": mode, "model": model_record(model),
                 "method": method.describe(), "classes": len(names), "templates": templates,
                 "contrast": everything.contrast if method.text_dependent else "none",
@@ -102,48 +120,60 @@ def evaluate_imagenet_seg(
                 "fit": "crop (the model's own preprocessing)", "threshold": "foreground where the normalised map >= "
                 "its mean", "ap": "two-channel [1 - map, map] against the one-hot mask, per image, averaged"}
     out = Path(out_dir).expanduser() if out_dir is not None else None
-    state = resume(out, settings) if out is not None else {}
-    counts = {k: float(state.get(k, 0.0)) for k in _COUNTS}
-    done, seconds = int(state.get("done", 0)), float(state.get("seconds", 0.0))
-    t0 = time.perf_counter() - seconds
     per_class = method.text_dependent and (everything.contrast != "none" or method.uses_all_targets)
-    for i in range(done, n):
-        sample = dataset[i]
-        fitted, _ = fit_images(model, [sample.image], fit="crop")
-        px = fitted[0].pixels[None].to(model.device, model.dtype)
-        with torch.no_grad():
-            emb = F.normalize(model.encode_image(px).float(), dim=-1)
-        pred = int((emb @ classifier.to(emb).T).argmax(-1))
-        targets = everything if per_class else Targets.classes([names[pred]], templates=templates, contrast="none")
-        maps = method(model, [sample.image], targets, fit="crop", normalization="raw")
-        raw = maps.images[0].raw[pred if per_class else 0]
-        size = tuple(px.shape[-2:])
-        gt = transform_mask(dataset.mask(i), fitted[0].box, size, mode)  # type: ignore[arg-type]
-        valid = gt != 255
-        mask = gt == 1
-        s = score_map(raw, mask, ap=lambda y, p: 0.0)
-        norm, fg = s["normalized"], s["pred"]
-        counts["inter_fg"] += int((fg & mask & valid).sum())
-        counts["union_fg"] += int(((fg | mask) & valid).sum())
-        counts["inter_bg"] += int((~fg & ~mask & valid).sum())
-        counts["union_bg"] += int(((~fg | ~mask) & valid).sum())
-        counts["correct"] += int(((fg == mask) & valid).sum())
-        counts["pixels"] += int(valid.sum())
-        y = np.concatenate([(~mask)[valid], mask[valid]])
-        if y.any():
-            counts["ap_sum"] += average_precision(y, np.concatenate([1.0 - norm[valid], norm[valid]]))
-            counts["ap_images"] += 1
-        done = i + 1
-        if on_image is not None:
-            on_image(done, n)
-        if out is not None and (done % save_every == 0 or done == n):
-            save_progress(out, settings, {**counts, "done": done, "seconds": time.perf_counter() - t0})
+    fresh: dict[str, Any] = {"done": 0, "seconds": 0.0, "overlays": [], **{k: 0.0 for k in _COUNTS}}
+    with RunFolder(out, settings, fresh, total=n, save_every=save_every) as run:
+        for i in range(run.done, n):
+            sample = dataset[i]
+            fitted, _ = fit_images(model, [sample.image], fit="crop")
+            px = fitted[0].pixels[None].to(model.device, model.dtype)
+            with torch.no_grad():
+                emb = F.normalize(model.encode_image(px).float(), dim=-1)
+            pred = int((emb @ classifier.to(emb).T).argmax(-1))
+            targets = everything if per_class else Targets.classes([names[pred]], templates=templates,
+                                                                   contrast="none")
+            maps = method(model, [sample.image], targets, fit="crop", normalization="raw")
+            raw = maps.images[0].raw[pred if per_class else 0]
+            size = tuple(px.shape[-2:])
+            gt = transform_mask(dataset.mask(i), fitted[0].box, size, mode)  # type: ignore[arg-type]
+            valid = gt != 255
+            mask = gt == 1
+            s = score_map(raw, mask, ap=lambda y, p: 0.0)
+            norm, fg = s["normalized"], s["pred"]
+            counts = {k: float(run.state[k]) for k in _COUNTS}
+            counts["inter_fg"] += int((fg & mask & valid).sum())
+            counts["union_fg"] += int(((fg | mask) & valid).sum())
+            counts["inter_bg"] += int((~fg & ~mask & valid).sum())
+            counts["union_bg"] += int(((~fg | ~mask) & valid).sum())
+            counts["correct"] += int(((fg == mask) & valid).sum())
+            counts["pixels"] += int(valid.sum())
+            y = np.concatenate([(~mask)[valid], mask[valid]])
+            if y.any():
+                counts["ap_sum"] += average_precision(y, np.concatenate([1.0 - norm[valid], norm[valid]]))
+                counts["ap_images"] += 1
+            drawn = []
+            if draw_overlay is not None and i < overlays:
+                view = {"image": _shown(model, fitted[0].pixels), "map": norm, "mask": gt, "foreground": fg,
+                        "class": names[pred], "mode": mode}
+                drawn.append(run.overlay(i, lambda p, s=sample, v=view, i=i: draw_overlay(p, i, s, v)))
+            run.commit(done=i + 1, overlays=[*run.state["overlays"], *drawn], **counts)
+            if on_image is not None:
+                on_image(i + 1, n)
+    counts = {k: float(run.state[k]) for k in _COUNTS}
     iou_bg = counts["inter_bg"] / max(counts["union_bg"], 1)
     iou_fg = counts["inter_fg"] / max(counts["union_fg"], 1)
     result = {"pixel_accuracy": 100 * counts["correct"] / max(counts["pixels"], 1),
               "miou": 100 * (iou_bg + iou_fg) / 2, "map": 100 * counts["ap_sum"] / max(counts["ap_images"], 1),
-              "iou": {"background": 100 * iou_bg, "foreground": 100 * iou_fg}, "images": done,
-              "seconds": time.perf_counter() - t0, "settings": settings}
+              "iou": {"background": 100 * iou_bg, "foreground": 100 * iou_fg}, "images": run.done,
+              "seconds": float(run.state["seconds"]), "settings": settings, "overlays": list(run.state["overlays"])}
     if out is not None:
         write_json_atomic(out / RESULTS, result)
     return result
+
+
+def _shown(model: Any, pixels: torch.Tensor) -> np.ndarray:
+    """The model input ``[3, H, W]`` (normalised) as ``[H, W, 3]`` RGB in [0, 1]."""
+    cfg = model.preprocess_config
+    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1)
+    return (pixels.detach().float().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()

@@ -1,10 +1,23 @@
 """``segment-eval``: a map method over a whole segmentation data set, under one protocol, resumable.
 
 :func:`evaluate_segmentation` runs :mod:`cliplens.evaluation.protocol` image after image, accumulates one
-confusion matrix, writes overlays for the first images, and with ``out_dir`` saves its progress (the matrix
-and how many images are done, in one atomically replaced JSON file) every few images: the same call after an
-interruption resumes where it stopped; a folder holding another run's progress (other model, method, data
-or settings) is refused, never overwritten.
+confusion matrix and writes overlays for the first images. With ``out_dir`` its progress (the matrix, how
+many images are done, the overlays written, with the settings) is kept in one atomically replaced JSON file,
+``progress.json`` (:class:`RunFolder`, shared with :mod:`cliplens.evaluation.imagenet_seg`):
+
+* it is written before any work, so an interrupted run's folder is always recognisable as that run's;
+* it is saved every ``save_every`` images and, whatever stops the run (Ctrl-C, an error), once more on the
+  way out: the same call then resumes where it stopped, losing only the image in flight (a run killed
+  outright, e.g. by SIGKILL, loses at most the images since the last periodic save);
+* an image counts as done, with its part of the metrics and its overlay, all at once or not at all: a
+  resumed run re-does exactly the images not done, and its metrics equal an uninterrupted run's;
+* overlays are named by image (``overlays/00003.png``) and drawn into a hidden temporary file that is then
+  renamed, so a half-written PNG never carries that name. Before drawing one, the run records the name in
+  its progress: when an interrupted image is redone, the overlay that run had begun under that name is
+  replaced; a file of that name the run did not record (someone else's) is never touched: the overlay goes
+  beside it (``00003-2.png``) with a warning;
+* a folder holding another run's progress (other model, method, data or settings) is refused, never
+  overwritten, and so is a folder with other files and no progress.
 """
 
 from __future__ import annotations
@@ -12,7 +25,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +43,14 @@ from cliplens.jsonio import differences, read_json, write_json_atomic
 from cliplens.maps.base import MapMethod, get_map
 from cliplens.maps.targets import Targets
 
-__all__ = ["PROGRESS", "RESULTS", "SegEvalResult", "evaluate_segmentation", "model_record", "read_results", "resume",
-           "save_progress"]
+__all__ = ["OVERLAYS", "PROGRESS", "RESULTS", "RunFolder", "SegEvalResult", "evaluate_segmentation", "model_record",
+           "read_results", "resume", "save_progress"]
 
 PROGRESS = "progress.json"
 RESULTS = "results.json"
+OVERLAYS = "overlays"
+#: the progress key naming the overlay being drawn (recorded before the file exists)
+_CLAIM = "drawing"
 
 
 @dataclass
@@ -88,13 +106,20 @@ def evaluate_segmentation(
     out_dir: str | os.PathLike[str] | None = None,
     limit: int | None = None,
     save_every: int = 10,
+    overlays: int = 0,
+    draw_overlay: Callable[[Path, int, Any, np.ndarray, np.ndarray], Any] | None = None,
     on_image: Callable[[int, int], None] | None = None,
     on_prediction: Callable[[int, Any, np.ndarray, np.ndarray], str | None] | None = None,
 ) -> SegEvalResult:
     """Evaluate ``method`` on ``dataset`` (a :mod:`cliplens.datasets` segmentation set) under ``protocol``
     (default: the preset of ``dataset_name`` or of the data set's name). ``limit``: the first N images.
-    ``on_image(done, total)`` is called after each image (a progress bar); ``on_prediction(i, sample, mask,
-    labels)`` with each image's prediction (e.g. to draw overlays; a returned path is recorded)."""
+
+    With ``out_dir`` the run is resumable (see the module docs); ``save_every``: images between periodic
+    saves (progress is also saved when the run stops, for whatever reason). ``draw_overlay(path, i, sample,
+    mask, labels)`` draws image ``i``'s overlay (a PNG at ``path``) for each of the first ``overlays`` images,
+    named ``out_dir/overlays/NNNNN.png`` (needs ``out_dir``). ``on_image(done, total)`` is called after each
+    image (a progress bar); ``on_prediction(i, sample, mask, labels)`` with each image's prediction (a
+    returned path is recorded with the overlays)."""
     name = dataset_name or getattr(dataset, "name", None)
     protocol = protocol or protocol_for(name)
     method = get_map(method)
@@ -108,6 +133,8 @@ def evaluate_segmentation(
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n < 1:
         raise InvalidInputError("the data set has no images")
+    if draw_overlay is not None and overlays > 0 and out_dir is None:
+        raise InvalidInputError("overlays are written in the run's folder: pass out_dir")
     settings = {
         "model": model_record(model), "method": method.describe(), "protocol": protocol.to_dict(),
         "dataset": dataset.describe() if hasattr(dataset, "describe") else {"name": name},
@@ -118,49 +145,142 @@ def evaluate_segmentation(
     }
     cm = ConfusionMatrix(len(class_names), settings["ignore_index"])
     out = Path(out_dir).expanduser() if out_dir is not None else None
-    state = resume(out, settings) if out is not None else {}
-    if "confusion" in state:
-        matrix = torch.tensor(state["confusion"], dtype=torch.int64)
+    fresh = {"done": 0, "seconds": 0.0, "overlays": [], "confusion": cm.matrix.tolist()}
+    with RunFolder(out, settings, fresh, total=n, save_every=save_every) as run:
+        matrix = torch.tensor(run.state["confusion"], dtype=torch.int64)
         if tuple(matrix.shape) != tuple(cm.matrix.shape):
             raise InvalidInputError(f"{out}: its saved confusion matrix has the wrong shape; pass another folder")
-        cm.matrix.copy_(matrix)
-    done, seconds, written = int(state.get("done", 0)), float(state.get("seconds", 0.0)), list(state.get("overlays", []))
-    t0 = time.perf_counter() - seconds
-    for i in range(done, n):
-        sample = dataset[i]
-        maps = method(model, [sample.image], targets, fit=protocol.fit, size=protocol.size, window=protocol.window,
-                      stride=protocol.stride, normalization="raw", batch_size=8)
-        item = maps.images[0]
-        pred = predict_labels(item, owner, logit_scale=protocol.logit_scale, prob_threshold=protocol.prob_threshold,
-                              background=background)
-        gt = np.asarray(dataset.mask(i))
-        if tuple(gt.shape) != tuple(pred.shape):
-            raise InvalidInputError(f"image {sample.id}: its mask is {gt.shape[1]}x{gt.shape[0]} but the image is "
-                                    f"{pred.shape[1]}x{pred.shape[0]} pixels; masks must match their images")
-        cm.update(pred, torch.from_numpy(gt.astype(np.int64)))
-        if on_prediction is not None:
-            drawn = on_prediction(i, sample, gt, pred.numpy())
-            if drawn:
-                written.append(drawn)
-        done = i + 1
-        if on_image is not None:
-            on_image(done, n)
-        if out is not None and (done % save_every == 0 or done == n):
-            save_progress(out, settings, {"done": done, "seconds": time.perf_counter() - t0, "overlays": written,
-                                          "confusion": cm.matrix.tolist()})
-    result = _result(cm, class_names, done, settings, time.perf_counter() - t0, written)
+        for i in range(run.done, n):
+            sample = dataset[i]
+            maps = method(model, [sample.image], targets, fit=protocol.fit, size=protocol.size,
+                          window=protocol.window, stride=protocol.stride, normalization="raw", batch_size=8)
+            item = maps.images[0]
+            pred = predict_labels(item, owner, logit_scale=protocol.logit_scale,
+                                  prob_threshold=protocol.prob_threshold, background=background)
+            gt = np.asarray(dataset.mask(i))
+            if tuple(gt.shape) != tuple(pred.shape):
+                raise InvalidInputError(f"image {sample.id}: its mask is {gt.shape[1]}x{gt.shape[0]} but the image "
+                                        f"is {pred.shape[1]}x{pred.shape[0]} pixels; masks must match their images")
+            one = ConfusionMatrix(len(class_names), settings["ignore_index"])
+            one.update(pred, torch.from_numpy(gt.astype(np.int64)))
+            drawn = []
+            if on_prediction is not None:
+                path = on_prediction(i, sample, gt, pred.numpy())
+                if path:
+                    drawn.append(path)
+            if draw_overlay is not None and i < overlays:
+                labels = pred.numpy()
+                drawn.append(run.overlay(i, lambda p, s=sample, g=gt, lab=labels, i=i: draw_overlay(p, i, s, g, lab)))
+            matrix = matrix + one.matrix  # a new tensor: the state committed before stays as it was
+            run.commit(done=i + 1, overlays=[*run.state["overlays"], *drawn], confusion=matrix)
+            if on_image is not None:
+                on_image(i + 1, n)
+    cm.matrix.copy_(matrix)
+    result = _result(cm, class_names, run.done, settings, float(run.state["seconds"]), list(run.state["overlays"]))
     if out is not None:
         write_json_atomic(out / RESULTS, result.to_dict())
     return result
+
+
+class RunFolder:
+    """The progress of one evaluation, in ``out/progress.json`` (``out`` ``None``: kept in memory only).
+
+    ``state`` (``fresh`` for a new run, else what was saved; ``done`` counts the images done, in order) is
+    replaced as a whole by :meth:`commit` after each image, in one assignment, so that an interrupt finds it
+    either before or after that image, never half-way. Use as a context manager: leaving the block through an
+    exception (Ctrl-C included) saves the state once more, then lets the exception go on."""
+
+    def __init__(self, out: Path | None, settings: dict[str, Any], fresh: dict[str, Any], *, total: int,
+                 save_every: int = 10) -> None:
+        self.out, self.settings, self.total, self.save_every = out, settings, total, max(1, int(save_every))
+        saved = resume(out, settings) if out is not None else {}
+        self.state: dict[str, Any] = {**fresh, **saved}
+        self._t0 = time.perf_counter() - float(self.state.get("seconds", 0.0))
+        if out is not None and not saved:
+            self.save()  # before any work: the folder is this run's from now on
+
+    @property
+    def done(self) -> int:
+        return int(self.state["done"])
+
+    def save(self) -> None:
+        if self.out is not None:
+            save_progress(self.out, self.settings, _jsonable(self.state))
+
+    def commit(self, **state: Any) -> None:
+        """One more image done: the state's new values (``done`` among them); saved every ``save_every``
+        images and after the last."""
+        new = {k: v for k, v in self.state.items() if k != _CLAIM} | state
+        new["seconds"] = time.perf_counter() - self._t0
+        self.state = new  # the image counts from here on, all of it at once
+        if self.done % self.save_every == 0 or self.done >= self.total:
+            self.save()
+
+    def overlay(self, i: int, draw: Callable[[Path], Any]) -> str:
+        """Image ``i``'s overlay: ``draw(path)`` writes a PNG at a temporary path, renamed to
+        ``overlays/NNNNN.png``. The name is recorded before the file exists; a file of that name this run did
+        not record is left alone (the overlay goes to ``NNNNN-2.png``, … with a warning). Returns the path."""
+        if self.out is None:
+            raise InvalidInputError("overlays are written in the run's folder: pass out_dir")
+        folder = self.out / OVERLAYS
+        claim = self.state.get(_CLAIM)
+        wanted = folder / f"{i:05d}.png"
+        path = wanted
+        for k in range(2, 100_000):
+            if not path.exists() and not path.is_symlink() or path.relative_to(self.out).as_posix() == claim:
+                break
+            path = folder / f"{i:05d}-{k}.png"
+        else:
+            raise InvalidInputError(f"{folder} holds too many files named like {wanted.name}: pass another folder")
+        if path != wanted:
+            warnings.warn(f"{wanted} was not written by this run and is left as it is: image {i}'s overlay is "
+                          f"{path.name}", UserWarning, stacklevel=2)
+        self.state = {**self.state, _CLAIM: path.relative_to(self.out).as_posix()}
+        self.save()
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=folder)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            draw(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return str(path)
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        if kind is None or self.out is None:
+            return
+        try:
+            self.save()  # whatever stopped the run, the images done so far stay done
+        except Exception as e:  # noqa: BLE001 - the error that stopped the run matters more
+            warnings.warn(f"could not save the progress in {self.out} ({e}): a resumed run starts from the last "
+                          "periodic save", UserWarning, stacklevel=2)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def resume(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """The saved state of this run in ``out`` (``{}`` for a new one); another run's progress is refused."""
     path = out / PROGRESS
     if not path.exists():
-        if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        there = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.exists() else []
+        if there:
+            hint = (f" It looks like a run interrupted before its first save by an older cliplens (only {OVERLAYS}/): "
+                    "delete it yourself and start again." if there == [OVERLAYS] else "")
             raise InvalidInputError(f"{out} exists and holds other files (no {PROGRESS}): pass a new or empty folder "
-                                    "(nothing was touched)")
+                                    f"(nothing was touched).{hint}")
         out.mkdir(parents=True, exist_ok=True)
         return {}
     try:
