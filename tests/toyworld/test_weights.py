@@ -3,8 +3,6 @@
 import json
 from importlib import resources
 
-import torch
-
 from cliplens.toyworld.evaluate import zero_shot
 from cliplens.toyworld.model import DEFAULT_WEIGHTS, load_toy_clip
 from cliplens.toyworld.tokenizer import build_vocab
