@@ -78,7 +78,6 @@ def test_skip_bad(oc_model, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(classes=["dog"]), "two or more classes"),
     (dict(classes=[]), "no classes"),
     (dict(classes="dog,cat"), "list of class names"),
     (dict(classes=["dog", "Dog "]), "duplicate"),

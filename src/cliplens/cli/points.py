@@ -12,6 +12,7 @@ from PIL import Image
 from rich.markup import escape
 
 from cliplens.cli.common import console, load_model, model_options, model_record, weights_note
+from cliplens.cli.explain import collected_warnings, print_notes
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.evaluation.segmentation import upsample_map
 from cliplens.images.io import DEFAULT_MAX_PIXELS, ImageTooLargeError, load_image
@@ -43,7 +44,8 @@ DEFAULT_OUT = "cliplens-points"
               help="whole: the whole image, aspect kept; squash: resized to a square (CLIP Surgery's demo). Both "
                    "cover the whole image, so the points land on it.")
 @click.option("--size", type=click.IntRange(min=1), default=None,
-              help="Short side of the model input in pixels (default: the model's input size).")
+              help="Short side of the model input in pixels (default: the model's input size); smaller for very "
+                   "wide or tall images, which one forward cannot take whole.")
 @click.option("--blocks", type=click.IntRange(min=1), default=None,
               help="CLIP Surgery's surgical blocks (default: 6, or all of a shallower model).")
 @click.option("--sam-checkpoint", type=click.Path(path_type=Path), default=None,
@@ -67,7 +69,8 @@ def points_cmd(image: str, text: str, threshold: float, templates: str, fit: str
     min–max normalised; k = min(number of cells ≥ --threshold, half the cells); the k best cells are
     positive points, the k worst negative, at cell centres in the image's pixels (x, y). With
     --sam-checkpoint, Segment Anything (pip install segment-anything) is prompted with them and its
-    best mask is written as a PNG with a figure of the points.
+    best mask is written as a PNG with a figure of the points. There is no sliding window: an image
+    too wide or tall for one forward is refused with the --size (or --fit squash) that fits.
     """
     try:  # before any work: the one image must be readable
         load_image(image, max_pixels=max_pixels)
@@ -85,8 +88,14 @@ def points_cmd(image: str, text: str, threshold: float, templates: str, fit: str
     method = default_method(adapter)
     if blocks is not None:
         method = type(method)(blocks=blocks, feature="empty")
-    pts = text_points(adapter, image, text, method=method, threshold=threshold,
-                      templates=None if templates == "none" else templates, fit=fit, size=size, max_pixels=max_pixels)
+    warned: list[str] = []  # unknown words, a tiny image, …: each shown once, on stderr (and in the JSON)
+    try:
+        with collected_warnings(warned):
+            pts = text_points(adapter, image, text, method=method, threshold=threshold,
+                              templates=None if templates == "none" else templates, fit=fit, size=size,
+                              max_pixels=max_pixels)
+    finally:
+        print_notes(warned, set())
     files: list[str] = []
     sam_info: dict[str, Any] | None = None
     notes: list[str] = []
@@ -117,7 +126,8 @@ def points_cmd(image: str, text: str, threshold: float, templates: str, fit: str
         _figure(rgb, pts, mask, path, text, Path(image).name, weights_note(adapter).strip(" ·"))  # type: ignore[arg-type]
         files.append(str(path))
     if as_json:
-        payload = {**model_record(adapter), **pts.to_dict(), "sam": sam_info, "files": files, "notes": notes}
+        payload = {**model_record(adapter), **pts.to_dict(), "sam": sam_info, "files": files, "notes": notes,
+                   "warnings": warned}
         click.echo(json.dumps(payload, indent=2))
         return
     out, err = console(), console(stderr=True)

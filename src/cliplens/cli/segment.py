@@ -84,7 +84,7 @@ def _key(name: str) -> str:
                    "is one of them is background. --background '' for none (then --threshold is needed).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help="Also background where the top probability, softmax(logit-scale x scores) over the texts, is "
-                   "below this.")
+                   "below this (needs two or more texts: classes and background names).")
 @click.option("--logit-scale", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="What the scores are multiplied by in that softmax (used with --threshold)  [default: 50]")
 @click.option("--method", default="surgery", show_default=True,
@@ -118,6 +118,13 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     if not background and threshold is None:
         raise InvalidInputError("no background names (--background ''): pass --threshold P too, so that a pixel can "
                                 "be background where no class is probable enough")
+    if threshold is not None and len(names) + len(background) < 2:
+        raise InvalidInputError(
+            f"--threshold {threshold} needs two or more texts, and there is one ({names[0]!r}, no --background): the "
+            "softmax over one text is always 1, so no pixel could fall below the threshold and every pixel would be "
+            f"labelled {names[0]!r}. Give background names (--background background, or --background sky,wall) or "
+            "more --classes"
+        )
     both = [c for c in names if _key(c) in {_key(b) for b in background}]
     if both:
         raise InvalidInputError(f"{', '.join(repr(b) for b in both)} is both a class and a background name: a pixel "

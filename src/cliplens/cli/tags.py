@@ -20,6 +20,7 @@ from cliplens.cli.common import (
     weights_note,
 )
 from cliplens.cli.decompose import image_options
+from cliplens.cli.explain import collected_warnings, print_notes
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.tasks.multilabel import METHODS, score_classes
 from cliplens.text.templates import TEMPLATE_SETS
@@ -32,7 +33,8 @@ def _key(name: str) -> str:
 def _check_classes(named: list[tuple[str, str]], source: str) -> list[str]:
     """``(where, name)`` pairs -> the names; empty lists and duplicates (case and spacing ignored) refused."""
     if not named:
-        raise InvalidInputError(f"{source} holds no class names: give at least one (two or more for --method surgery)")
+        raise InvalidInputError(f"{source} holds no class names: give at least one (two or more for feature "
+                                "surgery, --method surgery's default)")
     seen: dict[str, str] = {}
     for where, name in named:
         k = _key(name)
@@ -81,7 +83,8 @@ def parse_classes(classes: str | None, classes_file: Path | None) -> list[str]:
               help="A text file with one class name per line (blank lines and lines starting with # are ignored).")
 @click.option("--method", type=click.Choice(METHODS), default="surgery", show_default=True,
               help="surgery: CLIP Surgery's feature surgery on the image embedding (scores relative to the given "
-                   "classes); global: plain CLIP cosine similarity.")
+                   "classes; with one class, image · (class − empty prompt), with a warning); global: plain CLIP "
+                   "cosine similarity.")
 @click.option("--templates", type=click.Choice(sorted(TEMPLATE_SETS)), default="surgery", show_default=True,
               help="Prompt ensemble for the class names (none: the names as they are).")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
@@ -101,14 +104,13 @@ def tags_cmd(images: tuple[str, ...], classes: str | None, classes_file: Path | 
     IMAGE may be a file or a folder (its image files). With --method surgery (the default) a score
     is CLIP Surgery's: the cosine similarity of image and class, weighted by softmax(2 · similarity)
     over the classes, minus its mean over the classes, so scores are relative to the classes given
-    (they sum to 0; two or more classes needed). With --method global it is the plain cosine
-    similarity. A file that cannot be read stops the run with its name, after everything before it
-    was printed; --skip-bad skips it instead.
+    (they sum to 0). With a single class there is nothing to compare with: as CLIP Surgery does for
+    one text, its score is image · (class − empty prompt), and a warning says so. With --method
+    global it is the plain cosine similarity. An image too large for one forward is refused (use
+    --fit crop or squash). A file that cannot be read stops the run with its name, after everything
+    before it was printed; --skip-bad skips it instead.
     """
     names = parse_classes(classes, classes_file)
-    if method == "surgery" and len(names) < 2:
-        raise InvalidInputError("--method surgery needs two or more classes: it removes what the classes share, "
-                                "and with one class nothing is left. Give more classes, or use --method global.")
     paths = expand_images(images, recursive=recursive)
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     note = weights_note(adapter)
@@ -122,12 +124,19 @@ def tags_cmd(images: tuple[str, ...], classes: str | None, classes_file: Path | 
     skipped: list[dict[str, str]] = []
     stop: tuple[str, str] | None = None
     settings: dict[str, Any] = {}
+    notes: list[str] = []  # warnings (one class, tiny images, unknown words), each shown once
+    shown: set[str] = set()
     with progress(len(paths) > batch_size and not as_json) as bar:
         task = bar.add_task("scoring", total=len(paths))
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            res = score_classes(adapter, chunk, names, method=method, templates=None if templates == "none" else
-                                templates, fit=fit, batch_size=batch_size, max_pixels=max_pixels, skip_bad=True)
+            try:
+                with collected_warnings(notes):
+                    res = score_classes(adapter, chunk, names, method=method, templates=None if templates == "none"
+                                        else templates, fit=fit, batch_size=batch_size, max_pixels=max_pixels,
+                                        skip_bad=True)
+            finally:
+                print_notes(notes, shown)
             settings = res.settings
             bad = dict(res.skipped)
             rows = list(range(len(res)))
@@ -152,8 +161,9 @@ def tags_cmd(images: tuple[str, ...], classes: str | None, classes_file: Path | 
                 break
     if as_json:
         payload = {**model_record(adapter), "method": method, "score": settings.get("score"),
+                   **{k: settings[k] for k in ("feature", "feature_used") if k in settings},
                    "templates": templates, "fit": fit, "classes": names, "top": top, "results": results,
-                   "skipped": skipped}
+                   "skipped": skipped, "warnings": notes}
         if stop is not None:
             payload["stopped_at"] = {"image": stop[0], "error": stop[1]}
         click.echo(json.dumps(payload, indent=2))

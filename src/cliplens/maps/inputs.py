@@ -13,6 +13,9 @@
 
 The box ``(top, left, bottom, right)`` says where the model's input lies in the original image (in
 original pixels), so every map can be drawn on the original.
+
+An image smaller than one patch along a side (a 5x3 icon) is still fitted (upscaled to the input size: an
+honest result on interpolated pixels), with a warning, once per image, that says by how much.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,7 +38,8 @@ from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS, open_image
 from cliplens.images.preprocess import Preprocessor
 
-__all__ = ["FITS", "FittedImage", "fit_images", "to_image", "window_positions"]
+__all__ = ["FITS", "MAX_TOKENS", "FittedImage", "check_tokens", "fit_images", "fitted_shape", "image_size", "to_image",
+           "token_count", "window_positions"]
 
 Fit = Literal["whole", "squash", "crop", "short"]
 FITS: tuple[str, ...] = ("whole", "squash", "crop", "short")
@@ -82,6 +87,48 @@ def _round_to(n: float, p: int) -> int:
     return max(p, int(round(n / p)) * p)
 
 
+def image_size(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """The ``(h, w)`` of an image input (a path is opened and decoded, as :func:`fit_images` does)."""
+    return _original(image, max_pixels)[1]
+
+
+def fitted_shape(model: Any, hw: tuple[int, int], *, fit: Fit = "whole", size: int | None = None) -> tuple[int, int]:
+    """The ``(H, W)`` of the model input :func:`fit_images` makes from an image of ``hw`` pixels (no pixel is
+    read: the arithmetic of the fit alone)."""
+    if fit not in FITS:
+        raise InvalidInputError(f"fit must be one of {', '.join(FITS)}; got {fit!r}")
+    h, w = hw
+    cfg = model.preprocess_config
+    if fit == "crop":
+        return tuple(int(x) for x in cfg.image_size)  # type: ignore[return-value]
+    ph, pw = model.vision.patch_size
+    s = int(size or min(model.vision.image_size))
+    if s < 1:
+        raise InvalidInputError(f"size must be a positive number of pixels, got {size}")
+    if fit == "squash":
+        return _round_to(s, ph), _round_to(s, pw)
+    if fit == "short":
+        scale = min(s / min(h, w), MAX_LONG / max(h, w))
+        return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+    scale = s / min(h, w)
+    return _round_to(h * scale, ph), _round_to(w * scale, pw)
+
+
+def _upscale_note(source: str, hw: tuple[int, int], patch: tuple[int, int], pixels: Tensor,
+                  box: tuple[float, float, float, float]) -> str | None:
+    """A note for an image smaller than one patch along a side: by how much the model input enlarges it."""
+    (h, w), (ph, pw) = hw, patch
+    if h >= ph and w >= pw:
+        return None
+    H, W = pixels.shape[-2:]
+    top, left, bottom, right = box
+    fy, fx = H / max(bottom - top, 1e-9), W / max(right - left, 1e-9)
+    factor = f"×{max(fy, fx):.1f}" if abs(fy - fx) <= 0.05 * max(fy, fx) else f"×{fx:.1f} in width and ×{fy:.1f} in height"
+    return (f"image {source} is {w}x{h} pixels, smaller than one {pw}x{ph} patch: it was upscaled {factor} to "
+            f"{W}x{H} pixels for the model, so its result is computed on interpolated pixels (kept, but read it "
+            "with that in mind)")
+
+
 def fit_images(
     model: Any,
     images: Any,
@@ -93,7 +140,8 @@ def fit_images(
 ) -> tuple[list[FittedImage], list[tuple[str, str]]]:
     """The model inputs of ``images`` (a path, PIL image, array or tensor, or a list of them).
 
-    Returns the fitted images and the skipped ones ``(source, reason)`` (only with ``skip_bad``).
+    Returns the fitted images and the skipped ones ``(source, reason)`` (only with ``skip_bad``). An image
+    smaller than one patch along a side is fitted all the same, with a warning giving the upscale factor.
     """
     if fit not in FITS:
         raise InvalidInputError(f"fit must be one of {', '.join(FITS)}; got {fit!r}")
@@ -101,7 +149,7 @@ def fit_images(
     if not items:
         raise InvalidInputError("no images given")
     cfg = model.preprocess_config
-    ph, pw = model.vision.patch_size
+    patch = model.vision.patch_size
     s = int(size or min(model.vision.image_size))
     if s < 1:
         raise InvalidInputError(f"size must be a positive number of pixels, got {size}")
@@ -115,16 +163,8 @@ def fit_images(
                 pre = Preprocessor(cfg, max_pixels=max_pixels)
                 box = cfg.input_box(h, w)
             else:
-                interpolation = cfg.interpolation
-                if fit == "squash":
-                    th, tw = _round_to(s, ph), _round_to(s, pw)
-                elif fit == "short":
-                    scale = min(s / min(h, w), MAX_LONG / max(h, w))
-                    th, tw = max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
-                    interpolation = "bilinear"
-                else:
-                    scale = s / min(h, w)
-                    th, tw = _round_to(h * scale, ph), _round_to(w * scale, pw)
+                th, tw = fitted_shape(model, (h, w), fit=fit, size=s)
+                interpolation = "bilinear" if fit == "short" else cfg.interpolation
                 pre = Preprocessor(dataclasses.replace(cfg, image_size=(th, tw), resize_size=(th, tw),
                                                        resize_mode="squash", crop="none", interpolation=interpolation),
                                    max_pixels=max_pixels)
@@ -135,19 +175,32 @@ def fit_images(
                 raise
             skipped.append((source, e.reason))
             continue
+        note = _upscale_note(source, (h, w), patch, pixels, box)
+        if note is not None:
+            warnings.warn(note, UserWarning, stacklevel=2)
         out.append(FittedImage(pixels, (h, w), box, source))
     return out, skipped
 
 
-def check_tokens(pixels: Tensor, patch: tuple[int, int], window: int | None) -> None:
-    """Refuse inputs whose token grid one forward cannot take; say to use a sliding window."""
+def token_count(shape: tuple[int, int], patch: tuple[int, int], window: int | None = None) -> int:
+    """Tokens of one forward over an input of ``shape`` ``(H, W)`` pixels (one window's, with ``window``)."""
+    H, W = shape
+    if window is not None:
+        H, W = min(window, H), min(window, W)
+    return (H // patch[0]) * (W // patch[1])
+
+
+def check_tokens(pixels: Tensor, patch: tuple[int, int], window: int | None, *, advice: str | None = None) -> None:
+    """Refuse inputs whose token grid one forward cannot take (over :data:`MAX_TOKENS`); say what to do:
+    ``advice``, or by default a sliding window or a smaller size."""
     H, W = pixels.shape[-2:]
-    n = (H // patch[0]) * (W // patch[1]) if window is None else (min(window, H) // patch[0]) * (min(window, W) // patch[1])
+    n = token_count((H, W), patch, window)
     if n > MAX_TOKENS:
+        advice = advice or ("Use a sliding window (window=..., stride=...; --window/--stride on the command line), "
+                            "or a smaller size.")
         raise InvalidInputError(
             f"an input of {W}x{H} pixels is {n} tokens for one forward (over {MAX_TOKENS}): attention grows with the "
-            "square of that. Use a sliding window (window=..., stride=...; --window/--stride on the command line), "
-            "or a smaller size."
+            f"square of that. {advice}"
         )
 
 

@@ -16,7 +16,7 @@ the projection (:meth:`Surgery.tokens`).
   ``s_nj = f_n · t_j`` — the same as building ``F_njc = f_nc t_jc w_j``, subtracting its mean over j and
   summing over c, without the ``[B, N, T, E]`` tensor. Works for any batch (the original's code only for
   one image). With a single text there is nothing to be redundant with: it falls back to ``"empty"``
-  and warns.
+  and warns; the maps' settings record ``feature`` (asked for) and ``feature_used`` (what was computed).
 * ``"empty"``: ``S_nj = f_n · (t_j − t_empty)``, ``t_empty`` the empty prompt in the same ensemble (no
   weighting, no mean removal).
 * ``"none"``: ``S_nj = s_nj``.
@@ -46,7 +46,7 @@ from cliplens.core.attention import get_attention
 from cliplens.core.plan import Plan, SidePath
 from cliplens.decomposition.shares import frozen_ln_project
 from cliplens.errors import InvalidInputError
-from cliplens.maps.base import MapMethod, register_map
+from cliplens.maps.base import MapMethod, Maps, register_map
 from cliplens.maps.targets import TextEmbeddings
 from cliplens.maps.token_similarity import patch_grid
 
@@ -104,6 +104,21 @@ class Surgery(MapMethod):
     @property
     def uses_all_targets(self) -> bool:  # type: ignore[override]
         return self.params["feature"] == "redundancy"
+
+    def feature_used(self, texts: int) -> str:
+        """The feature surgery computed for ``texts`` texts: ``"redundancy"`` falls back to ``"empty"`` for one."""
+        feature = self.params["feature"]
+        return "empty" if feature == "redundancy" and texts == 1 else feature
+
+    def __call__(self, model: Any, images: Any, targets: Any, **kwargs: Any) -> Maps:
+        maps = super().__call__(model, images, targets, **kwargs)
+        settings: dict[str, Any] = {}
+        for k, v in maps.settings.items():  # feature_used next to the feature asked for
+            settings[k] = v
+            if k == "feature":
+                settings["feature_used"] = self.feature_used(len(maps.labels))
+        maps.settings = settings
+        return maps
 
     @torch.no_grad()
     def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:

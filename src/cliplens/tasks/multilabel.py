@@ -6,14 +6,18 @@ Scores (``method=``):
   ``ln_post`` and the projection) and each class's prompt-ensembled text direction.
 * ``"surgery"`` (CLIP Surgery's multi-label recognition): feature surgery on the image embedding,
   ``S_j = w_j s_j − mean_j(w_j s_j)`` with ``p = softmax_j(2 s_j)`` and ``w_j = p_j / mean_j p``: the part the
-  classes share is removed, so the scores are relative to the given classes (they sum to 0 per image)
-  and need two or more classes. CLIP Surgery's CLS token comes from the main stream, which its
-  architecture surgery leaves unchanged, so it *is* the plain image embedding (no side path is run).
+  classes share is removed, so the scores are relative to the given classes (they sum to 0 per image).
+  CLIP Surgery's CLS token comes from the main stream, which its architecture surgery leaves unchanged,
+  so it *is* the plain image embedding (no side path is run). With a single class there is nothing to
+  remove: as CLIP Surgery's feature surgery does for one text, the score falls back to
+  ``s = f · (t − t_empty)``, ``t_empty`` the empty prompt in the same ensemble, with a warning;
+  ``settings["feature_used"]`` says which was used.
 
 Classes are embedded with ``Targets.classes(names, templates=...)`` (each template filled, embedded,
 normalised, averaged, renormalised; texts encoded in chunks, so 1,000 classes stay memory-bounded).
 Images are fitted to the model as for maps (:mod:`cliplens.maps.inputs`; default ``fit="whole"``: the
-whole image, short side at the model's input size, aspect ratio kept).
+whole image, short side at the model's input size, aspect ratio kept); an input of more tokens than one
+forward takes (:data:`~cliplens.maps.inputs.MAX_TOKENS`, as for maps) is refused before it is run.
 
 mAP (:func:`mean_average_precision`): average precision per class (scikit-learn's definition) over the
 classes with at least one positive image; the others are excluded and the result says which.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +43,7 @@ from torch import Tensor
 from cliplens.errors import InvalidInputError
 from cliplens.evaluation.segmentation import average_precision
 from cliplens.images.io import DEFAULT_MAX_PIXELS
-from cliplens.maps.inputs import FITS, fit_images, group_by_size
+from cliplens.maps.inputs import FITS, check_tokens, fit_images, group_by_size
 from cliplens.maps.surgery import feature_surgery
 from cliplens.maps.targets import Targets
 
@@ -53,7 +58,17 @@ _SCORE_MEANING = {
     "global": "cosine similarity of the image embedding and the class's prompt ensemble",
     "surgery": "CLIP Surgery's feature surgery on the image embedding: w_j s_j − mean_j(w_j s_j), s_j the cosine "
                "similarity, w = softmax(2 s) / its mean; relative to the given classes (they sum to 0 per image)",
+    "surgery-empty": "CLIP Surgery's feature surgery for a single class: the image embedding · (the class's prompt "
+                     "ensemble − the empty prompt's), t_empty the ensemble filled with ''",
 }
+#: why a single class falls back to the empty-prompt variant (a warning)
+ONE_CLASS_NOTE = ("feature surgery removes what the classes share, and one class has nothing to share with: scoring "
+                  "it as CLIP Surgery does for a single text, image · (class − empty prompt) instead (not relative to "
+                  "other classes). Give two or more classes for feature surgery proper")
+#: what to do when an input has too many tokens for one forward
+TOO_MANY_TOKENS = ("Score it with fit='crop' (--fit crop on the command line: the model's own resize and centre crop) "
+                   "or fit='squash' (--fit squash: the whole image resized to a square), or in Python with a smaller "
+                   "size=.")
 
 
 @dataclass
@@ -109,7 +124,8 @@ def score_classes(
 ) -> ClassScores:
     """Per-class scores of ``images`` (a path, PIL image, array, ``[3, H, W]`` tensor, or a list of them).
 
-    ``method``: ``"surgery"`` or ``"global"`` (see the module docs). ``templates``: a prompt ensemble
+    ``method``: ``"surgery"`` or ``"global"`` (see the module docs; surgery with one class: the empty-prompt
+    variant, with a warning). ``templates``: a prompt ensemble
     (``"surgery"``, ``"imagenet"``, ``"photo"``, or a list of templates with ``{}``), or ``None`` for the
     class names as they are. ``fit``/``size``: how images become model inputs. Images are read and run
     ``batch_size`` at a time. ``skip_bad``: skip unreadable images (listed in ``.skipped``) instead of
@@ -122,14 +138,17 @@ def score_classes(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     targets = _class_targets(classes, templates)
-    if method == "surgery" and len(targets) < 2:
-        raise InvalidInputError("surgery scores need two or more classes: feature surgery removes what the classes "
-                                "share, and with one class nothing is left (its score is always 0). Pass more "
-                                "classes, or use method 'global' (plain cosine similarity).")
     items = _as_list(images)
     if not items:
         raise InvalidInputError("no images given")
+    feature = "empty" if method == "surgery" and len(targets) == 1 else "redundancy"
     texts = targets.embed(model).directions.float()  # [C, E], unit norm
+    empty: Tensor | None = None
+    if feature == "empty":
+        warnings.warn(ONE_CLASS_NOTE, UserWarning, stacklevel=2)
+        with warnings.catch_warnings():  # its words are the class prompts' (any warning about them was given)
+            warnings.simplefilter("ignore")
+            empty = targets.empty_direction(model).float()
     rows: list[Tensor] = []
     sources: list[str] = []
     skipped: list[tuple[str, str]] = []
@@ -137,6 +156,11 @@ def score_classes(
         fitted, bad = fit_images(model, items[start:start + batch_size], fit=fit, size=size,
                                  max_pixels=max_pixels, skip_bad=skip_bad)
         skipped += bad
+        for f in fitted:  # before any forward of the batch; named, as batches mix images
+            try:
+                check_tokens(f.pixels, model.vision.patch_size, None, advice=TOO_MANY_TOKENS)
+            except InvalidInputError as e:
+                raise InvalidInputError(f"image {f.source}: {e}") from None
         emb: list[Tensor | None] = [None] * len(fitted)
         for _, idx in group_by_size(fitted).items():
             px = torch.stack([fitted[i].pixels for i in idx]).to(model.device, model.dtype)
@@ -150,12 +174,15 @@ def score_classes(
         if method == "global":
             s = feats @ t.T
         else:  # the image embedding is the CLS token (token 0) of feature surgery
-            s = feature_surgery(feats[:, None], t, mode="redundancy", temperature=TEMPERATURE)[:, 0]
+            s = feature_surgery(feats[:, None], t, mode=feature, empty=empty, temperature=TEMPERATURE)[:, 0]
         rows.append(s.cpu())
         sources += [f.source for f in fitted]
     scores = torch.cat(rows) if rows else torch.zeros(0, len(targets))
-    settings = {"method": method, "score": _SCORE_MEANING[method], "templates": _describe_templates(templates),
-                "fit": fit, "size": size or min(model.vision.image_size)}
+    meaning = _SCORE_MEANING["surgery-empty" if feature == "empty" else method]
+    settings: dict[str, Any] = {"method": method, "score": meaning}
+    if method == "surgery":
+        settings |= {"feature": "redundancy", "feature_used": feature}
+    settings |= {"templates": _describe_templates(templates), "fit": fit, "size": size or min(model.vision.image_size)}
     return ClassScores(scores, list(targets.names), sources, method, settings, skipped)
 
 

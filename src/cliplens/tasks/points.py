@@ -19,7 +19,9 @@ are no points only when the map is constant (it singles out nothing) or has fewe
 ``t − t_empty``, which is what CLIP Surgery does for a single text and what its SAM demo uses) over the
 *whole* image (``fit="whole"`` or ``"squash"``), so that the grid covers the image and the cell centres
 land on it. ``fit="crop"`` is refused: the map would cover only the centre crop, and points placed by
-the formula above over the whole image would be off.
+the formula above over the whole image would be off. For the same reason there is no sliding window: an
+image whose input would exceed the tokens one forward takes (a 20000x40 panorama) is refused before
+any work, with the largest ``size`` that fits and ``fit="squash"`` as the ways out.
 
 :func:`sam_masks` prompts Segment Anything (``pip install segment-anything``; a local checkpoint, or a
 SAM model object) with the points and returns its masks, best first.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +47,7 @@ from torch import Tensor
 from cliplens.errors import InvalidInputError, MissingDependencyError, ModelLoadError
 from cliplens.images.io import DEFAULT_MAX_PIXELS, load_image, to_rgb
 from cliplens.maps.base import MapMethod, get_map
+from cliplens.maps.inputs import MAX_TOKENS, fitted_shape, image_size, token_count
 from cliplens.maps.surgery import Surgery
 from cliplens.maps.targets import Targets
 
@@ -152,6 +156,54 @@ def default_method(model: Any) -> Surgery:
     return Surgery(blocks=min(6, model.vision.num_layers), feature="empty")
 
 
+def check_points_tokens(model: Any, hw: tuple[int, int], *, fit: str = "whole", size: int | None = None) -> None:
+    """Refuse, before any work, an image of ``hw`` pixels whose fitted input has more tokens than one forward
+    takes; say which ``size`` fits, and whether ``fit="squash"`` does (points have no sliding window: they
+    come from one map over the whole image)."""
+    patch = model.vision.patch_size
+    H, W = fitted_shape(model, hw, fit=fit, size=size)  # type: ignore[arg-type]
+    n = token_count((H, W), patch)
+    if n <= MAX_TOKENS:
+        return
+
+    def largest(f: str, upto: int) -> tuple[int, int, int] | None:
+        """The largest size <= ``upto`` whose input fits one forward and leaves a map of 2x2 cells or more (the
+        fitted sides never grow as the size shrinks: bisect for the largest that fits, then check the map)."""
+        def shape(k: int) -> tuple[int, int]:
+            return fitted_shape(model, hw, fit=f, size=k)  # type: ignore[arg-type]
+
+        lo, hi = 0, upto  # shape(lo) fits (or lo = 0: none does); shape(hi + 1) does not
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if token_count(shape(mid), patch) <= MAX_TOKENS:
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo == 0:
+            return None
+        h, w = shape(lo)
+        return (lo, h, w) if h >= 4 * patch[0] and w >= 4 * patch[1] else None
+
+    s = int(size or min(model.vision.image_size))
+    ways = []
+    smaller = largest(fit, s - 1)
+    if smaller is not None:
+        k, h, w = smaller
+        ways.append(f"a smaller size (size={k} or less; --size {k} on the command line: {w}x{h} pixels, "
+                    f"{token_count((h, w), patch)} tokens)")
+    squashed = largest("squash", s) if fit != "squash" else None
+    if squashed is not None:
+        k, h, w = squashed
+        ways.append(f"fit='squash' (--fit squash{'' if k == s else f' --size {k}'}: the whole image resized to "
+                    f"{w}x{h} pixels; the points still land on the image, but the map sees it squashed)")
+    advice = " or ".join(ways) if ways else "a smaller image (crop it into parts and find points in each)"
+    raise InvalidInputError(
+        f"an input of {W}x{H} pixels is {n} tokens for one forward (over {MAX_TOKENS}): attention grows with the "
+        "square of that. Points come from one map over the whole image, so there is no sliding window for them; "
+        f"use {advice}."
+    )
+
+
 def text_points(
     model: Any,
     image: Any,
@@ -186,6 +238,8 @@ def text_points(
     threshold = _check_threshold(threshold)
     method = default_method(model) if method is None else get_map(method)
     targets = Targets.texts([text]) if templates is None else Targets.classes([text], templates=templates)
+    check_points_tokens(model, image_size(image, max_pixels), fit=fit, size=size)
+    _embed_quietly_once(model, method, targets)
     maps = method(model, [image], targets, fit=fit, size=size, normalization="raw", max_pixels=max_pixels)
     m = maps[0]
     raw = m.raw[0]
@@ -194,6 +248,18 @@ def text_points(
                                          "min–max, k = min(#cells ≥ threshold, cells // 2), top-k positive, "
                                          "bottom-k negative, cell centres in image pixels"}
     return dataclasses.replace(pts, text=text, source=m.source, raw=raw.float().cpu(), settings=settings)
+
+
+def _embed_quietly_once(model: Any, method: MapMethod, targets: Targets) -> None:
+    """Embed the text (its warnings, such as unknown words or truncation, given here), then the empty prompt
+    the method will need, silently: it is the same prompt templates without the text, so anything said about
+    its words was said already. Both are cached for the method, which then warns about neither again."""
+    contrast = targets.resolved_contrast(method.default_contrast) if method.text_dependent else "none"
+    targets.embed(model)
+    if method.needs_empty or contrast == "empty":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            targets.embed(model, with_empty=True)
 
 
 # ---- SAM --------------------------------------------------------------------------------------------

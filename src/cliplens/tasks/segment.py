@@ -7,7 +7,9 @@ takes the class with the highest score. Background, by one or both of:
 * background names (``background=["sky", "wall", ...]`` or ``["background"]``): extra texts scored
   with the classes; a pixel whose best text is one of them is background (label 0);
 * a probability threshold (``threshold=0.3``): per pixel ``softmax(logit_scale · scores)`` over the
-  texts; a pixel whose best probability is below the threshold is background.
+  texts; a pixel whose best probability is below the threshold is background. It needs two or more
+  texts (classes and background names together): over one text the softmax is always 1, so the
+  threshold could never fire and every pixel would silently be that class; that is refused.
 
 Labels: 0 = background, 1..C = the classes in the order given; 255 where the model did not see the
 image (outside a centre crop).
@@ -28,7 +30,7 @@ from cliplens.maps.base import ImageMaps, MapMethod, get_map
 from cliplens.maps.inputs import to_image
 from cliplens.maps.targets import Targets
 
-__all__ = ["IGNORE", "Segmentation", "label_map", "segment"]
+__all__ = ["IGNORE", "Segmentation", "check_threshold_texts", "label_map", "segment"]
 
 IGNORE = 255
 #: classes upsampled to the image at a time (memory stays bounded for many classes and large images)
@@ -51,11 +53,23 @@ class Segmentation:
         return [self.classes[i] for i in order]
 
 
+def check_threshold_texts(texts: int, threshold: float | None) -> None:
+    """Refuse a probability threshold over fewer than two texts (the softmax over one text is always 1)."""
+    if threshold is not None and texts < 2:
+        raise InvalidInputError(
+            f"a probability threshold ({threshold}) needs two or more texts to compare, and there is {texts}: the "
+            "softmax over one text is always 1, so no pixel could fall below the threshold and every pixel would be "
+            "that class. Add background names (e.g. background=['background']; --background background on the "
+            "command line) or more classes, so that the probability says something"
+        )
+
+
 def label_map(maps: ImageMaps, num_classes: int, *, threshold: float | None = None,
               logit_scale: float = 50.0) -> Tensor:
     """Labels ``[H0, W0]`` from one image's raw maps of ``num_classes`` classes followed by any background
     texts (see the module docs)."""
     T = maps.raw.shape[0]
+    check_threshold_texts(T, threshold)
     h0, w0 = maps.image_size
     best = torch.full((h0, w0), -torch.inf)
     arg = torch.zeros(h0, w0, dtype=torch.int64)
@@ -111,6 +125,7 @@ def segment(
                                 "threshold, or both")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise InvalidInputError(f"threshold is a probability, between 0 and 1; got {threshold}")
+    check_threshold_texts(len(classes) + len(background), threshold)
     overlap = sorted(set(classes) & set(background))
     if overlap:
         raise InvalidInputError(f"{', '.join(overlap)} is both a class and a background name")
