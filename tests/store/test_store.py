@@ -105,3 +105,17 @@ def test_reading_is_memory_mapped_block_by_block(built):
         st.field("spatial")
     with pytest.raises(InvalidInputError, match="not a cliplens store"):
         Store(built.parent)
+
+
+def test_a_killed_runs_temporary_chunk_is_cleaned_and_a_file_is_no_folder(random_toy, tmp_path):
+    out = tmp_path / "s"
+    build_store(random_toy, Scenes(12), out, settings=SETTINGS)
+    (out / "manifest.json").unlink()  # as a run killed while writing chunk 1 leaves the folder
+    (out / "chunk-000001.safetensors").unlink()
+    stale = out / "chunk-000001.safetensors.tmp12345"
+    stale.write_bytes(b"half a chunk")
+    build_store(random_toy, Scenes(12), out, settings=SETTINGS)
+    assert not stale.exists() and len(Store(out)) == 12
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InvalidInputError, match="is a file, not a folder"):
+        build_store(random_toy, Scenes(4), tmp_path / "afile", settings=SETTINGS)

@@ -330,9 +330,15 @@ def build_store(
     out = Path(out_dir).expanduser()
     rank, world = distributed()
     head = header(model, dataset, settings)
-    _prepare(out, head, model, dataset, settings, rank)
-    if world > 1:
-        _barrier()  # rank 0 wrote the header and projections
+    if world > 1 and rank != 0:
+        _barrier()  # rank 0 writes the header and projections first; the others then check them
+        _prepare(out, head, model, dataset, settings, rank)
+    else:
+        try:
+            _prepare(out, head, model, dataset, settings, rank)
+        finally:
+            if world > 1:
+                _barrier()
     n = len(dataset)
     S = settings.chunk_size
     n_chunks = (n + S - 1) // S
@@ -343,6 +349,8 @@ def build_store(
     with bar:
         task = bar.add_task(f"store ({len(todo)} chunks to do)", total=sum(min(S, n - c * S) for c in todo))
         for c in todo:
+            for stale in out.glob(chunk_name(c) + ".tmp*"):  # left by a killed run (chunk c is this rank's alone)
+                stale.unlink(missing_ok=True)
             indices = range(c * S, min((c + 1) * S, n))
             loader = DataLoader(_Images(dataset, indices, model.preprocess_config, max_pixels),
                                 batch_size=settings.batch_size, num_workers=num_workers, collate_fn=_collate)
