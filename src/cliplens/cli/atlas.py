@@ -11,21 +11,11 @@ from cliplens.analyses.atlas import build_atlas, check_heads, store_dataset
 from cliplens.analyses.pools import POOLS
 from cliplens.analyses.textspan import TextSpanResult
 from cliplens.cli.analyses import model_for, store_note, textspan_for, textspan_inputs
-from cliplens.cli.common import console, progress, threads_option, torch_threads
+from cliplens.cli.common import console, loader_options, progress, threads_option, torch_threads
 from cliplens.errors import InvalidInputError
 from cliplens.report.atlas import write_atlas
 from cliplens.report.files import writable_dir
 from cliplens.store import Store
-
-
-def _options(values: tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for v in values:
-        if "=" not in v:
-            raise InvalidInputError(f"--option takes KEY=VALUE (e.g. label_column=y), got {v!r}")
-        k, val = v.split("=", 1)
-        out[k.strip()] = val
-    return out
 
 
 @click.command("atlas")
@@ -83,7 +73,7 @@ def atlas_cmd(store: Path, out_dir: Path, textspan_path: Path | None, pool: str 
         if layers is None and not heads:
             layers = min(4, st.shape["layers"])
         texts, head_list = textspan_inputs(pool, heads)
-    dataset = store_dataset(st, data, layout=layout, split=split, **_options(options))
+    dataset = store_dataset(st, data, layout=layout, split=split, **loader_options(options))
     writable_dir(out_dir, "--out")  # before the work: a folder that cannot be written is said now
     con = console(stderr=True)
     with torch_threads(threads):

@@ -74,6 +74,17 @@ def check_device(device: str) -> str:
     return d
 
 
+def loader_options(values: tuple[str, ...]) -> dict[str, str]:
+    """``--option KEY=VALUE`` (repeated) -> ``{KEY: VALUE}`` for a data-set loader."""
+    out: dict[str, str] = {}
+    for v in values:
+        if "=" not in v:
+            raise InvalidInputError(f"--option takes KEY=VALUE (e.g. label_column=y or split=val), got {v!r}")
+        k, val = v.split("=", 1)
+        out[k.strip()] = val
+    return out
+
+
 def threads_option(default: int, help: str = "Torch threads.") -> Any:
     """``--threads`` (1 or more); run the command's work inside :func:`torch_threads`."""
     return click.option("--threads", type=click.IntRange(min=1), default=default, show_default=True, help=help)

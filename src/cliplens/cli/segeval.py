@@ -23,6 +23,7 @@ from rich.table import Table
 from cliplens.cli.common import (
     console,
     load_model,
+    loader_options,
     model_options,
     model_record,
     progress,
@@ -46,15 +47,6 @@ __all__ = ["COMMANDS", "segment_eval_cmd"]
 
 DEFAULT_OUT = "cliplens-segment-eval"
 
-
-def _options(values: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for v in values:
-        if "=" not in v:
-            raise InvalidInputError(f"--option takes KEY=VALUE (e.g. split=val), got {v!r}")
-        k, val = v.split("=", 1)
-        out[k.strip()] = val
-    return out
 
 
 def _read_lines(path: Path | None) -> list[str] | None:
@@ -216,7 +208,7 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     assert data is not None
     names_list = [m for value in methods for m in resolve_methods(value)]
     names_list = list(dict.fromkeys(names_list))
-    opts = _options(options)
+    opts = loader_options(options)
     if split is not None:
         opts["split"] = split
     if data in SEGMENTATION_SETS and data_root is None and data != "toy":

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
-from cliplens.cli.common import console, load_model, model_options, threads_option, torch_threads
+from cliplens.cli.common import (
+    console,
+    load_model,
+    loader_options,
+    model_options,
+    threads_option,
+    torch_threads,
+)
 from cliplens.datasets import open_dataset
 from cliplens.errors import InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS
@@ -27,15 +33,6 @@ def _layers(value: str | None) -> tuple[int, ...]:
         raise InvalidInputError(f"--spatial-layers takes layer indices separated by commas (e.g. 10,11 or -2,-1), "
                                 f"got {value!r}") from None
 
-
-def _options(values: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for v in values:
-        if "=" not in v:
-            raise InvalidInputError(f"--option takes KEY=VALUE (e.g. label_column=y), got {v!r}")
-        k, val = v.split("=", 1)
-        out[k.strip()] = val
-    return out
 
 
 @click.group("store")
@@ -76,7 +73,7 @@ def build_cmd(data: str, model: str, pretrained: str | None, device: str, trust_
     build …` the processes share the chunks.
     """
     rank, world = distributed()
-    dataset = open_dataset(data, layout=layout, split=split, **_options(options))
+    dataset = open_dataset(data, layout=layout, split=split, **loader_options(options))
     settings = StoreSettings(dtype, _layers(spatial_layers), chunk_size, batch_size, templates)
     with torch_threads(threads):
         adapter = load_model(model, pretrained, device, trust_checkpoint)
