@@ -79,3 +79,59 @@ def test_maps_snippet_runs(random_toy_weights, tmp_path):
     scope = {"cliplens": cliplens, "model": model, "pil_image": Image.fromarray(img)}
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["m"].on_image().shape == (3, 64, 64) and scope["maps"].settings["method"] == "decomposition"
+
+
+def test_every_methods_raw_maps_snippet():
+    from cliplens.maps import map_names
+
+    block = next(b for b in _python_blocks() if "for name in map_names()" in b)
+    open_clip_model = tiny_open_clip(layers=8)
+    x = pixels(2, 64)
+    text_embeddings = torch.randn(3, open_clip_model.visual.output_dim, generator=torch.Generator().manual_seed(1))
+    scope = {"cliplens": cliplens, "torch": torch, "model": cliplens.wrap(open_clip_model), "x": x,
+             "text_embeddings": text_embeddings}
+    exec(compile(block, "README.md", "exec"), scope)
+    raw = scope["raw"]
+    assert set(map_names()) <= set(raw) and "naclip_no_prior" in raw
+    for name, r in raw.items():
+        grid = {"uniform": (1, 1), "gaussian": (64, 64), "nothing": (1, 1)}.get(name, (4, 4))
+        assert r.shape == (2, 3, *grid) and torch.isfinite(r).all(), name
+        assert r.grad_fn is None, name
+
+
+def test_store_snippet(tmp_path):
+    from cliplens.datasets import load_toy
+    from cliplens.store import StoreSettings, build_store
+
+    block = next(b for b in _python_blocks() if "store.head_terms(images=range(1000)" in b)
+    build_store(cliplens.load("toy"), load_toy("toy:label=shape,n=12,seed=1"), tmp_path / "store",
+                settings=StoreSettings(chunk_size=5, batch_size=6))
+    scope: dict = {}
+    code = block.replace('"store/"', f'r"{tmp_path / "store"}"').replace("range(1000)", "range(12)")
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["terms"].shape == (12, 4, 4, 128) and scope["labels"].shape == (12,) and len(scope["values"]) == 12
+
+
+def test_every_command_and_package_is_in_the_readme():
+    import click
+
+    from cliplens.cli import main
+
+    text = README.read_text()
+    cli_block = text[text.index("## Command line"):]
+    cli_block = cli_block[:cli_block.index("\n## ", 3)]
+    commands = []
+    for name, cmd in main.commands.items():
+        if isinstance(cmd, click.Group):
+            commands += [f"cliplens {name} {sub}" for sub in cmd.commands]
+        else:
+            commands.append(f"cliplens {name}")
+    for c in commands:
+        group, _, sub = c.removeprefix("cliplens ").partition(" ")
+        assert f"cliplens {group}" in cli_block, f"{c!r} is not in the README's command line section"
+        assert not sub or sub in cli_block, f"{c!r} is not in the README's command line section"
+    layout = text[text.index("## Layout"):]
+    layout = layout[:layout.index("\n## ", 3)]
+    src = Path(cliplens.__file__).parent
+    for pkg in sorted(p.name for p in src.iterdir() if (p / "__init__.py").is_file()):
+        assert f"  {pkg}/" in layout, f"package {pkg}/ is not in the README's layout"
