@@ -9,7 +9,8 @@ build: images/s of ``build_store`` (non-spatial, float16, preprocessing and writ
 forward over the same images (preprocessing included), methods interleaved, median of ``--repeats``. Target
 (issue 9): >= 0.85x. ablate: the store is written with random values of the right shapes and dtypes (no model
 run); the time of ``evaluate`` for the attention of layers 0..5 and for 10 heads, the dataset means computed
-once before (target <= 2 s). memory: peak resident memory of a full ablation pass, in a fresh process per size.
+once before (target <= 2 s). memory: a full ablation pass, in a fresh process per size: peak resident memory, the process's own memory
+(RssAnon; flat means reading is memory-mapped) and the mapped store pages (RssFile).
 """
 
 from __future__ import annotations
@@ -135,24 +136,26 @@ def bench_ablate(args) -> None:
 
 
 def _memory_child(path: str) -> None:
-    import resource
-
     st = Store(path)
     evaluate(st, Ablation(attention=tuple(range(6))))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    print(" ".join(str(int(status[k].split()[0]) // 1024) for k in ("VmHWM", "RssAnon", "RssFile")))
 
 
 def bench_memory(args) -> None:
+    """Memory while reading stores of growing size: the peak resident set (VmHWM) and, after an ablation pass,
+    the process's own memory (RssAnon) apart from the store's pages the kernel maps in (RssFile, reclaimable)."""
     model = cliplens.load("toy")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             out = Path(tmp) / f"s{n}"
             build_store(model, load_toy(n=n, count=1), out, settings=StoreSettings(chunk_size=1024, batch_size=128,
                                                                                   templates="none"))
-            rss = subprocess.run([sys.executable, __file__, "memory-child", str(out)], capture_output=True, text=True,
-                                 check=True).stdout.split()[-1]
+            peak, anon, file = subprocess.run([sys.executable, __file__, "memory-child", str(out)], capture_output=True,
+                                              text=True, check=True).stdout.split()[-3:]
             size = sum(p.stat().st_size for p in out.glob("chunk-*")) / 2**20
-            print(f"  {n} toy images ({size:.0f} MiB of chunks): peak resident memory of an ablation pass {rss} MiB")
+            print(f"  {n} toy images ({size:.0f} MiB of chunks): ablation pass: peak resident {peak} MiB, own memory "
+                  f"(RssAnon) {anon} MiB, mapped store pages (RssFile) {file} MiB")
 
 
 def bench_sizes(args) -> None:

@@ -152,15 +152,18 @@ class _Images(TorchDataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[int, Tensor | None, tuple[str, str]]:
+    def __getitem__(self, i: int) -> tuple[int, Tensor | None, tuple[str, str], tuple[int, str, dict[str, Any]]]:
+        """``(index, pixels or None, (source, reason) of an error, (label, id, attributes))``: the sample is read
+        once, here (a toy scene is rendered once)."""
         if self._pre is None:
             self._pre = Preprocessor(self.config, max_pixels=self.max_pixels)
         index = self.indices[i]
         sample = self.dataset[index]
+        meta = (int(sample.label), str(sample.id), dict(sample.attributes))
         try:
-            return index, self._pre.process_one(sample.image)[0], ("", "")
+            return index, self._pre.process_one(sample.image)[0], ("", ""), meta
         except ImageLoadError as e:
-            return index, None, (e.source or sample.id, e.reason)
+            return index, None, (e.source or sample.id, e.reason), meta
 
 
 def _collate(batch: list[Any]) -> list[Any]:
@@ -228,16 +231,17 @@ def _prepare(out: Path, head: dict[str, Any], model: Any, dataset: Any, settings
 # ---- the chunks -------------------------------------------------------------------------------------
 
 def _chunk_rows(model: Any, loader: DataLoader, settings: StoreSettings, skip_bad: bool, dataset: Any,
-                bar: Any, task: Any) -> tuple[dict[str, Tensor], list[dict[str, Any]], list[int]]:
+                bar: Any, task: Any) -> tuple[dict[str, Tensor], list[dict[str, Any]], list[int], list[tuple]]:
     rows: dict[str, list[Tensor]] = {}
     skipped: list[dict[str, Any]] = []
     kept: list[int] = []
+    metas: list[tuple] = []
     dtype = DTYPES[settings.dtype]
     for batch in loader:
-        good = [(i, px) for i, px, err in batch if px is not None]
-        for i, px, (source, reason) in batch:
+        good = [(i, px, meta) for i, px, _, meta in batch if px is not None]
+        for i, px, (source, reason), meta in batch:
             if px is None:
-                sample_id = dataset.ids[i] if hasattr(dataset, "ids") else dataset[i].id
+                sample_id = meta[1]
                 if not skip_bad:
                     raise ImageLoadError(f"cannot load image {source!r} (data set index {i}, id {sample_id!r}): {reason}. "
                                          "Finished chunks are kept; replace the file with a readable image and run the "
@@ -246,25 +250,26 @@ def _chunk_rows(model: Any, loader: DataLoader, settings: StoreSettings, skip_ba
                                          "the manifest)", source=source, reason=reason)
                 skipped.append({"index": i, "id": sample_id, "reason": reason})
         if good:
-            px = torch.stack([p for _, p in good]).to(model.device, model.dtype)
+            px = torch.stack([p for _, p, _ in good]).to(model.device, model.dtype)
             terms = image_terms(model.vision, px, settings.spatial_layers)
             for k, v in terms.items():
                 rows.setdefault(k, []).append(v.to(dtype) if k in LARGE else v)
-            kept += [i for i, _ in good]
+            kept += [i for i, _, _ in good]
+            metas += [meta for _, _, meta in good]
         if bar is not None:
             bar.advance(task, len(batch))
     out = {k: torch.cat(v) for k, v in rows.items()}
-    return out, skipped, kept
+    return out, skipped, kept, metas
 
 
-def _write_chunk(out: Path, c: int, rows: dict[str, Tensor], kept: list[int], dataset: Any,
+def _write_chunk(out: Path, c: int, rows: dict[str, Tensor], kept: list[int], metas: list[tuple],
                  skipped: list[dict[str, Any]], rank: int) -> None:
-    samples = [dataset[i] for i in kept]
+    """``metas``: each kept image's ``(label, id, attributes)``."""
     tensors = dict(rows)
     tensors["index"] = torch.tensor(kept, dtype=torch.int64)
-    tensors["label"] = torch.tensor([s.label for s in samples], dtype=torch.int64)
-    meta = {"chunk": str(c), "rank": str(rank), "ids": json.dumps([s.id for s in samples]),
-            "attributes": json.dumps([_json_safe(s.attributes) for s in samples]), "skipped": json.dumps(skipped)}
+    tensors["label"] = torch.tensor([m[0] for m in metas], dtype=torch.int64)
+    meta = {"chunk": str(c), "rank": str(rank), "ids": json.dumps([m[1] for m in metas]),
+            "attributes": json.dumps([_json_safe(m[2]) for m in metas]), "skipped": json.dumps(skipped)}
     tmp = out / (chunk_name(c) + f".tmp{os.getpid()}")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
     os.replace(tmp, out / chunk_name(c))
@@ -354,10 +359,10 @@ def build_store(
             indices = range(c * S, min((c + 1) * S, n))
             loader = DataLoader(_Images(dataset, indices, model.preprocess_config, max_pixels),
                                 batch_size=settings.batch_size, num_workers=num_workers, collate_fn=_collate)
-            rows, skipped, kept = _chunk_rows(model, loader, settings, skip_bad, dataset, bar, task)
+            rows, skipped, kept, metas = _chunk_rows(model, loader, settings, skip_bad, dataset, bar, task)
             if not kept:
                 rows = {}
-            _write_chunk(out, c, rows, kept, dataset, skipped, rank)
+            _write_chunk(out, c, rows, kept, metas, skipped, rank)
             result.chunks_written.append(c)
             result.skipped += skipped
     if world > 1:
