@@ -559,8 +559,8 @@ def surgery_parts_figure(image: np.ndarray | Image.Image, maps: Any, parts: Tens
         lim = symmetric_limit(v)
         a.set_label("map" if j == 0 else f"part {labels[order[j - 1]]}")
         im = _draw(a, shown, image_size, v, box, cmap=DIVERGING, norm=Normalize(-lim, lim))
-        name = "the map (all parts)" if j == 0 else (
-            start_name if labels[order[j - 1]] == "start" else f"head {labels[order[j - 1]]}")
+        name = "the map (all parts)" if j == 0 else (  # panel titles stay on one line (the bars name the start)
+            "start" if labels[order[j - 1]] == "start" else f"head {labels[order[j - 1]]}")
         a.set_title(wrap(name + ("" if j == 0 else f" ({100 * shares[order[j - 1]]:+.0f} %)"), cw),
                     fontsize=LABEL_SIZE)
         cb = bottom_fig.colorbar(im, ax=a, location="bottom", shrink=0.85, aspect=12, pad=0.02)
