@@ -72,7 +72,7 @@ class BuildResult:
 
 # ---- what is stored per image --------------------------------------------------------------------
 
-@torch.no_grad()
+@torch.inference_mode()
 def image_terms(view: VisionView, pixels: Tensor, spatial_layers: Sequence[int] = ()) -> dict[str, Tensor]:
     """One forward -> every stored field for a batch (see :data:`cliplens.store.schema.FIELDS`)."""
     L, H, dh = view.num_layers, view.num_heads, view.head_dim
@@ -80,18 +80,19 @@ def image_terms(view: VisionView, pixels: Tensor, spatial_layers: Sequence[int] 
     ph, pw = view.patch_size
     N = 1 + (pixels.shape[-2] // ph) * (pixels.shape[-1] // pw)
     slot = {layer: i for i, layer in enumerate(spatial_layers)}
-    cls_heads = torch.empty(B, L, H, dh, dtype=torch.float32)
     spatial = torch.empty(B, len(slot), N, H, dh, dtype=torch.float32) if slot else None
 
-    def grab(t: Tensor, name: str) -> None:  # t: [B, N, H, dh] = α(CLS→m)·v_m
-        layer = int(name.split(".")[1])
-        cls_heads[:, layer] = t[:, 0].float().cpu()
-        if spatial is not None and layer in slot:
-            spatial[:, slot[layer]] = t.float().cpu()
+    def grab(t: Tensor, name: str) -> None:  # t: [B, N, H, dh] = α(CLS→m)·v_m, for the spatial layers only
+        spatial[:, slot[int(name.split(".")[1])]] = t.float().cpu()  # type: ignore[index]
 
-    names = ["embed", "blocks.*.attn.z", "blocks.*.attn_out", "blocks.*.mlp_out", "ln_post.mean", "ln_post.std"]
-    out = run_vision(view, pixels, names=names, cls_only=True, hooks={"blocks.*.attn.cls_contrib": grab})
+    # per layer at the CLS query: z, the CLS row of the pattern and v_CLS (so α(CLS→CLS)·v_CLS needs no hook)
+    names = ["embed", "blocks.*.attn.z", "blocks.*.attn_out", "blocks.*.mlp_out", "blocks.*.attn.cls_pattern",
+             "blocks.*.attn.v", "ln_post.mean", "ln_post.std"]
+    hooks = {f"blocks.{layer}.attn.cls_contrib": grab for layer in slot}
+    out = run_vision(view, pixels, names=names, cls_only=True, hooks=hooks)
     c = out.cache
+    cls_heads = torch.stack([c[f"blocks.{i}.attn.cls_pattern"][:, :, :1] * c[f"blocks.{i}.attn.v"]
+                             for i in range(L)], 1).float().cpu()  # [B, L, H, dh]
 
     def stack(kind: str) -> Tensor:
         return torch.stack([c[f"blocks.{i}.{kind}"] for i in range(L)], 1).float().cpu()

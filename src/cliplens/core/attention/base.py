@@ -172,7 +172,9 @@ def scaled_scores(a: Tensor, b: Tensor, rows: slice | None, scale: float | None 
     a = a if rows is None else a[:, :, rows]
     s = (a.shape[-1] ** -0.5) if scale is None else scale
     if a.dtype in (torch.float16, torch.bfloat16):
-        return torch.matmul(a.float(), b.float().transpose(-1, -2)) * s
+        a, b = a.float(), b.float()
+    if a.shape[-2] == 1:  # one query row (the CLS taps): b·aᵀ avoids a slow batched matmul over strided views
+        return torch.matmul(b, a.transpose(-1, -2)).transpose(-1, -2) * s
     return torch.matmul(a, b.transpose(-1, -2)) * s
 
 
