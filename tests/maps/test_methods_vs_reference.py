@@ -56,6 +56,7 @@ CASES = [
     ("chefer", {}),
     ("chefer", dict(start_layer=5)),
     ("chefer", dict(start_layer=-2)),
+    ("chefer", dict(start_layer=-1)),
     ("legrad", {}),
     ("legrad", dict(start_layer=-5)),
     ("legrad", dict(start_layer=0)),

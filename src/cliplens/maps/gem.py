@@ -8,11 +8,17 @@ MLP on the side path; the main stream runs untouched. The side path's patch toke
 the projection, are scored against the texts by cosine. Defaults as the original: 6 blocks, 1 iteration,
 adaptive temperature. The original prompts with the single template "a photo of a {}." and feeds
 448×448 inputs (``size=448, fit="squash"``).
+
+Only the side path's tokens are read, so :meth:`GEM.tokens` runs the main stream's last block only as far as
+its q, k and v (which the side path reads there): that block's own attention (replaced by the identity) and MLP,
+which reach nothing but the main stream's unused output, are skipped. The side path's tokens are unchanged.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from torch import Tensor
 
 from cliplens.core.attention import get_attention
 from cliplens.core.plan import Plan, SidePath
@@ -42,3 +48,10 @@ class GEM(PlanMap):
             raise InvalidInputError(f"GEM's blocks must be between 1 and the model's depth ({L}), got {n}")
         att = get_attention("grounding", iterations=self.params["iterations"], temperature=self.params["temperature"])
         return Plan().side(range(L - n, L), SidePath(self.stream, attention=att))
+
+    def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """``[B, N, E]`` the side path's tokens through ``ln_post`` and the projection (CLS first), and the grid."""
+        name = f"side.{self.stream}.dense"
+        plan = self.plan(model).at(-1, attention="identity", mlp=False)  # the main stream's output is not read
+        out = model.run(pixels, plan=plan, names=[name])
+        return out[name], out.grid

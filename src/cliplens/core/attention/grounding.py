@@ -5,6 +5,11 @@ per token; then ``A_x = softmax(β x̂ x̂ᵀ)``. The pattern is the mean ``(A_q
 original ``v``. The inverse temperature ``β`` is ``temperature`` if given, else, per image, the mean over
 tokens of the block input's norm ``‖ln_1(x)_n‖`` (over the full width) times ``d_head^-½`` (the original's
 adaptive rule). GEM runs it on a side path over the last blocks (see :mod:`cliplens.maps.gem`).
+
+The iterations and, when no pattern is asked for, the output ``(A_q v + A_k v + A_v v) / 3`` run through the fused
+``scaled_dot_product_attention`` (``β`` folded into the queries, scale 1), q, k and v stacked as one batch of
+``3H`` heads, so that no ``[B, H, N, N]`` pattern is formed; :meth:`Grounding.pattern` forms the pattern only for
+the rows asked (recording ``attn.pattern``, ``attn.cls_pattern``). Half-precision inputs are computed in float32.
 """
 
 from __future__ import annotations
@@ -27,23 +32,38 @@ class Grounding(AttentionStrategy):
         super().__init__(iterations=int(iterations), temperature=None if temperature is None else float(temperature))
 
     def beta(self, q: Tensor, ctx: AttentionContext) -> Tensor:
-        """``[B, 1, 1, 1]`` the inverse temperature."""
+        """``[B, 1, 1, 1]`` the inverse temperature (float32, or float64 for float64 inputs)."""
         if self.params["temperature"] is not None:
-            return q.new_full((q.shape[0], 1, 1, 1), self.params["temperature"], dtype=torch.float32)
+            return q.new_full((q.shape[0], 1, 1, 1), self.params["temperature"],
+                              dtype=torch.promote_types(q.dtype, torch.float32))
         if ctx.x is None:
             raise InvalidInputError("GEM's adaptive temperature needs the block input (ctx.x); give temperature=")
-        return (ctx.x.float().norm(dim=-1).mean(-1) * q.shape[-1] ** -0.5).view(-1, 1, 1, 1)
+        x = ctx.x.to(torch.promote_types(ctx.x.dtype, torch.float32))  # float32 for half inputs
+        return (x.norm(dim=-1).mean(-1) * q.shape[-1] ** -0.5).view(-1, 1, 1, 1)
+
+    def _self_self(self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> tuple[Tensor, Tensor, int]:
+        """``(x̂, β, H)``: the iterated, normalised q, k and v stacked over heads, ``[B, 3H, N, dh]`` (q's heads
+        first, then k's, then v's; float32 for half inputs), the inverse temperature ``[B, 1, 1, 1]`` in the same
+        dtype, and the number of heads ``H``."""
+        dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+        beta = self.beta(q, ctx).to(dtype)
+        x = torch.cat((q, k, v), dim=1).to(dtype)
+        for _ in range(self.params["iterations"]):
+            xn = F.normalize(x, dim=-1)
+            x = F.scaled_dot_product_attention(beta * xn, xn, xn, scale=1.0)  # softmax(β x̂ x̂ᵀ) x̂
+        return F.normalize(x, dim=-1), beta, q.shape[1]
 
     def pattern(self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> Tensor:
-        beta = self.beta(q, ctx)
+        xn, beta, H = self._self_self(q, k, v, ctx)
+        rows = xn if ctx.rows is None else xn[:, :, ctx.rows]
         total = None
-        for x in (q, k, v):
-            x = x.float()
-            for _ in range(self.params["iterations"]):
-                xn = F.normalize(x, dim=-1)
-                x = torch.softmax(beta * (xn @ xn.transpose(-1, -2)), -1) @ xn
-            xn = F.normalize(x, dim=-1)
-            rows = xn if ctx.rows is None else xn[:, :, ctx.rows]
-            a = torch.softmax(beta * (rows @ xn.transpose(-1, -2)), -1)
+        for i in range(3):
+            a = torch.softmax(beta * (rows[:, i * H:(i + 1) * H] @ xn[:, i * H:(i + 1) * H].transpose(-1, -2)), -1)
             total = a if total is None else total + a
         return (total / 3.0).to(q.dtype)  # type: ignore[operator]
+
+    def output(self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> Tensor:
+        xn, beta, H = self._self_self(q, k, v, ctx)
+        z = F.scaled_dot_product_attention(beta * xn, xn, v.to(xn.dtype).repeat(1, 3, 1, 1), scale=1.0)
+        B, _, N, dh = z.shape
+        return (z.view(B, 3, H, N, dh).sum(1) / 3.0).to(q.dtype)
