@@ -86,3 +86,24 @@ def test_mistakes_end_in_one_paragraph(store, args, message):
     r = run(*[a.format(store=store) for a in args])
     assert r.exit_code == 2, r.output
     assert message in one_line(r.output) and "Traceback" not in r.output
+
+
+def test_debias_on_the_waterbirds_layout(tmp_path):
+    # the layout end to end: metadata.csv -> store (test split) -> groups named by class and place
+    rows = ["img_filename,y,place,split"]
+    scenes = load_toy(SPEC)
+    for i in range(16):
+        y, place = divmod(i % 4, 2)
+        name = f"{i:03d}.png"
+        scenes[i].load().save(tmp_path / name)
+        rows.append(f"{name},{y},{place},{2 if i < 12 else 0}")
+    (tmp_path / "metadata.csv").write_text("\n".join(rows) + "\n")
+    store = tmp_path / "wb"
+    r = run("store", "build", tmp_path, "--split", "test", "--out", store)
+    assert r.exit_code == 0, r.output
+    r = run("debias", store, "--spurious", "place", "--random-sets", "2", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert sorted(d["before"]["groups"]) == ["landbird on land", "landbird on water", "waterbird on land",
+                                             "waterbird on water"]
+    assert sum(d["before"]["sizes"].values()) == 12 and d["heads"]["attribute"] == "place"
