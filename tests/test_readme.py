@@ -82,7 +82,7 @@ def test_maps_snippet_runs(random_toy_weights, tmp_path):
 
 
 def test_every_methods_raw_maps_snippet():
-    from cliplens.maps import map_names
+    from cliplens.maps import get_map, map_names
 
     block = next(b for b in _python_blocks() if "for name in map_names()" in b)
     open_clip_model = tiny_open_clip(layers=8)
@@ -94,6 +94,8 @@ def test_every_methods_raw_maps_snippet():
     raw = scope["raw"]
     assert set(map_names()) <= set(raw) and "naclip_no_prior" in raw
     for name, r in raw.items():
+        if not type(get_map("naclip" if name == "naclip_no_prior" else name)).__module__.startswith("cliplens."):
+            continue  # a method another test registered
         grid = {"uniform": (1, 1), "gaussian": (64, 64), "nothing": (1, 1)}.get(name, (4, 4))
         assert r.shape == (2, 3, *grid) and torch.isfinite(r).all(), name
         assert r.grad_fn is None, name
