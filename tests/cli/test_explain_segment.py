@@ -245,3 +245,17 @@ def test_segment_bad_input(toy_args, tmp_path, args, words):
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
     assert all(w in one_line(r.output) for w in words), r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_surgery_switches_reach_the_method(toy_args, tmp_path):
+    image = save_image(tmp_path / "img.png")
+    r = run("explain", image, "-t", "a red circle", "-t", "a star", *toy_args, "--blocks", "3", "--feature", "empty",
+            "--no-architecture", "--out", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    got = json.loads((tmp_path / "e" / "settings.json").read_text())["methods"]["surgery"]
+    assert (got["blocks"], got["feature"], got["architecture"]) == (3, "empty", False)
+    r = run("segment", image, "--classes", "red circle,star", *toy_args, "--feature", "none", "--out", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    assert '"feature": "none"' in (tmp_path / "s" / "settings.json").read_text()
+    r = run("explain", image, "-t", "a star", "-t", "a red circle", *toy_args, "--blocks", "99", "--out", tmp_path / "x")
+    assert r.exit_code == 2 and "between 1 and the model's depth (6)" in one_line(r.output)

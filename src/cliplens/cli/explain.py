@@ -26,9 +26,19 @@ from cliplens.cli.common import (
 from cliplens.cli.decompose import image_options
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images import load_image
-from cliplens.maps import MapMethod, Maps, Targets, contrast_others, get_map, map_names, surgery_parts
+from cliplens.maps import (
+    MapMethod,
+    Maps,
+    Surgery,
+    Targets,
+    contrast_others,
+    get_map,
+    map_names,
+    surgery_parts,
+)
 from cliplens.maps.base import NORMALIZATIONS
 from cliplens.maps.inputs import FITS, fit_images
+from cliplens.maps.surgery import FEATURE_MODES
 from cliplens.report.files import fresh_dir, unique_path
 from cliplens.report.maps import save_map_grid, save_map_overlay, save_methods, save_surgery_parts
 from cliplens.report.plotting import slug
@@ -79,6 +89,23 @@ def map_options(f: Any) -> Any:
                      help="whole: the whole image, short side --size, aspect kept; squash: resized to --size x "
                           "--size; crop: the model's own centre crop (no map outside it).")(f)
     return f
+
+
+def surgery_options(f: Any) -> Any:
+    """CLIP Surgery's switches: ``--blocks``, ``--feature``, ``--no-architecture``."""
+    f = click.option("--no-architecture", "no_architecture", is_flag=True,
+                     help="CLIP Surgery without architecture surgery (the model's own tokens, feature surgery only).")(f)
+    f = click.option("--feature", type=click.Choice(FEATURE_MODES), default="redundancy", show_default=True,
+                     help="CLIP Surgery's feature surgery: redundancy (the original), empty (minus the empty "
+                          "prompt) or none.")(f)
+    f = click.option("--blocks", type=click.IntRange(min=1), default=6, show_default=True,
+                     help="CLIP Surgery: how many of the last blocks get the v-v side path.")(f)
+    return f
+
+
+def surgery_method(blocks: int, feature: str, no_architecture: bool) -> Surgery:
+    """The Surgery the switches ask for."""
+    return Surgery(blocks=blocks, architecture=not no_architecture, feature=feature)
 
 
 def templates_option(default: str) -> Any:
@@ -167,6 +194,7 @@ def run_in_chunks(paths: Sequence[str], batch_size: int, run: Callable[[list[str
 @click.option("--top", type=click.IntRange(min=1), default=4, show_default=True,
               help="With --by-head: how many of the largest parts to draw.")
 @map_options
+@surgery_options
 @templates_option("none")
 @click.option("--contrast", type=click.Choice(CONTRAST_CHOICES), default="default", show_default=True,
               help="Subtract from each map: nothing (none), the mean of the other texts' maps (others), the empty "
@@ -182,7 +210,8 @@ def run_in_chunks(paths: Sequence[str], batch_size: int, run: Callable[[list[str
               help="Images per forward (and read before their pictures are drawn).")
 def explain_cmd(images: tuple[str, ...], model: str, pretrained: str | None, device: str, trust_checkpoint: bool,
                 texts: tuple[str, ...], method: str, by_head: bool, top: int, fit: str, size: int | None,
-                window: int | None, stride: int | None, templates: str, contrast: str, normalization: str,
+                window: int | None, stride: int | None, blocks: int, feature: str, no_architecture: bool,
+                templates: str, contrast: str, normalization: str,
                 out_dir: Path, recursive: bool, skip_bad: bool, max_pixels: int, batch_size: int) -> None:
     """Where each --text is in each IMAGE: a map per image and text, over the photo.
 
@@ -199,13 +228,14 @@ def explain_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     if by_head and window is not None:
         raise InvalidInputError("--by-head works on one forward per image: leave out --window (or use a smaller --size)")
     asked = None if contrast == "default" else contrast
-    if asked == "empty" and "surgery" in names and get_map("surgery").params.get("feature") != "none":
+    if asked == "empty" and "surgery" in names and feature != "none":
         raise InvalidInputError("--contrast empty does not apply to surgery: its feature surgery already removes what "
                                 "the texts share (or, for one text, subtracts the empty prompt). Use --contrast "
                                 "default, or another --method.")
     targets = make_targets(texts, templates, asked)
     paths = expand_images(images, recursive=recursive)
-    methods: dict[str, MapMethod] = {n: get_map(n) for n in names}
+    methods: dict[str, MapMethod] = {n: surgery_method(blocks, feature, no_architecture) if n == "surgery"
+                                     else get_map(n) for n in names}
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     out, note = fresh_dir(out_dir)
     err, con = console(stderr=True), console()

@@ -29,6 +29,8 @@ from cliplens.cli.explain import (
     resolve_methods,
     run_in_chunks,
     stopped_error,
+    surgery_method,
+    surgery_options,
     templates_option,
     text_methods,
 )
@@ -90,6 +92,7 @@ def _key(name: str) -> str:
 @click.option("--method", default="surgery", show_default=True,
               help="Map method that scores the classes: " + ", ".join(text_methods()) + ".")
 @map_options
+@surgery_options
 @templates_option("imagenet")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
               help="Folder for the label maps and pictures. If it exists and is not empty, a fresh numbered "
@@ -100,7 +103,8 @@ def _key(name: str) -> str:
 def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, device: str, trust_checkpoint: bool,
                 classes: tuple[str, ...], classes_file: Path | None, backgrounds: tuple[str, ...],
                 threshold: float | None, logit_scale: float | None, method: str, fit: str, size: int | None,
-                window: int | None, stride: int | None, templates: str, out_dir: Path, recursive: bool,
+                window: int | None, stride: int | None, blocks: int, feature: str, no_architecture: bool,
+                templates: str, out_dir: Path, recursive: bool,
                 skip_bad: bool, max_pixels: int, batch_size: int) -> None:
     """Label every pixel of each IMAGE with one of the --classes, or background.
 
@@ -134,7 +138,7 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
         notes.append("--logit-scale only matters with --threshold: ignored")
     scale = 50.0 if logit_scale is None else logit_scale
     (method_name,) = resolve_methods(method)
-    map_method = get_map(method_name)
+    map_method = surgery_method(blocks, feature, no_architecture) if method_name == "surgery" else get_map(method_name)
     if not map_method.text_dependent:
         raise InvalidInputError(f"--method {method_name} ignores the text: every class would get the same map")
     targets = make_targets(names + background, templates, None)  # duplicates and empty names: clear errors here
