@@ -172,12 +172,12 @@ def open_dataset(spec: str | os.PathLike, *, layout: str | None = None, split: s
     return loader(spec, **options)
 
 # segmentation data sets: images with per-pixel class masks (their own interface, see .segmentation)
+from cliplens.datasets.seg_folder import load_segmentation_folder  # noqa: E402
 from cliplens.datasets.segmentation import (  # noqa: E402
     SEGMENTATION_SETS,
     SegmentationDataset,
     SegSample,
     detect_segmentation_layout,
-    load_segmentation_folder,
     open_segmentation,
 )
 

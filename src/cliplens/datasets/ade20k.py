@@ -17,16 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from cliplens.datasets.base import IMAGE_EXTENSIONS
+from cliplens.datasets.seg_files import given_path, load_class_names, report_missing, split_name, stem_index
 from cliplens.datasets.segmentation import (
     FileSegmentationDataset,
     check_raw_values,
-    given_path,
-    load_class_names,
     read_mask_file,
     reduce_zero_label,
-    report_missing,
-    split_name,
-    stem_index,
 )
 from cliplens.errors import InvalidInputError
 

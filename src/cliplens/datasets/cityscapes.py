@@ -17,16 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from cliplens.datasets.base import is_hidden
-from cliplens.datasets.segmentation import (
-    IGNORE,
-    FileSegmentationDataset,
-    check_raw_values,
-    first_folder,
-    given_path,
-    read_mask_file,
-    report_missing,
-    split_name,
-)
+from cliplens.datasets.seg_files import first_folder, given_path, report_missing, split_name
+from cliplens.datasets.segmentation import IGNORE, FileSegmentationDataset, check_raw_values, read_mask_file
 from cliplens.errors import InvalidInputError
 
 __all__ = ["CITYSCAPES_CLASSES", "LABEL_ID_TO_TRAIN_ID", "decode_cityscapes", "find_cityscapes_root", "label_ids_to_train_ids",

@@ -44,17 +44,13 @@ from typing import Any
 import numpy as np
 
 from cliplens.datasets.base import IMAGE_EXTENSIONS
+from cliplens.datasets.seg_files import given_path, load_class_names, report_missing, split_name, stem_index
 from cliplens.datasets.segmentation import (
     IGNORE,
     FileSegmentationDataset,
     SegmentationDataset,
     check_raw_values,
-    given_path,
-    load_class_names,
     read_mask_file,
-    report_missing,
-    split_name,
-    stem_index,
 )
 from cliplens.errors import InvalidInputError, MissingDependencyError
 

@@ -19,10 +19,8 @@ always line up.
 ``imagenet-seg``, ``folder``, ``toy``) with ``root=``, by a spec (``"toy:n=50,seed=3"``,
 ``"voc21:split=train"``), or by a path alone, whose layout is detected when only one set fits.
 
-The generic layout (``folder``, :func:`load_segmentation_folder`): ``root/images/`` and ``root/masks/``
-with the same relative paths and stems; masks single-channel PNGs of class indices (``L`` or palette
-``P``, whose indices are the classes); class names from ``root/classes.txt`` (one per line) or
-``classes=[...]``.
+Each layout's loader is in its own module (:mod:`cliplens.datasets.voc`, …, the generic folder of images and
+masks in :mod:`cliplens.datasets.seg_folder`); this module holds what they share.
 """
 
 from __future__ import annotations
@@ -35,19 +33,17 @@ import operator
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cliplens.datasets.base import is_hidden, is_image_file
 from cliplens.errors import InvalidInputError
 
 __all__ = [
     "IGNORE", "MASK_EXTENSIONS", "SEGMENTATION_SETS", "FileSegmentationDataset", "MaskRef", "SegSample",
-    "SegmentationDataset", "SegmentationSubset", "detect_segmentation_layout", "load_segmentation_folder",
+    "SegmentationDataset", "SegmentationSubset", "detect_segmentation_layout",
     "open_segmentation", "read_mask_file", "reduce_zero_label", "segmentation_names",
 ]
 
@@ -518,172 +514,6 @@ class FileSegmentationDataset(SegmentationDataset):
         return [e[1] for e in self.entries]
 
 
-# --------------------------------------------------------------------------- shared helpers for the loaders
-def first_folder(candidates: Iterable[Path], test: Callable[[Path], bool]) -> Path | None:
-    for c in candidates:
-        if c.is_dir() and test(c):
-            return c
-    return None
-
-
-def given_path(root: str | os.PathLike | None, what: str, expected: str) -> Path:
-    """``root`` as an absolute existing path, or a clear error (``expected`` describes the layout)."""
-    if root is None:
-        raise InvalidInputError(f"{what}: give root= (the folder holding {expected})")
-    path = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
-    if not path.exists():
-        raise InvalidInputError(f"{what}: {os.fspath(root)!r} does not exist; give the folder holding {expected}")
-    return path
-
-
-def stem_index(folder: Path, exts: Iterable[str] | None = None) -> dict[str, str]:
-    """``{stem: file name}`` of the files in ``folder`` (hidden ones skipped; with ``exts``, only those endings)."""
-    keep = None if exts is None else {e.lower() for e in exts}
-    out: dict[str, str] = {}
-    with os.scandir(folder) as it:
-        for e in sorted(it, key=lambda e: e.name):
-            if is_hidden(e.name) or not e.is_file():
-                continue
-            stem, ext = os.path.splitext(e.name)
-            if keep is not None and ext.lower() not in keep:
-                continue
-            out.setdefault(stem, e.name)
-    return out
-
-
-def find_image(folder: Path, stem: str, index: dict[str, str] | None, preferred: str = ".jpg") -> Path | None:
-    p = folder / f"{stem}{preferred}"
-    if p.is_file():
-        return p
-    if index is not None and stem in index and is_image_file(index[stem]):
-        return folder / index[stem]
-    return None
-
-
-def read_split_file(path: Path, what: str) -> list[str]:
-    """The ids listed in a split file (one per line; blank lines skipped; only the first field of a line)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidInputError(f"{what} {path} is not a text file of image ids") from None
-    ids = [ln.split()[0] for ln in text.splitlines() if ln.strip()]
-    if not ids:
-        raise InvalidInputError(f"{what} {path} lists no image ids (one per line)")
-    return ids
-
-
-def report_missing(what: str, missing: list[str], where: str, hint: str = "") -> None:
-    if missing:
-        shown = ", ".join(missing[:5]) + (f", … ({len(missing)} in all)" if len(missing) > 5 else "")
-        raise InvalidInputError(f"{len(missing)} {what} missing under {where}: {shown}" + (f". {hint}" if hint else ""))
-
-
-def split_name(split: Any, aliases: dict[str, str], allowed: str) -> str:
-    if not isinstance(split, str) or not split.strip():
-        raise InvalidInputError(f"split={split!r}: give a split name ({allowed})")
-    s = split.strip()
-    return aliases.get(s.lower(), s)
-
-
-def load_class_names(file: str) -> list[str]:
-    from importlib import resources
-
-    text = resources.files("cliplens").joinpath("data", file).read_text(encoding="utf-8")
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
-
-
-# --------------------------------------------------------------------------- the generic folder
-def decode_folder_mask(p: str, num_classes: int, reduce: bool = False) -> np.ndarray:
-    """A generic mask: class indices as stored, or with ``reduce`` 0 -> 255, k -> k - 1."""
-    raw = read_mask_file(p)
-    c = num_classes
-    if reduce:
-        check_raw_values(raw, c, p, f"with reduce_zero_label the stored values are 0 (unlabelled) and 1..{c}")
-        return reduce_zero_label(raw)
-    check_raw_values(raw, c - 1, p, f"this folder's {c} classes are 0..{c - 1} (255 = ignore)")
-    return raw
-
-
-def _folder_root(path: Path, images: str, masks: str) -> Path | None:
-    return first_folder([path], lambda p: (p / images).is_dir() and (p / masks).is_dir())
-
-
-def load_segmentation_folder(
-    root: str | os.PathLike,
-    *,
-    classes: str | os.PathLike | Sequence[str] | None = None,
-    images: str = "images",
-    masks: str = "masks",
-    reduce_zero_label: bool = False,
-    background: int | None | str = "auto",
-    check_files: bool = True,
-    name: str | None = None,
-) -> FileSegmentationDataset:
-    """Read ``root/images/`` + ``root/masks/`` (see the module's documentation).
-
-    Args:
-        classes: class names in index order (a list, or a text file with one per line); default
-            ``root/classes.txt``.
-        images / masks: the two sub-folders' names.
-        reduce_zero_label: map stored 0 -> 255 and k -> k - 1 (for masks whose 0 means "unlabelled").
-        background: the background class's index; ``"auto"``: 0 if ``classes[0]`` is "background", else none.
-
-    Raises:
-        InvalidInputError: no such folders, no class names, an image without a mask.
-    """
-    from cliplens.datasets.csv import read_class_list
-    from cliplens.datasets.imagefolder import find_images
-
-    path = given_path(root, "segmentation folder", f"{images}/ and {masks}/")
-    folder = _folder_root(path, images, masks) if path.is_dir() else None
-    if folder is None:
-        raise InvalidInputError(f"segmentation folder {os.fspath(root)!r} has no {images}/ and {masks}/ sub-folders; "
-                                f"the generic layout is root/{images}/ (the images) and root/{masks}/ (one "
-                                "single-channel PNG of class indices per image, same stem), with root/classes.txt")
-    if classes is None:
-        if not (folder / "classes.txt").is_file():
-            raise InvalidInputError(f"segmentation folder {folder} has no classes.txt: write the class names there, "
-                                    "one per line in index order, or pass classes=[...]")
-        classes = folder / "classes.txt"
-    class_names = read_class_list(classes)
-    if background == "auto":
-        bg = 0 if class_names[0].strip().lower() in ("background", "_background_", "bg") else None
-    elif background is None or (isinstance(background, int) and 0 <= background < len(class_names)):
-        bg = background
-    else:
-        raise InvalidInputError(f"background={background!r}: give a class index (0..{len(class_names) - 1}), None "
-                                "or 'auto'")
-    found, _ = find_images(folder / images)
-    if not found:
-        raise InvalidInputError(f"{folder / images} holds no images")
-    entries: list[tuple[str, str, str]] = []
-    missing: list[str] = []
-    mask_dirs: dict[str, dict[str, str]] = {}
-    for rel in found:
-        sub, fname = os.path.split(rel)
-        stem = os.path.splitext(fname)[0]
-        mdir = folder / masks / sub
-        if sub not in mask_dirs:
-            mask_dirs[sub] = stem_index(mdir) if mdir.is_dir() else {}
-        mname = mask_dirs[sub].get(stem)
-        if mname is None:
-            missing.append(repr(rel))
-            continue
-        entries.append((str(folder / images / rel), str(mdir / mname), Path(sub, stem).as_posix()))
-    if check_files:
-        report_missing("mask(s) are", missing, str(folder / masks),
-                       f"each image needs a mask with the same stem (e.g. {masks}/<name>.png)")
-    else:
-        if not entries:
-            raise InvalidInputError(f"no image under {folder / images} has a mask in {folder / masks}")
-    return FileSegmentationDataset(
-        entries, partial(decode_folder_mask, num_classes=len(class_names), reduce=bool(reduce_zero_label)), name=name or folder.name, layout="folder", class_names=class_names, background=bg,
-        reduce_zero_label=bool(reduce_zero_label), root=folder, split=None,
-        options={"images": images, "masks": masks, "classes": os.fspath(classes)
-                 if isinstance(classes, (str, os.PathLike)) else "given"},
-    )
-
-
 # --------------------------------------------------------------------------- registry and opening
 #: name -> "module:loader"; every loader takes ``root`` first (the toy world takes none)
 SEGMENTATION_SETS: dict[str, str] = {
@@ -696,7 +526,7 @@ SEGMENTATION_SETS: dict[str, str] = {
     "cityscapes": "cliplens.datasets.cityscapes:load_cityscapes",
     "ade20k": "cliplens.datasets.ade20k:load_ade20k",
     "imagenet-seg": "cliplens.datasets.imagenet_seg:load_imagenet_seg",
-    "folder": "cliplens.datasets.segmentation:load_segmentation_folder",
+    "folder": "cliplens.datasets.seg_folder:load_segmentation_folder",
     "toy": "cliplens.datasets.toy_segmentation:load_toy_segmentation",
 }
 #: modules whose ``probe(path) -> [names]`` tells which sets a path holds (for detection)
@@ -771,8 +601,8 @@ def detect_segmentation_layout(path: str | os.PathLike) -> str:
     fits: list[str] = []
     for module in _PROBES:
         fits += importlib.import_module(module).probe(p)
-    if not fits and p.is_dir() and _folder_root(p, "images", "masks") is not None:
-        fits.append("folder")
+    if not fits:  # the generic folder only when no named layout fits
+        fits += importlib.import_module("cliplens.datasets.seg_folder").probe(p)
     if len(fits) == 1:
         return fits[0]
     if fits:

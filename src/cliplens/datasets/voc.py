@@ -31,18 +31,20 @@ from pathlib import Path
 
 import numpy as np
 
+from cliplens.datasets.seg_files import (
+    first_folder,
+    given_path,
+    load_class_names,
+    read_split_file,
+    report_missing,
+    stem_index,
+)
 from cliplens.datasets.segmentation import (
     IGNORE,
     FileSegmentationDataset,
     check_raw_values,
-    first_folder,
-    given_path,
-    load_class_names,
     read_mask_file,
-    read_split_file,
     reduce_zero_label,
-    report_missing,
-    stem_index,
 )
 from cliplens.errors import InvalidInputError
 
