@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from cliplens.datasets.base import is_hidden, is_image_file
+from cliplens.datasets.base import is_hidden
 from cliplens.errors import InvalidInputError
 
-__all__ = ["find_image", "first_folder", "given_path", "load_class_names", "read_split_file", "report_missing",
+__all__ = ["first_folder", "given_path", "load_class_names", "read_split_file", "report_missing",
            "split_name", "stem_index"]
 
 
@@ -45,15 +45,6 @@ def stem_index(folder: Path, exts: Iterable[str] | None = None) -> dict[str, str
                 continue
             out.setdefault(stem, e.name)
     return out
-
-
-def find_image(folder: Path, stem: str, index: dict[str, str] | None, preferred: str = ".jpg") -> Path | None:
-    p = folder / f"{stem}{preferred}"
-    if p.is_file():
-        return p
-    if index is not None and stem in index and is_image_file(index[stem]):
-        return folder / index[stem]
-    return None
 
 
 def read_split_file(path: Path, what: str) -> list[str]:
