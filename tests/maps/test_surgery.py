@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import cliplens
 from cliplens.errors import InvalidInputError
 from cliplens.maps import Surgery, Targets, TextEmbeddings, get_map, surgery_parts
+from cliplens.maps.base import ImageMaps
 from cliplens.maps.inputs import fit_images
 from tests.conftest import pixels, tiny_open_clip
 from tests.maps.surgery_reference import (
@@ -75,12 +76,13 @@ def test_feature_surgery_and_maps(model, feature):
         ref = tokens @ texts.directions.double().T
     want = ref[:, 1:].transpose(1, 2).reshape(3, 4, 4, 4)
     assert _rel(raw, want) <= 1e-5
-    # the maps the pipeline draws: min-max per map, bilinear to the input (the original's normalisation)
-    torch.testing.assert_close(
-        torch.stack([F.interpolate(((r - r.amin((-2, -1), keepdim=True)) / (r.amax((-2, -1), keepdim=True)
-                                    - r.amin((-2, -1), keepdim=True)))[None], size=(64, 64), mode="bilinear",
-                                   align_corners=False)[0] for r in raw]),
-        reference_maps(ref, (4, 4), (64, 64)).float(), rtol=1e-4, atol=1e-5)
+    # the maps the pipeline draws (ImageMaps.on_input / on_image: min-max per map, bilinear to the input, the
+    # original's normalisation) against the reference's
+    want_maps = reference_maps(ref, (4, 4), (64, 64)).float()
+    for b in range(3):
+        m = ImageMaps(raw[b], (64, 64), (64, 64), (0.0, 0.0, 64.0, 64.0), f"img{b}")
+        torch.testing.assert_close(m.on_input(), want_maps[b], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(m.on_image(), want_maps[b], rtol=1e-4, atol=1e-5)
 
 
 def test_a_batch_equals_its_images_one_by_one(model):
