@@ -81,6 +81,7 @@ def test_retrieve_from_saved_textspan(store, tmp_path):
      "cannot read TEXTSPAN results"),
     (["debias", "{store}", "--spurious", "lighting"], "pass --groups"),
     (["debias", "/nonexistent-store", "--spurious", "bg_kind"], "is not a cliplens store"),
+    (["textspan", "{store}", "--layers", "9"], "the last K layers, 1..6; got 9"),
 ])
 def test_mistakes_end_in_one_paragraph(store, args, message):
     r = run(*[a.format(store=store) for a in args])

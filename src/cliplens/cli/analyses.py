@@ -11,7 +11,7 @@ from torch import Tensor
 
 from cliplens.analyses.ablation import evaluate, parse_components, standard_study
 from cliplens.analyses.pools import POOLS, load_pool
-from cliplens.analyses.textspan import TextSpanResult, textspan
+from cliplens.analyses.textspan import TextSpanResult, resolve_heads, textspan
 from cliplens.cli.common import check_device, console, threads_option, torch_threads
 from cliplens.errors import InvalidInputError, ModelLoadError
 from cliplens.models import CLIPAdapter, load
@@ -108,14 +108,16 @@ def textspan_inputs(pool: str, heads: str | None) -> tuple[list[str], list[tuple
 
 def textspan_for(st: Store, adapter: CLIPAdapter, texts: list[str], *, pool: str, layers: int | None = 4,
                  heads: list[tuple[int, int]] | None = None, m: int = 20, rank: int | None = None,
-                 n_images: int | None = None, progress: bool = False) -> tuple[TextSpanResult, dict[str, Tensor]]:
+                 n_images: int | None = None, progress: bool = False, with_accuracy: bool = True
+                 ) -> tuple[TextSpanResult, dict[str, Tensor]]:
     """TEXTSPAN on the fly, as ``cliplens textspan`` computes it: the pool's ``texts`` (from
     :func:`textspan_inputs`) embedded by ``adapter``, the heads of the last ``layers`` layers (or ``heads``),
     ``m`` texts per head, over the first ``n_images`` images (default all). Returns the result (its settings
     name the store and the pool) and each pool text's embedding."""
     emb = adapter.encode_text(texts, progress=progress)
     images = None if n_images is None else range(min(n_images, len(st)))
-    res = textspan(st, texts, emb, layers=layers, heads=heads, m=m, rank=rank, images=images)
+    res = textspan(st, texts, emb, layers=layers, heads=heads, m=m, rank=rank, images=images,
+                   with_accuracy=with_accuracy)
     res.settings.update({"store": str(st.path), "pool": pool})
     return res, dict(zip(texts, emb, strict=True))
 
@@ -145,6 +147,7 @@ def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int 
     zero-shot accuracy of the representation rebuilt from them."""
     st = Store(store)
     texts, head_list = textspan_inputs(pool, heads)
+    resolve_heads(st, layers, head_list)  # heads or layers the store does not have: refused before any work
     with torch_threads(threads):
         adapter = model_for(st, model, pretrained, device)
         res, _ = textspan_for(st, adapter, texts, pool=pool, layers=layers, heads=head_list, m=m, rank=rank,

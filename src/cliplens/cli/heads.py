@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from cliplens.analyses.pools import POOLS, load_pool
+from cliplens.analyses.pools import POOLS
 from cliplens.analyses.properties import (
     HeadChoice,
     attribute_name,
@@ -20,8 +20,8 @@ from cliplens.analyses.properties import (
 )
 from cliplens.analyses.retrieval import head_features, nearest, precision_at_k, query_features
 from cliplens.analyses.spurious import debias
-from cliplens.analyses.textspan import TextSpanResult, textspan
-from cliplens.cli.analyses import model_for, store_note
+from cliplens.analyses.textspan import TextSpanResult
+from cliplens.cli.analyses import model_for, store_note, textspan_for, textspan_inputs
 from cliplens.cli.common import console, threads_option, torch_threads
 from cliplens.errors import InvalidInputError
 from cliplens.models import CLIPAdapter
@@ -87,9 +87,9 @@ def choose(st: Store, prop: str | None, *, heads: str | None, by: str, k: int, d
         spans = TextSpanResult.read(spans_path)
     else:
         name = pool or ("toy" if st.header["model"].get("family") == "toy" else "general")
-        texts = load_pool(name)
-        emb = model().encode_text(texts, progress=not quiet)
-        spans = textspan(st, texts, emb, layers=min(layers, st.shape["layers"]), m=m, with_accuracy=False)
+        texts, _ = textspan_inputs(name, None)
+        spans, _ = textspan_for(st, model(), texts, pool=name, layers=min(layers, st.shape["layers"]), m=m,
+                                progress=not quiet, with_accuracy=False)
     L, H = st.shape["layers"], st.shape["heads"]
     bad = [h.name for h in spans.heads if not (0 <= h.layer < L and 0 <= h.head < H)]
     if bad:
