@@ -15,6 +15,7 @@ from cliplens.evaluation.protocol import protocol_for
 from cliplens.evaluation.segeval import evaluate_segmentation
 from tests.cli.conftest import run
 from tests.datasets.conftest import ADE_SAMPLES, VOC_CROPS, link, need
+from tests.datasets.mat_files import write_imagenet_seg_mat
 
 TOY = "toy:n=5,seed=3"
 
@@ -147,7 +148,6 @@ def test_real_ade_samples_by_path(tmp_path, tiny_vit):
 
 
 def _imagenet_seg_mat(folder: Path) -> Path:
-    savemat = pytest.importorskip("scipy.io").savemat
     rng = np.random.default_rng(0)
     rows = []
     for h, w in ((60, 80), (64, 64)):
@@ -155,16 +155,8 @@ def _imagenet_seg_mat(folder: Path) -> Path:
         gt = np.zeros((h, w), np.uint8)
         gt[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
         rows.append((img, gt))
-    imgs = np.empty((len(rows), 1), dtype=object)
-    gts = np.empty((len(rows), 1), dtype=object)
-    for k, (img, gt) in enumerate(rows):
-        imgs[k, 0] = img
-        cell = np.empty((1, 1), dtype=object)
-        cell[0, 0] = gt
-        gts[k, 0] = cell
     folder.mkdir(parents=True, exist_ok=True)
-    savemat(folder / "gtsegs_ijcv.mat", {"value": {"img": imgs, "gt": gts}})
-    return folder / "gtsegs_ijcv.mat"
+    return write_imagenet_seg_mat(folder / "gtsegs_ijcv.mat", rows)
 
 
 def test_imagenet_segmentation_in_both_modes(tmp_path):

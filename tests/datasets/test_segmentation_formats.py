@@ -12,6 +12,7 @@ from PIL import Image
 
 from cliplens.datasets import detect_segmentation_layout, load_segmentation_folder, open_segmentation
 from cliplens.errors import InvalidInputError, MissingDependencyError
+from tests.datasets.mat_files import imagenet_seg_cells
 
 RNG = np.random.default_rng(0)
 
@@ -142,13 +143,7 @@ def test_imagenet_seg_v5(tmp_path: Path):
     savemat = pytest.importorskip("scipy.io").savemat
 
     rows = _seg_rows()
-    imgs = np.empty((len(rows), 1), dtype=object)
-    gts = np.empty((len(rows), 1), dtype=object)
-    for k, (img, gt) in enumerate(rows):
-        imgs[k, 0] = img
-        cell = np.empty((1, 1), dtype=object)
-        cell[0, 0] = gt
-        gts[k, 0] = cell
+    imgs, gts = imagenet_seg_cells(rows)
     path = tmp_path / "gtsegs_ijcv.mat"
     savemat(path, {"value": {"img": imgs, "gt": gts}})
     ds = open_segmentation(tmp_path)  # the folder holding gtsegs_ijcv.mat

@@ -4,7 +4,6 @@ pooled metrics recomputed from each image's foreground prediction."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from cliplens.evaluation.imagenet_seg import evaluate_imagenet_seg, transform_ma
 from cliplens.maps import get_map
 from cliplens.maps.inputs import fit_images
 from cliplens.maps.targets import Targets
+from tests.datasets.mat_files import write_imagenet_seg_mat
 
 CLASSES = ["red circle", "blue square", "green triangle", "yellow star"]
 SIZE = (64, 64)  # the toy model's input
@@ -44,18 +44,6 @@ def _rows() -> list[tuple[np.ndarray, np.ndarray]]:
     return rows
 
 
-def _write_mat(path: Path, rows) -> None:
-    savemat = pytest.importorskip("scipy.io").savemat
-    imgs = np.empty((len(rows), 1), dtype=object)
-    gts = np.empty((len(rows), 1), dtype=object)
-    for k, (img, gt) in enumerate(rows):
-        imgs[k, 0] = img
-        cell = np.empty((1, 1), dtype=object)
-        cell[0, 0] = gt
-        gts[k, 0] = cell
-    savemat(path, {"value": {"img": imgs, "gt": gts}})
-
-
 @pytest.fixture(scope="module")
 def model():
     return cliplens.load("toy")
@@ -64,7 +52,7 @@ def model():
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("imagenet-seg")
-    _write_mat(folder / "gtsegs_ijcv.mat", _rows())
+    write_imagenet_seg_mat(folder / "gtsegs_ijcv.mat", _rows())
     ds = open_segmentation(folder)
     assert ds.layout == "imagenet-seg" and len(ds) == 3
     return ds
