@@ -92,8 +92,8 @@ def test_a_users_folder_is_never_overwritten(written, tmp_path):
 _CHECK = """<script>
 (function () {
   var imgs = Array.prototype.slice.call(document.images);
-  imgs.forEach(function (i) { i.loading = "eager"; });
-  Promise.all(imgs.map(function (i) { return i.decode().then(function () {}, function () {}); })).then(function () {
+  imgs.forEach(function (i) { i.loading = "eager"; });  // fetches started now delay the load event
+  window.addEventListener("load", function () {  // every image has loaded or failed: check synchronously
     var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
                      .map(function (i) { return i.getAttribute("src"); });
     var out = document.createElement("pre");
@@ -113,8 +113,11 @@ def _open_in_chromium(page: Path, screenshot: Path) -> dict:
     cmd = [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--mute-audio",
            "--no-first-run", "--window-size=1280,1600", "--virtual-time-budget=8000",
            f"--screenshot={screenshot}", "--dump-dom", probe.as_uri()]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    found = re.search(r'<pre id="atlas-check" hidden="">(.*?)</pre>', res.stdout, re.S)
+    for _ in range(2):  # a loaded machine can starve a headless browser once; a second run settles it
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        found = re.search(r'<pre id="atlas-check" hidden="">(.*?)</pre>', res.stdout, re.S)
+        if found:
+            break
     assert found, f"Chromium did not run the check on {page.name} (exit {res.returncode}): {res.stderr[-800:]}"
     return json.loads(html.unescape(found.group(1)))
 
