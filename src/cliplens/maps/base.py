@@ -181,7 +181,8 @@ class MapMethod:
         texts = targets.embed(model, with_empty=self.needs_empty or contrast == "empty")
         empty = (TextEmbeddings(texts.empty[None], ("",), texts.empty)
                  if contrast == "empty" and texts.empty is not None else None)
-        fitted, skipped = fit_images(model, images, fit=fit, size=size, max_pixels=max_pixels, skip_bad=skip_bad)
+        fitted, skipped = fit_images(model, images, fit=fit, size=size, max_pixels=max_pixels, skip_bad=skip_bad,
+                                     window=window)
         raws: list[Tensor | None] = [None] * len(fitted)
         for _, idx in group_by_size(fitted).items():
             for start in range(0, len(idx), batch_size):

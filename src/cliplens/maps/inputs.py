@@ -8,8 +8,11 @@
 * ``"crop"``: the model's own preprocessing (resize and centre crop); outside the crop a map is NaN.
 * ``"short"``: the segmentation benchmarks' rule (mmcv's ``rescale`` with ``keep_ratio``): scale by
   ``min(size / short side, max_long / long side)`` (``max_long`` = 2048), each side ``int(side · scale + 0.5)``,
-  bilinear; sides are *not* rounded to the patch size, so use it with a sliding window (whose size is a
-  multiple of the patch) — without one, the last partial row/column of patches is dropped by the model.
+  bilinear. A sliding window (a multiple of the patch) takes those sides as they are, as the benchmarks do; a
+  side the model sees whole — every side without a window, a side shorter than the window with one — is
+  rounded to the nearest multiple of the patch size (at least one patch), so that the model accepts it
+  (336x501 with patch 16 becomes 336x496). The map still covers the whole image and goes back onto its
+  original pixels.
 
 The box ``(top, left, bottom, right)`` says where the model's input lies in the original image (in
 original pixels), so every map can be drawn on the original.
@@ -92,9 +95,11 @@ def image_size(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, i
     return _original(image, max_pixels)[1]
 
 
-def fitted_shape(model: Any, hw: tuple[int, int], *, fit: Fit = "whole", size: int | None = None) -> tuple[int, int]:
+def fitted_shape(model: Any, hw: tuple[int, int], *, fit: Fit = "whole", size: int | None = None,
+                 window: int | None = None) -> tuple[int, int]:
     """The ``(H, W)`` of the model input :func:`fit_images` makes from an image of ``hw`` pixels (no pixel is
-    read: the arithmetic of the fit alone)."""
+    read: the arithmetic of the fit alone). ``window``: the sliding window the input will be seen through
+    (``"short"`` keeps the sides a window covers as mmcv makes them; see the module docs)."""
     if fit not in FITS:
         raise InvalidInputError(f"fit must be one of {', '.join(FITS)}; got {fit!r}")
     h, w = hw
@@ -109,7 +114,9 @@ def fitted_shape(model: Any, hw: tuple[int, int], *, fit: Fit = "whole", size: i
         return _round_to(s, ph), _round_to(s, pw)
     if fit == "short":
         scale = min(s / min(h, w), MAX_LONG / max(h, w))
-        return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+        H, W = max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+        seen_whole = (lambda side: True) if window is None else (lambda side: side < window)
+        return (_round_to(H, ph) if seen_whole(H) else H), (_round_to(W, pw) if seen_whole(W) else W)
     scale = s / min(h, w)
     return _round_to(h * scale, ph), _round_to(w * scale, pw)
 
@@ -137,8 +144,10 @@ def fit_images(
     size: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     skip_bad: bool = False,
+    window: int | None = None,
 ) -> tuple[list[FittedImage], list[tuple[str, str]]]:
-    """The model inputs of ``images`` (a path, PIL image, array or tensor, or a list of them).
+    """The model inputs of ``images`` (a path, PIL image, array or tensor, or a list of them). ``window``: the
+    sliding window the inputs will be seen through, if any (it matters to ``fit="short"`` only).
 
     Returns the fitted images and the skipped ones ``(source, reason)`` (only with ``skip_bad``). An image
     smaller than one patch along a side is fitted all the same, with a warning giving the upscale factor.
@@ -163,7 +172,7 @@ def fit_images(
                 pre = Preprocessor(cfg, max_pixels=max_pixels)
                 box = cfg.input_box(h, w)
             else:
-                th, tw = fitted_shape(model, (h, w), fit=fit, size=s)
+                th, tw = fitted_shape(model, (h, w), fit=fit, size=s, window=window)
                 interpolation = "bilinear" if fit == "short" else cfg.interpolation
                 pre = Preprocessor(dataclasses.replace(cfg, image_size=(th, tw), resize_size=(th, tw),
                                                        resize_mode="squash", crop="none", interpolation=interpolation),
