@@ -125,7 +125,7 @@ def test_context(tmp_path: Path):
     with pytest.raises(InvalidInputError, match=r"holds the value\(s\) 60: PASCAL Context masks"):
         c59.mask(1)
     (voc / "ImageSets" / "SegmentationContext" / "val.txt").unlink()
-    with pytest.raises(InvalidInputError, match="no split file .*val.txt; give another split=, or split=None"):
+    with pytest.raises(InvalidInputError, match=r"no split file .*val.txt; give another split \(--split NAME\), or none \(--split none"):
         open_segmentation("context59", tmp_path)
 
 

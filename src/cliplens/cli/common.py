@@ -74,14 +74,24 @@ def check_device(device: str) -> str:
     return d
 
 
-def loader_options(values: tuple[str, ...]) -> dict[str, str]:
-    """``--option KEY=VALUE`` (repeated) -> ``{KEY: VALUE}`` for a data-set loader."""
+def loader_options(values: tuple[str, ...], *, split: str | None = None) -> dict[str, str]:
+    """``--option KEY=VALUE`` (repeated) and ``--split`` -> ``{KEY: VALUE}`` for a data-set loader. Values stay
+    text: the layout turns each into the type it declares (true/false, integers, none, ``a|b`` lists) and
+    refuses unknown or ill-typed ones with its list of options (:mod:`cliplens.datasets.options`)."""
     out: dict[str, str] = {}
     for v in values:
-        if "=" not in v:
-            raise InvalidInputError(f"--option takes KEY=VALUE (e.g. label_column=y or split=val), got {v!r}")
-        k, val = v.split("=", 1)
-        out[k.strip()] = val
+        k, eq, val = v.partition("=")
+        k = k.strip()
+        if not eq or not k:
+            raise InvalidInputError(f"--option takes KEY=VALUE (e.g. split=val or reduce_zero_label=true), got {v!r}")
+        if k in out:
+            raise InvalidInputError(f"--option {k} is given twice ({out[k]!r} and {val.strip()!r}): give it once")
+        out[k] = val.strip()
+    if split is not None:
+        if "split" in out:
+            raise InvalidInputError(f"the split is given twice (--split {split} and --option split={out['split']}): "
+                                    "give it once")
+        out["split"] = split
     return out
 
 

@@ -73,7 +73,7 @@ def build_cmd(data: str, model: str, pretrained: str | None, device: str, trust_
     build …` the processes share the chunks.
     """
     rank, world = distributed()
-    dataset = open_dataset(data, layout=layout, split=split, **loader_options(options))
+    dataset = open_dataset(data, layout=layout, **loader_options(options, split=split))
     settings = StoreSettings(dtype, _layers(spatial_layers), chunk_size, batch_size, templates)
     with torch_threads(threads):
         adapter = load_model(model, pretrained, device, trust_checkpoint)

@@ -19,7 +19,6 @@ never from the order in which files happen to be listed.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +42,7 @@ from cliplens.datasets.imagenet import (
     is_imagenet_folder,
     load_imagenet,
 )
+from cliplens.datasets.options import NONE_WORDS, convert_options
 from cliplens.datasets.toy import ToyDataset, load_toy
 from cliplens.datasets.waterbirds import METADATA, REQUIRED_COLUMNS, WaterbirdsDataset, load_waterbirds
 from cliplens.errors import InvalidInputError
@@ -157,19 +157,13 @@ def open_dataset(spec: str | os.PathLike, *, layout: str | None = None, split: s
     if key not in LAYOUTS:
         raise InvalidInputError(f"unknown data set layout {layout!r}; layouts are {sorted(LAYOUTS)}")
     loader = LAYOUTS[key]
-    params = inspect.signature(loader).parameters
-    if key == "toy":
-        if split is not None:
+    if key == "toy":  # load_toy converts its options itself
+        if split is not None and not (isinstance(split, str) and split.strip().lower() in NONE_WORDS):
             raise InvalidInputError("the toy world has no splits: choose a stream (stream='test', 'eval', …) and seed")
         return loader(spec if _is_toy_spec(spec) else None, **options)
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        known = [p for p in params if p not in ("root", "path", "spec")]
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise InvalidInputError(f"unknown option(s) {unknown} for the {key!r} layout; its options are {known}")
     if split is not None:
         options["split"] = split
-    return loader(spec, **options)
+    return loader(spec, **convert_options(loader, options, f"the {key!r} layout"))
 
 # segmentation data sets: images with per-pixel class masks (their own interface, see .segmentation)
 from cliplens.datasets.seg_folder import load_segmentation_folder  # noqa: E402

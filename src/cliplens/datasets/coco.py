@@ -243,6 +243,7 @@ class CocoObjectDataset(SegmentationDataset):
             raise InvalidInputError(f"{annotations} lists no images")
         self.name = name
         self.layout = "coco-object"
+        self.preset = "coco-object"
         self.background = 0
         self.reduce_zero_label = False
         self.root = str(root)

@@ -71,8 +71,9 @@ def read_class_list(classes: str | os.PathLike | Sequence[str]) -> list[str]:
     if isinstance(classes, (str, os.PathLike)):
         path = Path(os.path.expanduser(os.fspath(classes)))
         if not path.is_file():
-            raise InvalidInputError(f"classes={os.fspath(classes)!r}: no such file. Give a list of class names, a "
-                                    "text file with one name per line, or 'imagenet'")
+            raise InvalidInputError(f"classes={os.fspath(classes)!r}: no such file. Give the class names (a list in "
+                                    "Python; names separated by | on the command line: classes=sky|road|car), a text "
+                                    "file with one name per line, or 'imagenet'")
         names = []
         for line in path.read_text(encoding="utf-8-sig").splitlines():
             if not line.strip() or line.lstrip().startswith("#"):

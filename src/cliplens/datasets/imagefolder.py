@@ -2,7 +2,10 @@
 unlabelled images (layout ``"images"``).
 
 Class names are the sub-folders' names, sorted; each image's label is the class of the folder it is in
-(images in folders nested inside a class folder belong to that class). Only image files count
+(images in folders nested inside a class folder belong to that class). A folder whose sub-folders are all
+named like splits (:data:`SPLIT_NAMES`: ``train/``, ``val/``, ``test/``, …) holds splits, not classes: ``split=``
+picks one (its sub-folders are the classes), and without it the folder is refused with a message naming the
+splits (read as classes, it would be a set whose classes are "train" and "test"). Only image files count
 (:data:`~cliplens.datasets.base.IMAGE_EXTENSIONS`, any case); hidden files and folders (``.*``, which
 includes macOS's ``._*``) are skipped. Samples are sorted by their path relative to the root, which is
 also their id, so the order does not depend on the file system.
@@ -17,7 +20,11 @@ from typing import Any
 from cliplens.datasets.base import IMAGE_EXTENSIONS, ListDataset, Sample, is_hidden, is_image_file
 from cliplens.errors import InvalidInputError
 
-__all__ = ["ImageFolderDataset", "find_images", "load_image_folder", "load_images", "require_folder"]
+__all__ = ["SPLIT_NAMES", "ImageFolderDataset", "find_images", "load_image_folder", "load_images", "require_folder",
+           "split_folders"]
+
+#: sub-folder names read as splits, not classes (compared ignoring case)
+SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing", "dev", "eval"})
 
 
 def require_folder(root: str | os.PathLike, what: str = "data set folder") -> Path:
@@ -63,8 +70,20 @@ def _class_folders(root: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(root) if not is_hidden(e.name) and e.is_dir())
 
 
-def _with_split(root: Path, split: str | None) -> Path:
+def split_folders(root: Path) -> list[str]:
+    """The sub-folders of ``root`` when every one is named like a split (``["test", "train"]``), else ``[]``."""
+    subs = _class_folders(root)
+    return subs if subs and all(s.lower() in SPLIT_NAMES for s in subs) else []
+
+
+def _with_split(root: Path, split: str | None, *, classes: bool = True) -> Path:
     if split is None:
+        splits = split_folders(root) if classes else []
+        if splits:
+            raise InvalidInputError(
+                f"folder {root} holds the splits {', '.join(splits)} (sub-folders named like splits, not classes): "
+                f"choose one with --split {splits[0]} (split={splits[0]!r} in Python); its sub-folders are then the "
+                "classes. To read one split's classes, you may also give the split's own folder as the data set")
         return root
     sub = root / str(split)
     if not sub.is_dir():
@@ -135,7 +154,7 @@ def load_images(
         InvalidInputError: a missing folder or one with no images.
     """
     top = require_folder(root)
-    folder = _with_split(top, split)
+    folder = _with_split(top, split, classes=False)
     files, skipped = find_images(folder)
     if not files:
         raise InvalidInputError(f"folder {folder} holds no image files (looked for "

@@ -82,6 +82,7 @@ class ImageNetSegDataset(SegmentationDataset):
         self.format = mat_format(path)
         self.name = name
         self.layout = "imagenet-seg"
+        self.preset = "imagenet-seg"
         self.class_names = list(CLASS_NAMES)
         self.background = 0
         self.reduce_zero_label = False

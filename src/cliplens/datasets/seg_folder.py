@@ -1,6 +1,17 @@
 """The generic segmentation layout (``folder``): ``root/images/`` and ``root/masks/`` with the same relative
 paths and stems; masks single-channel PNGs of class indices (``L`` or palette ``P``, whose indices are the
-classes); class names from ``root/classes.txt`` (one per line) or ``classes=[...]``."""
+classes); class names from ``root/classes.txt`` (one per line) or ``classes=[...]``.
+
+Options (``--option KEY=VALUE`` on the command line, keywords in Python):
+
+* ``classes=``: a file with one class name per line, or the names separated by ``|`` (default
+  ``root/classes.txt``);
+* ``images=`` / ``masks=``: the two sub-folders' names (default ``images`` and ``masks``);
+* ``void=``: the stored value of pixels that are not scored, besides 255 (CamVid's void is 11); read as 255;
+* ``reduce_zero_label=true``: stored 0 means unlabelled (-> 255) and k means class k - 1;
+* ``background=``: the background class's index (for a background threshold), ``none``, or ``auto`` (0 when the
+  first class is named "background").
+"""
 
 from __future__ import annotations
 
@@ -15,6 +26,7 @@ from cliplens.datasets.csv import read_class_list
 from cliplens.datasets.imagefolder import find_images
 from cliplens.datasets.seg_files import first_folder, given_path, report_missing, stem_index
 from cliplens.datasets.segmentation import (
+    IGNORE,
     FileSegmentationDataset,
     check_raw_values,
     read_mask_file,
@@ -25,14 +37,19 @@ from cliplens.errors import InvalidInputError
 __all__ = ["decode_folder_mask", "folder_root", "load_segmentation_folder", "probe"]
 
 
-def decode_folder_mask(p: str, num_classes: int, reduce: bool = False) -> np.ndarray:
-    """A generic mask: class indices as stored, or with ``reduce`` 0 -> 255, k -> k - 1."""
+def decode_folder_mask(p: str, num_classes: int, reduce: bool = False, void: int | None = None) -> np.ndarray:
+    """A generic mask: class indices as stored, or with ``reduce`` 0 -> 255, k -> k - 1; the stored value
+    ``void`` (if any) -> 255."""
     raw = read_mask_file(p)
     c = num_classes
+    if void is not None and void != IGNORE:
+        raw = np.where(raw == void, IGNORE, raw)
     if reduce:
         check_raw_values(raw, c, p, f"with reduce_zero_label the stored values are 0 (unlabelled) and 1..{c}")
         return reduce_zero_label(raw)
-    check_raw_values(raw, c - 1, p, f"this folder's {c} classes are 0..{c - 1} (255 = ignore)")
+    void_note = f", {void} = void" if void is not None and void != IGNORE else ""
+    check_raw_values(raw, c - 1, p, f"this folder's {c} classes are 0..{c - 1} (255 = ignore{void_note}); if a "
+                     "value marks unlabelled pixels, pass it as void= (--option void=N)")
     return raw
 
 
@@ -47,6 +64,7 @@ def load_segmentation_folder(
     images: str = "images",
     masks: str = "masks",
     reduce_zero_label: bool = False,
+    void: int | None = None,
     background: int | None | str = "auto",
     check_files: bool = True,
     name: str | None = None,
@@ -58,6 +76,7 @@ def load_segmentation_folder(
             ``root/classes.txt``.
         images / masks: the two sub-folders' names.
         reduce_zero_label: map stored 0 -> 255 and k -> k - 1 (for masks whose 0 means "unlabelled").
+        void: a stored value that marks pixels not scored, read as 255 (CamVid: 11); 255 always is.
         background: the background class's index; ``"auto"``: 0 if ``classes[0]`` is "background", else none.
 
     Raises:
@@ -75,6 +94,18 @@ def load_segmentation_folder(
                                     "one per line in index order, or pass classes=[...]")
         classes = folder / "classes.txt"
     class_names = read_class_list(classes)
+    if void is not None:
+        stored = len(class_names) + (1 if reduce_zero_label else 0)  # stored class values are 0..stored-1
+        if isinstance(void, bool) or not isinstance(void, (int, np.integer)) or not 0 <= void <= IGNORE:
+            raise InvalidInputError(f"void={void!r}: give the stored mask value (0..255) of pixels that are not "
+                                    "scored, e.g. void=11 for CamVid")
+        first = 1 if reduce_zero_label else 0
+        if first <= void < stored:
+            k = void - first
+            raise InvalidInputError(f"void={void} is also class {k} ({class_names[k]!r}) of the class list: a value "
+                                    "cannot be both. Drop that name from the class list (the classes are the values "
+                                    f"0..{len(class_names) - 1}; the void value comes after them), or give another "
+                                    "void value")
     if background == "auto":
         bg = 0 if class_names[0].strip().lower() in ("background", "_background_", "bg") else None
     elif background is None or (isinstance(background, int) and 0 <= background < len(class_names)):
@@ -106,11 +137,12 @@ def load_segmentation_folder(
         if not entries:
             raise InvalidInputError(f"no image under {folder / images} has a mask in {folder / masks}")
     return FileSegmentationDataset(
-        entries, partial(decode_folder_mask, num_classes=len(class_names), reduce=bool(reduce_zero_label)),
+        entries, partial(decode_folder_mask, num_classes=len(class_names), reduce=bool(reduce_zero_label),
+                         void=None if void is None else int(void)),
         name=name or folder.name, layout="folder", class_names=class_names, background=bg,
         reduce_zero_label=bool(reduce_zero_label), root=folder, split=None,
         options={"images": images, "masks": masks, "classes": os.fspath(classes)
-                 if isinstance(classes, (str, os.PathLike)) else "given"},
+                 if isinstance(classes, (str, os.PathLike)) else "given", "void": None if void is None else int(void)},
     )
 
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cliplens.datasets.options import convert_options
 from cliplens.errors import InvalidInputError
 
 __all__ = [
@@ -229,10 +230,14 @@ class SegmentationDataset(Sequence[SegSample]):
         reduce_zero_label: whether ``0 -> 255, k -> k - 1`` was applied to the stored annotations.
         root: the folder (or file) read; ``split``: the part read, or ``None``.
         options: the loader's other settings (recorded by :meth:`describe`).
+        preset: the set whose evaluation protocol applies (``"voc21"``, ``"cityscapes"``, ``"folder"``, …: a
+            key of :data:`cliplens.evaluation.protocol.PRESETS`), set by the loader from the layout it read, never
+            from a folder's name (a generic folder named ``cityscapes`` is a ``"folder"``); ``None``: no preset.
     """
 
     name: str = ""
     layout: str = ""
+    preset: str | None = None
     class_names: list[str]
     ignore_index: int = IGNORE
     background: int | None = None
@@ -422,8 +427,8 @@ class SegmentationSubset(SegmentationDataset):
     def __init__(self, parent: SegmentationDataset, indices: list[int]) -> None:
         self.parent = parent
         self.indices = list(indices)
-        for attr in ("name", "layout", "class_names", "ignore_index", "background", "reduce_zero_label", "root",
-                     "split", "options", "check_size"):
+        for attr in ("name", "layout", "preset", "class_names", "ignore_index", "background", "reduce_zero_label",
+                     "root", "split", "options", "check_size"):
             setattr(self, attr, getattr(parent, attr))
 
     def __len__(self) -> int:
@@ -458,7 +463,8 @@ class SegmentationSubset(SegmentationDataset):
 
 class FileSegmentationDataset(SegmentationDataset):
     """Images and masks as files: ``entries`` of ``(image path, mask path, id)`` and a ``decode(mask path)``
-    that reads one mask and converts it to class indices (the base of the file loaders)."""
+    that reads one mask and converts it to class indices (the base of the file loaders). ``preset``: the
+    protocol preset (default: the layout's name)."""
 
     def __init__(
         self,
@@ -473,11 +479,13 @@ class FileSegmentationDataset(SegmentationDataset):
         root: str | os.PathLike | None,
         split: str | None,
         options: dict[str, Any] | None = None,
+        preset: str | None = None,
     ) -> None:
         self.entries = [(str(a), str(b), str(c)) for a, b, c in entries]
         self.decode = decode
         self.name = name
         self.layout = layout
+        self.preset = preset if preset is not None else layout
         self.class_names = list(class_names)
         self.background = background
         self.reduce_zero_label = reduce_zero_label
@@ -515,7 +523,8 @@ class FileSegmentationDataset(SegmentationDataset):
 
 
 # --------------------------------------------------------------------------- registry and opening
-#: name -> "module:loader"; every loader takes ``root`` first (the toy world takes none)
+#: name -> "module:loader"; every loader takes ``root`` first (the toy world takes none); its other parameters, with
+#: their annotations, are the set's options (:mod:`cliplens.datasets.options`)
 SEGMENTATION_SETS: dict[str, str] = {
     "voc21": "cliplens.datasets.voc:load_voc21",
     "voc20": "cliplens.datasets.voc:load_voc20",
@@ -527,7 +536,7 @@ SEGMENTATION_SETS: dict[str, str] = {
     "ade20k": "cliplens.datasets.ade20k:load_ade20k",
     "imagenet-seg": "cliplens.datasets.imagenet_seg:load_imagenet_seg",
     "folder": "cliplens.datasets.seg_folder:load_segmentation_folder",
-    "toy": "cliplens.datasets.toy_segmentation:load_toy_segmentation",
+    "toy": "cliplens.datasets.toy_segmentation:ToySegmentation",
 }
 #: modules whose ``probe(path) -> [names]`` tells which sets a path holds (for detection)
 _PROBES = ("cliplens.datasets.imagenet_seg", "cliplens.datasets.voc", "cliplens.datasets.coco",
@@ -557,24 +566,14 @@ def _canonical(name: str) -> str | None:
     return k if k in SEGMENTATION_SETS else None
 
 
-def _parse_value(v: str) -> Any:
-    if "|" in v:
-        return tuple(_parse_value(p.strip()) for p in v.split("|"))
-    if v.lstrip("-").isdigit():
-        return int(v)
-    if v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    if v.lower() == "none":
-        return None
-    return v
-
-
-def _parse_spec(spec: str) -> tuple[str | None, dict[str, Any]]:
+def _parse_spec(spec: str) -> tuple[str | None, dict[str, str]]:
+    """``"voc21:split=none"`` -> ``("voc21", {"split": "none"})``: values stay text (the loader's declared types
+    convert them, :mod:`cliplens.datasets.options`); ``(None, {})`` when the head names no set."""
     head, _, rest = spec.partition(":")
     key = _canonical(head)
     if key is None:
         return None, {}
-    opts: dict[str, Any] = {}
+    opts: dict[str, str] = {}
     for item in (s.strip() for s in rest.split(",")):
         if not item:
             continue
@@ -583,7 +582,7 @@ def _parse_spec(spec: str) -> tuple[str | None, dict[str, Any]]:
             raise InvalidInputError(f"segmentation spec {spec!r}: {item!r} is not key=value (e.g. 'toy:n=50,seed=3')")
         if k in opts:
             raise InvalidInputError(f"segmentation spec {spec!r} sets {k!r} twice")
-        opts[k] = _parse_value(v)
+        opts[k] = v
     return key, opts
 
 
@@ -649,16 +648,9 @@ def open_segmentation(name_or_path: str | os.PathLike, root: str | os.PathLike |
     both = sorted(set(spec_opts) & set(options))
     if both:
         raise InvalidInputError(f"{both} given both in the spec {name_or_path!r} and as options; give each once")
-    opts = {**spec_opts, **options}
     loader = _loader(key)
-    params = inspect.signature(loader).parameters
-    takes_root = "root" in params
-    known = [p for p, v in params.items() if p != "root" and v.kind is not v.VAR_KEYWORD]
-    if not any(v.kind is v.VAR_KEYWORD for v in params.values()):
-        unknown = sorted(set(opts) - set(known))
-        if unknown:
-            raise InvalidInputError(f"unknown option(s) {unknown} for the {key!r} segmentation set; its options are "
-                                    f"{known}")
+    opts = convert_options(loader, {**spec_opts, **options}, f"the {key!r} segmentation set")
+    takes_root = "root" in inspect.signature(loader).parameters
     if not takes_root:
         if root is not None:
             raise InvalidInputError(f"the {key!r} segmentation set is generated, it reads no files: drop root=")

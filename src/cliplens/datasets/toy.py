@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from cliplens.datasets.base import AttributeValue, Dataset
+from cliplens.datasets.options import convert_options
 from cliplens.errors import InvalidInputError
 
-__all__ = ["FACTORS", "OBJECT_FACTORS", "SCENE_FACTORS", "ToyDataset", "class_prompt", "factor_values", "load_toy",
-           "parse_toy_spec"]
+__all__ = ["FACTORS", "MAX_IMAGE_SIZE", "OBJECT_FACTORS", "SCENE_FACTORS", "ToyDataset", "check_scene_settings",
+           "class_prompt", "factor_values", "load_toy", "parse_toy_spec"]
 
 OBJECT_FACTORS = ("shape", "colour", "size", "position")
 SCENE_FACTORS = ("count", "bg_kind", "bg_colour")
@@ -59,6 +60,36 @@ def class_prompt(factor: str, value: str) -> str:
     return "a photo of " + phrase
 
 
+#: the largest scene the toy data sets render (the toy model sees 64 px; larger only costs memory)
+MAX_IMAGE_SIZE = 1024
+
+
+def check_scene_settings(what: str, *, n: Any, seed: Any, stream: Any, image_size: Any) -> None:
+    """Refuse, in one paragraph each, what :func:`~cliplens.toyworld.scenes.sample_scene` cannot draw: ``n``
+    scenes (a positive integer), ``seed`` (an integer >= 0), ``stream`` (a name or an integer >= 0) and
+    ``image_size`` (8 to :data:`MAX_IMAGE_SIZE` pixels)."""
+    from cliplens.toyworld.scenes import STREAMS
+
+    def whole(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not whole(n) or n < 1:
+        raise InvalidInputError(f"{what}: n={n!r}; give a positive number of scenes (e.g. n=100)")
+    if not whole(seed) or seed < 0:
+        raise InvalidInputError(f"{what}: seed={seed!r}; a seed is a whole number from 0 up (e.g. seed=3): each "
+                                "seed draws its own scenes")
+    if isinstance(stream, str):
+        if stream not in STREAMS:
+            raise InvalidInputError(f"{what}: unknown stream {stream!r}; streams are {list(STREAMS)} (or an integer "
+                                    "from 0 up)")
+    elif not whole(stream) or stream < 0:
+        raise InvalidInputError(f"{what}: stream={stream!r}; give a stream name ({', '.join(STREAMS)}) or an "
+                                "integer from 0 up")
+    if not whole(image_size) or not 8 <= image_size <= MAX_IMAGE_SIZE:
+        raise InvalidInputError(f"{what}: image_size={image_size!r}; give a size in pixels from 8 to "
+                                f"{MAX_IMAGE_SIZE} (the toy model sees 64)")
+
+
 def _as_tuple(v: Any) -> tuple[Any, ...]:
     return (v,) if isinstance(v, (str, int)) else tuple(v)
 
@@ -83,17 +114,12 @@ class ToyDataset(Dataset):
         bg_colour: str | Sequence[str] | None = None,
         name: str | None = None,
     ) -> None:
-        from cliplens.toyworld.scenes import MAX_OBJECTS, STREAMS
+        from cliplens.toyworld.scenes import MAX_OBJECTS
 
         factor = _ALIASES.get(label, label)
         if factor not in FACTORS:
             raise InvalidInputError(f"toy data set: unknown label factor {label!r}; choose one of {list(FACTORS)}")
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise InvalidInputError(f"toy data set: n={n!r}; give a positive number of scenes")
-        if isinstance(stream, str) and stream not in STREAMS:
-            raise InvalidInputError(f"toy data set: unknown stream {stream!r}; streams are {list(STREAMS)} (or an int)")
-        if not isinstance(image_size, (int, np.integer)) or image_size < 8:
-            raise InvalidInputError(f"toy data set: image_size={image_size!r}; give a size in pixels (>= 8)")
+        check_scene_settings("toy data set", n=n, seed=seed, stream=stream, image_size=image_size)
         constraints: dict[str, Any] = {}
         given = {"shape": shapes, "colour": colours, "size": sizes, "position": positions, "bg_kind": bg_kind,
                  "bg_colour": bg_colour}
@@ -109,10 +135,11 @@ class ToyDataset(Dataset):
         if count is None and factor in OBJECT_FACTORS:
             count = 1
         if count is not None:
-            counts = tuple(int(c) for c in _as_tuple(count))
-            if not counts or any(not 1 <= c <= MAX_OBJECTS for c in counts):
+            counts = _as_tuple(count)
+            if not counts or any(isinstance(c, bool) or not isinstance(c, (int, np.integer))
+                                 or not 1 <= c <= MAX_OBJECTS for c in counts):
                 raise InvalidInputError(f"toy data set: count={count!r}; scenes hold 1 to {MAX_OBJECTS} objects")
-            count = counts[0] if len(counts) == 1 else counts
+            count = int(counts[0]) if len(counts) == 1 else tuple(int(c) for c in counts)
         self.n = int(n)
         self.seed = int(seed)
         self.stream = stream
@@ -180,20 +207,6 @@ class ToyDataset(Dataset):
                 "constraints": {k: list(v) if isinstance(v, tuple) else v for k, v in self.constraints.items()}}
 
 
-def _parse_value(key: str, v: str) -> Any:
-    parts = [p.strip() for p in v.split("|")]
-    conv: list[Any] = []
-    for p in parts:
-        if key in ("n", "seed", "image_size", "count") or (key == "stream" and p.lstrip("-").isdigit()):
-            try:
-                conv.append(int(p))
-            except ValueError:
-                raise InvalidInputError(f"toy spec: {key}={v!r} is not an integer") from None
-        else:
-            conv.append(p)
-    return conv[0] if len(conv) == 1 else tuple(conv)
-
-
 def parse_toy_spec(spec: str) -> dict[str, Any]:
     """``"toy:label=count,n=500"`` -> ``{"label": "count", "n": 500}``; ``"toy:colour"`` -> ``{"label": "colour"}``."""
     head, _, rest = spec.partition(":")
@@ -208,8 +221,8 @@ def parse_toy_spec(spec: str) -> dict[str, Any]:
             key, value = "label", key
         if key in out:
             raise InvalidInputError(f"toy spec {spec!r} sets {key!r} twice")
-        out[key] = _parse_value(key, value)
-    return out
+        out[key] = value
+    return convert_options(ToyDataset, out, "the toy data set")
 
 
 def load_toy(spec: str | None = None, **options: Any) -> ToyDataset:
@@ -218,14 +231,5 @@ def load_toy(spec: str | None = None, **options: Any) -> ToyDataset:
     both = sorted(set(opts) & set(options))
     if both:
         raise InvalidInputError(f"toy data set: {both} given both in the spec {spec!r} and as options; give each once")
-    opts.update(options)
-    try:
-        return ToyDataset(**opts)
-    except TypeError as e:
-        import inspect
-
-        known = [p for p in inspect.signature(ToyDataset.__init__).parameters if p != "self"]
-        unknown = sorted(set(opts) - set(known))
-        if unknown:
-            raise InvalidInputError(f"toy data set: unknown option(s) {unknown}; options are {known}") from None
-        raise InvalidInputError(f"toy data set: {e}") from None
+    opts.update(convert_options(ToyDataset, options, "the toy data set"))
+    return ToyDataset(**opts)

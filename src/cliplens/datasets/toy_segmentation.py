@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from cliplens.datasets.segmentation import SegmentationDataset
+from cliplens.datasets.toy import check_scene_settings
 from cliplens.errors import InvalidInputError
 
 __all__ = ["CLASS_SETS", "ToySegmentation", "load_toy_segmentation", "toy_class_names"]
@@ -61,15 +62,9 @@ class ToySegmentation(SegmentationDataset):
         classes: str = "colour-shape",
         name: str | None = None,
     ) -> None:
-        from cliplens.toyworld.scenes import MAX_OBJECTS, STREAMS
+        from cliplens.toyworld.scenes import MAX_OBJECTS
 
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise InvalidInputError(f"toy segmentation: n={n!r}; give a positive number of scenes")
-        if isinstance(stream, str) and stream not in STREAMS:
-            raise InvalidInputError(f"toy segmentation: unknown stream {stream!r}; streams are {list(STREAMS)} "
-                                    "(or an int)")
-        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8:
-            raise InvalidInputError(f"toy segmentation: image_size={image_size!r}; give a size in pixels (>= 8)")
+        check_scene_settings("toy segmentation", n=n, seed=seed, stream=stream, image_size=image_size)
         key = _CLASS_ALIASES.get(str(classes).lower(), str(classes).lower())
         if key not in CLASS_SETS:
             raise InvalidInputError(f"toy segmentation: classes={classes!r}; choose one of {list(CLASS_SETS)}")
@@ -87,6 +82,7 @@ class ToySegmentation(SegmentationDataset):
         self.classes = key
         self.name = name or "toy"
         self.layout = "toy"
+        self.preset = "toy"
         self.class_names = toy_class_names(key)
         self.background = 0
         self.reduce_zero_label = False

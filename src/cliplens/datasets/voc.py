@@ -19,7 +19,8 @@ the converted labels of the Context release) and ``ImageSets/SegmentationContext
 * ``context59``: ``reduce_zero_label`` (background -> 255, 1..59 -> 0..58).
 
 ``root`` may be the folder holding ``VOCdevkit``, ``VOCdevkit`` itself, or ``VOC2012`` / ``VOC2010``.
-``split=None`` reads every mask of the mask folder instead of a split file. Plain class names are VOC's
+``split=None`` (``--split none`` on the command line, ``"voc21:split=none"`` as a spec) reads every mask of the
+mask folder instead of a split file: for exports without ``ImageSets`` (labelme's, CVAT's). Plain class names are VOC's
 words with compound words split (``"dining table"``, ``"potted plant"``, ``"tv monitor"``).
 """
 
@@ -157,15 +158,16 @@ def _entries(folder: Path, masks: str, sets: str, split: str | None, what: str,
             raise InvalidInputError(f"{what}: {mask_dir} holds no PNG masks")
     else:
         if not isinstance(split, str) or not split.strip():
-            raise InvalidInputError(f"{what}: split={split!r}; give a split name ('val', 'train', …) or None")
+            raise InvalidInputError(f"{what}: split={split!r}; give a split name ('val', 'train', …) or none (every "
+                                    "mask)")
         split_file = folder / "ImageSets" / sets / f"{split}.txt"
         if not split_file.is_file():
             listed = sorted(p.stem for p in (folder / "ImageSets" / sets).glob("*.txt")) \
                 if (folder / "ImageSets" / sets).is_dir() else []
             raise InvalidInputError(f"{what}: no split file {split_file}" +
                                     (f" (the splits there are {listed})" if listed else "") +
-                                    "; give another split=, or split=None to read every mask in "
-                                    f"{mask_dir}")
+                                    "; give another split (--split NAME), or none (--split none, split=None in "
+                                    f"Python) to read every mask in {mask_dir}")
         ids = read_split_file(split_file, f"{what} split file")
     image_index: dict[str, str] | None = None
     entries: list[tuple[str, str, str]] = []
@@ -219,7 +221,7 @@ def load_voc(
     return FileSegmentationDataset(
         entries, partial(decode_voc, background=background), name=name or what, layout="voc", class_names=VOC_CLASSES if background else VOC20_CLASSES,
         background=0 if background else None, reduce_zero_label=not background, root=folder, split=split,
-        options={"background": background},
+        options={"background": background}, preset=what,
     )
 
 
@@ -263,7 +265,7 @@ def load_context(
         entries, partial(decode_context, background=background), name=name or what, layout="context",
         class_names=CONTEXT60_CLASSES if background else CONTEXT59_CLASSES,
         background=0 if background else None, reduce_zero_label=not background, root=folder, split=split,
-        options={"background": background},
+        options={"background": background}, preset=what,
     )
 
 
