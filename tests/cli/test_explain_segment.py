@@ -125,10 +125,10 @@ def extra_method():
     _REGISTRY.pop("test-extra")
 
 
-def test_method_all_runs_every_method_but_the_baselines(toy_args, tmp_path, extra_method):
-    expected = sorted(n for n in map_names() if not get_map(n).baseline)
-    assert extra_method in expected and {"surgery", "decomposition", "naclip", "chefer", "rollout"} <= set(expected)
-    assert not {"uniform", "nothing", "gaussian"} & set(expected)
+def test_method_all_runs_every_text_dependent_method(toy_args, tmp_path, extra_method):
+    expected = sorted(n for n in map_names() if get_map(n).text_dependent)
+    assert extra_method in expected and {"surgery", "decomposition", "naclip", "chefer"} <= set(expected)
+    assert not {"uniform", "nothing", "gaussian", "raw-attention", "rollout"} & set(expected)
     image = save_image(tmp_path / "img.png")
     out = tmp_path / "o"
     r = run("explain", image, "-t", "a red circle", "--method", "all", *toy_args, "--out", out)

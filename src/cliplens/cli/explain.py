@@ -52,26 +52,37 @@ DEFAULT_OUT = "cliplens-explain"
 CONTRAST_CHOICES = ("default", "none", "others", "empty")
 
 
-def text_methods() -> list[str]:
-    """The registered map methods that ``--method all`` runs: every one but the baselines that do not look at the
-    image (raw attention and rollout are in: they look at the image but not at the text)."""
+def text_methods(text_dependent: bool = True) -> list[str]:
+    """The registered map methods that ``--method all`` runs: every one whose map depends on the text
+    (:attr:`MapMethod.text_dependent`); with ``text_dependent=False``, what ``--method text-independent`` runs:
+    those that look at the image but not at the text (raw attention, rollout; the baselines, which look at
+    neither, are named one by one)."""
     out = []
-    for name in map_names():
+    for name in map_names(text_dependent=text_dependent, baseline=False):
         try:
-            if not get_map(name).baseline:
-                out.append(name)
-        except InvalidInputError:  # a method that needs parameters: not run by "all"
+            get_map(name)
+        except InvalidInputError:  # a method that needs parameters: not run by a group
             continue
+        out.append(name)
     return out
 
 
+#: ``--method`` values that stand for several methods
+METHOD_GROUPS = ("all", "text-independent")
+
+
 def resolve_methods(method: str, option: str = "--method") -> list[str]:
-    """``"all"`` -> every text-dependent method; a registered name -> itself; else a clear error."""
+    """``"all"`` -> every text-dependent method; ``"text-independent"`` -> raw attention and rollout (and any
+    other registered method that ignores the text but looks at the image); a registered name -> itself; else a
+    clear error."""
     if method == "all":
         return text_methods()
+    if method == "text-independent":
+        return text_methods(text_dependent=False)
     if method not in map_names():
         raise InvalidInputError(f"{option} {method!r} is not a map method; use one of "
-                                f"{', '.join(text_methods())}, or all (every one of them)")
+                                f"{', '.join(map_names())}, all (every text-dependent method) or text-independent "
+                                f"({', '.join(text_methods(text_dependent=False))})")
     return [method]
 
 
@@ -187,7 +198,9 @@ def run_in_chunks(paths: Sequence[str], batch_size: int, run: Callable[[list[str
 @model_options
 @click.option("--text", "-t", "texts", multiple=True, required=True, help="A text to map (repeat for several).")
 @click.option("--method", default="surgery", show_default=True,
-              help="Map method: " + ", ".join(text_methods()) + ", or all (each of them, side by side).")
+              help="Map method: " + ", ".join(text_methods()) + "; all (every one of those text-dependent "
+                   "methods, side by side); text-independent (" + ", ".join(text_methods(False)) + ": they ignore "
+                   "the text); or a baseline by name (" + ", ".join(map_names(baseline=True)) + ").")
 @click.option("--by-head", is_flag=True,
               help="CLIP Surgery only: split each map over the heads of its surgical layers (the parts sum to the "
                    "map) and draw the heads that make it.")

@@ -137,7 +137,11 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     if logit_scale is not None and threshold is None:
         notes.append("--logit-scale only matters with --threshold: ignored")
     scale = 50.0 if logit_scale is None else logit_scale
-    (method_name,) = resolve_methods(method)
+    resolved = resolve_methods(method)
+    if len(resolved) != 1:
+        raise InvalidInputError(f"--method {method} names {len(resolved)} methods, but segment labels the pixels with "
+                                f"one: name one ({', '.join(resolved)}); segment-eval compares several")
+    method_name = resolved[0]
     map_method = surgery_method(blocks, feature, no_architecture) if method_name == "surgery" else get_map(method_name)
     if not map_method.text_dependent:
         raise InvalidInputError(f"--method {method_name} ignores the text: every class would get the same map")

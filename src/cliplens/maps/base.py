@@ -114,7 +114,8 @@ class MapMethod:
 
     #: the registered name (set by :func:`register_map`)
     name: ClassVar[str] = ""
-    #: whether the map depends on the text (baselines, raw attention and rollout do not; contrasts do not apply)
+    #: whether the map depends on the text (baselines, raw attention and rollout do not; contrasts do not apply).
+    #: The one place that says so: ``--method all`` runs the text-dependent methods (:func:`map_names`)
     text_dependent: ClassVar[bool] = True
     #: a baseline that does not look at the image (``uniform``, ``nothing``, ``gaussian``): left out of "all"
     baseline: ClassVar[bool] = False
@@ -265,9 +266,14 @@ def register_map(name: str) -> Callable[[type[MapMethod]], type[MapMethod]]:
     return deco
 
 
-def map_names() -> list[str]:
-    """The registered map methods (sorted)."""
-    return sorted(_REGISTRY)
+def map_names(*, text_dependent: bool | None = None, baseline: bool | None = None) -> list[str]:
+    """The registered map methods (sorted). ``text_dependent``: only those whose map depends on the text (``True``:
+    what ``--method all`` runs) or only those that ignore it (``False``: raw attention, rollout and the baselines);
+    ``baseline``: only the baselines that do not look at the image (``True``) or none of them (``False``). Both
+    read the methods' own class attributes (:attr:`MapMethod.text_dependent`, :attr:`MapMethod.baseline`)."""
+    return sorted(name for name, cls in _REGISTRY.items()
+                  if (text_dependent is None or cls.text_dependent == text_dependent)
+                  and (baseline is None or cls.baseline == baseline))
 
 
 def get_map(name: str | MapMethod, **params: Any) -> MapMethod:
