@@ -305,3 +305,30 @@ def test_overlays_show_what_was_compared(model, dataset, tmp_path):
     with pytest.raises(InvalidInputError, match="pass out_dir"):
         evaluate_imagenet_seg(model, "maskclip", dataset, class_names=CLASSES, templates="none", overlays=1,
                               draw_overlay=draw)
+
+
+def test_a_folder_holds_one_image_set(model, dataset, tmp_path):
+    out = tmp_path / "run"
+    kw = dict(class_names=CLASSES, templates="none", out_dir=out)
+    two = evaluate_imagenet_seg(model, "maskclip", dataset, limit=2, **kw)
+    assert two["images"] == 2 and two["settings"]["image_set"]["count"] == 2
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    seen = []
+    with pytest.raises(InvalidInputError, match=r"over 2 images \(the first 2\), 2 done; this command asks for 1 "
+                                                r"image \(the first 1\)"):
+        evaluate_imagenet_seg(model, "maskclip", dataset, limit=1, on_image=lambda d, n: seen.append(d), **kw)
+    assert seen == [] and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    whole = evaluate_imagenet_seg(model, "maskclip", dataset, on_image=lambda d, n: seen.append(d), **kw)
+    direct = evaluate_imagenet_seg(model, "maskclip", dataset, class_names=CLASSES, templates="none")
+    assert seen == [3] and whole["images"] == 3
+    for k in ("pixel_accuracy", "miou", "map", "iou"):
+        assert whole[k] == direct[k], k
+
+
+def test_the_default_classes_are_the_1000_imagenet_names(model, dataset):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the toy model knows none of ImageNet's words
+        r = evaluate_imagenet_seg(model, "maskclip", dataset, templates="none", limit=1)
+    assert r["settings"]["classes"] == 998 and r["images"] == 1  # "missile" and "sunglasses" are two classes each

@@ -21,6 +21,7 @@ from cliplens.evaluation.protocol import (
     protocol_for,
 )
 from cliplens.maps.base import ImageMaps
+from cliplens.maps.targets import Targets
 
 #: the class names of the data sets FIELD_NAMES speaks of
 DATASET_CLASSES = {"voc21": VOC_CLASSES, "voc20": VOC20_CLASSES, "coco-object": COCO_OBJECT_CLASSES}
@@ -71,7 +72,12 @@ def test_class_queries_voc20_and_coco_object():
     assert got20[VOC20_CLASSES.index("aeroplane")] == ["aeroplane"]
     assert all(STUFF[0] not in qs for qs in got20)  # no background in voc20
     coco = class_queries(COCO_OBJECT_CLASSES, "field", "coco-object")
-    assert coco[0] == STUFF
+    # "bed" is a COCO class: the background's stuff words leave it to that class (each query names one class)
+    assert "bed" in STUFF and coco[0] == [w for w in STUFF if w != "bed"]
+    assert coco[COCO_OBJECT_CLASSES.index("bed")] == ["bed"]
+    flat = [q for qs in coco for q in qs]
+    assert len(flat) == len(set(flat))
+    Targets.classes(flat, templates="imagenet", contrast="none")  # what segment-eval builds: no duplicate refused
     assert coco[COCO_OBJECT_CLASSES.index("person")] == [*PERSON, "body"]
     others = [c for c in COCO_OBJECT_CLASSES if c not in ("background", "person")]
     assert [coco[COCO_OBJECT_CLASSES.index(c)] for c in others] == [[c] for c in others]
@@ -294,3 +300,14 @@ def test_predict_labels_on_a_real_cropped_map():
     np.testing.assert_array_equal(got[clear], want[clear])
     left, right = round(item.box[1]), round(item.box[3])
     assert (got[:, :left] == 255).all() and (got[:, right:] == 255).all() and (got[:, left:right] != 255).all()
+
+
+def test_each_query_names_one_class(tmp_path):
+    f = tmp_path / "names.txt"
+    f.write_text("sky, cloud, Sky\nroad, street\ncar, cloud\n")
+    with pytest.raises(InvalidInputError, match=r"the query 'cloud' names two classes, 'a' and 'c' \(lines 1 and 3 of"):
+        class_queries(["a", "b", "c"], str(f))
+    f.write_text("sky, cloud, Sky\nroad,  street , road\ncar\n")
+    assert class_queries(["a", "b", "c"], str(f)) == [["sky", "cloud"], ["road", "street"], ["car"]]
+    with pytest.raises(InvalidInputError, match="have the same name"):
+        class_queries(["cat", "Cat "], "plain")

@@ -31,6 +31,8 @@ class WithIgnore:
     def __init__(self, base, background="same"):
         self.base = base
         self.name = base.name
+        self.preset = base.preset
+        self.ids = base.ids
         self.class_names = list(base.class_names)
         self.background = base.background if background == "same" else background
         self.ignore_index = 255
@@ -382,3 +384,72 @@ def test_overlays_of_a_redone_image_replace_the_runs_own_and_never_a_users(model
 def test_overlays_need_a_folder(model):
     with pytest.raises(InvalidInputError, match="pass out_dir"):
         evaluate_segmentation(model, METHOD, _dataset(), overlays=1, draw_overlay=lambda *a: None)
+
+
+# ---- the image set a folder holds -------------------------------------------------------------------------------
+def test_a_folder_holds_one_image_set_smaller_is_refused_larger_extends(model, reference, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "run"
+    three = evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL, out_dir=out, limit=3)
+    assert three.images == 3 and three.settings["image_set"]["count"] == 3 and three.settings["image_set"]["limit"] == 3
+    assert read_results(out)["settings"]["image_set"] == three.settings["image_set"]
+    before = _snapshot(out)
+    calls = []
+    # fewer images than the run has done: refused, never reported as the earlier run's 3
+    with pytest.raises(InvalidInputError) as e:
+        evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL, out_dir=out, limit=2,
+                              on_image=lambda d, n: calls.append(d))
+    msg = str(e.value)
+    assert "over 3 images (the first 3), 3 done" in msg and "asks for 2 images (the first 2)" in msg
+    assert "--new-run" in msg and "--out" in msg and "\n" not in msg
+    assert calls == [] and _snapshot(out) == before
+    # the same set again: nothing to do, the same result
+    again = evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL, out_dir=out, limit=3,
+                                  on_image=lambda d, n: calls.append(d))
+    assert calls == [] and again.images == 3 and again.miou == three.miou
+    # a larger set begins with the images done: the run is extended, and equals an uninterrupted run
+    whole = evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL, out_dir=out,
+                                  on_image=lambda d, n: calls.append(d))
+    assert calls == [N] and whole.settings["image_set"] == {**whole.settings["image_set"], "count": N, "limit": None}
+    _same_result(whole, ref)
+    saved = json.loads((out / PROGRESS).read_text())
+    assert saved["settings"]["image_set"]["count"] == N and read_results(out)["images"] == N
+
+
+def test_images_done_that_do_not_begin_the_set_asked_are_refused(model, tmp_path):
+    out = tmp_path / "run"
+    evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL, out_dir=out, limit=2)
+    before = _snapshot(out)
+
+    class Reordered(WithIgnore):  # the same data set (same record) listing its images in another order
+        def __init__(self, base):
+            super().__init__(base)
+            self.ids = list(reversed(base.ids))
+
+    with pytest.raises(InvalidInputError, match="are not the first 2 of the images asked"):
+        evaluate_segmentation(model, METHOD, Reordered(open_segmentation(f"toy:n={N},seed=3")), protocol=PROTOCOL,
+                              out_dir=out, limit=2)
+    assert _snapshot(out) == before
+    # progress of an older cliplens (no image set recorded): the same count resumes, another is refused
+    saved = json.loads((out / PROGRESS).read_text())
+    del saved["settings"]["image_set"], saved["state"]["done_ids_sha256"]
+    (out / PROGRESS).write_text(json.dumps(saved))
+    assert evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL, out_dir=out, limit=2).images == 2
+    saved = json.loads((out / PROGRESS).read_text())
+    del saved["settings"]["image_set"], saved["state"]["done_ids_sha256"]
+    (out / PROGRESS).write_text(json.dumps(saved))
+    with pytest.raises(InvalidInputError, match="recorded 2 images and not which"):
+        evaluate_segmentation(model, METHOD, _dataset(), protocol=PROTOCOL, out_dir=out, limit=3)
+
+
+def test_the_preset_is_the_layouts_not_the_name(model, tmp_path):
+    ds = _dataset()
+    ds.name = "cityscapes"  # a name says nothing about the protocol
+    r = evaluate_segmentation(model, METHOD, ds, limit=1)
+    assert r.settings["protocol"] == PRESETS["toy"].to_dict()
+
+
+def test_text_independent_methods_are_refused(model):
+    for name in ("raw-attention", "rollout", "uniform"):
+        with pytest.raises(InvalidInputError, match="ignores the text: every class would get the same map"):
+            evaluate_segmentation(model, name, _dataset(), limit=1)

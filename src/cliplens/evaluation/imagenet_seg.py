@@ -19,8 +19,9 @@ the map disagree): use it to compare with published numbers.
 
 With ``out_dir`` the run is resumable exactly as :func:`cliplens.evaluation.segeval.evaluate_segmentation` (the
 same :class:`~cliplens.evaluation.segeval.RunFolder`: progress written before any work, saved on the way out
-whatever stops the run, each image counted all at once or not at all) and can draw overlays for the first
-images (``overlays/NNNNN.png``).
+whatever stops the run, each image counted all at once or not at all, the image set recorded: a folder holding a
+run over other images is refused, a run can be extended to more) and can draw overlays for the first images
+(``overlays/NNNNN.png``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from cliplens.errors import InvalidInputError
-from cliplens.evaluation.segeval import RESULTS, RunFolder, model_record
+from cliplens.evaluation.segeval import RESULTS, RunFolder, image_ids, image_set, model_record
 from cliplens.evaluation.segmentation import average_precision, score_map
 from cliplens.jsonio import write_json_atomic
 from cliplens.maps.base import MapMethod, get_map
@@ -87,7 +88,7 @@ def evaluate_imagenet_seg(
 ) -> dict[str, Any]:
     """Pixel accuracy, mIoU and mAP (percent) of ``method`` on an ImageNet-segmentation data set (see the module
     docs). ``mode``: ``"correct"`` (default) or ``"original"`` (the papers' misaligned mask). ``class_names``:
-    the zero-shot classes (default the 1,000 ImageNet classes).
+    the zero-shot classes (default the 1,000 ImageNet classes, CLIP's names: 998 distinct texts).
 
     ``draw_overlay(path, i, sample, view)`` draws image ``i``'s overlay (a PNG at ``path``) for each of the
     first ``overlays`` images (needs ``out_dir``); ``view`` holds what was compared, on the model input's
@@ -100,16 +101,20 @@ def evaluate_imagenet_seg(
     if class_names is None:
         from cliplens.datasets import imagenet_classes
 
-        class_names = imagenet_classes()
+        # (wnid, name) pairs; CLIP's names give two classes each to "missile" and "sunglasses": the same text,
+        # so the same classifier row: kept once (the prediction, and the map explained, are the same either way)
+        seen: set[str] = set()
+        class_names = [n for _, n in imagenet_classes()
+                       if " ".join(n.lower().split()) not in seen and not seen.add(" ".join(n.lower().split()))]
     names = list(class_names)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n < 1:
         raise InvalidInputError("the data set has no images")
     if draw_overlay is not None and overlays > 0 and out_dir is None:
         raise InvalidInputError("overlays are written in the run's folder: pass out_dir")
+    ids = image_ids(dataset, n)
     everything = Targets.classes(names, templates=templates, contrast=method.default_contrast if len(names) > 1
                                  else "none")
-    classifier = everything.embed(model).directions
     settings = {"protocol": "imagenet-segmentation", "mode": mode, "model": model_record(model),
                 "method": method.describe(), "classes": len(names), "templates": templates,
                 "contrast": everything.contrast if method.text_dependent else "none",
@@ -117,18 +122,21 @@ def evaluate_imagenet_seg(
                                                                       or method.uses_all_targets)
                 else "the predicted class",
                 "dataset": dataset.describe() if hasattr(dataset, "describe") else {}, "images": n,
+                "image_set": image_set(dataset, ids, limit),
                 "fit": "crop (the model's own preprocessing)", "threshold": "foreground where the normalised map >= "
                 "its mean", "ap": "two-channel [1 - map, map] against the one-hot mask, per image, averaged"}
     out = Path(out_dir).expanduser() if out_dir is not None else None
     per_class = method.text_dependent and (everything.contrast != "none" or method.uses_all_targets)
     fresh: dict[str, Any] = {"done": 0, "seconds": 0.0, "overlays": [], **{k: 0.0 for k in _COUNTS}}
-    with RunFolder(out, settings, fresh, total=n, save_every=save_every) as run:
+    with RunFolder(out, settings, fresh, ids=ids, save_every=save_every) as run:
+        classifier = everything.embed(model).directions if run.done < n else None  # after the folder's check
         for i in range(run.done, n):
             sample = dataset[i]
             fitted, _ = fit_images(model, [sample.image], fit="crop")
             px = fitted[0].pixels[None].to(model.device, model.dtype)
             with torch.no_grad():
                 emb = F.normalize(model.encode_image(px).float(), dim=-1)
+            assert classifier is not None
             pred = int((emb @ classifier.to(emb).T).argmax(-1))
             targets = everything if per_class else Targets.classes([names[pred]], templates=templates,
                                                                    contrast="none")

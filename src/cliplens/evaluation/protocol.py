@@ -22,7 +22,10 @@ mmcv 2.0.1, which no longer installs. cliplens does the same without them:
 
 Differences from the field's code, all stated: one logit scale (40) for every set where SCLIP tunes 40–65;
 a sliding window on VOC too (NACLIP runs it whole); no PAMR; the model's own positional-embedding
-interpolation (bicubic, Hugging Face's rule); the model's own precision (fp32 on CPU).
+interpolation (bicubic, Hugging Face's rule); the model's own precision (fp32 on CPU); each query names one
+class (COCO-Object's background words leave out "bed", a COCO class: with it in both, the field's tie goes to
+background and "bed" is never predicted); the presets are the layout's (a folder named ``cityscapes`` holding
+images and masks is a generic folder: 336).
 """
 
 from __future__ import annotations
@@ -121,24 +124,56 @@ def _split(line: str) -> list[str]:
     return [q.strip() for q in line.split(",") if q.strip()]
 
 
+def _key(query: str) -> str:
+    return " ".join(query.lower().split())
+
+
 def class_queries(class_names: Sequence[str], names: str = "field", dataset: str | None = None) -> list[list[str]]:
-    """Per class, its query names: ``"plain"`` (the class name), ``"field"`` (:data:`FIELD_NAMES` for the data
-    set, the class name elsewhere) or a file with one line per class of comma-separated names."""
+    """Per class, its query names: ``"plain"`` (the class name), ``"field"`` (:data:`FIELD_NAMES` for the preset
+    ``dataset``, the class name elsewhere) or a file with one line per class of comma-separated names.
+
+    Every query belongs to one class (case and spacing ignored): a query repeated within a class is kept once;
+    with ``"field"``, a synonym that is another class's own name is that class's, and is left out of the
+    synonym list (COCO-Object's background words include "bed", which is a COCO class: the field's code keeps it
+    in both, so that the tie always goes to background and "bed" is never predicted). Any other query named for
+    two classes is refused, saying which.
+    """
     if names == "plain":
-        return [[c] for c in class_names]
-    if names == "field":
+        queries = [[c] for c in class_names]
+    elif names == "field":
         over = FIELD_NAMES.get(dataset or "", {})
-        return [_split(over[c]) if c in over else [c] for c in class_names]
-    path = Path(os.path.expanduser(names))
-    if not path.is_file():
-        raise InvalidInputError(f"names must be 'field', 'plain' or a file with one line of comma-separated query "
-                                f"names per class; {names!r} is not a file")
-    lines = [ln for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
-    if len(lines) != len(class_names):
-        raise InvalidInputError(f"{path} has {len(lines)} non-empty lines but the data set has {len(class_names)} "
-                                f"classes ({', '.join(class_names[:5])}{', …' if len(class_names) > 5 else ''}): "
-                                "give one line per class, in the data set's class order")
-    return [_split(ln) for ln in lines]
+        own = {_key(c) for c in class_names}
+        queries = [[q for q in _split(over[c]) if _key(q) == _key(c) or _key(q) not in own] if c in over else [c]
+                   for c in class_names]
+    else:
+        path = Path(os.path.expanduser(names))
+        if not path.is_file():
+            raise InvalidInputError(f"names must be 'field', 'plain' or a file with one line of comma-separated query "
+                                    f"names per class; {names!r} is not a file")
+        lines = [ln for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+        if len(lines) != len(class_names):
+            raise InvalidInputError(f"{path} has {len(lines)} non-empty lines but the data set has {len(class_names)} "
+                                    f"classes ({', '.join(class_names[:5])}{', …' if len(class_names) > 5 else ''}): "
+                                    "give one line per class, in the data set's class order")
+        queries = [_split(ln) for ln in lines]
+    owner: dict[str, int] = {}
+    out: list[list[str]] = []
+    for c, qs in enumerate(queries):
+        out.append([])
+        for q in qs:
+            k = owner.setdefault(_key(q), c)
+            if k == c and q not in out[c] and all(_key(q) != _key(x) for x in out[c]):
+                out[c].append(q)
+            elif k != c:
+                if names == "plain":
+                    raise InvalidInputError(f"the data set's classes {class_names[k]!r} and {class_names[c]!r} have "
+                                            "the same name (case and spacing ignored), so their queries cannot be "
+                                            "told apart: rename one, or give the query names with --names FILE")
+                where = f" (lines {k + 1} and {c + 1} of {names})" if names != "field" else ""
+                raise InvalidInputError(f"the query {q!r} names two classes, {class_names[k]!r} and "
+                                        f"{class_names[c]!r}{where}: a pixel it matches cannot be both. Give each "
+                                        "query to one class")
+    return out
 
 
 def protocol_for(dataset: str | None, **overrides: Any) -> SegProtocol:

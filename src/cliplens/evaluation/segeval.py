@@ -16,19 +16,25 @@ many images are done, the overlays written, with the settings) is kept in one at
   its progress: when an interrupted image is redone, the overlay that run had begun under that name is
   replaced; a file of that name the run did not record (someone else's) is never touched: the overlay goes
   beside it (``00003-2.png``) with a warning;
-* a folder holding another run's progress (other model, method, data or settings) is refused, never
-  overwritten, and so is a folder with other files and no progress.
+* a folder holds one run: its settings record the image set (``image_set``: how many images, the limit, the
+  split, and a sha256 of their ids in order), and a folder holding another run's progress (other model,
+  method, data, settings or images) is refused, never overwritten, and so is a folder with other files and no
+  progress. A run may be *extended* (a larger ``limit``, or none): its images done are the first images of the
+  larger set, so the result is exactly the larger set's. A set that does not begin with the images already
+  done (a smaller limit than the images done, another split, other data) is refused: its metrics could not be
+  told apart from the earlier run's. The results always name the images they count.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,14 +49,39 @@ from cliplens.jsonio import differences, read_json, write_json_atomic
 from cliplens.maps.base import MapMethod, get_map
 from cliplens.maps.targets import Targets
 
-__all__ = ["OVERLAYS", "PROGRESS", "RESULTS", "RunFolder", "SegEvalResult", "evaluate_segmentation", "model_record",
-           "read_results", "resume", "save_progress"]
+__all__ = ["OVERLAYS", "PROGRESS", "RESULTS", "RunFolder", "SegEvalResult", "evaluate_segmentation", "ids_digest",
+           "image_ids", "image_set", "model_record", "read_results", "resume", "save_progress"]
 
 PROGRESS = "progress.json"
 RESULTS = "results.json"
 OVERLAYS = "overlays"
 #: the progress key naming the overlay being drawn (recorded before the file exists)
 _CLAIM = "drawing"
+#: the progress key holding the sha256 of the ids of the images done, in order
+_DONE_IDS = "done_ids_sha256"
+
+
+def ids_digest(ids: Sequence[str]) -> str:
+    """sha256 of image ids in order (one per line)."""
+    h = hashlib.sha256()
+    for i in ids:
+        h.update(f"{i}\n".encode())
+    return h.hexdigest()
+
+
+def image_ids(dataset: Any, n: int) -> list[str]:
+    """The ids of the first ``n`` images of ``dataset`` (its ``ids`` where it has them: no image is read)."""
+    ids = getattr(dataset, "ids", None)
+    if ids is None:
+        return [str(dataset[i].id) for i in range(n)]
+    return [str(i) for i in list(ids)[:n]]
+
+
+def image_set(dataset: Any, ids: Sequence[str], limit: int | None) -> dict[str, Any]:
+    """What a run folder records of the images it counts: how many, the limit, the split, the first and last ids
+    and a sha256 of every id in order."""
+    return {"count": len(ids), "limit": limit, "split": getattr(dataset, "split", None),
+            "first": ids[0] if ids else None, "last": ids[-1] if ids else None, "ids_sha256": ids_digest(ids)}
 
 
 @dataclass
@@ -112,7 +143,8 @@ def evaluate_segmentation(
     on_prediction: Callable[[int, Any, np.ndarray, np.ndarray], str | None] | None = None,
 ) -> SegEvalResult:
     """Evaluate ``method`` on ``dataset`` (a :mod:`cliplens.datasets` segmentation set) under ``protocol``
-    (default: the preset of ``dataset_name`` or of the data set's name). ``limit``: the first N images.
+    (default: the preset named ``dataset_name``, or the data set's own ``preset``, which its loader sets from the
+    layout it read, never from a folder's name). ``limit``: the first N images.
 
     With ``out_dir`` the run is resumable (see the module docs); ``save_every``: images between periodic
     saves (progress is also saved when the run stops, for whatever reason). ``draw_overlay(path, i, sample,
@@ -120,11 +152,17 @@ def evaluate_segmentation(
     named ``out_dir/overlays/NNNNN.png`` (needs ``out_dir``). ``on_image(done, total)`` is called after each
     image (a progress bar); ``on_prediction(i, sample, mask, labels)`` with each image's prediction (a
     returned path is recorded with the overlays)."""
-    name = dataset_name or getattr(dataset, "name", None)
-    protocol = protocol or protocol_for(name)
+    preset = dataset_name or getattr(dataset, "preset", None)
+    name = getattr(dataset, "name", None) or preset
+    protocol = protocol or protocol_for(preset)
     method = get_map(method)
+    if not method.text_dependent:
+        raise InvalidInputError(f"the method {method.name!r} ignores the text: every class would get the same map, so "
+                                "every pixel the same class. Segmentation compares the classes' maps: use a "
+                                "text-dependent method (ImageNet-segmentation, one foreground per image, takes "
+                                "text-independent ones)")
     class_names = list(dataset.class_names)
-    queries = class_queries(class_names, protocol.names, name)
+    queries = class_queries(class_names, protocol.names, preset)
     targets, owner = _targets(queries, protocol.templates)
     background = getattr(dataset, "background", None)
     if protocol.prob_threshold > 0 and background is None:
@@ -135,10 +173,12 @@ def evaluate_segmentation(
         raise InvalidInputError("the data set has no images")
     if draw_overlay is not None and overlays > 0 and out_dir is None:
         raise InvalidInputError("overlays are written in the run's folder: pass out_dir")
+    ids = image_ids(dataset, n)
     settings = {
         "model": model_record(model), "method": method.describe(), "protocol": protocol.to_dict(),
         "dataset": dataset.describe() if hasattr(dataset, "describe") else {"name": name},
-        "classes": class_names, "queries": queries, "images": n, "ignore_index": getattr(dataset, "ignore_index", 255),
+        "classes": class_names, "queries": queries, "images": n, "image_set": image_set(dataset, ids, limit),
+        "ignore_index": getattr(dataset, "ignore_index", 255),
         "background": background,
         "metrics": "one confusion matrix over the data set; IoU per class; mIoU over classes present in the ground "
                    "truth or the predictions; pixel accuracy over pixels not ignored",
@@ -146,7 +186,7 @@ def evaluate_segmentation(
     cm = ConfusionMatrix(len(class_names), settings["ignore_index"])
     out = Path(out_dir).expanduser() if out_dir is not None else None
     fresh = {"done": 0, "seconds": 0.0, "overlays": [], "confusion": cm.matrix.tolist()}
-    with RunFolder(out, settings, fresh, total=n, save_every=save_every) as run:
+    with RunFolder(out, settings, fresh, ids=ids, save_every=save_every) as run:
         matrix = torch.tensor(run.state["confusion"], dtype=torch.int64)
         if tuple(matrix.shape) != tuple(cm.matrix.shape):
             raise InvalidInputError(f"{out}: its saved confusion matrix has the wrong shape; pass another folder")
@@ -183,21 +223,35 @@ def evaluate_segmentation(
 
 
 class RunFolder:
-    """The progress of one evaluation, in ``out/progress.json`` (``out`` ``None``: kept in memory only).
+    """The progress of one evaluation over the images ``ids`` (in order), in ``out/progress.json`` (``out``
+    ``None``: kept in memory only).
 
-    ``state`` (``fresh`` for a new run, else what was saved; ``done`` counts the images done, in order) is
-    replaced as a whole by :meth:`commit` after each image, in one assignment, so that an interrupt finds it
-    either before or after that image, never half-way. Use as a context manager: leaving the block through an
-    exception (Ctrl-C included) saves the state once more, then lets the exception go on."""
+    ``settings`` (with its ``image_set``, see :func:`image_set`) says what the run is; a folder holding another
+    run is refused (:func:`resume`). ``state`` (``fresh`` for a new run, else what was saved; ``done`` counts the
+    images done, in order) is replaced as a whole by :meth:`commit` after each image, in one assignment, so that
+    an interrupt finds it either before or after that image, never half-way. Use as a context manager: leaving
+    the block through an exception (Ctrl-C included) saves the state once more, then lets the exception go on."""
 
-    def __init__(self, out: Path | None, settings: dict[str, Any], fresh: dict[str, Any], *, total: int,
+    def __init__(self, out: Path | None, settings: dict[str, Any], fresh: dict[str, Any], *, ids: Sequence[str],
                  save_every: int = 10) -> None:
-        self.out, self.settings, self.total, self.save_every = out, settings, total, max(1, int(save_every))
-        saved = resume(out, settings) if out is not None else {}
+        self.out, self.settings, self.save_every = out, settings, max(1, int(save_every))
+        self.ids, self.total = list(ids), len(ids)
+        saved, before = resume(out, settings, self.ids) if out is not None else ({}, None)
         self.state: dict[str, Any] = {**fresh, **saved}
+        self._hash = hashlib.sha256()
+        self._hashed = 0
         self._t0 = time.perf_counter() - float(self.state.get("seconds", 0.0))
-        if out is not None and not saved:
-            self.save()  # before any work: the folder is this run's from now on
+        if out is not None and (not saved or before != settings):
+            self.save()  # before any work: the folder is this run's (and records its image set) from now on
+
+    def _done_ids(self, done: int) -> str:
+        """sha256 of the ids of the first ``done`` images (advanced incrementally: images are done in order)."""
+        if done < self._hashed:
+            return ids_digest(self.ids[:done])
+        while self._hashed < done:
+            self._hash.update(f"{self.ids[self._hashed]}\n".encode())
+            self._hashed += 1
+        return self._hash.hexdigest()
 
     @property
     def done(self) -> int:
@@ -205,7 +259,8 @@ class RunFolder:
 
     def save(self) -> None:
         if self.out is not None:
-            save_progress(self.out, self.settings, _jsonable(self.state))
+            state = {**self.state, _DONE_IDS: self._done_ids(self.done)}
+            save_progress(self.out, self.settings, _jsonable(state))
 
     def commit(self, **state: Any) -> None:
         """One more image done: the state's new values (``done`` among them); saved every ``save_every``
@@ -271,8 +326,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def resume(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """The saved state of this run in ``out`` (``{}`` for a new one); another run's progress is refused."""
+def resume(out: Path, settings: dict[str, Any], ids: Sequence[str] | None = None
+           ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The saved state of this run in ``out`` and the settings saved with it (``({}, None)`` for a new run).
+
+    Another run's progress is refused: other settings, or images that are not this run's (``ids``, the images
+    asked, in order: the images done must be the first of them; a run is extended, never cut back)."""
     path = out / PROGRESS
     if not path.exists():
         there = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.exists() else []
@@ -282,7 +341,7 @@ def resume(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInputError(f"{out} exists and holds other files (no {PROGRESS}): pass a new or empty folder "
                                     f"(nothing was touched).{hint}")
         out.mkdir(parents=True, exist_ok=True)
-        return {}
+        return {}, None
     try:
         state = read_json(path)
     except (OSError, ValueError) as e:
@@ -292,16 +351,58 @@ def resume(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
             and isinstance(state.get("state", {}), dict)):
         raise InvalidInputError(f"{path} is not readable progress (not an object with 'settings' and 'state'); "
                                 "pass another folder (nothing was deleted)")
-    diffs = differences(_comparable(state.get("settings", {})), _comparable(settings))
+    before = state.get("settings", {})
+    diffs = differences(_comparable(before), _comparable(settings))
     if diffs:
         raise InvalidInputError(f"{out} holds an evaluation with another model, method, data set or settings; it is "
                                 f"not resumed or overwritten. What differs: {'; '.join(diffs[:6])}. Pass another "
-                                "folder, or delete that one yourself if you no longer need it.")
-    return dict(state.get("state", {}))
+                                "folder (--out), or start a fresh numbered run folder inside it (--new-run); or "
+                                "delete that one yourself if you no longer need it.")
+    saved = dict(state.get("state", {}))
+    if ids is not None:
+        _check_images(out, before, saved, settings, ids)
+    return saved, before
+
+
+def _describe_set(image_set: dict[str, Any] | None, count: Any) -> str:
+    """``"4 images (the first 4, split val)"``."""
+    if not isinstance(image_set, dict):
+        return f"{count} image{'' if count == 1 else 's'}"
+    n, limit, split = image_set.get("count"), image_set.get("limit"), image_set.get("split")
+    return (f"{n} image{'' if n == 1 else 's'} ({'the first ' + str(limit) if limit is not None else 'no limit'}"
+            f"{', split ' + str(split) if split is not None else ''})")
+
+
+def _check_images(out: Path, before: dict[str, Any], saved: dict[str, Any], settings: dict[str, Any],
+                  ids: Sequence[str]) -> None:
+    """Refuse a saved run whose images done are not the first of ``ids`` (see :func:`resume`)."""
+    done = int(saved.get("done", 0) or 0)
+    was, now = before.get("image_set"), settings.get("image_set")
+    asked = _describe_set(now, len(ids))
+    if done > len(ids):
+        why = (f"its {done} images done are more than the {len(ids)} asked, and a run's metrics cannot be taken back "
+               "to fewer images")
+    elif _DONE_IDS in saved:
+        if saved[_DONE_IDS] == ids_digest(ids[:done]):
+            return
+        why = f"its {done} images done are not the first {done} of the images asked (another order, split or data)"
+    elif isinstance(was, dict):  # saved before any image was done
+        if done == 0 or was.get("ids_sha256") == (now or {}).get("ids_sha256"):
+            return
+        why = "its images are not the images asked"
+    else:  # progress of an older cliplens: only the count was recorded
+        if before.get("images") == len(ids):
+            return
+        why = f"it recorded {before.get('images')} images and not which: it cannot be extended or cut back"
+    raise InvalidInputError(
+        f"{out} holds a run over another set of images, so it is not resumed or reported as this one: it is over "
+        f"{_describe_set(was, before.get('images'))}, {done} done; this command asks for {asked}, and {why}. Pass "
+        "another folder (--out), or start a fresh numbered run folder inside it (--new-run); to go on with that "
+        "run, ask for its images again (the same --limit or a larger one, which extends it).")
 
 
 def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in settings.items() if k != "images"} | {
+    return {k: v for k, v in settings.items() if k not in ("images", "image_set")} | {
         "model": {"fingerprint": settings.get("model", {}).get("fingerprint")}}
 
 
