@@ -14,7 +14,7 @@ from cliplens.datasets import open_segmentation
 from cliplens.evaluation.protocol import protocol_for
 from cliplens.evaluation.segeval import evaluate_segmentation
 from tests.cli.conftest import run
-from tests.datasets.conftest import ADE_SAMPLES, VOC_CROPS, link, need
+from tests.datasets.conftest import ADE_SAMPLES, COCO_MINI, VOC_CROPS, link, need
 from tests.datasets.mat_files import write_imagenet_seg_mat
 
 TOY = "toy:n=5,seed=3"
@@ -269,3 +269,119 @@ def test_imagenet_segmentation_defaults_to_the_correct_mode_and_draws_overlays(t
     assert not (tmp_path / "correct" / "decomposition" / "overlays").exists()
     help_text = " ".join(run("segment-eval", "--help").output.split())
     assert "[default: correct]" in help_text and "'original' only resizes the mask" in help_text
+
+
+# ---- a folder holds one run, over one image set ------------------------------------------------------------------
+def test_a_smaller_limit_in_a_folder_is_refused_and_a_new_run_can_be_asked_for(tmp_path):
+    out = tmp_path / "run"
+    four = _json(run("segment-eval", TOY, "--method", "maskclip", "--out", out, "--limit", 4, "--overlays", 0,
+                     "--json"))
+    assert four["methods"]["maskclip"]["images"] == 4
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    r = run("segment-eval", TOY, "--method", "maskclip", "--out", out, "--limit", 2, "--overlays", 0)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "Traceback" not in r.output and "mIoU" not in r.output
+    assert "over 4 images (the first 4), 4 done; this command asks for 2 images (the first 2)" in text
+    assert "--new-run" in text
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # asked for: a fresh numbered run folder inside --out, with the 2 images asked
+    two = run("segment-eval", TOY, "--method", "maskclip", "--out", out, "--limit", 2, "--overlays", 0, "--new-run")
+    assert two.exit_code == 0, two.output
+    assert "run-2" in " ".join(two.stderr.split()) and "maskclip: 2 images" not in two.stdout
+    assert "toy: 2 images" in two.stdout and f"--out {out / 'run-2'}" in " ".join(two.stdout.split())
+    assert json.loads((out / "run-2" / "maskclip" / "results.json").read_text())["images"] == 2
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "run-2" not in p.parts} == before
+    direct = evaluate_segmentation(cliplens.load("toy"), "maskclip", open_segmentation(TOY), limit=2).to_dict()
+    assert json.loads((out / "run-2" / "maskclip" / "results.json").read_text())["miou"] == direct["miou"]
+
+
+# ---- --method all and the text-independent methods --------------------------------------------------------------
+def test_all_is_every_text_dependent_method_and_text_independent_ones_are_refused_here(tmp_path):
+    from cliplens.cli.explain import resolve_methods
+    from cliplens.maps import get_map, map_names
+
+    every = resolve_methods("all")
+    assert "raw-attention" not in every and "rollout" not in every and "surgery" in every
+    assert every == [m for m in map_names() if get_map(m).text_dependent]
+    assert resolve_methods("text-independent") == ["raw-attention", "rollout"]
+    r = run("segment-eval", TOY, "--method", "rollout", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "rollout ignores the text" in " ".join(r.output.split())
+    assert not (tmp_path / "o" / "rollout").exists()
+    r = run("segment-eval", TOY, "--method", "text-independent", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "raw-attention, rollout ignore the text" in " ".join(r.output.split())
+
+
+def test_text_independent_methods_run_on_imagenet_segmentation(tmp_path):
+    mat = _imagenet_seg_mat(tmp_path / "data")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("a photo of a red circle\na photo of a blue square\n")
+    d = _json(run("segment-eval", "imagenet-seg", "--data-root", mat, "--method", "text-independent", "--templates",
+                  "none", "--classes-file", classes, "--out", tmp_path / "o", "--overlays", 0, "--json"))
+    assert set(d["methods"]) == {"raw-attention", "rollout"} and d["methods"]["rollout"]["images"] == 2
+
+
+# ---- data sets as they ship --------------------------------------------------------------------------------------
+def _generic(root: Path, sizes=((336, 501), (40, 30)), classes=("background", "thing", "other"),
+             void: bool = True) -> Path:
+    """A generic folder whose masks hold the class indices and, with ``void``, one more value."""
+    rng = np.random.default_rng(1)
+    for k, (h, w) in enumerate(sizes):
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"{k}.png")
+        Image.fromarray(rng.integers(0, len(classes) + void, (h, w)).astype(np.uint8), mode="L").save(
+            root / "masks" / f"{k}.png")
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    return root
+
+
+def test_a_generic_folder_named_like_a_set_gets_the_folder_preset_and_typed_options(tmp_path, tiny_vit):
+    root = _generic(tmp_path / "cityscapes")
+    args = ["segment-eval", root, "-m", tiny_vit, "-p", "random", "--method", "maskclip", "--overlays", 0, "--json",
+            "--names", "plain"]
+    # masks hold 0..3 with three classes: 3 is refused until declared void; reduce_zero_label=false keeps 0..2
+    r = run(*args, "--out", tmp_path / "a")
+    assert r.exit_code == 2 and "void=" in " ".join(r.output.split())
+    d = _json(run(*args, "--out", tmp_path / "b", "--option", "void=3", "--option", "reduce_zero_label=false"))
+    assert d["protocol"] == protocol_for("folder", names="plain").to_dict() and d["protocol"]["size"] == 336
+    assert d["dataset"]["reduce_zero_label"] is False and d["dataset"]["options"]["void"] == 3
+    off = d["methods"]["maskclip"]
+    # on: stored 0 is unlabelled and 1..3 are three classes
+    on = _json(run(*args, "--out", tmp_path / "c", "--option", "reduce_zero_label=true", "--option",
+                   "classes=thing|other|more"))["methods"]["maskclip"]
+    assert on["settings"]["dataset"]["reduce_zero_label"] is True and on["per_class_iou"] != off["per_class_iou"]
+    r = run(*args, "--out", tmp_path / "d", "--option", "reduce_zero_label=perhaps")
+    assert r.exit_code == 2 and "reduce_zero_label='perhaps' is not true/false" in " ".join(r.output.split())
+    # background=0 is taken (an index), and none turns the background off
+    d = _json(run(*args, "--out", tmp_path / "e", "--option", "void=3", "--option", "background=none"))
+    assert d["dataset"]["background"] is None and d["protocol"]["prob_threshold"] == 0.0
+
+
+def test_an_odd_sized_image_seen_whole_is_fitted(tmp_path, tiny_vit):
+    # 336x501 with patch 56 under the whole-image rule: refused before as "not a multiple of the patch size"
+    root = _generic(tmp_path / "odd", sizes=((336, 501),), void=False)
+    d = _json(run("segment-eval", root, "-m", tiny_vit, "-p", "random", "--method", "maskclip", "--whole", "--out",
+                  tmp_path / "o", "--overlays", 1, "--json", "--names", "plain"))
+    assert d["methods"]["maskclip"]["images"] == 1 and d["protocol"]["window"] is None
+    assert (tmp_path / "o" / "maskclip" / "overlays" / "00000.png").is_file()
+
+
+def test_split_none_reads_a_voc_export_without_split_files(tmp_path, tiny_vit):
+    root = _voc_root(tmp_path)
+    (root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").unlink()
+    args = ["segment-eval", "voc21", "--data-root", root, "-m", tiny_vit, "-p", "random", "--method", "maskclip",
+            "--overlays", 0, "--json"]
+    r = run(*args, "--out", tmp_path / "a")
+    assert r.exit_code == 2 and "--split none" in " ".join(r.output.split())
+    d = _json(run(*args, "--out", tmp_path / "b", "--split", "none"))
+    assert d["dataset"]["split"] is None and d["methods"]["maskclip"]["images"] == 2
+
+
+def test_coco_object_takes_its_own_class_list(tmp_path, tiny_vit):
+    pytest.importorskip("pycocotools")
+    d = _json(run("segment-eval", "coco-object", "--data-root", need(COCO_MINI), "-m", tiny_vit, "-p", "random",
+                  "--method", "maskclip", "--limit", 1, "--overlays", 0, "--out", tmp_path / "o", "--json"))
+    r = d["methods"]["maskclip"]
+    assert r["images"] == 1 and len(r["settings"]["classes"]) == 81
+    flat = [q for qs in r["settings"]["queries"] for q in qs]
+    assert flat.count("bed") == 1 and len(flat) == len(set(flat))

@@ -37,8 +37,9 @@ from cliplens.errors import InvalidInputError
 from cliplens.evaluation.imagenet_seg import DEFAULT_MODE, MODES, evaluate_imagenet_seg
 from cliplens.evaluation.protocol import SegProtocol, protocol_for
 from cliplens.evaluation.segeval import PROGRESS, evaluate_segmentation
+from cliplens.maps.base import get_map
 from cliplens.maps.inputs import FITS
-from cliplens.report.files import writable_dir
+from cliplens.report.files import fresh_dir, writable_dir
 from cliplens.report.maps import save_evaluation_overlay
 from cliplens.report.plotting import heading, new_figure, save
 from cliplens.text.templates import TEMPLATE_SETS
@@ -148,11 +149,17 @@ def _pct(v: float | None) -> str:
               help="The data's folder (or .mat file) when DATA is a set's name (voc21, ade20k, imagenet-seg, …).")
 @model_options
 @click.option("--method", "methods", multiple=True, default=("surgery",), show_default=True,
-              help="A map method (repeat for several), or all: every text-dependent method.")
+              help="A map method (repeat for several), or all: every text-dependent method. For imagenet-seg also "
+                   "text-independent (raw-attention and rollout, the explainability baselines); other sets label "
+                   "pixels by comparing the classes' maps, which those methods make all the same.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
               help="Folder of the run (one sub-folder per method). Progress is saved as the run goes and when it "
                    "is stopped (Ctrl-C, SIGTERM): the same command with the same folder resumes it, re-doing only "
-                   "the image in flight. A folder holding another run is refused, never overwritten.")
+                   "the image in flight; a larger --limit (or none) extends it. A folder holding another run (other "
+                   "settings or images) is refused, never overwritten or reported as this one.")
+@click.option("--new-run", is_flag=True,
+              help="Start a fresh run: in --out if it is new or empty, else in a new numbered folder inside it "
+                   "(run-2, run-3, …); nothing there is touched.")
 @click.option("--split", default=None, help="The data set's split (default: its evaluation split).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A data-set loader option (repeat).")
 @click.option("--fit", type=click.Choice(FITS), default=None,
@@ -187,8 +194,9 @@ def _pct(v: float | None) -> str:
 @threads_option(2)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path | None, model: str, pretrained: str | None, device: str,
-                     trust_checkpoint: bool, methods: tuple[str, ...], out_dir: Path, split: str | None,
+def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path | None, model: str,
+                     pretrained: str | None, device: str, trust_checkpoint: bool, methods: tuple[str, ...],
+                     out_dir: Path, new_run: bool, split: str | None,
                      options: tuple[str, ...], fit: str | None, size: int | None, window: int | None,
                      stride: int | None, whole: bool, logit_scale: float | None, prob_threshold: float | None,
                      templates: str | None, names: str | None, mode: str, classes_file: Path | None,
@@ -208,24 +216,32 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     assert data is not None
     names_list = [m for value in methods for m in resolve_methods(value)]
     names_list = list(dict.fromkeys(names_list))
-    opts = loader_options(options)
-    if split is not None:
-        opts["split"] = split
+    opts = loader_options(options, split=split)
     if data in SEGMENTATION_SETS and data_root is None and data != "toy":
         raise InvalidInputError(f"DATA {data!r} is a data set's name: pass its folder with --data-root (see the "
                                 "README's segmentation section for each set's layout)")
     dataset = open_segmentation(data, root=data_root, **opts)
-    is_imagenet_seg = dataset.name == "imagenet-seg"
+    is_imagenet_seg = dataset.preset == "imagenet-seg"
+    blind = [m for m in names_list if not get_map(m).text_dependent]
+    if blind and not is_imagenet_seg:
+        raise InvalidInputError(f"{', '.join(blind)} ignore{'s' if len(blind) == 1 else ''} the text: every class "
+                                "would get the same map, so every pixel the same class. Segmentation compares the "
+                                "classes' maps: use text-dependent methods (all runs every one of them); the "
+                                "text-independent ones are baselines for imagenet-seg")
     zero_shot = _read_lines(classes_file)
     if zero_shot is not None and not is_imagenet_seg:
         raise InvalidInputError("--classes-file is for ImageNet-segmentation (its zero-shot classes); other sets take "
                                 "their classes from the data")
     protocol = None
     if not is_imagenet_seg:
-        protocol = make_protocol(dataset.name, fit=fit, size=size, window=window, stride=stride, whole=whole,
+        protocol = make_protocol(dataset.preset, fit=fit, size=size, window=window, stride=stride, whole=whole,
                                  logit_scale=logit_scale, prob_threshold=prob_threshold, templates=templates,
                                  names=names)
     writable_dir(out_dir, "--out")
+    if new_run:
+        out_dir, note = fresh_dir(out_dir)
+        if note:
+            console(stderr=True).print(f"note: {note}", markup=False)
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     results: dict[str, dict[str, Any]] = {}
@@ -263,8 +279,8 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                 print_notes(notes, shown)
     except KeyboardInterrupt:
         if running is not None and (done := _saved(running[1])) is not None:
-            console(stderr=True).print(f"{running[0]}: {done} of {n} images done and saved in {running[1]}; run the "
-                                       "same command to resume", markup=False)
+            console(stderr=True).print(f"{running[0]}: {done} of {n} images done and saved in {running[1]}; "
+                                       f"{_resume_hint(out_dir, new_run)}", markup=False)
         raise
     record = model_record(adapter)
     if as_json:
@@ -272,11 +288,17 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                                "protocol": protocol.to_dict() if protocol else {"name": "imagenet-segmentation",
                                                                                 "mode": mode}}, indent=2))
         return
-    _print(results, dataset, adapter, protocol, mode, out_dir, is_imagenet_seg)
+    _print(results, dataset, adapter, protocol, mode, out_dir, is_imagenet_seg, _resume_hint(out_dir, new_run))
+
+
+def _resume_hint(out_dir: Path, new_run: bool) -> str:
+    if new_run:
+        return f"to resume, run the same command with --out {out_dir} instead of --new-run"
+    return "run the same command to resume"
 
 
 def _print(results: dict[str, dict[str, Any]], dataset: Any, adapter: Any, protocol: SegProtocol | None, mode: str,
-           out_dir: Path, is_imagenet_seg: bool) -> None:
+           out_dir: Path, is_imagenet_seg: bool, resume_hint: str) -> None:
     con = console()
     first = next(iter(results.values()))
     images = first["images"]
@@ -314,7 +336,7 @@ def _print(results: dict[str, dict[str, Any]], dataset: Any, adapter: Any, proto
     else:
         con.print(f"protocol: ImageNet-segmentation, mode {mode} (predicted class explained; foreground = normalised "
                   "map >= its mean)")
-    con.print(f"results and progress in {out_dir} (one folder per method; run the same command to resume)")
+    con.print(f"results and progress in {out_dir} (one folder per method; {resume_hint})")
 
 
 COMMANDS = [segment_eval_cmd]
