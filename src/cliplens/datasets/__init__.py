@@ -9,7 +9,8 @@
   (:func:`~.waterbirds.load_waterbirds`);
 * a folder with ``LOC_val_solution.csv``, or whose sub-folders are all ImageNet wnids -> ``imagenet``
   (:func:`~.imagenet.load_imagenet`);
-* any other folder with sub-folders -> ``imagefolder`` (:func:`~.imagefolder.load_image_folder`);
+* any other folder with sub-folders -> ``imagefolder`` (:func:`~.imagefolder.load_image_folder`); a folder
+  whose sub-folders are all named like splits (``train/``, ``test/``) needs ``split=``;
 * a folder of unlabelled images -> ``images`` (:func:`~.imagefolder.load_images`), only when asked for
   with ``layout="images"`` (detection refuses a folder with no labels rather than guess).
 
@@ -146,7 +147,8 @@ def open_dataset(spec: str | os.PathLike, *, layout: str | None = None, split: s
         split: which part (``"train"``/``"val"``/``"test"`` for Waterbirds; a sub-folder for folder
             layouts; a value of the ``split`` column for CSVs). The toy world has streams instead.
         **options: passed to the layout's loader (e.g. ``label_column=``, ``classes=`` for CSVs,
-            ``label=``, ``n=`` for the toy world).
+            ``label=``, ``n=`` for the toy world). Text values (from ``--option``) become the types the loader
+            declares: ``"false"`` a bool, ``"3"`` an int, ``"none"`` None (:mod:`cliplens.datasets.options`).
 
     Raises:
         InvalidInputError: an unknown layout or option, or whatever the loader finds wrong.

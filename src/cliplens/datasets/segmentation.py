@@ -625,7 +625,9 @@ def open_segmentation(name_or_path: str | os.PathLike, root: str | os.PathLike |
         name_or_path: a name of :data:`SEGMENTATION_SETS` (``"voc21"``, ``"ade20k"``, …), a spec with
             options (``"toy:n=50,seed=3"``, ``"voc21:split=train"``), or a path whose layout is detected.
         root: the data's folder (or file) when a name is given.
-        **options: the loader's options (``split=``, ``classes=``, ``crowd=``, …).
+        **options: the loader's options (``split=``, ``classes=``, ``crowd=``, …); text values (from a spec or
+            ``--option``) become the types the loader declares (``"none"`` None, ``"false"`` a bool, …; see
+            :mod:`cliplens.datasets.options`), and an unknown or ill-typed option is refused with the list.
 
     Raises:
         InvalidInputError: an unknown name or option, a missing root, or whatever the loader finds wrong.
