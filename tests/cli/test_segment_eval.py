@@ -385,3 +385,12 @@ def test_coco_object_takes_its_own_class_list(tmp_path, tiny_vit):
     assert r["images"] == 1 and len(r["settings"]["classes"]) == 81
     flat = [q for qs in r["settings"]["queries"] for q in qs]
     assert flat.count("bed") == 1 and len(flat) == len(set(flat))
+
+
+def test_every_methods_folder_is_checked_before_any_work(tmp_path):
+    out = tmp_path / "run"
+    _json(run("segment-eval", TOY, "--method", "sclip", "--out", out, "--limit", 3, "--overlays", 0, "--json"))
+    r = run("segment-eval", TOY, "--method", "maskclip", "--method", "sclip", "--out", out, "--limit", 2,
+            "--overlays", 0)
+    assert r.exit_code == 2 and "over 3 images" in " ".join(r.output.split())
+    assert not (out / "maskclip").exists()  # refused before maskclip ran

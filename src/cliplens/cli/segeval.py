@@ -248,6 +248,14 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     notes: list[str] = []
     shown: set[str] = set()
     running: tuple[str, Path] | None = None
+    for name in names_list:  # every method's folder before any work: one holding another run stops them all now
+        if is_imagenet_seg:
+            evaluate_imagenet_seg(adapter, name, dataset, mode=mode, class_names=zero_shot,
+                                  templates=templates or "imagenet", out_dir=out_dir / name, limit=limit,
+                                  check_only=True)
+        else:
+            evaluate_segmentation(adapter, name, dataset, protocol=protocol, out_dir=out_dir / name, limit=limit,
+                                  check_only=True)
     try:
         with torch_threads(threads), progress(not (as_json or no_progress)) as bar, _term_as_interrupt():
             for name in names_list:
@@ -263,18 +271,22 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                         def draw_view(path: Path, i: int, sample: Any, view: dict[str, Any], name: str = name) -> None:
                             save_imagenet_overlay(path, view, image_name=str(sample.id), note=name)
 
-                        r = evaluate_imagenet_seg(adapter, name, dataset, mode=mode, class_names=zero_shot,
-                                                  templates=templates or "imagenet", out_dir=sub, limit=limit,
-                                                  overlays=overlays, draw_overlay=draw_view, on_image=on_image)
+                        got = evaluate_imagenet_seg(adapter, name, dataset, mode=mode, class_names=zero_shot,
+                                                    templates=templates or "imagenet", out_dir=sub, limit=limit,
+                                                    overlays=overlays, draw_overlay=draw_view, on_image=on_image)
+                        assert got is not None
+                        r = got
                     else:
                         def draw(path: Path, i: int, sample: Any, gt: Any, pred: Any, name: str = name) -> None:
                             save_evaluation_overlay(sample.load(), gt, pred, dataset.class_names, path,
                                                     image_name=str(sample.id), background=dataset.background,
                                                     ignore_index=dataset.ignore_index, note=name)
 
-                        r = evaluate_segmentation(adapter, name, dataset, protocol=protocol, out_dir=sub,
-                                                  limit=limit, overlays=overlays, draw_overlay=draw,
-                                                  on_image=on_image).to_dict()
+                        result = evaluate_segmentation(adapter, name, dataset, protocol=protocol, out_dir=sub,
+                                                       limit=limit, overlays=overlays, draw_overlay=draw,
+                                                       on_image=on_image)
+                        assert result is not None
+                        r = result.to_dict()
                 results[name] = r
                 print_notes(notes, shown)
     except KeyboardInterrupt:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from cliplens.errors import InvalidInputError
-from cliplens.evaluation.segeval import RESULTS, RunFolder, image_ids, image_set, model_record
+from cliplens.evaluation.segeval import RESULTS, RunFolder, image_ids, image_set, model_record, resume
 from cliplens.evaluation.segmentation import average_precision, score_map
 from cliplens.jsonio import write_json_atomic
 from cliplens.maps.base import MapMethod, get_map
@@ -85,7 +85,8 @@ def evaluate_imagenet_seg(
     overlays: int = 0,
     draw_overlay: Callable[[Path, int, Any, dict[str, Any]], Any] | None = None,
     on_image: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
+    check_only: bool = False,
+) -> dict[str, Any] | None:
     """Pixel accuracy, mIoU and mAP (percent) of ``method`` on an ImageNet-segmentation data set (see the module
     docs). ``mode``: ``"correct"`` (default) or ``"original"`` (the papers' misaligned mask). ``class_names``:
     the zero-shot classes (default the 1,000 ImageNet classes, CLIP's names: 998 distinct texts).
@@ -94,7 +95,8 @@ def evaluate_imagenet_seg(
     first ``overlays`` images (needs ``out_dir``); ``view`` holds what was compared, on the model input's
     pixels: ``image`` (``[H, W, 3]`` RGB in [0, 1]), ``map`` (the min–max normalised map), ``mask`` (the ground
     truth through ``mode``: 0, 1, 255 ignored), ``foreground`` (the map at or above its mean), ``class`` (the
-    class explained) and ``mode``."""
+    class explained) and ``mode``. ``check_only``: refuse now what the run would refuse (an ``out_dir`` holding
+    another run) and return ``None``, computing and writing nothing."""
     if mode not in MODES:
         raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     method = get_map(method)
@@ -126,6 +128,10 @@ def evaluate_imagenet_seg(
                 "fit": "crop (the model's own preprocessing)", "threshold": "foreground where the normalised map >= "
                 "its mean", "ap": "two-channel [1 - map, map] against the one-hot mask, per image, averaged"}
     out = Path(out_dir).expanduser() if out_dir is not None else None
+    if check_only:
+        if out is not None:
+            resume(out, settings, ids, create=False)
+        return None
     per_class = method.text_dependent and (everything.contrast != "none" or method.uses_all_targets)
     fresh: dict[str, Any] = {"done": 0, "seconds": 0.0, "overlays": [], **{k: 0.0 for k in _COUNTS}}
     with RunFolder(out, settings, fresh, ids=ids, save_every=save_every) as run:

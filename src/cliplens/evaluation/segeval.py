@@ -141,7 +141,8 @@ def evaluate_segmentation(
     draw_overlay: Callable[[Path, int, Any, np.ndarray, np.ndarray], Any] | None = None,
     on_image: Callable[[int, int], None] | None = None,
     on_prediction: Callable[[int, Any, np.ndarray, np.ndarray], str | None] | None = None,
-) -> SegEvalResult:
+    check_only: bool = False,
+) -> SegEvalResult | None:
     """Evaluate ``method`` on ``dataset`` (a :mod:`cliplens.datasets` segmentation set) under ``protocol``
     (default: the preset named ``dataset_name``, or the data set's own ``preset``, which its loader sets from the
     layout it read, never from a folder's name). ``limit``: the first N images.
@@ -151,7 +152,9 @@ def evaluate_segmentation(
     mask, labels)`` draws image ``i``'s overlay (a PNG at ``path``) for each of the first ``overlays`` images,
     named ``out_dir/overlays/NNNNN.png`` (needs ``out_dir``). ``on_image(done, total)`` is called after each
     image (a progress bar); ``on_prediction(i, sample, mask, labels)`` with each image's prediction (a
-    returned path is recorded with the overlays)."""
+    returned path is recorded with the overlays). ``check_only``: refuse now what the run would refuse (its
+    settings, an ``out_dir`` holding another run) and return ``None``, computing and writing nothing (to check
+    several runs before starting any)."""
     preset = dataset_name or getattr(dataset, "preset", None)
     name = getattr(dataset, "name", None) or preset
     protocol = protocol or protocol_for(preset)
@@ -185,6 +188,10 @@ def evaluate_segmentation(
     }
     cm = ConfusionMatrix(len(class_names), settings["ignore_index"])
     out = Path(out_dir).expanduser() if out_dir is not None else None
+    if check_only:
+        if out is not None:
+            resume(out, settings, ids, create=False)
+        return None
     fresh = {"done": 0, "seconds": 0.0, "overlays": [], "confusion": cm.matrix.tolist()}
     with RunFolder(out, settings, fresh, ids=ids, save_every=save_every) as run:
         matrix = torch.tensor(run.state["confusion"], dtype=torch.int64)
@@ -326,9 +333,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def resume(out: Path, settings: dict[str, Any], ids: Sequence[str] | None = None
+def resume(out: Path, settings: dict[str, Any], ids: Sequence[str] | None = None, *, create: bool = True
            ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The saved state of this run in ``out`` and the settings saved with it (``({}, None)`` for a new run).
+    """The saved state of this run in ``out`` and the settings saved with it (``({}, None)`` for a new run,
+    whose folder is made unless ``create`` is false).
 
     Another run's progress is refused: other settings, or images that are not this run's (``ids``, the images
     asked, in order: the images done must be the first of them; a run is extended, never cut back)."""
@@ -340,7 +348,8 @@ def resume(out: Path, settings: dict[str, Any], ids: Sequence[str] | None = None
                     "delete it yourself and start again." if there == [OVERLAYS] else "")
             raise InvalidInputError(f"{out} exists and holds other files (no {PROGRESS}): pass a new or empty folder "
                                     f"(nothing was touched).{hint}")
-        out.mkdir(parents=True, exist_ok=True)
+        if create:
+            out.mkdir(parents=True, exist_ok=True)
         return {}, None
     try:
         state = read_json(path)
