@@ -145,12 +145,8 @@ class ToySegmentation(SegmentationDataset):
 
 
 def load_toy_segmentation(**options: Any) -> ToySegmentation:
-    """A :class:`ToySegmentation` from keyword options (``n``, ``seed``, ``stream``, ``count``,
-    ``image_size``, ``classes``, ``name``)."""
-    import inspect
+    """A :class:`ToySegmentation` from keyword options (``n``, ``seed``, ``stream``, ``count``, ``image_size``,
+    ``classes``, ``name``; text values typed as :mod:`cliplens.datasets.options` says)."""
+    from cliplens.datasets.options import convert_options
 
-    known = [p for p in inspect.signature(ToySegmentation.__init__).parameters if p != "self"]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise InvalidInputError(f"toy segmentation: unknown option(s) {unknown}; options are {known}")
-    return ToySegmentation(**options)
+    return ToySegmentation(**convert_options(ToySegmentation, options, "toy segmentation"))
