@@ -14,10 +14,10 @@ from cliplens.images import load_image
 from cliplens.maps import Targets, get_map, surgery_parts
 from cliplens.maps.inputs import fit_images
 from cliplens.report.maps import (
-    MINMAX_LABEL,
     PALETTE,
     SEQUENTIAL,
     describe_settings,
+    display_name,
     label_image,
     map_grid_figure,
     map_overlay_figure,
@@ -27,7 +27,7 @@ from cliplens.report.maps import (
     segmentation_figure,
     surgery_parts_figure,
 )
-from cliplens.report.plotting import DIVERGING, save
+from cliplens.report.plotting import DIVERGING, random_weights_mark, save
 from cliplens.tasks.segment import Segmentation
 from tests.conftest import REFERENCE_IMAGES
 from tests.report.test_plotting import _drawn_texts, _inches
@@ -121,24 +121,91 @@ def test_grid_has_the_photo_and_one_panel_per_text_on_one_scale(maps, tmp_path):
         _check_layout(fig, tmp_path, f"grid-{i}")
 
 
-def test_methods_side_by_side(maps, tmp_path):
+def _rows(fig) -> dict[int, dict[str, list]]:
+    """The methods figure's rows (of its grid): per row, its photo, its maps and its colour bars."""
+    rows: dict[int, dict[str, list]] = {}
+    for ax in fig.axes:
+        r = ax.get_subplotspec().rowspan.start
+        label = ax.get_label()
+        kind = "photo" if label.startswith("photo ") else "colour bar" if label.startswith("colour bar ") else "maps"
+        rows.setdefault(r, {"photo": [], "colour bar": [], "maps": []})[kind].append(ax)
+    return rows
+
+
+SETTING_KEYS = ("feature_used", "=", "normalization", "architecture", "temperature", "positional", "blocks")
+
+
+@pytest.mark.parametrize("photo, methods, texts", [
+    (WIDE, 1, 1), (WIDE, 3, 3), (WIDE, 12, 4), (TALL, 1, 4), (TALL, 3, 1), (TALL, 12, 1)])
+def test_methods_figure_rows_of_photo_maps_and_one_bar(random_toy, maps, tmp_path, photo, methods, texts):
+    """Each row: the photo, then a map per method (titled with the method's name only), then one colour bar as
+    tall as the row's maps; the settings in a caption, never in a title."""
     paths, m = maps
-    mixed = {"surgery": m["surgery", "whole"][0], "decomposition": m["decomposition", "whole"][0]}
-    settings = {"surgery": m["surgery", "whole"].settings, "decomposition": m["decomposition", "whole"].settings}
-    fig = methods_figure(load_image(paths[0]), mixed, TEXTS, settings=settings, image_name=WIDE)
-    assert len(_map_images(fig)) == 2 * len(TEXTS)
-    bars = _colour_bars(fig)
-    assert len(bars) == 2 and {b.cmap.name for b in bars} == {SEQUENTIAL, DIVERGING}  # one per method
-    titles = [ax.get_title() for ax in fig.axes]
-    assert any(t.startswith("surgery") for t in titles) and any(t.startswith("decomposition") for t in titles)
-    assert [repr(t) for t in TEXTS] == [ax.get_ylabel().replace("\n", " ") for ax in fig.axes[:6:2]]
-    # the normalisations differ: each is stated above its column, not in the heading
-    assert "min–max" not in fig.get_suptitle() and any("raw scores" in t for t in titles)
+    i = [WIDE, TALL].index(photo)
+    labels = [*TEXTS, "three shapes"][:texts]
+    s = m["surgery", "whole"] if texts <= len(TEXTS) else get_map("surgery")(random_toy, paths, labels)
+    names = ["surgery", "decomposition", *(f"method-{k}" for k in range(methods - 2))][:methods]
+    per = {n: s[i] for n in names}  # (the layout does not depend on which maps they are)
+    settings = {n: {**s.settings, "method": n} for n in names}
+    fig = methods_figure(load_image(paths[i]), per, labels, settings=settings, image_name=photo)
+    save(fig, tmp_path / "methods.png")
+    rows = _rows(fig)
+    per_row = max(len(row["maps"]) for row in rows.values())
+    assert len(rows) == texts * -(-methods // per_row) and per_row <= 7
+    assert sum(len(row["maps"]) for row in rows.values()) == methods * texts
+    shown = np.asarray(load_image(paths[i]))
+    for r, row in rows.items():
+        (photo_ax,) = row["photo"]
+        (im,) = photo_ax.get_images()  # the photo itself, in colour (no map over it)
+        assert im.get_array().ndim == 3 and im.get_array().shape[2] == 3
+        assert np.abs(np.asarray(im.get_array(), float).mean() - shown.mean()) < 2
+        assert repr(labels[r // (len(rows) // texts)]) in photo_ax.get_title().replace("\n", " ")
+        (bar,) = row["colour bar"]
+        b, ph = _inches(fig, bar), _inches(fig, photo_ax)
+        for ax in row["maps"]:  # photo, maps and bar share the row's height
+            a = _inches(fig, ax)
+            assert a.height == pytest.approx(ph.height, abs=0.01) and a.y0 == pytest.approx(ph.y0, abs=0.01)
+        assert b.height == pytest.approx(ph.height, abs=0.01) and b.y0 == pytest.approx(ph.y0, abs=0.01)
+        assert [t.get_text() for t in bar.get_yticklabels()] == ["0 low", "0.5", "1 high"]
+    for ax in fig.axes:
+        title = ax.get_title()
+        assert title.count("\n") <= 1 and not any(k in title for k in SETTING_KEYS), title
+    titles = {ax.get_title() for row in rows.values() for ax in row["maps"]}
+    assert titles == {display_name(n) for n in names} and display_name("surgery") == "CLIP Surgery"
+    head = fig.get_suptitle()
+    assert photo in head and not any(k in head for k in SETTING_KEYS) and head.count("\n") <= 2
+    caption = fig._supxlabel.get_text().replace("\n", " ")
+    assert "whole image, short side" in caption and "min–max" in caption and "feature_used" not in caption
+    assert random_weights_mark(fig) is None
     _check_layout(fig, tmp_path, "methods")
-    both = {"surgery": m["surgery", "whole"][0], "again": m["surgery", "whole"][0]}
-    fig = methods_figure(load_image(paths[0]), both, TEXTS, image_name=WIDE)
-    (cb,) = _colour_bars(fig)  # all min–max: one shared colour bar
-    assert cb.ax.get_ylabel() == MINMAX_LABEL or cb.ax.get_xlabel() == MINMAX_LABEL
+
+
+def test_methods_figure_raw_maps_each_on_its_scale(maps, tmp_path):
+    """Raw maps of several methods: each drawn on its own ±max|score| (written under its name), one diverging
+    bar per row reading −max .. +max; the settings that differ are in the caption with their methods."""
+    paths, m = maps
+    d, s = m["decomposition", "crop"], m["surgery", "crop"]
+    per = {"decomposition": d[1]}
+    fig = methods_figure(load_image(paths[1]), per, TEXTS, settings={"decomposition": d.settings}, image_name=TALL)
+    rows = _rows(fig)
+    for r, row in rows.items():
+        (ax,) = row["maps"]
+        (im,) = [x for x in ax.get_images() if x.get_cmap().name == DIVERGING]
+        lim = float(np.abs(d[1].on_input(r).numpy()).max())
+        assert im.norm.vmax == -im.norm.vmin == pytest.approx(lim)
+        assert ax.get_title() == f"decomposition\n±{lim:.3g}"
+        (bar,) = row["colour bar"]
+        assert [t.get_text() for t in bar.get_yticklabels()] == ["−max", "0", "+max"]
+    caption = fig._supxlabel.get_text().replace("\n", " ")
+    assert "dashed" in caption and "own scale" in caption  # the crop, and how to read the colours
+    both = {"surgery": s[1], "decomposition": d[1]}  # min–max and raw
+    fig = methods_figure(load_image(paths[1]), both, TEXTS[:1], image_name=TALL,
+                         settings={"surgery": s.settings, "decomposition": d.settings})
+    caption = fig._supxlabel.get_text().replace("\n", " ")
+    assert "contrast: none (CLIP Surgery), others (decomposition)" in caption
+    (row,) = _rows(fig).values()
+    assert len(row["colour bar"]) == 2  # min–max and raw maps cannot share a bar: one each
+    _check_layout(fig, tmp_path, "methods-raw")
 
 
 def test_label_png_is_a_palette_image_of_the_labels(tmp_path):
