@@ -21,6 +21,7 @@ from cliplens.report.maps import (
     label_image,
     map_grid_figure,
     map_overlay_figure,
+    method_words,
     methods_figure,
     part_shares,
     save_label_png,
@@ -83,8 +84,11 @@ def test_overlay_minmax_and_raw(maps, tmp_path):
     fig = map_overlay_figure(load_image(paths[0]), s[0], 1, text=TEXTS[1], settings=s.settings,
                              image_name=WIDE, note="RANDOM WEIGHTS")
     title = fig.get_suptitle().replace("\n", " ")
-    assert WIDE in title and repr(TEXTS[1]) in title and "surgery" in title and "RANDOM WEIGHTS" in title
-    assert describe_settings(s.settings).split(" · ")[-1] in title  # the settings, normalisation included
+    assert WIDE in title and repr(TEXTS[1]) in title and "CLIP Surgery" in title and "RANDOM WEIGHTS" in title
+    # the settings, normalisation included, in a caption under the map: not in the heading
+    caption = fig._supxlabel.get_text().replace("\n", " ")
+    assert caption == describe_settings(s.settings) and "feature_used" not in caption
+    assert "whole image" not in title and "blocks" not in title
     (im,) = _map_images(fig)
     assert im.get_cmap().name == SEQUENTIAL and (im.norm.vmin, im.norm.vmax) == (0.0, 1.0)
     np.testing.assert_allclose(im.get_array(), s[0].on_input(1).numpy())
@@ -104,7 +108,8 @@ def test_overlay_minmax_and_raw(maps, tmp_path):
     assert im.get_extent() == pytest.approx((left, right, bottom, top))  # only where the model looked
     (rect,) = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
     assert rect.get_linestyle() == "--" and "dashed" in fig.axes[0].get_title()
-    assert "raw scores" in fig.get_suptitle() and "contrast: others" in fig.get_suptitle()
+    caption = fig._supxlabel.get_text().replace("\n", " ")
+    assert "raw scores" in caption and "contrast: others" in caption and "decomposition" in fig.get_suptitle()
 
 
 def test_grid_has_the_photo_and_one_panel_per_text_on_one_scale(maps, tmp_path):
@@ -136,7 +141,7 @@ SETTING_KEYS = ("feature_used", "=", "normalization", "architecture", "temperatu
 
 
 @pytest.mark.parametrize("photo, methods, texts", [
-    (WIDE, 1, 1), (WIDE, 3, 3), (WIDE, 12, 4), (TALL, 1, 4), (TALL, 3, 1), (TALL, 12, 1)])
+    (WIDE, 1, 1), (WIDE, 3, 4), (WIDE, 12, 2), (TALL, 1, 4), (TALL, 3, 1), (TALL, 12, 1)])
 def test_methods_figure_rows_of_photo_maps_and_one_bar(random_toy, maps, tmp_path, photo, methods, texts):
     """Each row: the photo, then a map per method (titled with the method's name only), then one colour bar as
     tall as the row's maps; the settings in a caption, never in a title."""
@@ -148,7 +153,7 @@ def test_methods_figure_rows_of_photo_maps_and_one_bar(random_toy, maps, tmp_pat
     per = {n: s[i] for n in names}  # (the layout does not depend on which maps they are)
     settings = {n: {**s.settings, "method": n} for n in names}
     fig = methods_figure(load_image(paths[i]), per, labels, settings=settings, image_name=photo)
-    save(fig, tmp_path / "methods.png")
+    _check_layout(fig, tmp_path, "methods")  # (drawn: the axes are where they are saved)
     rows = _rows(fig)
     per_row = max(len(row["maps"]) for row in rows.values())
     assert len(rows) == texts * -(-methods // per_row) and per_row <= 7
@@ -177,7 +182,6 @@ def test_methods_figure_rows_of_photo_maps_and_one_bar(random_toy, maps, tmp_pat
     caption = fig._supxlabel.get_text().replace("\n", " ")
     assert "whole image, short side" in caption and "min–max" in caption and "feature_used" not in caption
     assert random_weights_mark(fig) is None
-    _check_layout(fig, tmp_path, "methods")
 
 
 def test_methods_figure_raw_maps_each_on_its_scale(maps, tmp_path):
@@ -272,3 +276,10 @@ def test_surgery_parts_figure(random_toy, maps, tmp_path):
     assert all(im.get_cmap().name == DIVERGING and im.norm.vmin == -im.norm.vmax for im in maps_drawn)
     np.testing.assert_allclose(maps_drawn[1].get_array().mean(), 0, atol=1e-6)  # minus its mean: the pattern
     _check_layout(fig, tmp_path, "parts")
+
+
+def test_method_words_say_a_fallback_once_and_no_internal_keys():
+    words = method_words({"method": "surgery", "blocks": 6, "feature": "redundancy", "feature_used": "empty"})
+    assert words == "surgery (blocks 6, feature redundancy (used: empty))"
+    same = method_words({"method": "surgery", "feature": "redundancy", "feature_used": "redundancy"})
+    assert same == "surgery (feature redundancy)" and "feature_used" not in same

@@ -181,6 +181,22 @@ def _crop_note(box: Sequence[float], image_size: tuple[int, int]) -> str:
     return "" if _whole(box, image_size) else "dashed: the part the model sees (nothing is mapped outside it)"
 
 
+#: the size of a caption's letters (under a figure's panels)
+CAPTION_SIZE = LABEL_SIZE - 0.5
+
+
+def _caption(fig: Figure, text: str) -> None:
+    """``text`` (wrapped already) under every panel, in small grey letters: how the maps were made."""
+    if text:
+        fig.supxlabel(text, fontsize=CAPTION_SIZE, color="#333333")
+
+
+def _who(settings: Mapping[str, Any] | None) -> str:
+    """The method named in ``settings`` (its display name), or "the model"."""
+    method = (settings or {}).get("method")
+    return display_name(str(method)) if method else "the model"
+
+
 def _panel_size(image_size: tuple[int, int], height: float, max_width: float) -> tuple[float, float]:
     h0, w0 = image_size
     aspect = w0 / max(h0, 1)
@@ -193,13 +209,14 @@ def map_overlay_figure(image: np.ndarray | Image.Image, maps: Any, t: int, *, te
                        settings: Mapping[str, Any] | None = None, image_name: str = "", note: str = "",
                        random_weights: bool = False) -> Figure:
     """Target ``t`` of one image's maps (an :class:`~cliplens.maps.ImageMaps`) over the photo, with a
-    colour bar; the heading names the image, the text, the method and its settings."""
+    colour bar; the heading names the image, the text and the method, a caption under it the settings."""
     shown, h0, w0 = _display(image)
     box, _, image_size = _geometry(maps)
     values = maps.on_input(t).numpy()
     cmap, norm, label = _scale(maps.normalization, values)
     pw, ph = _panel_size(image_size, 4.2, 7.0)
-    fig = new_figure(pw + 1.5, ph + 1.3)
+    words = wrap(describe_settings(settings or {}), _chars(pw + 1.5, CAPTION_SIZE))
+    fig = new_figure(pw + 1.5, ph + 1.3 + 0.15 * (words.count("\n") + 1))
     ax = fig.add_subplot()
     ax.set_label("map")
     im = _draw(ax, shown, image_size, values, box, cmap=cmap, norm=norm)
@@ -208,8 +225,9 @@ def map_overlay_figure(image: np.ndarray | Image.Image, maps: Any, t: int, *, te
         ax.set_title(wrap(crop, _chars(pw, LABEL_SIZE)), fontsize=LABEL_SIZE)
     colorbar(fig, im, ax, label)
     what = repr(text) if text is not None else f"target {t}"
-    heading(fig, f"{what}: where the model puts it\n{describe_settings(settings or {})}", image_name=image_name,
-            note=note, random_weights=random_weights)
+    _caption(fig, words)
+    heading(fig, f"{what}: where {_who(settings)} puts it", image_name=image_name, note=note,
+            random_weights=random_weights)
     return fig
 
 
@@ -225,7 +243,7 @@ def map_grid_figure(image: np.ndarray | Image.Image, maps: Any, labels: Sequence
                     captions: Sequence[str] | None = None, random_weights: bool = False) -> Figure:
     """The photo and one panel per text, with one colour bar (min–max maps share 0..1; raw maps share
     one scale, ``±max|score|`` over the texts, so that they compare). ``captions``: the panels' titles
-    (default: each text, quoted)."""
+    (default: each text, quoted). The settings go in a caption under the panels."""
     shown, h0, w0 = _display(image)
     box, _, image_size = _geometry(maps)
     values = maps.on_input().numpy()  # [T, H, W]
@@ -233,8 +251,12 @@ def map_grid_figure(image: np.ndarray | Image.Image, maps: Any, labels: Sequence
     n = len(labels) + 1
     cols = max(1, min(n, columns if w0 <= 1.4 * h0 else max(2, columns - 1)))
     rows = -(-n // cols)
+    cols = -(-n // rows)  # balanced: no row much shorter than the others
     pw, ph = _panel_size(image_size, 2.6, 3.6)
-    fig = new_figure(pw * cols + 1.6, (ph + 0.45) * rows + 1.1)
+    crop = _crop_note(box, image_size)
+    words = wrap("\n".join(filter(None, [describe_settings(settings or {}), crop])),
+                 _chars(pw * cols + 1.6, CAPTION_SIZE))
+    fig = new_figure(pw * cols + 1.6, (ph + 0.45) * rows + 1.1 + 0.15 * (words.count("\n") + 1))
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     width = _chars(pw, LABEL_SIZE)
     axes[0].imshow(shown, extent=(0, w0, h0, 0))
@@ -250,9 +272,9 @@ def map_grid_figure(image: np.ndarray | Image.Image, maps: Any, labels: Sequence
     for ax in axes[n:]:
         ax.remove()
     colorbar(fig, im, list(axes[1:n]), label)
-    crop = _crop_note(box, image_size)
-    heading(fig, f"{title}\n{describe_settings(settings or {})}" + (f"\n{crop}" if crop else ""),
-            image_name=image_name, note=note, random_weights=random_weights)
+    _caption(fig, words)
+    heading(fig, title.replace("the model", _who(settings)), image_name=image_name, note=note,
+            random_weights=random_weights)
     return fig
 
 
@@ -346,7 +368,7 @@ def methods_figure(image: np.ndarray | Image.Image, maps: Mapping[str, Any], lab
     crop = _crop_note(box, image_size)
     scale = "; ".join(_SCALE_WORDS[k] for k in normalizations)
     caption = wrap("\n".join(filter(None, [f"each row: a text over the photo, then its map by each method; {scale}",
-                                            methods_caption(settings, names), crop])), _chars(width, LABEL_SIZE))
+                                            methods_caption(settings, names), crop])), _chars(width, CAPTION_SIZE))
     title_lines = [max(_short(repr(t), chars).count("\n") + 1, 1 if all(maps[m].normalization == "minmax"
                                                                         for m in names) else 2) for t in labels]
     rows_h = sum(blocks * (ph + 0.16 * n + 0.16) for n in title_lines)
@@ -381,7 +403,7 @@ def methods_figure(image: np.ndarray | Image.Image, maps: Mapping[str, Any], lab
                 cax = fig.add_subplot(grid[r, per_row + 1 + k])
                 cax.set_label(f"colour bar {r}")
                 _row_bar(fig, cax, kind, drawn[kind])
-    fig.supxlabel(caption, fontsize=LABEL_SIZE - 0.5, color="#333333")
+    _caption(fig, caption)
     what = "the same texts by each method" if M > 1 else f"each text by {display_name(names[0])}"
     heading(fig, what + (f"\n{note}" if note else ""), image_name=image_name,
             random_weights=random_weights)
@@ -447,7 +469,7 @@ def segmentation_figure(image: np.ndarray | Image.Image, seg: Any, *, image_name
                         settings: Mapping[str, Any] | None = None, random_weights: bool = False) -> Figure:
     """The photo, and its labels (a :class:`~cliplens.tasks.segment.Segmentation`) over a grey copy:
     each class in its :data:`PALETTE` colour, background uncoloured; a legend names every class
-    present with its share of the pixels the model saw."""
+    present with its share of the pixels the model saw; a caption under them the rule and the settings."""
     shown, h0, w0 = _display(image)
     labels = np.asarray(seg.labels.cpu() if isinstance(seg.labels, Tensor) else seg.labels)
     C = len(seg.classes)
@@ -503,7 +525,8 @@ def segmentation_figure(image: np.ndarray | Image.Image, seg: Any, *, image_name
         if settings.get("threshold") is not None:
             rule.append(("or" if bg else "background") + " where the top probability (softmax, logit scale "
                         f"{settings.get('logit_scale')}) is below {settings['threshold']}")
-        title += "\n" + "; ".join(rule) + f"\n{describe_settings({**settings, 'normalization': None})}"
+        words = "; ".join(rule) + f"\n{describe_settings({**settings, 'normalization': None})}"
+        _caption(fig, wrap(words, _chars(fig.get_figwidth(), CAPTION_SIZE)))
     heading(fig, title, image_name=image_name, note=note, random_weights=random_weights)
     return fig
 
@@ -662,10 +685,12 @@ def surgery_parts_figure(image: np.ndarray | Image.Image, maps: Any, parts: Tens
         cb.update_ticks()
     bottom_fig.suptitle(f"the map and its {k} largest parts: raw score minus its mean over the patches (the pattern; "
                         "min–max ignores the mean), each on its own scale centred on 0 (white)", fontsize=LABEL_SIZE)
+    if settings:
+        words = describe_settings({k: v for k, v in settings.items() if k != "normalization"})
+        _caption(fig, wrap(words, _chars(width, CAPTION_SIZE)))
+        fig.set_figheight(fig.get_figheight() + 0.15 * (words.count("\n") + 1))
     heading(fig, f"{text!r}: which heads make CLIP Surgery's map\nthe map is exactly the sum of {len(labels)} parts: "
-                 f"the start and each head of the surgical layers (LAYER.HEAD, from 0)"
-                 + (f"\n{describe_settings({k: v for k, v in settings.items() if k != 'normalization'})}"
-                    if settings else ""),
+                 f"the start and each head of the surgical layers (LAYER.HEAD, from 0)",
             image_name=image_name, note=note, random_weights=random_weights)
     return fig
 
