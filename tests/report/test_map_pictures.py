@@ -98,6 +98,8 @@ def test_overlay_minmax_and_raw(maps, tmp_path):
     assert ax.get_images()[0].get_extent() == pytest.approx((0, 640, 229, 0))  # the whole original, in grey
     assert im.get_extent() == pytest.approx((0, 640, 229, 0))
     _check_layout(fig, tmp_path, "overlay")
+    saved = Image.open(tmp_path / "overlay.png").text["Title"]  # heading and caption, for whoever reads the file
+    assert saved.startswith(fig.get_suptitle()) and saved.endswith(fig._supxlabel.get_text())
 
     d = m["decomposition", "crop"]
     fig = map_overlay_figure(load_image(paths[1]), d[1], 0, text=TEXTS[0], settings=d.settings, image_name=TALL)

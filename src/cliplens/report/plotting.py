@@ -160,12 +160,13 @@ def _mark_image(img: Image.Image) -> Image.Image:
 
 def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write a PNG with a tight bounding box (nothing clipped); its heading (with the random-weights line, if
-    any) is also the PNG's ``Title``."""
+    any) and its caption (the settings under the panels, if any) are also the PNG's ``Title``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mark = random_weights_mark(fig)
+    caption = fig._supxlabel.get_text() if fig._supxlabel is not None else ""
     title = "\n".join(filter(None, [mark.get_text() if mark else "", getattr(fig, "_cliplens_heading", None)
-                                     if mark else fig.get_suptitle()]))
+                                     if mark else fig.get_suptitle(), caption]))
     fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=PAD, metadata={"Title": title})
     return path
 
