@@ -40,7 +40,7 @@ from cliplens.evaluation.segeval import PROGRESS, evaluate_segmentation
 from cliplens.maps.inputs import FITS
 from cliplens.report.files import writable_dir
 from cliplens.report.maps import save_evaluation_overlay
-from cliplens.report.plotting import heading, new_figure, save
+from cliplens.report.plotting import colorbar, heading, new_figure, save
 from cliplens.text.templates import TEMPLATE_SETS
 
 __all__ = ["COMMANDS", "segment_eval_cmd"]
@@ -129,7 +129,7 @@ def save_imagenet_overlay(path: Path, view: dict[str, Any], *, image_name: str =
     axes[2].set_title("foreground: map >= its mean (outline: ground truth)", fontsize=8)
     for ax in axes:
         ax.set_axis_off()
-    fig.colorbar(im, ax=axes[0], shrink=0.8).ax.tick_params(labelsize=7)
+    colorbar(fig, im, axes[0], "map, min–max")  # as tall as the map
     acc = 100 * float(((fg == (gt == 1)) & valid).sum()) / max(int(valid.sum()), 1)
     heading(fig, f"ImageNet-segmentation: pixel accuracy {acc:.1f} % on this image", image_name=image_name,
             note=note, random_weights=random_weights)

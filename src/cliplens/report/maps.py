@@ -4,12 +4,13 @@ original photo, with the conventions of :mod:`cliplens.report.plotting`:
 * min–max maps (0..1 per map) use one sequential colour map, :data:`SEQUENTIAL` (dark: 0, bright: 1);
   raw maps use :data:`~cliplens.report.plotting.DIVERGING`, centred on 0; each with a colour bar;
 * maps lie over a grey copy of the photo, exactly where the model's input lies (a centre crop is
-  dashed; nothing is drawn outside it); the photo's name and the method with its settings head
-  every figure;
+  dashed; nothing is drawn outside it); the photo's name, the text and the method (its display name,
+  :func:`display_name`) head every figure, in a few words; the settings go in a caption under the
+  panels (also in the PNG's Title);
 * label maps are palette PNGs (:data:`PALETTE`: 0, background, black; 255, not seen by the model).
 
 Figures: :func:`map_overlay_figure` (one text), :func:`map_grid_figure` (every text of one image),
-:func:`methods_figure` (texts × methods), :func:`segmentation_figure` (labels with a legend) and
+:func:`methods_figure` (texts × methods: per row the photo, the methods' maps and one colour bar), :func:`segmentation_figure` (labels with a legend) and
 :func:`surgery_parts_figure` (which heads make a CLIP Surgery map); each has a ``save_*`` shortcut.
 """
 
@@ -49,7 +50,8 @@ from cliplens.report.plotting import (
 )
 
 __all__ = [
-    "IGNORE_COLOUR", "MINMAX_LABEL", "PALETTE", "RAW_LABEL", "SEQUENTIAL", "describe_settings", "evaluation_figure",
+    "DISPLAY_NAMES", "IGNORE_COLOUR", "MINMAX_LABEL", "PALETTE", "RAW_LABEL", "SEQUENTIAL", "describe_settings",
+    "display_name", "evaluation_figure", "methods_caption",
     "label_image", "save_evaluation_overlay",
     "method_words", "setting_words",
     "map_grid_figure", "map_overlay_figure", "methods_figure", "part_shares", "save_label_png", "save_map_grid",
