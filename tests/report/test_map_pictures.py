@@ -14,20 +14,21 @@ from cliplens.images import load_image
 from cliplens.maps import Targets, get_map, surgery_parts
 from cliplens.maps.inputs import fit_images
 from cliplens.report.maps import (
-    MINMAX_LABEL,
     PALETTE,
     SEQUENTIAL,
     describe_settings,
+    display_name,
     label_image,
     map_grid_figure,
     map_overlay_figure,
+    method_words,
     methods_figure,
     part_shares,
     save_label_png,
     segmentation_figure,
     surgery_parts_figure,
 )
-from cliplens.report.plotting import DIVERGING, save
+from cliplens.report.plotting import DIVERGING, random_weights_mark, save
 from cliplens.tasks.segment import Segmentation
 from tests.conftest import REFERENCE_IMAGES
 from tests.report.test_plotting import _drawn_texts, _inches
@@ -83,8 +84,11 @@ def test_overlay_minmax_and_raw(maps, tmp_path):
     fig = map_overlay_figure(load_image(paths[0]), s[0], 1, text=TEXTS[1], settings=s.settings,
                              image_name=WIDE, note="RANDOM WEIGHTS")
     title = fig.get_suptitle().replace("\n", " ")
-    assert WIDE in title and repr(TEXTS[1]) in title and "surgery" in title and "RANDOM WEIGHTS" in title
-    assert describe_settings(s.settings).split(" · ")[-1] in title  # the settings, normalisation included
+    assert WIDE in title and repr(TEXTS[1]) in title and "CLIP Surgery" in title and "RANDOM WEIGHTS" in title
+    # the settings, normalisation included, in a caption under the map: not in the heading
+    caption = fig._supxlabel.get_text().replace("\n", " ")
+    assert caption == describe_settings(s.settings) and "feature_used" not in caption
+    assert "whole image" not in title and "blocks" not in title
     (im,) = _map_images(fig)
     assert im.get_cmap().name == SEQUENTIAL and (im.norm.vmin, im.norm.vmax) == (0.0, 1.0)
     np.testing.assert_allclose(im.get_array(), s[0].on_input(1).numpy())
@@ -94,6 +98,8 @@ def test_overlay_minmax_and_raw(maps, tmp_path):
     assert ax.get_images()[0].get_extent() == pytest.approx((0, 640, 229, 0))  # the whole original, in grey
     assert im.get_extent() == pytest.approx((0, 640, 229, 0))
     _check_layout(fig, tmp_path, "overlay")
+    saved = Image.open(tmp_path / "overlay.png").text["Title"]  # heading and caption, for whoever reads the file
+    assert saved.startswith(fig.get_suptitle()) and saved.endswith(fig._supxlabel.get_text())
 
     d = m["decomposition", "crop"]
     fig = map_overlay_figure(load_image(paths[1]), d[1], 0, text=TEXTS[0], settings=d.settings, image_name=TALL)
@@ -104,7 +110,8 @@ def test_overlay_minmax_and_raw(maps, tmp_path):
     assert im.get_extent() == pytest.approx((left, right, bottom, top))  # only where the model looked
     (rect,) = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
     assert rect.get_linestyle() == "--" and "dashed" in fig.axes[0].get_title()
-    assert "raw scores" in fig.get_suptitle() and "contrast: others" in fig.get_suptitle()
+    caption = fig._supxlabel.get_text().replace("\n", " ")
+    assert "raw scores" in caption and "contrast: others" in caption and "decomposition" in fig.get_suptitle()
 
 
 def test_grid_has_the_photo_and_one_panel_per_text_on_one_scale(maps, tmp_path):
@@ -121,24 +128,90 @@ def test_grid_has_the_photo_and_one_panel_per_text_on_one_scale(maps, tmp_path):
         _check_layout(fig, tmp_path, f"grid-{i}")
 
 
-def test_methods_side_by_side(maps, tmp_path):
+def _rows(fig) -> dict[int, dict[str, list]]:
+    """The methods figure's rows (of its grid): per row, its photo, its maps and its colour bars."""
+    rows: dict[int, dict[str, list]] = {}
+    for ax in fig.axes:
+        r = ax.get_subplotspec().rowspan.start
+        label = ax.get_label()
+        kind = "photo" if label.startswith("photo ") else "colour bar" if label.startswith("colour bar ") else "maps"
+        rows.setdefault(r, {"photo": [], "colour bar": [], "maps": []})[kind].append(ax)
+    return rows
+
+
+SETTING_KEYS = ("feature_used", "=", "normalization", "architecture", "temperature", "positional", "blocks")
+
+
+@pytest.mark.parametrize("photo, methods, texts", [
+    (WIDE, 1, 1), (WIDE, 3, 4), (WIDE, 12, 2), (TALL, 1, 4), (TALL, 3, 1), (TALL, 12, 1)])
+def test_methods_figure_rows_of_photo_maps_and_one_bar(random_toy, maps, tmp_path, photo, methods, texts):
+    """Each row: the photo, then a map per method (titled with the method's name only), then one colour bar as
+    tall as the row's maps; the settings in a caption, never in a title."""
     paths, m = maps
-    mixed = {"surgery": m["surgery", "whole"][0], "decomposition": m["decomposition", "whole"][0]}
-    settings = {"surgery": m["surgery", "whole"].settings, "decomposition": m["decomposition", "whole"].settings}
-    fig = methods_figure(load_image(paths[0]), mixed, TEXTS, settings=settings, image_name=WIDE)
-    assert len(_map_images(fig)) == 2 * len(TEXTS)
-    bars = _colour_bars(fig)
-    assert len(bars) == 2 and {b.cmap.name for b in bars} == {SEQUENTIAL, DIVERGING}  # one per method
-    titles = [ax.get_title() for ax in fig.axes]
-    assert any(t.startswith("surgery") for t in titles) and any(t.startswith("decomposition") for t in titles)
-    assert [repr(t) for t in TEXTS] == [ax.get_ylabel().replace("\n", " ") for ax in fig.axes[:6:2]]
-    # the normalisations differ: each is stated above its column, not in the heading
-    assert "min–max" not in fig.get_suptitle() and any("raw scores" in t for t in titles)
-    _check_layout(fig, tmp_path, "methods")
-    both = {"surgery": m["surgery", "whole"][0], "again": m["surgery", "whole"][0]}
-    fig = methods_figure(load_image(paths[0]), both, TEXTS, image_name=WIDE)
-    (cb,) = _colour_bars(fig)  # all min–max: one shared colour bar
-    assert cb.ax.get_ylabel() == MINMAX_LABEL or cb.ax.get_xlabel() == MINMAX_LABEL
+    i = [WIDE, TALL].index(photo)
+    labels = [*TEXTS, "three shapes"][:texts]
+    s = m["surgery", "whole"] if texts <= len(TEXTS) else get_map("surgery")(random_toy, paths, labels)
+    names = ["surgery", "decomposition", *(f"method-{k}" for k in range(methods - 2))][:methods]
+    per = {n: s[i] for n in names}  # (the layout does not depend on which maps they are)
+    settings = {n: {**s.settings, "method": n} for n in names}
+    fig = methods_figure(load_image(paths[i]), per, labels, settings=settings, image_name=photo)
+    _check_layout(fig, tmp_path, "methods")  # (drawn: the axes are where they are saved)
+    rows = _rows(fig)
+    per_row = max(len(row["maps"]) for row in rows.values())
+    assert len(rows) == texts * -(-methods // per_row) and per_row <= 7
+    assert sum(len(row["maps"]) for row in rows.values()) == methods * texts
+    shown = np.asarray(load_image(paths[i]))
+    for r, row in rows.items():
+        (photo_ax,) = row["photo"]
+        (im,) = photo_ax.get_images()  # the photo itself, in colour (no map over it)
+        assert im.get_array().ndim == 3 and im.get_array().shape[2] == 3
+        assert np.abs(np.asarray(im.get_array(), float).mean() - shown.mean()) < 2
+        assert repr(labels[r // (len(rows) // texts)]) in photo_ax.get_title().replace("\n", " ")
+        (bar,) = row["colour bar"]
+        b, ph = _inches(fig, bar), _inches(fig, photo_ax)
+        for ax in row["maps"]:  # photo, maps and bar share the row's height
+            a = _inches(fig, ax)
+            assert a.height == pytest.approx(ph.height, abs=0.01) and a.y0 == pytest.approx(ph.y0, abs=0.01)
+        assert b.height == pytest.approx(ph.height, abs=0.01) and b.y0 == pytest.approx(ph.y0, abs=0.01)
+        assert [t.get_text() for t in bar.get_yticklabels()] == ["0 low", "0.5", "1 high"]
+    for ax in fig.axes:
+        title = ax.get_title()
+        assert title.count("\n") <= 1 and not any(k in title for k in SETTING_KEYS), title
+    titles = {ax.get_title() for row in rows.values() for ax in row["maps"]}
+    assert titles == {display_name(n) for n in names} and display_name("surgery") == "CLIP Surgery"
+    head = fig.get_suptitle()
+    assert photo in head and not any(k in head for k in SETTING_KEYS) and head.count("\n") <= 2
+    caption = fig._supxlabel.get_text().replace("\n", " ")
+    assert "whole image, short side" in caption and "min–max" in caption and "feature_used" not in caption
+    assert random_weights_mark(fig) is None
+
+
+def test_methods_figure_raw_maps_each_on_its_scale(maps, tmp_path):
+    """Raw maps of several methods: each drawn on its own ±max|score| (written under its name), one diverging
+    bar per row reading −max .. +max; the settings that differ are in the caption with their methods."""
+    paths, m = maps
+    d, s = m["decomposition", "crop"], m["surgery", "crop"]
+    per = {"decomposition": d[1]}
+    fig = methods_figure(load_image(paths[1]), per, TEXTS, settings={"decomposition": d.settings}, image_name=TALL)
+    rows = _rows(fig)
+    for r, row in rows.items():
+        (ax,) = row["maps"]
+        (im,) = [x for x in ax.get_images() if x.get_cmap().name == DIVERGING]
+        lim = float(np.abs(d[1].on_input(r).numpy()).max())
+        assert im.norm.vmax == -im.norm.vmin == pytest.approx(lim)
+        assert ax.get_title() == f"decomposition\n±{lim:.3g}"
+        (bar,) = row["colour bar"]
+        assert [t.get_text() for t in bar.get_yticklabels()] == ["−max", "0", "+max"]
+    caption = fig._supxlabel.get_text().replace("\n", " ")
+    assert "dashed" in caption and "own scale" in caption  # the crop, and how to read the colours
+    both = {"surgery": s[1], "decomposition": d[1]}  # min–max and raw
+    fig = methods_figure(load_image(paths[1]), both, TEXTS[:1], image_name=TALL,
+                         settings={"surgery": s.settings, "decomposition": d.settings})
+    caption = fig._supxlabel.get_text().replace("\n", " ")
+    assert "contrast: none (CLIP Surgery), others (decomposition)" in caption
+    (row,) = _rows(fig).values()
+    assert len(row["colour bar"]) == 2  # min–max and raw maps cannot share a bar: one each
+    _check_layout(fig, tmp_path, "methods-raw")
 
 
 def test_label_png_is_a_palette_image_of_the_labels(tmp_path):
@@ -205,3 +278,10 @@ def test_surgery_parts_figure(random_toy, maps, tmp_path):
     assert all(im.get_cmap().name == DIVERGING and im.norm.vmin == -im.norm.vmax for im in maps_drawn)
     np.testing.assert_allclose(maps_drawn[1].get_array().mean(), 0, atol=1e-6)  # minus its mean: the pattern
     _check_layout(fig, tmp_path, "parts")
+
+
+def test_method_words_say_a_fallback_once_and_no_internal_keys():
+    words = method_words({"method": "surgery", "blocks": 6, "feature": "redundancy", "feature_used": "empty"})
+    assert words == "surgery (blocks 6, feature redundancy (used: empty))"
+    same = method_words({"method": "surgery", "feature": "redundancy", "feature_used": "redundancy"})
+    assert same == "surgery (feature redundancy)" and "feature_used" not in same

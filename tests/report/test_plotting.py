@@ -22,6 +22,7 @@ from cliplens.report.plotting import (
     NEGATIVE,
     PAD,
     POSITIVE,
+    ablation_figure,
     bars_figure,
     head_grid_figure,
     image_figure,
@@ -147,7 +148,7 @@ def test_signed_maps_are_centred_on_zero_with_a_colour_bar(random_toy):
     m = np.full((64, 64), 0.2)
     m[:8, :8] = -0.1
     obj = ObjectResult("a red circle", ["a blue square"], np.zeros((8, 8)), m, m, m > 0, m > 0, 0.5, 0.5, 0.5)
-    _check_centred(_segmentation_figure(np.zeros((64, 64, 3), np.uint8), obj, (8, 8), ""), m)
+    _check_centred(_segmentation_figure(np.zeros((64, 64, 3), np.uint8), obj, (8, 8)), m)
 
 
 def test_bars_use_the_maps_colours():
@@ -182,3 +183,40 @@ def test_original_panel_map_lies_on_the_model_input_box(random_toy, name, scale)
     assert np.abs(np.asarray(crop) / 255.0 - shown).mean() < 0.03
     shifted = Image.fromarray(orig).crop((0, 0, right - left, bottom - top)).resize(shown.shape[1::-1])
     assert np.abs(np.asarray(shifted) / 255.0 - shown).mean() > 0.03  # (a wrong box would not)
+
+
+@pytest.mark.parametrize("curve, baseline, chance", [
+    ([1.0, 1.0, 0.972, 0.897, 0.6, 0.005], 1.0, 1 / 7),  # the toy world's curve: lines at 100 % and near 0 %
+    ([0.0, 0.0, 0.0], 0.0, 0.5),
+    ([0.31, 0.35, 0.2, 0.12, 0.4, 0.9, 0.02, 0.5], 0.62, 0.001),
+])
+def test_ablation_plot_shows_every_line_and_its_legend_covers_nothing(curve, baseline, chance, tmp_path):
+    extra = {"all MLPs + embedding term": 1.0, "CLS→CLS terms of every layer": curve[-1]}
+    fig = ablation_figure(curve, baseline, extra=extra, chance=chance, title="store: 9 images")
+    save(fig, tmp_path / "ablation.png")
+    r = fig.canvas.get_renderer()
+    (ax,) = fig.axes
+    lo, hi = ax.get_ylim()
+    frame = ax.get_window_extent(r)
+    refs = [line for line in ax.get_lines() if line.get_gid() == "reference"]
+    assert [line.get_label().split(":")[0] for line in refs] == ["nothing ablated (the model as it is)", *extra,
+                                                                  "chance"]
+    for line, value in zip(refs, [baseline, *extra.values(), chance], strict=True):
+        y = line.get_ydata()[0]
+        assert y == pytest.approx(100 * value) and lo < y < hi
+        y_px = ax.transData.transform((0, y))[1]
+        assert frame.y0 + 5 < y_px < frame.y1 - 5  # drawn inside, clear of the frame (at 110 dpi)
+        assert f"{100 * value:.1f} %" in line.get_label()  # the legend gives each line's value
+    (curve_line,) = [line for line in ax.get_lines() if line.get_gid() == "curve"]
+    points = ax.transData.transform(np.c_[curve_line.get_xdata(), curve_line.get_ydata()])
+    assert all(frame.y0 < y < frame.y1 and frame.x0 < x < frame.x1 for x, y in points)
+    (legend,) = fig.legends
+    box = legend.get_window_extent(r)
+    assert not any(box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1 for x, y in points)
+    assert box.y1 <= frame.y0  # under the axes: it covers no line at all
+    assert sorted(t.get_text().split(":")[0] for t in legend.get_texts()) == sorted(
+        line.get_label().split(":")[0] for line in ax.get_lines())
+    texts = [t for t in _drawn_texts(fig) if t is not fig._suptitle] + list(legend.get_texts())
+    for t in texts:  # nothing clipped
+        ext = _inches(fig, t)
+        assert -0.02 <= ext.x0 and ext.x1 <= fig.get_figwidth() + 0.02 and -0.02 <= ext.y0, t

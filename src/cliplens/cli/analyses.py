@@ -20,10 +20,11 @@ from cliplens.report.plotting import save_ablation_curve
 from cliplens.store import Store
 
 
-def store_note(st: Store) -> str:
+def store_note(st: Store, weights: bool = True) -> str:
+    """The store, its size and model (and, unless ``weights`` is false, a RANDOM WEIGHTS note when it has them)."""
     m = st.header["model"]
     note = f"{st.path}: {len(st)} images, model {m['name']} ({m['weights']})"
-    return note + (" · RANDOM WEIGHTS (scores mean nothing)" if m.get("random_weights") else "")
+    return note + (" · RANDOM WEIGHTS (scores mean nothing)" if weights and m.get("random_weights") else "")
 
 
 @click.command("ablate")
@@ -59,9 +60,12 @@ def ablate_cmd(store: Path, components: str | None, groups: str | None, plot: Pa
                "cls_to_cls": study["cls_to_cls"].to_dict()}
     path = plot or st.path / "ablation-curve.png"
     accs = [r.accuracy for r in study["curve"]]
-    save_ablation_curve(accs, study["baseline"].accuracy, path, title=store_note(st),
+    classes = len(st.class_names)
+    save_ablation_curve(accs, study["baseline"].accuracy, path, title=store_note(st, weights=False),
                         extra={"all MLPs + embedding term": study["mlps_and_embed"].accuracy,
-                               "CLS→CLS terms of every layer": study["cls_to_cls"].accuracy})
+                               "CLS→CLS terms of every layer": study["cls_to_cls"].accuracy},
+                        chance=1 / classes if classes else None,
+                        random_weights=bool(st.header["model"].get("random_weights")))
     payload["plot"] = str(path)
     if as_json:
         click.echo(json.dumps(payload, indent=2))

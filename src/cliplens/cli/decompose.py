@@ -175,7 +175,7 @@ def _save_maps(adapter: CLIPAdapter, dec: Any, directions: torch.Tensor, texts: 
         p = unique_path(out_dir / f"{stem}__{slug(text)}.png")
         save_token_map(grid[t], p, model_input=shown, original=original, box=box,
                        title=f"{text!r}: direct effect of each region (all heads, all layers)",
-                       image_name=Path(image_path).name, note=weights_note(adapter).strip(" ·"))
+                       image_name=Path(image_path).name, random_weights=adapter.random_weights)
         paths.append(str(p))
     return paths
 

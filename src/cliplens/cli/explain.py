@@ -256,8 +256,7 @@ def explain_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
         err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     con.print(f"[bold]{adapter.name}[/] ({adapter.family}, weights: {adapter.weights}){weights_note(adapter)}",
               soft_wrap=True)
-    fig_notes = {n: " · ".join(filter(None, [weights_note(adapter).strip(" ·"), method_note(n, m, targets)]))
-                 for n, m in methods.items()}
+    fig_notes = {n: method_note(n, m, targets) for n, m in methods.items()}
     notes: list[str] = []
     shown: set[str] = set()
     arrays: dict[str, np.ndarray] = {"texts": np.array(list(targets.names))}
@@ -340,6 +339,7 @@ def _explain_image(adapter: Any, source: str, per: dict[str, Any], targets: Targ
                    settings: dict[str, dict[str, Any]], out: Path, i: int, notes: dict[str, str], max_pixels: int,
                    arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """One image's pictures and arrays (every method), and its record for settings.json."""
+    random_weights = adapter.random_weights  # every picture of a random-weight model says so
     original = load_image(source, max_pixels=max_pixels)
     name, stem = Path(source).name, Path(source).stem
     labels = list(targets.names)
@@ -349,14 +349,15 @@ def _explain_image(adapter: Any, source: str, per: dict[str, Any], targets: Targ
         arrays[f"img{i}__{n}"] = im.raw.numpy().astype(np.float32)
         for t, text in enumerate(labels):
             p = save_map_overlay(original, im, t, unique_path(out / f"{stem}__{n}__{slug(text)}.png"), text=text,
-                                 settings=settings[n], image_name=name, note=notes[n])
+                                 settings=settings[n], image_name=name, note=notes[n], random_weights=random_weights)
             figures.append(p.name)
         p = save_map_grid(original, im, labels, unique_path(out / f"{stem}__{n}__all-texts.png"),
-                          settings=settings[n], image_name=name, note=notes[n])
+                          settings=settings[n], image_name=name, note=notes[n], random_weights=random_weights)
         figures.append(p.name)
     if len(per) > 1:
         p = save_methods(original, per, labels, unique_path(out / f"{stem}__methods.png"), settings=settings,
-                         image_name=name, note=" · ".join(dict.fromkeys(notes[n] for n in per if notes[n])))
+                         image_name=name, note=" · ".join(dict.fromkeys(notes[n] for n in per if notes[n])),
+                         random_weights=random_weights)
         figures.append(p.name)
     return {"image": source, "key": f"img{i}", "image_size": list(first.image_size),
             "input_size": list(first.input_size), "box": list(first.box),
@@ -384,7 +385,7 @@ def _by_head(adapter: Any, source: str, maps: Any, method: MapMethod, targets: T
     for t, text in enumerate(targets.names):
         p = save_surgery_parts(original, maps, parts[t], sp.labels,
                                unique_path(out / f"{stem}__surgery__by-head__{slug(text)}.png"), text=text, top=top,
-                               settings=settings, image_name=name, note=note)
+                               settings=settings, image_name=name, note=note, random_weights=adapter.random_weights)
         record["figures"].append(p.name)
     return list(sp.labels)
 

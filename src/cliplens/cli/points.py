@@ -123,7 +123,7 @@ def points_cmd(image: str, text: str, threshold: float, templates: str, fit: str
             notes.append("no SAM mask: there are no points to prompt it with")
     if folder is not None:
         path = folder / f"{slug(text)}__points.png"
-        _figure(rgb, pts, mask, path, text, Path(image).name, weights_note(adapter).strip(" ·"))  # type: ignore[arg-type]
+        _figure(rgb, pts, mask, path, text, Path(image).name, adapter.random_weights)  # type: ignore[arg-type]
         files.append(str(path))
     if as_json:
         payload = {**model_record(adapter), **pts.to_dict(), "sam": sam_info, "files": files, "notes": notes,
@@ -155,7 +155,7 @@ def _fmt(points: list[list[int]]) -> str:
 
 
 def _figure(rgb: np.ndarray, pts: Points, mask: np.ndarray | None, path: Path, text: str, name: str,
-            note: str) -> None:
+            random_weights: bool) -> None:
     """The image with the points (green: positive, red: negative) over the map, and SAM's mask if any."""
     h, w = rgb.shape[:2]
     panels = 2 if mask is not None else 1
@@ -180,7 +180,8 @@ def _figure(rgb: np.ndarray, pts: Points, mask: np.ndarray | None, path: Path, t
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         ax.set_axis_off()
-    heading(fig, f"{text!r}: point prompts (green: positive, red: negative)", image_name=name, note=note)
+    heading(fig, f"{text!r}: point prompts (green: positive, red: negative)", image_name=name,
+            random_weights=random_weights)
     save(fig, path)
 
 

@@ -41,7 +41,7 @@ from cliplens.maps.base import get_map
 from cliplens.maps.inputs import FITS
 from cliplens.report.files import fresh_dir, writable_dir
 from cliplens.report.maps import save_evaluation_overlay
-from cliplens.report.plotting import heading, new_figure, save
+from cliplens.report.plotting import colorbar, heading, new_figure, save
 from cliplens.text.templates import TEMPLATE_SETS
 
 __all__ = ["COMMANDS", "segment_eval_cmd"]
@@ -107,7 +107,8 @@ def _saved(folder: Path) -> int | None:
         return None
 
 
-def save_imagenet_overlay(path: Path, view: dict[str, Any], *, image_name: str = "", note: str = "") -> Path:
+def save_imagenet_overlay(path: Path, view: dict[str, Any], *, image_name: str = "", note: str = "",
+                          random_weights: bool = False) -> Path:
     """An ImageNet-segmentation overlay, on the model input's pixels: the normalised map over the image | the
     ground truth as the protocol compares it | the predicted foreground with the ground truth's outline."""
     image, norm, gt, fg = view["image"], np.asarray(view["map"]), np.asarray(view["mask"]), view["foreground"]
@@ -129,10 +130,10 @@ def save_imagenet_overlay(path: Path, view: dict[str, Any], *, image_name: str =
     axes[2].set_title("foreground: map >= its mean (outline: ground truth)", fontsize=8)
     for ax in axes:
         ax.set_axis_off()
-    fig.colorbar(im, ax=axes[0], shrink=0.8).ax.tick_params(labelsize=7)
+    colorbar(fig, im, axes[0], "map, min–max")  # as tall as the map
     acc = 100 * float(((fg == (gt == 1)) & valid).sum()) / max(int(valid.sum()), 1)
     heading(fig, f"ImageNet-segmentation: pixel accuracy {acc:.1f} % on this image", image_name=image_name,
-            note=note)
+            note=note, random_weights=random_weights)
     return save(fig, path)
 
 
@@ -269,7 +270,8 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                 with collected_warnings(notes):
                     if is_imagenet_seg:
                         def draw_view(path: Path, i: int, sample: Any, view: dict[str, Any], name: str = name) -> None:
-                            save_imagenet_overlay(path, view, image_name=str(sample.id), note=name)
+                            save_imagenet_overlay(path, view, image_name=str(sample.id), note=name,
+                                                  random_weights=adapter.random_weights)
 
                         got = evaluate_imagenet_seg(adapter, name, dataset, mode=mode, class_names=zero_shot,
                                                     templates=templates or "imagenet", out_dir=sub, limit=limit,
@@ -280,7 +282,8 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                         def draw(path: Path, i: int, sample: Any, gt: Any, pred: Any, name: str = name) -> None:
                             save_evaluation_overlay(sample.load(), gt, pred, dataset.class_names, path,
                                                     image_name=str(sample.id), background=dataset.background,
-                                                    ignore_index=dataset.ignore_index, note=name)
+                                                    ignore_index=dataset.ignore_index, note=name,
+                                                    random_weights=adapter.random_weights)
 
                         result = evaluate_segmentation(adapter, name, dataset, protocol=protocol, out_dir=sub,
                                                        limit=limit, overlays=overlays, draw_overlay=draw,

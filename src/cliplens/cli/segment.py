@@ -154,7 +154,6 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
         err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     con.print(f"[bold]{adapter.name}[/] ({adapter.family}, weights: {adapter.weights}){weights_note(adapter)}",
               soft_wrap=True)
-    fig_note = weights_note(adapter).strip(" ·")
     shown: set[str] = set()
     print_notes(notes, shown)
     C = len(names)
@@ -177,7 +176,7 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
             # the rule of cliplens.tasks.segment.segment, on maps computed once for the labels and the pictures
             seg = Segmentation(label_map(item, C, threshold=threshold, logit_scale=scale), names, item.source,
                                settings)
-            record = _save(seg, item, list(targets.names), out, fig_note, max_pixels)
+            record = _save(seg, item, list(targets.names), out, adapter.random_weights, max_pixels)
             records.append(record)
             found = ", ".join(f"{c['class']} {c['percent']:.1f} %" for c in record["classes"]) or "no class"
             con.print(f"{item.source}: {found} (background {record['background_percent']:.1f} %)", soft_wrap=True)
@@ -225,8 +224,10 @@ def _settings(maps_settings: dict[str, Any], background: list[str], threshold: f
             "logit_scale": scale if threshold is not None else None, "rule": rule}
 
 
-def _save(seg: Segmentation, item: Any, texts: list[str], out: Path, note: str, max_pixels: int) -> dict[str, Any]:
-    """One image's label PNG, its picture with a legend and its class maps; its record for settings.json."""
+def _save(seg: Segmentation, item: Any, texts: list[str], out: Path, random_weights: bool, max_pixels: int
+          ) -> dict[str, Any]:
+    """One image's label PNG, its picture with a legend and its class maps (saying RANDOM WEIGHTS when the model
+    has them); its record for settings.json."""
     original = load_image(seg.source, max_pixels=max_pixels)
     name, stem = Path(seg.source).name, Path(seg.source).stem
     labels = seg.labels.numpy()
@@ -234,9 +235,9 @@ def _save(seg: Segmentation, item: Any, texts: list[str], out: Path, note: str, 
     seen = max(1, int(counts[:IGNORE].sum()))
     png = save_label_png(labels, unique_path(out / f"{stem}__labels.png"))
     pic = save_segmentation(original, seg, unique_path(out / f"{stem}__segmentation.png"), image_name=name,
-                            note=note, settings=seg.settings)
+                            random_weights=random_weights, settings=seg.settings)
     grid = save_map_grid(original, item, texts, unique_path(out / f"{stem}__class-maps.png"),
-                         settings=item_settings(seg.settings), image_name=name, note=note,
+                         settings=item_settings(seg.settings), image_name=name, random_weights=random_weights,
                          title="each text's raw map: a pixel takes the class (or background) that scores highest",
                          captions=[repr(t) + (" (background)" if k >= len(seg.classes) else "")
                                    for k, t in enumerate(texts)])

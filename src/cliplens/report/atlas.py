@@ -34,7 +34,7 @@ from PIL import Image
 from cliplens.analyses.atlas import Atlas, AtlasHead, ShownImage
 from cliplens.report import html as H
 from cliplens.report.files import fresh_dir
-from cliplens.report.plotting import DIVERGING, MAP_ALPHA
+from cliplens.report.plotting import DIVERGING, MAP_ALPHA, mark_random_weights
 
 __all__ = ["AtlasFiles", "layer_page", "map_image", "write_atlas"]
 
@@ -288,8 +288,9 @@ def write_atlas(atlas: Atlas, out_dir: str | os.PathLike[str], *,
     pages += [(page_name(layer), lambda layer=layer: layer_page(atlas, layer)) for layer in atlas.layers]
     total = len(jobs) + len(pages) + 1
     done = 0
+    random_weights = bool(atlas.info["model"].get("random_weights"))  # then every picture says so
     for name, make in jobs:
-        files.images.append(_save_png(make(), folder / name))
+        files.images.append(_save_png(mark_random_weights(make(), random_weights), folder / name))
         done += 1
         if progress is not None:
             progress(done, total)

@@ -45,7 +45,7 @@ from cliplens.maps import contrast_others
 from cliplens.models import load
 from cliplens.report import html as H
 from cliplens.report.files import fresh_dir
-from cliplens.report.page import TextResult, save_text_figures, text_html, text_results, weights_warning
+from cliplens.report.page import TextResult, save_text_figures, text_html, text_results
 from cliplens.report.plotting import (
     LABEL_SIZE,
     colorbar,
@@ -127,7 +127,8 @@ def _phrases(scene: Any) -> list[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------------- figures
-def _segmentation_figure(image: np.ndarray, obj: ObjectResult, grid: tuple[int, int], note: str) -> Figure:
+def _segmentation_figure(image: np.ndarray, obj: ObjectResult, grid: tuple[int, int], *,
+                         random_weights: bool = False) -> Figure:
     fig = new_figure(12, 3.9)
     axes = fig.subplots(1, 4)
     axes[0].imshow(image, interpolation="nearest")
@@ -146,7 +147,7 @@ def _segmentation_figure(image: np.ndarray, obj: ObjectResult, grid: tuple[int, 
     axes[3].set_title(f"true mask · IoU {obj.iou:.3f}", fontsize=LABEL_SIZE)
     for ax in axes[2:]:
         ax.set_axis_off()
-    heading(fig, f"segmenting {obj.text!r} from the decomposition", note=note)
+    heading(fig, f"segmenting {obj.text!r} from the decomposition", random_weights=random_weights)
     return fig
 
 
@@ -174,7 +175,7 @@ def make_demo(
     scene = demo_scene(seed, objects, image_size=ih)  # before touching the disk: bad options fail cleanly
     out, note = fresh_dir(out_dir)
     info = adapter.describe()
-    warn = weights_warning(info)
+    random_weights = bool(info.get("random_weights"))  # then every figure says so
     image, masks = render_scene(scene)
     pixels = adapter.preprocess([image])
     dec = adapter.decompose(pixels, spatial=True)
@@ -190,7 +191,7 @@ def make_demo(
     phrases = text_results(scores, summarize(dec, directions, texts, top=top)[0], 0,
                            kinds=[k for k, _ in kinds_texts])
     for t, ph in enumerate(phrases):
-        files += save_text_figures(ph, out, f"{t:02d}-{ph.kind}-{slug(ph.text)}", note=warn)
+        files += save_text_figures(ph, out, f"{t:02d}-{ph.kind}-{slug(ph.text)}", random_weights=random_weights)
 
     # ---- segmentation: each object's name against the others'
     names = [t for k, t in kinds_texts if k == "object"]
@@ -208,13 +209,15 @@ def make_demo(
         sc = score_map(grid, mask)
         obj = ObjectResult(name, contrasts[k], grid.cpu().numpy().astype(np.float64), sc["map"], sc["normalized"],
                            sc["pred"], mask, sc["iou"], sc["pixel_acc"], sc["ap"])
-        png = save(_segmentation_figure(image, obj, dec.grid, warn), out / f"segmentation-{k}-{slug(name)}.png")
+        png = save(_segmentation_figure(image, obj, dec.grid, random_weights=random_weights),
+                   out / f"segmentation-{k}-{slug(name)}.png")
         obj.figure = png.name
         files.append(png)
         obj_results.append(obj)
         arrays.update({f"grid_{k}": obj.grid, f"map_{k}": obj.map, f"pred_{k}": obj.pred, f"mask_{k}": mask})
 
-    files.append(save_image(image, out / "scene.png", title=f"the scene (seed {seed})", size=3.0))
+    files.append(save_image(image, out / "scene.png", title=f"the scene (seed {seed})", size=3.0,
+                            random_weights=random_weights))
     npz = out / "maps.npz"
     np.savez_compressed(npz, **arrays)
     files.append(npz)

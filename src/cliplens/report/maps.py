@@ -4,12 +4,13 @@ original photo, with the conventions of :mod:`cliplens.report.plotting`:
 * min–max maps (0..1 per map) use one sequential colour map, :data:`SEQUENTIAL` (dark: 0, bright: 1);
   raw maps use :data:`~cliplens.report.plotting.DIVERGING`, centred on 0; each with a colour bar;
 * maps lie over a grey copy of the photo, exactly where the model's input lies (a centre crop is
-  dashed; nothing is drawn outside it); the photo's name and the method with its settings head
-  every figure;
+  dashed; nothing is drawn outside it); the photo's name, the text and the method (its display name,
+  :func:`display_name`) head every figure, in a few words; the settings go in a caption under the
+  panels (also in the PNG's Title);
 * label maps are palette PNGs (:data:`PALETTE`: 0, background, black; 255, not seen by the model).
 
 Figures: :func:`map_overlay_figure` (one text), :func:`map_grid_figure` (every text of one image),
-:func:`methods_figure` (texts × methods), :func:`segmentation_figure` (labels with a legend) and
+:func:`methods_figure` (texts × methods: per row the photo, the methods' maps and one colour bar), :func:`segmentation_figure` (labels with a legend) and
 :func:`surgery_parts_figure` (which heads make a CLIP Surgery map); each has a ``save_*`` shortcut.
 """
 
@@ -41,6 +42,7 @@ from cliplens.report.plotting import (
     _grey,
     colorbar,
     heading,
+    match_height,
     new_figure,
     save,
     symmetric_limit,
@@ -48,7 +50,8 @@ from cliplens.report.plotting import (
 )
 
 __all__ = [
-    "IGNORE_COLOUR", "MINMAX_LABEL", "PALETTE", "RAW_LABEL", "SEQUENTIAL", "describe_settings", "evaluation_figure",
+    "DISPLAY_NAMES", "IGNORE_COLOUR", "MINMAX_LABEL", "PALETTE", "RAW_LABEL", "SEQUENTIAL", "describe_settings",
+    "display_name", "evaluation_figure", "methods_caption",
     "label_image", "save_evaluation_overlay",
     "method_words", "setting_words",
     "map_grid_figure", "map_overlay_figure", "methods_figure", "part_shares", "save_label_png", "save_map_grid",
@@ -91,8 +94,12 @@ _COMMON = {"method", "targets", "templates", "contrast", "fit", "size", "window"
 
 
 def method_words(settings: Mapping[str, Any]) -> str:
-    """The method and its own parameters: ``"surgery (blocks 6, feature redundancy)"``."""
+    """The method and its own parameters: ``"surgery (blocks 6, feature redundancy)"``; a feature surgery that
+    fell back to another variant reads ``"feature redundancy (used: empty)"``."""
     s = dict(settings)
+    used = s.pop("feature_used", None)
+    if used is not None and used != s.get("feature"):
+        s["feature"] = f"{_word(s.get('feature'))} (used: {used})"
     params = ", ".join(f"{k} {_word(v)}" for k, v in s.items() if k not in _COMMON and v is not None)
     return f"{s.get('method', '')}" + (f" ({params})" if params else "")
 
@@ -149,12 +156,19 @@ def _draw(ax: Any, shown: np.ndarray, image_size: tuple[int, int], values: np.nd
     im = None
     if values is not None:
         im = ax.imshow(values, cmap=cmap, norm=norm, alpha=MAP_ALPHA, extent=(left, right, bottom, top))
+    _frame(ax, image_size, box)
+    return im
+
+
+def _frame(ax: Any, image_size: tuple[int, int], box: Sequence[float]) -> None:
+    """The photo's whole extent in view, the model's part of it (``box``) dashed when it is not all of it."""
+    h0, w0 = image_size
+    top, left, bottom, right = box
     if not _whole(box, image_size):
         ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, lw=1.2, ec="k", ls="--"))
     ax.set_xlim(min(0.0, left), max(float(w0), right))
     ax.set_ylim(max(float(h0), bottom), min(0.0, top))
     ax.set_axis_off()
-    return im
 
 
 def _scale(normalization: str, *arrays: Any) -> tuple[str, Normalize, str]:
@@ -169,6 +183,22 @@ def _crop_note(box: Sequence[float], image_size: tuple[int, int]) -> str:
     return "" if _whole(box, image_size) else "dashed: the part the model sees (nothing is mapped outside it)"
 
 
+#: the size of a caption's letters (under a figure's panels)
+CAPTION_SIZE = LABEL_SIZE - 0.5
+
+
+def _caption(fig: Figure, text: str) -> None:
+    """``text`` (wrapped already) under every panel, in small grey letters: how the maps were made."""
+    if text:
+        fig.supxlabel(text, fontsize=CAPTION_SIZE, color="#333333")
+
+
+def _who(settings: Mapping[str, Any] | None) -> str:
+    """The method named in ``settings`` (its display name), or "the model"."""
+    method = (settings or {}).get("method")
+    return display_name(str(method)) if method else "the model"
+
+
 def _panel_size(image_size: tuple[int, int], height: float, max_width: float) -> tuple[float, float]:
     h0, w0 = image_size
     aspect = w0 / max(h0, 1)
@@ -178,15 +208,17 @@ def _panel_size(image_size: tuple[int, int], height: float, max_width: float) ->
 
 # --------------------------------------------------------------------------- one text
 def map_overlay_figure(image: np.ndarray | Image.Image, maps: Any, t: int, *, text: str | None = None,
-                       settings: Mapping[str, Any] | None = None, image_name: str = "", note: str = "") -> Figure:
+                       settings: Mapping[str, Any] | None = None, image_name: str = "", note: str = "",
+                       random_weights: bool = False) -> Figure:
     """Target ``t`` of one image's maps (an :class:`~cliplens.maps.ImageMaps`) over the photo, with a
-    colour bar; the heading names the image, the text, the method and its settings."""
+    colour bar; the heading names the image, the text and the method, a caption under it the settings."""
     shown, h0, w0 = _display(image)
     box, _, image_size = _geometry(maps)
     values = maps.on_input(t).numpy()
     cmap, norm, label = _scale(maps.normalization, values)
     pw, ph = _panel_size(image_size, 4.2, 7.0)
-    fig = new_figure(pw + 1.5, ph + 1.3)
+    words = wrap(describe_settings(settings or {}), _chars(pw + 1.5, CAPTION_SIZE))
+    fig = new_figure(pw + 1.5, ph + 1.3 + 0.15 * (words.count("\n") + 1))
     ax = fig.add_subplot()
     ax.set_label("map")
     im = _draw(ax, shown, image_size, values, box, cmap=cmap, norm=norm)
@@ -195,8 +227,9 @@ def map_overlay_figure(image: np.ndarray | Image.Image, maps: Any, t: int, *, te
         ax.set_title(wrap(crop, _chars(pw, LABEL_SIZE)), fontsize=LABEL_SIZE)
     colorbar(fig, im, ax, label)
     what = repr(text) if text is not None else f"target {t}"
-    heading(fig, f"{what}: where the model puts it\n{describe_settings(settings or {})}", image_name=image_name,
-            note=note)
+    _caption(fig, words)
+    heading(fig, f"{what}: where {_who(settings)} puts it", image_name=image_name, note=note,
+            random_weights=random_weights)
     return fig
 
 
@@ -209,10 +242,10 @@ def save_map_overlay(image: np.ndarray | Image.Image, maps: Any, t: int, path: s
 def map_grid_figure(image: np.ndarray | Image.Image, maps: Any, labels: Sequence[str], *,
                     settings: Mapping[str, Any] | None = None, image_name: str = "", note: str = "",
                     columns: int = 4, title: str = "where the model puts each text",
-                    captions: Sequence[str] | None = None) -> Figure:
+                    captions: Sequence[str] | None = None, random_weights: bool = False) -> Figure:
     """The photo and one panel per text, with one colour bar (min–max maps share 0..1; raw maps share
     one scale, ``±max|score|`` over the texts, so that they compare). ``captions``: the panels' titles
-    (default: each text, quoted)."""
+    (default: each text, quoted). The settings go in a caption under the panels."""
     shown, h0, w0 = _display(image)
     box, _, image_size = _geometry(maps)
     values = maps.on_input().numpy()  # [T, H, W]
@@ -220,8 +253,12 @@ def map_grid_figure(image: np.ndarray | Image.Image, maps: Any, labels: Sequence
     n = len(labels) + 1
     cols = max(1, min(n, columns if w0 <= 1.4 * h0 else max(2, columns - 1)))
     rows = -(-n // cols)
+    cols = -(-n // rows)  # balanced: no row much shorter than the others
     pw, ph = _panel_size(image_size, 2.6, 3.6)
-    fig = new_figure(pw * cols + 1.6, (ph + 0.45) * rows + 1.1)
+    crop = _crop_note(box, image_size)
+    words = wrap("\n".join(filter(None, [describe_settings(settings or {}), crop])),
+                 _chars(pw * cols + 1.6, CAPTION_SIZE))
+    fig = new_figure(pw * cols + 1.6, (ph + 0.45) * rows + 1.1 + 0.15 * (words.count("\n") + 1))
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     width = _chars(pw, LABEL_SIZE)
     axes[0].imshow(shown, extent=(0, w0, h0, 0))
@@ -237,9 +274,9 @@ def map_grid_figure(image: np.ndarray | Image.Image, maps: Any, labels: Sequence
     for ax in axes[n:]:
         ax.remove()
     colorbar(fig, im, list(axes[1:n]), label)
-    crop = _crop_note(box, image_size)
-    heading(fig, f"{title}\n{describe_settings(settings or {})}" + (f"\n{crop}" if crop else ""),
-            image_name=image_name, note=note)
+    _caption(fig, words)
+    heading(fig, title.replace("the model", _who(settings)), image_name=image_name, note=note,
+            random_weights=random_weights)
     return fig
 
 
@@ -250,74 +287,151 @@ def save_map_grid(image: np.ndarray | Image.Image, maps: Any, labels: Sequence[s
 
 
 # --------------------------------------------------------------------------- methods side by side
-#: methods per row of :func:`methods_figure` (more wrap onto further rows)
-METHOD_COLUMNS = 5
+#: how each registered method is named on figures (others: their registered name)
+DISPLAY_NAMES = {
+    "surgery": "CLIP Surgery", "maskclip": "MaskCLIP", "sclip": "SCLIP", "clearclip": "ClearCLIP", "naclip": "NACLIP",
+    "resclip": "ResCLIP", "gem": "GEM", "legrad": "LeGrad", "gradcam": "Grad-CAM", "chefer": "Chefer et al.",
+    "decomposition": "decomposition", "token-similarity": "token similarity", "raw-attention": "raw attention",
+    "rollout": "rollout",
+}
+#: the widest a methods figure is drawn (inches), and the height a panel aims at
+METHODS_WIDTH, METHODS_PANEL, METHODS_PER_ROW = 15.0, 2.0, 7
+MAX_TITLE_LINES = 2
+
+
+def display_name(method: str) -> str:
+    """The name a figure gives a map method (``"surgery"`` -> ``"CLIP Surgery"``)."""
+    return DISPLAY_NAMES.get(method, method)
+
+
+def _short(text: str, width: int, lines: int = MAX_TITLE_LINES) -> str:
+    """``text`` wrapped to ``width`` characters, at most ``lines`` lines (the last cut with "…")."""
+    out = wrap(text, width).split("\n")
+    if len(out) > lines:
+        out = out[:lines]
+        out[-1] = out[-1][:max(1, width - 1)].rstrip() + "…"
+    return "\n".join(out)
+
+
+def _methods_layout(image_size: tuple[int, int], M: int) -> tuple[int, float, float]:
+    """``(methods per row, panel width, panel height)`` (inches): at most :data:`METHODS_PER_ROW` methods a
+    row (rows balanced), panels near :data:`METHODS_PANEL` high, the figure at most :data:`METHODS_WIDTH` wide
+    (wide photos get thinner panels, very tall ones narrower)."""
+    h0, w0 = image_size
+    aspect = w0 / max(h0, 1)
+    per_row = -(-M // -(-M // METHODS_PER_ROW))
+    pw = min(METHODS_PANEL * aspect, 3.2, (METHODS_WIDTH - 1.2) / (per_row + 1), 1.3 * METHODS_PANEL * aspect)
+    return per_row, pw, pw / aspect
+
+
+def methods_caption(settings: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> str:
+    """The settings of a methods figure in a few words (normalisation left out: the colours say it): those
+    every method shares, then those that differ, each value with its methods (``"contrast: none (CLIP Surgery,
+    GEM), others (decomposition)"``). Each method's own parameters are left to the settings file."""
+    words = {m: setting_words({k: v for k, v in settings.get(m, {}).items() if k != "normalization"})
+             for m in names}
+    common = [w for w in words[names[0]] if all(w in words[m] for m in names)] if names else []
+    differ: dict[str, dict[str, list[str]]] = {}
+    for m in names:
+        for w in words[m]:
+            if w not in common:
+                key, _, value = w.partition(": ") if ": " in w else ("", "", w)
+                differ.setdefault(key, {}).setdefault(value, []).append(display_name(m))
+    lines = [" · ".join(common)] if common else []
+    for key, values in differ.items():
+        lines.append((f"{key}: " if key else "") + ", ".join(f"{v} ({', '.join(ms)})" for v, ms in values.items()))
+    return "\n".join(lines)
 
 
 def methods_figure(image: np.ndarray | Image.Image, maps: Mapping[str, Any], labels: Sequence[str], *,
                    settings: Mapping[str, Mapping[str, Any]] | None = None, image_name: str = "",
-                   note: str = "") -> Figure:
-    """Rows: the texts; columns: the methods (``maps``: method name -> that method's
-    :class:`~cliplens.maps.ImageMaps` of this image), at most ``METHOD_COLUMNS`` per row (more methods wrap
-    onto further rows under each text). One colour bar when every map is min–max; else one per method."""
+                   note: str = "", random_weights: bool = False) -> Figure:
+    """The same texts by each method: one row per text (more when the methods do not fit one row), each
+    row the photo (titled with the text), then one map per method (``maps``: method name -> that method's
+    :class:`~cliplens.maps.ImageMaps` of this image, titled with the method's :func:`display_name`), then
+    one colour bar as tall as the row's maps. Min–max maps share 0..1; raw maps are each drawn on their own
+    scale ``±max|score|`` (written under the method's name), and the bar reads −max .. 0 .. +max. The
+    settings go in a caption under the panels (:func:`methods_caption`); the methods' own parameters are
+    left to the settings file (the ``settings`` given are the maps' :attr:`~cliplens.maps.Maps.settings`)."""
     shown, h0, w0 = _display(image)
     names = list(maps)
+    if not names:
+        raise ValueError("methods_figure needs at least one method's maps")
     settings = settings or {}
-    first = maps[names[0]]
-    box, _, image_size = _geometry(first)
+    box, _, image_size = _geometry(maps[names[0]])
     values = {m: maps[m].on_input().numpy() for m in names}
-    shared = all(maps[m].normalization == "minmax" for m in names)
     T, M = len(labels), len(names)
-    cols = min(M, METHOD_COLUMNS)
-    blocks = -(-M // cols)  # rows of methods under each text
-    pw, ph = _panel_size(image_size, 2.3, 3.2)
-    fig = new_figure(pw * cols + 1.9, (ph + 0.55) * T * blocks + (1.5 if shared else 2.2))
-    grid = fig.subplots(T * blocks, cols, squeeze=False)
-    width = _chars(pw, LABEL_SIZE)
-    ims: dict[str, Any] = {}
-    # what every method shares goes in the heading; the rest (parameters, contrast, normalisation) above its panel
-    words = {m: setting_words(settings.get(m, {})) for m in names}
-    common = [w for w in words[names[0]] if all(w in words[m] for m in names)]
-    own = {m: [method_words(settings.get(m, {"method": m}))] + [w for w in words[m] if w not in common] for m in names}
-    used = set()
-    per_method: dict[str, list[Any]] = {m: [] for m in names}
-    for j, m in enumerate(names):
-        cmap, norm, _ = _scale(maps[m].normalization, values[m])
-        for t in range(T):
-            r, c = t * blocks + j // cols, j % cols
-            ax = grid[r, c]
-            used.add((r, c))
-            per_method[m].append(ax)
-            ax.set_label(f"{m} {t}")
-            ims[m] = _draw(ax, shown, image_size, values[m][t], box, cmap=cmap, norm=norm)
-            if t == 0 or blocks > 1:
-                ax.set_title("\n".join(wrap(w, width) for w in own[m]), fontsize=LABEL_SIZE)
-            if c == 0:  # the text, to the left of its row
-                ax.set_axis_on()
-                ax.set_xticks([])
-                ax.set_yticks([])
-                for spine in ax.spines.values():
-                    spine.set_visible(False)
-                ax.set_ylabel(wrap(repr(labels[t]), max(12, int(ph * 72 / (0.62 * LABEL_SIZE)))),
-                              fontsize=LABEL_SIZE)
-    for r in range(T * blocks):
-        for c in range(cols):
-            if (r, c) not in used:
-                grid[r, c].set_axis_off()
-                grid[r, c].set_label("unused")
-    if shared:
-        colorbar(fig, ims[names[0]], [a for axs in per_method.values() for a in axs], MINMAX_LABEL)
-    else:
-        for m in names:
-            label = MINMAX_LABEL if maps[m].normalization == "minmax" else "raw score (0 is white)"
-            cb = fig.colorbar(ims[m], ax=per_method[m], location="bottom", shrink=0.9, aspect=18)
-            cb.solids.set_alpha(1.0)
-            cb.set_label(wrap(label, width), fontsize=LABEL_SIZE - 1)
-            cb.ax.tick_params(labelsize=6)
+    per_row, pw, ph = _methods_layout(image_size, M)
+    blocks = -(-M // per_row)  # rows of each text
+    normalizations = list(dict.fromkeys(maps[m].normalization for m in names))
+    bar_w = 0.62
+    width = pw * (per_row + 1) + bar_w * len(normalizations) + 0.4
+    chars = _chars(pw + 0.1, LABEL_SIZE)
     crop = _crop_note(box, image_size)
-    heading(fig, "the same texts by each method\n" + " · ".join(common) + (f"\n{crop}" if crop else ""),
-            image_name=image_name, note=note)
+    scale = "; ".join(_SCALE_WORDS[k] for k in normalizations)
+    caption = wrap("\n".join(filter(None, [f"each row: a text over the photo, then its map by each method; {scale}",
+                                            methods_caption(settings, names), crop])), _chars(width, CAPTION_SIZE))
+    title_lines = [max(_short(repr(t), chars).count("\n") + 1, 1 if all(maps[m].normalization == "minmax"
+                                                                        for m in names) else 2) for t in labels]
+    rows_h = sum(blocks * (ph + 0.16 * n + 0.16) for n in title_lines)
+    head_lines = 2 + (1 if note else 0) + (1 if random_weights else 0)
+    fig = new_figure(width, rows_h + 0.18 * head_lines + 0.15 * (caption.count("\n") + 1) + 0.3)
+    grid = fig.add_gridspec(T * blocks, per_row + 1 + len(normalizations),
+                            width_ratios=[pw] * (per_row + 1) + [bar_w] * len(normalizations),
+                            height_ratios=[ph + 0.16 * n for n in title_lines for _ in range(blocks)])
+    for t, text in enumerate(labels):
+        for b in range(blocks):
+            r = t * blocks + b
+            row = names[b * per_row:(b + 1) * per_row]
+            photo = fig.add_subplot(grid[r, 0])
+            photo.imshow(shown, extent=(0, w0, h0, 0))
+            _frame(photo, image_size, box)
+            photo.set_label(f"photo {r}")
+            photo.set_title(_short(repr(text), chars), fontsize=LABEL_SIZE, fontweight="bold")
+            drawn: dict[str, list[Any]] = {}
+            for c, m in enumerate(row):
+                ax = fig.add_subplot(grid[r, c + 1])
+                ax.set_label(f"{m} {t}")
+                cmap, norm, _ = _scale(maps[m].normalization, values[m][t])
+                _draw(ax, shown, image_size, values[m][t], box, cmap=cmap, norm=norm)
+                title = display_name(m)
+                if maps[m].normalization != "minmax":
+                    title += f"\n±{norm.vmax:.3g}"
+                ax.set_title(_short(title, chars), fontsize=LABEL_SIZE)
+                drawn.setdefault(maps[m].normalization, []).append(ax)
+            for k, kind in enumerate(normalizations):
+                if kind not in drawn:
+                    continue
+                cax = fig.add_subplot(grid[r, per_row + 1 + k])
+                cax.set_label(f"colour bar {r}")
+                _row_bar(fig, cax, kind, drawn[kind])
+    _caption(fig, caption)
+    what = "the same texts by each method" if M > 1 else f"each text by {display_name(names[0])}"
+    heading(fig, what + (f"\n{note}" if note else ""), image_name=image_name,
+            random_weights=random_weights)
     return fig
+
+
+_SCALE_WORDS = {"minmax": "colours: each map min–max (0: where the text scores lowest, 1: highest)",
+                "raw": "colours: raw scores, each map on its own scale ±max|score| (under the method's name), "
+                       "0 white"}
+
+
+def _row_bar(fig: Figure, cax: Any, normalization: str, axes: list[Any]) -> Any:
+    """One row's colour bar, as tall as its maps: 0..1 for min–max maps, −max .. +max for raw ones."""
+    from matplotlib.cm import ScalarMappable
+
+    if normalization == "minmax":
+        sm = ScalarMappable(Normalize(0.0, 1.0), SEQUENTIAL)
+        ticks, words = [0.0, 0.5, 1.0], ["0 low", "0.5", "1 high"]
+    else:
+        sm = ScalarMappable(Normalize(-1.0, 1.0), DIVERGING)
+        ticks, words = [-1.0, 0.0, 1.0], ["−max", "0", "+max"]
+    cb = fig.colorbar(sm, cax=cax)
+    cb.set_ticks(ticks, labels=words)
+    cb.ax.tick_params(labelsize=6.5)
+    match_height(cax, axes)
+    return cb
 
 
 def save_methods(image: np.ndarray | Image.Image, maps: Mapping[str, Any], labels: Sequence[str],
@@ -354,10 +468,10 @@ def _areas(labels: np.ndarray, count: int) -> np.ndarray:
 
 
 def segmentation_figure(image: np.ndarray | Image.Image, seg: Any, *, image_name: str = "", note: str = "",
-                        settings: Mapping[str, Any] | None = None) -> Figure:
+                        settings: Mapping[str, Any] | None = None, random_weights: bool = False) -> Figure:
     """The photo, and its labels (a :class:`~cliplens.tasks.segment.Segmentation`) over a grey copy:
     each class in its :data:`PALETTE` colour, background uncoloured; a legend names every class
-    present with its share of the pixels the model saw."""
+    present with its share of the pixels the model saw; a caption under them the rule and the settings."""
     shown, h0, w0 = _display(image)
     labels = np.asarray(seg.labels.cpu() if isinstance(seg.labels, Tensor) else seg.labels)
     C = len(seg.classes)
@@ -413,8 +527,9 @@ def segmentation_figure(image: np.ndarray | Image.Image, seg: Any, *, image_name
         if settings.get("threshold") is not None:
             rule.append(("or" if bg else "background") + " where the top probability (softmax, logit scale "
                         f"{settings.get('logit_scale')}) is below {settings['threshold']}")
-        title += "\n" + "; ".join(rule) + f"\n{describe_settings({**settings, 'normalization': None})}"
-    heading(fig, title, image_name=image_name, note=note)
+        words = "; ".join(rule) + f"\n{describe_settings({**settings, 'normalization': None})}"
+        _caption(fig, wrap(words, _chars(fig.get_figwidth(), CAPTION_SIZE)))
+    heading(fig, title, image_name=image_name, note=note, random_weights=random_weights)
     return fig
 
 
@@ -436,7 +551,8 @@ def _label_rgba(labels: np.ndarray, step: int, background: int | None = None) ->
 
 def evaluation_figure(image: np.ndarray | Image.Image, mask: np.ndarray, pred: np.ndarray,
                       class_names: Sequence[str], *, image_name: str = "", note: str = "",
-                      ignore_index: int = 255, background: int | None = None, max_legend: int = 14) -> Figure:
+                      ignore_index: int = 255, background: int | None = None, max_legend: int = 14,
+                      random_weights: bool = False) -> Figure:
     """The photo, its ground truth and the prediction side by side (the same colour per class over a grey
     copy; the ``background`` class uncoloured); the legend names the classes present, largest first, with
     each one's IoU on this image."""
@@ -477,7 +593,7 @@ def evaluation_figure(image: np.ndarray | Image.Image, mask: np.ndarray, pred: n
                    title="classes on this image", title_fontsize=7)
     acc = 100 * float((gt[valid] == pr[valid]).mean()) if valid.any() else float("nan")
     heading(fig, f"ground truth and prediction · pixel accuracy on this image {acc:.1f} %", image_name=image_name,
-            note=note)
+            note=note, random_weights=random_weights)
     return fig
 
 
@@ -500,7 +616,8 @@ def part_shares(parts: Tensor | np.ndarray) -> np.ndarray:
 
 def surgery_parts_figure(image: np.ndarray | Image.Image, maps: Any, parts: Tensor | np.ndarray,
                          labels: Sequence[str], *, text: str, top: int = 4, bars: int = 12,
-                         settings: Mapping[str, Any] | None = None, image_name: str = "", note: str = "") -> Figure:
+                         settings: Mapping[str, Any] | None = None, image_name: str = "", note: str = "",
+                         random_weights: bool = False) -> Figure:
     """Which parts of CLIP Surgery's side path make the map of ``text``: ``parts`` ``[P, gh, gw]`` (from
     :func:`~cliplens.maps.surgery_parts`, summing to the raw map) named by ``labels`` (``"start"``,
     ``"L6.H0"``, …); ``maps`` gives where the map lies on the photo.
@@ -570,11 +687,13 @@ def surgery_parts_figure(image: np.ndarray | Image.Image, maps: Any, parts: Tens
         cb.update_ticks()
     bottom_fig.suptitle(f"the map and its {k} largest parts: raw score minus its mean over the patches (the pattern; "
                         "min–max ignores the mean), each on its own scale centred on 0 (white)", fontsize=LABEL_SIZE)
+    if settings:
+        words = describe_settings({k: v for k, v in settings.items() if k != "normalization"})
+        _caption(fig, wrap(words, _chars(width, CAPTION_SIZE)))
+        fig.set_figheight(fig.get_figheight() + 0.15 * (words.count("\n") + 1))
     heading(fig, f"{text!r}: which heads make CLIP Surgery's map\nthe map is exactly the sum of {len(labels)} parts: "
-                 f"the start and each head of the surgical layers (LAYER.HEAD, from 0)"
-                 + (f"\n{describe_settings({k: v for k, v in settings.items() if k != 'normalization'})}"
-                    if settings else ""),
-            image_name=image_name, note=note)
+                 f"the start and each head of the surgical layers (LAYER.HEAD, from 0)",
+            image_name=image_name, note=note, random_weights=random_weights)
     return fig
 
 

@@ -40,14 +40,9 @@ from cliplens.report.files import fresh_dir
 from cliplens.report.plotting import save_bars, save_head_grid, save_image, save_token_map, slug, unnormalize
 
 __all__ = ["DEFAULT_OUT", "ImageResult", "ReportResult", "TextResult", "format_summary", "make_report",
-           "save_text_figures", "text_html", "text_results", "weights_warning"]
+           "save_text_figures", "text_html", "text_results"]
 
 DEFAULT_OUT = "cliplens-report"
-
-
-def weights_warning(info: dict[str, Any]) -> str:
-    """The note every figure of a random-weight model carries (else ``""``)."""
-    return "RANDOM WEIGHTS: these scores mean nothing" if info.get("random_weights") else ""
 
 
 # --------------------------------------------------------------------------- one text, one image
@@ -102,13 +97,17 @@ def text_results(scores: ComponentScores, summaries: Sequence[TextSummary], b: i
     return out
 
 
-def save_text_figures(r: TextResult, out: Path, stem: str, *, image_name: str = "", note: str = "") -> list[Path]:
+def save_text_figures(r: TextResult, out: Path, stem: str, *, image_name: str = "", note: str = "",
+                      random_weights: bool = False) -> list[Path]:
     """The bar chart of layers and the grid of heads of ``r``, as ``layers-<stem>.png`` and
-    ``heads-<stem>.png`` in ``out``; records them in ``r.figures``."""
+    ``heads-<stem>.png`` in ``out`` (saying RANDOM WEIGHTS with ``random_weights``); records them in
+    ``r.figures``."""
     bars = save_bars(r.layer_labels, r.layer_scores, out / f"layers-{stem}.png", total=r.similarity,
-                     title=f"{r.text!r}: each layer's direct effect", image_name=image_name, note=note)
+                     title=f"{r.text!r}: each layer's direct effect", image_name=image_name, note=note,
+                     random_weights=random_weights)
     heads = save_head_grid(r.head_scores, out / f"heads-{stem}.png", layer_labels=list(r.head_layers),
-                           title=f"{r.text!r}: each head's direct effect", image_name=image_name, note=note)
+                           title=f"{r.text!r}: each head's direct effect", image_name=image_name, note=note,
+                           random_weights=random_weights)
     r.figures.update(layers=bars.name, heads=heads.name)
     return [bars, heads]
 
@@ -247,7 +246,7 @@ def make_report(
     paths, pixels, skipped = _load_all(adapter, [str(p) for p in images], skip_bad, max_pixels, batch_size)
     out, note = fresh_dir(Path(out_dir))
     cfg = adapter.preprocess_config
-    warn = weights_warning(info)
+    random_weights = bool(info.get("random_weights"))  # then every figure says so
     names = _display_names(paths)
     files: list[Path] = []
     results: list[ImageResult] = []
@@ -265,15 +264,15 @@ def make_report(
             box = cfg.input_box(oh, ow)
             stem = f"{i:02d}-{slug(Path(paths[i]).stem)}"
             img = save_image(original, out / f"image-{stem}.png", image_name=names[i], title=f"{ow}x{oh} px",
-                             box=box)
+                             box=box, random_weights=random_weights)
             files.append(img)
             shown = unnormalize(px[b], cfg.mean, cfg.std)
             per_text = text_results(scores, summaries[b], b)
             for t, r in enumerate(per_text):
                 tstem = f"{stem}--{t:02d}-{slug(r.text)}"
-                files += save_text_figures(r, out, tstem, image_name=names[i], note=warn)
+                files += save_text_figures(r, out, tstem, image_name=names[i], random_weights=random_weights)
                 png = save_token_map(r.token_map, out / f"map-{tstem}.png", model_input=shown, original=original,
-                                     box=box, image_name=names[i], note=warn,
+                                     box=box, image_name=names[i], random_weights=random_weights,
                                      title=f"{r.text!r}: direct effect of each image region, through the heads "
                                            f"of {_layers_text(head_layers, adapter.vision.num_layers)}")
                 r.figures["map"] = png.name

@@ -7,9 +7,13 @@ Conventions, the same for every figure cliplens draws:
   red = toward the text, blue = away from it, as in the bars) with limits ``±max|value|`` and a
   colour bar saying what the colours mean;
 * maps are drawn over a grey copy of the image, so that every colour is the map's;
-* the heading (the image's name, the title, and a note such as "RANDOM WEIGHTS") is wrapped to the
-  figure's width; figures use matplotlib's constrained layout and are saved with a tight bounding
-  box, so no title or label is ever clipped or drawn over another;
+* the heading (the image's name, the title, and a note) is wrapped to the figure's width; figures use
+  matplotlib's constrained layout and are saved with a tight bounding box, so no title or label is ever
+  clipped or drawn over another;
+* every figure (and image) made for a model with random weights says so in red above its heading:
+  :func:`mark_random_weights`, called by :func:`heading` with ``random_weights=True`` (the builders'
+  keyword of that name), and by the atlas on its PNG thumbnails;
+* a colour bar is as tall as the maps it belongs to (not the whole figure);
 * every layer and head is named from 0: ``L5.H0`` is layer 5, head 0.
 
 Each figure has a builder returning the :class:`~matplotlib.figure.Figure` (``*_figure``) and a
@@ -30,16 +34,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.text import Text
+from matplotlib.text import Annotation, Text
+from matplotlib.transforms import Bbox
 from PIL import Image
 from torch import Tensor
 
 from cliplens.evaluation.segmentation import upsample_map
 
 __all__ = [
-    "DIVERGING", "DPI", "save_ablation_curve", "MAX_SHOWN", "NEGATIVE", "POSITIVE", "SIGNED_LABEL", "bars_figure", "colorbar", "head_grid_figure", "heading",
-    "image_figure", "new_figure", "overlay", "save", "save_bars", "save_head_grid", "save_image", "save_token_map",
-    "slug", "symmetric_limit", "token_map_figure", "unnormalize", "wrap",
+    "ACCURACY_LIMITS", "DIVERGING", "DPI", "MAX_SHOWN", "NEGATIVE", "POSITIVE", "RANDOM_WEIGHTS_NOTE", "SIGNED_LABEL",
+    "ablation_figure", "bars_figure", "colorbar", "head_grid_figure", "heading", "image_figure", "mark_random_weights",
+    "match_height", "new_figure", "overlay", "random_weights_mark", "save", "save_ablation_curve", "save_bars",
+    "save_head_grid", "save_image", "save_token_map", "slug", "symmetric_limit", "token_map_figure", "unnormalize",
+    "wrap",
 ]
 
 #: the colour map of signed values (centred on zero: red = positive, blue = negative)
@@ -81,19 +88,86 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def heading(fig: Figure, title: str, *, image_name: str = "", note: str = "") -> Text:
-    """The figure's heading: the image's name, the title and a note (e.g. ``RANDOM WEIGHTS``), each
-    wrapped to the figure's width."""
+def heading(fig: Figure, title: str, *, image_name: str = "", note: str = "", random_weights: bool = False) -> Text:
+    """The figure's heading: the image's name, the title and a note, each wrapped to the figure's width;
+    with ``random_weights``, the red :data:`RANDOM_WEIGHTS_NOTE` above it (:func:`mark_random_weights`)."""
     lines = [s for s in (image_name, title, note) if s]
-    width = _chars(fig.get_figwidth(), HEADING_SIZE)
-    return fig.suptitle(wrap("\n".join(lines), width), fontsize=HEADING_SIZE)
+    fig._cliplens_heading = wrap("\n".join(lines), _chars(fig.get_figwidth(), HEADING_SIZE))  # type: ignore[attr-defined]
+    if random_weights:
+        mark_random_weights(fig)
+    return _draw_heading(fig)
+
+
+#: what every figure and image made with a random-weight model says, in red
+RANDOM_WEIGHTS_NOTE = "RANDOM WEIGHTS: its scores and maps mean nothing"
+RANDOM_COLOUR = "#c8102e"
+#: the ``gid`` of the red line (find it with :func:`random_weights_mark`)
+RANDOM_GID = "cliplens-random-weights"
+
+
+def mark_random_weights(target: Figure | Image.Image, random_weights: bool = True) -> Any:
+    """Say "RANDOM WEIGHTS" on a figure or an image (returned; unchanged when ``random_weights`` is false).
+
+    A figure gets :data:`RANDOM_WEIGHTS_NOTE` in bold red as the first line(s) of its heading (room is kept for
+    it in the heading, so constrained layout places it and nothing is drawn over it; calling :func:`heading`
+    later keeps it). An image (PIL; the atlas's thumbnails) gets a copy with a red band along its top edge
+    reading "RANDOM WEIGHTS"."""
+    if not random_weights:
+        return target
+    if isinstance(target, Image.Image):
+        return _mark_image(target)
+    target._cliplens_random = True  # type: ignore[attr-defined]
+    _draw_heading(target)
+    return target
+
+
+def random_weights_mark(fig: Figure) -> Text | None:
+    """The red RANDOM WEIGHTS line of a figure (``None`` when it has none)."""
+    return next((t for t in fig.artists if isinstance(t, Text) and t.get_gid() == RANDOM_GID), None)
+
+
+def _draw_heading(fig: Figure) -> Text:
+    """The suptitle: the heading (:func:`heading`), below blank lines that the red random-weights line covers."""
+    body = getattr(fig, "_cliplens_heading", "")
+    old = random_weights_mark(fig)
+    if old is not None:
+        old.remove()
+    if not getattr(fig, "_cliplens_random", False):
+        return fig.suptitle(body, fontsize=HEADING_SIZE)
+    warn = wrap(RANDOM_WEIGHTS_NOTE, _chars(fig.get_figwidth(), HEADING_SIZE * 1.12))
+    reserved = "\n".join(" " for _ in warn.split("\n"))
+    sup = fig.suptitle(reserved + ("\n" + body if body else ""), fontsize=HEADING_SIZE)
+    # over the blank lines at the top of the heading (constrained layout has made room for them), wherever it goes
+    fig.add_artist(Annotation(warn, xy=(0.5, 1.0), xycoords=sup, ha="center", va="top", fontsize=HEADING_SIZE,
+                              fontweight="bold", color=RANDOM_COLOUR, gid=RANDOM_GID))
+    return sup
+
+
+def _mark_image(img: Image.Image) -> Image.Image:
+    """A copy of ``img`` with a red band reading RANDOM WEIGHTS along its top edge."""
+    from PIL import ImageDraw
+
+    out = img.convert("RGB")
+    w, h = out.size
+    band = max(9, round(0.14 * h))
+    text = "RANDOM WEIGHTS" if w >= 6 * band else "RANDOM"
+    draw = ImageDraw.Draw(out)
+    draw.rectangle((0, 0, w - 1, band - 1), fill=RANDOM_COLOUR)
+    size = max(6, min(band - 3, int(w / (0.68 * len(text)))))
+    draw.text((w / 2, band / 2), text, fill="white", anchor="mm", font_size=size)
+    return out
 
 
 def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Write a PNG with a tight bounding box (nothing clipped); its heading is also the PNG's ``Title``."""
+    """Write a PNG with a tight bounding box (nothing clipped); its heading (with the random-weights line, if
+    any) and its caption (the settings under the panels, if any) are also the PNG's ``Title``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=PAD, metadata={"Title": fig.get_suptitle()})
+    mark = random_weights_mark(fig)
+    caption = fig._supxlabel.get_text() if fig._supxlabel is not None else ""
+    title = "\n".join(filter(None, [mark.get_text() if mark else "", getattr(fig, "_cliplens_heading", None)
+                                     if mark else fig.get_suptitle(), caption]))
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=PAD, metadata={"Title": title})
     return path
 
 
@@ -148,12 +222,37 @@ def overlay(ax: Any, image: np.ndarray, values: np.ndarray, *, lim: float | None
 
 
 def colorbar(fig: Figure, im: Any, axes: Any, label: str = SIGNED_LABEL) -> Any:
-    """A colour bar for ``im`` next to ``axes`` (one axes or a list), its colours fully opaque."""
+    """A colour bar for ``im`` next to ``axes`` (one axes or a list), its colours fully opaque, as tall as the
+    axes drawn (:func:`match_height`)."""
     cb = fig.colorbar(im, ax=axes, shrink=0.9, aspect=25)
     cb.solids.set_alpha(1.0)
     cb.set_label(label, fontsize=LABEL_SIZE)
     cb.ax.tick_params(labelsize=7)
+    match_height(cb.ax, axes)
     return cb
+
+
+#: the width of a colour bar (inches)
+BAR_WIDTH = 0.14
+
+
+def match_height(cax: Any, axes: Any, width: float = BAR_WIDTH) -> None:
+    """Draw the colour bar ``cax`` from the top of ``axes`` (one or a list) to their bottom as drawn (images
+    keep their aspect, so their boxes are often shorter than their cells), ``width`` inches wide, where
+    constrained layout put it."""
+    refs = list(np.atleast_1d(axes).ravel()) if not hasattr(axes, "get_position") else [axes]
+
+    def locate(ax: Any, renderer: Any) -> Bbox:
+        boxes = []
+        for a in refs:
+            a.apply_aspect()
+            boxes.append(a.get_position())
+        own = ax.get_position(original=True)
+        ax.set_box_aspect(None)  # (constrained layout sets one; the height is the maps')
+        y0, y1 = min(b.y0 for b in boxes), max(b.y1 for b in boxes)
+        return Bbox.from_bounds(own.x0, y0, min(own.width, width / ax.figure.get_figwidth()), y1 - y0)
+
+    cax.set_axes_locator(locate)
 
 
 # --------------------------------------------------------------------------- token maps
@@ -167,6 +266,7 @@ def token_map_figure(
     image_name: str = "",
     colorbar_label: str = SIGNED_LABEL,
     note: str = "",
+    random_weights: bool = False,
 ) -> Figure:
     """A signed token map over the model's input and, when given, over the original image.
 
@@ -211,7 +311,7 @@ def token_map_figure(
             what = f"the original image ({ow}x{oh} px), all of it seen by the model"
         ax2.set_title(wrap(what, _chars(height * ratios[1] + 0.4, LABEL_SIZE)), fontsize=LABEL_SIZE)
     colorbar(fig, im, list(axes), colorbar_label)
-    heading(fig, title, image_name=image_name, note=note)
+    heading(fig, title, image_name=image_name, note=note, random_weights=random_weights)
     return fig
 
 
@@ -222,7 +322,8 @@ def save_token_map(grid: Tensor | np.ndarray, path: str | Path, **kwargs: Any) -
 
 # --------------------------------------------------------------------------- images
 def image_figure(image: np.ndarray | Image.Image, *, title: str = "", image_name: str = "",
-                 box: tuple[float, float, float, float] | None = None, note: str = "", size: float = 3.4) -> Figure:
+                 box: tuple[float, float, float, float] | None = None, note: str = "", size: float = 3.4,
+                 random_weights: bool = False) -> Figure:
     """An image as it is, its longer side ``size`` inches, with its name; ``box`` (top, left, bottom,
     right), when it is not the whole image, is drawn dashed and called the model's input."""
     shown, h, w = _display(image)
@@ -237,7 +338,7 @@ def image_figure(image: np.ndarray | Image.Image, *, title: str = "", image_name
         ax.set_xlim(min(0, left), max(w, right))
         ax.set_ylim(max(h, bottom), min(0, top))
         ax.set_title(wrap("dashed: the part the model sees", _chars(width, LABEL_SIZE)), fontsize=LABEL_SIZE)
-    lines = heading(fig, title, image_name=image_name, note=note).get_text().count("\n") + 1
+    lines = heading(fig, title, image_name=image_name, note=note, random_weights=random_weights).get_text().count("\n") + 1
     # the image's own height, plus room for the heading and the axes title (no gaps)
     fig.set_figheight(size * min(1.0, h / w) + 0.2 + 0.17 * lines + (0.2 if ax.get_title() else 0.0))
     return fig
@@ -251,7 +352,7 @@ def save_image(image: np.ndarray | Image.Image, path: str | Path, **kwargs: Any)
 # --------------------------------------------------------------------------- bars and grids
 def bars_figure(labels: Sequence[str], values: Sequence[float], *, title: str = "", xlabel: str = SIGNED_LABEL,
                 total: float | None = None, total_label: str = "total (cosine similarity)", image_name: str = "",
-                note: str = "") -> Figure:
+                note: str = "", random_weights: bool = False) -> Figure:
     """Horizontal bars, one per label (red above zero, blue below, as in the maps), each with its
     value; with ``total``, a last grey bar for the sum, below a line."""
     vals = [float(v) for v in values]
@@ -277,7 +378,7 @@ def bars_figure(labels: Sequence[str], values: Sequence[float], *, title: str = 
                     ha="left" if v >= 0 else "right", va="center", fontsize=6, color="#333333")
     ax.tick_params(axis="x", labelsize=7)
     ax.set_xlabel(xlabel, fontsize=LABEL_SIZE)
-    heading(fig, title, image_name=image_name, note=note)
+    heading(fig, title, image_name=image_name, note=note, random_weights=random_weights)
     return fig
 
 
@@ -287,7 +388,8 @@ def save_bars(labels: Sequence[str], values: Sequence[float], path: str | Path, 
 
 
 def head_grid_figure(values: Tensor | np.ndarray, *, title: str = "", layer_labels: Sequence[int] | None = None,
-                     image_name: str = "", note: str = "", colorbar_label: str = SIGNED_LABEL) -> Figure:
+                     image_name: str = "", note: str = "", colorbar_label: str = SIGNED_LABEL,
+                     random_weights: bool = False) -> Figure:
     """A ``[layers, heads]`` heatmap (each head's score for a text), centred on zero; rows ``L0``,
     ``L1``, … (or ``layer_labels``), columns ``H0``, ``H1``, …: cell ``(L5, H0)`` is head ``L5.H0``."""
     v = torch.as_tensor(values).detach().float().cpu().numpy()
@@ -302,7 +404,7 @@ def head_grid_figure(values: Tensor | np.ndarray, *, title: str = "", layer_labe
     ax.set_xlabel("head (H0 = the first)", fontsize=LABEL_SIZE)
     ax.set_ylabel("layer (L0 = the first block)", fontsize=LABEL_SIZE)
     colorbar(fig, im, ax, colorbar_label)
-    heading(fig, title, image_name=image_name, note=note)
+    heading(fig, title, image_name=image_name, note=note, random_weights=random_weights)
     return fig
 
 
@@ -311,21 +413,48 @@ def save_head_grid(values: Tensor | np.ndarray, path: str | Path, **kwargs: Any)
     return save(head_grid_figure(values, **kwargs), path)
 
 
-def save_ablation_curve(accuracies: Sequence[float], baseline: float, path: str | Path, *, title: str = "",
-                        extra: dict[str, float] | None = None) -> Path:
-    """Accuracy with the attention of layers 0..l mean-ablated, against l (the paper's curve), with the model
-    as it is and other studies as horizontal lines."""
-    fig = new_figure(6.4, 3.8)
+#: the y-limits of an accuracy plot (%): a little beyond 0 and 100, so that no line lies on the frame
+ACCURACY_LIMITS = (-5.0, 105.0)
+
+
+def ablation_figure(accuracies: Sequence[float], baseline: float, *, title: str = "",
+                    extra: dict[str, float] | None = None, chance: float | None = None,
+                    random_weights: bool = False) -> Figure:
+    """Zero-shot accuracy with the attention of layers 0..l mean-ablated, against l (the paper's curve), with
+    horizontal reference lines: the model as it is, ``chance`` (e.g. 1 / the number of classes) and the other
+    studies of ``extra`` (name -> accuracy). Accuracies are fractions (0..1), drawn in %.
+
+    Every line lies inside the axes (the y-axis runs from -5 to 105 %, ticks 0..100), and the legend, which
+    gives each line's value, sits under the axes, where it covers nothing."""
+    fig = new_figure(6.4, 4.6)
     ax = fig.add_subplot()
+    ax.set_label("curve")
     layers = np.arange(len(accuracies))
-    ax.plot(layers, 100 * np.asarray(accuracies), marker="o", label="attention of layers 0..l mean-ablated")
-    ax.axhline(100 * baseline, color="k", lw=1, ls="--", label="nothing ablated")
-    for (name, value), style in zip((extra or {}).items(), (":", "-."), strict=False):
-        ax.axhline(100 * value, color="#d62728", lw=1, ls=style, label=name)
-    ax.set_xlabel("l (layers counted from 0)")
-    ax.set_ylabel("zero-shot accuracy (%)")
+    ax.plot(layers, 100 * np.asarray(accuracies, dtype=float), marker="o", color="#1f77b4", zorder=3,
+            label="attention of layers 0..l mean-ablated", gid="curve")
+    refs = [("nothing ablated (the model as it is)", baseline, "k", "--")]
+    refs += [(name, value, colour, style) for (name, value), colour, style in
+             zip((extra or {}).items(), ("#d62728", "#9467bd", "#2ca02c"), (":", "-.", (0, (5, 2, 1, 2))),
+                 strict=False)]
+    if chance is not None:
+        refs.append(("chance", chance, "#7f7f7f", (0, (1, 3))))
+    for name, value, colour, style in refs:
+        ax.axhline(100 * value, color=colour, lw=1.2, ls=style, label=f"{name}: {100 * value:.1f} %", zorder=2,
+                   gid="reference")
+    ax.set_xlabel("l (layers counted from 0)", fontsize=LABEL_SIZE)
+    ax.set_ylabel("zero-shot accuracy (%)", fontsize=LABEL_SIZE)
     ax.set_xticks(layers)
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, loc="lower left")
-    heading(fig, "zero-shot accuracy with components mean-ablated", note=title)
-    return save(fig, path)
+    if len(layers):
+        ax.set_xlim(-0.4, len(layers) - 0.6)
+    ax.set_ylim(*ACCURACY_LIMITS)
+    ax.set_yticks(range(0, 101, 20))
+    ax.tick_params(labelsize=7)
+    ax.grid(axis="y", color="#eeeeee", lw=0.6, zorder=0)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=7, frameon=False)
+    heading(fig, "zero-shot accuracy with components mean-ablated", note=title, random_weights=random_weights)
+    return fig
+
+
+def save_ablation_curve(accuracies: Sequence[float], baseline: float, path: str | Path, **kwargs: Any) -> Path:
+    """:func:`ablation_figure` written to ``path``."""
+    return save(ablation_figure(accuracies, baseline, **kwargs), path)
