@@ -6,8 +6,9 @@ towers, attentional pooling, average pooling, NormFormer-style custom blocks) ra
 :class:`~cliplens.errors.UnsupportedArchitectureError`.
 
 Loading: an architecture name with ``pretrained`` a tag (``"laion2b_s34b_b88k"``), a checkpoint
-file, or ``"random"`` (random weights, on request only); ``hf-hub:org/repo`` and
-``local-dir:/path`` (open_clip's own schemas).
+file, or ``"random"`` (random weights, on request only, drawn from a seed); ``hf-hub:org/repo`` and
+``local-dir:/path`` (open_clip's own schemas). open_clip reads every weights file through cliplens's
+safe loader (:func:`_safe_reads`).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ This module only *parses* names and dispatches; each family loads its own models
 2. **Embedded models** (``"toy"``, ``"toy-spurious"``, and any :func:`register_embedded` added).
 3. **open_clip architectures**, spelled as open_clip spells them (``"ViT-B-32"``, …), with
    ``pretrained`` a tag (``"laion2b_s34b_b79k"``), a local checkpoint file, or ``"random"`` for
-   random weights. Without ``pretrained`` it is an error listing the tags: random weights are
-   never used by accident. A tag trained with QuickGELU gets a QuickGELU model.
+   random weights (drawn from ``seed``, default 0). Without ``pretrained`` it is an error listing
+   the tags: random weights are never used by accident. A tag trained with QuickGELU gets a QuickGELU model.
 4. **Existing paths** are local: a folder with ``open_clip_config.json`` opens with open_clip, a
    folder with ``config.json`` with transformers. A bare weights file does not say which
    architecture it is: pass the architecture as ``name`` and the file as ``pretrained``.
@@ -20,6 +20,10 @@ This module only *parses* names and dispatches; each family loads its own models
    unsupported families (SigLIP) are refused from the name, before any network access.
 
 Anything else raises :class:`~cliplens.errors.ModelNotFoundError` with close matches.
+
+Every checkpoint file is read through :mod:`cliplens.checkpoints` (tensors only unless
+``trust_checkpoint``); a model that needs the Hugging Face Hub while the Hub cannot be reached loads
+from the local cache or fails at once (:func:`cliplens.models.hub.offline_guard`).
 """
 
 from __future__ import annotations
