@@ -51,7 +51,7 @@ def pickle_message(what: str, path: str, names: list[str] | tuple[str, ...] = ()
     """The paragraph for a pickle that stores more than tensors (loading it could run code)."""
     named = f" (it names {', '.join(names[:3])}{', …' if len(names) > 3 else ''})" if names else ""
     return (f"Could not load {what}: {path!r} is a pickle that stores more than tensors{named}; loading it needs "
-            "torch.load(weights_only=False), which can run code hidden in the file, so cliplens does not. If you "
+            "torch's weights_only=False, which can run code hidden in the file, so cliplens does not. If you "
             f"made the file yourself or trust where it came from, pass {TRUST_HINT}; otherwise convert it to "
             ".safetensors.")
 
