@@ -169,7 +169,7 @@ def test_points_with_sam_writes_a_fresh_folder(invoke, images, tmp_path, monkeyp
     checkpoint.write_bytes(b"stands for a checkpoint; load_sam is replaced below")
     asked = []
 
-    def fake_load_sam(path, model_type="vit_b", device="cpu"):
+    def fake_load_sam(path, model_type="vit_b", device="cpu", **_):
         asked.append((str(path), model_type))
         return random_sam()
 

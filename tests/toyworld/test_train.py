@@ -54,24 +54,36 @@ def test_lr_schedules():
     assert lr_at(cos, 10) > lr_at(cos, 50) > lr_at(cos, 99)
 
 
+def _state_tensors(folder):
+    from safetensors.torch import load_file
+
+    rec = json.loads((folder / "checkpoint.json").read_text())
+    return rec, load_file(folder / rec["tensors"])
+
+
 def test_train_checkpoint_resume_matches_uninterrupted(tmp_path):
     full = train(_cfg(), tmp_path / "a", progress=False)
     assert full["steps_done"] == 4 and full["stopped"] == "done"
 
     part = train(_cfg(), tmp_path / "b", progress=False, stop_after=2)
     assert part["steps_done"] == 2 and part["stopped"] == "stop_after"
-    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
-    assert ck["step"] == 2
+    rec, _ = _state_tensors(tmp_path / "b")
+    assert rec["step"] == 2 and rec["tensors"] == "checkpoint-00000002.safetensors"
+    assert not (tmp_path / "b" / "checkpoint.pt").exists()  # no pickle is written
     res = train(_cfg(steps=999), tmp_path / "b", resume=True, progress=False,
                 export=tmp_path / "b" / "m.safetensors")
     assert res["steps_done"] == 4  # the checkpoint's config (steps=4) wins
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
 
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    # bit for bit the uninterrupted run: weights, optimizer moments, random states
+    ra, a = _state_tensors(tmp_path / "a")
+    rb, b = _state_tensors(tmp_path / "b")
+    assert sorted(a) == sorted(b) and any(k.startswith("optimizer.") for k in a)
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-6), k
+        assert torch.equal(a[k], b[k]), k
+    assert ra["step"] == rb["step"] == 4 and ra["optimizer"] == rb["optimizer"]
+    assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-00000004.safetensors"]
     m, tok = load_toy_clip(tmp_path / "b" / "m.safetensors")
     side = json.loads((tmp_path / "b" / "m.json").read_text())
     assert side["training"]["steps_done"] == 4 and side["vocab"] == tok.vocab

@@ -15,6 +15,7 @@ from cliplens.analyses.textspan import TextSpanResult, resolve_heads, textspan
 from cliplens.cli.common import check_device, console, threads_option, torch_threads
 from cliplens.errors import InvalidInputError, ModelLoadError
 from cliplens.models import CLIPAdapter, load
+from cliplens.models.base import DEFAULT_SEED
 from cliplens.report.files import fresh_dir
 from cliplens.report.plotting import save_ablation_curve
 from cliplens.store import Store
@@ -84,15 +85,30 @@ def ablate_cmd(store: Path, components: str | None, groups: str | None, plot: Pa
 
 
 def model_for(st: Store, model: str | None, pretrained: str | None, device: str) -> CLIPAdapter:
-    """The store's model (by the name and weights it recorded, or the ones given), checked by fingerprint."""
+    """The store's model (by the name, weights and random-weight seed it recorded, or the ones given), checked
+    by fingerprint."""
     m = st.header["model"]
     name = model or m["name"]
     weights = pretrained if model or pretrained else (None if m["weights"] in ("default", m["name"]) else m["weights"])
     if model is None and m["weights"] == "wrapped":
         raise InvalidInputError("the store was made with a model object passed to cliplens.wrap, which cannot be "
                                 "loaded by name: pass --model and --pretrained to embed the texts")
-    adapter = load(name, pretrained=weights, device=check_device(device))
+    random_store = m.get("random_weights") or m["weights"] == "random"
+    seed = m.get("seed")
+    adapter = load(name, pretrained=weights, device=check_device(device),
+                   seed=DEFAULT_SEED if seed is None else int(seed))
     if adapter.fingerprint() != m["fingerprint"]:
+        same = random_store and weights == "random" and name == m["name"]
+        if same and seed is None:
+            raise ModelLoadError(f"the store was built with random weights of {name} drawn before cliplens seeded "
+                                 "them (its header records no seed), so they cannot be drawn again: build the store "
+                                 "again (with --pretrained random its weights now come from --seed, default "
+                                 f"{DEFAULT_SEED}, and every analysis reloads them)")
+        if same:
+            raise ModelLoadError(f"{name} with random weights drawn from seed {seed}, as the store records, is not the "
+                                 "model the store was made with (its fingerprint differs): the installed open_clip "
+                                 "or cliplens draws random weights differently from the one that built the store; "
+                                 "build the store again")
         raise ModelLoadError(f"{name} ({weights}) is not the model the store was made with (its fingerprint "
                              f"differs): pass the store's model with --model/--pretrained")
     return adapter

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cliplens.errors import InvalidInputError
 from cliplens.models import CLIPAdapter, load
+from cliplens.models.base import DEFAULT_SEED
 
 DEFAULT_MODEL = "toy"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
@@ -34,14 +35,32 @@ def progress(enabled: bool) -> Progress:
 
 # ---- options shared by the commands that load a model ----------------------------------------
 
+_SEED_KEY = "cliplens.model_seed"
+
+
+def _remember_seed(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None:
+        ctx.meta[_SEED_KEY] = value
+    return value
+
+
 def model_options(f: Any) -> Any:
-    """``--model``, ``--pretrained``, ``--device``, ``--trust-checkpoint``."""
+    """``--model``, ``--pretrained``, ``--seed``, ``--device``, ``--trust-checkpoint``.
+
+    ``--seed`` is not passed to the command: :func:`load_model` reads it from the command's context (so every
+    command that loads a model has it without a parameter of its own).
+    """
     f = click.option("--trust-checkpoint", is_flag=True,
-                     help="Allow a .pt checkpoint that is a full pickle (can run code stored in the file).")(f)
+                     help="Allow a checkpoint (.pt, .pth, .bin) that is a full pickle: unpickling it can run code "
+                          "stored in the file, so only for files you made or trust. Without it such a file is "
+                          "refused and nothing in it runs.")(f)
+    f = click.option("--seed", type=click.IntRange(min=0), default=None, expose_value=False, callback=_remember_seed,
+                     help=f"Seed of --pretrained random (default {DEFAULT_SEED}): the same seed draws the same "
+                          "weights. Only meaningful with random weights.")(f)
     f = click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps.")(f)
     f = click.option("--pretrained", "-p", default=None,
                      help="Weights for an open_clip name: a tag (laion2b_s34b_b88k), a checkpoint file, or "
-                          "'random' (random weights, for testing).")(f)
+                          "'random' (random weights drawn from --seed, for testing).")(f)
     f = click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
                      help="'toy', an open_clip name (ViT-B-16), 'hf-hub:…', a transformers id "
                           "(openai/clip-vit-base-patch16) or a local folder.")(f)
@@ -112,8 +131,15 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def load_model(model: str, pretrained: str | None, device: str, trust_checkpoint: bool = False) -> CLIPAdapter:
-    return load(model, pretrained=pretrained, device=check_device(device), trust_checkpoint=trust_checkpoint)
+def load_model(model: str, pretrained: str | None, device: str, trust_checkpoint: bool = False, *,
+               seed: int | None = None) -> CLIPAdapter:
+    """The model the options name; ``seed`` (random weights) defaults to the command's ``--seed``, else
+    :data:`~cliplens.models.base.DEFAULT_SEED`."""
+    if seed is None:
+        ctx = click.get_current_context(silent=True)
+        seed = ctx.meta.get(_SEED_KEY) if ctx is not None else None
+    return load(model, pretrained=pretrained, device=check_device(device), trust_checkpoint=trust_checkpoint,
+                seed=DEFAULT_SEED if seed is None else seed)
 
 
 def weights_note(adapter: CLIPAdapter) -> str:
@@ -122,9 +148,10 @@ def weights_note(adapter: CLIPAdapter) -> str:
 
 
 def model_record(adapter: CLIPAdapter) -> dict[str, Any]:
-    """What JSON outputs say about the model."""
+    """What JSON outputs say about the model (with the seed of random weights)."""
+    seed = {"seed": adapter.seed} if adapter.random_weights else {}
     return {"model": adapter.name, "family": adapter.family, "weights": adapter.weights,
-            "random_weights": adapter.random_weights}
+            "random_weights": adapter.random_weights, **seed}
 
 
 # ---- images ----------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def points_cmd(image: str, text: str, threshold: float, templates: str, fit: str
     mask = None
     if sam_checkpoint is not None:
         if len(pts):
-            sam = load_sam(sam_checkpoint, sam_type, device=adapter.device)
+            sam = load_sam(sam_checkpoint, sam_type, device=adapter.device, trust_checkpoint=trust_checkpoint)
             masks, scores = sam_masks(rgb, pts, sam=sam)
             mask = masks[0].numpy()
             sam_info = {"checkpoint": str(sam_checkpoint), "type": sam_type, "best_score": float(scores[0]),

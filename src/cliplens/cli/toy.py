@@ -110,7 +110,14 @@ POSITIVE_FLOAT = click.FloatRange(min=0.0, min_open=True)
 @click.option("--eval-seed", type=NON_NEGATIVE, default=12345, show_default=True)
 @click.option("--export", type=click.Path(dir_okay=False), default=None,
               help="Write final weights here (.safetensors; a .json sidecar goes next to it).")
-@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt (its config wins).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run saved in --out (its config wins over the options); a new run if it holds none.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier run in --out (its state, log, config and summary are deleted first) and an "
+                   "existing --export file. Without it (or --resume) such a folder or file is refused.")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="With --resume: allow the pickled checkpoint.pt of an older cliplens (unpickling can run code "
+                   "stored in the file: only for a run you made). The run then saves its state as safetensors.")
 @click.option("--init-weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from these ToyCLIP weights (.safetensors) instead of a random initialisation; their "
                    "architecture wins over --width, --layers and the other shape options.")
@@ -123,8 +130,12 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
               heads: int, patch: int, image_size: int, mlp_ratio: float, embed_dim: int, text_width: int,
               text_layers: int, text_mlp_ratio: float, context_length: int, threads: int, workers: int,
               checkpoint_every: int, eval_every: int, eval_n: int, eval_seed: int, export: str | None,
-              resume: bool, init_weights: str | None, name: str, no_progress: bool) -> None:
-    """Train a ToyCLIP from scratch, or from --init-weights (symmetric InfoNCE, label-aware targets)."""
+              resume: bool, overwrite: bool, trust_checkpoint: bool, init_weights: str | None, name: str,
+              no_progress: bool) -> None:
+    """Train a ToyCLIP from scratch, or from --init-weights (symmetric InfoNCE, label-aware targets).
+
+    The run's state (safetensors + JSON, no pickle) is saved in --out every --checkpoint-every steps; --resume
+    continues it exactly as an uninterrupted run would have gone on."""
     mcfg = ToyCLIPConfig(name=name, image_size=image_size, patch_size=patch, width=width, layers=layers,
                          heads=heads, mlp_ratio=mlp_ratio, embed_dim=embed_dim, text_width=text_width,
                          text_layers=text_layers, text_mlp_ratio=text_mlp_ratio,
@@ -148,8 +159,9 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
     if export is not None:
         writable_file(Path(export), "--export")
     with torch_threads(threads):
-        summary = train(cfg, out_dir, resume=resume, export=export, eval_n=eval_n, eval_seed=eval_seed,
-                        progress=not no_progress, command=current_command())
+        summary = train(cfg, out_dir, resume=resume, overwrite=overwrite, trust_checkpoint=trust_checkpoint,
+                        export=export, eval_n=eval_n, eval_seed=eval_seed, progress=not no_progress,
+                        command=current_command())
     metrics = summary.pop("metrics", None)
     summary.pop("train_config", None)
     click.echo(json.dumps(summary, indent=2))
@@ -191,8 +203,9 @@ def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: 
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True)
 @threads_option(2)
 @click.option("--export", type=click.Path(dir_okay=False), default=None)
+@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
 def spurious_cmd(weights: str | None, out_dir: str, steps: int, batch_size: int, lr: float, seed: int,
-                 threads: int, export: str | None) -> None:
+                 threads: int, export: str | None, overwrite: bool) -> None:
     """Fine-tune on the biased "toy waterbirds" mix; print group accuracies before and after."""
     load_toy(weights)  # a clean error for a file that is not toy-clip weights, before any work
     writable_dir(Path(out_dir), "--out")
@@ -200,7 +213,8 @@ def spurious_cmd(weights: str | None, out_dir: str, steps: int, batch_size: int,
         writable_file(Path(export), "--export")
     with torch_threads(threads):
         s = finetune_spurious(weights, out_dir, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                              export=export, progress=False, command=current_command(), threads=threads)
+                              export=export, overwrite=overwrite, progress=False, command=current_command(),
+                              threads=threads)
     sp = s["spurious"]
     for when in ("before", "after"):
         r = sp[when]

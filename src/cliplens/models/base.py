@@ -45,6 +45,8 @@ from cliplens.text.encode import encode_texts
 
 #: ``weights`` of a model built with random weights on request
 RANDOM_WEIGHTS = "random"
+#: the seed random weights are drawn from unless another is given (the same seed, the same weights)
+DEFAULT_SEED = 0
 
 
 class CLIPAdapter(ABC):
@@ -55,6 +57,7 @@ class CLIPAdapter(ABC):
         name: the name the model was loaded by.
         weights: where its weights came from (a pretrained tag, a file, a Hub id, ``"wrapped"`` for a
             model object the user passed, or ``"random"``).
+        seed: the seed random weights were drawn from (``None`` for other weights).
         model: the source model object itself (never copied).
     """
 
@@ -64,6 +67,7 @@ class CLIPAdapter(ABC):
         self.model = model
         self.name = name
         self.weights = weights
+        self.seed: int | None = None
         self._view: VisionView | None = None
         self._preprocessor: Preprocessor | None = None
         self._fingerprint: tuple[Any, str] | None = None
@@ -144,10 +148,12 @@ class CLIPAdapter(ABC):
         return self
 
     def describe(self) -> dict[str, Any]:
-        """Name, family, weights and shapes (what reports and JSON outputs record)."""
+        """Name, family, weights (and the seed of random weights) and shapes (what reports, JSON outputs and
+        store headers record)."""
         v = self.vision
+        seed = {"seed": self.seed} if self.random_weights else {}
         return {"name": self.name, "family": self.family, "weights": self.weights,
-                "random_weights": self.random_weights, "layers": v.num_layers, "heads": v.num_heads,
+                "random_weights": self.random_weights, **seed, "layers": v.num_layers, "heads": v.num_heads,
                 "width": v.width, "embed_dim": v.embed_dim, "image_size": list(v.image_size),
                 "patch_size": list(v.patch_size), "dtype": str(v.dtype).replace("torch.", "")}
 

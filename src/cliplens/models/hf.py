@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cliplens.checkpoints import check_pickle
 from cliplens.core.view import BlockView, LayerNormView, VisionView
 from cliplens.errors import (
     InvalidInputError,
@@ -42,7 +43,15 @@ from cliplens.images.config import (
     pair,
 )
 from cliplens.models.base import CLIPAdapter
-from cliplens.models.hub import LOCAL_HELP, fetch_error, hub_offline, offline_guard, repo_not_found, short
+from cliplens.models.hub import (
+    LOCAL_HELP,
+    chain,
+    checkpoint_error,
+    fetch_error,
+    offline_guard,
+    repo_not_found,
+    short,
+)
 
 #: ``config.hidden_act`` -> the activation name :func:`cliplens.models.view.apply_activation` knows.
 HF_ACTIVATIONS = {
@@ -312,7 +321,8 @@ class HFCLIPAdapter(CLIPAdapter):
             raise ModelLoadError(self._tokenizer_error)
         transformers = require_transformers()
         try:
-            tok = transformers.AutoTokenizer.from_pretrained(self.name, local_files_only=hub_offline())
+            with offline_guard(network=not Path(self.name).is_dir()) as why:
+                tok = transformers.AutoTokenizer.from_pretrained(self.name, local_files_only=why is not None)
             return check_tokenizer(tok, self.name)
         except Exception as e:  # OSError, ValueError, huggingface_hub errors, ...
             self._tokenizer_error = (
@@ -500,6 +510,14 @@ def refuse_by_name(name: str) -> None:
         check_hf_model_type("siglip2" if "siglip2" in low else "siglip", name)
 
 
+def pickled_weights(folder: Path) -> list[Path]:
+    """The pickled weight files transformers would read from a ``save_pretrained`` folder (``pytorch_model*.bin``
+    when the folder has no ``.safetensors`` weights, which transformers prefers)."""
+    if any(folder.glob("model*.safetensors")):
+        return []
+    return sorted(folder.glob("pytorch_model*.bin"))
+
+
 def folder_model_type(path: Path) -> str | None:
     """``model_type`` of a ``save_pretrained`` folder's ``config.json``."""
     try:
@@ -518,15 +536,24 @@ def load(
     tokenizer: Any,
     trust_checkpoint: bool = False,
 ) -> CLIPAdapter:
-    """A transformers CLIP from a Hub id or a ``save_pretrained`` folder, wrapped in an adapter."""
+    """A transformers CLIP from a Hub id or a ``save_pretrained`` folder, wrapped in an adapter.
+
+    Pickled weights (``pytorch_model.bin``) load with ``weights_only=True`` (transformers' own default; a
+    folder's files are also checked by :func:`cliplens.checkpoints.check_pickle` first, for a readable
+    refusal) unless ``trust_checkpoint``. An unreachable Hub is noticed once, up front, and the load then
+    uses the local cache only.
+    """
     transformers = require_transformers()
     if local:
         check_hf_model_type(folder_model_type(Path(source)), source)
     else:
         refuse_by_name(source)
     what = f"{source!r} (Hugging Face transformers)"
-    with offline_guard() as offline:
-        files_only = local or offline
+    if local:
+        for f in pickled_weights(Path(source)):
+            check_pickle(f, what=what, trust=trust_checkpoint)
+    with offline_guard(network=not local) as why:
+        files_only = local or why is not None
         hub = dict(cache_dir=cache_dir, local_files_only=files_only)
         try:
             config = transformers.AutoConfig.from_pretrained(source, **hub)
@@ -537,16 +564,19 @@ def load(
                 raise ModelNotFoundError(
                     f"Unknown model {source!r}: the Hugging Face Hub has no such repository. {LOCAL_HELP}"
                 ) from e
-            raise fetch_error(what, e, offline=offline, cache_dir=cache_dir) from e
+            raise fetch_error(what, e, why=why, cache_dir=cache_dir) from e
         model_type = getattr(config, "model_type", None)
         check_hf_model_type(model_type, source)
         archs = [a for a in (getattr(config, "architectures", None) or []) if a in _CLASSES]
         cls = getattr(transformers, archs[0] if archs else _DEFAULT_CLASS[model_type])
         major = int(transformers.__version__.split(".")[0])
         dtype_kw = {"dtype" if major >= 5 else "torch_dtype": dtype or torch.float32}
+        trust_kw = {"weights_only": False} if trust_checkpoint else {}  # the default is True
         try:
-            model = cls.from_pretrained(source, config=config, **hub, **dtype_kw)
+            model = cls.from_pretrained(source, config=config, **hub, **dtype_kw, **trust_kw)
         except Exception as e:  # OSError, ValueError, RuntimeError, SafetensorError, UnpicklingError, ...
+            if "Weights only load failed" in " ".join(str(x) for x in chain(e)):
+                raise checkpoint_error(what, source, e) from None
             if local:
                 raise ModelLoadError(
                     f"Could not load the weights of {what}: {type(e).__name__}: {short(e, 600)}. Check the "
@@ -554,7 +584,7 @@ def load(
                 ) from e
             if not isinstance(e, (OSError, ValueError, RuntimeError)):
                 raise
-            raise fetch_error(what, e, offline=offline, cache_dir=cache_dir) from e
+            raise fetch_error(what, e, why=why, cache_dir=cache_dir) from e
         model.to(device)
 
         tok_error = None

@@ -8,9 +8,12 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import threading
+import time
 from collections.abc import Iterator
 
-from cliplens.errors import ModelLoadError
+from cliplens.checkpoints import pickle_message
+from cliplens.errors import CliplensError, ModelLoadError
 
 CKPT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
 
@@ -38,25 +41,78 @@ def hub_offline() -> bool:
     return bool(getattr(constants, "HF_HUB_OFFLINE", False))
 
 
-@contextlib.contextmanager
-def offline_guard() -> Iterator[bool]:
-    """Honour ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` set after ``huggingface_hub`` was imported.
+#: seconds the one look at the Hub may take before it counts as unreachable
+PROBE_TIMEOUT_S = 4.0
+#: how long a look's answer is reused (loading several models in a row looks once)
+_PROBE_TTL_S = 60.0
+_probe_cache: dict[str, tuple[float, bool]] = {}
 
-    huggingface_hub reads the variable once, at import; open_clip's downloads cannot be passed
-    ``local_files_only``. While loading, the library's flag follows the environment (restored
-    afterwards), so an offline request never touches the network.
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the Hugging Face Hub answers at all: one quiet request (any HTTP answer counts), through
+    ``huggingface_hub``'s own session (so ``HF_ENDPOINT`` and proxies apply), bounded by ``timeout`` seconds
+    including name resolution. Answers are reused for a minute.
+
+    Without this look, an unreachable Hub costs every file a library asks for five retries with back-off
+    (about 25 s each, ``Retrying in 8s`` on stderr), even when the file is in the local cache.
     """
-    offline = hub_offline()
+    try:
+        from huggingface_hub import constants
+        from huggingface_hub.utils import get_session
+    except ImportError:  # pragma: no cover - core dependency
+        return True
+    endpoint = constants.ENDPOINT
+    now = time.monotonic()
+    cached = _probe_cache.get(endpoint)
+    if cached is not None and now - cached[0] < _PROBE_TTL_S:
+        return cached[1]
+    answer: list[bool] = []
+
+    def look() -> None:
+        try:
+            get_session().head(endpoint, timeout=timeout)
+            answer.append(True)
+        except Exception:  # connection refused, no route, name not known, timeout, offline mode, ...
+            answer.append(False)
+
+    # a thread bounds the time name resolution may take too (the request's timeout does not cover it)
+    t = threading.Thread(target=look, name="cliplens-hub-probe", daemon=True)
+    t.start()
+    t.join(timeout + 1.0)
+    ok = bool(answer and answer[0])
+    _probe_cache[endpoint] = (time.monotonic(), ok)
+    return ok
+
+
+#: why the Hub is not used: the user's offline request, or a Hub that does not answer
+OFFLINE, UNREACHABLE = "offline", "unreachable"
+
+
+@contextlib.contextmanager
+def offline_guard(network: bool = True) -> Iterator[str | None]:
+    """Load from the local cache only when the Hub cannot (or must not) be used; yields why (``OFFLINE``,
+    ``UNREACHABLE``) or ``None`` when the Hub is used as usual.
+
+    ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` set after ``huggingface_hub`` was imported are honoured (the
+    library reads them once, at import; open_clip's downloads cannot be passed ``local_files_only``). With
+    ``network`` (a load that may need the Hub) and no offline request, the Hub is looked at once
+    (:func:`hub_reachable`); when it does not answer, the load runs offline too: files in the cache load at
+    once, and a missing one fails at once instead of after minutes of retries. The library's flag is
+    restored afterwards.
+    """
+    why = OFFLINE if hub_offline() else None
+    if why is None and network and not hub_reachable():
+        why = UNREACHABLE
     try:
         from huggingface_hub import constants
     except ImportError:  # pragma: no cover - core dependency
-        yield offline
+        yield why
         return
     old = constants.HF_HUB_OFFLINE
-    if offline:
+    if why is not None:
         constants.HF_HUB_OFFLINE = True
     try:
-        yield offline
+        yield why
     finally:
         constants.HF_HUB_OFFLINE = old
 
@@ -82,32 +138,35 @@ def repo_not_found(e: BaseException) -> bool:
     return False
 
 
-def fetch_error(what: str, e: BaseException, *, offline: bool, cache_dir: str | None) -> ModelLoadError:
-    why = "HF_HUB_OFFLINE is set, so nothing is downloaded" if offline else "no network access"
+def fetch_error(what: str, e: BaseException, *, why: str | None, cache_dir: str | None) -> ModelLoadError:
+    """The paragraph for weights that are neither in the local cache nor fetched (``why``: from
+    :func:`offline_guard`)."""
+    reason = {OFFLINE: "HF_HUB_OFFLINE is set, so nothing is downloaded",
+              UNREACHABLE: "the Hugging Face Hub cannot be reached from here"}.get(why or "", "no network access")
     where = f" ({cache_dir})" if cache_dir else " (the Hugging Face cache, ~/.cache/huggingface)"
     return ModelLoadError(
-        f"Could not load {what}: its weights could not be fetched ({why}) and they are not in the local "
+        f"Could not load {what}: its weights could not be fetched ({reason}) and they are not in the local "
         f"cache{where}. {LOCAL_HELP} Underlying error: {type(e).__name__}: {short(e)}"
     )
 
 
 def checkpoint_error(what: str, path: str, e: BaseException, *, expected: str = "") -> ModelLoadError:
-    """A readable error for a checkpoint file that could not be loaded (corrupt, foreign, pickled).
+    """A readable error for a checkpoint file that could not be loaded (corrupt, foreign, pickled) or does not
+    fit the model.
 
-    ``expected`` says what the file should be (e.g. "a .safetensors file written by 'cliplens toy train'")
-    and ends the message when the file is not a checkpoint the loader can read.
+    The safe loader's own errors (:class:`cliplens.checkpoints.CheckpointError`, already one paragraph) are
+    passed on as they are. ``expected`` says what the file should be (e.g. "a .safetensors file written by
+    'cliplens toy train'") and ends the message when the file is not a checkpoint the loader can read.
     """
     causes = list(chain(e))
+    for x in causes:
+        if isinstance(x, CliplensError):
+            return type(x)(str(x)) if isinstance(x, ModelLoadError) else ModelLoadError(str(x))
     names = {type(x).__name__ for x in causes}
     text = " ".join(str(x) for x in causes)
     expect = f" It should be {expected}." if expected else ""
     if "Unsupported global" in text:  # a real checkpoint that also pickles objects (torch.load weights_only=True)
-        return ModelLoadError(
-            f"Could not load {what}: {path!r} is a pickle that stores more than tensors, and loading it needs "
-            "torch.load(weights_only=False), which can run code hidden in the file. If you trust where it came "
-            "from, pass trust_checkpoint=True (--trust-checkpoint on the command line); else convert it to "
-            ".safetensors."
-        )
+        return ModelLoadError(pickle_message(what, path))
     if "SafetensorError" in names:
         problem = "not a valid .safetensors file"
     elif "EOFError" in names or "PytorchStreamReader failed" in text:

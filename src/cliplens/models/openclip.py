@@ -6,22 +6,26 @@ towers, attentional pooling, average pooling, NormFormer-style custom blocks) ra
 :class:`~cliplens.errors.UnsupportedArchitectureError`.
 
 Loading: an architecture name with ``pretrained`` a tag (``"laion2b_s34b_b88k"``), a checkpoint
-file, or ``"random"`` (random weights, on request only); ``hf-hub:org/repo`` and
-``local-dir:/path`` (open_clip's own schemas).
+file, or ``"random"`` (random weights, on request only, drawn from a seed); ``hf-hub:org/repo`` and
+``local-dir:/path`` (open_clip's own schemas). open_clip reads every weights file through cliplens's
+safe loader (:func:`_safe_reads`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from cliplens.checkpoints import load_state_dict
 from cliplens.core.view import BlockView, LayerNormView, VisionView
 from cliplens.errors import (
     CliplensError,
@@ -44,6 +48,7 @@ from cliplens.models.hub import (
     looks_like_path,
     offline_guard,
     repo_not_found,
+    short,
 )
 
 #: the ``pretrained`` value that asks for random weights
@@ -342,8 +347,10 @@ def pretrained_required(arch: str) -> PretrainedRequiredError:
     )
 
 
-def load_architecture(arch: str, pretrained: str | None, *, trust_checkpoint: bool = False, **kw: Any) -> CLIPAdapter:
-    """An open_clip built-in architecture with a tag, a checkpoint file, or ``"random"`` weights."""
+def load_architecture(arch: str, pretrained: str | None, *, trust_checkpoint: bool = False, seed: int = 0,
+                      **kw: Any) -> CLIPAdapter:
+    """An open_clip built-in architecture with a tag, a checkpoint file, or ``"random"`` weights (drawn from
+    ``seed``: the same seed gives the same weights)."""
     oc = require_open_clip()
     names = list(oc.list_models())
     if arch not in names:
@@ -363,9 +370,9 @@ def load_architecture(arch: str, pretrained: str | None, *, trust_checkpoint: bo
     if pretrained is None:
         raise pretrained_required(arch)
     if pretrained == RANDOM:
-        warnings.warn(f"{arch} is built with RANDOM weights (pretrained={RANDOM!r}): its embeddings and every score "
-                      "computed from them mean nothing.", RandomWeightsWarning, stacklevel=3)
-        return create(arch, None, quick_gelu=False, weights=RANDOM, **kw)
+        warnings.warn(f"{arch} is built with RANDOM weights (pretrained={RANDOM!r}, seed {seed}): its embeddings and "
+                      "every score computed from them mean nothing.", RandomWeightsWarning, stacklevel=3)
+        return create(arch, None, quick_gelu=False, weights=RANDOM, seed=seed, **kw)
     ckpt = Path(pretrained).expanduser()
     if ckpt.is_file():
         return create(arch, str(ckpt), weights=str(ckpt), trust_checkpoint=trust_checkpoint, **kw)
@@ -417,6 +424,64 @@ class _RootLogCapture(logging.Handler):
         root.setLevel(self._level)
 
 
+_READ_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _safe_reads(what: str, trust: bool) -> Iterator[None]:
+    """While a model is created, open_clip reads every checkpoint through cliplens's safe loader.
+
+    open_clip reads each weights file (a tag's download, a checkpoint file, a ``local-dir:`` or ``hf-hub:``
+    model's weights, a tower's weights) with ``open_clip.factory.load_state_dict``; inside this block that
+    function is :func:`cliplens.checkpoints.load_state_dict` (``torch.load(weights_only=True)`` unless the
+    user trusts the file, one-paragraph errors), so open_clip never unpickles a file itself. The lock keeps
+    two threads from swapping it at once.
+    """
+    try:
+        from open_clip import factory
+    except ImportError:  # pragma: no cover - require_open_clip ran first
+        yield
+        return
+    if not callable(getattr(factory, "load_state_dict", None)):  # another layout: open_clip's weights_only stays
+        yield
+        return
+
+    def read(checkpoint_path: str, device: Any = "cpu", weights_only: bool = True, **_: Any) -> dict[str, Any]:
+        return load_state_dict(checkpoint_path, what=what, trust=trust, map_location=device)
+
+    with _READ_LOCK:
+        original = factory.load_state_dict
+        factory.load_state_dict = read
+        try:
+            yield
+        finally:
+            factory.load_state_dict = original
+
+
+def _needs_hub(oc: Any, model_name: str, pretrained: str | None) -> bool:
+    """Whether creating the model may fetch from the Hugging Face Hub: an ``hf-hub:`` model, a pretrained tag,
+    or a text tower from transformers (its config comes from the Hub)."""
+    if model_name.startswith("hf-hub:") or (pretrained is not None and not os.path.isfile(pretrained)):
+        return True
+    try:
+        cfg = oc.get_model_config(model_name) or {}
+    except Exception:  # an unreadable local-dir config: open_clip says so when it creates the model
+        return False
+    return bool((cfg.get("text_cfg") or {}).get("hf_model_name"))
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Draw a model's random initialisation from ``seed`` (on the CPU, where open_clip builds it), leaving the
+    caller's random state as it was."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def create(
     model_name: str,
     pretrained: str | None,
@@ -428,31 +493,38 @@ def create(
     quick_gelu: bool = False,
     weights: str = "",
     trust_checkpoint: bool = False,
+    seed: int | None = None,
 ) -> CLIPAdapter:
-    """``open_clip.create_model_and_transforms`` with readable errors, wrapped in an adapter."""
+    """``open_clip.create_model_and_transforms`` with readable errors, wrapped in an adapter.
+
+    Every weights file is read through the safe loader (:func:`_safe_reads`); an unreachable Hub is noticed
+    once, up front, and the load then uses the local cache only (:func:`offline_guard`). ``seed`` fixes
+    the random initialisation (for random weights).
+    """
     oc = require_open_clip()
     what = f"{model_name!r}" + (f" with pretrained={pretrained!r}" if pretrained else "") + " (open_clip)"
     expect_weights = pretrained is not None or model_name.startswith(("hf-hub:", "local-dir:"))
-    with offline_guard() as offline, _RootLogCapture() as logs:
+    with offline_guard(network=_needs_hub(oc, model_name, pretrained)) as why, _RootLogCapture() as logs:
         try:
-            model, _, preprocess = oc.create_model_and_transforms(
-                model_name, pretrained=pretrained, device=device, cache_dir=cache_dir,
-                pretrained_text=False, force_quick_gelu=quick_gelu, weights_only=not trust_checkpoint,
-            )
+            with _safe_reads(what, trust_checkpoint), _seeded(seed):
+                model, _, preprocess = oc.create_model_and_transforms(
+                    model_name, pretrained=pretrained, device=device, cache_dir=cache_dir,
+                    pretrained_text=False, force_quick_gelu=quick_gelu, weights_only=not trust_checkpoint,
+                )
         except CliplensError:
             raise
-        except Exception as e:  # corrupt files, Hub errors, shape mismatches, pickles, ...
+        except Exception as e:  # corrupt files, Hub errors, shape mismatches, ...
             if pretrained and os.path.isfile(pretrained):
                 raise checkpoint_error(what, pretrained, e) from e
             if model_name.startswith("local-dir:"):
-                raise ModelLoadError(f"Could not load {what}: {type(e).__name__}: {e}") from e
+                raise ModelLoadError(f"Could not load {what}: {type(e).__name__}: {short(e, 400)}") from e
             if repo_not_found(e):
                 raise ModelNotFoundError(
                     f"Unknown model {model_name!r}: the Hugging Face Hub has no such repository. {LOCAL_HELP}"
                 ) from e
             if not isinstance(e, (RuntimeError, OSError, ValueError)):
                 raise
-            raise fetch_error(what, e, offline=offline, cache_dir=cache_dir) from e
+            raise fetch_error(what, e, why=why, cache_dir=cache_dir) from e
         if expect_weights and any("No pretrained weights loaded" in m for m in logs.messages):
             # open_clip falls back to random weights when an 'hf-hub:'/'local-dir:' model has a config but
             # its weights cannot be found or fetched; it only logs that.
@@ -462,11 +534,13 @@ def create(
                     f"Could not load {what}: the folder has open_clip_config.json but no weights file "
                     f"(open_clip_model.safetensors, open_clip_pytorch_model.bin, ...). open_clip said: {detail}"
                 )
-            raise fetch_error(what, RuntimeError(detail), offline=offline, cache_dir=cache_dir)
+            raise fetch_error(what, RuntimeError(detail), why=why, cache_dir=cache_dir)
         if dtype is not None:
             model.to(dtype=dtype)
-        return OpenCLIPAdapter(model, model_name, tokenizer=tokenizer, preprocess=preprocess,
-                               weights=weights or model_name)
+        adapter = OpenCLIPAdapter(model, model_name, tokenizer=tokenizer, preprocess=preprocess,
+                                  weights=weights or model_name)
+        adapter.seed = seed if adapter.random_weights else None
+        return adapter
 
 
 def weight_files(folder: Path) -> list[Path]:

@@ -10,8 +10,8 @@ This module only *parses* names and dispatches; each family loads its own models
 2. **Embedded models** (``"toy"``, ``"toy-spurious"``, and any :func:`register_embedded` added).
 3. **open_clip architectures**, spelled as open_clip spells them (``"ViT-B-32"``, …), with
    ``pretrained`` a tag (``"laion2b_s34b_b79k"``), a local checkpoint file, or ``"random"`` for
-   random weights. Without ``pretrained`` it is an error listing the tags: random weights are
-   never used by accident. A tag trained with QuickGELU gets a QuickGELU model.
+   random weights (drawn from ``seed``, default 0). Without ``pretrained`` it is an error listing
+   the tags: random weights are never used by accident. A tag trained with QuickGELU gets a QuickGELU model.
 4. **Existing paths** are local: a folder with ``open_clip_config.json`` opens with open_clip, a
    folder with ``config.json`` with transformers. A bare weights file does not say which
    architecture it is: pass the architecture as ``name`` and the file as ``pretrained``.
@@ -20,6 +20,10 @@ This module only *parses* names and dispatches; each family loads its own models
    unsupported families (SigLIP) are refused from the name, before any network access.
 
 Anything else raises :class:`~cliplens.errors.ModelNotFoundError` with close matches.
+
+Every checkpoint file is read through :mod:`cliplens.checkpoints` (tensors only unless
+``trust_checkpoint``); a model that needs the Hugging Face Hub while the Hub cannot be reached loads
+from the local cache or fails at once (:func:`cliplens.models.hub.offline_guard`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from cliplens.errors import (
     UnsupportedArchitectureError,
 )
 from cliplens.models import hf, openclip, toy
-from cliplens.models.base import CLIPAdapter
+from cliplens.models.base import DEFAULT_SEED, CLIPAdapter
 from cliplens.models.hub import LOCAL_HELP, close_matches, looks_like_path
 
 __all__ = ["ModelInfo", "UnsupportedModelTypeError", "list_models", "load", "register_embedded", "wrap"]
@@ -163,6 +167,7 @@ def load(
     cache_dir: str | os.PathLike[str] | None = None,
     tokenizer: Any = None,
     trust_checkpoint: bool = False,
+    seed: int = DEFAULT_SEED,
 ) -> CLIPAdapter:
     """Load a CLIP model by a familiar name and wrap it for cliplens.
 
@@ -170,7 +175,7 @@ def load(
 
         load("ViT-B-32", pretrained="laion2b_s34b_b79k")   # open_clip name + tag
         load("ViT-B-16", pretrained="/ckpts/vit_b16.pt")    # open_clip name + local checkpoint
-        load("ViT-B-16", pretrained="random")               # random weights, for tests
+        load("ViT-B-16", pretrained="random")               # random weights (seed 0), for tests
         load("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
         load("openai/clip-vit-base-patch16")                # transformers id
         load("/models/my-clip")                              # folder (transformers or open_clip)
@@ -184,8 +189,12 @@ def load(
         dtype: parameter dtype (default float32).
         cache_dir: download cache (defaults to each library's own).
         tokenizer: the tokenizer to use instead of the model's own.
-        trust_checkpoint: allow a ``.pt`` checkpoint that is a full pickle (``torch.load`` with
-            ``weights_only=False``, which can run code stored in the file). Only for files you trust.
+        trust_checkpoint: allow a checkpoint (``.pt``, ``.bin``, …) that is a full pickle (``torch.load``
+            with ``weights_only=False``, which can run code stored in the file). Only for files you trust;
+            without it such a file is refused with a :class:`ModelLoadError` and nothing in it runs.
+        seed: the seed ``pretrained="random"`` draws the weights from (default 0): the same seed gives the
+            same weights, so runs and stores with random weights can be repeated and reloaded. Ignored
+            for any other weights.
 
     Raises:
         PretrainedRequiredError: an open_clip architecture without ``pretrained`` (lists its tags).
@@ -210,13 +219,14 @@ def load(
             if arch.lower().startswith(("hf-hub:", "local-dir:")):
                 _no_pretrained(name, pretrained, "an open_clip 'hf-hub:'/'local-dir:' model")
                 return openclip.create(arch, None, trust_checkpoint=trust_checkpoint, **kw)
-            return openclip.load_architecture(arch, pretrained, trust_checkpoint=trust_checkpoint, **kw)
+            return openclip.load_architecture(arch, pretrained, trust_checkpoint=trust_checkpoint, seed=seed, **kw)
     for prefix in ("hf:", "transformers:"):
         if low.startswith(prefix):
             target = name[len(prefix):]
             _no_pretrained(target, pretrained, "a Hugging Face transformers id")
             path = Path(target).expanduser()
-            return hf.load(str(path) if path.is_dir() else target, local=path.is_dir(), **kw)
+            return hf.load(str(path) if path.is_dir() else target, local=path.is_dir(),
+                           trust_checkpoint=trust_checkpoint, **kw)
     if low.startswith(("hf-hub:", "local-dir:")):
         _no_pretrained(name, pretrained, "an open_clip 'hf-hub:'/'local-dir:' model")
         return openclip.create(name, None, trust_checkpoint=trust_checkpoint, **kw)
@@ -226,22 +236,23 @@ def load(
 
     oc_names = openclip.architecture_names()
     if name in oc_names:
-        return openclip.load_architecture(name, pretrained, trust_checkpoint=trust_checkpoint, **kw)
+        return openclip.load_architecture(name, pretrained, trust_checkpoint=trust_checkpoint, seed=seed, **kw)
 
     path = Path(name).expanduser()
     if path.exists():
-        return _load_local(path, pretrained, **kw)
+        return _load_local(path, pretrained, trust_checkpoint=trust_checkpoint, **kw)
 
     if "/" in name or "\\" in name:
         if looks_like_path(name):
             raise ModelNotFoundError(f"No such file or folder: {name!r}. {LOCAL_HELP}")
         openai_spelling = name.replace("/", "-")
         if openai_spelling in oc_names:
-            return openclip.load_architecture(openai_spelling, pretrained, trust_checkpoint=trust_checkpoint, **kw)
+            return openclip.load_architecture(openai_spelling, pretrained, trust_checkpoint=trust_checkpoint,
+                                              seed=seed, **kw)
         if name.count("/") != 1 or not all(name.split("/")):
             raise _unknown(name, " A Hugging Face id has the form 'org/name'.")
         _no_pretrained(name, pretrained, "a Hugging Face transformers id")
-        return hf.load(name, local=False, **kw)
+        return hf.load(name, local=False, trust_checkpoint=trust_checkpoint, **kw)
 
     if openclip.installed() is None:
         raise MissingDependencyError(
@@ -252,16 +263,16 @@ def load(
     raise _unknown(name)
 
 
-def _load_local(path: Path, pretrained: str | None, **kw: Any) -> CLIPAdapter:
+def _load_local(path: Path, pretrained: str | None, *, trust_checkpoint: bool = False, **kw: Any) -> CLIPAdapter:
     if path.is_dir():
         has_oc = (path / "open_clip_config.json").is_file()
         has_hf = (path / "config.json").is_file()
         if has_oc and (openclip.weight_files(path) or not has_hf):
             _no_pretrained(str(path), pretrained, "a folder")
-            return openclip.create(f"local-dir:{path.resolve()}", None, **kw)
+            return openclip.create(f"local-dir:{path.resolve()}", None, trust_checkpoint=trust_checkpoint, **kw)
         if has_hf:
             _no_pretrained(str(path), pretrained, "a folder")
-            return hf.load(str(path), local=True, **kw)
+            return hf.load(str(path), local=True, trust_checkpoint=trust_checkpoint, **kw)
         raise ModelLoadError(
             f"Folder {str(path)!r} has neither config.json (a transformers save_pretrained folder) nor "
             "open_clip_config.json (an open_clip folder), so cliplens cannot tell what model it holds. "

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from cliplens.checkpoints import load_state_dict
 from cliplens.errors import InvalidInputError, MissingDependencyError, ModelLoadError
 from cliplens.images.io import DEFAULT_MAX_PIXELS, load_image, to_rgb
 from cliplens.maps.base import MapMethod, get_map
@@ -287,16 +288,26 @@ def check_sam_checkpoint(checkpoint: str | os.PathLike, model_type: str = "vit_b
     return path
 
 
-def load_sam(checkpoint: str | os.PathLike, model_type: str = "vit_b", device: str | torch.device = "cpu") -> Any:
-    """A SAM model from a local checkpoint (``segment_anything.sam_model_registry[model_type]``)."""
+def load_sam(checkpoint: str | os.PathLike, model_type: str = "vit_b", device: str | torch.device = "cpu", *,
+             trust_checkpoint: bool = False) -> Any:
+    """A SAM model from a local checkpoint (``segment_anything.sam_model_registry[model_type]``).
+
+    SAM is built without weights and the checkpoint is read through cliplens's safe loader
+    (:func:`cliplens.checkpoints.load_state_dict`: tensors only unless ``trust_checkpoint``), never by
+    segment_anything's own ``torch.load``.
+    """
     path = check_sam_checkpoint(checkpoint, model_type)
     sa = _segment_anything()
+    what = f"the SAM checkpoint ({model_type})"
+    state = load_state_dict(path, what=what, trust=trust_checkpoint,
+                            expected="a SAM checkpoint such as sam_vit_b_01ec64.pth")
     try:
-        sam = sa.sam_model_registry[model_type](checkpoint=str(path))
-    except Exception as e:  # a wrong type for the file, a corrupt file, ...
+        sam = sa.sam_model_registry[model_type](checkpoint=None)
+        sam.load_state_dict(state)
+    except Exception as e:  # a wrong type for the file, weights of another model, ...
         raise ModelLoadError(f"cannot load the SAM checkpoint {str(path)!r} as {model_type}: {type(e).__name__}: "
-                             f"{str(e)[:300]}. Is --sam-type/model_type the checkpoint's (vit_b, vit_l or vit_h)?"
-                             ) from None
+                             f"{' '.join(str(e).split())[:300]}. Is --sam-type/model_type the checkpoint's (vit_b, "
+                             "vit_l or vit_h)?") from None
     return sam.to(device).eval()
 
 
