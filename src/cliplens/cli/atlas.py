@@ -11,7 +11,14 @@ from cliplens.analyses.atlas import build_atlas, check_heads, store_dataset
 from cliplens.analyses.pools import POOLS
 from cliplens.analyses.textspan import TextSpanResult
 from cliplens.cli.analyses import model_for, store_note, textspan_for, textspan_inputs
-from cliplens.cli.common import console, loader_options, progress, threads_option, torch_threads
+from cliplens.cli.common import (
+    console,
+    loader_options,
+    output_option,
+    progress,
+    threads_option,
+    torch_threads,
+)
 from cliplens.errors import InvalidInputError
 from cliplens.report.atlas import write_atlas
 from cliplens.report.files import writable_dir
@@ -20,8 +27,8 @@ from cliplens.store import Store
 
 @click.command("atlas")
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("cliplens-atlas"), show_default=True,
-              help="Folder for the atlas (new or empty; otherwise a fresh run-N folder is made inside it).")
+@output_option("--out", "out_dir", kind="folder", default=Path("cliplens-atlas"), show_default=True,
+               help="Folder for the atlas (index.html, a page per layer, the images and maps).")
 @click.option("--textspan", "textspan_path", type=click.Path(path_type=Path), default=None,
               help="TEXTSPAN results to show (textspan.json or its folder, from 'cliplens textspan STORE --out DIR'); "
                    "default: computed now with --pool, --layers and --texts.")

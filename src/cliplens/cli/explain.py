@@ -20,6 +20,7 @@ from cliplens.cli.common import (
     load_model,
     model_options,
     model_record,
+    output_option,
     progress,
     weights_note,
 )
@@ -202,9 +203,8 @@ def run_in_chunks(paths: Sequence[str], batch_size: int, run: Callable[[list[str
                    "token-similarity: others).")
 @click.option("--normalization", type=click.Choice(NORMALIZATIONS), default="minmax", show_default=True,
               help="How the pictures show each map: minmax (0..1 per map) or raw (scores, centred on 0).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
-              help="Folder for the pictures, maps.npz and settings.json. If it exists and is not empty, a fresh "
-                   "numbered subfolder (run-2, run-3, ...) is made inside it: nothing is ever overwritten.")
+@output_option("--out", "out_dir", kind="folder", default=Path(DEFAULT_OUT), show_default=True,
+               help="Folder for the pictures, maps.npz and settings.json.")
 @image_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward (and read before their pictures are drawn).")

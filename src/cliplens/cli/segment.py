@@ -17,6 +17,7 @@ from cliplens.cli.common import (
     load_model,
     model_options,
     model_record,
+    output_option,
     progress,
     weights_note,
 )
@@ -94,9 +95,8 @@ def _key(name: str) -> str:
 @map_options
 @surgery_options
 @templates_option("imagenet")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
-              help="Folder for the label maps and pictures. If it exists and is not empty, a fresh numbered "
-                   "subfolder (run-2, run-3, ...) is made inside it: nothing is ever overwritten.")
+@output_option("--out", "out_dir", kind="folder", default=Path(DEFAULT_OUT), show_default=True,
+               help="Folder for the label maps, pictures and settings.json.")
 @image_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward (and read before their pictures are drawn).")
