@@ -40,7 +40,7 @@ from cliplens.maps import (
 from cliplens.maps.base import NORMALIZATIONS
 from cliplens.maps.inputs import FITS, fit_images
 from cliplens.maps.surgery import FEATURE_MODES
-from cliplens.report.files import fresh_dir, unique_path
+from cliplens.report.files import fresh_dir, unique_path, writable_dir
 from cliplens.report.maps import save_map_grid, save_map_overlay, save_methods, save_surgery_parts
 from cliplens.report.plotting import slug
 from cliplens.text.templates import TEMPLATE_SETS
@@ -236,6 +236,7 @@ def explain_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     paths = expand_images(images, recursive=recursive)
     methods: dict[str, MapMethod] = {n: surgery_method(blocks, feature, no_architecture) if n == "surgery"
                                      else get_map(n) for n in names}
+    writable_dir(out_dir, "--out")  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     out, note = fresh_dir(out_dir)
     err, con = console(stderr=True), console()

@@ -38,7 +38,7 @@ from cliplens.cli.explain import (
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images import load_image
 from cliplens.maps import get_map
-from cliplens.report.files import fresh_dir, unique_path
+from cliplens.report.files import fresh_dir, unique_path, writable_dir
 from cliplens.report.maps import PALETTE, save_label_png, save_map_grid, save_segmentation
 from cliplens.tasks.segment import IGNORE, Segmentation, label_map
 
@@ -143,6 +143,7 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
         raise InvalidInputError(f"--method {method_name} ignores the text: every class would get the same map")
     targets = make_targets(names + background, templates, None)  # duplicates and empty names: clear errors here
     paths = expand_images(images, recursive=recursive)
+    writable_dir(out_dir, "--out")  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     out, note = fresh_dir(out_dir)
     err, con = console(stderr=True), console()
