@@ -101,6 +101,9 @@ def choose(st: Store, prop: str | None, *, heads: str | None, by: str, k: int, d
 
 
 def _print_choice(con: Any, choice: HeadChoice) -> None:
+    if not choice.scores:  # heads given by hand: nothing was scored
+        con.print(f"heads for {choice.property!r} ({choice.by}): {', '.join(choice.names)}", markup=False)
+        return
     rows = [(name, f"{s:.3f}", "yes" if name in choice.names else "")
             for name, s in sorted(choice.scores.items(), key=lambda kv: -kv[1])[:max(8, len(choice.heads))]]
     print_table(con, ["head", Column("score", number=True), "chosen"], rows,
