@@ -240,13 +240,14 @@ def _commands(group: click.Group = main, prefix: tuple[str, ...] = ()):
 def test_every_output_option_states_the_rule_and_files_come_with_overwrite():
     seen = {"file": 0, "folder": 0}
     for path, cmd in _commands():
-        names = {p.name for p in cmd.params}
+        params = {p.name: p for p in cmd.params}
         for p in cmd.params:
             if isinstance(p, OutputOption):
                 seen[p.kind] += 1
                 assert (FILE_RULE if p.kind == "file" else FOLDER_RULE) in (p.help or ""), (path, p.name)
                 if p.kind == "file":
-                    assert "overwrite" in names, f"{path} writes {p.opts[0]} but has no --overwrite"
+                    assert "overwrite" in params, f"{path} writes {p.opts[0]} but has no --overwrite"
+                    assert p.opts[0] in (params["overwrite"].help or ""), (path, p.opts[0])
             elif p.name in OUTPUT_NAMES:
                 assert (path, p.name) in OWN_SEMANTICS, f"{path} {p.opts[0]}: declare it with output_option"
     assert seen["file"] >= 3 and seen["folder"] >= 9

@@ -42,7 +42,7 @@ def store_note(st: Store) -> str:
 @output_option("--plot", "plot", kind="file", default=None,
                help="Save the study's layer curve as a PNG here (default: ablation-curve.png in the store, with "
                     "-2, -3, … added to the name when one is there).")
-@overwrite_option
+@overwrite_option("--plot")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def ablate_cmd(store: Path, components: str | None, groups: str | None, plot: Path | None, overwrite: bool,
                as_json: bool) -> None:

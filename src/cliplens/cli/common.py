@@ -63,13 +63,12 @@ def output_option(*decls: str, kind: str, help: str, fallback: str | None = None
                         help=f"{help} {rule}", **kwargs)
 
 
-def overwrite_option(f: Any) -> Any:
-    """``--overwrite``: replace the output files a command's file options name when they exist."""
-    names = ", ".join(p.opts[0] for p in getattr(f, "__click_params__", [])
-                      if isinstance(p, OutputOption) and p.kind == "file")
+def overwrite_option(*options: str) -> Any:
+    """``--overwrite``: replace the files that the command's file ``options`` (``"--plot"``, …) name when they
+    exist."""
     return click.option("--overwrite", is_flag=True,
-                        help=f"Replace {names or 'the output file'} if it exists (by default an existing file is "
-                             "refused and left as it is).")(f)
+                        help=f"Replace the file of {' and '.join(options)} if it exists (by default an existing "
+                             "file is refused and left as it is).")
 
 
 # ---- options shared by the commands that load a model ----------------------------------------

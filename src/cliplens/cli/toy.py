@@ -176,7 +176,7 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
               help="Evaluation seed (held-out stream).")
 @threads_option(2)
 @output_option("--json-out", kind="file", default=None, help="Also write the metrics as JSON to this file.")
-@overwrite_option
+@overwrite_option("--json-out")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
 def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: int, json_out: Path | None,
              overwrite: bool, as_json: bool) -> None:
@@ -209,7 +209,7 @@ def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: 
 @threads_option(2)
 @output_option("--export", kind="file", default=None,
                help="Write the fine-tuned weights here (.safetensors; a .json sidecar goes next to it).")
-@overwrite_option
+@overwrite_option("--export")
 def spurious_cmd(weights: str | None, out_dir: Path, steps: int, batch_size: int, lr: float, seed: int,
                  threads: int, export: Path | None, overwrite: bool) -> None:
     """Fine-tune on the biased "toy waterbirds" mix; print group accuracies before and after."""
