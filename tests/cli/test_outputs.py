@@ -220,6 +220,19 @@ def test_a_folder_that_cannot_be_written_is_said_before_any_work(name, ctx, monk
     assert "cannot be created or written to" in one_line(r.stderr) and "bug" not in r.output
 
 
+@pytest.mark.parametrize("name", ["report --out", "explain --out", "segment --out", "points --out",
+                                  "decompose --maps", "textspan --out"])
+def test_a_run_that_fails_before_writing_leaves_no_empty_folder(name, ctx, tmp_path, monkeypatch):
+    def failed(*args, **kwargs):
+        raise cliplens.errors.ModelLoadError("no such model here")
+
+    monkeypatch.setattr("cliplens.cli.common.load", failed)
+    monkeypatch.setattr("cliplens.cli.analyses.load", failed)
+    r = run(*FOLDER_OUTPUTS[name](ctx, tmp_path / "new" / "out"))
+    assert r.exit_code == 2 and "no such model here" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- every output option says its rule; every default output folder is in .gitignore ---------------------
 
 #: options that name outputs with semantics of their own, owned elsewhere: a training run folder and its

@@ -173,7 +173,7 @@ def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int 
     st = Store(store)
     texts, head_list = textspan_inputs(pool, heads)
     resolve_heads(st, layers, head_list)  # heads or layers the store does not have: refused before any work
-    writable_dir(out_dir, "--out")  # and a folder that cannot be written
+    writable_dir(out_dir, "--out", create=False)  # and a folder that cannot be written
     with torch_threads(threads):
         adapter = model_for(st, model, pretrained, device)
         res, _ = textspan_for(st, adapter, texts, pool=pool, layers=layers, heads=head_list, m=m, rank=rank,

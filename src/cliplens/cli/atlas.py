@@ -81,7 +81,7 @@ def atlas_cmd(store: Path, out_dir: Path, textspan_path: Path | None, pool: str 
             layers = min(4, st.shape["layers"])
         texts, head_list = textspan_inputs(pool, heads)
     dataset = store_dataset(st, data, layout=layout, split=split, **loader_options(options))
-    writable_dir(out_dir, "--out")  # before the work: a folder that cannot be written is said now
+    writable_dir(out_dir, "--out", create=False)  # before the work: a folder that cannot be written is said now
     con = console(stderr=True)
     with torch_threads(threads):
         adapter = model_for(st, model, pretrained, device)

@@ -73,7 +73,7 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, d
     """
     paths = expand_images(images, recursive=recursive)
     if maps_dir is not None:
-        maps_dir = writable_dir(maps_dir, "--maps")  # before any work
+        maps_dir = writable_dir(maps_dir, "--maps", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     check_last_layers(layers, adapter)
     if maps_dir is not None:

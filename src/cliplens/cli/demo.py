@@ -27,7 +27,7 @@ def demo_cmd(out_dir: Path, seed: int, model: str, pretrained: str | None, objec
 
     Runs offline on the embedded toy CLIP.
     """
-    writable_dir(out_dir, "--out")  # before any work
+    writable_dir(out_dir, "--out", create=False)  # before any work
     run_demo(out_dir, model=model, pretrained=pretrained, seed=seed, objects=objects, device=check_device(device))
 
 

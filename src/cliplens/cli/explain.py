@@ -236,7 +236,7 @@ def explain_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     paths = expand_images(images, recursive=recursive)
     methods: dict[str, MapMethod] = {n: surgery_method(blocks, feature, no_architecture) if n == "surgery"
                                      else get_map(n) for n in names}
-    writable_dir(out_dir, "--out")  # before any work
+    writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     out, note = fresh_dir(out_dir)
     err, con = console(stderr=True), console()

@@ -81,7 +81,7 @@ def points_cmd(image: str, text: str, threshold: float, templates: str, fit: str
         check_sam_checkpoint(sam_checkpoint, sam_type)  # before any work
         out_dir = out_dir or Path(DEFAULT_OUT)
     if out_dir is not None:
-        writable_dir(out_dir, "--out")  # before any work
+        writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     depth = adapter.vision.num_layers
     if blocks is not None and blocks > depth:

@@ -35,7 +35,7 @@ def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, devi
     before anything is written; an unreadable one stops the report, naming it, unless --skip-bad.
     """
     paths = expand_images(images, recursive=recursive)
-    writable_dir(out_dir, "--out")  # before any work
+    writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     check_last_layers(layers, adapter)
     err = console(stderr=True)

@@ -143,7 +143,7 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
         raise InvalidInputError(f"--method {method_name} ignores the text: every class would get the same map")
     targets = make_targets(names + background, templates, None)  # duplicates and empty names: clear errors here
     paths = expand_images(images, recursive=recursive)
-    writable_dir(out_dir, "--out")  # before any work
+    writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     out, note = fresh_dir(out_dir)
     err, con = console(stderr=True), console()

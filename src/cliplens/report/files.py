@@ -27,23 +27,32 @@ from cliplens.errors import CliplensError, InvalidInputError, OutputExistsError
 __all__ = ["claim_output", "fresh_dir", "unique_path", "writable_dir", "writable_file", "written_then_renamed"]
 
 
-def _cannot_write(path: Path) -> str:
-    """Why files cannot be written in the folder ``path`` (created if needed); ``""`` when they can."""
+def _cannot_write(path: Path, create: bool = True) -> str:
+    """Why files cannot be written in the folder ``path`` (created if needed; with ``create=False`` a folder
+    that is not there is not made: its nearest existing parent is checked instead); ``""`` when they can."""
     if path.exists() and not path.is_dir():
         return "is a file, not a folder"
+    target = path
+    if not create:
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if target.exists() and not target.is_dir():
+            return f"cannot be created or written to ({target} is a file)"
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".cliplens-write-test-"):
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".cliplens-write-test-"):
             pass
     except OSError as e:
         return f"cannot be created or written to ({e.strerror or e})"
     return ""
 
 
-def writable_dir(path: Path, option: str) -> Path:
-    """Create ``path`` if needed and check that files can be written in it."""
+def writable_dir(path: Path, option: str, *, create: bool = True) -> Path:
+    """Create ``path`` if needed and check that files can be written in it. ``create=False``: check only that it
+    could be (for a check before the work, which leaves no empty folder behind if the work fails first)."""
     path = Path(path).expanduser()
-    problem = _cannot_write(path)
+    problem = _cannot_write(path, create)
     if problem:
         raise InvalidInputError(f"{option} {str(path)!r} {problem}: pass a folder you can write to")
     return path
