@@ -55,7 +55,7 @@ def test_decompose_tables_and_maps_never_overwrite(toy_weights, images, tmp_path
     assert r.exit_code == 0, r.output
     assert "cosine similarity" in r.output and "top heads" in r.output
     assert existing.read_bytes() == b"user file"
-    assert (maps / "img0__a-red-circle-2.png").stat().st_size > 1000
+    assert (maps / "run-2" / "img0__a-red-circle.png").stat().st_size > 1000  # a folder not empty: a fresh run-N
 
 
 def test_bad_image_and_skip_bad(toy_weights, images, tmp_path):

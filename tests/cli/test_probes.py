@@ -172,7 +172,7 @@ PROBES = {
         lambda f: ["toy", "train", "--out", str(f.tmp / "run"), "--width", "100", "--heads", "3"],
         ["--width 100", "3 attention heads"]),
     "toy bench -n 0": (lambda f: ["toy", "bench", "-n", "0"], ["'-n'", "x>=1"]),
-    "toy bench --threads 0": (lambda f: ["toy", "bench", "--threads", "0"], ["'--threads'", "x>=1"]),
+    "toy bench --threads 0": (lambda f: ["toy", "bench", "--threads", "0"], ["'--threads'", "pass 1 to"]),
     "toy bench unknown --method": (
         lambda f: ["toy", "bench", "--method", "nope"], ["unknown map method(s) nope", "decomposition"]),
     "toy eval -n 0": (lambda f: ["toy", "eval", "-n", "0"], ["'-n'", "x>=1"]),

@@ -6,17 +6,24 @@ import json
 from pathlib import Path
 
 import click
-from rich.table import Table
 from torch import Tensor
 
 from cliplens.analyses.ablation import evaluate, parse_components, standard_study
 from cliplens.analyses.pools import POOLS, load_pool
 from cliplens.analyses.textspan import TextSpanResult, resolve_heads, textspan
-from cliplens.cli.common import check_device, console, threads_option, torch_threads
+from cliplens.cli.common import (
+    check_device,
+    console,
+    output_option,
+    overwrite_option,
+    threads_option,
+    torch_threads,
+)
+from cliplens.cli.tables import Column, print_table
 from cliplens.errors import InvalidInputError, ModelLoadError
 from cliplens.models import CLIPAdapter, load
 from cliplens.models.base import DEFAULT_SEED
-from cliplens.report.files import fresh_dir
+from cliplens.report.files import claim_output, fresh_dir, unique_path, writable_dir, written_then_renamed
 from cliplens.report.plotting import save_ablation_curve
 from cliplens.store import Store
 
@@ -34,12 +41,20 @@ def store_note(st: Store, weights: bool = True) -> str:
               help="Mean-ablate these and report the accuracy, e.g. 'L10.H3,L11.H0' (heads), 'L3' (an attention "
                    "layer), 'MLP4', 'embed', 'CLS5' (a layer's CLS→CLS term). Default: the paper's study.")
 @click.option("--groups", default=None, help="Also report the accuracy per value of this attribute (e.g. group).")
-@click.option("--plot", "plot", type=click.Path(path_type=Path), default=None,
-              help="Save the layer curve as a PNG here (default for the study: ablation-curve.png in the store).")
-@click.option("--json", "as_json", is_flag=True)
-def ablate_cmd(store: Path, components: str | None, groups: str | None, plot: Path | None, as_json: bool) -> None:
+@output_option("--plot", "plot", kind="file", default=None,
+               help="Save the study's layer curve as a PNG here (default: ablation-curve.png in the store, with "
+                    "-2, -3, … added to the name when one is there).")
+@overwrite_option("--plot")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def ablate_cmd(store: Path, components: str | None, groups: str | None, plot: Path | None, overwrite: bool,
+               as_json: bool) -> None:
     """Which layers, heads and terms matter: zero-shot accuracy with components mean-ablated (from the store,
     without re-running the model). Labels come from the data set."""
+    if plot is not None and components:
+        raise InvalidInputError("--plot draws the layer curve of the standard study: leave out --components to "
+                                "run the study, or --plot")
+    if plot is not None:
+        plot = claim_output(plot, overwrite=overwrite, option="--plot")  # before any work
     st = Store(store)
     con = console()
     if components:
@@ -59,29 +74,39 @@ def ablate_cmd(store: Path, components: str | None, groups: str | None, plot: Pa
     payload = {"store": str(st.path), "baseline": study["baseline"].to_dict(),
                "curve": [r.to_dict() for r in study["curve"]], "mlps_and_embed": study["mlps_and_embed"].to_dict(),
                "cls_to_cls": study["cls_to_cls"].to_dict()}
-    path = plot or st.path / "ablation-curve.png"
-    accs = [r.accuracy for r in study["curve"]]
-    classes = len(st.class_names)
-    save_ablation_curve(accs, study["baseline"].accuracy, path, title=store_note(st, weights=False),
-                        extra={"all MLPs + embedding term": study["mlps_and_embed"].accuracy,
-                               "CLS→CLS terms of every layer": study["cls_to_cls"].accuracy},
-                        chance=1 / classes if classes else None,
-                        random_weights=bool(st.header["model"].get("random_weights")))
-    payload["plot"] = str(path)
+    path = plot if plot is not None else _default_plot(st.path)
+    if path is not None:
+        accs = [r.accuracy for r in study["curve"]]
+        classes = len(st.class_names)
+        with written_then_renamed(path, overwrite=overwrite, option="--plot") as tmp:
+            save_ablation_curve(accs, study["baseline"].accuracy, tmp, title=store_note(st, weights=False),
+                                extra={"all MLPs + embedding term": study["mlps_and_embed"].accuracy,
+                                       "CLS→CLS terms of every layer": study["cls_to_cls"].accuracy},
+                                chance=1 / classes if classes else None,
+                                random_weights=bool(st.header["model"].get("random_weights")))
+    payload["plot"] = None if path is None else str(path)
     if as_json:
         click.echo(json.dumps(payload, indent=2))
         return
     con.print(store_note(st))
-    t = Table(title="zero-shot accuracy with components mean-ablated", title_justify="left")
-    t.add_column("mean-ablated")
-    t.add_column("accuracy %", justify="right")
-    t.add_row("nothing (the model as it is)", f"{100 * study['baseline'].accuracy:.1f}")
-    for i, r in enumerate(study["curve"]):
-        t.add_row(f"attention of layers 0..{i}", f"{100 * r.accuracy:.1f}")
-    t.add_row("all MLPs and the embedding term", f"{100 * study['mlps_and_embed'].accuracy:.1f}")
-    t.add_row("the CLS→CLS terms of every layer", f"{100 * study['cls_to_cls'].accuracy:.1f}")
-    con.print(t)
-    con.print(f"plot: {path}")
+    rows = [("nothing (the model as it is)", f"{100 * study['baseline'].accuracy:.1f}")]
+    rows += [(f"attention of layers 0..{i}", f"{100 * r.accuracy:.1f}") for i, r in enumerate(study["curve"])]
+    rows += [("all MLPs and the embedding term", f"{100 * study['mlps_and_embed'].accuracy:.1f}"),
+             ("the CLS→CLS terms of every layer", f"{100 * study['cls_to_cls'].accuracy:.1f}")]
+    print_table(con, ["mean-ablated", Column("accuracy %", number=True)], rows,
+                title="zero-shot accuracy with components mean-ablated")
+    con.print(f"plot: {path}" if path is not None else
+              f"no plot: the store's folder {st.path} cannot be written to; pass --plot FILE")
+
+
+def _default_plot(folder: Path) -> Path | None:
+    """Where the study's plot goes without --plot: ablation-curve.png in the store's folder, under a new
+    numbered name if one is there (``None``: the folder cannot be written to, as a shared read-only store)."""
+    try:
+        writable_dir(folder, "the store's folder")
+    except InvalidInputError:
+        return None
+    return unique_path(folder / "ablation-curve.png")
 
 
 def model_for(st: Store, model: str | None, pretrained: str | None, device: str) -> CLIPAdapter:
@@ -153,26 +178,27 @@ def textspan_for(st: Store, adapter: CLIPAdapter, texts: list[str], *, pool: str
               help=f"Text pool: {', '.join(POOLS)}, or a file with one text per line.")
 @click.option("--images", "n_images", type=click.IntRange(min=2), default=None,
               help="Use the first N images of the store (default all).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder for textspan.json and one text file per head (default: ./cliplens-textspan, fresh).")
+@output_option("--out", "out_dir", kind="folder", default=Path("cliplens-textspan"), show_default=True,
+               help="Folder for textspan.json and one text file per head.")
 @click.option("--model", "-m", default=None, help="The store's model (default: the one it recorded).")
 @click.option("--pretrained", "-p", default=None)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @threads_option(2)
 def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int | None, pool: str,
-                 n_images: int | None, out_dir: Path | None, model: str | None, pretrained: str | None, device: str,
+                 n_images: int | None, out_dir: Path, model: str | None, pretrained: str | None, device: str,
                  as_json: bool, threads: int) -> None:
     """Label heads with the texts that span their output (TEXTSPAN), with the variance each explains and the
     zero-shot accuracy of the representation rebuilt from them."""
     st = Store(store)
     texts, head_list = textspan_inputs(pool, heads)
     resolve_heads(st, layers, head_list)  # heads or layers the store does not have: refused before any work
+    writable_dir(out_dir, "--out", create=False)  # and a folder that cannot be written
     with torch_threads(threads):
         adapter = model_for(st, model, pretrained, device)
         res, _ = textspan_for(st, adapter, texts, pool=pool, layers=layers, heads=head_list, m=m, rank=rank,
                               n_images=n_images, progress=not as_json)
-    out, note = fresh_dir(out_dir or Path("cliplens-textspan"))
+    out, note = fresh_dir(out_dir)
     files = res.write(out)
     if as_json:
         click.echo(json.dumps({**res.to_dict(), "files": [str(f) for f in files]}, indent=2))
@@ -182,13 +208,9 @@ def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int 
         con.print(note)
     con.print(store_note(st))
     for h in res.heads:
-        t = Table(title=f"{h.name}: {100 * h.explained:.1f} % of its variance in {len(h.texts)} texts",
-                  title_justify="left")
-        t.add_column("text")
-        t.add_column("variance %", justify="right")
-        for text, f in zip(h.texts, h.fractions, strict=True):
-            t.add_row(text, f"{100 * f:.2f}")
-        con.print(t)
+        print_table(con, ["text", Column("variance %", number=True)],
+                    [(text, f"{100 * f:.2f}") for text, f in zip(h.texts, h.fractions, strict=True)],
+                    title=f"{h.name}: {100 * h.explained:.1f} % of its variance in {len(h.texts)} texts")
     if res.heads and len(res.heads[0].texts) < m:
         con.print(f"note: {len(res.heads[0].texts)} texts per head, not {m}: a head's span has rank "
                   f"{min(res.rank, res.images)} (the rank, at most the number of images), and each text removes one "

@@ -11,7 +11,14 @@ from cliplens.analyses.atlas import build_atlas, check_heads, store_dataset
 from cliplens.analyses.pools import POOLS
 from cliplens.analyses.textspan import TextSpanResult
 from cliplens.cli.analyses import model_for, store_note, textspan_for, textspan_inputs
-from cliplens.cli.common import console, loader_options, progress, threads_option, torch_threads
+from cliplens.cli.common import (
+    console,
+    loader_options,
+    output_option,
+    progress,
+    threads_option,
+    torch_threads,
+)
 from cliplens.errors import InvalidInputError
 from cliplens.report.atlas import write_atlas
 from cliplens.report.files import writable_dir
@@ -20,8 +27,8 @@ from cliplens.store import Store
 
 @click.command("atlas")
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("cliplens-atlas"), show_default=True,
-              help="Folder for the atlas (new or empty; otherwise a fresh run-N folder is made inside it).")
+@output_option("--out", "out_dir", kind="folder", default=Path("cliplens-atlas"), show_default=True,
+               help="Folder for the atlas (index.html, a page per layer, the images and maps).")
 @click.option("--textspan", "textspan_path", type=click.Path(path_type=Path), default=None,
               help="TEXTSPAN results to show (textspan.json or its folder, from 'cliplens textspan STORE --out DIR'); "
                    "default: computed now with --pool, --layers and --texts.")
@@ -74,7 +81,7 @@ def atlas_cmd(store: Path, out_dir: Path, textspan_path: Path | None, pool: str 
             layers = min(4, st.shape["layers"])
         texts, head_list = textspan_inputs(pool, heads)
     dataset = store_dataset(st, data, layout=layout, **loader_options(options, split=split))
-    writable_dir(out_dir, "--out")  # before the work: a folder that cannot be written is said now
+    writable_dir(out_dir, "--out", create=False)  # before the work: a folder that cannot be written is said now
     con = console(stderr=True)
     with torch_threads(threads):
         adapter = model_for(st, model, pretrained, device)

@@ -1,5 +1,6 @@
 """What every command shares: loading a model from options, checking devices, folders of images,
-output folders that are never overwritten, progress bars and the console."""
+output options that never overwrite a user's files (the rule: :mod:`cliplens.report.files`), progress bars
+(on stderr) and the console."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from typing import Any
 import click
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cliplens.errors import InvalidInputError
 from cliplens.models import CLIPAdapter, load
 from cliplens.models.base import DEFAULT_SEED
+from cliplens.progress import progress_bar
 
 DEFAULT_MODEL = "toy"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
@@ -27,10 +28,48 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False)
 
 
-def progress(enabled: bool) -> Progress:
-    """A progress bar on stderr (a no-op when disabled)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console(stderr=True), disable=not enabled, transient=True)
+def progress(enabled: bool) -> Any:
+    """A progress bar on stderr (a no-op when disabled): :func:`cliplens.progress.progress_bar`."""
+    return progress_bar(enabled=enabled)
+
+
+# ---- options naming what a command writes (one rule: cliplens.report.files) ------------------
+
+#: what the help of every option naming a folder the command writes says
+FOLDER_RULE = ("If the folder exists and is not empty, a fresh numbered subfolder (run-2, run-3, …) is made inside "
+               "it: nothing there is touched.")
+#: what the help of every option naming a file the command writes says
+FILE_RULE = "A file that exists is refused and left as it is, unless --overwrite is given."
+
+
+class OutputOption(click.Option):
+    """An option naming what a command writes: ``kind`` ``"file"`` (refused if it exists, unless
+    ``--overwrite``: :func:`~cliplens.report.files.claim_output`) or ``"folder"`` (new or empty, else a fresh
+    ``run-N`` inside: :func:`~cliplens.report.files.fresh_dir`). ``fallback``: the folder written, relative to
+    the working directory, when the option is left out only in some cases (``points --sam-checkpoint``)."""
+
+    def __init__(self, *args: Any, kind: str, fallback: str | None = None, **kwargs: Any) -> None:
+        if kind not in ("file", "folder"):
+            raise ValueError(f"kind must be 'file' or 'folder', got {kind!r}")
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+        self.fallback = fallback
+
+
+def output_option(*decls: str, kind: str, help: str, fallback: str | None = None, **kwargs: Any) -> Any:
+    """A ``--out``/``--plot``/… option of ``kind`` ``"file"`` or ``"folder"`` (see :class:`OutputOption`), its
+    help ending with the rule it follows."""
+    rule = FILE_RULE if kind == "file" else FOLDER_RULE
+    return click.option(*decls, cls=OutputOption, kind=kind, fallback=fallback, type=click.Path(path_type=Path),
+                        help=f"{help} {rule}", **kwargs)
+
+
+def overwrite_option(*options: str) -> Any:
+    """``--overwrite``: replace the files that the command's file ``options`` (``"--plot"``, …) name when they
+    exist."""
+    return click.option("--overwrite", is_flag=True,
+                        help=f"Replace the file of {' and '.join(options)} if it exists (by default an existing "
+                             "file is refused and left as it is).")
 
 
 # ---- options shared by the commands that load a model ----------------------------------------
@@ -114,9 +153,39 @@ def loader_options(values: tuple[str, ...], *, split: str | None = None) -> dict
     return out
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def max_threads() -> int:
+    """The most ``--threads`` accepted: 4 per core, at least 8 (more threads than cores only slows torch down;
+    a count in the tens of thousands makes the OpenMP runtime fail to allocate them and the process crash)."""
+    return max(8, 4 * cpu_cores())
+
+
+class ThreadCount(click.ParamType):
+    """A torch thread count between 1 and :func:`max_threads`, refused with what to pass otherwise."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        n = click.INT.convert(value, param, ctx)
+        if not 1 <= n <= max_threads():
+            cores = cpu_cores()
+            self.fail(f"{n} is not a thread count to use here: this machine has {cores} CPU core"
+                      f"{'s' if cores != 1 else ''}; pass 1 to {max_threads()} (about one per core is fastest)",
+                      param, ctx)
+        return n
+
+
 def threads_option(default: int, help: str = "Torch threads.") -> Any:
-    """``--threads`` (1 or more); run the command's work inside :func:`torch_threads`."""
-    return click.option("--threads", type=click.IntRange(min=1), default=default, show_default=True, help=help)
+    """``--threads`` (1 to :func:`max_threads`); run the command's work inside :func:`torch_threads`."""
+    return click.option("--threads", type=ThreadCount(), default=default, show_default=True,
+                        help=f"{help} 1 to {max_threads()} here (4 per CPU core at most).")
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ from typing import Any
 import click
 import numpy as np
 import torch
-from rich.table import Table
 
 from cliplens.cli.common import (
     console,
@@ -17,14 +16,16 @@ from cliplens.cli.common import (
     load_model,
     model_options,
     model_record,
+    output_option,
     progress,
     weights_note,
 )
+from cliplens.cli.tables import Column, print_table
 from cliplens.decomposition import resolve_layers, summarize
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images import DEFAULT_MAX_PIXELS, SkippedImage, load_image
 from cliplens.models import CLIPAdapter
-from cliplens.report.files import unique_path, writable_dir
+from cliplens.report.files import fresh_dir, unique_path, writable_dir
 from cliplens.report.plotting import save_token_map, slug, unnormalize
 
 
@@ -55,8 +56,8 @@ def check_last_layers(layers: int | None, adapter: Any) -> None:
               help="How many layers/heads/regions to show.")
 @click.option("--relative", is_flag=True,
               help="Rank the parts by their score minus its mean over the given texts (needs 2+ texts).")
-@click.option("--maps", "maps_dir", type=click.Path(path_type=Path), default=None,
-              help="Also save a heatmap PNG per image and text in this folder (never overwriting a file).")
+@output_option("--maps", "maps_dir", kind="folder", default=None,
+               help="Also save a heatmap PNG per image and text in this folder.")
 @image_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
@@ -72,9 +73,13 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, d
     """
     paths = expand_images(images, recursive=recursive)
     if maps_dir is not None:
-        maps_dir = writable_dir(maps_dir, "--maps")
+        maps_dir = writable_dir(maps_dir, "--maps", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     check_last_layers(layers, adapter)
+    if maps_dir is not None:
+        maps_dir, maps_note = fresh_dir(maps_dir, "--maps")
+        if maps_note:
+            console(stderr=True).print(f"[yellow]note:[/] {maps_note}", soft_wrap=True)
     depth = adapter.vision.num_layers
     head_layers = resolve_layers(layers, depth) if layers is not None else None
     directions = adapter.encode_text(list(texts))
@@ -181,19 +186,13 @@ def _save_maps(adapter: CLIPAdapter, dec: Any, directions: torch.Tensor, texts: 
 
 
 def _print_tables(con: Any, res: dict[str, Any], top: int, note: str, relative: bool = False) -> None:
-    score = "rel. score" if relative else "score"
+    score = Column("rel. score" if relative else "score", number=True)
     for t in res["texts"]:
         title = f"{res['image']}  ·  {t['text']!r}  ·  cosine similarity {t['similarity']:+.4f}"
         if "relative_score" in t:
             title += f"  ·  relative score {t['relative_score']:+.4f} (similarity minus its mean over the texts)"
         title += note
-        table = Table(title=title, title_justify="left")
-        table.add_column("top layers")
-        table.add_column(score, justify="right")
-        table.add_column("top heads")
-        table.add_column(score, justify="right")
-        table.add_column("top regions (model-input px)")
-        table.add_column(score, justify="right")
+        rows: list[list[str]] = []
         for i in range(top):
             row: list[str] = []
             for key in ("layers", "heads", "regions"):
@@ -207,8 +206,9 @@ def _print_tables(con: Any, res: dict[str, Any], top: int, note: str, relative: 
                     row += [label, f"{it['score']:+.4f}"]
                 else:
                     row += ["", ""]
-            table.add_row(*row)
-        con.print(table)
+            rows.append(row)
+        print_table(con, ["top layers", score, "top heads", score, "top regions (model-input px)", score], rows,
+                    title=title, keys=0)
     for p in res.get("maps", []):
         con.print(f"  map saved: {p}")
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from cliplens.cli.common import check_device
+from cliplens.cli.common import check_device, output_option
 from cliplens.report.demo import DEFAULT_OUT, run_demo
+from cliplens.report.files import writable_dir
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
-              help="Folder for the page and figures. If it exists and is not empty, a fresh numbered "
-                   "subfolder (run-2, run-3, ...) is created inside it: nothing is ever overwritten.")
+@output_option("--out", "out_dir", kind="folder", default=Path(DEFAULT_OUT), show_default=True,
+               help="Folder for the page and figures.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Which scene (0 or more).")
 @click.option("--model", "-m", default="toy", show_default=True,
               help="Model (any cliplens can load; the scene is rendered at its input size).")
@@ -27,6 +27,7 @@ def demo_cmd(out_dir: Path, seed: int, model: str, pretrained: str | None, objec
 
     Runs offline on the embedded toy CLIP.
     """
+    writable_dir(out_dir, "--out", create=False)  # before any work
     run_demo(out_dir, model=model, pretrained=pretrained, seed=seed, objects=objects, device=check_device(device))
 
 

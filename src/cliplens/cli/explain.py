@@ -20,6 +20,7 @@ from cliplens.cli.common import (
     load_model,
     model_options,
     model_record,
+    output_option,
     progress,
     weights_note,
 )
@@ -39,7 +40,7 @@ from cliplens.maps import (
 from cliplens.maps.base import NORMALIZATIONS
 from cliplens.maps.inputs import FITS, fit_images
 from cliplens.maps.surgery import FEATURE_MODES
-from cliplens.report.files import fresh_dir, unique_path
+from cliplens.report.files import fresh_dir, unique_path, writable_dir
 from cliplens.report.maps import save_map_grid, save_map_overlay, save_methods, save_surgery_parts
 from cliplens.report.plotting import slug
 from cliplens.text.templates import TEMPLATE_SETS
@@ -215,9 +216,8 @@ def run_in_chunks(paths: Sequence[str], batch_size: int, run: Callable[[list[str
                    "token-similarity: others).")
 @click.option("--normalization", type=click.Choice(NORMALIZATIONS), default="minmax", show_default=True,
               help="How the pictures show each map: minmax (0..1 per map) or raw (scores, centred on 0).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
-              help="Folder for the pictures, maps.npz and settings.json. If it exists and is not empty, a fresh "
-                   "numbered subfolder (run-2, run-3, ...) is made inside it: nothing is ever overwritten.")
+@output_option("--out", "out_dir", kind="folder", default=Path(DEFAULT_OUT), show_default=True,
+               help="Folder for the pictures, maps.npz and settings.json.")
 @image_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward (and read before their pictures are drawn).")
@@ -249,6 +249,7 @@ def explain_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     paths = expand_images(images, recursive=recursive)
     methods: dict[str, MapMethod] = {n: surgery_method(blocks, feature, no_architecture) if n == "surgery"
                                      else get_map(n) for n in names}
+    writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     out, note = fresh_dir(out_dir)
     err, con = console(stderr=True), console()

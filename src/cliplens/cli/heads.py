@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from cliplens.analyses.pools import POOLS
 from cliplens.analyses.properties import (
@@ -23,6 +22,7 @@ from cliplens.analyses.spurious import debias
 from cliplens.analyses.textspan import TextSpanResult
 from cliplens.cli.analyses import model_for, store_note, textspan_for, textspan_inputs
 from cliplens.cli.common import console, threads_option, torch_threads
+from cliplens.cli.tables import Column, print_table
 from cliplens.errors import InvalidInputError
 from cliplens.models import CLIPAdapter
 from cliplens.store import Store
@@ -100,14 +100,14 @@ def choose(st: Store, prop: str | None, *, heads: str | None, by: str, k: int, d
                          descriptions=descriptions)
 
 
-def _choice_table(choice: HeadChoice) -> Table:
-    t = Table(title=f"heads for {choice.property!r} ({choice.by})", title_justify="left")
-    t.add_column("head")
-    t.add_column("score", justify="right")
-    t.add_column("chosen")
-    for name, s in sorted(choice.scores.items(), key=lambda kv: -kv[1])[:max(8, len(choice.heads))]:
-        t.add_row(name, f"{s:.3f}", "yes" if name in choice.names else "")
-    return t
+def _print_choice(con: Any, choice: HeadChoice) -> None:
+    if not choice.scores:  # heads given by hand: nothing was scored
+        con.print(f"heads for {choice.property!r} ({choice.by}): {', '.join(choice.names)}", markup=False)
+        return
+    rows = [(name, f"{s:.3f}", "yes" if name in choice.names else "")
+            for name, s in sorted(choice.scores.items(), key=lambda kv: -kv[1])[:max(8, len(choice.heads))]]
+    print_table(con, ["head", Column("score", number=True), "chosen"], rows,
+                title=f"heads for {choice.property!r} ({choice.by})")
 
 
 @click.command("retrieve")
@@ -177,27 +177,25 @@ def retrieve_cmd(store: Path, query: Path | None, query_index: int | None, prop:
     con = console()
     con.print(store_note(st))
     if choice is not None:
-        con.print(_choice_table(choice))
+        _print_choice(con, choice)
     if "neighbours" in result:
         qd = result["query"]
         what = qd if isinstance(qd, str) else f"row {qd['row']} ({qd['id']})"
         lists = list(result["neighbours"].values())
         extra = [k for k in lists[0][0] if k not in ("rank", "row", "id", "similarity", "label")] if lists[0] else []
-        t = Table(title=f"nearest to {what}", title_justify="left")
-        t.add_column("rank", justify="right")
+        columns: list[Column | str] = [Column("rank", number=True)]
         for name in result["neighbours"]:
             label = "through the heads" if name == "heads" else "full embedding"
-            t.add_column(f"{label}: id")
-            t.add_column(" · ".join(["label", *extra]))
-            t.add_column("cos", justify="right")
+            columns += [f"{label}: id", " · ".join(["label", *extra]), Column("cos", number=True)]
+        rows = []
         for i in range(len(lists[0])):
             cells = [str(i + 1)]
             for lst in lists:
                 r = lst[i] if i < len(lst) else None
                 cells += ([r["id"], " · ".join(str(r[c]) for c in ["label", *extra]), f"{r['similarity']:.3f}"]
                           if r else ["", "", ""])
-            t.add_row(*cells)
-        con.print(t)
+            rows.append(cells)
+        print_table(con, columns, rows, title=f"nearest to {what}")
     if "precision" in result:
         p = result["precision"]
         line = f"precision@{top} for {p['attribute']}: full embedding {100 * p['embedding']:.1f} %"
@@ -241,26 +239,22 @@ def debias_cmd(store: Path, spurious: str, groups_attr: str | None, heads: str |
         return
     con = console()
     con.print(store_note(st))
-    con.print(_choice_table(choice))
+    _print_choice(con, choice)
     best = res.best_random
-    t = Table(title=f"zero-shot accuracy % by group ({res.attribute} × class)", title_justify="left")
-    t.add_column("group")
-    t.add_column("images", justify="right")
-    t.add_column("as it is", justify="right")
-    t.add_column("heads ablated", justify="right")
-    if best:
-        t.add_column(f"best of {len(res.random)} random", justify="right")
+    columns = ["group", *(Column(c, number=True) for c in ["images", "as it is", "heads ablated",
+                                                           *([f"best of {len(res.random)} random"] if best else [])])]
+    rows: list[list[str]] = []
 
     def row(label: str, n: str, get: Any) -> None:
-        t.add_row(label, n, f"{100 * get(res.before):.1f}", f"{100 * get(res.after):.1f}",
-                  *([f"{100 * get(best[1]):.1f}"] if best else []))
+        rows.append([label, n, f"{100 * get(res.before):.1f}", f"{100 * get(res.after):.1f}",
+                     *([f"{100 * get(best[1]):.1f}"] if best else [])])
 
     for g in res.before.groups:
         row(g, str(res.before.sizes[g]), lambda a, g=g: a.groups[g])
     row("average (mean over groups)", "", lambda a: a.average)
     row("overall", str(sum(res.before.sizes.values())), lambda a: a.overall)
     row("worst group", "", lambda a: a.worst)
-    con.print(t)
+    print_table(con, columns, rows, title=f"zero-shot accuracy % by group ({res.attribute} × class)")
     con.print(f"heads ablated: {', '.join(choice.names)}" + (f"; the best random set: "
               f"{', '.join(f'L{a}.H{b}' for a, b in best[0])}" if best else ""))
     con.print(f"worst group: {res.before.worst_group} {100 * res.before.worst:.1f} % → {res.after.worst_group} "

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import click
-from rich.table import Table
 
 from cliplens.cli.common import console
+from cliplens.cli.tables import print_table
 from cliplens.models import list_models
 
 
@@ -24,14 +24,13 @@ def models_cmd(family: str | None, show_all: bool, as_json: bool) -> None:
             {"name": m.name, "family": m.family, "pretrained": list(m.pretrained), "decomposable": m.decomposable,
              "note": m.note} for m in infos], indent=2))
         return
-    table = Table(title="Models cliplens can load" + ("" if show_all else " and decompose (--all for the rest)"))
-    for col in ("name", "family", "pretrained", "decomposable", "note"):
-        table.add_column(col, overflow="fold")
+    rows = []
     for m in infos:
         tags = ", ".join(m.pretrained[:4]) + (f" (+{len(m.pretrained) - 4})" if len(m.pretrained) > 4 else "")
-        table.add_row(m.name, m.family, tags, "yes" if m.decomposable else "no", m.note)
+        rows.append((m.name, m.family, tags, "yes" if m.decomposable else "no", m.note))
     con = console()
-    con.print(table)
+    print_table(con, ["name", "family", "pretrained", "decomposable", "note"], rows,
+                title="Models cliplens can load" + ("" if show_all else " and decompose (--all for the rest)"))
     con.print("Load one with: cliplens decompose IMAGE --model NAME --pretrained TAG_OR_FILE (open_clip names "
               "need --pretrained: a tag, a checkpoint file, or 'random'), or a local folder with --model /path.")
 

@@ -11,12 +11,12 @@ import numpy as np
 from PIL import Image
 from rich.markup import escape
 
-from cliplens.cli.common import console, load_model, model_options, model_record, weights_note
+from cliplens.cli.common import console, load_model, model_options, model_record, output_option, weights_note
 from cliplens.cli.explain import collected_warnings, print_notes
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.evaluation.segmentation import upsample_map
 from cliplens.images.io import DEFAULT_MAX_PIXELS, ImageTooLargeError, load_image
-from cliplens.report.files import fresh_dir
+from cliplens.report.files import fresh_dir, writable_dir
 from cliplens.report.plotting import heading, new_figure, save, slug
 from cliplens.tasks.points import (
     SAM_TYPES,
@@ -52,10 +52,9 @@ DEFAULT_OUT = "cliplens-points"
               help="A local Segment Anything checkpoint (.pth): also write SAM's best mask for the points.")
 @click.option("--sam-type", type=click.Choice(SAM_TYPES), default="vit_b", show_default=True,
               help="The SAM checkpoint's image encoder.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help=f"Folder for a figure of the points (and SAM's mask); default with --sam-checkpoint: "
-                   f"{DEFAULT_OUT}. If it is not empty, a fresh numbered subfolder (run-2, …) is used: nothing is "
-                   "ever overwritten.")
+@output_option("--out", "out_dir", kind="folder", default=None, fallback=DEFAULT_OUT,
+               help=f"Folder for a figure of the points (and SAM's mask); default with --sam-checkpoint: "
+                    f"{DEFAULT_OUT}.")
 @model_options
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images that decode or resize to more pixels than this.")
@@ -81,6 +80,8 @@ def points_cmd(image: str, text: str, threshold: float, templates: str, fit: str
     if sam_checkpoint is not None:
         check_sam_checkpoint(sam_checkpoint, sam_type)  # before any work
         out_dir = out_dir or Path(DEFAULT_OUT)
+    if out_dir is not None:
+        writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     depth = adapter.vision.num_layers
     if blocks is not None and blocks > depth:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from cliplens.cli.common import console, expand_images, load_model, model_options, progress
+from cliplens.cli.common import console, expand_images, load_model, model_options, output_option, progress
 from cliplens.cli.decompose import check_last_layers, image_options
+from cliplens.report.files import writable_dir
 from cliplens.report.page import DEFAULT_OUT, format_summary, make_report
 
 
@@ -15,9 +16,8 @@ from cliplens.report.page import DEFAULT_OUT, format_summary, make_report
 @click.argument("images", nargs=-1, required=True)
 @model_options
 @click.option("--text", "-t", "texts", multiple=True, required=True, help="A text to explain (repeat for several).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
-              help="Folder for the page and figures. If it exists and is not empty, a fresh numbered "
-                   "subfolder (run-2, run-3, ...) is created inside it: nothing is ever overwritten.")
+@output_option("--out", "out_dir", kind="folder", default=Path(DEFAULT_OUT), show_default=True,
+               help="Folder for the page and figures.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many top layers and heads to list per image and text.")
 @click.option("--layers", "-l", type=click.IntRange(min=1), default=None,
@@ -35,6 +35,7 @@ def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, devi
     before anything is written; an unreadable one stops the report, naming it, unless --skip-bad.
     """
     paths = expand_images(images, recursive=recursive)
+    writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     check_last_layers(layers, adapter)
     err = console(stderr=True)

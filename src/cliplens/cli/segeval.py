@@ -18,7 +18,6 @@ from typing import Any
 
 import click
 import numpy as np
-from rich.table import Table
 
 from cliplens.cli.common import (
     console,
@@ -32,6 +31,7 @@ from cliplens.cli.common import (
     weights_note,
 )
 from cliplens.cli.explain import collected_warnings, print_notes, resolve_methods
+from cliplens.cli.tables import Column, print_table
 from cliplens.datasets.segmentation import SEGMENTATION_SETS, open_segmentation
 from cliplens.errors import InvalidInputError
 from cliplens.evaluation.imagenet_seg import DEFAULT_MODE, MODES, evaluate_imagenet_seg
@@ -317,29 +317,24 @@ def _print(results: dict[str, dict[str, Any]], dataset: Any, adapter: Any, proto
     con = console()
     first = next(iter(results.values()))
     images = first["images"]
-    t = Table(title=f"{dataset.name}: {images} images, {adapter.name}{weights_note(adapter)}", title_justify="left")
-    t.add_column("method")
     cols = ("pixel acc %", "mIoU %", "mAP %") if is_imagenet_seg else ("mIoU %", "pixel acc %")
-    for c in cols:
-        t.add_column(c, justify="right")
+    rows = []
     for name, r in results.items():
         row = ([r["pixel_accuracy"], r["miou"], r["map"]] if is_imagenet_seg else [r["miou"], r["pixel_accuracy"]])
-        t.add_row(name, *(_pct(v) for v in row))
-    con.print(t)
+        rows.append([name, *(_pct(v) for v in row)])
+    print_table(con, ["method", *(Column(c, number=True) for c in cols)], rows,
+                title=f"{dataset.name}: {images} images, {adapter.name}{weights_note(adapter)}")
     if not is_imagenet_seg:
-        per = Table(title="IoU per class (%; – where a class is in neither the ground truth nor the prediction)",
-                    title_justify="left")
-        per.add_column("class")
-        for name in results:
-            per.add_column(name, justify="right")
         absent = 0
+        per_rows = []
         for c in dataset.class_names:
             values = [r["per_class_iou"].get(c) for r in results.values()]
             if all(v is None for v in values):
                 absent += 1
                 continue
-            per.add_row(c, *(_pct(v) for v in values))
-        con.print(per)
+            per_rows.append([c, *(_pct(v) for v in values)])
+        print_table(con, ["class", *(Column(name, number=True) for name in results)], per_rows,
+                    title="IoU per class (%; – where a class is in neither the ground truth nor the prediction)")
         if absent:
             con.print(f"{absent} class{'es' if absent > 1 else ''} in neither the ground truth nor any prediction "
                       "left out (they do not count in the mIoU)")

@@ -17,6 +17,7 @@ from cliplens.cli.common import (
     load_model,
     model_options,
     model_record,
+    output_option,
     progress,
     weights_note,
 )
@@ -37,7 +38,7 @@ from cliplens.cli.explain import (
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images import load_image
 from cliplens.maps import get_map
-from cliplens.report.files import fresh_dir, unique_path
+from cliplens.report.files import fresh_dir, unique_path, writable_dir
 from cliplens.report.maps import PALETTE, save_label_png, save_map_grid, save_segmentation
 from cliplens.tasks.segment import IGNORE, Segmentation, label_map
 
@@ -94,9 +95,8 @@ def _key(name: str) -> str:
 @map_options
 @surgery_options
 @templates_option("imagenet")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
-              help="Folder for the label maps and pictures. If it exists and is not empty, a fresh numbered "
-                   "subfolder (run-2, run-3, ...) is made inside it: nothing is ever overwritten.")
+@output_option("--out", "out_dir", kind="folder", default=Path(DEFAULT_OUT), show_default=True,
+               help="Folder for the label maps, pictures and settings.json.")
 @image_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward (and read before their pictures are drawn).")
@@ -147,6 +147,7 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
         raise InvalidInputError(f"--method {method_name} ignores the text: every class would get the same map")
     targets = make_targets(names + background, templates, None)  # duplicates and empty names: clear errors here
     paths = expand_images(images, recursive=recursive)
+    writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     out, note = fresh_dir(out_dir)
     err, con = console(stderr=True), console()

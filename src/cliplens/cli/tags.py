@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from cliplens.cli.common import (
     console,
@@ -21,6 +20,7 @@ from cliplens.cli.common import (
 )
 from cliplens.cli.decompose import image_options
 from cliplens.cli.explain import collected_warnings, print_notes
+from cliplens.cli.tables import Column, print_table
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.tasks.multilabel import METHODS, score_classes
 from cliplens.text.templates import TEMPLATE_SETS
@@ -182,14 +182,9 @@ def tags_cmd(images: tuple[str, ...], classes: str | None, classes_file: Path | 
 
 
 def _print_table(con: Any, item: dict[str, Any], note: str) -> None:
-    con.print(f"[bold]{escape(item['image'])}[/]{note}")
-    table = Table()
-    table.add_column("#", justify="right")
-    table.add_column("class")
-    table.add_column("score", justify="right")
-    for i, r in enumerate(item["ranked"], 1):
-        table.add_row(str(i), r["class"], f"{r['score']:+.4f}")
-    con.print(table)
+    con.print(f"[bold]{escape(item['image'])}[/]{escape(note)}")
+    print_table(con, [Column("#", number=True), "class", Column("score", number=True)],
+                [(str(i), r["class"], f"{r['score']:+.4f}") for i, r in enumerate(item["ranked"], 1)])
 
 
 COMMANDS = [tags_cmd]

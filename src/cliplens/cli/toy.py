@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from cliplens.cli.common import load_model, model_record, threads_option, torch_threads, weights_note
+from cliplens.cli.common import (
+    console,
+    load_model,
+    model_record,
+    output_option,
+    overwrite_option,
+    threads_option,
+    torch_threads,
+    weights_note,
+)
+from cliplens.cli.tables import Column, print_table
 from cliplens.errors import InvalidInputError
 from cliplens.maps import map_names
 from cliplens.models.toy import load_toy
-from cliplens.report.files import writable_dir, writable_file
+from cliplens.report.files import claim_output, fresh_dir, writable_dir, writable_file, written_then_renamed
 from cliplens.toyworld.bench import DEFAULT_N, DEFAULT_ROWS, DEFAULT_SEED, format_rows, run_bench
 from cliplens.toyworld.evaluate import evaluate, format_table
 from cliplens.toyworld.heads import head_factors
@@ -178,23 +187,31 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
 @click.option("--seed", type=NON_NEGATIVE, default=12345, show_default=True,
               help="Evaluation seed (held-out stream).")
 @threads_option(2)
-@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Also write metrics as JSON.")
-def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: int, json_out: str | None) -> None:
+@output_option("--json-out", kind="file", default=None, help="Also write the metrics as JSON to this file.")
+@overwrite_option("--json-out")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
+def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: int, json_out: Path | None,
+             overwrite: bool, as_json: bool) -> None:
     """Zero-shot accuracy per factor and retrieval recall on held-out scenes."""
     if json_out is not None:
-        writable_file(Path(json_out), "--json-out")
+        json_out = claim_output(json_out, overwrite=overwrite, option="--json-out")  # before any work
     toy_clip = load_toy(weights)
     with torch_threads(threads):
         metrics = evaluate(toy_clip.model, toy_clip.tokenizer, n=n, seed=seed, n_retrieval=n_retrieval)
-    _print_table(metrics)
-    if json_out:
-        Path(json_out).expanduser().write_text(json.dumps(metrics, indent=2))
+    if json_out is not None:
+        with written_then_renamed(json_out, overwrite=overwrite, option="--json-out") as tmp:
+            tmp.write_text(json.dumps(metrics, indent=2))
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+    else:
+        _print_table(metrics)
 
 
 @toy.command("spurious")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Model to fine-tune (default: the shipped toy-clip).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
+@output_option("--out", "out_dir", kind="folder", required=True,
+               help="Folder for the fine-tuning run (checkpoint, log, summary).")
 @click.option("--steps", type=POSITIVE, default=40, show_default=True,
               help="Fine-tuning steps (the defaults replay the shipped toy-clip-spurious).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True,
@@ -202,18 +219,23 @@ def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: 
 @click.option("--lr", type=POSITIVE_FLOAT, default=1e-4, show_default=True)
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True)
 @threads_option(2)
-@click.option("--export", type=click.Path(dir_okay=False), default=None)
-@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out.")
-def spurious_cmd(weights: str | None, out_dir: str, steps: int, batch_size: int, lr: float, seed: int,
-                 threads: int, export: str | None, overwrite: bool) -> None:
+@output_option("--export", kind="file", default=None,
+               help="Write the fine-tuned weights here (.safetensors; a .json sidecar goes next to it).")
+@overwrite_option("--export")
+def spurious_cmd(weights: str | None, out_dir: Path, steps: int, batch_size: int, lr: float, seed: int,
+                 threads: int, export: Path | None, overwrite: bool) -> None:
     """Fine-tune on the biased "toy waterbirds" mix; print group accuracies before and after."""
     load_toy(weights)  # a clean error for a file that is not toy-clip weights, before any work
-    writable_dir(Path(out_dir), "--out")
     if export is not None:
-        writable_file(Path(export), "--export")
-    with torch_threads(threads):
-        s = finetune_spurious(weights, out_dir, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                              export=export, overwrite=overwrite, progress=False, command=current_command(),
+        export = claim_output(export, overwrite=overwrite, option="--export", companions=(".json",))
+    out, note = fresh_dir(out_dir, "--out")
+    if note:
+        console(stderr=True).print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    with torch_threads(threads), contextlib.ExitStack() as stack:
+        tmp = None if export is None else stack.enter_context(
+            written_then_renamed(export, overwrite=overwrite, option="--export", companions=(".json",)))
+        s = finetune_spurious(weights, str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                              export=None if tmp is None else str(tmp), progress=False, command=current_command(),
                               threads=threads)
     sp = s["spurious"]
     for when in ("before", "after"):
@@ -224,12 +246,9 @@ def spurious_cmd(weights: str | None, out_dir: str, steps: int, batch_size: int,
 
 
 def _print_table(metrics: dict) -> None:
-    t = Table(title=f"toy-clip held-out metrics (eval seed {metrics.get('seed')}, n={metrics.get('n')} per factor)")
-    for col in ("metric", "value", "target", "prompts / protocol"):
-        t.add_column(col)
-    for row in format_table(metrics):
-        t.add_row(*row)
-    Console().print(t)
+    print_table(console(), ["metric", Column("value", number=True), Column("target", number=True),
+                            "prompts / protocol"], format_table(metrics),
+                title=f"toy-clip held-out metrics (eval seed {metrics.get('seed')}, n={metrics.get('n')} per factor)")
 
 
 @toy.command("bench")
@@ -266,16 +285,13 @@ def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tu
     if as_json:
         click.echo(json.dumps({**res, **model_record(adapter)}, indent=2))
         return
-    con = Console(highlight=False)
-    t = Table(title=f"toy-world segmentation, {res['model']}{weights_note(adapter)}: {res['n']} held-out scenes "
-                    f"(stream '{res['stream']}', seed {res['seed']}), {res['n_objects']} objects, "
-                    f"contrast: {res['contrast']}", title_justify="left")
-    for col in ("method", "mIoU %", "mIoU fg/bg %", "pixel acc %", "mAP %", "seg mIoU %", "seg pixel acc %",
-                "beats baselines"):
-        t.add_column(col, justify="left" if col in ("method", "beats baselines") else "right")
-    for row in format_rows(res):
-        t.add_row(*row)
-    con.print(t)
+    con = console()
+    print_table(con, ["method", *(Column(c, number=True) for c in ("mIoU %", "mIoU fg/bg %", "pixel acc %", "mAP %",
+                                                                   "seg mIoU %", "seg pixel acc %")),
+                      "beats baselines"], format_rows(res),
+                title=f"toy-world segmentation, {res['model']}{weights_note(adapter)}: {res['n']} held-out scenes "
+                      f"(stream '{res['stream']}', seed {res['seed']}), {res['n_objects']} objects, "
+                      f"contrast: {res['contrast']}")
     con.print(f"decomposition exactness: max relative error {res['exactness']:.2e} over {res['n']} scenes")
     con.print(f"protocol: {res['protocol']}; {res['seconds']:.1f} s")
 
@@ -307,16 +323,15 @@ def heads_cmd(model: str, pretrained: str | None, n: int, objects: int | None, s
     if as_json:
         click.echo(json.dumps({**table.to_dict(), **model_record(adapter)}, indent=2))
         return
-    con = Console(highlight=False)
-    t = Table(title=f"heads of {adapter.name}{weights_note(adapter)}: TEXTSPAN (toy pool, {m} texts) vs. the measured "
-                    f"factor ({n} scenes of {objects or '1-4'} objects, seed {seed})", title_justify="left")
-    for col in ("head", "top texts (variance explained)", "text factor", "measured factor (share)", "agree"):
-        t.add_column(col)
+    con = console()
+    rows = []
     for h in table.heads:
         texts = "; ".join(f"{x} ({100 * f:.0f}%)" for x, f in zip(h.texts, h.fractions, strict=True))
-        t.add_row(h.name, texts, h.text_factor, f"{h.measured_factor} ({100 * h.shares[h.measured_factor]:.0f}%)",
-                  "yes" if h.agrees else "no")
-    con.print(t)
+        rows.append((h.name, texts, h.text_factor,
+                     f"{h.measured_factor} ({100 * h.shares[h.measured_factor]:.0f}%)", "yes" if h.agrees else "no"))
+    print_table(con, ["head", "top texts (variance explained)", "text factor", "measured factor (share)", "agree"],
+                rows, title=f"heads of {adapter.name}{weights_note(adapter)}: TEXTSPAN (toy pool, {m} texts) vs. the "
+                            f"measured factor ({n} scenes of {objects or '1-4'} objects, seed {seed})")
     clear_part = (f"; over the {len(table.clear_heads)} heads that clearly follow one factor (share >= {clear:g}): "
                   f"{100 * table.clear_agreement:.0f}%" if table.clear_agreement is not None else
                   f"; no head has a factor share >= {clear:g}")

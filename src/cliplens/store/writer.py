@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -350,8 +349,9 @@ def build_store(
     n_chunks = (n + S - 1) // S
     todo = [c for c in range(n_chunks) if c % world == rank and not (out / chunk_name(c)).exists()]
     result = BuildResult(out, n, chunks_reused=sum(1 for c in range(n_chunks) if c % world == rank) - len(todo))
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   disable=not progress or rank != 0, transient=True)
+    from cliplens.progress import progress_bar
+
+    bar = progress_bar(enabled=progress and rank == 0)
     with bar:
         task = bar.add_task(f"store ({len(todo)} chunks to do)", total=sum(min(S, n - c * S) for c in todo))
         for c in todo:

@@ -97,10 +97,9 @@ def validate_texts(
 def progress_bar(enabled: bool, total: int, description: str) -> Any:
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from cliplens.progress import progress_bar as make_bar
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), transient=True)
+    progress = make_bar()
     progress.start()
     progress.add_task(description, total=total)
     return progress

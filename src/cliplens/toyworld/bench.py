@@ -58,7 +58,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 from torch import Tensor
 
 from cliplens.errors import InvalidInputError, MissingDependencyError
@@ -70,6 +69,7 @@ from cliplens.evaluation.segmentation import (
 )
 from cliplens.maps import MapMethod, Surgery, Targets, TextEmbeddings, contrast_others, get_map, map_names
 from cliplens.models import load
+from cliplens.progress import progress_bar
 from cliplens.toyworld.captions import bg_phrase, object_phrase
 from cliplens.toyworld.scenes import BG_KINDS, COLOURS, SHAPES, SceneFactors, render_scene, sample_scene
 
@@ -268,7 +268,7 @@ def run_bench(
                "seconds": 0.0} for m in fns}
     seg = {m: ConfusionMatrix(len(classes) + 1) for m in fns}
     records: list[dict[str, Any]] = []
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(enabled=progress) as bar:
         task = bar.add_task("bench", total=len(scenes))
         for start in range(0, len(scenes), batch_size):
             batch = scenes[start:start + batch_size]

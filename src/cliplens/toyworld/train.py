@@ -617,15 +617,16 @@ def _train(
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
-    bar = Progress(
+    from cliplens.progress import progress_bar
+
+    bar = progress_bar(
         TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"), disable=not progress, transient=False,
+        TextColumn("{task.fields[info]}"), enabled=progress, transient=False,
     )
     with bar:
         task = bar.add_task("train", total=cfg.steps, completed=start, info="")
