@@ -186,6 +186,8 @@ def resolve_heads(store: Store, layers: Sequence[int] | int | None, heads: Seque
                   ) -> list[tuple[int, int]]:
     """The heads TEXTSPAN analyses: ``heads`` if given, else every head of the last ``layers`` layers (or of the
     layers listed); a clear error for heads or layers the store's model does not have."""
+    if len(store) == 0:
+        raise InvalidInputError(store.empty_message())
     L, H = store.shape["layers"], store.shape["heads"]
     if heads:
         out = []
