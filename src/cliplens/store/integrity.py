@@ -127,6 +127,8 @@ def check_layout(path: Path, expected_size: int | None = None) -> Layout:
         raise Damage("it is missing") from None
     except OSError as e:
         raise Damage(f"it cannot be read ({e.strerror or e})") from None
+    if expected_size is not None and not isinstance(expected_size, int):
+        raise Damage(f"the manifest's record of its size is malformed ({expected_size!r})")
     if expected_size is not None and size != expected_size:
         raise Damage(f"it has {size:,} bytes where the manifest records {expected_size:,} "
                      f"({'truncated' if size < expected_size else 'changed'} since it was written)")

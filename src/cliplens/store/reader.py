@@ -47,11 +47,12 @@ __all__ = ["Field", "Store"]
 def _json(path: Path) -> dict[str, Any] | str:
     """A JSON file's contents, or why it cannot be read."""
     try:
-        return read_json(path)
+        data = read_json(path)
     except OSError as e:
         return str(e.strerror or e)
     except ValueError as e:
         return f"{type(e).__name__}: {e}"[:120]
+    return data if isinstance(data, dict) else "not a JSON object"
 
 class Field:
     """One field of every image, chunk after chunk (read lazily from the memory-mapped files)."""
@@ -119,7 +120,7 @@ class Store:
                                                          " (not a store manifest)"))
         self.manifest: dict[str, Any] = manifest
         rec = self.manifest.get("header")
-        if isinstance(rec, dict) and rec.get("bytes") is not None:
+        if isinstance(rec, dict) and isinstance(rec.get("bytes"), int):
             size = (self.path / HEADER).stat().st_size
             if size != rec["bytes"]:
                 self._damaged(HEADER, f"it has {size:,} bytes where the manifest records {rec['bytes']:,} (changed "
