@@ -131,6 +131,18 @@ def test_a_missing_chunk_is_named(copy):
     assert verify_store(copy).damaged == [(CHUNK, "it is missing")]
 
 
+def test_a_manifest_that_parses_but_records_nonsense_is_damage_not_a_crash(copy):
+    m = json.loads((copy / "manifest.json").read_text())
+    m["chunks"][1]["bytes"] = "many"
+    m["header"]["bytes"] = "some"
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(StoreDamagedError, match=f"{CHUNK} — the manifest's record of its size is malformed"):
+        Store(copy)
+    (copy / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(StoreDamagedError, match="manifest.json — it cannot be read"):
+        Store(copy)
+
+
 def test_a_damaged_header_is_only_rewritten_for_the_same_store(copy, random_toy):
     truncate(copy / "store.json")
     with pytest.raises(InvalidInputError, match="store.json is damaged") as info:
