@@ -14,7 +14,7 @@ A store is a folder:
 * ``chunk-000000.safetensors``, ``chunk-000001.safetensors``, … — chunk ``c`` holds the data set's images
   ``c·S .. (c+1)·S − 1`` (``S`` = chunk size) that could be read, one row each (:data:`FIELDS`), and in its
   metadata their ids, attributes and the images skipped as unreadable. A chunk is written to a temporary
-  file, flushed to disk and renamed: a chunk file that exists was whole when written.
+  file and renamed: a chunk file that exists was whole when written (its checksum tells if it still is).
 * ``manifest.json`` — written when every chunk is done (by rank 0 under ``torchrun``): the chunks (each with
   its size and checksum), the projections' and the header's size and checksum, the images skipped, the total.
 
