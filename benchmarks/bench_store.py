@@ -4,13 +4,16 @@
     python benchmarks/bench_store.py ablate     # one ablation over a 50,000-image ViT-B-16-shaped store (synthetic)
     python benchmarks/bench_store.py memory     # resident memory reading 1k..20k-image toy stores (flat?)
     python benchmarks/bench_store.py sizes      # bytes per image for each mode
+    python benchmarks/bench_store.py verify     # checks of a 50,000-image ViT-B-16-shaped store: open, --verify
 
 build: images/s of ``build_store`` (non-spatial, float16, preprocessing and writing included) next to the plain
 forward over the same images (preprocessing included), methods interleaved, median of ``--repeats``. Target
 (issue 9): >= 0.85x. ablate: the store is written with random values of the right shapes and dtypes (no model
 run); the time of ``evaluate`` for the attention of layers 0..5 and for 10 heads, the dataset means computed
 once before (target <= 2 s). memory: a full ablation pass, in a fresh process per size: peak resident memory, the process's own memory
-(RssAnon; flat means reading is memory-mapped) and the mapped store pages (RssFile).
+(RssAnon; flat means reading is memory-mapped) and the mapped store pages (RssFile). verify: the same synthetic
+store; the time of ``Store(path)`` (the checks on every open: sizes, headers, offsets; median of ``--repeats``)
+and of ``verify_store`` (every checksum, as ``store info --verify`` and a resumed build do), page cache warm.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import cliplens
 from cliplens.analyses.ablation import Ablation, evaluate
 from cliplens.datasets import ListDataset, Sample, load_toy
 from cliplens.store import Store, StoreSettings, build_store
+from cliplens.store.integrity import save_checked, verify_store
 from cliplens.store.schema import HEADER, PROJECTIONS, chunk_name, write_json_atomic
 from cliplens.store.schema import StoreSettings as _S
 from cliplens.store.writer import write_manifest
@@ -83,8 +87,6 @@ def bench_build(args) -> None:
 def synthetic_store(out: Path, n: int, chunk: int = 2048, L: int = 12, H: int = 12, dh: int = 64, E: int = 512,
                     C: int = 1000) -> None:
     """A ViT-B-16-shaped float16 store with random contents (the layout of cliplens.store, no model run)."""
-    from safetensors.torch import save_file
-
     D = H * dh
     out.mkdir(parents=True)
     g = torch.Generator().manual_seed(0)
@@ -92,7 +94,7 @@ def synthetic_store(out: Path, n: int, chunk: int = 2048, L: int = 12, H: int = 
             "ln_gamma": 1 + 0.1 * torch.randn(D, generator=g), "ln_beta": 0.1 * torch.randn(D, generator=g),
             "proj": torch.randn(D, E, generator=g) * D ** -0.5,
             "classifier": torch.nn.functional.normalize(torch.randn(C, E, generator=g), dim=-1)}
-    save_file(proj, str(out / PROJECTIONS))
+    save_checked(out / PROJECTIONS, proj, {})
     settings = _S(dtype="float16", chunk_size=chunk, templates="none")
     header = {"format": "cliplens.store/1", "model": {"name": "synthetic ViT-B-16", "weights": "random",
                                                       "fingerprint": "synthetic", "random_weights": True},
@@ -107,8 +109,8 @@ def synthetic_store(out: Path, n: int, chunk: int = 2048, L: int = 12, H: int = 
              "embed_term": torch.randn(k, D, generator=g).half(), "mean": torch.randn(k, generator=g) * 0.1,
              "std": 1 + torch.rand(k, generator=g), "embedding": torch.randn(k, E, generator=g),
              "label": torch.randint(0, C, (k,), generator=g), "index": torch.arange(c * chunk, c * chunk + k)}
-        save_file(t, str(out / chunk_name(c)), metadata={"chunk": str(c), "rank": "0", "ids": json.dumps([""] * k),
-                                                         "attributes": json.dumps([{}] * k), "skipped": "[]"})
+        save_checked(out / chunk_name(c), t, {"chunk": str(c), "rank": "0", "ids": json.dumps([""] * k),
+                                              "attributes": json.dumps([{}] * k), "skipped": "[]"})
     write_manifest(out, n, chunk)
 
 
@@ -133,6 +135,28 @@ def bench_ablate(args) -> None:
             med = statistics.median(ts)
             print(f"  {a.describe()}: {med:.2f} s (median of {args.repeats}; accuracy {r.accuracy:.3f}) "
                   f"{'met' if med <= 2 else 'MISSED'} <= 2 s")
+
+
+def bench_verify(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "store"
+        t0 = time.perf_counter()
+        synthetic_store(out, args.images)
+        files = list(out.iterdir())
+        print(f"synthetic store: {args.images} images, {sum(p.stat().st_size for p in files) / 2**30:.2f} GiB in "
+              f"{len(files)} files, written in {time.perf_counter() - t0:.0f} s")
+        ts = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            Store(out)
+            ts.append(time.perf_counter() - t0)
+        print(f"  open (sizes, headers, offsets checked; no data read): {1000 * statistics.median(ts):.0f} ms "
+              f"(median of {args.repeats})")
+        t0 = time.perf_counter()
+        v = verify_store(out)
+        dt = time.perf_counter() - t0
+        print(f"  every checksum (store info --verify; a resumed build checks the same): {dt:.1f} s, "
+              f"{v.bytes / 2**20 / dt:.0f} MiB/s, {len(v.checked)} files, ok={v.ok}")
 
 
 def _memory_child(path: str) -> None:
@@ -174,7 +198,7 @@ def bench_sizes(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["build", "ablate", "memory", "sizes", "memory-child"])
+    ap.add_argument("what", choices=["build", "ablate", "memory", "sizes", "verify", "memory-child"])
     ap.add_argument("path", nargs="?")
     ap.add_argument("--images", type=int, default=50_000)
     ap.add_argument("--toy-images", type=int, default=2048)
@@ -186,7 +210,8 @@ def main() -> None:
         _memory_child(args.path)
         return
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
-    {"build": bench_build, "ablate": bench_ablate, "memory": bench_memory, "sizes": bench_sizes}[args.what](args)
+    {"build": bench_build, "ablate": bench_ablate, "memory": bench_memory, "sizes": bench_sizes,
+     "verify": bench_verify}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def _fast(C: np.ndarray, R: np.ndarray, r: int, m: int, group: int = 8):
         Z = torch.from_numpy(C[start:start + group])
         out = textspan_heads(Z, eye.expand(Z.shape[0], -1, -1), Rt, rank=r, m=m)
         indices += [o["indices"] for o in out]
-        variances += [o["variances"] for o in out]
+        variances += [o["scores"] for o in out]
     return np.array(indices), np.array(variances)
 
 
@@ -74,7 +74,7 @@ def fast_factors(factors, R: np.ndarray, r: int, m: int, group: int = 16):
         Q = torch.from_numpy(np.stack([f[1] for f in factors[start:start + group]]))
         out = textspan_heads(Z, Q, Rt, rank=r, m=m)
         indices += [o["indices"] for o in out]
-        variances += [o["variances"] for o in out]
+        variances += [o["scores"] for o in out]
     return np.array(indices), np.array(variances)
 # --------------------------------------------------------------------------------------------------
 

@@ -266,3 +266,11 @@ def test_user_file_errors(tmp_path):
 def test_package_does_not_use_the_generator():
     src = Path(pools.__file__).read_text()
     assert "make_textspan_pool" not in src.split('"""', 2)[2]
+
+
+def test_the_default_pool_follows_the_model():
+    from cliplens.analyses.pools import default_pool
+
+    assert default_pool({"family": "toy", "name": "toy"}) == "toy"
+    assert default_pool({"family": "openclip", "name": "ViT-B-16"}) == "general"
+    assert default_pool({"family": "hf"}) == "general" and default_pool({}) == "general"

@@ -1,5 +1,6 @@
 """TEXTSPAN from a store against the naive implementation written straight from the algorithm
-(tests/analyses/textspan_naive.py): the same texts in the same order, the same variances."""
+(tests/analyses/textspan_naive.py): the same texts in the same order, the same scores, and the same share of
+variance removed by each text's direction (measured there by removing it)."""
 
 from __future__ import annotations
 
@@ -44,9 +45,15 @@ def test_same_texts_and_variances_as_the_naive_algorithm(store, pool, rank):
         ref = textspan_naive(C[:, h.layer - 4, h.head].numpy(), R.numpy(), r=rank or store.shape["head_dim"], m=6)
         assert h.indices == list(ref.indices), h.name
         assert h.texts == [texts[j] for j in ref.indices]
-        np.testing.assert_allclose(h.variances, ref.variances, rtol=1e-5)
+        np.testing.assert_allclose(h.scores, ref.variances, rtol=1e-5)
         np.testing.assert_allclose(h.total_variance, ref.total_variance, rtol=1e-5)
-        np.testing.assert_allclose(h.fractions, ref.fractions, rtol=1e-5)
+        # the share of the head's variance each text's direction removed, and their running sum
+        np.testing.assert_allclose(h.fractions, ref.shares, rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(h.removed, ref.removed, rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(h.cumulative, np.cumsum(ref.shares), rtol=1e-5, atol=1e-12)
+        residual = ref.reconstruction - (C[:, h.layer - 4, h.head].numpy() - ref.mean)  # what the texts leave
+        assert h.explained == pytest.approx(1 - np.sum(residual ** 2) / (N - 1) / ref.total_variance, rel=1e-6)
+        assert all(f >= s / h.total_variance - 1e-12 for f, s in zip(h.fractions, h.scores, strict=True))
 
 
 def test_rebuilt_representation_equals_a_direct_computation(store, pool):
@@ -73,7 +80,15 @@ def test_outputs_and_errors(store, pool, tmp_path):
     res = textspan(store, texts, R, heads=[(-1, 2)], m=3, images=range(20))
     files = res.write(tmp_path)
     assert [f.name for f in files] == ["textspan.json", "L5.H2.txt"]
-    assert len((tmp_path / "L5.H2.txt").read_text().splitlines()) == 3 and res.images == 20
+    lines = (tmp_path / "L5.H2.txt").read_text().splitlines()
+    assert lines[0].startswith("# text\tshare of the head's variance removed\tcumulative share") and res.images == 20
+    h = res.heads[0]
+    assert [line.split("\t") for line in lines[1:]] == [
+        [t, f"{f:.4f}", f"{c:.4f}", f"{v:.6g}"] for t, f, c, v in zip(h.texts, h.fractions, h.cumulative, h.scores,
+                                                                       strict=True)]
+    d = json.loads((tmp_path / "textspan.json").read_text())
+    assert d["heads"][0]["share_removed"] == h.fractions and d["heads"][0]["cumulative_share"][-1] == h.explained
+    assert d["heads"][0]["pick_scores"] == h.scores and "not a share" in d["columns"]["pick_scores"]
     with pytest.raises(InvalidInputError, match="does not exist"):
         textspan(store, texts, R, heads=[(0, 9)], m=3)
     with pytest.raises(InvalidInputError, match="texts but"):
@@ -107,6 +122,15 @@ def test_results_read_back(store, pool, tmp_path):
         TextSpanResult.read(tmp_path / "bad.json")
     with pytest.raises(InvalidInputError, match="cannot read"):
         TextSpanResult.read(tmp_path / "missing.json")
+    # a result of an earlier cliplens (its "fractions" were pick scores) is refused, saying why
+    old = json.loads((tmp_path / "textspan.json").read_text())
+    for h in old["heads"]:
+        h["variances"] = h.pop("pick_scores")
+        h["fractions"] = [v / h["total_variance"] for v in h["variances"]]
+        del h["share_removed"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(InvalidInputError, match="earlier cliplens.*run 'cliplens textspan"):
+        TextSpanResult.read(tmp_path / "old.json")
 
 
 def test_fewer_images_than_the_rank_matches_the_naive_algorithm(store, pool):
@@ -117,4 +141,5 @@ def test_fewer_images_than_the_rank_matches_the_naive_algorithm(store, pool):
     for h in res.heads:
         ref = textspan_naive(C[:, h.layer, h.head].numpy(), R.numpy(), r=store.shape["head_dim"], m=6)
         assert h.indices == list(ref.indices), h.name
-        np.testing.assert_allclose(h.variances, ref.variances, rtol=1e-5)
+        np.testing.assert_allclose(h.scores, ref.variances, rtol=1e-5)
+        np.testing.assert_allclose(h.fractions, ref.shares, rtol=1e-5, atol=1e-12)

@@ -33,7 +33,7 @@ def test_planted_directions_are_found_in_order_of_variance():
     assert list(res.indices[:4]) == list(rows)  # stds 5, 4, 3, 2
     assert np.allclose(res.variances[:4], [25, 16, 9, 4], rtol=0.15)
     assert np.all(np.diff(res.variances[:4]) < 0)
-    assert res.fractions[:4].sum() > 0.99
+    assert res.score_fractions[:4].sum() > 0.99
 
 
 def test_variances_sum_to_at_most_the_total():
@@ -44,7 +44,7 @@ def test_variances_sum_to_at_most_the_total():
         res = textspan_naive(C, R, r=6, m=10)
         assert res.variances.sum() <= res.total_variance * (1 + 1e-12)
         assert np.all(res.variances >= -1e-12)
-        assert np.allclose(res.fractions, res.variances / res.total_variance)
+        assert np.allclose(res.score_fractions, res.variances / res.total_variance)
         Cc = C - C.mean(0)
         assert np.isclose(res.total_variance, np.trace(np.cov(Cc, rowvar=False)))
 
@@ -79,7 +79,7 @@ def test_all_r_directions_reconstruct_a_rank_r_head_exactly():
     res = textspan_naive(C, R, r=r, m=r)
     Cc = C - C.mean(0)
     assert np.allclose(res.reconstruction, Cc, atol=1e-9)
-    assert np.isclose(res.fractions.sum(), res.variances.sum() / res.total_variance)
+    assert np.isclose(res.score_fractions.sum(), res.variances.sum() / res.total_variance)
     # texts are not renormalised: the explained variance is below the total unless each text
     # lay inside the span already
     assert res.variances.sum() < res.total_variance
@@ -95,7 +95,7 @@ def test_hand_computed_3x2():
     assert list(res.indices) == [0, 1]
     assert np.allclose(res.variances, [4.0, 3.0])
     assert np.isclose(res.total_variance, 7.0)
-    assert np.allclose(res.fractions, [4 / 7, 3 / 7])
+    assert np.allclose(res.score_fractions, [4 / 7, 3 / 7])
     assert np.allclose(res.mean, [5.0, -1.0])
     assert np.allclose(res.reconstruction, [[2.0, 1.0], [-2.0, 1.0], [0.0, -2.0]])
     assert np.allclose(res.directions, [[1.0, 0.0], [0.0, 1.0]])
@@ -111,7 +111,7 @@ def test_hand_computed_rank_one_texts_not_renormalised():
     assert list(res.indices) == [0]
     assert np.allclose(res.variances, [4.0])
     assert np.isclose(res.total_variance, 5.0)
-    assert np.allclose(res.fractions, [0.8])
+    assert np.allclose(res.score_fractions, [0.8])
     assert np.allclose(res.reconstruction, [[0.0, 0.0], [2.0, 1.0], [-2.0, -1.0]])
 
 
@@ -162,7 +162,7 @@ def test_heads_loop_and_shared_texts():
     # several heads may pick the same texts; scaling a head scales its variances by 4
     assert np.array_equal(heads[0].indices, heads[1].indices)
     assert np.allclose(heads[1].variances, 4 * heads[0].variances)
-    assert np.allclose(heads[1].fractions, heads[0].fractions)
+    assert np.allclose(heads[1].score_fractions, heads[0].score_fractions)
     single = textspan_naive(other, R, r=8, m=3)
     assert np.array_equal(heads[2].indices, single.indices)
 
@@ -174,3 +174,18 @@ def test_bad_shapes():
         textspan_naive(np.zeros((1, 3)), np.zeros((4, 3)))
     with pytest.raises(ValueError):
         textspan_naive_heads(np.zeros((5, 3)), np.zeros((4, 3)))
+
+
+def test_the_share_removed_is_measured_on_c_and_adds_up():
+    # every removal's variance, measured on C before and after it, adds up to what the reconstruction explains;
+    # a projected text is shorter than 1, so the score it was picked by is below what its removal removes
+    rng = np.random.default_rng(3)
+    C = rng.normal(size=(30, 12)) @ np.diag(np.linspace(3, 0.2, 12))
+    R = rng.normal(size=(40, 12))
+    R /= np.linalg.norm(R, axis=1, keepdims=True)
+    res = textspan_naive(C, R, r=5, m=4)
+    Cc = C - C.mean(0)
+    left = np.sum((Cc - res.reconstruction) ** 2) / (len(C) - 1)
+    assert np.isclose(res.shares.sum(), 1 - left / res.total_variance)
+    assert np.allclose(res.removed, [np.var(Cc @ t, ddof=1) for t in res.directions])  # orthonormal directions
+    assert np.all(res.removed >= res.variances - 1e-12) and np.any(res.removed > 1.5 * res.variances)

@@ -19,7 +19,9 @@ the algorithm is
    ``(C t) t^T`` to the reconstruction and remove it from ``C``; remove ``t`` from every text:
    ``R <- R - (R t) t^T``;
 5. return the chosen indices in order, their scores (also as fractions of the total variance of
-   the centred ``C``, the trace of its covariance) and the reconstruction of the centred ``C``.
+   the centred ``C``, the trace of its covariance), the variance each removal removed (measured: the
+   total variance of ``C`` before the removal minus after it) and its share of the total variance,
+   and the reconstruction of the centred ``C``.
 
 The directions ``t`` are orthonormal (each is orthogonal to the earlier ones, which were removed
 from every text), so the reconstruction is the orthogonal projection of the centred ``C`` on
@@ -87,7 +89,12 @@ class NaiveTextSpan:
         indices: [m] the chosen texts' rows of ``R``, in the order chosen.
         variances: [m] each text's score when chosen: the variance over images (denominator
             K-1) of the residual head output along the projected, unnormalised text.
-        fractions: [m] ``variances / total_variance``.
+        score_fractions: [m] ``variances / total_variance`` (not a share of anything: the texts are
+            not renormalised, so a score is smaller than the variance its removal removes).
+        removed: [m] the total variance of the residual ``C`` before the text's direction was removed
+            minus after (measured on ``C`` itself, not from the score).
+        shares: [m] ``removed / total_variance``: the share of the head's variance each text removed;
+            they add up (the directions are orthonormal) to the share the texts explain together.
         total_variance: trace of the covariance of the centred ``C`` (denominator K-1).
         reconstruction: [K, d] ``sum_i (C t_i) t_i^T`` of the centred ``C``.
         directions: [m, d] the unit directions ``t_i`` that were removed (orthonormal).
@@ -96,7 +103,9 @@ class NaiveTextSpan:
 
     indices: np.ndarray
     variances: np.ndarray
-    fractions: np.ndarray
+    score_fractions: np.ndarray
+    removed: np.ndarray
+    shares: np.ndarray
     total_variance: float
     reconstruction: np.ndarray
     directions: np.ndarray
@@ -129,7 +138,7 @@ def textspan_naive(C, R, r: int = 64, m: int = 20, *, dtype=np.float64) -> Naive
     total_variance = float(np.sum(C * C) / (K - 1))  # trace of the covariance
 
     reconstruction = np.zeros_like(C)
-    indices, variances, directions = [], [], []
+    indices, variances, directions, removed = [], [], [], []
     for _ in range(m):
         # 4. score each text by the variance over images of the head output along it
         projections = C @ R.T  # [K, M]
@@ -140,20 +149,28 @@ def textspan_naive(C, R, r: int = 64, m: int = 20, *, dtype=np.float64) -> Naive
         norm = np.linalg.norm(R[j])
         if norm == 0.0:  # nothing left to remove
             directions.append(np.zeros(d, dtype=dtype))
+            removed.append(0.0)
             continue
         t = R[j] / norm
         directions.append(t)
         part = np.outer(C @ t, t)  # the part of C along t
         reconstruction = reconstruction + part
+        before = np.sum(C * C) / (K - 1)
         C = C - part
+        removed.append(float(before - np.sum(C * C) / (K - 1)))
         R = R - np.outer(R @ t, t)
 
     variances_arr = np.array(variances, dtype=np.float64)
-    fractions = variances_arr / total_variance if total_variance > 0 else np.zeros_like(variances_arr)
+    removed_arr = np.array(removed, dtype=np.float64)
+    def share(x):
+        return x / total_variance if total_variance > 0 else np.zeros_like(x)
+
     return NaiveTextSpan(
         indices=np.array(indices, dtype=np.int64),
         variances=variances_arr,
-        fractions=fractions,
+        score_fractions=share(variances_arr),
+        removed=removed_arr,
+        shares=share(removed_arr),
         total_variance=total_variance,
         reconstruction=reconstruction,
         directions=np.array(directions),

@@ -54,8 +54,9 @@ def test_every_page_and_every_file_it_references_exists(written):
             referenced.add(link)
     layer5 = (folder / "layer-05.html").read_text(encoding="utf-8")
     head = setup.atlas.heads_of(5)[1]
-    for t in head.texts:  # every text, its variance share, and each image shown with its map
-        assert html.escape(t.text) in layer5 and f"{100 * t.fraction:.1f} % of the variance" in layer5
+    for t in head.texts:  # every text, the share of variance it removes (and cumulative), each image with its map
+        assert html.escape(t.text) in layer5
+        assert f"removes {100 * t.fraction:.1f} % of the variance (cumulative {100 * t.cumulative:.1f} %)" in layer5
         for s in (*t.top, *t.bottom):
             assert f"images/{s.index:06d}.png" in referenced
             j = head.texts.index(t) + 1
@@ -66,6 +67,11 @@ def test_every_page_and_every_file_it_references_exists(written):
     assert max(p.stat().st_size for p in folder.rglob("*.png")) < 30_000
     data = json.loads((folder / "atlas.json").read_text())
     assert [h["name"] for h in data["heads"]] == [h.name for h in setup.atlas.heads]
+    # the shares are TEXTSPAN's (the share of variance each text's direction removes), labelled as such
+    spans = {h.name: h for h in setup.spans.heads}
+    for h in data["heads"]:
+        assert [t["share_removed"] for t in h["texts"]] == spans[h["name"]].fractions
+        assert [t["cumulative_share"] for t in h["texts"]] == spans[h["name"]].cumulative
 
 
 def test_maps_are_centred_on_zero():

@@ -66,8 +66,10 @@ class AtlasText:
     """One TEXTSPAN text of a head, with the images at both ends of its direction."""
 
     text: str
-    variance: float
-    fraction: float  # of the head's total variance
+    fraction: float  # the share of the head's total variance that removing the text's direction removed
+    cumulative: float  # … by the head's texts up to this one
+    removed: float  # the variance removed (fraction × the head's total)
+    pick_score: float  # the score TEXTSPAN picked it by (not a share)
     top: list[ShownImage]  # highest score first
     bottom: list[ShownImage]  # lowest score first
 
@@ -78,7 +80,8 @@ class AtlasText:
         return lim if lim > 0 else 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "variance": self.variance, "fraction": self.fraction, "map_limit": self.limit,
+        return {"text": self.text, "share_removed": self.fraction, "cumulative_share": self.cumulative,
+                "variance_removed": self.removed, "pick_score": self.pick_score, "map_limit": self.limit,
                 "top": [s.to_dict() for s in self.top], "bottom": [s.to_dict() for s in self.bottom]}
 
 
@@ -352,9 +355,10 @@ def build_atlas(
 
     heads_out = []
     for i, h in enumerate(spans.heads):
-        texts = [AtlasText(t, float(v), float(f), [shown(i, j, int(r)) for r in chosen[i][j][0]],
+        rows = zip(h.texts, h.fractions, h.cumulative, h.removed, h.scores, strict=True)
+        texts = [AtlasText(t, float(f), float(c), float(v), float(p), [shown(i, j, int(r)) for r in chosen[i][j][0]],
                            [shown(i, j, int(r)) for r in chosen[i][j][1]])
-                 for j, (t, v, f) in enumerate(zip(h.texts, h.variances, h.fractions, strict=True))]
+                 for j, (t, f, c, v, p) in enumerate(rows)]
         heads_out.append(AtlasHead(h.layer, h.head, texts, float(h.total_variance)))
     info = {
         "store": str(store.path), "images": len(store), "model": dict(store.header["model"]),

@@ -14,22 +14,39 @@ written for cliplens by ``tools/make_textspan_pool.py``):
 
 A user file has one text per line (UTF-8); blank lines and lines starting with ``#`` are
 skipped, surrounding whitespace is stripped, and repeated texts are kept once (with a warning).
+
+When no pool is named, :func:`default_pool` chooses by the model (the one rule ``textspan``, ``atlas``,
+``retrieve`` and ``debias`` follow): ``toy`` for the toy CLIP, ``general`` for the others.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from cliplens.errors import InvalidInputError
 
-__all__ = ["POOLS", "load_pool", "read_pool_file", "toy_pool_factors", "TOY_FACTORS_FILE"]
+__all__ = ["POOLS", "default_pool", "load_pool", "read_pool_file", "toy_pool_factors", "TOY_FACTORS_FILE"]
 
 #: built-in pools: name -> file in ``cliplens/data``
 POOLS: dict[str, str] = {"general": "textspan_general.txt", "toy": "textspan_toy.txt"}
 #: ``text<TAB>factor<TAB>value`` for every line of the toy pool (with a header line)
 TOY_FACTORS_FILE = "textspan_toy_factors.tsv"
+
+
+#: how the command line's help states :func:`default_pool`
+DEFAULT_POOL_HELP = "default: toy for a store of the toy CLIP, else general"
+
+
+def default_pool(model: Mapping[str, Any]) -> str:
+    """The pool TEXTSPAN uses when none is named, for the model a store records (``store.header["model"]``, or
+    any mapping with its ``family``): ``"toy"`` for the toy CLIP — its tokenizer knows only the toy world's
+    words, so the general pool's descriptions would be cut to unknown tokens, each with a warning — and
+    ``"general"`` for every other model."""
+    return "toy" if model.get("family") == "toy" else "general"
 
 
 def _data_text(filename: str) -> str:

@@ -10,6 +10,13 @@ space, :meth:`cliplens.store.Store.head_terms`), and ``R`` ``[M, E]``, unit-norm
    of ``C · R_j`` (so ``|R_j|²·Var(C·R̂_j)``); the best text is chosen; its unit direction ``t`` is removed from
    ``C`` (the removed part accumulates into the reconstruction) and from every text.
 
+What is reported per text is the **share of the head's variance its direction removed**: ``Var(C·t)`` of the
+``C`` left when the text was chosen, over the trace of the centred ``C``'s covariance (the head's total
+variance, all directions). The directions are orthonormal, so these shares add up: their running sum is the
+cumulative share the texts explain. The score a text was picked by is kept (``scores``) but is not a share:
+the projected texts are not renormalised, so it is ``|t|²`` times the variance along the text, smaller than
+what removing the direction removes (a head whose 3 texts scored 29 % of its variance can lose 87 % of it).
+
 This implementation is exact and fast: ``C`` is an affine function of the head's ``d_head``-dimensional
 output (scaled per image by ``ln_post``'s frozen ``1/σ``), so the Gram matrix ``CᵀC`` comes from a
 ``(d_head+3)``-square one; every variance along a direction in ``span(V_r)`` is a quadratic form of the
@@ -27,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +47,7 @@ from cliplens.decomposition.shares import site_share
 from cliplens.errors import InvalidInputError
 from cliplens.store.reader import Store
 
-__all__ = ["HeadSpan", "TextSpanResult", "head_inputs", "rebuilt_accuracy", "resolve_heads", "textspan",
+__all__ = ["COLUMNS", "HeadSpan", "TextSpanResult", "head_inputs", "rebuilt_accuracy", "resolve_heads", "textspan",
            "textspan_heads"]
 
 
@@ -51,9 +58,9 @@ class HeadSpan:
     layer: int
     head: int
     texts: list[str]
-    variances: list[float]  # the chosen texts' scores when chosen
-    fractions: list[float]  # … as fractions of the head's total variance (centred, all directions)
-    total_variance: float
+    scores: list[float]  # each text's score when picked: |t|²·Var(C·t̂), t the projected text (not a share)
+    fractions: list[float]  # the share of the head's total variance that removing each text's direction removed
+    total_variance: float  # of the centred C: the trace of its covariance over the images
     indices: list[int] = field(default_factory=list)  # into the pool
 
     @property
@@ -61,8 +68,37 @@ class HeadSpan:
         return f"L{self.layer}.H{self.head}"
 
     @property
+    def removed(self) -> list[float]:
+        """The variance each text's direction removed (``fractions`` × the total)."""
+        return [f * self.total_variance for f in self.fractions]
+
+    @property
+    def cumulative(self) -> list[float]:
+        """The share of the head's variance removed by the texts up to each one."""
+        return [float(x) for x in np.cumsum(self.fractions)]
+
+    @property
     def explained(self) -> float:
+        """The share of the head's variance its texts remove together."""
         return float(sum(self.fractions))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "layer": self.layer, "head": self.head, "texts": self.texts,
+                "indices": self.indices, "share_removed": self.fractions, "cumulative_share": self.cumulative,
+                "variance_removed": self.removed, "total_variance": self.total_variance,
+                "pick_scores": self.scores, "explained": self.explained}
+
+
+#: what each per-head number of ``textspan.json`` means (written into the file)
+COLUMNS = {
+    "share_removed": "per text: the share of the head's total variance over the images (the trace of the centred "
+                     "outputs' covariance) that removing the text's direction removed, after the texts before it",
+    "cumulative_share": "per text: the running sum of share_removed (the last one is 'explained')",
+    "variance_removed": "per text: share_removed times total_variance",
+    "pick_scores": "per text: the score TEXTSPAN picked it by, |t|^2 Var(C t/|t|) for the projected text t "
+                   "(not renormalised); not a share of the variance",
+    "explained": "the share of the head's variance its texts remove together",
+}
 
 
 @dataclass
@@ -79,8 +115,8 @@ class TextSpanResult:
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "texts_per_head": self.texts_per_head, "images": self.images,
                 "pool_size": self.pool_size, "accuracy_rebuilt": self.accuracy,
-                "accuracy_baseline": self.baseline_accuracy, "settings": self.settings,
-                "heads": [{**asdict(h), "name": h.name, "explained": h.explained} for h in self.heads]}
+                "accuracy_baseline": self.baseline_accuracy, "settings": self.settings, "columns": COLUMNS,
+                "heads": [h.to_dict() for h in self.heads]}
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> TextSpanResult:
@@ -90,8 +126,13 @@ class TextSpanResult:
             p = p / "textspan.json"
         try:
             d = json.loads(p.read_text())
-            heads = [HeadSpan(int(h["layer"]), int(h["head"]), list(h["texts"]), [float(v) for v in h["variances"]],
-                              [float(f) for f in h["fractions"]], float(h["total_variance"]),
+            if any("share_removed" not in h for h in d["heads"]):
+                raise InvalidInputError(
+                    f"{p} was written by an earlier cliplens, whose per-text 'fractions' are the scores TEXTSPAN "
+                    "picked the texts by, not the share of variance each text's direction removes: run 'cliplens "
+                    "textspan STORE --out DIR' again to get the shares")
+            heads = [HeadSpan(int(h["layer"]), int(h["head"]), list(h["texts"]), [float(v) for v in h["pick_scores"]],
+                              [float(f) for f in h["share_removed"]], float(h["total_variance"]),
                               [int(i) for i in h.get("indices", [])]) for h in d["heads"]]
             return cls(heads, int(d["rank"]), int(d["texts_per_head"]), int(d["images"]), int(d["pool_size"]),
                        d.get("accuracy_rebuilt"), d.get("accuracy_baseline"), dict(d.get("settings", {})))
@@ -99,18 +140,22 @@ class TextSpanResult:
             raise InvalidInputError(f"cannot read TEXTSPAN results from {p} ({e.strerror or e}); write them with "
                                     "'cliplens textspan STORE --out DIR'") from None
         except (ValueError, KeyError, TypeError) as e:
+            if isinstance(e, InvalidInputError):
+                raise
             raise InvalidInputError(f"{p} is not a TEXTSPAN result written by cliplens ({type(e).__name__}: {e})") from None
 
     def write(self, out_dir: str | os.PathLike[str]) -> list[Path]:
-        """``textspan.json`` and one text file per head (``L10.H3.txt``: text, variance, fraction)."""
+        """``textspan.json`` and one tab-separated file per head (``L10.H3.txt``: text, share of the head's
+        variance its direction removed, cumulative share, pick score; a ``#`` line names the columns)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         files = [out / "textspan.json"]
         files[0].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         for h in self.heads:
             p = out / f"{h.name}.txt"
-            p.write_text("".join(f"{t}\t{v:.6g}\t{f:.4f}\n" for t, v, f in zip(h.texts, h.variances, h.fractions,
-                                                                                   strict=True)))
+            rows = zip(h.texts, h.fractions, h.cumulative, h.scores, strict=True)
+            p.write_text("# text\tshare of the head's variance removed\tcumulative share\tpick score\n"
+                         + "".join(f"{t}\t{f:.4f}\t{c:.4f}\t{v:.6g}\n" for t, f, c, v in rows))
             files.append(p)
         return files
 
@@ -142,8 +187,9 @@ def head_inputs(store: Store, heads: Sequence[tuple[int, int]], images: np.ndarr
 
 def textspan_heads(Z: Tensor, Q: Tensor, R: Tensor, *, rank: int, m: int) -> list[dict[str, Any]]:
     """TEXTSPAN for every head at once: ``C_h = Z_h Q_h`` (``Z`` ``[heads, K, k]``, ``Q`` ``[heads, k, E]``),
-    texts ``R`` ``[M, E]`` (unit norm). Returns per head ``indices``, ``variances``, ``total``, ``directions``
-    ``[m, E]`` (the unit text directions removed, orthonormal) and ``mean`` ``[E]`` (of ``C``)."""
+    texts ``R`` ``[M, E]`` (unit norm). Returns per head ``indices``, ``scores`` (each chosen text's score),
+    ``removed`` (the variance removing its direction removed), ``total`` (the centred ``C``'s total variance),
+    ``directions`` ``[m, E]`` (the unit text directions removed, orthonormal) and ``mean`` ``[E]`` (of ``C``)."""
     Z, Q, R = Z.double(), Q.double(), R.double()
     nh, K, _ = Z.shape
     if K < 2:
@@ -161,19 +207,20 @@ def textspan_heads(Z: Tensor, Q: Tensor, R: Tensor, *, rank: int, m: int) -> lis
     total = torch.einsum("hke,hkj,hje->h", Q, cov_small, Q)  # trace of the centred C's covariance
     A = R @ V  # [nh, M, r]: the projected texts' coordinates
     mean_c = (zbar[:, None] @ Q)[:, 0]  # [nh, E]
-    out = [{"indices": [], "variances": [], "total": float(total[i]), "directions": [], "mean": mean_c[i]}
+    out = [{"indices": [], "scores": [], "removed": [], "total": float(total[i]), "directions": [], "mean": mean_c[i]}
            for i in range(nh)]
     for _ in range(min(m, rank)):
         scores = ((A @ sigma) * A).sum(-1)  # [nh, M]
         j = scores.argmax(-1)  # [nh]
         a = A[torch.arange(nh), j]  # [nh, r]
         a = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        sa = (sigma @ a[..., None])[..., 0]  # Σa
+        asa = (a * sa).sum(-1)  # the variance along the unit direction: what removing it removes
         for i in range(nh):
             out[i]["indices"].append(int(j[i]))
-            out[i]["variances"].append(float(scores[i, j[i]]))
+            out[i]["scores"].append(float(scores[i, j[i]]))
+            out[i]["removed"].append(float(asa[i]))
             out[i]["directions"].append(V[i] @ a[i])
-        sa = (sigma @ a[..., None])[..., 0]  # Σa
-        asa = (a * sa).sum(-1)
         sigma = sigma - a[..., :, None] * sa[..., None, :] - sa[..., :, None] * a[..., None, :] \
             + asa[:, None, None] * a[..., :, None] * a[..., None, :]
         A = A - (A @ a[..., None]) * a[:, None, :]
@@ -186,6 +233,8 @@ def resolve_heads(store: Store, layers: Sequence[int] | int | None, heads: Seque
                   ) -> list[tuple[int, int]]:
     """The heads TEXTSPAN analyses: ``heads`` if given, else every head of the last ``layers`` layers (or of the
     layers listed); a clear error for heads or layers the store's model does not have."""
+    if len(store) == 0:
+        raise InvalidInputError(store.empty_message())
     L, H = store.shape["layers"], store.shape["heads"]
     if heads:
         out = []
@@ -219,8 +268,8 @@ def textspan(store: Store, texts: Sequence[str], text_embeddings: Tensor, *, lay
     R = torch.nn.functional.normalize(text_embeddings.double(), dim=-1)
     Z, Q = head_inputs(store, chosen, rows)
     per = textspan_heads(Z, Q, R, rank=rank, m=m)
-    spans = [HeadSpan(layer, h, [texts[j] for j in o["indices"]], o["variances"],
-                      [v / o["total"] if o["total"] > 0 else 0.0 for v in o["variances"]], o["total"], o["indices"])
+    spans = [HeadSpan(layer, h, [texts[j] for j in o["indices"]], o["scores"],
+                      [v / o["total"] if o["total"] > 0 else 0.0 for v in o["removed"]], o["total"], o["indices"])
              for (layer, h), o in zip(chosen, per, strict=True)]
     result = TextSpanResult(spans, rank, m, len(rows), len(texts),
                             settings={"heads": [s.name for s in spans], "rank": rank, "texts_per_head": m})

@@ -9,7 +9,7 @@ import click
 from torch import Tensor
 
 from cliplens.analyses.ablation import evaluate, parse_components, standard_study
-from cliplens.analyses.pools import POOLS, load_pool
+from cliplens.analyses.pools import DEFAULT_POOL_HELP, POOLS, default_pool, load_pool
 from cliplens.analyses.textspan import TextSpanResult, resolve_heads, textspan
 from cliplens.cli.common import (
     check_device,
@@ -174,8 +174,8 @@ def textspan_for(st: Store, adapter: CLIPAdapter, texts: list[str], *, pool: str
 @click.option("--heads", default=None, help="Or these heads only, e.g. 'L10.H3,L11.H0'.")
 @click.option("--texts", "m", type=click.IntRange(min=1), default=20, show_default=True, help="Texts per head.")
 @click.option("--rank", type=click.IntRange(min=1), default=None, help="Span rank (default: the head dimension).")
-@click.option("--pool", default="general", show_default=True,
-              help=f"Text pool: {', '.join(POOLS)}, or a file with one text per line.")
+@click.option("--pool", default=None,
+              help=f"Text pool: {', '.join(POOLS)}, or a file with one text per line ({DEFAULT_POOL_HELP}).")
 @click.option("--images", "n_images", type=click.IntRange(min=2), default=None,
               help="Use the first N images of the store (default all).")
 @output_option("--out", "out_dir", kind="folder", default=Path("cliplens-textspan"), show_default=True,
@@ -185,12 +185,14 @@ def textspan_for(st: Store, adapter: CLIPAdapter, texts: list[str], *, pool: str
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @threads_option(2)
-def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int | None, pool: str,
+def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int | None, pool: str | None,
                  n_images: int | None, out_dir: Path, model: str | None, pretrained: str | None, device: str,
                  as_json: bool, threads: int) -> None:
-    """Label heads with the texts that span their output (TEXTSPAN), with the variance each explains and the
-    zero-shot accuracy of the representation rebuilt from them."""
+    """Label heads with the texts that span their output (TEXTSPAN), with the share of each head's variance each
+    text's direction removes (and the cumulative share), and the zero-shot accuracy of the representation
+    rebuilt from them."""
     st = Store(store)
+    pool = pool or default_pool(st.header["model"])
     texts, head_list = textspan_inputs(pool, heads)
     resolve_heads(st, layers, head_list)  # heads or layers the store does not have: refused before any work
     writable_dir(out_dir, "--out", create=False)  # and a folder that cannot be written
@@ -207,10 +209,13 @@ def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int 
     if note:
         con.print(note)
     con.print(store_note(st))
+    con.print("removed %: the share of the head's variance over the images that removing the text's direction "
+              "removed (after the texts above it); cumulative %: their running sum")
     for h in res.heads:
-        print_table(con, ["text", Column("variance %", number=True)],
-                    [(text, f"{100 * f:.2f}") for text, f in zip(h.texts, h.fractions, strict=True)],
-                    title=f"{h.name}: {100 * h.explained:.1f} % of its variance in {len(h.texts)} texts")
+        print_table(con, ["text", Column("removed %", number=True), Column("cumulative %", number=True)],
+                    [(text, f"{100 * f:.2f}", f"{100 * c:.2f}")
+                     for text, f, c in zip(h.texts, h.fractions, h.cumulative, strict=True)],
+                    title=f"{h.name}: its {len(h.texts)} texts remove {100 * h.explained:.1f} % of its variance")
     if res.heads and len(res.heads[0].texts) < m:
         con.print(f"note: {len(res.heads[0].texts)} texts per head, not {m}: a head's span has rank "
                   f"{min(res.rank, res.images)} (the rank, at most the number of images), and each text removes one "

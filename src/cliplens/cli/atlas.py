@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cliplens.analyses.atlas import build_atlas, check_heads, store_dataset
-from cliplens.analyses.pools import POOLS
+from cliplens.analyses.pools import DEFAULT_POOL_HELP, POOLS, default_pool
 from cliplens.analyses.textspan import TextSpanResult
 from cliplens.cli.analyses import model_for, store_note, textspan_for, textspan_inputs
 from cliplens.cli.common import (
@@ -34,7 +34,7 @@ from cliplens.store import Store
                    "default: computed now with --pool, --layers and --texts.")
 @click.option("--pool", default=None,
               help=f"Text pool when TEXTSPAN is computed now: {', '.join(POOLS)}, or a file with one text per line "
-                   "(default: toy for a store of the toy model, else general).")
+                   f"({DEFAULT_POOL_HELP}).")
 @click.option("--layers", "-l", type=click.IntRange(min=1), default=None,
               help="When TEXTSPAN is computed now: every head of the last K layers (default 4, or all if fewer).")
 @click.option("--heads", default=None, help="Or these heads only, e.g. 'L10.H3,L11.H0'.")
@@ -76,7 +76,7 @@ def atlas_cmd(store: Path, out_dir: Path, textspan_path: Path | None, pool: str 
         check_heads(st, spans)
     else:
         if pool is None:
-            pool = "toy" if st.header["model"].get("family") == "toy" else "general"
+            pool = default_pool(st.header["model"])
         if layers is None and not heads:
             layers = min(4, st.shape["layers"])
         texts, head_list = textspan_inputs(pool, heads)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cliplens.analyses.pools import POOLS
+from cliplens.analyses.pools import DEFAULT_POOL_HELP, POOLS, default_pool
 from cliplens.analyses.properties import (
     HeadChoice,
     attribute_name,
@@ -44,7 +44,7 @@ def choice_options(f: Any) -> Any:
                      help="TEXTSPAN results (textspan.json or its folder, from 'cliplens textspan'); default: "
                           "computed here."),
         click.option("--pool", default=None, help=f"Text pool for TEXTSPAN computed here: {', '.join(POOLS)} or a "
-                                                  "file (default: toy for the toy CLIP, else general)."),
+                                                  f"file ({DEFAULT_POOL_HELP})."),
         click.option("--layers", "-l", type=click.IntRange(min=1), default=4, show_default=True,
                      help="TEXTSPAN computed here: the heads of the last K layers."),
         click.option("--texts", "m", type=click.IntRange(min=1), default=10, show_default=True,
@@ -86,7 +86,7 @@ def choose(st: Store, prop: str | None, *, heads: str | None, by: str, k: int, d
     if spans_path is not None:
         spans = TextSpanResult.read(spans_path)
     else:
-        name = pool or ("toy" if st.header["model"].get("family") == "toy" else "general")
+        name = pool or default_pool(st.header["model"])
         texts, _ = textspan_inputs(name, None)
         spans, _ = textspan_for(st, model(), texts, pool=name, layers=min(layers, st.shape["layers"]), m=m,
                                 progress=not quiet, with_accuracy=False)

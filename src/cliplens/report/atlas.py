@@ -10,7 +10,7 @@ user's files: a folder that is not empty gets a fresh ``run-N`` sub-folder, see
     images/000123.png     the data set's image 123 as the model saw it (its input crop)
     maps/L05.H03/t01-000123.png
                           the map of head L5.H3 along its text 1 over image 123
-    atlas.json            every number on the pages (texts, variances, images, scores, map scales)
+    atlas.json            every number on the pages (texts, shares of variance removed, images, scores, map scales)
 
 Maps are drawn over a grey copy of the image with the diverging colour map of every cliplens figure
 (:data:`cliplens.report.plotting.DIVERGING`, centred on zero: red toward the text, blue away); the maps of
@@ -174,8 +174,9 @@ def _how_to_read(atlas: Atlas) -> str:
         "final LayerNorm (its statistics frozen at each image's values) and the projection.",
         "<b>Texts.</b> TEXTSPAN describes each head by a few texts from a pool: it picks, one after another, the "
         "text whose direction explains the most variance of the head's direct effect over the store's images, "
-        "then removes that direction. The percentage after a text is the share of the head's total variance it "
-        "explained when it was picked; the head's percentage is their sum.",
+        "then removes that direction. The percentage after a text is the share of the head's total variance that "
+        "removing its direction removed (after the texts before it), and the cumulative share up to it; the "
+        "head's percentage is the share its texts remove together.",
         "<b>Images.</b> For each text, every image of the store gets a <i>score</i>: the head's direct effect on "
         "that image dotted with the text's unit-length embedding (its contribution to the image's cosine "
         "similarity with the text). <i>Highest</i> shows the images with the largest scores (most along the "
@@ -207,15 +208,15 @@ def _texts_cell(head: AtlasHead, n: int = 3) -> str:
 
 
 def index_page(atlas: Atlas) -> str:
-    """The index: what the atlas shows, and every layer and head with its top texts and explained variance."""
+    """The index: what the atlas shows, and every layer and head with its top texts and the variance they remove."""
     body = [f"<h1>{H.esc(_title(atlas))}</h1>", _nav(atlas, None), _model_line(atlas), _how_to_read(atlas)]
     for layer in atlas.layers:
         heads = atlas.heads_of(layer)
         source = "store" if atlas.map_source.get(layer) == "store" else "model"
         body.append(f'<h2><a href="{page_name(layer)}">Layer {layer}</a> <span class="muted">· {len(heads)} '
                     f"head{'s' if len(heads) != 1 else ''} · maps from the {source}</span></h2>")
-        body.append("<table><tr><th>head</th><th class=num>explained</th><th>top texts (share of the head's "
-                    "variance)</th></tr>")
+        body.append("<table><tr><th>head</th><th class=num>variance removed</th><th>top texts (share of the "
+                    "head's variance each removes)</th></tr>")
         for h in heads:
             body.append(f'<tr class="headrow"><td><a href="{page_name(layer)}#{_anchor(h)}">{h.name}</a></td>'
                         f"<td class=num>{100 * h.explained:.1f} %</td><td>{_texts_cell(h)}</td></tr>")
@@ -240,21 +241,23 @@ def layer_page(atlas: Atlas, layer: int) -> str:
     heads = atlas.heads_of(layer)
     title = f"Layer {layer} · {_title(atlas)}"
     body = [f"<h1>Layer {layer}</h1>", _nav(atlas, layer), _model_line(atlas),
-            '<p>For each head: its TEXTSPAN texts (share of the head\'s variance), and for each text the images '
+            '<p>For each head: its TEXTSPAN texts (the share of the head\'s variance each removes), and for each '
+            "text the images "
             "scoring highest and lowest along it, each with its map (<span class=pos>red</span> toward the text, "
             '<span class=neg>blue</span> away, <span class="scale"></span> from −scale to +scale; the score is in '
             'red or blue under the pair). <a href="index.html">How to read this atlas</a>.</p>',
-            "<table><tr><th>head</th><th class=num>explained</th><th>top texts</th></tr>"]
+            "<table><tr><th>head</th><th class=num>variance removed</th><th>top texts</th></tr>"]
     for h in heads:
         body.append(f'<tr class="headrow"><td><a href="#{_anchor(h)}">{h.name}</a></td>'
                     f"<td class=num>{100 * h.explained:.1f} %</td><td>{_texts_cell(h)}</td></tr>")
     body.append("</table>")
     for h in heads:
         body.append(f'<section class="head" id="{_anchor(h)}"><h2>{h.name} <span class="muted">· '
-                    f"{100 * h.explained:.1f} % of its variance in {len(h.texts)} texts</span></h2>")
+                    f"its {len(h.texts)} texts remove {100 * h.explained:.1f} % of its variance</span></h2>")
         for j, t in enumerate(h.texts):
             body.append(f'<div class="text"><h3><span class="rank">{j + 1}.</span>{H.esc(t.text)} '
-                        f'<span class="muted">· {100 * t.fraction:.1f} % of the variance · maps ±{t.limit:.2g}'
+                        f'<span class="muted">· removes {100 * t.fraction:.1f} % of the variance (cumulative '
+                        f'{100 * t.cumulative:.1f} %) · maps ±{t.limit:.2g}'
                         "</span></h3>")
             for label, shown in (("highest", t.top), ("lowest", t.bottom)):
                 cards = "".join(_card(h.layer, h.head, j, s) for s in shown)

@@ -1,6 +1,9 @@
 """Reading a store back, memory-mapped: memory stays flat however many images it holds.
 
-``Store(path)`` opens a complete store (``manifest.json``). Every field (:data:`cliplens.store.schema.FIELDS`)
+``Store(path)`` opens a complete store (``manifest.json``), checking it without reading its data (every file the
+manifest lists is there with the size it records, every safetensors header parses and fits its file; see
+:mod:`cliplens.store.integrity`): a damaged store is refused with the file, what is wrong and the command that
+repairs it, never read half-way. Every field (:data:`cliplens.store.schema.FIELDS`)
 is a :class:`Field`: a list of ``numpy.memmap`` views, one per chunk file, read lazily; iterate over blocks
 (``store.blocks(["heads", "std"])``) or take rows (``store.field("heads")[idx]``). The weight-derived
 matrices (``store.projections``) and the zero-shot classifier come with it, so no analysis re-runs the
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,31 +31,28 @@ from torch import Tensor
 from cliplens.core.plan import resolve_layer_indices
 from cliplens.decomposition.shares import num_sites, site_share
 from cliplens.errors import InvalidInputError
+from cliplens.store.integrity import (
+    CHECKSUM,
+    Damage,
+    StoreDamagedError,
+    check_layout,
+    damaged_message,
+    repair_command,
+)
 from cliplens.store.schema import FORMAT, HEADER, MANIFEST, PROJECTIONS, read_json
 
 __all__ = ["Field", "Store"]
 
-_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "F64": np.float64, "I32": np.int32}
 
-
-def _memmaps(path: Path) -> tuple[dict[str, np.memmap], dict[str, str]]:
-    """Every tensor of a safetensors file as a read-only memmap, and the file's metadata."""
-    with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        head = json.loads(f.read(size))
-    meta = head.pop("__metadata__", {}) or {}
-    base = 8 + size
-    out = {}
-    for name, info in head.items():
-        begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        dtype = _DTYPES[info["dtype"]]
-        if end == begin:
-            out[name] = np.zeros(shape, dtype=dtype)
-        else:
-            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=base + begin, shape=shape)
-    return out, meta
-
+def _json(path: Path) -> dict[str, Any] | str:
+    """A JSON file's contents, or why it cannot be read."""
+    try:
+        data = read_json(path)
+    except OSError as e:
+        return str(e.strerror or e)
+    except ValueError as e:
+        return f"{type(e).__name__}: {e}"[:120]
+    return data if isinstance(data, dict) else "not a JSON object"
 
 class Field:
     """One field of every image, chunk after chunk (read lazily from the memory-mapped files)."""
@@ -97,31 +96,73 @@ class Store:
     """A complete store, memory-mapped (see the module docs)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Open the store at ``path``, checking what can be checked without reading data (see
+        :mod:`cliplens.store.integrity`): a damaged file is refused, named with the command that repairs it."""
         self.path = Path(path).expanduser()
         if not (self.path / HEADER).is_file():
+            if (self.path / MANIFEST).is_file():
+                self._damaged(HEADER, "it is missing", header=False)
             raise InvalidInputError(f"{self.path} is not a cliplens store (no {HEADER}); build one with "
                                     "'cliplens store build'")
-        self.header = read_json(self.path / HEADER)
+        header = _json(self.path / HEADER)
+        if not isinstance(header, dict):
+            self._damaged(HEADER, f"it cannot be read as JSON ({header})", header=False)
+        self.header: dict[str, Any] = header
         if self.header.get("format") != FORMAT:
             raise InvalidInputError(f"{self.path}: unknown store format {self.header.get('format')!r}")
         if not (self.path / MANIFEST).is_file():
-            raise InvalidInputError(f"{self.path} is an unfinished store (no {MANIFEST}): run the same "
-                                    "'cliplens store build' command again to finish it")
-        self.manifest = read_json(self.path / MANIFEST)
+            raise InvalidInputError(f"{self.path} is an unfinished store (no {MANIFEST}): run the command that built "
+                                    f"it again to finish it: {repair_command(self.path, self.header)}")
+        manifest = _json(self.path / MANIFEST)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("chunks"), list) \
+                or not all(isinstance(c, dict) and "file" in c for c in manifest["chunks"]):
+            self._damaged(MANIFEST, "it cannot be read" + (f" as JSON ({manifest})" if isinstance(manifest, str) else
+                                                         " (not a store manifest)"))
+        self.manifest: dict[str, Any] = manifest
+        rec = self.manifest.get("header")
+        if isinstance(rec, dict) and isinstance(rec.get("bytes"), int):
+            size = (self.path / HEADER).stat().st_size
+            if size != rec["bytes"]:
+                self._damaged(HEADER, f"it has {size:,} bytes where the manifest records {rec['bytes']:,} (changed "
+                                      "since the store was built)")
         self._arrays: dict[str, list[np.ndarray]] = {}
         self.ids: list[str] = []
         self._attributes: list[dict[str, Any]] = []
         for chunk in self.manifest["chunks"]:
-            arrays, meta = _memmaps(self.path / chunk["file"])
-            if arrays["index"].shape[0] == 0:
+            layout = self._layout(str(chunk["file"]), chunk)
+            if "images" in chunk and layout.rows() != chunk["images"]:
+                self._damaged(chunk["file"], f"it holds {layout.rows()} images where the manifest records "
+                                             f"{chunk['images']}")
+            if layout.rows() == 0:
                 continue
-            for name, arr in arrays.items():
+            for name, arr in layout.memmaps().items():
                 self._arrays.setdefault(name, []).append(arr)
-            self.ids += json.loads(meta.get("ids", "[]"))
-            self._attributes += json.loads(meta.get("attributes", "[]"))
-        proj, _ = _memmaps(self.path / PROJECTIONS)
-        self.projections = {k: torch.from_numpy(np.array(v)) for k, v in proj.items()}
+            try:
+                self.ids += json.loads(layout.metadata.get("ids", "[]"))
+                self._attributes += json.loads(layout.metadata.get("attributes", "[]"))
+            except ValueError:
+                self._damaged(chunk["file"], "its metadata (ids, attributes) cannot be read")
+        rec = self.manifest.get("projections")
+        proj = self._layout(PROJECTIONS, rec if isinstance(rec, dict) else {})
+        self.projections = {k: torch.from_numpy(np.array(v)) for k, v in proj.memmaps().items()}
         self._cache: dict[str, Any] = {}
+
+    def _layout(self, name: str, record: dict[str, Any]) -> Any:
+        try:
+            return check_layout(self.path / name, record.get("bytes"))
+        except Damage as d:
+            self._damaged(name, d.reason)
+
+    def _damaged(self, name: str, reason: str, header: bool = True) -> Any:
+        manifest = getattr(self, "manifest", None) or _json(self.path / MANIFEST)
+        head = getattr(self, "header", None) if header else None
+        raise StoreDamagedError(damaged_message(self.path, name, reason, head,
+                                                manifest if isinstance(manifest, dict) else None))
+
+    @property
+    def checksums(self) -> bool:
+        """Whether the store records checksums (stores built before cliplens wrote them do not)."""
+        return any(c.get(CHECKSUM) for c in self.manifest["chunks"])
 
     # ---- what it holds ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -152,7 +193,23 @@ class Store:
     def skipped(self) -> list[dict[str, Any]]:
         return list(self.manifest.get("skipped", []))
 
+    def empty_message(self) -> str:
+        """One paragraph: the store holds no images, and why (the images skipped as unreadable)."""
+        skipped = self.skipped
+        n = self.header.get("images", len(skipped))
+        if not skipped:
+            return (f"the store {self.path} holds no images (its manifest records none, and none skipped): build it "
+                    "again from a data set with images, into a new folder")
+        shown = "; ".join(f"{s.get('id', s.get('index'))}: {s.get('reason', '?')}" for s in skipped[:3])
+        more = f"; and {len(skipped) - 3} more (listed in its {MANIFEST})" if len(skipped) > 3 else ""
+        return (f"the store {self.path} holds no images: all {n} images of its data set were skipped as unreadable "
+                f"when it was built (with --skip-bad) — {shown}{more}. There is nothing to analyse: replace those "
+                "files with readable images and build the store again into a new folder (without --skip-bad a build "
+                "stops at the first unreadable image and says why)")
+
     def field(self, name: str) -> Field:
+        if not self._arrays:
+            raise InvalidInputError(self.empty_message())
         if name not in self._arrays:
             raise InvalidInputError(f"the store has no field {name!r}; it has {', '.join(self.fields)}"
                                     + (" (spatial terms: build with --spatial-layers)" if name == "spatial" else ""))

@@ -4,8 +4,9 @@ A store is a folder:
 
 * ``store.json`` — the header, written first: format, the model (name, weights, fingerprint of the weights
   and preprocessing), the settings that change what is stored (dtype, spatial layers, chunk size, batch
-  size, input size), the data set (layout, root, size, class names, attribute names), and the zero-shot
-  templates. A store made with another model or other settings is refused, saying what differs.
+  size, input size), the data set (layout, root, size, class names, attribute names), the zero-shot
+  templates, the checksum kind the files carry and the build command (for the message that says how to
+  repair the store). A store made with another model or other settings is refused, saying what differs.
 * ``projections.safetensors`` — the weight-derived matrices the analyses need, so that nothing re-runs the
   model: ``out_weight`` ``[L, D, H·dh]`` (each layer's out-projection, layer-scale folded in),
   ``out_bias`` ``[L, D]``, ``ln_gamma``/``ln_beta`` ``[D]`` (``ln_post``), ``proj`` ``[D, E]``, and
@@ -13,9 +14,12 @@ A store is a folder:
 * ``chunk-000000.safetensors``, ``chunk-000001.safetensors``, … — chunk ``c`` holds the data set's images
   ``c·S .. (c+1)·S − 1`` (``S`` = chunk size) that could be read, one row each (:data:`FIELDS`), and in its
   metadata their ids, attributes and the images skipped as unreadable. A chunk is written to a temporary
-  file and renamed: a chunk file that exists is complete.
-* ``manifest.json`` — written when every chunk is done (by rank 0 under ``torchrun``): the chunks, the
-  images skipped, the total.
+  file and renamed: a chunk file that exists was whole when written (its checksum tells if it still is).
+* ``manifest.json`` — written when every chunk is done (by rank 0 under ``torchrun``): the chunks (each with
+  its size and checksum), the projections' and the header's size and checksum, the images skipped, the total.
+
+Every safetensors file carries its own checksum in its metadata (``sha256``); how, and how a store is
+checked on open, on resume and by ``cliplens store info --verify``: :mod:`cliplens.store.integrity`.
 
 Per image (row), at the CLS position, residual space unless said (``L`` layers, ``H`` heads, ``dh``
 head width, ``D`` width, ``E`` joint dimension):

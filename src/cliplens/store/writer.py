@@ -7,6 +7,16 @@ equals an uninterrupted run's (bit for bit in float32 on one machine). A complet
 recomputed. A folder holding a store of another model or other settings, or anything that is not a store,
 is refused — nothing of a user's is ever deleted.
 
+A store checks itself (:mod:`cliplens.store.integrity`): every file carries its checksum, and a build run again
+checks every file already there in full — a chunk or a projection file that was truncated or changed on disk
+is computed again (a warning names it and why), a damaged header is rewritten when the manifest or the
+projections show that this build makes the same store, the manifest is always written anew — and the finished
+store is opened once as every reader will, so a build never reports complete a store that cannot be read.
+
+The zero-shot classifier (classes × templates prompts through the text tower; 80,000 for ImageNet with the 80
+templates) is computed once per store, by rank 0, and never again while ``projections.safetensors`` is intact;
+with ``progress`` its prompt count is said before it starts, and a bar shows its progress.
+
 Several processes: run under ``torchrun --nproc_per_node N -m cliplens store build …``; each rank takes
 the chunks ``c ≡ rank (mod N)`` and writes its own files; rank 0 writes the manifest once all are done
 (``gloo`` barrier, so CPU-only machines work).
@@ -14,9 +24,11 @@ the chunks ``c ≡ rank (mod N)`` and writes its own files; rank 0 writes the ma
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +36,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
@@ -36,6 +46,19 @@ from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images.config import PreprocessConfig
 from cliplens.images.io import DEFAULT_MAX_PIXELS
 from cliplens.images.preprocess import Preprocessor
+from cliplens.progress import progress_bar, stderr_console
+from cliplens.store.integrity import (
+    CHECKSUM,
+    Damage,
+    StoreDamagedError,
+    StoreWriteError,
+    check_file,
+    check_layout,
+    comparable,
+    header_identity,
+    save_checked,
+)
+from cliplens.store.reader import Store
 from cliplens.store.schema import (
     FORMAT,
     HEADER,
@@ -67,6 +90,8 @@ class BuildResult:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     complete: bool = False
+    repaired: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: found damaged, made again
+    classifier_prompts: int = 0  # prompts embedded for the zero-shot classifier by this call (0: reused)
 
 
 # ---- what is stored per image --------------------------------------------------------------------
@@ -118,7 +143,7 @@ def classifier_texts(dataset: Any, templates: str) -> tuple[list[str], list[str]
     return list(dataset.class_names), list(TEMPLATE_SETS[templates])
 
 
-def projections(model: Any, dataset: Any, templates: str) -> dict[str, Tensor]:
+def projections(model: Any, dataset: Any, templates: str, progress: bool = False) -> dict[str, Tensor]:
     """The weight-derived matrices analyses need without the model (see :mod:`cliplens.store.schema`)."""
     view = model.vision
     out_w, out_b = [], []
@@ -135,7 +160,7 @@ def projections(model: Any, dataset: Any, templates: str) -> dict[str, Tensor]:
     beta = ln.bias.detach().float().cpu() if ln.bias is not None else torch.zeros(view.width)
     proj = view.proj.detach().float().cpu() if view.proj is not None else torch.eye(view.width)
     names, temps = classifier_texts(dataset, templates)
-    classifier = zero_shot_classifier(model, names, temps).float().cpu()
+    classifier = zero_shot_classifier(model, names, temps, progress=progress).float().cpu()
     return {"out_weight": torch.stack(out_w), "out_bias": torch.stack(out_b), "ln_gamma": gamma, "ln_beta": beta,
             "proj": proj, "classifier": classifier}
 
@@ -172,10 +197,12 @@ def _collate(batch: list[Any]) -> list[Any]:
 
 # ---- the header -------------------------------------------------------------------------------------
 
-def header(model: Any, dataset: Any, settings: StoreSettings) -> dict[str, Any]:
-    """What identifies a store: model, preprocessing, settings, data set."""
+def header(model: Any, dataset: Any, settings: StoreSettings, command: dict[str, Any] | None = None
+           ) -> dict[str, Any]:
+    """What identifies a store: model, preprocessing, settings, data set; the checksum kind its files carry; and
+    the command that built it (``{"argv": [...], "cwd": ...}``, for the message that says how to repair it)."""
     view = model.vision
-    return {
+    head = {
         "format": FORMAT,
         "model": {**model.describe(), "fingerprint": model.fingerprint()},
         "preprocess": model.preprocess_config.to_dict(),
@@ -187,25 +214,57 @@ def header(model: Any, dataset: Any, settings: StoreSettings) -> dict[str, Any]:
         "images": len(dataset),
         "shape": {"layers": view.num_layers, "heads": view.num_heads, "head_dim": view.head_dim,
                   "width": view.width, "embed_dim": view.embed_dim, "tokens": view.num_tokens()},
+        "checksums": CHECKSUM,
     }
+    if command:
+        head["command"] = dict(command)
+    return head
 
 
-def _comparable(h: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a header that must match to resume or reuse a store."""
-    return {k: h[k] for k in ("format", "preprocess", "settings", "dataset", "class_names", "images")} | {
-        "model": {"fingerprint": h["model"]["fingerprint"], "name": h["model"]["name"]}}
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    try:
+        write_json_atomic(path, data)
+    except OSError as e:
+        raise StoreWriteError(f"cannot write {path} ({e.strerror or e}); the files already finished are kept: free "
+                              "some space or fix the folder's permissions and run the same command again to "
+                              "resume") from None
 
 
-def _prepare(out: Path, head: dict[str, Any], model: Any, dataset: Any, settings: StoreSettings, rank: int) -> bool:
-    """Create or check the store folder; returns whether the header was already there."""
+def _recorded_identity(out: Path) -> str | None:
+    """The identity of the header the store was built with, from the manifest or the projections (to rewrite a
+    damaged header only for a build that makes the same store)."""
+    try:
+        rec = read_json(out / MANIFEST).get("header", {})
+        if isinstance(rec, dict) and rec.get("identity"):
+            return str(rec["identity"])
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        return check_layout(out / PROJECTIONS).metadata.get("header")
+    except Damage:
+        return None
+
+
+def _prepare(out: Path, head: dict[str, Any], rank: int, result: BuildResult) -> bool:
+    """Create or check the store folder and its header (rank 0 writes it); returns whether it was already there."""
     path = out / HEADER
     if path.exists():
         try:
             old = read_json(path)
-        except (OSError, ValueError) as e:
-            raise InvalidInputError(f"{path} is not a readable store header ({e}); pass another --out (nothing was "
-                                    "deleted)") from None
-        diffs = differences(_comparable(old), _comparable(head))
+            comparable(old)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            why = f"{type(e).__name__}: {e}"[:100]
+            if _recorded_identity(out) == header_identity(head):
+                if rank == 0:
+                    _repaired(result, HEADER, why, "it is written again from this command, which makes the same "
+                                                   "store (as the store's manifest or projections record)")
+                    _write_json(path, head)
+                return True
+            raise InvalidInputError(
+                f"{path} is damaged ({why}), and nothing in {out} shows that this command makes the same store, so "
+                "it is not rewritten: run the command that built the store (same data set, model and settings), or "
+                "pass another --out (nothing was deleted)") from None
+        diffs = differences(comparable(old), comparable(head))
         if diffs:
             raise InvalidInputError(
                 f"{out} holds a store made with another model, data set or settings; it is not resumed or "
@@ -220,12 +279,47 @@ def _prepare(out: Path, head: dict[str, Any], model: Any, dataset: Any, settings
                                 "for --out (nothing was touched)")
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        tensors = projections(model, dataset, settings.templates)
-        tmp = out / (PROJECTIONS + ".tmp")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-        os.replace(tmp, out / PROJECTIONS)
-        write_json_atomic(path, head)
+        _write_json(path, head)  # first: a folder with a header is a store, its other files made or checked
     return False
+
+
+def _ensure_projections(out: Path, model: Any, dataset: Any, settings: StoreSettings, head: dict[str, Any],
+                        result: BuildResult, progress: bool) -> None:
+    """Rank 0: check ``projections.safetensors`` in full, or compute it (again) — the classifier with it."""
+    path = out / PROJECTIONS
+    if path.exists():
+        try:
+            check_file(path)
+            return
+        except Damage as d:
+            _repaired(result, PROJECTIONS, d.reason)
+    for stale in out.glob(PROJECTIONS + ".tmp*"):
+        stale.unlink(missing_ok=True)
+    names, temps = classifier_texts(dataset, settings.templates)
+    result.classifier_prompts = len(names) * len(temps)
+    if progress:
+        stderr_console().print(
+            f"zero-shot classifier of the store: {len(names):,} classes × {len(temps)} template"
+            f"{'s' if len(temps) != 1 else ''} = {result.classifier_prompts:,} prompts through the text tower, once "
+            "per store (kept in projections.safetensors, reused on resume; --templates chooses fewer)")
+    tensors = projections(model, dataset, settings.templates, progress=progress)
+    save_checked(path, tensors, {"header": header_identity(head)})
+
+
+def _check_manifest(out: Path, result: BuildResult) -> None:
+    """Rank 0: a manifest there that cannot be read is said (it is written again at the end in any case)."""
+    path = out / MANIFEST
+    if path.exists():
+        try:
+            if not isinstance(read_json(path).get("chunks"), list):
+                raise ValueError("not a store manifest")
+        except (OSError, ValueError, AttributeError) as e:
+            _repaired(result, MANIFEST, f"{type(e).__name__}: {e}"[:100], "it is written again")
+
+
+def _repaired(result: BuildResult, name: str, reason: str, what: str = "it is computed again") -> None:
+    result.repaired.append({"file": name, "reason": reason})
+    warnings.warn(f"{name} in {result.path} was damaged ({reason}){'; ' + what if what else ''}", stacklevel=3)
 
 
 # ---- the chunks -------------------------------------------------------------------------------------
@@ -264,15 +358,22 @@ def _chunk_rows(model: Any, loader: DataLoader, settings: StoreSettings, skip_ba
 
 def _write_chunk(out: Path, c: int, rows: dict[str, Tensor], kept: list[int], metas: list[tuple],
                  skipped: list[dict[str, Any]], rank: int) -> None:
-    """``metas``: each kept image's ``(label, id, attributes)``."""
+    """``metas``: each kept image's ``(label, id, attributes)``. Written with its checksum, then renamed."""
     tensors = dict(rows)
     tensors["index"] = torch.tensor(kept, dtype=torch.int64)
     tensors["label"] = torch.tensor([m[0] for m in metas], dtype=torch.int64)
     meta = {"chunk": str(c), "rank": str(rank), "ids": json.dumps([m[1] for m in metas]),
             "attributes": json.dumps([_json_safe(m[2]) for m in metas]), "skipped": json.dumps(skipped)}
-    tmp = out / (chunk_name(c) + f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, out / chunk_name(c))
+    save_checked(out / chunk_name(c), tensors, meta)
+
+
+def _check_chunk(out: Path, c: int) -> None:
+    """Chunk ``c`` in full (its checksum); raises :class:`Damage`."""
+    layout = check_file(out / chunk_name(c))
+    if layout.metadata.get("chunk", str(c)) != str(c):
+        raise Damage(f"it holds chunk {layout.metadata['chunk']}, not {c}")
+    if "index" not in layout.tensors:
+        raise Damage("it has no 'index' tensor (not a chunk of a store)")
 
 
 def _json_safe(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -286,20 +387,41 @@ def distributed() -> tuple[int, int]:
 
 
 def write_manifest(out: Path, n_images: int, chunk_size: int) -> dict[str, Any]:
-    """Scan the chunk files and write ``manifest.json`` (once every chunk exists)."""
+    """Check every chunk file's structure and write ``manifest.json`` (once every chunk exists): each file's size
+    and checksum, the header's, the images skipped, the total."""
     n_chunks = (n_images + chunk_size - 1) // chunk_size
     chunks, skipped, total = [], [], 0
+    head = read_json(out / HEADER)
     for c in range(n_chunks):
         path = out / chunk_name(c)
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            rows = f.get_slice("index").get_shape()[0]
+        try:
+            layout = check_layout(path)
+            found = json.loads(layout.metadata.get("skipped", "[]"))
+        except (Damage, ValueError) as e:
+            raise StoreDamagedError(f"{path} is damaged ({getattr(e, 'reason', e)}) although this build checked or "
+                                    "wrote it (the disk or another process changed it?): run the same command again "
+                                    "to compute it again") from None
+        rows = layout.rows()
         chunks.append({"file": path.name, "start": c * chunk_size, "stop": min((c + 1) * chunk_size, n_images),
-                       "images": rows, "rank": int(meta.get("rank", 0))})
-        skipped += json.loads(meta.get("skipped", "[]"))
+                       "images": rows, "rank": int(layout.metadata.get("rank", 0)), "bytes": layout.size,
+                       CHECKSUM: layout.checksum})
+        skipped += found
         total += rows
-    manifest = {"complete": True, "images": total, "chunks": chunks, "skipped": skipped}
-    write_json_atomic(out / MANIFEST, manifest)
+    try:
+        proj = check_layout(out / PROJECTIONS)
+    except Damage as d:
+        raise StoreDamagedError(f"{out / PROJECTIONS} is damaged ({d.reason}): run the same command again to "
+                                "compute it again") from None
+    raw = (out / HEADER).read_bytes()
+    manifest = {"complete": True, "images": total, "chunks": chunks, "skipped": skipped,
+                "projections": {"file": PROJECTIONS, "bytes": proj.size, CHECKSUM: proj.checksum},
+                "header": {"file": HEADER, "bytes": len(raw), CHECKSUM: hashlib.sha256(raw).hexdigest(),
+                           "identity": header_identity(head)},
+                "checksums": f"{CHECKSUM} of each file's tensors and metadata (cliplens.store.integrity); "
+                             f"{CHECKSUM} of the header's bytes"}
+    if isinstance(head.get("command"), dict):
+        manifest["command"] = head["command"]
+    _write_json(out / MANIFEST, manifest)
     return manifest
 
 
@@ -313,8 +435,14 @@ def build_store(
     num_workers: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = False,
+    command: dict[str, Any] | None = None,
 ) -> BuildResult:
-    """Decompose every image of ``dataset`` into a store at ``out_dir`` (see the module docs)."""
+    """Decompose every image of ``dataset`` into a store at ``out_dir`` (see the module docs).
+
+    ``progress``: say the classifier's prompt count and show progress bars (on stderr). ``command``: the build
+    command as ``{"argv": [...], "cwd": ...}`` (recorded in the header, so that a message about a damaged store
+    can give the command that repairs it; the command line passes it). Files found damaged are computed again,
+    each with a warning, and listed in the result's ``repaired``."""
     settings = settings or StoreSettings()
     if settings.dtype not in DTYPES:
         raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}; got {settings.dtype!r}")
@@ -334,25 +462,41 @@ def build_store(
     t0 = time.perf_counter()
     out = Path(out_dir).expanduser()
     rank, world = distributed()
-    head = header(model, dataset, settings)
-    if world > 1 and rank != 0:
-        _barrier()  # rank 0 writes the header and projections first; the others then check them
-        _prepare(out, head, model, dataset, settings, rank)
-    else:
-        try:
-            _prepare(out, head, model, dataset, settings, rank)
-        finally:
-            if world > 1:
-                _barrier()
+    head = header(model, dataset, settings, command)
     n = len(dataset)
     S = settings.chunk_size
     n_chunks = (n + S - 1) // S
-    todo = [c for c in range(n_chunks) if c % world == rank and not (out / chunk_name(c)).exists()]
-    result = BuildResult(out, n, chunks_reused=sum(1 for c in range(n_chunks) if c % world == rank) - len(todo))
-    from cliplens.progress import progress_bar
-
-    bar = progress_bar(enabled=progress and rank == 0)
+    result = BuildResult(out, n)
+    show = progress and rank == 0
+    if world > 1 and rank != 0:
+        _barrier()  # rank 0 writes the header and projections first; the others then check them
+        _prepare(out, head, rank, result)
+    else:
+        try:
+            _prepare(out, head, rank, result)
+            _check_manifest(out, result)
+            _ensure_projections(out, model, dataset, settings, head, result, show)
+        finally:
+            if world > 1:
+                _barrier()
+    mine = [c for c in range(n_chunks) if c % world == rank]
+    bar = progress_bar(enabled=show)
     with bar:
+        existing = [c for c in mine if (out / chunk_name(c)).exists()]
+        task = bar.add_task(f"checking {len(existing)} chunks already there", total=len(existing))
+        damaged = []
+        for c in existing:  # every chunk already there, in full: one truncated or changed on disk is made again
+            try:
+                _check_chunk(out, c)
+            except Damage as d:
+                _repaired(result, chunk_name(c), d.reason)
+                damaged.append(c)
+            bar.advance(task)
+        bar.remove_task(task)
+        todo = sorted(set(mine) - set(existing) | set(damaged))
+        result.chunks_reused = len(mine) - len(todo)
+        if todo or result.repaired:
+            (out / MANIFEST).unlink(missing_ok=True)  # the store is unfinished until the manifest is written again
         task = bar.add_task(f"store ({len(todo)} chunks to do)", total=sum(min(S, n - c * S) for c in todo))
         for c in todo:
             for stale in out.glob(chunk_name(c) + ".tmp*"):  # left by a killed run (chunk c is this rank's alone)
@@ -370,6 +514,7 @@ def build_store(
         _barrier()
     if rank == 0:
         manifest = write_manifest(out, n, S)
+        Store(out)  # opened as every reader will: a store that cannot be read is never reported complete
         result.skipped = manifest["skipped"]
         result.complete = True
     result.seconds = time.perf_counter() - t0
