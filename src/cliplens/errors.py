@@ -64,6 +64,12 @@ class MissingDependencyError(CliplensError, ImportError):
     """An optional dependency (open_clip, transformers, …) is needed but not installed."""
 
 
+def install_hint(package: str, extra: str) -> str:
+    """How to install an optional dependency: its own package from the package index, or the project's extra
+    from a clone of cliplens (extras are named with hyphens only, so every pip accepts them)."""
+    return f"pip install {package} (or, in a clone of cliplens, pip install -e \".[{extra}]\")"
+
+
 class OutputExistsError(CliplensError, FileExistsError):
     """An output path that already holds a user's files (cliplens never overwrites them)."""
 

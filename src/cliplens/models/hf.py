@@ -34,6 +34,7 @@ from cliplens.errors import (
     ModelLoadError,
     ModelNotFoundError,
     UnsupportedArchitectureError,
+    install_hint,
 )
 from cliplens.images.config import (
     OPENAI_CLIP_MEAN,
@@ -74,7 +75,7 @@ def require_transformers() -> Any:
     except ImportError as e:
         raise MissingDependencyError(
             "Hugging Face transformers is not installed. Install it with: "
-            "pip install 'cliplens[transformers]' (or pip install transformers)."
+            f"{install_hint('transformers', 'transformers')}."
         ) from e
     return transformers
 

@@ -36,6 +36,7 @@ from cliplens.errors import (
     PretrainedRequiredError,
     RandomWeightsWarning,
     UnsupportedArchitectureError,
+    install_hint,
 )
 from cliplens.images.config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessConfig, pair
 from cliplens.models.base import CLIPAdapter
@@ -60,8 +61,7 @@ def require_open_clip() -> Any:
         import open_clip
     except ImportError as e:  # pragma: no cover - exercised only without the extra
         raise MissingDependencyError(
-            "open_clip is not installed. Install it with: pip install 'cliplens[open_clip]' "
-            "(or pip install open_clip_torch)."
+            f"open_clip is not installed. Install it with: {install_hint('open_clip_torch', 'open-clip')}."
         ) from e
     return open_clip
 

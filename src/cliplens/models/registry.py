@@ -41,6 +41,7 @@ from cliplens.errors import (
     ModelLoadError,
     ModelNotFoundError,
     UnsupportedArchitectureError,
+    install_hint,
 )
 from cliplens.models import hf, openclip, toy
 from cliplens.models.base import DEFAULT_SEED, CLIPAdapter
@@ -257,8 +258,8 @@ def load(
     if openclip.installed() is None:
         raise MissingDependencyError(
             f"{name!r} is not an embedded model, a local path or a Hugging Face id; open_clip names (such as "
-            "'ViT-B-32') need open_clip, which is not installed. Install it with: "
-            "pip install 'cliplens[open_clip]' (or pip install open_clip_torch)."
+            f"'ViT-B-32') need open_clip, which is not installed. Install it with: "
+            f"{install_hint('open_clip_torch', 'open-clip')}."
         )
     raise _unknown(name)
 

@@ -45,7 +45,7 @@ from PIL import Image
 from torch import Tensor
 
 from cliplens.checkpoints import load_state_dict
-from cliplens.errors import InvalidInputError, MissingDependencyError, ModelLoadError
+from cliplens.errors import InvalidInputError, MissingDependencyError, ModelLoadError, install_hint
 from cliplens.images.io import DEFAULT_MAX_PIXELS, load_image, to_rgb
 from cliplens.maps.base import MapMethod, get_map
 from cliplens.maps.inputs import MAX_TOKENS, fitted_shape, image_size, token_count
@@ -58,7 +58,7 @@ __all__ = ["FITS", "SAM_TYPES", "Points", "load_sam", "points_from_map", "sam_ma
 FITS: tuple[str, ...] = ("whole", "squash")
 #: SAM's image-encoder sizes (``segment_anything.sam_model_registry`` keys)
 SAM_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h")
-SAM_INSTALL = "pip install segment-anything (or pip install 'cliplens[sam]')"
+SAM_INSTALL = install_hint("segment-anything", "sam")
 
 
 @dataclass
