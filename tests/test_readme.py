@@ -137,3 +137,19 @@ def test_every_command_and_package_is_in_the_readme():
     src = Path(cliplens.__file__).parent
     for pkg in sorted(p.name for p in src.iterdir() if (p / "__init__.py").is_file()):
         assert f"  {pkg}/" in layout, f"package {pkg}/ is not in the README's layout"
+
+
+def test_no_paragraph_stops_mid_sentence():
+    """Every paragraph or bullet of prose (outside code, tables and headings) ends with punctuation."""
+    lines = README.read_text().split("\n")
+    code, cut = False, []
+    for i, line in enumerate(lines):
+        if line.startswith("```"):
+            code = not code
+            continue
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if code or not line.strip() or following.strip() or line.startswith(("#", "|")):
+            continue
+        if not line.rstrip().endswith((".", ":", ")", "!", "?", "`", "*")):
+            cut.append(f"line {i + 1}: …{line[-50:]}")
+    assert not cut, cut
