@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import cliplens
 from cliplens.analyses.textspan import textspan
@@ -57,7 +58,8 @@ def test_retrieve_from_saved_textspan(store, tmp_path):
             tmp_path / "ts", "--top", "5", "--evaluate", "bg_kind", "--json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
-    assert d["query"] == {"row": 4, "id": st.ids[4]}
+    own = {"shape": ["circle", "square"][int(st.labels[4])], "bg_kind": st.attributes("bg_kind")[4]}
+    assert d["query"] == {"row": 4, "id": st.ids[4], "label": own["shape"], "bg_kind": own["bg_kind"]}
     assert [len(v) for v in d["neighbours"].values()] == [5, 5]
     assert all(n["row"] != 4 and "bg_kind" in n for n in d["neighbours"]["heads"])
     assert set(d["precision"]) == {"attribute", "k", "heads", "embedding"}
@@ -66,6 +68,22 @@ def test_retrieve_from_saved_textspan(store, tmp_path):
     r = run("retrieve", store, "--query", img, "--heads", "L4.H2,L2.H2", "--top", "3")
     assert r.exit_code == 0, r.output
     assert st.ids[4] in r.output and "through the heads" in r.output
+    r = run("retrieve", store, "--query", img, "--heads", "L4.H2,L2.H2", "--top", "3", "--json")
+    q = json.loads(r.output)["query"]
+    model_says = st.class_names[int((st.classifier @ torch.from_numpy(st.field("embedding")[4])).argmax())]
+    assert q == {"file": str(img), "label": None, "zero_shot_label": model_says}
+    r = run("retrieve", store, "--query-index", "4", "--heads", "L4.H2", "--top", "3")  # the table says it too
+    assert f"row 4 ({st.ids[4]}; {own['shape']})" in one_line(r.output)
+
+
+def test_an_unreadable_query_is_refused_before_any_work(store, tmp_path, monkeypatch):
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    monkeypatch.setattr("cliplens.cli.heads.choose", lambda *a, **k: pytest.fail("work began"))
+    r = run("retrieve", store, "--query", bad, "--property", "background")
+    msg = one_line(r.output)
+    assert r.exit_code == 2 and "corrupt.jpg" in msg and "--query-index" in msg, r.output
+    assert "skip_bad" not in msg and "Traceback" not in r.output
 
 
 @pytest.mark.parametrize("args, message", [

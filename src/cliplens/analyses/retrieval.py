@@ -23,7 +23,8 @@ from torch import Tensor
 from cliplens.errors import InvalidInputError
 from cliplens.store.reader import Store
 
-__all__ = ["Neighbours", "embedding_features", "head_features", "nearest", "precision_at_k", "query_features"]
+__all__ = ["Neighbours", "describe_row", "embedding_features", "head_features", "nearest", "precision_at_k",
+           "query_features", "zero_shot_label"]
 
 _CHUNK = 2048
 
@@ -70,13 +71,27 @@ class Neighbours:
 
     def to_list(self, store: Store, attribute: str | None = None) -> list[dict[str, Any]]:
         """One dict per neighbour: rank, row, id, similarity, class label (and ``attribute``'s value)."""
-        labels = store.labels
-        names = store.class_names
-        values = store.attributes(attribute) if attribute else None
-        return [{"rank": i + 1, "row": int(r), "id": self.ids[i], "similarity": float(s),
-                 "label": names[labels[r]] if 0 <= labels[r] < len(names) else None,
-                 **({attribute: values[r]} if values is not None else {})}
+        return [{"rank": i + 1, "similarity": float(s), **describe_row(store, int(r), attribute)}
                 for i, (r, s) in enumerate(zip(self.rows, self.similarity, strict=True))]
+
+
+def describe_row(store: Store, row: int, attribute: str | None = None) -> dict[str, Any]:
+    """What the store knows of one image: its row, id, class label (``None`` when unlabelled) and, when asked,
+    the value of ``attribute``."""
+    label = int(store.field("label")[row])
+    names = store.class_names
+    out: dict[str, Any] = {"row": row, "id": store.ids[row],
+                           "label": names[label] if 0 <= label < len(names) else None}
+    if attribute:
+        out[attribute] = store.attributes(attribute)[row]
+    return out
+
+
+def zero_shot_label(store: Store, embedding: Tensor) -> str:
+    """The class the store's zero-shot classifier gives an embedding ``[E]`` (for a query from outside the store,
+    whose true label is unknown)."""
+    scores = store.classifier.double() @ torch.nn.functional.normalize(embedding.double().reshape(-1), dim=0)
+    return store.class_names[int(scores.argmax())]
 
 
 def nearest(store: Store, features: Tensor, query: Tensor, k: int = 10, exclude: int | None = None) -> Neighbours:

@@ -17,13 +17,21 @@ from cliplens.analyses.properties import (
     heads_by_text,
     parse_heads,
 )
-from cliplens.analyses.retrieval import head_features, nearest, precision_at_k, query_features
+from cliplens.analyses.retrieval import (
+    describe_row,
+    head_features,
+    nearest,
+    precision_at_k,
+    query_features,
+    zero_shot_label,
+)
 from cliplens.analyses.spurious import debias
 from cliplens.analyses.textspan import TextSpanResult
 from cliplens.cli.analyses import model_for, store_note, textspan_for, textspan_inputs
 from cliplens.cli.common import console, threads_option, torch_threads
 from cliplens.cli.tables import Column, print_table
-from cliplens.errors import InvalidInputError
+from cliplens.errors import ImageLoadError, InvalidInputError
+from cliplens.images import load_image
 from cliplens.models import CLIPAdapter
 from cliplens.store import Store
 
@@ -138,6 +146,13 @@ def retrieve_cmd(store: Path, query: Path | None, query_index: int | None, prop:
         raise InvalidInputError("give one query: --query IMAGE or --query-index N, not both")
     if query_index is not None and not -len(st) <= query_index < len(st):
         raise InvalidInputError(f"--query-index {query_index}: the store has {len(st)} images (rows 0..{len(st) - 1})")
+    if query is not None:
+        try:  # before any work: the query must be readable
+            load_image(str(query))
+        except ImageLoadError as e:
+            raise ImageLoadError(f"--query {str(query)!r} cannot be read: {e.reason.rstrip('. ')}. Nothing was done: "
+                                 "pass a readable image file (PNG, JPEG, …), or --query-index N for an image of the "
+                                 "store", source=e.source, reason=e.reason) from None
     get_model = _Model(st, model, pretrained, device)
     with torch_threads(threads):
         choice = choose(st, prop, heads=heads, by=by, k=k, describe=describe, spans_path=spans_path, pool=pool,
@@ -158,8 +173,12 @@ def retrieve_cmd(store: Path, query: Path | None, query_index: int | None, prop:
                 row = query_index % len(st)
                 q = {name: None if f is None else f[row] for name, f in feats.items()}
                 exclude = row
-            result["query"] = str(query) if query is not None else {"row": exclude, "id": st.ids[exclude]}
             shown = attribute_name(st, prop) if prop else None
+            if query is not None:  # an image from outside the store: its label is unknown, the classifier's guess
+                result["query"] = {"file": str(query), "label": None,
+                                   "zero_shot_label": zero_shot_label(st, q["embedding"])}
+            else:
+                result["query"] = describe_row(st, exclude, shown)
             result["neighbours"] = {name: nearest(st, feats[name], q[name], top, exclude).to_list(st, shown)
                                     for name in feats if feats[name] is not None}
         if evaluate_attr is not None:
@@ -180,7 +199,11 @@ def retrieve_cmd(store: Path, query: Path | None, query_index: int | None, prop:
         _print_choice(con, choice)
     if "neighbours" in result:
         qd = result["query"]
-        what = qd if isinstance(qd, str) else f"row {qd['row']} ({qd['id']})"
+        if "file" in qd:
+            what = f"{qd['file']} (label unknown; the store's zero-shot classifier says {qd['zero_shot_label']})"
+        else:
+            own = " · ".join(str(v) for k, v in qd.items() if k not in ("row", "id"))
+            what = f"row {qd['row']} ({qd['id']}; {own})"
         lists = list(result["neighbours"].values())
         extra = [k for k in lists[0][0] if k not in ("rank", "row", "id", "similarity", "label")] if lists[0] else []
         columns: list[Column | str] = [Column("rank", number=True)]
