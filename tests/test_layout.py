@@ -12,8 +12,8 @@ import cliplens
 
 SRC = Path(cliplens.__file__).resolve().parent
 
-#: what each top-level package may import (besides itself and the shared errors, jsonio, checkpoints and
-#: progress)
+#: what each top-level package may import (besides itself and the shared errors, jsonio, checkpoints, progress
+#: and lazy)
 ALLOWED = {
     "core": set(),
     "images": {"core"},
@@ -98,7 +98,7 @@ def test_layers():
         own = parts[1]
         for d in deps:
             top = d.split(".")[1] if d.count(".") else ""
-            if top in ("errors", "jsonio", "checkpoints", "progress", own) or top in ALLOWED[own]:
+            if top in ("errors", "jsonio", "checkpoints", "progress", "lazy", own) or top in ALLOWED[own]:
                 continue
             if own == "models" and top == "toyworld" and d.split(".")[2] not in ("model", "tokenizer"):
                 bad.append((name, d))
@@ -115,3 +115,25 @@ def test_optional_dependencies_are_imported_lazily():
             "print(*(m in sys.modules for m in ('sklearn', 'open_clip', 'transformers')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False"] * 3
+
+
+def _lazy_packages() -> list[Path]:
+    return sorted(p for p in SRC.rglob("__init__.py") if "_LAZY = {" in p.read_text())
+
+
+def test_lazy_exports_agree_with_their_type_checking_imports():
+    """A package's lazy table and its ``if TYPE_CHECKING:`` imports name the same things from the same modules,
+    every name resolves, and ``__all__`` lists only what the package has."""
+    import importlib
+
+    assert len(_lazy_packages()) >= 9
+    for path in _lazy_packages():
+        tree = ast.parse(path.read_text())
+        checking = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+        typed = {a.name: node.module for node in checking.body for a in node.names}
+        table = next(n for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "_LAZY")
+        assert ast.literal_eval(table.value) == typed, path
+        package = importlib.import_module(_module_name(path))
+        for name in [*typed, *getattr(package, "__all__", [])]:
+            assert getattr(package, name) is not None, (path, name)
+

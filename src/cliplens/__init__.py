@@ -17,19 +17,8 @@ per family), ``images``, ``text``, ``decomposition``, ``maps``, ``evaluation``, 
 
 from __future__ import annotations
 
-from cliplens.core import (
-    AttentionStrategy,
-    BlockPlan,
-    ForwardOutput,
-    Plan,
-    SidePath,
-    VisionView,
-    get_attention,
-    hook_names,
-    register_attention,
-    run_vision,
-)
-from cliplens.decomposition import ComponentScores, Decomposition, decompose, summarize
+from typing import TYPE_CHECKING
+
 from cliplens.errors import (
     CliplensError,
     EmptyTextError,
@@ -46,7 +35,43 @@ from cliplens.errors import (
     TextTruncatedWarning,
     UnsupportedArchitectureError,
 )
-from cliplens.models import CLIPAdapter, ModelInfo, list_models, load, wrap
+from cliplens.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from cliplens.core.attention.base import AttentionStrategy, get_attention, register_attention
+    from cliplens.core.forward import ForwardOutput, run_vision
+    from cliplens.core.hooks import hook_names
+    from cliplens.core.plan import BlockPlan, Plan, SidePath
+    from cliplens.core.view import VisionView
+    from cliplens.decomposition.decomposition import Decomposition, decompose
+    from cliplens.decomposition.scores import ComponentScores
+    from cliplens.decomposition.summary import summarize
+    from cliplens.models.base import CLIPAdapter
+    from cliplens.models.registry import ModelInfo, list_models, load, wrap
+
+#: what ``import cliplens`` exports lazily: name -> the module that defines it (see :mod:`cliplens.lazy`)
+_LAZY = {
+    "AttentionStrategy": "cliplens.core.attention.base",
+    "BlockPlan": "cliplens.core.plan",
+    "CLIPAdapter": "cliplens.models.base",
+    "ComponentScores": "cliplens.decomposition.scores",
+    "Decomposition": "cliplens.decomposition.decomposition",
+    "ForwardOutput": "cliplens.core.forward",
+    "ModelInfo": "cliplens.models.registry",
+    "Plan": "cliplens.core.plan",
+    "SidePath": "cliplens.core.plan",
+    "VisionView": "cliplens.core.view",
+    "decompose": "cliplens.decomposition.decomposition",
+    "get_attention": "cliplens.core.attention.base",
+    "hook_names": "cliplens.core.hooks",
+    "list_models": "cliplens.models.registry",
+    "load": "cliplens.models.registry",
+    "register_attention": "cliplens.core.attention.base",
+    "run_vision": "cliplens.core.forward",
+    "summarize": "cliplens.decomposition.summary",
+    "wrap": "cliplens.models.registry",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __version__ = "0.1.0"
 

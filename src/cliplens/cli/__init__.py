@@ -7,29 +7,17 @@ shows the traceback).
 
 from __future__ import annotations
 
+import ast
+import importlib
 import sys
 import traceback
 import warnings
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import click
 
-from cliplens.cli import (
-    analyses,
-    atlas,
-    decompose,
-    demo,
-    explain,
-    heads,
-    models,
-    points,
-    report,
-    segeval,
-    segment,
-    store,
-    tags,
-    toy,
-)
 from cliplens.cli.common import console, env_flag
 from cliplens.errors import CliplensError
 
@@ -83,14 +71,60 @@ def _print_error(message: str) -> None:
     err.print(message, markup=False)
 
 
-@click.group(cls=Group)
+#: every command: name -> the module of ``cliplens.cli`` that defines it (in its ``COMMANDS`` list). A module is
+#: imported only when its command runs or shows its help, so ``cliplens --help`` loads no model code.
+COMMAND_MODULES: dict[str, str] = {
+    "ablate": "analyses", "atlas": "atlas", "debias": "heads", "decompose": "decompose", "demo": "demo",
+    "explain": "explain", "models": "models", "points": "points", "report": "report", "retrieve": "heads",
+    "segment": "segment", "segment-eval": "segeval", "store": "store", "tags": "tags", "textspan": "analyses",
+    "toy": "toy",
+}
+
+
+@cache
+def _docstrings(module: str) -> dict[str, str]:
+    """The docstring of each command a module defines, read from its source without importing it: the
+    decorator ``@click.command("NAME")`` / ``@click.group("NAME")`` names the command."""
+    path = Path(__file__).with_name(f"{module}.py")
+    out: dict[str, str] = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for deco in node.decorator_list:
+            if not (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr in
+                    ("command", "group") and isinstance(deco.func.value, ast.Name) and deco.func.value.id == "click"):
+                continue
+            names = [a for a in deco.args[:1]] + [k.value for k in deco.keywords if k.arg == "name"]
+            for name in names:
+                if isinstance(name, ast.Constant):
+                    out[str(name.value)] = ast.get_docstring(node) or ""
+    return out
+
+
+class LazyGroup(Group):
+    """The top-level group: commands are imported on first use; the command list in ``--help`` is written
+    from the commands' docstrings (read from source), so it costs no import."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is None:
+            return None
+        mod = importlib.import_module(f"cliplens.cli.{module}")
+        return next(c for c in mod.COMMANDS if c.name == cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(n) for n in COMMAND_MODULES)
+        rows = [(name, click.utils.make_default_short_help(_docstrings(module).get(name, ""), limit))
+                for name, module in sorted(COMMAND_MODULES.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="cliplens")
 def main() -> None:
     """Open up CLIP image encoders and explain, with text, what every part contributes."""
     _warnings_to_stderr()
-
-
-for _module in (models, decompose, explain, segment, segeval, tags, points, demo, report, store, analyses, atlas, heads,
-                toy):
-    for _command in _module.COMMANDS:
-        main.add_command(_command)

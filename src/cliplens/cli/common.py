@@ -1,6 +1,10 @@
 """What every command shares: loading a model from options, checking devices, folders of images,
 output options that never overwrite a user's files (the rule: :mod:`cliplens.report.files`), progress bars
-(on stderr) and the console."""
+(on stderr) and the console.
+
+Command modules import torch and the model code inside the functions that use them, never at module level,
+so that ``cliplens --help`` and each command's ``--help`` answer at once.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,17 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 from rich.console import Console
 
 from cliplens.errors import InvalidInputError
-from cliplens.models import CLIPAdapter, load
-from cliplens.models.base import DEFAULT_SEED
+from cliplens.models.hub import DEFAULT_SEED
 from cliplens.progress import progress_bar
+
+if TYPE_CHECKING:
+    from cliplens.models import CLIPAdapter
 
 DEFAULT_MODEL = "toy"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
@@ -120,6 +125,8 @@ def check_device(device: str) -> str:
         elif d in ("gpu", "nvidia"):
             hint = " (did you mean cuda?)"
         raise InvalidInputError(f"--device {device!r} is not a device name{hint}: use cpu, cuda, cuda:N or mps.")
+    import torch
+
     if d.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InvalidInputError(f"--device {device}: no CUDA GPU is available on this machine (or this torch "
@@ -192,6 +199,8 @@ def threads_option(default: int, help: str = "Torch threads.") -> Any:
 def torch_threads(n: int) -> Iterator[None]:
     """Use ``n`` torch threads inside the block, then restore the process-wide count (commands also run
     in-process, from tests and notebooks)."""
+    import torch
+
     old = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -207,6 +216,8 @@ def load_model(model: str, pretrained: str | None, device: str, trust_checkpoint
     if seed is None:
         ctx = click.get_current_context(silent=True)
         seed = ctx.meta.get(_SEED_KEY) if ctx is not None else None
+    from cliplens.models import load
+
     return load(model, pretrained=pretrained, device=check_device(device), trust_checkpoint=trust_checkpoint,
                 seed=DEFAULT_SEED if seed is None else seed)
 

@@ -4,9 +4,27 @@ LN-sharing rule (:mod:`.shares`), scores against texts (:mod:`.scores`) and read
 
 from __future__ import annotations
 
-from cliplens.decomposition.decomposition import CHECK_TOLERANCE, Decomposition, decompose, resolve_layers
-from cliplens.decomposition.scores import ComponentScores
-from cliplens.decomposition.summary import Contribution, TextSummary, summarize
+from typing import TYPE_CHECKING
+
+from cliplens.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from cliplens.decomposition.decomposition import CHECK_TOLERANCE, Decomposition, decompose, resolve_layers
+    from cliplens.decomposition.scores import ComponentScores
+    from cliplens.decomposition.summary import Contribution, TextSummary, summarize
+
+#: name -> the module that defines it, imported on first use (see :mod:`cliplens.lazy`)
+_LAZY = {
+    "CHECK_TOLERANCE": "cliplens.decomposition.decomposition",
+    "ComponentScores": "cliplens.decomposition.scores",
+    "Contribution": "cliplens.decomposition.summary",
+    "Decomposition": "cliplens.decomposition.decomposition",
+    "TextSummary": "cliplens.decomposition.summary",
+    "decompose": "cliplens.decomposition.decomposition",
+    "resolve_layers": "cliplens.decomposition.decomposition",
+    "summarize": "cliplens.decomposition.summary",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "CHECK_TOLERANCE", "ComponentScores", "Contribution", "Decomposition", "TextSummary", "decompose",

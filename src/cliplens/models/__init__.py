@@ -4,15 +4,32 @@ families (:func:`load`, :func:`wrap`, :func:`list_models`)."""
 
 from __future__ import annotations
 
-from cliplens.models.base import CLIPAdapter
-from cliplens.models.registry import (
-    ModelInfo,
-    UnsupportedModelTypeError,
-    list_models,
-    load,
-    register_embedded,
-    wrap,
-)
+from typing import TYPE_CHECKING
+
+from cliplens.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from cliplens.models.base import CLIPAdapter
+    from cliplens.models.registry import (
+        ModelInfo,
+        UnsupportedModelTypeError,
+        list_models,
+        load,
+        register_embedded,
+        wrap,
+    )
+
+#: name -> the module that defines it, imported on first use (see :mod:`cliplens.lazy`)
+_LAZY = {
+    "CLIPAdapter": "cliplens.models.base",
+    "ModelInfo": "cliplens.models.registry",
+    "UnsupportedModelTypeError": "cliplens.models.registry",
+    "list_models": "cliplens.models.registry",
+    "load": "cliplens.models.registry",
+    "register_embedded": "cliplens.models.registry",
+    "wrap": "cliplens.models.registry",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "CLIPAdapter",

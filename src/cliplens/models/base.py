@@ -41,12 +41,10 @@ from cliplens.images.preprocess import (
     check_pixel_values,
     pixels_or_raise,
 )
+from cliplens.models.hub import DEFAULT_SEED, RANDOM_WEIGHTS
 from cliplens.text.encode import encode_texts
 
-#: ``weights`` of a model built with random weights on request
-RANDOM_WEIGHTS = "random"
-#: the seed random weights are drawn from unless another is given (the same seed, the same weights)
-DEFAULT_SEED = 0
+__all__ = ["DEFAULT_SEED", "RANDOM_WEIGHTS", "CLIPAdapter"]
 
 
 class CLIPAdapter(ABC):

@@ -17,6 +17,11 @@ from cliplens.errors import CliplensError, ModelLoadError
 
 CKPT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
 
+#: ``weights`` of a model built with random weights on request
+RANDOM_WEIGHTS = "random"
+#: the seed random weights are drawn from unless another is given (the same seed, the same weights)
+DEFAULT_SEED = 0
+
 LOCAL_HELP = (
     "To use weights you already have, point cliplens at them: "
     "cliplens.load('/path/to/folder') for a folder written by transformers' save_pretrained "

@@ -3,16 +3,37 @@ zero-shot classifiers (:mod:`.zeroshot`)."""
 
 from __future__ import annotations
 
-from cliplens.text.encode import TextEncoder, encode_texts, text_directions, validate_texts
-from cliplens.text.templates import (
-    IMAGENET_TEMPLATES,
-    SCENE_TEMPLATES,
-    SURGERY_TEMPLATES,
-    TEMPLATE_SETS,
-    Template,
-    fill_template,
-)
-from cliplens.text.zeroshot import zero_shot_classifier
+from typing import TYPE_CHECKING
+
+from cliplens.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from cliplens.text.encode import TextEncoder, encode_texts, text_directions, validate_texts
+    from cliplens.text.templates import (
+        IMAGENET_TEMPLATES,
+        SCENE_TEMPLATES,
+        SURGERY_TEMPLATES,
+        TEMPLATE_SETS,
+        Template,
+        fill_template,
+    )
+    from cliplens.text.zeroshot import zero_shot_classifier
+
+#: name -> the module that defines it, imported on first use (see :mod:`cliplens.lazy`)
+_LAZY = {
+    "IMAGENET_TEMPLATES": "cliplens.text.templates",
+    "SCENE_TEMPLATES": "cliplens.text.templates",
+    "SURGERY_TEMPLATES": "cliplens.text.templates",
+    "TEMPLATE_SETS": "cliplens.text.templates",
+    "Template": "cliplens.text.templates",
+    "TextEncoder": "cliplens.text.encode",
+    "encode_texts": "cliplens.text.encode",
+    "fill_template": "cliplens.text.templates",
+    "text_directions": "cliplens.text.encode",
+    "validate_texts": "cliplens.text.encode",
+    "zero_shot_classifier": "cliplens.text.zeroshot",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "IMAGENET_TEMPLATES", "SCENE_TEMPLATES", "SURGERY_TEMPLATES", "TEMPLATE_SETS", "Template", "TextEncoder", "encode_texts", "fill_template", "text_directions",
