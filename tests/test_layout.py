@@ -137,3 +137,18 @@ def test_lazy_exports_agree_with_their_type_checking_imports():
         for name in [*typed, *getattr(package, "__all__", [])]:
             assert getattr(package, name) is not None, (path, name)
 
+
+
+def test_help_imports_no_model_code():
+    """``cliplens --help`` and each command's ``--help`` answer without importing torch (or matplotlib), so they
+    take a fraction of a second: the command modules import the heavy code inside their functions."""
+    from cliplens.cli import COMMAND_MODULES
+
+    commands = [[]] + [[name] for name in COMMAND_MODULES] + [["store", "build"], ["toy", "train"]]
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom cliplens.cli import main\n"
+            "args = sys.argv[1:]\nr = CliRunner().invoke(main, [*args, '--help'])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "print(*(m in sys.modules for m in ('torch', 'matplotlib', 'numpy')))")
+    for args in commands:
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True).stdout
+        assert out.split()[:2] == ["False", "False"], (args, out)

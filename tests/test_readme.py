@@ -123,7 +123,7 @@ def test_every_command_and_package_is_in_the_readme():
     cli_block = text[text.index("## Command line"):]
     cli_block = cli_block[:cli_block.index("\n## ", 3)]
     commands = []
-    for name, cmd in main.commands.items():
+    for name, cmd in main.all_commands().items():
         if isinstance(cmd, click.Group):
             commands += [f"cliplens {name} {sub}" for sub in cmd.commands]
         else:

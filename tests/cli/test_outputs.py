@@ -13,8 +13,7 @@ import click
 import pytest
 
 import cliplens
-from cliplens.cli import main
-from cliplens.cli import toy as toy_cli
+from cliplens.cli import LazyGroup, main
 from cliplens.cli.common import FILE_RULE, FOLDER_RULE, OutputOption, max_threads
 from cliplens.datasets import open_dataset
 from cliplens.errors import OutputExistsError
@@ -62,13 +61,13 @@ def _failing_plot(accs, baseline, path, **kwargs):
 
 # command, option, how to run it with the file, the work that must not start before the file is checked
 FILE_OUTPUTS = {
-    "ablate --plot": ("--plot", lambda c, f: ["ablate", c.store, "--plot", f], ("cliplens.cli.analyses",
+    "ablate --plot": ("--plot", lambda c, f: ["ablate", c.store, "--plot", f], ("cliplens.analyses.ablation",
                                                                                   "standard_study")),
     "toy eval --json-out": ("--json-out", lambda c, f: ["toy", "eval", "-n", "4", "--n-retrieval", "4",
                                                         "--threads", "1", "--json-out", f],
-                            ("cliplens.cli.toy", "evaluate")),
+                            ("cliplens.toyworld.evaluate", "evaluate")),
     "toy spurious --export": ("--export", lambda c, f: ["toy", "spurious", "--out", f.parent / "run", "--export",
-                                                         f], ("cliplens.cli.toy", "finetune_spurious")),
+                                                         f], ("cliplens.toyworld.train", "finetune_spurious")),
 }
 
 
@@ -96,7 +95,7 @@ def test_an_existing_file_is_refused_before_any_work_and_left_as_it_was(name, ct
 def test_a_sidecar_that_exists_is_refused_too(ctx, tmp_path, monkeypatch):
     sidecar = tmp_path / "w.json"
     sidecar.write_bytes(USERS)
-    _forbid(monkeypatch, ("cliplens.cli.toy", "finetune_spurious"))
+    _forbid(monkeypatch, ("cliplens.toyworld.train", "finetune_spurious"))
     r = run("toy", "spurious", "--out", tmp_path / "run", "--export", tmp_path / "w.safetensors")
     assert r.exit_code == 2 and str(sidecar) in one_line(r.stderr) and "--overwrite" in r.stderr
     assert sidecar.read_bytes() == USERS and not (tmp_path / "w.safetensors").exists()
@@ -109,7 +108,7 @@ def test_overwrite_replaces_the_file(name, ctx, tmp_path, monkeypatch):
     target.write_bytes(USERS)
     if option == "--export":
         target.with_suffix(".json").write_bytes(USERS)
-        monkeypatch.setattr(toy_cli, "finetune_spurious", _fake_finetune)
+        monkeypatch.setattr("cliplens.toyworld.train.finetune_spurious", _fake_finetune)
     r = run(*args(ctx, target), "--overwrite")
     assert r.exit_code == 0, r.output
     new = target.read_bytes()
@@ -127,11 +126,11 @@ def test_a_run_that_fails_while_writing_leaves_the_users_file_whole(option, ctx,
     target = tmp_path / ("w.safetensors" if option == "--export" else "curve.png")
     target.write_bytes(USERS)
     if option == "--plot":
-        monkeypatch.setattr("cliplens.cli.analyses.save_ablation_curve", _failing_plot)
+        monkeypatch.setattr("cliplens.report.plotting.save_ablation_curve", _failing_plot)
         r = run("ablate", ctx.store, "--plot", target, "--overwrite")
     else:
         target.with_suffix(".json").write_bytes(USERS)
-        monkeypatch.setattr(toy_cli, "finetune_spurious", _failing_finetune)
+        monkeypatch.setattr("cliplens.toyworld.train.finetune_spurious", _failing_finetune)
         r = run("toy", "spurious", "--out", tmp_path / "run", "--export", target, "--overwrite")
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert target.read_bytes() == USERS
@@ -195,7 +194,7 @@ FOLDER_OUTPUTS = {
 
 @pytest.mark.parametrize("name", list(FOLDER_OUTPUTS))
 def test_a_folder_with_files_gets_a_fresh_run_folder(name, ctx, tmp_path, monkeypatch):
-    monkeypatch.setattr(toy_cli, "finetune_spurious", _fake_finetune)
+    monkeypatch.setattr("cliplens.toyworld.train.finetune_spurious", _fake_finetune)
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "notes.txt").write_bytes(USERS)
@@ -212,9 +211,9 @@ def test_a_folder_that_cannot_be_written_is_said_before_any_work(name, ctx, monk
     def started(*args, **kwargs):
         raise AssertionError("the work started before the output folder was checked")
 
-    for where in ("cliplens.cli.common.load", "cliplens.cli.analyses.load", "cliplens.report.demo.load"):
+    for where in ("cliplens.models.load", "cliplens.report.demo.load"):
         monkeypatch.setattr(where, started)
-    monkeypatch.setattr(toy_cli, "finetune_spurious", started)
+    monkeypatch.setattr("cliplens.toyworld.train.finetune_spurious", started)
     r = run(*FOLDER_OUTPUTS[name](ctx, ctx.afile / "out"))
     assert r.exit_code == 2, r.output
     assert "cannot be created or written to" in one_line(r.stderr) and "bug" not in r.output
@@ -226,8 +225,7 @@ def test_a_run_that_fails_before_writing_leaves_no_empty_folder(name, ctx, tmp_p
     def failed(*args, **kwargs):
         raise cliplens.errors.ModelLoadError("no such model here")
 
-    monkeypatch.setattr("cliplens.cli.common.load", failed)
-    monkeypatch.setattr("cliplens.cli.analyses.load", failed)
+    monkeypatch.setattr("cliplens.models.load", failed)
     r = run(*FOLDER_OUTPUTS[name](ctx, tmp_path / "new" / "out"))
     assert r.exit_code == 2 and "no such model here" in r.stderr
     assert list(tmp_path.iterdir()) == []
@@ -243,7 +241,8 @@ OUTPUT_NAMES = {"out_dir", "plot", "json_out", "export", "maps_dir", "store_dir"
 
 
 def _commands(group: click.Group = main, prefix: tuple[str, ...] = ()):
-    for name, cmd in sorted(group.commands.items()):
+    commands = group.all_commands() if isinstance(group, LazyGroup) else group.commands
+    for name, cmd in sorted(commands.items()):
         if isinstance(cmd, click.Group):
             yield from _commands(cmd, (*prefix, name))
         else:

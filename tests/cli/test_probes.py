@@ -224,3 +224,17 @@ def test_siglip_is_refused_from_the_name_even_online(files, monkeypatch):
         assert r.exit_code == 2 and "SigLIP" in r.output, r.output
         assert time.perf_counter() - start < 5, model
     assert "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_list_methods_names_every_method_and_what_it_reads():
+    from cliplens.maps.base import map_class, map_names
+
+    r = run("explain", "--list-methods")
+    assert r.exit_code == 0, r.output
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in r.output.splitlines() if line.startswith("│")]
+    rows = {c[0]: " ".join(c[1:]) for c in cells if c and c[0] in map_names()}
+    assert set(rows) == set(map_names())
+    for name, line in rows.items():
+        cls = map_class(name)
+        want = "baseline" if cls.baseline else "text and image" if cls.text_dependent else "image only"
+        assert want in line, line

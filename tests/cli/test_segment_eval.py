@@ -227,9 +227,9 @@ def test_a_run_stopped_by_ctrl_c_and_by_sigterm_resumes_with_every_overlay(tmp_p
 
 
 def test_an_interrupted_command_says_how_to_resume(tmp_path, monkeypatch):
-    import cliplens.cli.segeval as cli
+    import cliplens.report.maps as maps
 
-    real = cli.save_evaluation_overlay
+    real = maps.save_evaluation_overlay
     calls = []
 
     def stop_at_third(*args, **kwargs):
@@ -238,12 +238,12 @@ def test_an_interrupted_command_says_how_to_resume(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "save_evaluation_overlay", stop_at_third)
+    monkeypatch.setattr("cliplens.report.maps.save_evaluation_overlay", stop_at_third)
     r = run("segment-eval", TOY, "--method", "maskclip", "--out", tmp_path / "o", "--overlays", 5)
     assert r.exit_code == 130
     text = " ".join(r.output.split())
     assert "maskclip: 2 of 5 images done and saved in" in text and "run the same command to resume" in text
-    monkeypatch.setattr(cli, "save_evaluation_overlay", real)
+    monkeypatch.setattr("cliplens.report.maps.save_evaluation_overlay", real)
     d = _json(run("segment-eval", TOY, "--method", "maskclip", "--out", tmp_path / "o", "--overlays", 5, "--json"))
     assert d["methods"]["maskclip"]["images"] == 5
     assert sorted(p.name for p in (tmp_path / "o" / "maskclip" / "overlays").iterdir()) == \

@@ -173,7 +173,7 @@ def test_points_with_sam_writes_a_fresh_folder(invoke, images, tmp_path, monkeyp
         asked.append((str(path), model_type))
         return random_sam()
 
-    monkeypatch.setattr(points_cli, "load_sam", fake_load_sam)
+    monkeypatch.setattr("cliplens.tasks.points.load_sam", fake_load_sam)
     out_dir = tmp_path / "out"
     r = invoke("points", images[0], "--text", "a dog", "--sam-checkpoint", checkpoint, "--out", out_dir, "--json")
     assert r.exit_code == 0, r.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import cliplens.cli.toy as toy_cli
 from cliplens.cli.common import torch_threads
 from tests.cli.conftest import run
 
@@ -49,7 +48,7 @@ def test_spurious_uses_and_restores_threads(random_toy_weights, other_threads, t
         seen["threads"] = torch.get_num_threads()
         return {"spurious": {"before": result, "after": result}}
 
-    monkeypatch.setattr(toy_cli, "finetune_spurious", fake_finetune)
+    monkeypatch.setattr("cliplens.toyworld.train.finetune_spurious", fake_finetune)
     before = torch.get_num_threads()
     r = run("toy", "spurious", "--weights", random_toy_weights, "--out", tmp_path / "sp", "--threads", other_threads)
     assert r.exit_code == 0, r.output

@@ -115,6 +115,10 @@ class LazyGroup(Group):
         mod = importlib.import_module(f"cliplens.cli.{module}")
         return next(c for c in mod.COMMANDS if c.name == cmd_name)
 
+    def all_commands(self) -> dict[str, click.Command]:
+        """Every command, imported (for tests and documentation tools that walk the command tree)."""
+        return {name: self.get_command(click.Context(self), name) for name in COMMAND_MODULES}  # type: ignore[misc]
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         limit = formatter.width - 6 - max(len(n) for n in COMMAND_MODULES)
         rows = [(name, click.utils.make_default_short_help(_docstrings(module).get(name, ""), limit))

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from torch import Tensor
 
-from cliplens.analyses.ablation import evaluate, parse_components, standard_study
 from cliplens.analyses.pools import DEFAULT_POOL_HELP, POOLS, default_pool, load_pool
-from cliplens.analyses.textspan import TextSpanResult, resolve_heads, textspan
 from cliplens.cli.common import (
     check_device,
     console,
@@ -21,11 +19,14 @@ from cliplens.cli.common import (
 )
 from cliplens.cli.tables import Column, print_table
 from cliplens.errors import InvalidInputError, ModelLoadError
-from cliplens.models import CLIPAdapter, load
-from cliplens.models.base import DEFAULT_SEED
 from cliplens.report.files import claim_output, fresh_dir, unique_path, writable_dir, written_then_renamed
-from cliplens.report.plotting import save_ablation_curve
-from cliplens.store import Store
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from cliplens.analyses.textspan import TextSpanResult
+    from cliplens.models import CLIPAdapter
+    from cliplens.store import Store
 
 
 def store_note(st: Store, weights: bool = True) -> str:
@@ -50,6 +51,10 @@ def ablate_cmd(store: Path, components: str | None, groups: str | None, plot: Pa
                as_json: bool) -> None:
     """Which layers, heads and terms matter: zero-shot accuracy with components mean-ablated (from the store,
     without re-running the model). Labels come from the data set."""
+    from cliplens.analyses.ablation import evaluate, parse_components, standard_study
+    from cliplens.report.plotting import save_ablation_curve
+    from cliplens.store import Store
+
     if plot is not None and components:
         raise InvalidInputError("--plot draws the layer curve of the standard study: leave out --components to "
                                 "run the study, or --plot")
@@ -112,6 +117,9 @@ def _default_plot(folder: Path) -> Path | None:
 def model_for(st: Store, model: str | None, pretrained: str | None, device: str) -> CLIPAdapter:
     """The store's model (by the name, weights and random-weight seed it recorded, or the ones given), checked
     by fingerprint."""
+    from cliplens.models import load
+    from cliplens.models.hub import DEFAULT_SEED
+
     m = st.header["model"]
     name = model or m["name"]
     weights = pretrained if model or pretrained else (None if m["weights"] in ("default", m["name"]) else m["weights"])
@@ -142,6 +150,8 @@ def model_for(st: Store, model: str | None, pretrained: str | None, device: str)
 def textspan_inputs(pool: str, heads: str | None) -> tuple[list[str], list[tuple[int, int]] | None]:
     """What ``--pool`` and ``--heads`` name, checked before any model is loaded: the pool's texts, and the
     heads (``None``: every head of the last ``--layers`` layers)."""
+    from cliplens.analyses.ablation import parse_components
+
     head_list = None
     if heads:
         comp = parse_components(heads)
@@ -159,6 +169,8 @@ def textspan_for(st: Store, adapter: CLIPAdapter, texts: list[str], *, pool: str
     :func:`textspan_inputs`) embedded by ``adapter``, the heads of the last ``layers`` layers (or ``heads``),
     ``m`` texts per head, over the first ``n_images`` images (default all). Returns the result (its settings
     name the store and the pool) and each pool text's embedding."""
+    from cliplens.analyses.textspan import textspan
+
     emb = adapter.encode_text(texts, progress=progress)
     images = None if n_images is None else range(min(n_images, len(st)))
     res = textspan(st, texts, emb, layers=layers, heads=heads, m=m, rank=rank, images=images,
@@ -191,6 +203,9 @@ def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int 
     """Label heads with the texts that span their output (TEXTSPAN), with the share of each head's variance each
     text's direction removes (and the cumulative share), and the zero-shot accuracy of the representation
     rebuilt from them."""
+    from cliplens.analyses.textspan import resolve_heads
+    from cliplens.store import Store
+
     st = Store(store)
     pool = pool or default_pool(st.header["model"])
     texts, head_list = textspan_inputs(pool, heads)

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import click
 
-from cliplens.analyses.atlas import build_atlas, check_heads, store_dataset
 from cliplens.analyses.pools import DEFAULT_POOL_HELP, POOLS, default_pool
-from cliplens.analyses.textspan import TextSpanResult
 from cliplens.cli.analyses import model_for, store_note, textspan_for, textspan_inputs
 from cliplens.cli.common import (
     console,
@@ -20,9 +18,7 @@ from cliplens.cli.common import (
     torch_threads,
 )
 from cliplens.errors import InvalidInputError
-from cliplens.report.atlas import write_atlas
 from cliplens.report.files import writable_dir
-from cliplens.store import Store
 
 
 @click.command("atlas")
@@ -65,6 +61,11 @@ def atlas_cmd(store: Path, out_dir: Path, textspan_path: Path | None, pool: str 
 
     Opens offline from the folder (index.html). Only the images shown are run through the model again.
     """
+    from cliplens.analyses.atlas import build_atlas, check_heads, store_dataset
+    from cliplens.analyses.textspan import TextSpanResult
+    from cliplens.report.atlas import write_atlas
+    from cliplens.store import Store
+
     st = Store(store)
     if textspan_path is not None and (pool or heads or layers or rank):
         raise InvalidInputError("--textspan shows results computed before: --pool, --layers, --heads and --rank only "

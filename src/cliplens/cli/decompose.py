@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
-import torch
 
 from cliplens.cli.common import (
     console,
@@ -21,16 +19,20 @@ from cliplens.cli.common import (
     weights_note,
 )
 from cliplens.cli.tables import Column, print_table
-from cliplens.decomposition import resolve_layers, summarize
 from cliplens.errors import ImageLoadError, InvalidInputError
-from cliplens.images import DEFAULT_MAX_PIXELS, SkippedImage, load_image
-from cliplens.models import CLIPAdapter
 from cliplens.report.files import fresh_dir, unique_path, writable_dir
-from cliplens.report.plotting import save_token_map, slug, unnormalize
+
+if TYPE_CHECKING:
+    import torch
+
+    from cliplens.images import SkippedImage
+    from cliplens.models import CLIPAdapter
 
 
 def image_options(f: Any) -> Any:
     """``--recursive``, ``--skip-bad``, ``--max-pixels`` for commands that take IMAGE... arguments."""
+    from cliplens.images import DEFAULT_MAX_PIXELS
+
     f = click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
                      help="Refuse images that decode or resize to more pixels than this.")(f)
     f = click.option("--skip-bad", is_flag=True, help="Skip images that cannot be read instead of stopping.")(f)
@@ -71,6 +73,9 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, d
     to it exactly. A file that cannot be read stops the run with its name, after everything
     before it was printed and saved; --skip-bad skips it instead.
     """
+    from cliplens.decomposition import resolve_layers, summarize
+    from cliplens.images import SkippedImage
+
     paths = expand_images(images, recursive=recursive)
     if maps_dir is not None:
         maps_dir = writable_dir(maps_dir, "--maps", create=False)  # before any work
@@ -168,6 +173,11 @@ def _stopped(bad: SkippedImage, done: int, maps_dir: Path | None, as_json: bool)
 
 def _save_maps(adapter: CLIPAdapter, dec: Any, directions: torch.Tensor, texts: tuple[str, ...], row: int,
                image_path: str, pixels: torch.Tensor, out_dir: Path, max_pixels: int) -> list[str]:
+    import numpy as np
+
+    from cliplens.images import load_image
+    from cliplens.report.plotting import save_token_map, slug, unnormalize
+
     cfg = adapter.preprocess_config
     scores = dec[row].normalized().project(directions)
     grid = scores.token_map()[0]  # [T, gh, gw]

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cliplens.cli.common import check_device, output_option
-from cliplens.report.demo import DEFAULT_OUT, run_demo
+from cliplens.report.files import DEMO_DIR as DEFAULT_OUT
 from cliplens.report.files import writable_dir
 
 
@@ -27,6 +27,8 @@ def demo_cmd(out_dir: Path, seed: int, model: str, pretrained: str | None, objec
 
     Runs offline on the embedded toy CLIP.
     """
+    from cliplens.report.demo import run_demo
+
     writable_dir(out_dir, "--out", create=False)  # before any work
     run_demo(out_dir, model=model, pretrained=pretrained, seed=seed, objects=objects, device=check_device(device))
 

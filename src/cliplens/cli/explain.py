@@ -8,11 +8,9 @@ import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import numpy as np
-import torch
 
 from cliplens.cli.common import (
     console,
@@ -26,24 +24,14 @@ from cliplens.cli.common import (
 )
 from cliplens.cli.decompose import image_options
 from cliplens.errors import ImageLoadError, InvalidInputError
-from cliplens.images import load_image
-from cliplens.maps import (
-    MapMethod,
-    Maps,
-    Surgery,
-    Targets,
-    contrast_others,
-    get_map,
-    map_names,
-    surgery_parts,
-)
-from cliplens.maps.base import NORMALIZATIONS
-from cliplens.maps.inputs import FITS, fit_images
-from cliplens.maps.surgery import FEATURE_MODES
+from cliplens.maps.choices import FEATURE_MODES, FITS, NORMALIZATIONS
 from cliplens.report.files import fresh_dir, unique_path, writable_dir
-from cliplens.report.maps import save_map_grid, save_map_overlay, save_methods, save_surgery_parts
-from cliplens.report.plotting import slug
 from cliplens.text.templates import TEMPLATE_SETS
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cliplens.maps import MapMethod, Maps, Surgery, Targets
 
 R = TypeVar("R")
 
@@ -58,6 +46,8 @@ def text_methods(text_dependent: bool = True) -> list[str]:
     (:attr:`MapMethod.text_dependent`); with ``text_dependent=False``, what ``--method text-independent`` runs:
     those that look at the image but not at the text (raw attention, rollout; the baselines, which look at
     neither, are named one by one)."""
+    from cliplens.maps import get_map, map_names
+
     out = []
     for name in map_names(text_dependent=text_dependent, baseline=False):
         try:
@@ -68,6 +58,23 @@ def text_methods(text_dependent: bool = True) -> list[str]:
     return out
 
 
+def _list_methods(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--list-methods``: every registered map method, what it reads and its summary (the class's docstring)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from cliplens.cli.tables import print_table
+    from cliplens.maps.base import map_class, map_names
+
+    rows = []
+    for name in map_names():
+        cls = map_class(name)
+        reads = "nothing (a baseline)" if cls.baseline else "text and image" if cls.text_dependent else "image only"
+        rows.append((name, reads, (cls.__doc__ or "").strip().split("\n")[0]))
+    print_table(console(), ["method", "reads", "what it is"], rows,
+                title="map methods: --method NAME (all: every method that reads the text)")
+    ctx.exit()
+
+
 #: ``--method`` values that stand for several methods
 METHOD_GROUPS = ("all", "text-independent")
 
@@ -76,6 +83,8 @@ def resolve_methods(method: str, option: str = "--method") -> list[str]:
     """``"all"`` -> every text-dependent method; ``"text-independent"`` -> raw attention and rollout (and any
     other registered method that ignores the text but looks at the image); a registered name -> itself; else a
     clear error."""
+    from cliplens.maps import map_names
+
     if method == "all":
         return text_methods()
     if method == "text-independent":
@@ -117,6 +126,8 @@ def surgery_options(f: Any) -> Any:
 
 def surgery_method(blocks: int, feature: str, no_architecture: bool) -> Surgery:
     """The Surgery the switches ask for."""
+    from cliplens.maps import Surgery
+
     return Surgery(blocks=blocks, architecture=not no_architecture, feature=feature)
 
 
@@ -127,6 +138,8 @@ def templates_option(default: str) -> Any:
 
 
 def make_targets(names: Sequence[str], templates: str, contrast: str | None) -> Targets:
+    from cliplens.maps import Targets
+
     if templates == "none":
         return Targets.texts(list(names), contrast=contrast)  # type: ignore[arg-type]
     return Targets.classes(list(names), templates=templates, contrast=contrast)  # type: ignore[arg-type]
@@ -199,9 +212,11 @@ def run_in_chunks(paths: Sequence[str], batch_size: int, run: Callable[[list[str
 @model_options
 @click.option("--text", "-t", "texts", multiple=True, required=True, help="A text to map (repeat for several).")
 @click.option("--method", default="surgery", show_default=True,
-              help="Map method: " + ", ".join(text_methods()) + "; all (every one of those text-dependent "
-                   "methods, side by side); text-independent (" + ", ".join(text_methods(False)) + ": they ignore "
-                   "the text); or a baseline by name (" + ", ".join(map_names(baseline=True)) + ").")
+              help="Map method: a method's name (--list-methods lists them); all (every text-dependent method, side "
+                   "by side); text-independent (raw attention and rollout: they ignore the text); or a baseline by "
+                   "name.")
+@click.option("--list-methods", is_flag=True, is_eager=True, expose_value=False, callback=_list_methods,
+              help="List the map methods (what each does, whether it reads the text) and exit.")
 @click.option("--by-head", is_flag=True,
               help="CLIP Surgery only: split each map over the heads of its surgical layers (the parts sum to the "
                    "map) and draw the heads that make it.")
@@ -234,6 +249,10 @@ def explain_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     maps: img0__surgery is image 0's [texts, rows, columns], before normalisation) and
     settings.json (every setting, and which image each array is).
     """
+    import numpy as np
+
+    from cliplens.maps import get_map
+
     names = resolve_methods(method)
     if by_head and "surgery" not in names:
         raise InvalidInputError(f"--by-head splits CLIP Surgery's map over its heads: use it with --method surgery "
@@ -315,6 +334,8 @@ def _write(out: Path, arrays: dict[str, np.ndarray], part_labels: list[str] | No
            settings: dict[str, dict[str, Any]], by_head: bool, records: list[dict[str, Any]],
            skipped: list[dict[str, str]], notes: list[str]) -> None:
     """maps.npz and settings.json, for the images done."""
+    import numpy as np
+
     if part_labels is not None:
         arrays["surgery_part_labels"] = np.array(part_labels)
     np.savez_compressed(out / "maps.npz", **arrays)
@@ -340,6 +361,12 @@ def _explain_image(adapter: Any, source: str, per: dict[str, Any], targets: Targ
                    settings: dict[str, dict[str, Any]], out: Path, i: int, notes: dict[str, str], max_pixels: int,
                    arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """One image's pictures and arrays (every method), and its record for settings.json."""
+    import numpy as np
+
+    from cliplens.images import load_image
+    from cliplens.report.maps import save_map_grid, save_map_overlay, save_methods
+    from cliplens.report.plotting import slug
+
     random_weights = adapter.random_weights  # every picture of a random-weight model says so
     original = load_image(source, max_pixels=max_pixels)
     name, stem = Path(source).name, Path(source).stem
@@ -369,6 +396,15 @@ def _by_head(adapter: Any, source: str, maps: Any, method: MapMethod, targets: T
              out: Path, i: int, note: str, max_pixels: int, fit: str, size: int | None, top: int,
              arrays: dict[str, np.ndarray], record: dict[str, Any]) -> list[str]:
     """CLIP Surgery's map of each text split over its parts (the start and every head), saved and drawn."""
+    import numpy as np
+    import torch
+
+    from cliplens.images import load_image
+    from cliplens.maps import contrast_others, surgery_parts
+    from cliplens.maps.inputs import fit_images
+    from cliplens.report.maps import save_surgery_parts
+    from cliplens.report.plotting import slug
+
     fitted, _ = fit_images(adapter, [source], fit=fit, size=size, max_pixels=max_pixels)
     px = fitted[0].pixels[None].to(adapter.device, adapter.dtype)
     params = method.params

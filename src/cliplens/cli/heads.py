@@ -4,36 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cliplens.analyses.pools import DEFAULT_POOL_HELP, POOLS, default_pool
-from cliplens.analyses.properties import (
-    HeadChoice,
-    attribute_name,
-    catalogue_for,
-    heads_by_attribute,
-    heads_by_text,
-    parse_heads,
-)
-from cliplens.analyses.retrieval import (
-    describe_row,
-    head_features,
-    nearest,
-    precision_at_k,
-    query_features,
-    zero_shot_label,
-)
-from cliplens.analyses.spurious import debias
-from cliplens.analyses.textspan import TextSpanResult
 from cliplens.cli.analyses import model_for, store_note, textspan_for, textspan_inputs
 from cliplens.cli.common import console, threads_option, torch_threads
 from cliplens.cli.tables import Column, print_table
 from cliplens.errors import ImageLoadError, InvalidInputError
-from cliplens.images import load_image
-from cliplens.models import CLIPAdapter
-from cliplens.store import Store
+
+if TYPE_CHECKING:
+    from cliplens.analyses.properties import HeadChoice
+    from cliplens.models import CLIPAdapter
+    from cliplens.store import Store
 
 
 def choice_options(f: Any) -> Any:
@@ -82,6 +66,16 @@ def choose(st: Store, prop: str | None, *, heads: str | None, by: str, k: int, d
            spans_path: Path | None, pool: str | None, layers: int, m: int, model: _Model,
            quiet: bool) -> HeadChoice | None:
     """The heads to use (``None``: no property and no heads: the full embedding)."""
+    from cliplens.analyses.properties import (
+        HeadChoice,
+        attribute_name,
+        catalogue_for,
+        heads_by_attribute,
+        heads_by_text,
+        parse_heads,
+    )
+    from cliplens.analyses.textspan import TextSpanResult
+
     if heads:
         return HeadChoice(prop or "heads given by hand", "hand", parse_heads(heads, st))
     if prop is None:
@@ -139,6 +133,18 @@ def retrieve_cmd(store: Path, query: Path | None, query_index: int | None, prop:
                  evaluate_attr: str | None, as_json: bool, threads: int) -> None:
     """Nearest neighbours of a query image in a store, by one property (through the heads that carry it) and
     by the full embedding, side by side."""
+    from cliplens.analyses.properties import attribute_name
+    from cliplens.analyses.retrieval import (
+        describe_row,
+        head_features,
+        nearest,
+        precision_at_k,
+        query_features,
+        zero_shot_label,
+    )
+    from cliplens.images import load_image
+    from cliplens.store import Store
+
     st = Store(store)
     if (query is None) == (query_index is None) and evaluate_attr is None:
         raise InvalidInputError("give a query: --query IMAGE or --query-index N (a row of the store)")
@@ -246,6 +252,10 @@ def debias_cmd(store: Path, spurious: str, groups_attr: str | None, heads: str |
                threads: int) -> None:
     """Remove a spurious cue by mean-ablating the heads that carry it: per-group, average and worst-group
     zero-shot accuracy before and after, next to the best of random head sets of the same size."""
+    from cliplens.analyses.properties import attribute_name
+    from cliplens.analyses.spurious import debias
+    from cliplens.store import Store
+
     st = Store(store)
     groups = groups_attr or spurious
     if attribute_name(st, groups) is None:

@@ -8,7 +8,6 @@ import click
 
 from cliplens.cli.common import console
 from cliplens.cli.tables import print_table
-from cliplens.models import list_models
 
 
 @click.command("models")
@@ -18,6 +17,8 @@ from cliplens.models import list_models
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models_cmd(family: str | None, show_all: bool, as_json: bool) -> None:
     """List the models cliplens can load (embedded, open_clip names and tags, Hugging Face ids)."""
+    from cliplens.models import list_models
+
     infos = [m for m in list_models() if (family is None or m.family == family) and (show_all or m.decomposable)]
     if as_json:
         click.echo(json.dumps([

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
-from PIL import Image
 from rich.markup import escape
 
 from cliplens.cli.common import console, load_model, model_options, model_record, output_option, weights_note
 from cliplens.cli.explain import collected_warnings, print_notes
 from cliplens.errors import ImageLoadError, InvalidInputError
-from cliplens.evaluation.segmentation import upsample_map
 from cliplens.images.io import DEFAULT_MAX_PIXELS, ImageTooLargeError, load_image
 from cliplens.report.files import fresh_dir, writable_dir
-from cliplens.report.plotting import heading, new_figure, save, slug
-from cliplens.tasks.points import (
-    SAM_TYPES,
-    Points,
-    check_sam_checkpoint,
-    default_method,
-    load_sam,
-    sam_masks,
-    text_points,
-)
+from cliplens.tasks.choices import SAM_TYPES
 from cliplens.text.templates import TEMPLATE_SETS
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cliplens.tasks.points import Points
 
 #: where --sam-checkpoint writes when --out is not given
 DEFAULT_OUT = "cliplens-points"
@@ -71,6 +64,12 @@ def points_cmd(image: str, text: str, threshold: float, templates: str, fit: str
     best mask is written as a PNG with a figure of the points. There is no sliding window: an image
     too wide or tall for one forward is refused with the --size (or --fit squash) that fits.
     """
+    import numpy as np
+    from PIL import Image
+
+    from cliplens.report.plotting import slug
+    from cliplens.tasks.points import check_sam_checkpoint, default_method, load_sam, sam_masks, text_points
+
     try:  # before any work: the one image must be readable
         load_image(image, max_pixels=max_pixels)
     except ImageLoadError as e:
@@ -158,6 +157,11 @@ def _fmt(points: list[list[int]]) -> str:
 def _figure(rgb: np.ndarray, pts: Points, mask: np.ndarray | None, path: Path, text: str, name: str,
             random_weights: bool) -> None:
     """The image with the points (green: positive, red: negative) over the map, and SAM's mask if any."""
+    import numpy as np
+
+    from cliplens.evaluation.segmentation import upsample_map
+    from cliplens.report.plotting import heading, new_figure, save
+
     h, w = rgb.shape[:2]
     panels = 2 if mask is not None else 1
     fig = new_figure(3.4 * panels * max(0.8, min(1.5, w / h)), 3.6)

@@ -8,8 +8,8 @@ import click
 
 from cliplens.cli.common import console, expand_images, load_model, model_options, output_option, progress
 from cliplens.cli.decompose import check_last_layers, image_options
+from cliplens.report.files import REPORT_DIR as DEFAULT_OUT
 from cliplens.report.files import writable_dir
-from cliplens.report.page import DEFAULT_OUT, format_summary, make_report
 
 
 @click.command("report")
@@ -34,6 +34,8 @@ def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, devi
     and how parts are named (L5.H0 is layer 5, head 0; indices start at 0). Every image is read
     before anything is written; an unreadable one stops the report, naming it, unless --skip-bad.
     """
+    from cliplens.report.page import format_summary, make_report
+
     paths = expand_images(images, recursive=recursive)
     writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)

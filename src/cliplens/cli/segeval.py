@@ -14,10 +14,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
 from cliplens.cli.common import (
     console,
@@ -32,17 +31,15 @@ from cliplens.cli.common import (
 )
 from cliplens.cli.explain import collected_warnings, print_notes, resolve_methods
 from cliplens.cli.tables import Column, print_table
-from cliplens.datasets.segmentation import SEGMENTATION_SETS, open_segmentation
 from cliplens.errors import InvalidInputError
-from cliplens.evaluation.imagenet_seg import DEFAULT_MODE, MODES, evaluate_imagenet_seg
-from cliplens.evaluation.protocol import SegProtocol, protocol_for
-from cliplens.evaluation.segeval import PROGRESS, evaluate_segmentation
-from cliplens.maps.base import get_map
-from cliplens.maps.inputs import FITS
+from cliplens.evaluation.choices import IMAGENET_SEG_DEFAULT_MODE as DEFAULT_MODE
+from cliplens.evaluation.choices import IMAGENET_SEG_MODES as MODES
+from cliplens.maps.choices import FITS
 from cliplens.report.files import fresh_dir, writable_dir
-from cliplens.report.maps import save_evaluation_overlay
-from cliplens.report.plotting import colorbar, heading, new_figure, save
 from cliplens.text.templates import TEMPLATE_SETS
+
+if TYPE_CHECKING:
+    from cliplens.evaluation.protocol import SegProtocol
 
 __all__ = ["COMMANDS", "segment_eval_cmd"]
 
@@ -67,6 +64,8 @@ def make_protocol(name: str | None, *, fit: str | None, size: int | None, window
                   whole: bool, logit_scale: float | None, prob_threshold: float | None, templates: str | None,
                   names: str | None) -> SegProtocol:
     """The data set's preset with the options given on the command line (``None``: the preset's)."""
+    from cliplens.evaluation.protocol import protocol_for
+
     p = protocol_for(name, fit=fit, size=size, logit_scale=logit_scale, prob_threshold=prob_threshold,
                      templates=templates, names=names)
     if whole:
@@ -101,6 +100,8 @@ def _term_as_interrupt() -> Iterator[None]:
 
 
 def _saved(folder: Path) -> int | None:
+    from cliplens.evaluation.segeval import PROGRESS
+
     try:
         return int(json.loads((folder / PROGRESS).read_text())["state"]["done"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -111,6 +112,10 @@ def save_imagenet_overlay(path: Path, view: dict[str, Any], *, image_name: str =
                           random_weights: bool = False) -> Path:
     """An ImageNet-segmentation overlay, on the model input's pixels: the normalised map over the image | the
     ground truth as the protocol compares it | the predicted foreground with the ground truth's outline."""
+    import numpy as np
+
+    from cliplens.report.plotting import colorbar, heading, new_figure, save
+
     image, norm, gt, fg = view["image"], np.asarray(view["map"]), np.asarray(view["mask"]), view["foreground"]
     valid = gt != 255
     fig = new_figure(10.5, 4.0)
@@ -209,6 +214,12 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     Each set has a preset protocol (resize, sliding window, temperature, background rule, query names), printed
     with the results and stored with them; every option overrides one part of it.
     """
+    from cliplens.datasets.segmentation import SEGMENTATION_SETS, open_segmentation
+    from cliplens.evaluation.imagenet_seg import evaluate_imagenet_seg
+    from cliplens.evaluation.segeval import evaluate_segmentation
+    from cliplens.maps.base import get_map
+    from cliplens.report.maps import save_evaluation_overlay
+
     if (data is None) == (dataset_opt is None):
         raise InvalidInputError("give the data set once: as DATA (a name, a spec or a folder) or as --dataset NAME "
                                 "(e.g. --dataset voc21 --data-root ~/data/VOCdevkit)" if data is None else

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
 from cliplens.cli.common import (
     console,
@@ -33,14 +32,12 @@ from cliplens.cli.explain import (
     surgery_method,
     surgery_options,
     templates_option,
-    text_methods,
 )
 from cliplens.errors import ImageLoadError, InvalidInputError
-from cliplens.images import load_image
-from cliplens.maps import get_map
 from cliplens.report.files import fresh_dir, unique_path, writable_dir
-from cliplens.report.maps import PALETTE, save_label_png, save_map_grid, save_segmentation
-from cliplens.tasks.segment import IGNORE, Segmentation, label_map
+
+if TYPE_CHECKING:
+    from cliplens.tasks.segment import Segmentation
 
 __all__ = ["COMMANDS", "read_classes", "segment_cmd"]
 
@@ -91,7 +88,8 @@ def _key(name: str) -> str:
 @click.option("--logit-scale", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="What the scores are multiplied by in that softmax (used with --threshold)  [default: 50]")
 @click.option("--method", default="surgery", show_default=True,
-              help="Map method that scores the classes: " + ", ".join(text_methods()) + ".")
+              help="Map method that scores the classes: any text-dependent method ('cliplens explain "
+                   "--list-methods' lists them).")
 @map_options
 @surgery_options
 @templates_option("imagenet")
@@ -114,6 +112,9 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     size: 0 background, 1.. the classes in order, 255 not seen by the model), a picture of the
     labels with a legend, and the class maps; settings.json says how, and what each image holds.
     """
+    from cliplens.maps import get_map
+    from cliplens.tasks.segment import Segmentation, label_map
+
     names = read_classes(classes, classes_file)
     if len(names) > MAX_CLASSES:
         raise InvalidInputError(f"{len(names)} classes: a label PNG holds at most {MAX_CLASSES} (labels 1..{MAX_CLASSES}; "
@@ -204,6 +205,9 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
 def _write(out: Path, adapter: Any, names: list[str], background: list[str], settings: dict[str, Any],
            records: list[dict[str, Any]], skipped: list[dict[str, str]], notes: list[str]) -> None:
     """settings.json: the classes, their labels and colours, the settings and what each image holds."""
+    from cliplens.report.maps import PALETTE
+    from cliplens.tasks.segment import IGNORE
+
     C = len(names)
     summary = {
         "command": "segment", **model_record(adapter), "classes": names, "background": background,
@@ -229,6 +233,12 @@ def _save(seg: Segmentation, item: Any, texts: list[str], out: Path, random_weig
           ) -> dict[str, Any]:
     """One image's label PNG, its picture with a legend and its class maps (saying RANDOM WEIGHTS when the model
     has them); its record for settings.json."""
+    import numpy as np
+
+    from cliplens.images import load_image
+    from cliplens.report.maps import save_label_png, save_map_grid, save_segmentation
+    from cliplens.tasks.segment import IGNORE
+
     original = load_image(seg.source, max_pixels=max_pixels)
     name, stem = Path(seg.source).name, Path(seg.source).stem
     labels = seg.labels.numpy()

@@ -20,13 +20,9 @@ from cliplens.cli.common import (
     threads_option,
     torch_threads,
 )
-from cliplens.datasets import open_dataset
 from cliplens.errors import InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS
-from cliplens.store import Store, StoreSettings, build_store
-from cliplens.store.integrity import verify_store
 from cliplens.store.schema import FIELDS
-from cliplens.store.writer import distributed
 from cliplens.text.templates import TEMPLATE_SETS
 
 
@@ -112,6 +108,10 @@ def build_cmd(data: str, model: str, pretrained: str | None, device: str, trust_
     Run the same command again after a crash to resume; under `torchrun --nproc_per_node N -m cliplens store
     build …` the processes share the chunks.
     """
+    from cliplens.datasets import open_dataset
+    from cliplens.store import StoreSettings, build_store
+    from cliplens.store.writer import distributed
+
     rank, world = distributed()
     dataset = open_dataset(data, layout=layout, **loader_options(options, split=split))
     settings = StoreSettings(dtype, _layers(spatial_layers), chunk_size, batch_size, templates)
@@ -143,6 +143,8 @@ def build_cmd(data: str, model: str, pretrained: str | None, device: str, trust_
 def info_cmd(store: Path, verify: bool, as_json: bool) -> None:
     """What a store holds: model, data set, settings, fields, bytes per image; with --verify, whether every file
     of it is intact."""
+    from cliplens.store import Store
+
     if verify:
         _verify(store, as_json)
         return
@@ -167,6 +169,8 @@ def info_cmd(store: Path, verify: bool, as_json: bool) -> None:
 
 
 def _verify(store: Path, as_json: bool) -> None:
+    from cliplens.store.integrity import verify_store
+
     v = verify_store(store)
     if as_json:
         click.echo(json.dumps(v.to_dict(), indent=2))

@@ -22,7 +22,7 @@ from cliplens.cli.decompose import image_options
 from cliplens.cli.explain import collected_warnings, print_notes
 from cliplens.cli.tables import Column, print_table
 from cliplens.errors import ImageLoadError, InvalidInputError
-from cliplens.tasks.multilabel import METHODS, score_classes
+from cliplens.tasks.choices import MULTILABEL_METHODS as METHODS
 from cliplens.text.templates import TEMPLATE_SETS
 
 
@@ -110,6 +110,8 @@ def tags_cmd(images: tuple[str, ...], classes: str | None, classes_file: Path | 
     --fit crop or squash). A file that cannot be read stops the run with its name, after everything
     before it was printed; --skip-bad skips it instead.
     """
+    from cliplens.tasks.multilabel import score_classes
+
     names = parse_classes(classes, classes_file)
     paths = expand_images(images, recursive=recursive)
     adapter = load_model(model, pretrained, device, trust_checkpoint)

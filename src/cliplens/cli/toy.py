@@ -22,14 +22,8 @@ from cliplens.cli.common import (
 )
 from cliplens.cli.tables import Column, print_table
 from cliplens.errors import InvalidInputError
-from cliplens.maps import map_names
-from cliplens.models.toy import load_toy
 from cliplens.report.files import claim_output, fresh_dir, writable_dir, writable_file, written_then_renamed
-from cliplens.toyworld.bench import DEFAULT_N, DEFAULT_ROWS, DEFAULT_SEED, format_rows, run_bench
-from cliplens.toyworld.evaluate import evaluate, format_table
-from cliplens.toyworld.heads import head_factors
-from cliplens.toyworld.model import ToyCLIPConfig
-from cliplens.toyworld.train import TrainConfig, current_command, finetune_spurious, train
+from cliplens.toyworld.choices import BENCH_N, BENCH_SEED
 
 __all__ = ["toy"]
 
@@ -145,6 +139,9 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
 
     The run's state (safetensors + JSON, no pickle) is saved in --out every --checkpoint-every steps; --resume
     continues it exactly as an uninterrupted run would have gone on."""
+    from cliplens.toyworld.model import ToyCLIPConfig
+    from cliplens.toyworld.train import TrainConfig, current_command, train
+
     mcfg = ToyCLIPConfig(name=name, image_size=image_size, patch_size=patch, width=width, layers=layers,
                          heads=heads, mlp_ratio=mlp_ratio, embed_dim=embed_dim, text_width=text_width,
                          text_layers=text_layers, text_mlp_ratio=text_mlp_ratio,
@@ -193,6 +190,9 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
 def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: int, json_out: Path | None,
              overwrite: bool, as_json: bool) -> None:
     """Zero-shot accuracy per factor and retrieval recall on held-out scenes."""
+    from cliplens.models.toy import load_toy
+    from cliplens.toyworld.evaluate import evaluate
+
     if json_out is not None:
         json_out = claim_output(json_out, overwrite=overwrite, option="--json-out")  # before any work
     toy_clip = load_toy(weights)
@@ -225,6 +225,9 @@ def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: 
 def spurious_cmd(weights: str | None, out_dir: Path, steps: int, batch_size: int, lr: float, seed: int,
                  threads: int, export: Path | None, overwrite: bool) -> None:
     """Fine-tune on the biased "toy waterbirds" mix; print group accuracies before and after."""
+    from cliplens.models.toy import load_toy
+    from cliplens.toyworld.train import current_command, finetune_spurious
+
     load_toy(weights)  # a clean error for a file that is not toy-clip weights, before any work
     if export is not None:
         export = claim_output(export, overwrite=overwrite, option="--export", companions=(".json",))
@@ -246,6 +249,8 @@ def spurious_cmd(weights: str | None, out_dir: Path, steps: int, batch_size: int
 
 
 def _print_table(metrics: dict) -> None:
+    from cliplens.toyworld.evaluate import format_table
+
     print_table(console(), ["metric", Column("value", number=True), Column("target", number=True),
                             "prompts / protocol"], format_table(metrics),
                 title=f"toy-clip held-out metrics (eval seed {metrics.get('seed')}, n={metrics.get('n')} per factor)")
@@ -255,11 +260,12 @@ def _print_table(metrics: dict) -> None:
 @click.option("--model", "-m", "model", default="toy", show_default=True,
               help="Model to benchmark (the toy-world scenes are rendered at its input size).")
 @click.option("--pretrained", "-p", default=None, help="Weights: for 'toy', a .safetensors file from 'toy train'.")
-@click.option("-n", "n", type=click.IntRange(min=1), default=DEFAULT_N, show_default=True, help="Held-out scenes.")
-@click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, show_default=True,
+@click.option("-n", "n", type=click.IntRange(min=1), default=BENCH_N, show_default=True, help="Held-out scenes.")
+@click.option("--seed", type=click.IntRange(min=0), default=BENCH_SEED, show_default=True,
               help="Scene seed (the 'test' stream, never used in training).")
 @click.option("--method", "methods", multiple=True, metavar="NAME",
-              help=f"Only this row (repeat for several; default all: {', '.join(DEFAULT_ROWS)}), or any method "
+              help="Only this row of the table (repeat for several; default: every row: CLIP Surgery and its "
+                   "ablations, each map method, the baselines), or any method "
                    "registered in cliplens.maps.")
 @click.option("--contrast", type=click.Choice(["classes", "scene"]), default="classes", show_default=True,
               help="Score each object's text among all 56 colour-shape texts, or among the scene's own object "
@@ -274,6 +280,9 @@ def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tu
               ap_backend: str, threads: int, device: str, as_json: bool) -> None:
     """Ground-truth benchmark: every map method against the toy world's true object masks (per-object
     IoU, pixel accuracy, AP; open-vocabulary segmentation mIoU), next to baselines that ignore the text."""
+    from cliplens.maps import map_names
+    from cliplens.toyworld.bench import DEFAULT_ROWS, format_rows, run_bench
+
     unknown = [m for m in methods if m not in map_names() and m not in DEFAULT_ROWS]
     if unknown:
         raise click.BadParameter(f"unknown map method(s) {', '.join(unknown)}; rows: {', '.join(DEFAULT_ROWS)}; "
@@ -316,6 +325,8 @@ def heads_cmd(model: str, pretrained: str | None, n: int, objects: int | None, s
               clear: float, store_dir: str | None, threads: int, as_json: bool) -> None:
     """TEXTSPAN against ground truth: each head's texts (toy pool) next to the scene factor that measurably
     explains most of its output variance, and how often the two agree."""
+    from cliplens.toyworld.heads import head_factors
+
     adapter = load_model(model, pretrained, "cpu")
     with torch_threads(threads):
         table = head_factors(adapter, n=n, seed=seed, layers=layers, m=m, clear=clear, store_dir=store_dir,

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from cliplens.errors import InvalidInputError
+from cliplens.evaluation.choices import IMAGENET_SEG_DEFAULT_MODE, IMAGENET_SEG_MODES
 from cliplens.evaluation.segeval import RESULTS, RunFolder, image_ids, image_set, model_record, resume
 from cliplens.evaluation.segmentation import average_precision, score_map
 from cliplens.jsonio import write_json_atomic
@@ -45,9 +46,8 @@ from cliplens.maps.targets import Targets
 
 __all__ = ["DEFAULT_MODE", "MODES", "evaluate_imagenet_seg", "transform_mask"]
 
-MODES = ("original", "correct")
-#: aligned masks; "original" reproduces the papers' code
-DEFAULT_MODE = "correct"
+MODES = IMAGENET_SEG_MODES
+DEFAULT_MODE = IMAGENET_SEG_DEFAULT_MODE
 _COUNTS = ("inter_bg", "union_bg", "inter_fg", "union_fg", "correct", "pixels", "ap_sum", "ap_images")
 
 

@@ -6,28 +6,45 @@
 
 from __future__ import annotations
 
-from cliplens.maps import (  # noqa: F401  (register the methods)
-    baselines,
-    chefer,
-    clearclip,
-    decomposition,
-    gem,
-    gradcam,
-    legrad,
-    maskclip,
-    naclip,
-    raw_attention,
-    resclip,
-    rollout,
-    sclip,
-    surgery,
-    token_similarity,
-)
-from cliplens.maps.base import ImageMaps, MapMethod, Maps, get_map, map_names, normalize_maps, register_map
-from cliplens.maps.surgery import Surgery, feature_surgery, surgery_parts, surgery_plan
-from cliplens.maps.targets import Targets, TextEmbeddings, as_targets, contrast_others
+from typing import TYPE_CHECKING
 
-get = get_map
+from cliplens.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from cliplens.maps.base import (
+        ImageMaps,
+        MapMethod,
+        Maps,
+        get,
+        get_map,
+        map_names,
+        normalize_maps,
+        register_map,
+    )
+    from cliplens.maps.surgery import Surgery, feature_surgery, surgery_parts, surgery_plan
+    from cliplens.maps.targets import Targets, TextEmbeddings, as_targets, contrast_others
+
+#: name -> the module that defines it, imported on first use (see :mod:`cliplens.lazy`)
+_LAZY = {
+    "ImageMaps": "cliplens.maps.base",
+    "MapMethod": "cliplens.maps.base",
+    "Maps": "cliplens.maps.base",
+    "Surgery": "cliplens.maps.surgery",
+    "Targets": "cliplens.maps.targets",
+    "TextEmbeddings": "cliplens.maps.targets",
+    "as_targets": "cliplens.maps.targets",
+    "contrast_others": "cliplens.maps.targets",
+    "feature_surgery": "cliplens.maps.surgery",
+    "get": "cliplens.maps.base",
+    "get_map": "cliplens.maps.base",
+    "map_names": "cliplens.maps.base",
+    "normalize_maps": "cliplens.maps.base",
+    "register_map": "cliplens.maps.base",
+    "surgery_parts": "cliplens.maps.surgery",
+    "surgery_plan": "cliplens.maps.surgery",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+
 
 __all__ = [
     "ImageMaps", "MapMethod", "Maps", "Surgery", "Targets", "TextEmbeddings", "as_targets", "contrast_others",

@@ -16,6 +16,7 @@ maps over the model input and over the original images. Register your own::
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,13 +28,13 @@ from torch import Tensor
 
 from cliplens.errors import InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS
+from cliplens.maps.choices import NORMALIZATIONS
 from cliplens.maps.inputs import check_tokens, fit_images, group_by_size, to_image, window_positions
 from cliplens.maps.targets import Targets, TextEmbeddings, as_targets, contrast_others
 
-__all__ = ["NORMALIZATIONS", "ImageMaps", "MapMethod", "Maps", "get_map", "map_names", "normalize_maps",
+__all__ = ["NORMALIZATIONS", "ImageMaps", "MapMethod", "Maps", "get_map", "map_class", "map_names", "normalize_maps",
            "register_map"]
 
-NORMALIZATIONS: tuple[str, ...] = ("minmax", "raw")
 
 
 def normalize_maps(raw: Tensor, normalization: str) -> Tensor:
@@ -249,12 +250,24 @@ def _plain(v: Any) -> Any:
 
 
 _REGISTRY: dict[str, type[MapMethod]] = {}
+#: the modules of the built-in methods (each registers its own on import); loaded on the registry's first use
+BUILTIN_MODULES: tuple[str, ...] = (
+    "baselines", "chefer", "clearclip", "decomposition", "gem", "gradcam", "legrad", "maskclip", "naclip",
+    "raw_attention", "resclip", "rollout", "sclip", "surgery", "token_similarity",
+)
+
+
+def _load_builtins() -> None:
+    for module in BUILTIN_MODULES:
+        importlib.import_module(f"cliplens.maps.{module}")
 
 
 def register_map(name: str) -> Callable[[type[MapMethod]], type[MapMethod]]:
     """Decorator: register a :class:`MapMethod` subclass under ``name``."""
 
     def deco(cls: type[MapMethod]) -> type[MapMethod]:
+        if not cls.__module__.startswith("cliplens.maps."):  # a user's method: the built-in names are taken first
+            _load_builtins()
         if name in _REGISTRY:
             raise InvalidInputError(f"map method {name!r} is already registered")
         if not (isinstance(cls, type) and issubclass(cls, MapMethod)):
@@ -271,22 +284,31 @@ def map_names(*, text_dependent: bool | None = None, baseline: bool | None = Non
     what ``--method all`` runs) or only those that ignore it (``False``: raw attention, rollout and the baselines);
     ``baseline``: only the baselines that do not look at the image (``True``) or none of them (``False``). Both
     read the methods' own class attributes (:attr:`MapMethod.text_dependent`, :attr:`MapMethod.baseline`)."""
+    _load_builtins()
     return sorted(name for name, cls in _REGISTRY.items()
                   if (text_dependent is None or cls.text_dependent == text_dependent)
                   and (baseline is None or cls.baseline == baseline))
+
+
+def map_class(name: str) -> type[MapMethod]:
+    """The class registered under ``name`` (a clear error listing the names otherwise)."""
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise InvalidInputError(f"unknown map method {name!r}; registered: {', '.join(map_names())}") from None
 
 
 def get_map(name: str | MapMethod, **params: Any) -> MapMethod:
     """A map method instance by name (with parameters), or an instance returned as is."""
     if isinstance(name, MapMethod):
         return name
-    try:
-        cls = _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise InvalidInputError(f"unknown map method {name!r}; registered: {', '.join(map_names())}") from None
+    cls = map_class(name)
     try:
         return cls(**params)
     except TypeError as e:
         raise InvalidInputError(f"map method {name!r}: {e}") from None
 
 
+#: ``cliplens.maps.get(name)``, the short name of :func:`get_map`
+get = get_map

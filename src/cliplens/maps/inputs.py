@@ -40,12 +40,12 @@ from torch import Tensor
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS, open_image
 from cliplens.images.preprocess import Preprocessor
+from cliplens.maps.choices import FITS
 
 __all__ = ["FITS", "MAX_TOKENS", "FittedImage", "check_tokens", "fit_images", "fitted_shape", "image_size", "to_image",
            "token_count", "window_positions"]
 
 Fit = Literal["whole", "squash", "crop", "short"]
-FITS: tuple[str, ...] = ("whole", "squash", "crop", "short")
 #: the long-side limit of ``fit="short"`` (the benchmarks resize to ``(2048, short side)`` keeping the ratio)
 MAX_LONG = 2048
 #: the largest token grid one forward takes (attention grows with its square); larger inputs need ``window``

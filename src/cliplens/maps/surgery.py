@@ -47,12 +47,12 @@ from cliplens.core.plan import Plan, SidePath
 from cliplens.decomposition.shares import frozen_ln_project
 from cliplens.errors import InvalidInputError
 from cliplens.maps.base import MapMethod, Maps, register_map
+from cliplens.maps.choices import FEATURE_MODES
 from cliplens.maps.targets import TextEmbeddings
 from cliplens.maps.token_similarity import patch_grid
 
 __all__ = ["FEATURE_MODES", "Surgery", "SurgeryParts", "feature_surgery", "surgery_parts", "surgery_plan"]
 
-FEATURE_MODES = ("redundancy", "empty", "none")
 SIDE = "surgery"
 
 

@@ -44,7 +44,7 @@ from cliplens.evaluation.segmentation import score_map
 from cliplens.maps import contrast_others
 from cliplens.models import load
 from cliplens.report import html as H
-from cliplens.report.files import fresh_dir
+from cliplens.report.files import DEMO_DIR, fresh_dir
 from cliplens.report.page import TextResult, save_text_figures, text_html, text_results
 from cliplens.report.plotting import (
     LABEL_SIZE,
@@ -63,7 +63,7 @@ from cliplens.toyworld.scenes import MAX_OBJECTS, render_scene, sample_scene
 
 __all__ = ["run_demo", "make_demo", "demo_scene", "format_summary", "DemoResult", "ObjectResult", "DEFAULT_OUT"]
 
-DEFAULT_OUT = "cliplens-demo"
+DEFAULT_OUT = DEMO_DIR
 #: scenes for the demo come from the held-out "test" stream of the scene generator
 STREAM = "test"
 MIN_VISIBLE = 0.6  # an object must show at least this fraction of its silhouette

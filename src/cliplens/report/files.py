@@ -27,6 +27,11 @@ from cliplens.errors import CliplensError, InvalidInputError, OutputExistsError
 __all__ = ["claim_output", "fresh_dir", "unique_path", "writable_dir", "writable_file", "written_then_renamed"]
 
 
+#: the folders ``cliplens report`` and ``cliplens demo`` write to when no ``--out`` is given (here, not in the
+#: heavy modules that make them, so that the command line shows them without loading those)
+REPORT_DIR = "cliplens-report"
+DEMO_DIR = "cliplens-demo"
+
 def _cannot_write(path: Path, create: bool = True) -> str:
     """Why files cannot be written in the folder ``path`` (created if needed; with ``create=False`` a folder
     that is not there is not made: its nearest existing parent is checked instead); ``""`` when they can."""

@@ -36,13 +36,13 @@ from cliplens.decomposition.summary import Contribution, TextSummary
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images import DEFAULT_MAX_PIXELS, load_image
 from cliplens.report import html as H
-from cliplens.report.files import fresh_dir
+from cliplens.report.files import REPORT_DIR, fresh_dir
 from cliplens.report.plotting import save_bars, save_head_grid, save_image, save_token_map, slug, unnormalize
 
 __all__ = ["DEFAULT_OUT", "ImageResult", "ReportResult", "TextResult", "format_summary", "make_report",
            "save_text_figures", "text_html", "text_results"]
 
-DEFAULT_OUT = "cliplens-report"
+DEFAULT_OUT = REPORT_DIR
 
 
 # --------------------------------------------------------------------------- one text, one image

@@ -46,11 +46,12 @@ from cliplens.images.io import DEFAULT_MAX_PIXELS
 from cliplens.maps.inputs import FITS, check_tokens, fit_images, group_by_size
 from cliplens.maps.surgery import feature_surgery
 from cliplens.maps.targets import Targets
+from cliplens.tasks.choices import MULTILABEL_METHODS
 
 __all__ = ["METHODS", "ClassScores", "MeanAP", "coco_presence", "mean_average_precision", "multilabel_scores",
            "score_classes"]
 
-METHODS: tuple[str, ...] = ("surgery", "global")
+METHODS = MULTILABEL_METHODS
 #: CLIP Surgery's temperature in ``p = softmax(2 s)`` (hard-coded in the original)
 TEMPERATURE = 2.0
 

@@ -51,13 +51,12 @@ from cliplens.maps.base import MapMethod, get_map
 from cliplens.maps.inputs import MAX_TOKENS, fitted_shape, image_size, token_count
 from cliplens.maps.surgery import Surgery
 from cliplens.maps.targets import Targets
+from cliplens.tasks.choices import SAM_TYPES
 
 __all__ = ["FITS", "SAM_TYPES", "Points", "load_sam", "points_from_map", "sam_masks", "text_points"]
 
 #: the fits whose map covers the whole image
 FITS: tuple[str, ...] = ("whole", "squash")
-#: SAM's image-encoder sizes (``segment_anything.sam_model_registry`` keys)
-SAM_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h")
 SAM_INSTALL = install_hint("segment-anything", "sam")
 
 

@@ -71,6 +71,7 @@ from cliplens.maps import MapMethod, Surgery, Targets, TextEmbeddings, contrast_
 from cliplens.models import load
 from cliplens.progress import progress_bar
 from cliplens.toyworld.captions import bg_phrase, object_phrase
+from cliplens.toyworld.choices import BENCH_N, BENCH_SEED
 from cliplens.toyworld.scenes import BG_KINDS, COLOURS, SHAPES, SceneFactors, render_scene, sample_scene
 
 __all__ = [
@@ -79,8 +80,8 @@ __all__ = [
 ]
 
 STREAM = "test"
-DEFAULT_SEED = 2024
-DEFAULT_N = 500
+DEFAULT_SEED = BENCH_SEED
+DEFAULT_N = BENCH_N
 def default_rows() -> dict[str, MapMethod]:
     """The table's rows: ``{row name: method}`` (CLIP Surgery with its default 6 blocks: every block of the
     toy CLIP)."""
