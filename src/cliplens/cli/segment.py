@@ -31,15 +31,16 @@ from cliplens.cli.explain import (
     stopped_error,
     surgery_method,
     surgery_options,
-    templates_option,
     text_methods,
 )
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images import load_image
 from cliplens.maps import get_map
+from cliplens.maps.targets import model_targets
 from cliplens.report.files import fresh_dir, unique_path
 from cliplens.report.maps import PALETTE, save_label_png, save_map_grid, save_segmentation
-from cliplens.tasks.segment import IGNORE, Segmentation, label_map
+from cliplens.tasks.segment import CLIP_TEMPLATES, IGNORE, Segmentation, label_map
+from cliplens.text.templates import AUTO, TEMPLATE_SETS
 
 __all__ = ["COMMANDS", "read_classes", "segment_cmd"]
 
@@ -93,7 +94,10 @@ def _key(name: str) -> str:
               help="Map method that scores the classes: " + ", ".join(text_methods()) + ".")
 @map_options
 @surgery_options
-@templates_option("imagenet")
+@click.option("--templates", type=click.Choice([AUTO, *TEMPLATE_SETS]), default=AUTO, show_default=True,
+              help="Prompt ensemble each class and background name is put in (auto: CLIP's 80 ImageNet templates, "
+                   "or the toy CLIP's own 'a photo of a {}'; none: the names as they are; photo: 'a photo of a {}.'; "
+                   "surgery: the 80 and CLIP Surgery's 5).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
               help="Folder for the label maps and pictures. If it exists and is not empty, a fresh numbered "
                    "subfolder (run-2, run-3, ...) is made inside it: nothing is ever overwritten.")
@@ -141,9 +145,10 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     map_method = surgery_method(blocks, feature, no_architecture) if method_name == "surgery" else get_map(method_name)
     if not map_method.text_dependent:
         raise InvalidInputError(f"--method {method_name} ignores the text: every class would get the same map")
-    targets = make_targets(names + background, templates, None)  # duplicates and empty names: clear errors here
+    make_targets(names + background, "none", None)  # duplicates and empty names: clear errors here
     paths = expand_images(images, recursive=recursive)
     adapter = load_model(model, pretrained, device, trust_checkpoint)
+    targets = model_targets(adapter, names + background, templates, clip_default=CLIP_TEMPLATES)
     out, note = fresh_dir(out_dir)
     err, con = console(stderr=True), console()
     if note:
