@@ -245,8 +245,10 @@ def tokenizer_state(tokenizer: Any) -> str | None:
     if hasattr(tokenizer, "to_json") and not hasattr(tokenizer, "backend_tokenizer"):  # the toy tokenizer
         parts.append(str(tokenizer.to_json()))
     elif hasattr(tokenizer, "encoder") and hasattr(tokenizer, "bpe_ranks"):  # BPE: open_clip's, HF's slow CLIP
-        parts.append(json.dumps(tokenizer.encoder, sort_keys=True))
-        parts.append(repr(sorted(tokenizer.bpe_ranks.items(), key=lambda kv: kv[1])))
+        # in the dicts' own order (as built from the vocabulary and merges files): the same files give the same
+        # string; another order could only cause a miss
+        parts.append(json.dumps(tokenizer.encoder))
+        parts.append("\n".join(f"{' '.join(pair)} {rank}" for pair, rank in tokenizer.bpe_ranks.items()))
         if hasattr(tokenizer, "all_special_tokens"):
             parts.append(repr(tokenizer.all_special_tokens) + repr(getattr(tokenizer, "added_tokens_encoder", {})))
     elif hasattr(tokenizer, "backend_tokenizer"):  # a Hugging Face fast tokenizer
