@@ -147,6 +147,18 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return (out.float() - ref.float()).abs().max().item() / ref.float().norm(dim=-1).max().item()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _text_cache_in_tmp(tmp_path_factory):
+    """The text-embedding disk cache ($CLIPLENS_CACHE) of the whole run in a temporary folder, never the user's."""
+    old = os.environ.get("CLIPLENS_CACHE")
+    os.environ["CLIPLENS_CACHE"] = str(tmp_path_factory.mktemp("cliplens-cache"))
+    yield
+    if old is None:
+        os.environ.pop("CLIPLENS_CACHE", None)
+    else:
+        os.environ["CLIPLENS_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def random_toy_weights(tmp_path_factory) -> Path:
     """A small random-weight ToyCLIP saved as a .safetensors file (1-D parameters perturbed so

@@ -200,13 +200,13 @@ def test_many_classes_are_embedded_in_chunks(random_toy, monkeypatch):
     from cliplens.maps import targets as targets_mod
 
     sizes = []
-    real = targets_mod.encode_texts
+    real = targets_mod.encode_validated
 
-    def spy(model, texts, **kw):
-        sizes.append(kw["batch_size"])
-        return real(model, texts, **kw)
+    def spy(model, texts, batch_size, *args):
+        sizes.append(batch_size)
+        return real(model, texts, batch_size, *args)
 
-    monkeypatch.setattr(targets_mod, "encode_texts", spy)
+    monkeypatch.setattr(targets_mod, "encode_validated", spy)
     names = [f"a {c} {s}" for c in ("red", "blue", "green", "pink") for s in ("circle", "star", "square")] * 1
     maps = Surgery()(random_toy, [torch.rand(3, 64, 64)], Targets.texts(names))
     assert maps[0].raw.shape[0] == len(names) and sizes == [targets_mod.TEXT_CHUNK]

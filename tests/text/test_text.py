@@ -278,7 +278,8 @@ def test_open_clip_encode_matches_source(open_clip_text):
     texts = ["a photo of a cat.", "a diagram", "two dogs playing in the snow at night"]
     with torch.no_grad():
         ref = model.encode_text(tokenizer(texts))
-    assert torch.equal(encode_texts(adapter, texts, normalize=False), ref)
+    out = encode_texts(adapter, texts, normalize=False)  # each batch runs only up to its longest text
+    assert float((out - ref).abs().max() / ref.norm(dim=-1).max()) <= 1e-6
     assert torch.allclose(encode_texts(adapter, texts), F.normalize(ref, dim=-1), atol=1e-6)
 
 

@@ -15,7 +15,7 @@ from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS, ImageTooLargeError, load_image
 from cliplens.report.files import fresh_dir, writable_dir
 from cliplens.tasks.choices import SAM_TYPES
-from cliplens.text.templates import TEMPLATE_SETS
+from cliplens.text.templates import AUTO, TEMPLATE_SETS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,8 +31,9 @@ DEFAULT_OUT = "cliplens-points"
 @click.option("--text", "-t", required=True, help="What to find in the image.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
               help="Cells of the min–max normalised map at or above this are positive candidates.")
-@click.option("--templates", type=click.Choice(sorted(TEMPLATE_SETS)), default="surgery", show_default=True,
-              help="Prompt ensemble for the text (none: the text as it is).")
+@click.option("--templates", type=click.Choice([AUTO, *sorted(TEMPLATE_SETS)]), default=AUTO, show_default=True,
+              help="Prompt ensemble for the text (auto: CLIP Surgery's 85 templates, or the toy CLIP's own 'a photo "
+                   "of a {}'; none: the text as it is).")
 @click.option("--fit", type=click.Choice(["whole", "squash"]), default="whole", show_default=True,
               help="whole: the whole image, aspect kept; squash: resized to a square (CLIP Surgery's demo). Both "
                    "cover the whole image, so the points land on it.")

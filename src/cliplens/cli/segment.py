@@ -31,10 +31,10 @@ from cliplens.cli.explain import (
     stopped_error,
     surgery_method,
     surgery_options,
-    templates_option,
 )
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.report.files import fresh_dir, unique_path, writable_dir
+from cliplens.text.templates import AUTO, TEMPLATE_SETS
 
 if TYPE_CHECKING:
     from cliplens.tasks.segment import Segmentation
@@ -92,7 +92,10 @@ def _key(name: str) -> str:
                    "--list-methods' lists them).")
 @map_options
 @surgery_options
-@templates_option("imagenet")
+@click.option("--templates", type=click.Choice([AUTO, *TEMPLATE_SETS]), default=AUTO, show_default=True,
+              help="Prompt ensemble each class and background name is put in (auto: CLIP's 80 ImageNet templates, "
+                   "or the toy CLIP's own 'a photo of a {}'; none: the names as they are; photo: 'a photo of a {}.'; "
+                   "surgery: the 80 and CLIP Surgery's 5).")
 @output_option("--out", "out_dir", kind="folder", default=Path(DEFAULT_OUT), show_default=True,
                help="Folder for the label maps, pictures and settings.json.")
 @image_options
@@ -113,7 +116,8 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     labels with a legend, and the class maps; settings.json says how, and what each image holds.
     """
     from cliplens.maps import get_map
-    from cliplens.tasks.segment import Segmentation, label_map
+    from cliplens.maps.targets import model_targets
+    from cliplens.tasks.segment import CLIP_TEMPLATES, Segmentation, label_map
 
     names = read_classes(classes, classes_file)
     if len(names) > MAX_CLASSES:
@@ -146,10 +150,11 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     map_method = surgery_method(blocks, feature, no_architecture) if method_name == "surgery" else get_map(method_name)
     if not map_method.text_dependent:
         raise InvalidInputError(f"--method {method_name} ignores the text: every class would get the same map")
-    targets = make_targets(names + background, templates, None)  # duplicates and empty names: clear errors here
+    make_targets(names + background, "none", None)  # duplicates and empty names: clear errors here
     paths = expand_images(images, recursive=recursive)
     writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
+    targets = model_targets(adapter, names + background, templates, clip_default=CLIP_TEMPLATES)
     out, note = fresh_dir(out_dir)
     err, con = console(stderr=True), console()
     if note:

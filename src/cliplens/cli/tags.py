@@ -23,7 +23,7 @@ from cliplens.cli.explain import collected_warnings, print_notes
 from cliplens.cli.tables import Column, print_table
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.tasks.choices import MULTILABEL_METHODS as METHODS
-from cliplens.text.templates import TEMPLATE_SETS
+from cliplens.text.templates import AUTO, TEMPLATE_SETS
 
 
 def _key(name: str) -> str:
@@ -85,8 +85,9 @@ def parse_classes(classes: str | None, classes_file: Path | None) -> list[str]:
               help="surgery: CLIP Surgery's feature surgery on the image embedding (scores relative to the given "
                    "classes; with one class, image · (class − empty prompt), with a warning); global: plain CLIP "
                    "cosine similarity.")
-@click.option("--templates", type=click.Choice(sorted(TEMPLATE_SETS)), default="surgery", show_default=True,
-              help="Prompt ensemble for the class names (none: the names as they are).")
+@click.option("--templates", type=click.Choice([AUTO, *sorted(TEMPLATE_SETS)]), default=AUTO, show_default=True,
+              help="Prompt ensemble for the class names (auto: CLIP Surgery's 85 templates, or the toy CLIP's own "
+                   "'a photo of a {}'; none: the names as they are).")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="How many classes to show per image.")
 @click.option("--fit", type=click.Choice(["whole", "squash", "crop"]), default="whole", show_default=True,
@@ -164,7 +165,7 @@ def tags_cmd(images: tuple[str, ...], classes: str | None, classes_file: Path | 
     if as_json:
         payload = {**model_record(adapter), "method": method, "score": settings.get("score"),
                    **{k: settings[k] for k in ("feature", "feature_used") if k in settings},
-                   "templates": templates, "fit": fit, "classes": names, "top": top, "results": results,
+                   "templates": settings.get("templates", templates), "fit": fit, "classes": names, "top": top, "results": results,
                    "skipped": skipped, "warnings": notes}
         if stop is not None:
             payload["stopped_at"] = {"image": stop[0], "error": stop[1]}

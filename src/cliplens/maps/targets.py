@@ -10,27 +10,31 @@ and a contrast.
   default (``"others"`` for the decomposition map and raw token similarity, as in the first seed paper;
   ``"none"`` for CLIP Surgery, whose feature surgery already removes what the texts share).
 * ensembles: ``"imagenet"`` (the 80 templates of CLIP's notebook), ``"surgery"`` (those and CLIP
-  Surgery's 5 scene templates), ``"photo"`` (``"a photo of a {}."``), or your own list.
+  Surgery's 5 scene templates), ``"photo"`` (``"a photo of a {}."``), ``"toy"`` (the toy CLIP's own form), or
+  your own list; :func:`model_targets` also takes ``"auto"``: the model's own default
+  (:func:`cliplens.text.default_templates`).
+
+Embeddings (each target's direction, the empty prompt's) come from the text-embedding cache
+(:mod:`cliplens.text.cache`): computed once per text tower and kept in memory and on disk.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.errors import EmptyTextError, InvalidInputError
-from cliplens.text.encode import TextEncoder, encode_texts, encode_validated, validate_texts
-from cliplens.text.templates import TEMPLATE_SETS, fill_template
-from cliplens.text.zeroshot import zero_shot_classifier
+from cliplens.text.cache import cached_rows
+from cliplens.text.encode import TextEncoder, encode_validated, validate_texts, warn_texts
+from cliplens.text.templates import TEMPLATE_SETS, fill_template, resolve_templates
+from cliplens.text.zeroshot import prompt_ensembles, zero_shot_classifier
 
-__all__ = ["CONTRASTS", "TextEmbeddings", "Targets", "as_targets", "contrast_others"]
+__all__ = ["CONTRASTS", "TextEmbeddings", "Targets", "as_targets", "contrast_others", "model_targets"]
 
 Contrast = Literal["none", "others", "empty"]
 CONTRASTS: tuple[str, ...] = ("none", "others", "empty")
@@ -54,9 +58,6 @@ class TextEmbeddings:
     directions: Tensor
     labels: tuple[str, ...]
     empty: Tensor | None = None
-
-
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -114,35 +115,47 @@ class Targets:
 
     # ---- embeddings ---------------------------------------------------------
     def embed(self, model: TextEncoder, *, with_empty: bool = False) -> TextEmbeddings:
-        """Unit-norm directions (cached per model), and the empty prompt's with ``with_empty``."""
-        want_empty = with_empty
-        try:
-            cache = _CACHE.setdefault(model, {})
-        except TypeError:  # not weak-referenceable
-            cache = {}
-        key = (self.names, self.templates, want_empty)
-        if key not in cache:
-            if self.templates is None:
-                d = encode_texts(model, list(self.names), batch_size=TEXT_CHUNK)
-            else:
-                d = zero_shot_classifier(model, list(self.names), list(self.templates), batch_size=TEXT_CHUNK)
-            empty = self.empty_direction(model) if want_empty else None
-            cache[key] = TextEmbeddings(d, self.names, empty)
-        return cache[key]
+        """Unit-norm directions, and the empty prompt's with ``with_empty`` (both cached per text tower:
+        :mod:`cliplens.text.cache`; the texts' warnings are given the first time this model embeds them)."""
+        names = list(self.names)
+        if self.templates is None:
+            d = cached_rows(model, "texts", names, None,
+                            compute=lambda: F.normalize(encode_validated(model, names, TEXT_CHUNK), dim=-1),
+                            warn=lambda: warn_texts(model, names))
+        else:
+            d = zero_shot_classifier(model, names, list(self.templates), batch_size=TEXT_CHUNK)
+        return TextEmbeddings(d, self.names, self.empty_direction(model) if with_empty else None)
 
     def empty_direction(self, model: TextEncoder) -> Tensor:
         """The empty prompt: the ensemble's templates filled with ``""`` (or ``""`` itself), embedded,
         normalised, averaged and renormalised -> ``[E]``."""
         templates = self.templates or ("{}",)
         texts = [t.replace("{}", "") for t in templates]
-        with torch.no_grad():
-            emb = F.normalize(encode_validated(model, texts, TEXT_CHUNK), dim=-1)
-        return F.normalize(emb.mean(0), dim=-1)
+
+        def warn() -> None:
+            warn_words = getattr(model, "_warn_texts", None)
+            if warn_words is not None:
+                warn_words(texts)
+
+        rows = cached_rows(model, "empty", [""], list(templates),
+                           compute=lambda: prompt_ensembles(model, texts, len(texts), TEXT_CHUNK), warn=warn)
+        return rows[0]
 
     # ---- contrasts ------------------------------------------------------------
     def resolved_contrast(self, default: str) -> str:
         """The contrast to apply: this target's, or the method's ``default``."""
         return default if self.contrast is None else self.contrast
+
+
+def model_targets(model: Any, names: Sequence[str], templates: str | Sequence[str] | None, *, clip_default: str,
+                  contrast: Contrast | None = None) -> Targets:
+    """:class:`Targets` for ``model``: ``names`` as they are (``templates`` ``None`` or ``"none"``) or in a prompt
+    ensemble, where ``"auto"`` is the model's own default (:func:`cliplens.text.default_templates`: the toy CLIP's
+    prompt form, else ``clip_default``)."""
+    templates = resolve_templates(model, templates, clip_default)
+    if templates is None or (isinstance(templates, str) and templates == "none"):
+        return Targets.texts(list(names), contrast=contrast)
+    return Targets.classes(list(names), templates=templates, contrast=contrast)
 
 
 def as_targets(targets: Targets | str | Sequence[str]) -> Targets:

@@ -6,7 +6,9 @@ A family adapter (open_clip, Hugging Face ``transformers``, the toy CLIP, …) s
 * :meth:`_build_vision_view` – a read-only :class:`~cliplens.core.view.VisionView` over the
   source's image-tower weights (no copies);
 * :meth:`_tokenize` / :meth:`_count_tokens` / :meth:`_encode_tokens` – the source's own tokenizer
-  and text tower;
+  and text tower; optionally :meth:`_pooled_positions` (which towers may run only up to the longest
+  prompt of a batch: the rule is stated there), :meth:`_text_parts` (what the text-side fingerprint
+  covers), :meth:`_warn_texts` (words the tokenizer cannot read) and :attr:`prompt_templates`;
 * :attr:`preprocess_config` – the source's preprocessing, as data;
 * :meth:`source_encode_image` – the source library's own image forward (used for parity tests and
   benchmarks, never by cliplens itself).
@@ -30,7 +32,7 @@ from torch import Tensor
 from cliplens.core.forward import ForwardOutput, run_vision
 from cliplens.core.hooks import Hook
 from cliplens.core.plan import Plan
-from cliplens.core.view import VisionView, fingerprint_view
+from cliplens.core.view import VisionView, fingerprint_tensors, fingerprint_view
 from cliplens.decomposition.decomposition import Decomposition, decompose
 from cliplens.images.config import PreprocessConfig
 from cliplens.images.io import DEFAULT_MAX_PIXELS
@@ -42,6 +44,7 @@ from cliplens.images.preprocess import (
     pixels_or_raise,
 )
 from cliplens.models.hub import DEFAULT_SEED, RANDOM_WEIGHTS
+from cliplens.text.cache import tokenizer_state
 from cliplens.text.encode import encode_texts
 
 __all__ = ["DEFAULT_SEED", "RANDOM_WEIGHTS", "CLIPAdapter"]
@@ -60,6 +63,10 @@ class CLIPAdapter(ABC):
     """
 
     family: str = ""
+    #: the model's own prompt form (a :data:`cliplens.text.TEMPLATE_SETS` name) where CLIP's prompt ensembles
+    #: do not suit it (the toy CLIP's vocabulary has none of their words); ``None``: a real CLIP, which takes
+    #: CLIP's ensembles (each command's default). :func:`cliplens.text.default_templates` reads it.
+    prompt_templates: str | None = None
 
     def __init__(self, model: Any, name: str, *, weights: str = "") -> None:
         self.model = model
@@ -69,6 +76,7 @@ class CLIPAdapter(ABC):
         self._view: VisionView | None = None
         self._preprocessor: Preprocessor | None = None
         self._fingerprint: tuple[Any, str] | None = None
+        self._text_fingerprint: tuple[Any, str | None] | None = None
 
     # ---- what a family implements -------------------------------------------
     @abstractmethod
@@ -98,7 +106,64 @@ class CLIPAdapter(ABC):
     def source_encode_image(self, pixel_values: Tensor) -> Tensor:
         """The source library's own ``encode_image`` (un-normalised), for parity checks."""
 
+    # ---- what a family may add on the text side ----------------------------------
+    def _pooled_positions(self, tokens: Any) -> Tensor | None:
+        """For each row of ``tokens`` (from :meth:`_tokenize`), the last position its embedding reads; ``None``
+        when the tower must always see the whole context.
+
+        **The rule** (one place for every family): a text tower may run only up to the longest prompt of a
+        batch when (1) its attention is causal (a position attends to itself and earlier positions only) and
+        (2) its embedding is read at one position, the end-of-text token (open_clip's ``argmax`` / ``eos``
+        pooling, transformers CLIP's eos pooling), or pooled over the positions up to it (the toy CLIP's
+        mean). The embedding then depends on no later position, so the padding after the batch's largest
+        pooled position can be cut (:func:`cliplens.text.encode.encode_validated` does, and the family's
+        :meth:`_encode_tokens` takes the shorter tokens); the result equals the full-length one up to float
+        rounding (other matrix shapes). Towers that must keep the full length return ``None``: bidirectional
+        attention (SigLIP-style, trained with max-length padding), ``'last'`` / ``'first'`` / class-token
+        pooling, Hugging Face towers inside open_clip, and any class the family does not know (a subclass
+        may change the forward). The default is ``None``.
+        """
+        return None
+
+    def _text_parts(self) -> tuple[list[Tensor], Any, str] | None:
+        """What the text embedding depends on: the text tower's tensors (parameters and buffers), its
+        tokenizer, and a string of its settings (module structure, pooling, context); ``None`` when unknown
+        (then nothing on the text side is cached). See :meth:`text_fingerprint`."""
+        return None
+
+    def _warn_texts(self, texts: Sequence[str]) -> None:
+        """Warn about what the tokenizer cannot read as written (the toy CLIP: words not in its vocabulary);
+        called once per set of texts before they are embedded (never on a cache hit of the same adapter)."""
+        return None
+
     # ---- shared -------------------------------------------------------------
+    def text_fingerprint(self) -> str | None:
+        """A digest of the text tower's weights, its settings and its tokenizer (``None`` when the family does
+        not say what its text side is: nothing is cached for it).
+
+        The key of the text-embedding cache (:mod:`cliplens.text.cache`). Like :meth:`fingerprint` it is
+        computed once and recomputed when a text weight changed (in place under ``torch.no_grad()``, by
+        ``load_state_dict`` or an optimiser step, or by :meth:`to`), or the tokenizer was replaced or grew.
+        Changes made through ``tensor.data`` bypass PyTorch's version counter and are not seen (by either
+        fingerprint).
+        """
+        parts = self._text_parts()
+        if parts is None:
+            return None
+        tensors, tokenizer, settings = parts
+        key = (tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) for t in tensors),
+               id(tokenizer), _vocab_size(tokenizer), settings)
+        if self._text_fingerprint is None or self._text_fingerprint[0] != key:
+            tok = tokenizer_state(tokenizer)
+            digest = None
+            if tok is not None:
+                h = hashlib.blake2b(f"{self.family}\n{settings}\n".encode(), digest_size=16)
+                h.update(hashlib.blake2b(tok.encode(), digest_size=16).digest())
+                h.update(fingerprint_tensors(tensors).encode())
+                digest = h.hexdigest()
+            self._text_fingerprint = (key, digest)
+        return self._text_fingerprint[1]
+
     @property
     def vision(self) -> VisionView:
         """The read-only view of the image tower (built once)."""
@@ -268,3 +333,24 @@ class CLIPAdapter(ABC):
 
     def _check_pixels(self, pixel_values: Tensor) -> Tensor:
         return check_pixel_values(pixel_values, self.vision)
+
+
+def _vocab_size(tokenizer: Any) -> int:
+    """The tokenizer's vocabulary size where cheap to read (a tokenizer that grew in place is re-fingerprinted)."""
+    for attr in ("encoder", "tokenizer"):  # open_clip's SimpleTokenizer; its wrapper of a transformers tokenizer
+        inner = getattr(tokenizer, attr, None)
+        if inner is not None:
+            try:
+                return len(inner)
+            except TypeError:
+                continue
+    try:
+        return len(tokenizer)
+    except TypeError:
+        return -1
+
+
+def text_tensors(module: Any, skip: Sequence[str] = ()) -> list[Tensor]:
+    """The parameters and buffers of ``module`` whose names start with none of ``skip`` (in module order)."""
+    out = [t for n, t in module.named_parameters() if not n.startswith(tuple(skip))]
+    return out + [t for n, t in module.named_buffers() if not n.startswith(tuple(skip))]

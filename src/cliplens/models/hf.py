@@ -43,7 +43,7 @@ from cliplens.images.config import (
     interpolation_name,
     pair,
 )
-from cliplens.models.base import CLIPAdapter
+from cliplens.models.base import CLIPAdapter, text_tensors
 from cliplens.models.hub import (
     LOCAL_HELP,
     chain,
@@ -380,10 +380,28 @@ class HFCLIPAdapter(CLIPAdapter):
         return [len(x) for x in ids]
 
     def _encode_tokens(self, tokens: dict[str, Tensor]) -> Tensor:
-        src = self._text_source()
+        src = self._text_source()  # takes fewer positions than the context as they are
         if hasattr(src, "get_text_features"):
             return _features(src.get_text_features(**tokens), "text_embeds")
         return _features(src(**tokens), "text_embeds")
+
+    def _pooled_positions(self, tokens: dict[str, Tensor]) -> Tensor | None:
+        """The position each row's embedding is read at, as the text model pools (the rule:
+        :meth:`CLIPAdapter._pooled_positions`), for the towers of :func:`causal_text_model`; else ``None``."""
+        text = causal_text_model(self._text_source())
+        if text is None:
+            return None
+        ids = tokens["input_ids"]
+        if text.eos_token_id == 2 and type(text).__name__.startswith("CLIP"):
+            return ids.int().argmax(dim=-1)  # CLIP's rule for configs from before transformers PR #24773
+        return (ids.int() == text.eos_token_id).int().argmax(dim=-1)  # the first eos
+
+    def _text_parts(self) -> tuple[list[Tensor], Any, str]:
+        src = self._text_source()
+        tensors = text_tensors(src, skip=("vision_model.", "visual_projection."))
+        cfg = getattr(src.config, "text_config", None) or src.config
+        modules = " ".join(f"{n}={c!r}" for n, c in src.named_children() if not n.startswith(("vision", "visual")))
+        return tensors, self.tokenizer, f"{type(src).__qualname__} {cfg.to_json_string(use_diff=False)} {modules}"
 
     # ---- the source's own image forward --------------------------------------
     @torch.no_grad()
@@ -394,6 +412,27 @@ class HFCLIPAdapter(CLIPAdapter):
         else:
             out = self.model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate)
         return _features(out, "image_embeds")
+
+
+#: transformers text models whose attention is causal and whose embedding is read at the end-of-text token
+CAUSAL_TEXT_MODELS = ("CLIPTextModel", "CLIPTextTransformer", "MetaClip2TextModel", "MetaClip2TextTransformer")
+#: the classes that hold them and only add a projection (get_text_features / text_embeds)
+TEXT_SOURCES = ("CLIPModel", "CLIPTextModel", "CLIPTextModelWithProjection", "MetaClip2Model", "MetaClip2TextModel",
+                "MetaClip2TextModelWithProjection")
+
+
+def causal_text_model(src: nn.Module) -> nn.Module | None:
+    """The causal, eos-pooled text model inside ``src`` (transformers' own CLIP / MetaCLIP 2 classes, not a
+    subclass: one may change the forward), or ``None`` when the text must keep the full context."""
+    def ours(obj: Any) -> bool:
+        return (type(obj).__module__ or "").startswith(("transformers.models.clip.", "transformers.models.metaclip_2."))
+
+    if not ours(src) or type(src).__name__ not in TEXT_SOURCES:
+        return None
+    text = getattr(src, "text_model", src)
+    if not ours(text) or type(text).__name__ not in CAUSAL_TEXT_MODELS or getattr(text, "eos_token_id", None) is None:
+        return None
+    return text
 
 
 # ---- preprocessing ---------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from cliplens.errors import (
     install_hint,
 )
 from cliplens.images.config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessConfig, pair
-from cliplens.models.base import CLIPAdapter
+from cliplens.models.base import CLIPAdapter, text_tensors
 from cliplens.models.hub import (
     LOCAL_HELP,
     checkpoint_error,
@@ -223,12 +223,83 @@ class OpenCLIPAdapter(CLIPAdapter):
             return [len(inner(t, truncation=False)["input_ids"]) for t in texts]
         return [0 for _ in texts]
 
+    def _pooled_positions(self, tokens: Tensor) -> Tensor | None:
+        """The end-of-text position of each row (``argmax`` of the ids, or the first ``eos`` id, as open_clip
+        pools), for text towers that qualify (:func:`causal_text_tower`); ``None`` for the others."""
+        tower = causal_text_tower(self.model)
+        if tower is None:
+            return None
+        _, pool, eos = tower
+        return tokens.argmax(dim=-1) if pool == "argmax" else (tokens == eos).int().argmax(dim=-1)
+
     def _encode_tokens(self, tokens: Tensor) -> Tensor:
-        return self.model.encode_text(tokens)
+        tower = causal_text_tower(self.model)
+        if tower is None or tokens.shape[1] >= tower[0].positional_embedding.shape[0]:
+            return self.model.encode_text(tokens)  # the source itself at full length
+        return encode_text_prefix(*tower, tokens)
+
+    def _text_parts(self) -> tuple[list[Tensor], Any, str]:
+        m = self.model
+        pool = (getattr(m, "text_pool_type", None), getattr(m, "text_eos_id", None))
+        modules = " ".join(f"{n}={c!r}" for n, c in m.named_children() if n != "visual")
+        return text_tensors(m, skip=("visual.",)), self.tokenizer, f"{type(m).__qualname__} {pool} {modules}"
 
     @torch.no_grad()
     def source_encode_image(self, pixel_values: Tensor) -> Tensor:
         return self.model.encode_image(pixel_values, normalize=False)
+
+
+def _is_causal(mask: Any) -> bool:
+    """Whether ``mask`` is an additive ``[L, L]`` causal mask (-inf above the diagonal, 0 on and below it)."""
+    if not isinstance(mask, Tensor) or mask.ndim != 2 or mask.shape[0] != mask.shape[1] or not mask.is_floating_point():
+        return False
+    upper = torch.ones(mask.shape, dtype=torch.bool, device=mask.device).triu(1)
+    return bool((mask[upper] == float("-inf")).all()) and bool((mask[~upper] == 0).all())
+
+
+def causal_text_tower(model: Any) -> tuple[nn.Module, str, int | None] | None:
+    """``(module, pool type, eos id)`` of an open_clip text tower that may run only up to the end-of-text token
+    (the rule: :meth:`CLIPAdapter._pooled_positions`); ``None`` for one that must see the whole context.
+
+    Qualify: ``CLIP`` (its own ``encode_text``) and ``CustomTextCLIP`` with open_clip's own ``TextTransformer``
+    (its own forward, no class token, no padding mask, no token output), with a causal ``attn_mask`` and
+    ``argmax`` / ``eos`` pooling. Not: ``'last'`` / ``'first'`` pooling, bidirectional towers (SigLIP-style,
+    ``no_causal_mask``), Hugging Face text towers (``HFTextEncoder``), CoCa, subclasses that change the forward.
+    """
+    try:
+        from open_clip.model import CLIP, CustomTextCLIP
+        from open_clip.transformer import TextTransformer
+    except ImportError:  # pragma: no cover - another open_clip layout: keep the full length
+        return None
+    if isinstance(model, CLIP) and type(model).encode_text is CLIP.encode_text:
+        tower, pool, eos = model, getattr(model, "text_pool_type", None), getattr(model, "text_eos_id", None)
+    elif (isinstance(model, CustomTextCLIP) and type(model).encode_text is CustomTextCLIP.encode_text
+          and isinstance(model.text, TextTransformer) and type(model.text).forward is TextTransformer.forward):
+        text = model.text
+        if text.cls_emb is not None or getattr(text, "use_pad_mask", False) or text.output_tokens:
+            return None
+        tower, pool, eos = text, text.pool_type, getattr(text, "eos_id", None)
+    else:
+        return None
+    if pool not in ("argmax", "eos") or (pool == "eos" and eos is None) or not _is_causal(getattr(tower, "attn_mask", None)):
+        return None
+    return tower, pool, eos
+
+
+def encode_text_prefix(tower: nn.Module, pool: str, eos: int | None, tokens: Tensor) -> Tensor:
+    """open_clip's text forward (``CLIP.encode_text`` / ``TextTransformer.forward``) on the first ``L`` positions of
+    a qualifying tower: positional embeddings and the causal mask cut to ``L``, pooled as the tower pools."""
+    from open_clip.transformer import text_global_pool
+
+    n = tokens.shape[1]
+    cast = tower.transformer.get_cast_dtype()
+    x = tower.token_embedding(tokens).to(cast) + tower.positional_embedding[:n].to(cast)
+    x = tower.transformer(x, attn_mask=tower.attn_mask[:n, :n])
+    x = text_global_pool(tower.ln_final(x), tokens, pool, eos_token_id=eos)
+    proj = tower.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
 
 # ---- preprocessing ---------------------------------------------------------------------------

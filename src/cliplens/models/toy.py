@@ -20,7 +20,7 @@ from torch import Tensor
 from cliplens.core.view import VisionView
 from cliplens.errors import ModelLoadError
 from cliplens.images.config import PreprocessConfig
-from cliplens.models.base import CLIPAdapter
+from cliplens.models.base import CLIPAdapter, text_tensors
 from cliplens.models.hub import checkpoint_error
 from cliplens.toyworld.model import DEFAULT_WEIGHTS, load_toy_clip
 
@@ -33,6 +33,7 @@ class ToyCLIPAdapter(CLIPAdapter):
     """The toy CLIP seen through cliplens: same interface as every real CLIP."""
 
     family = "toy"
+    prompt_templates = "toy"  # "a photo of a {}": the words of CLIP's templates are not in the toy vocabulary
 
     def __init__(self, model: Any, tokenizer: Any, name: str = "toy", weights: str = "") -> None:
         super().__init__(model, name, weights=weights or name)
@@ -52,7 +53,7 @@ class ToyCLIPAdapter(CLIPAdapter):
     def context_length(self) -> int:
         return int(self.model.config.context_length)
 
-    def _tokenize(self, texts: Sequence[str]) -> Tensor:
+    def _warn_texts(self, texts: Sequence[str]) -> None:
         unknown = self.tokenizer.unknown_words(list(texts))
         if unknown:
             shown = ", ".join(repr(w) for w in unknown[:8]) + (" …" if len(unknown) > 8 else "")
@@ -60,13 +61,31 @@ class ToyCLIPAdapter(CLIPAdapter):
                 f"the toy CLIP's vocabulary (shapes, colours, sizes, positions, counts, backgrounds) has no "
                 f"word {shown}; unknown words become <unk>", stacklevel=4,
             )
+
+    def _tokenize(self, texts: Sequence[str]) -> Tensor:
         return self.tokenizer.encode(list(texts)).to(self.device)
 
     def _count_tokens(self, texts: Sequence[str]) -> list[int]:
         return list(self.tokenizer.count_tokens(list(texts)))
 
+    def _pooled_positions(self, tokens: Tensor) -> Tensor | None:
+        """The first ``<eot>`` (the last position when there is none): the toy text tower is causal and pools
+        at ``<eot>`` or over the positions up to it (the rule: :meth:`CLIPAdapter._pooled_positions`)."""
+        from cliplens.toyworld.model import ToyCLIP
+
+        if type(self.model).encode_text is not ToyCLIP.encode_text:  # a subclass may read later positions
+            return None
+        is_eot = tokens == self.model.config.eot_id
+        last = torch.full_like(tokens[:, 0], tokens.shape[1] - 1)
+        return torch.where(is_eot.any(1), is_eot.int().argmax(1), last)
+
     def _encode_tokens(self, tokens: Tensor) -> Tensor:
-        return self.model.encode_text(tokens)
+        return self.model.encode_text(tokens)  # takes fewer positions than the context as they are
+
+    def _text_parts(self) -> tuple[list[Tensor], Any, str]:
+        vision = ("conv1.", "class_embedding", "positional_embedding", "ln_pre.", "blocks.", "ln_post.", "proj")
+        return (text_tensors(self.model, skip=vision), self.tokenizer,
+                f"{type(self.model).__qualname__} {self.model.config.to_json()}")
 
     @torch.no_grad()
     def source_encode_image(self, pixel_values: Tensor) -> Tensor:

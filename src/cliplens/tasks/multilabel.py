@@ -14,7 +14,9 @@ Scores (``method=``):
   ``settings["feature_used"]`` says which was used.
 
 Classes are embedded with ``Targets.classes(names, templates=...)`` (each template filled, embedded,
-normalised, averaged, renormalised; texts encoded in chunks, so 1,000 classes stay memory-bounded).
+normalised, averaged, renormalised; one sorted pass over the prompts, cached per text tower:
+:mod:`cliplens.text.cache`). The default ensemble (``templates="auto"``) is CLIP Surgery's 85 templates for
+real CLIPs and the model's own prompt form for the toy CLIP (:func:`cliplens.text.default_templates`).
 Images are fitted to the model as for maps (:mod:`cliplens.maps.inputs`; default ``fit="whole"``: the
 whole image, short side at the model's input size, aspect ratio kept); an input of more tokens than one
 forward takes (:data:`~cliplens.maps.inputs.MAX_TOKENS`, as for maps) is refused before it is run.
@@ -45,8 +47,9 @@ from cliplens.evaluation.segmentation import average_precision
 from cliplens.images.io import DEFAULT_MAX_PIXELS
 from cliplens.maps.inputs import FITS, check_tokens, fit_images, group_by_size
 from cliplens.maps.surgery import feature_surgery
-from cliplens.maps.targets import Targets
+from cliplens.maps.targets import Targets, model_targets
 from cliplens.tasks.choices import MULTILABEL_METHODS
+from cliplens.text.templates import resolve_templates
 
 __all__ = ["METHODS", "ClassScores", "MeanAP", "coco_presence", "mean_average_precision", "multilabel_scores",
            "score_classes"]
@@ -54,6 +57,8 @@ __all__ = ["METHODS", "ClassScores", "MeanAP", "coco_presence", "mean_average_pr
 METHODS = MULTILABEL_METHODS
 #: CLIP Surgery's temperature in ``p = softmax(2 s)`` (hard-coded in the original)
 TEMPERATURE = 2.0
+#: the prompt ensemble for real CLIPs when ``templates="auto"`` (CLIP Surgery's demo uses its 85 templates)
+CLIP_TEMPLATES = "surgery"
 
 _SCORE_MEANING = {
     "global": "cosine similarity of the image embedding and the class's prompt ensemble",
@@ -100,13 +105,13 @@ def _as_list(images: Any) -> list[Any]:
     return list(images)
 
 
-def _class_targets(classes: Sequence[str], templates: str | Sequence[str] | None) -> Targets:
+def _class_targets(model: Any, classes: Sequence[str], templates: str | Sequence[str] | None) -> Targets:
     if isinstance(classes, str):
         raise InvalidInputError(f"classes must be a list of class names, got the string {classes!r}")
     names = list(classes)
     if not names:
         raise InvalidInputError("no classes given: pass at least one class name")
-    return Targets.texts(names) if templates is None else Targets.classes(names, templates=templates)
+    return model_targets(model, names, templates, clip_default=CLIP_TEMPLATES)
 
 
 @torch.no_grad()
@@ -116,7 +121,7 @@ def score_classes(
     classes: Sequence[str],
     *,
     method: str = "surgery",
-    templates: str | Sequence[str] | None = "surgery",
+    templates: str | Sequence[str] | None = "auto",
     fit: str = "whole",
     size: int | None = None,
     batch_size: int = 8,
@@ -126,9 +131,9 @@ def score_classes(
     """Per-class scores of ``images`` (a path, PIL image, array, ``[3, H, W]`` tensor, or a list of them).
 
     ``method``: ``"surgery"`` or ``"global"`` (see the module docs; surgery with one class: the empty-prompt
-    variant, with a warning). ``templates``: a prompt ensemble
-    (``"surgery"``, ``"imagenet"``, ``"photo"``, or a list of templates with ``{}``), or ``None`` for the
-    class names as they are. ``fit``/``size``: how images become model inputs. Images are read and run
+    variant, with a warning). ``templates``: a prompt ensemble (``"auto"``, the default: CLIP Surgery's 85
+    templates, or the toy CLIP's own prompt form; ``"surgery"``, ``"imagenet"``, ``"photo"``, ``"toy"``, or a
+    list of templates with ``{}``), or ``None`` (or ``"none"``) for the class names as they are. ``fit``/``size``: how images become model inputs. Images are read and run
     ``batch_size`` at a time. ``skip_bad``: skip unreadable images (listed in ``.skipped``) instead of
     raising.
     """
@@ -138,7 +143,8 @@ def score_classes(
         raise InvalidInputError(f"fit must be one of {', '.join(FITS)}; got {fit!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    targets = _class_targets(classes, templates)
+    templates = resolve_templates(model, templates, CLIP_TEMPLATES)
+    targets = _class_targets(model, classes, templates)
     items = _as_list(images)
     if not items:
         raise InvalidInputError("no images given")
@@ -199,7 +205,7 @@ def multilabel_scores(
     classes: Sequence[str],
     *,
     method: str = "surgery",
-    templates: str | Sequence[str] | None = "surgery",
+    templates: str | Sequence[str] | None = "auto",
     fit: str = "whole",
     size: int | None = None,
     batch_size: int = 8,

@@ -50,7 +50,7 @@ from cliplens.images.io import DEFAULT_MAX_PIXELS, load_image, to_rgb
 from cliplens.maps.base import MapMethod, get_map
 from cliplens.maps.inputs import MAX_TOKENS, fitted_shape, image_size, token_count
 from cliplens.maps.surgery import Surgery
-from cliplens.maps.targets import Targets
+from cliplens.maps.targets import Targets, model_targets
 from cliplens.tasks.choices import SAM_TYPES
 
 __all__ = ["FITS", "SAM_TYPES", "Points", "load_sam", "points_from_map", "sam_masks", "text_points"]
@@ -204,6 +204,10 @@ def check_points_tokens(model: Any, hw: tuple[int, int], *, fit: str = "whole", 
     )
 
 
+#: the prompt ensemble for real CLIPs when ``templates="auto"`` (CLIP Surgery's demo uses its 85 templates)
+CLIP_TEMPLATES = "surgery"
+
+
 def text_points(
     model: Any,
     image: Any,
@@ -211,7 +215,7 @@ def text_points(
     *,
     method: MapMethod | str | None = None,
     threshold: float = 0.8,
-    templates: str | Sequence[str] | None = "surgery",
+    templates: str | Sequence[str] | None = "auto",
     fit: str = "whole",
     size: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -221,7 +225,8 @@ def text_points(
 
     ``method``: a map method (default :func:`default_method`: CLIP Surgery, ``t − t_empty``); its raw map
     (before normalisation) goes to :func:`points_from_map`. ``templates``: the text's prompt ensemble
-    (``"surgery"``: CLIP Surgery's 85 templates, as its demo), or ``None`` for the text as it is.
+    (``"auto"``: CLIP Surgery's 85 templates, as its demo, or the toy CLIP's own prompt form; a set name or a
+    list), or ``None`` for the text as it is.
     ``fit``: ``"whole"`` or ``"squash"`` (``"crop"`` is refused: see the module docs).
     """
     if fit == "crop":
@@ -237,7 +242,7 @@ def text_points(
                                 f"{type(image).__name__}")
     threshold = _check_threshold(threshold)
     method = default_method(model) if method is None else get_map(method)
-    targets = Targets.texts([text]) if templates is None else Targets.classes([text], templates=templates)
+    targets = model_targets(model, [text], templates, clip_default=CLIP_TEMPLATES)
     check_points_tokens(model, image_size(image, max_pixels), fit=fit, size=size)
     _embed_quietly_once(model, method, targets)
     maps = method(model, [image], targets, fit=fit, size=size, normalization="raw", max_pixels=max_pixels)

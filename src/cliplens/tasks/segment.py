@@ -28,11 +28,13 @@ from cliplens.errors import InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS
 from cliplens.maps.base import ImageMaps, MapMethod, get_map
 from cliplens.maps.inputs import to_image
-from cliplens.maps.targets import Targets
+from cliplens.maps.targets import model_targets
 
 __all__ = ["IGNORE", "Segmentation", "check_threshold_texts", "label_map", "segment"]
 
 IGNORE = 255
+#: the prompt ensemble for real CLIPs when ``templates="auto"``
+CLIP_TEMPLATES = "imagenet"
 #: classes upsampled to the image at a time (memory stays bounded for many classes and large images)
 CLASS_CHUNK = 16
 
@@ -106,7 +108,7 @@ def segment(
     background: Sequence[str] = (),
     threshold: float | None = None,
     logit_scale: float = 50.0,
-    templates: str | Sequence[str] | None = "imagenet",
+    templates: str | Sequence[str] | None = "auto",
     fit: str = "whole",
     size: int | None = None,
     window: int | None = None,
@@ -115,7 +117,11 @@ def segment(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     skip_bad: bool = False,
 ) -> list[Segmentation]:
-    """Label every pixel of ``images`` with one of ``classes`` or background (see the module docs)."""
+    """Label every pixel of ``images`` with one of ``classes`` or background (see the module docs).
+
+    ``templates``: the prompt ensemble of every class and background name (``"auto"``: the 80 ImageNet
+    templates for real CLIPs, the toy CLIP's own prompt form for it; a set name, a list, or ``None`` for the
+    names as they are)."""
     classes = list(classes)
     background = list(background)
     if not classes:
@@ -131,7 +137,7 @@ def segment(
         raise InvalidInputError(f"{', '.join(overlap)} is both a class and a background name")
     method = get_map(method)
     names = classes + background
-    targets = Targets.texts(names) if templates is None else Targets.classes(names, templates=templates)
+    targets = model_targets(model, names, templates, clip_default=CLIP_TEMPLATES)
     maps = method(model, images, targets, fit=fit, size=size, window=window, stride=stride, normalization="raw",
                   batch_size=batch_size, max_pixels=max_pixels, skip_bad=skip_bad)
     settings = {**maps.settings, "background": background, "threshold": threshold,

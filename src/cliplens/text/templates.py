@@ -1,12 +1,15 @@
-"""Prompt templates: the 80 ImageNet templates and filling a template with a class name."""
+"""Prompt templates: the 80 ImageNet templates, named ensembles, the model-aware default, and filling a
+template with a class name."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from cliplens.errors import InvalidInputError
 
-__all__ = ["IMAGENET_TEMPLATES", "SCENE_TEMPLATES", "SURGERY_TEMPLATES", "TEMPLATE_SETS", "Template", "fill_template"]
+__all__ = ["AUTO", "IMAGENET_TEMPLATES", "SCENE_TEMPLATES", "SURGERY_TEMPLATES", "TEMPLATE_SETS", "TOY_TEMPLATES",
+           "Template", "default_templates", "fill_template", "resolve_templates"]
 
 Template = str | Callable[[str], str]
 
@@ -106,13 +109,38 @@ SCENE_TEMPLATES: tuple[str, ...] = (
 #: CLIP Surgery's prompt ensemble: the 80 ImageNet templates and the 5 scene templates (85)
 SURGERY_TEMPLATES: tuple[str, ...] = IMAGENET_TEMPLATES + SCENE_TEMPLATES
 
+#: the toy CLIP's own prompt form (its captions and zero-shot prompts: "a photo of a red circle"); every word
+#: is in its vocabulary, which has none of the ImageNet templates' other words
+TOY_TEMPLATES: tuple[str, ...] = ("a photo of a {}",)
+
 #: named prompt ensembles (``"none"``: the texts as they are)
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "imagenet": IMAGENET_TEMPLATES,
     "surgery": SURGERY_TEMPLATES,
     "photo": ("a photo of a {}.",),
+    "toy": TOY_TEMPLATES,
     "none": ("{}",),
 }
+
+#: the template-set name that means "the model's own default" (:func:`default_templates`)
+AUTO = "auto"
+
+
+def default_templates(model: Any, clip_default: str) -> str:
+    """The prompt ensemble a command uses for ``model`` when none is asked: the model's own prompt form where it
+    has one (its adapter's ``prompt_templates``: ``"toy"`` for the toy CLIP, whose vocabulary has no word of
+    CLIP's templates), else ``clip_default`` (what the command uses for real CLIPs: ``"imagenet"`` or
+    ``"surgery"``)."""
+    own = getattr(model, "prompt_templates", None)
+    return own if own in TEMPLATE_SETS else clip_default
+
+
+def resolve_templates(model: Any, templates: str | Sequence[str] | None, clip_default: str
+                      ) -> str | Sequence[str] | None:
+    """``templates`` with :data:`AUTO` replaced by :func:`default_templates` (anything else as given)."""
+    if isinstance(templates, str) and templates == AUTO:
+        return default_templates(model, clip_default)
+    return templates
 
 
 def fill_template(template: Template, name: str, index: int) -> str:

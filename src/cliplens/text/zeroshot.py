@@ -1,18 +1,25 @@
-"""Zero-shot classifiers from class names and prompt templates."""
+"""Zero-shot classifiers from class names and prompt templates (cached: :mod:`cliplens.text.cache`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.errors import InvalidInputError
-from cliplens.text.encode import TextEncoder, check_batch_size, encode_validated, progress_bar, validate_texts
+from cliplens.text.cache import cached_rows
+from cliplens.text.encode import (
+    TextEncoder,
+    check_batch_size,
+    encoded_batches,
+    progress_bar,
+    validate_texts,
+    warn_texts,
+)
 from cliplens.text.templates import IMAGENET_TEMPLATES, Template, fill_template
 
-__all__ = ["zero_shot_classifier"]
+__all__ = ["prompt_ensembles", "zero_shot_classifier"]
 
 
 def zero_shot_classifier(
@@ -28,7 +35,10 @@ def zero_shot_classifier(
     For each class, every template is filled with the class name and embedded; each
     template embedding is L2-normalised, the normalised embeddings are averaged over the
     templates, and the mean is L2-normalised again (the recipe of CLIP's prompt-engineering
-    notebook).
+    notebook). All C × K prompts go through the text tower in one sorted pass (each batch only as
+    long as its longest prompt, where the tower allows: :func:`cliplens.text.encode.encoded_batches`).
+    The result is cached per (text tower, classes, templates) in memory and on disk
+    (:mod:`cliplens.text.cache`; templates given as callables are not cached).
 
     Args:
         adapter: the model.
@@ -36,7 +46,7 @@ def zero_shot_classifier(
         templates: format strings with one ``{}`` (default: the 80 :data:`IMAGENET_TEMPLATES`),
             or callables ``name -> text``; a single string or callable is one template.
         batch_size: texts per forward pass (the result does not depend on it).
-        progress: show a rich progress bar (over classes).
+        progress: show a rich progress bar (over the prompts).
     """
     batch_size = check_batch_size(batch_size)
     names = validate_texts(classnames, None, None)
@@ -45,21 +55,28 @@ def zero_shot_classifier(
     templates = list(templates)  # type: ignore[arg-type]
     if not templates:
         raise InvalidInputError("no templates given; use e.g. ['a photo of a {}.'] or IMAGENET_TEMPLATES")
-    k = len(templates)
     texts = [fill_template(t, name, j) for name in names for j, t in enumerate(templates)]
-    validate_texts(texts, adapter._count_tokens, adapter.context_length)
-    per_chunk = max(1, batch_size // k)
-    bar = progress_bar(progress, len(names), "zero-shot classifier")
-    rows: list[Tensor] = []
+    return cached_rows(adapter, "classes", names, templates,
+                       compute=lambda: prompt_ensembles(adapter, texts, len(templates), batch_size, progress),
+                       warn=lambda: warn_texts(adapter, texts))
+
+
+def prompt_ensembles(adapter: TextEncoder, texts: list[str], k: int, batch_size: int = 256,
+                     progress: bool = False) -> Tensor:
+    """``[len(texts) // k, E]``: consecutive groups of ``k`` prompts, each prompt L2-normalised, averaged over its
+    group and L2-normalised again. Not validated, not cached (the empty prompt's texts go through here)."""
+    n = len(texts) // k
+    bar = progress_bar(progress, len(texts), "zero-shot classifier")
+    sums: Tensor | None = None
     try:
-        for start in range(0, len(names), per_chunk):
-            n = min(per_chunk, len(names) - start)
-            chunk = texts[start * k:(start + n) * k]
-            emb = F.normalize(encode_validated(adapter, chunk, batch_size), dim=-1)
-            rows.append(F.normalize(emb.view(n, k, -1).mean(dim=1), dim=-1))
+        for rows, emb in encoded_batches(adapter, texts, batch_size):
+            if sums is None:
+                sums = emb.new_zeros(n, emb.shape[1])
+            sums.index_add_(0, (rows // k).to(sums.device), F.normalize(emb, dim=-1))
             if bar is not None:
-                bar.advance(bar.task_ids[0], n)
+                bar.advance(bar.task_ids[0], len(rows))
     finally:
         if bar is not None:
             bar.stop()
-    return torch.cat(rows, 0)
+    assert sums is not None  # texts is never empty here
+    return F.normalize(sums / k, dim=-1)
