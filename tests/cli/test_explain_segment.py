@@ -230,9 +230,9 @@ def test_segment_threshold_and_classes_file(toy_args, random_toy, tmp_path):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--classes", ", ,"], ["no classes"]),
-    ([], ["no classes", "--classes"]),
-    (["--classes", "dog,grass,Dog"], ["duplicate", "dog"]),
+    (["--classes", ", ,"], ["holds no class names"]),
+    ([], ["give the classes", "--classes", "--class-list"]),
+    (["--classes", "dog,grass,Dog"], ["'Dog' (--classes item 3) repeats --classes item 1"]),
     (["--classes", "dog,sky", "--background", "Sky"], ["'sky' is both a class and a background name"]),
     (["--classes", "dog", "--background", ""], ["--threshold"]),
     (["--classes", "dog", "--method", "uniform"], ["uniform", "ignores the text"]),

@@ -73,9 +73,9 @@ def test_tags_json_from_a_file(invoke, images, tmp_path):
 
 
 @pytest.mark.parametrize("args, match", [
-    ([], "--classes a,b,c or --classes-file FILE"),
-    (["--classes", "dog,cat", "--classes-file", "x.txt"], "one of the two"),
-    (["--classes", "dog,Dog"], "repeats item 1"),
+    ([], "--classes a,b,c, --classes-file FILE (one per line) or --class-list NAME"),
+    (["--classes", "dog,Dog"], "repeats --classes item 1"),
+    (["--class-list", "cocoa"], "no built-in class list 'cocoa'"),
     (["--classes", "dog,,cat"], "item 2 is empty"),
     (["--classes", " , "], "holds no class names"),
     (["--classes-file", "missing.txt"], "does not exist"),
@@ -93,7 +93,21 @@ def test_tags_classes_file_problems(invoke, images, tmp_path):
     assert r.exit_code == 2 and "holds no class names" in one_line(r.output)
     f.write_text("dog\ncat\n# x\n  DOG \n")
     r = invoke("tags", images[0], "--classes-file", f)
-    assert r.exit_code == 2 and "'DOG' (line 4) repeats line 1" in one_line(r.output)
+    assert r.exit_code == 2 and f"'DOG' (--classes-file {str(f)!r} line 4) repeats --classes-file {str(f)!r} line 1" \
+        in one_line(r.output)
+
+
+def test_tags_class_lists_combine_in_order(invoke, images, tmp_path):
+    from cliplens.datasets.coco import COCO_OBJECT_CLASSES
+
+    f = tmp_path / "more.txt"
+    f.write_text("zebra crossing\n")
+    r = invoke("tags", images[0], "--classes", "sky", "--classes-file", f, "--class-list", "coco",
+               "--method", "global", "--templates", "none", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["classes"] == ["sky", "zebra crossing", *COCO_OBJECT_CLASSES[1:]]
+    r = invoke("tags", images[0], "--classes", "Dog", "--class-list", "coco")
+    assert r.exit_code == 2 and "'dog' (--class-list coco) repeats --classes item 1" in one_line(r.output)
 
 
 def test_tags_bad_image(invoke, images, tmp_path):

@@ -203,3 +203,15 @@ def test_presets_come_from_the_layout_never_the_folder_name(tmp_path: Path):
     assert renamed.preset == "voc21"  # name= renames it; its protocol stays VOC's
     assert open_segmentation("voc20", tmp_path / "x", split="none").preset == "voc20"
     assert open_segmentation("toy:n=2")[0:1].preset == "toy"  # subsets keep it
+
+
+def test_builtin_class_lists():
+    from cliplens.datasets.class_lists import CLASS_LISTS, class_list
+
+    sizes = {name: len(class_list(name)) for name in CLASS_LISTS}
+    assert sizes == {"coco": 80, "voc": 20, "context59": 59, "ade20k": 150, "coco-stuff": 171, "imagenet": 1000}
+    assert class_list("coco")[:3] == ["person", "bicycle", "car"] and "background" not in class_list("voc")
+    distinct = class_list("imagenet", distinct=True)
+    assert len(distinct) == 998 == len(set(distinct)) and distinct[:5] == class_list("imagenet")[:5]
+    with pytest.raises(InvalidInputError, match="no built-in class list 'cifar'.*coco"):
+        class_list("cifar")

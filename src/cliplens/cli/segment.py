@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cliplens.cli.classes import class_options, resolve_classes
 from cliplens.cli.common import (
     console,
     expand_images,
@@ -39,7 +40,7 @@ from cliplens.text.templates import AUTO, TEMPLATE_SETS
 if TYPE_CHECKING:
     from cliplens.tasks.segment import Segmentation
 
-__all__ = ["COMMANDS", "read_classes", "segment_cmd"]
+__all__ = ["COMMANDS", "segment_cmd"]
 
 DEFAULT_OUT = "cliplens-segment"
 #: labels 1..254 in a palette PNG (0: background, 255: not seen)
@@ -51,23 +52,6 @@ def _split(values: Sequence[str]) -> list[str]:
     return [n.strip() for v in values for n in v.split(",") if n.strip()]
 
 
-def read_classes(values: Sequence[str], path: Path | None) -> list[str]:
-    """``--classes`` (comma-separated, repeatable) and ``--classes-file`` (one class per line; blank lines and
-    lines starting with # are skipped), in that order."""
-    names = _split(values)
-    if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise InvalidInputError(f"--classes-file {str(path)!r} cannot be read ({getattr(e, 'strerror', None) or e}): "
-                                    "pass a UTF-8 text file with one class name per line") from None
-        names += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if not names:
-        where = f"--classes-file {str(path)!r} has no class names" if path is not None else "no classes given"
-        raise InvalidInputError(f"{where}: pass --classes dog,grass,sky or --classes-file FILE (one class per line)")
-    return names
-
-
 def _key(name: str) -> str:
     return " ".join(name.lower().split())
 
@@ -75,10 +59,7 @@ def _key(name: str) -> str:
 @click.command("segment")
 @click.argument("images", nargs=-1, required=True)
 @model_options
-@click.option("--classes", "-c", "classes", multiple=True,
-              help="Class names, comma-separated (dog,grass,sky); repeat to add more. Labels 1, 2, ... in this order.")
-@click.option("--classes-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="A text file with one class name per line (added after --classes).")
+@class_options
 @click.option("--background", "backgrounds", multiple=True, default=("background",), show_default=True,
               help="Names of what is not a class (comma-separated, repeatable: sky,wall): a pixel whose best text "
                    "is one of them is background. --background '' for none (then --threshold is needed).")
@@ -102,7 +83,8 @@ def _key(name: str) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward (and read before their pictures are drawn).")
 def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, device: str, trust_checkpoint: bool,
-                classes: tuple[str, ...], classes_file: Path | None, backgrounds: tuple[str, ...],
+                classes: tuple[str, ...], classes_file: Path | None, class_list: str | None,
+                backgrounds: tuple[str, ...],
                 threshold: float | None, logit_scale: float | None, method: str, fit: str, size: int | None,
                 window: int | None, stride: int | None, blocks: int, feature: str, no_architecture: bool,
                 templates: str, out_dir: Path, recursive: bool,
@@ -119,7 +101,7 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     from cliplens.maps.targets import model_targets
     from cliplens.tasks.segment import CLIP_TEMPLATES, Segmentation, label_map
 
-    names = read_classes(classes, classes_file)
+    names = resolve_classes(classes, classes_file, class_list)
     if len(names) > MAX_CLASSES:
         raise InvalidInputError(f"{len(names)} classes: a label PNG holds at most {MAX_CLASSES} (labels 1..{MAX_CLASSES}; "
                                 "0 is background, 255 not seen); split them over several runs")

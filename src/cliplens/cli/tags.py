@@ -9,6 +9,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from cliplens.cli.classes import class_options, resolve_classes
 from cliplens.cli.common import (
     console,
     expand_images,
@@ -21,66 +22,14 @@ from cliplens.cli.common import (
 from cliplens.cli.decompose import image_options
 from cliplens.cli.explain import collected_warnings, print_notes
 from cliplens.cli.tables import Column, print_table
-from cliplens.errors import ImageLoadError, InvalidInputError
+from cliplens.errors import ImageLoadError
 from cliplens.tasks.choices import MULTILABEL_METHODS as METHODS
 from cliplens.text.templates import AUTO, TEMPLATE_SETS
 
 
-def _key(name: str) -> str:
-    return " ".join(name.lower().split())
-
-
-def _check_classes(named: list[tuple[str, str]], source: str) -> list[str]:
-    """``(where, name)`` pairs -> the names; empty lists and duplicates (case and spacing ignored) refused."""
-    if not named:
-        raise InvalidInputError(f"{source} holds no class names: give at least one (two or more for feature "
-                                "surgery, --method surgery's default)")
-    seen: dict[str, str] = {}
-    for where, name in named:
-        k = _key(name)
-        if k in seen:
-            raise InvalidInputError(f"{source}: class {name!r} ({where}) repeats {seen[k]} (case and spacing are "
-                                    "ignored); give each class once")
-        seen[k] = f"{where}"
-    return [name for _, name in named]
-
-
-def parse_classes(classes: str | None, classes_file: Path | None) -> list[str]:
-    """The class names of ``--classes a,b,c`` or ``--classes-file FILE`` (one per line; blank lines and lines
-    starting with ``#`` ignored)."""
-    if (classes is None) == (classes_file is None):
-        raise InvalidInputError("give the classes with --classes a,b,c or --classes-file FILE (one of the two)")
-    if classes is not None:
-        items = classes.split(",")
-        empty = [i + 1 for i, c in enumerate(items) if not c.strip()]
-        if empty and any(c.strip() for c in items):
-            raise InvalidInputError(f"--classes {classes!r}: item {empty[0]} is empty (two commas in a row, or a "
-                                    "trailing comma); separate class names with single commas")
-        named = [(f"item {i + 1}", " ".join(c.split())) for i, c in enumerate(items) if c.strip()]
-        return _check_classes(named, "--classes")
-    path = Path(classes_file).expanduser()  # type: ignore[arg-type]
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except IsADirectoryError:
-        raise InvalidInputError(f"--classes-file {str(path)!r} is a folder: pass a text file with one class per "
-                                "line") from None
-    except FileNotFoundError:
-        raise InvalidInputError(f"--classes-file {str(path)!r} does not exist") from None
-    except UnicodeDecodeError:
-        raise InvalidInputError(f"--classes-file {str(path)!r} is not UTF-8 text: pass a text file with one class "
-                                "per line") from None
-    except OSError as e:
-        raise InvalidInputError(f"cannot read --classes-file {str(path)!r}: {e.strerror or e}") from None
-    named = [(f"line {n}", " ".join(line.split())) for n, line in enumerate(text.splitlines(), 1)
-             if line.strip() and not line.strip().startswith("#")]
-    return _check_classes(named, f"--classes-file {str(path)!r}")
-
-
 @click.command("tags")
 @click.argument("images", nargs=-1, required=True)
-@click.option("--classes", "-c", default=None, help="Class names separated by commas: --classes dog,cat,'traffic light'.")
-@click.option("--classes-file", type=click.Path(path_type=Path), default=None,
-              help="A text file with one class name per line (blank lines and lines starting with # are ignored).")
+@class_options
 @click.option("--method", type=click.Choice(METHODS), default="surgery", show_default=True,
               help="surgery: CLIP Surgery's feature surgery on the image embedding (scores relative to the given "
                    "classes; with one class, image · (class − empty prompt), with a warning); global: plain CLIP "
@@ -97,7 +46,8 @@ def parse_classes(classes: str | None, classes_file: Path | None) -> list[str]:
 @image_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def tags_cmd(images: tuple[str, ...], classes: str | None, classes_file: Path | None, method: str, templates: str,
+def tags_cmd(images: tuple[str, ...], classes: tuple[str, ...], classes_file: Path | None, class_list: str | None,
+             method: str, templates: str,
              top: int, fit: str, model: str, pretrained: str | None, device: str, trust_checkpoint: bool,
              recursive: bool, skip_bad: bool, max_pixels: int, batch_size: int, as_json: bool) -> None:
     """Rank the given classes for each IMAGE (multi-label recognition).
@@ -113,7 +63,7 @@ def tags_cmd(images: tuple[str, ...], classes: str | None, classes_file: Path | 
     """
     from cliplens.tasks.multilabel import score_classes
 
-    names = parse_classes(classes, classes_file)
+    names = resolve_classes(classes, classes_file, class_list)
     paths = expand_images(images, recursive=recursive)
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     note = weights_note(adapter)
