@@ -1,6 +1,6 @@
 """One functional forward over a :class:`~cliplens.core.view.VisionView`, run as a per-block plan.
 
-``embed → block(plan_l) for each l → head`` (see :mod:`cliplens.core.plan`). With the default plan
+``embed → block(plan_l) for each l → head`` (the pooling head, :mod:`cliplens.core.heads`) (see :mod:`cliplens.core.plan`). With the default plan
 it equals the source library's image forward (tested on random weights for every supported
 family); the *head* also carries every token through ``ln_post`` and the projection when asked
 (the dense output). Only the tensors named in ``names`` are recorded; ``hooks`` may replace
@@ -35,7 +35,7 @@ from torch import Tensor
 from cliplens.core.attention import AttentionContext, AttentionStrategy
 from cliplens.core.hooks import Hook, Recorder, resolve_names
 from cliplens.core.plan import BlockPlan, Plan, SidePath
-from cliplens.core.view import BlockView, LayerNormView, VisionView, apply_activation, apply_activation_
+from cliplens.core.view import BlockView, VisionView, apply_activation, apply_activation_
 
 
 @dataclass
@@ -70,7 +70,8 @@ def positional_embedding_for(view: VisionView, grid: tuple[int, int], mode: str 
     if tuple(grid) == tuple(native):
         return pos
     d = pos.shape[-1]
-    cls_pos, patch_pos = pos[:1], pos[1:]
+    k = view.num_prefix_tokens
+    cls_pos, patch_pos = pos[:k], pos[k:]
     patch_pos = patch_pos.reshape(1, native[0], native[1], d).permute(0, 3, 1, 2)
     patch_pos = F.interpolate(patch_pos.float(), size=tuple(grid), mode=mode, align_corners=False)
     patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(-1, d)
@@ -78,9 +79,9 @@ def positional_embedding_for(view: VisionView, grid: tuple[int, int], mode: str 
 
 
 def project_tokens(view: VisionView, x: Tensor) -> Tensor:
-    """``ln_post`` (statistics per token) then the projection: ``[..., D]`` -> ``[..., E]``."""
-    out = view.ln_post(x)
-    return out if view.proj is None else out @ view.proj.to(out.dtype)
+    """Every token through the pooling head on its own (:meth:`cliplens.core.heads.PoolHead.dense`; for CLS
+    pooling: ``ln_post`` with each token's statistics, then the projection): ``[B, N, D]`` -> ``[B, N, E]``."""
+    return view.head.dense(x)
 
 
 def _qkv(blk: BlockView, h: Tensor, B: int, N: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -217,16 +218,12 @@ def embed(view: VisionView, pixel_values: Tensor, positional: str = "bicubic") -
     grid = (x.shape[-2] // ph, x.shape[-1] // pw)
     x = F.conv2d(x, view.patch_weight, view.patch_bias, stride=(ph, pw))  # [B, D, gh, gw]
     x = x.flatten(2).transpose(1, 2)  # [B, gh*gw, D]
-    cls = view.class_embedding.to(x.dtype).expand(B, 1, -1)
-    x = torch.cat([cls, x], dim=1) + positional_embedding_for(view, grid, positional).to(x.dtype)
+    if view.class_embedding is not None:
+        x = torch.cat([view.class_embedding.to(x.dtype).expand(B, 1, -1), x], dim=1)
+    x = x + positional_embedding_for(view, grid, positional).to(x.dtype)
     if view.ln_pre is not None:
         x = view.ln_pre(x)
     return x, grid
-
-
-def _ln_stats(ln: LayerNormView, pooled: Tensor) -> tuple[Tensor, Tensor]:
-    pf = pooled.float() if ln.compute_fp32 else pooled
-    return pf.mean(-1), torch.sqrt(pf.var(-1, unbiased=False) + ln.eps)
 
 
 def run_vision(
@@ -261,14 +258,9 @@ def run_vision(
     for i, (blk, bp) in enumerate(zip(view.blocks, blocks, strict=True)):
         x = _block(i, blk, bp, x, grid, rec, sides)
 
-    pooled = x[:, 0]
-    if rec.wants("pooled"):
-        pooled = rec("pooled", pooled)
-    if rec.wants("ln_post.mean") or rec.wants("ln_post.std"):
-        mean, std = _ln_stats(view.ln_post, pooled)
-        rec("ln_post.mean", mean)
-        rec("ln_post.std", std)
-    out = project_tokens(view, pooled)
+    if rec.wants("final"):
+        x = rec("final", x)
+    out = view.head(x, rec)
     if rec.wants("embedding"):
         out = rec("embedding", out)
     if rec.wants("dense"):

@@ -2,12 +2,17 @@
 
 Global names:
     ``embed``            ``[B, N, D]``  residual stream after ``ln_pre`` (x_0)
-    ``pooled``           ``[B, D]``     CLS token of the last residual stream
-    ``ln_post.mean``     ``[B]``        mean of ``pooled`` (frozen by the decomposition)
-    ``ln_post.std``      ``[B]``        ``sqrt(var + eps)`` of ``pooled``
+    ``final``            ``[B, N, D]``  the last residual stream, as the pooling head reads it
+    ``pooled``           ``[B, D]``     CLS pooling: the CLS token of the last residual stream; attention
+                                        pooling: the pooled vector before its MLP; mean pooling with the
+                                        LayerNorm after the mean: the mean
+    ``ln_post.mean``     ``[B]``        CLS pooling: mean of ``pooled`` (frozen by the decomposition)
+    ``ln_post.std``      ``[B]``        CLS pooling: ``sqrt(var + eps)`` of ``pooled``
+    ``head.pattern``     ``[B, Hp, N]`` attention pooling: the probe's attention over the tokens
     ``embedding``        ``[B, E]``     the image embedding (un-normalised)
-    ``dense``            ``[B, N, E]``  every token of the last residual stream through ``ln_post``
-                                        (per-token statistics) and the projection; CLS first
+    ``dense``            ``[B, N, E]``  every token of the last residual stream through the pooling head on
+                                        its own (:meth:`PoolHead.dense`; CLS pooling: ``ln_post`` with
+                                        per-token statistics and the projection); CLS first when there is one
     ``side.{s}.dense``   ``[B, N, E]``  the same for side path ``s`` (plans with side paths)
 
 Per block ``l`` (prefix ``blocks.{l}.``):
@@ -45,7 +50,7 @@ from cliplens.errors import HookNameError, InvalidInputError
 
 Hook = Callable[[Tensor, str], "Tensor | None"]
 
-GLOBAL_NAMES = ("embed", "pooled", "ln_post.mean", "ln_post.std", "embedding", "dense")
+GLOBAL_NAMES = ("embed", "final", "pooled", "ln_post.mean", "ln_post.std", "head.pattern", "embedding", "dense")
 BLOCK_NAMES = (
     "resid_pre", "ln_1", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.cls_pattern",
     "attn.z", "attn.cls_contrib", "attn_out", "resid_mid", "ln_2", "mlp.hidden", "mlp_out",
@@ -55,7 +60,7 @@ SIDE_BLOCK_NAMES = ("attn.pattern", "attn.z", "attn_out", "resid_post")
 #: derived tensors that nothing downstream reads: hooks may observe them, not replace them
 READ_ONLY = ("attn.cls_pattern", "attn.cls_contrib", "ln_post.mean", "ln_post.std")
 # recorded tensors whose token axis is *not* a query position (cls_only leaves them alone)
-_NOT_QUERY_INDEXED = ("attn.cls_pattern", "attn.cls_contrib")
+_NOT_QUERY_INDEXED = ("attn.cls_pattern", "attn.cls_contrib", "head.pattern")
 
 
 def hook_names(num_layers: int, plan: Sequence[BlockPlan] | None = None) -> list[str]:

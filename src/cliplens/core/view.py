@@ -18,59 +18,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-Activation = Literal["gelu", "quick_gelu", "gelu_tanh", "relu"]
+from cliplens.core.heads import ClsHead, PoolHead
+from cliplens.core.layers import Activation, LayerNormView, apply_activation, apply_activation_
 
-
-def apply_activation(x: Tensor, name: str) -> Tensor:
-    """Apply one of the MLP activations used by CLIP families."""
-    if name == "gelu":
-        return F.gelu(x)
-    if name == "quick_gelu":
-        return x * torch.sigmoid(1.702 * x)
-    if name == "gelu_tanh":
-        return F.gelu(x, approximate="tanh")
-    if name == "relu":
-        return F.relu(x)
-    raise ValueError(f"unknown activation {name!r}; expected gelu, quick_gelu, gelu_tanh or relu")
-
-
-def apply_activation_(x: Tensor, name: str) -> Tensor:
-    """In-place variant of :func:`apply_activation` where one exists (saves a hidden-size buffer)."""
-    if name == "gelu":
-        return torch.ops.aten.gelu_(x)
-    if name == "gelu_tanh":
-        return torch.ops.aten.gelu_(x, approximate="tanh")
-    if name == "relu":
-        return x.relu_()
-    return apply_activation(x, name)
-
-
-@dataclass(frozen=True)
-class LayerNormView:
-    """A LayerNorm's affine parameters (either may be ``None``) and epsilon."""
-
-    weight: Tensor | None
-    bias: Tensor | None
-    eps: float = 1e-5
-    #: normalise in float32 and cast back (open_clip's ``LayerNormFp32``)
-    compute_fp32: bool = False
-
-    def __call__(self, x: Tensor) -> Tensor:
-        dtype = x.dtype
-        if self.compute_fp32 and dtype != torch.float32:
-            x = x.float()
-        w, b = self.weight, self.bias
-        if w is not None and w.dtype != x.dtype:
-            w = w.to(x.dtype)
-        if b is not None and b.dtype != x.dtype:
-            b = b.to(x.dtype)
-        return F.layer_norm(x, (x.shape[-1],), w, b, self.eps).to(dtype)
+__all__ = ["Activation", "BlockView", "LayerNormView", "VisionView", "apply_activation", "apply_activation_",
+           "fingerprint_tensors", "fingerprint_view"]
 
 
 @dataclass(frozen=True)
@@ -115,15 +71,23 @@ class VisionView:
 
     patch_weight: Tensor  # [D, C, ph, pw]
     patch_bias: Tensor | None  # [D]
-    class_embedding: Tensor  # [D]
-    positional_embedding: Tensor  # [1 + gh*gw, D]
+    class_embedding: Tensor | None  # [D]; None: no CLS token (SigLIP)
+    positional_embedding: Tensor  # [1 + gh*gw, D] ([gh*gw, D] without a CLS token)
     ln_pre: LayerNormView | None
     blocks: tuple[BlockView, ...]
-    ln_post: LayerNormView
+    ln_post: LayerNormView | None  # the CLS head's LayerNorm (None when ``head`` is given)
     proj: Tensor | None  # [D, E]
     image_size: tuple[int, int]  # native input size (h, w)
     #: free-form description of where the view came from (family, name)
     source: str = ""
+    #: the pooling head (:mod:`cliplens.core.heads`); default: CLS pooling through ``ln_post`` and ``proj``
+    head: PoolHead = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.head is None:
+            if self.ln_post is None:
+                raise ValueError("a VisionView needs ln_post (CLS pooling) or a pooling head")
+            object.__setattr__(self, "head", ClsHead(self.ln_post, self.proj))
 
     # ---- shapes -------------------------------------------------------------
     @property
@@ -137,7 +101,12 @@ class VisionView:
 
     @property
     def width(self) -> int:
-        return int(self.class_embedding.shape[0])
+        return int(self.patch_weight.shape[0])
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: 1 (the CLS token) or 0 (towers without one, such as SigLIP's)."""
+        return 0 if self.class_embedding is None else 1
 
     @property
     def num_layers(self) -> int:
@@ -153,7 +122,7 @@ class VisionView:
 
     @property
     def embed_dim(self) -> int:
-        return self.width if self.proj is None else int(self.proj.shape[1])
+        return self.head.embed_dim
 
     @property
     def in_channels(self) -> int:
@@ -168,14 +137,16 @@ class VisionView:
         return self.patch_weight.dtype
 
     def num_tokens(self, image_size: tuple[int, int] | None = None) -> int:
-        """Tokens (CLS + patches) for an input of ``image_size`` (default: native)."""
+        """Tokens (CLS, when there is one, + patches) for an input of ``image_size`` (default: native)."""
         h, w = image_size or self.image_size
         ph, pw = self.patch_size
-        return 1 + (h // ph) * (w // pw)
+        return self.num_prefix_tokens + (h // ph) * (w // pw)
 
     def parameters(self) -> list[Tensor]:
         """Every tensor the view references (for storage-sharing checks)."""
-        out: list[Tensor] = [self.patch_weight, self.class_embedding, self.positional_embedding]
+        # the order of the CLS-pooled towers is the order fingerprints were first taken in: keep it
+        out: list[Tensor] = [self.patch_weight] + ([self.class_embedding] if self.class_embedding is not None
+                                                   else []) + [self.positional_embedding]
         for ln in (self.ln_pre, self.ln_post):
             if ln is not None:
                 out += [t for t in (ln.weight, ln.bias) if t is not None]
@@ -183,6 +154,7 @@ class VisionView:
             out.append(self.patch_bias)
         if self.proj is not None:
             out.append(self.proj)
+        out += [t for t in self.head.parameters() if not any(t is o for o in out)]
         for b in self.blocks:
             for t in (
                 b.q_weight, b.k_weight, b.v_weight, b.q_bias, b.k_bias, b.v_bias,
@@ -210,6 +182,8 @@ def fingerprint_view(view: VisionView) -> str:
     """A digest of every weight the forward reads and of the architecture's settings."""
     meta = [view.image_size, view.patch_size] + [(b.num_heads, b.activation) for b in view.blocks]
     meta += [(ln.eps, ln.compute_fp32) for ln in (view.ln_pre, view.ln_post) if ln is not None]
+    if view.head.kind != "cls":
+        meta += view.head.meta()
     h = hashlib.blake2b(repr(meta).encode(), digest_size=16)
     h.update(fingerprint_tensors(view.parameters()).encode())
     return h.hexdigest()
