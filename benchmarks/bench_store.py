@@ -37,7 +37,7 @@ from cliplens.analyses.ablation import Ablation, evaluate
 from cliplens.datasets import ListDataset, Sample, load_toy
 from cliplens.store import Store, StoreSettings, build_store
 from cliplens.store.integrity import save_checked, verify_store
-from cliplens.store.schema import HEADER, PROJECTIONS, chunk_name, write_json_atomic
+from cliplens.store.schema import FORMAT, HEADER, PROJECTIONS, chunk_name, write_json_atomic
 from cliplens.store.schema import StoreSettings as _S
 from cliplens.store.writer import write_manifest
 
@@ -92,22 +92,26 @@ def synthetic_store(out: Path, n: int, chunk: int = 2048, L: int = 12, H: int = 
     g = torch.Generator().manual_seed(0)
     proj = {"out_weight": torch.randn(L, D, D, generator=g) * D ** -0.5, "out_bias": torch.randn(L, D, generator=g) * 0.1,
             "ln_gamma": 1 + 0.1 * torch.randn(D, generator=g), "ln_beta": 0.1 * torch.randn(D, generator=g),
-            "proj": torch.randn(D, E, generator=g) * D ** -0.5,
+            "readout_out": torch.randn(1, D, E, generator=g) * D ** -0.5, "head_bias": torch.zeros(E),
             "classifier": torch.nn.functional.normalize(torch.randn(C, E, generator=g), dim=-1)}
     save_checked(out / PROJECTIONS, proj, {})
     settings = _S(dtype="float16", chunk_size=chunk, templates="none")
-    header = {"format": "cliplens.store/1", "model": {"name": "synthetic ViT-B-16", "weights": "random",
-                                                      "fingerprint": "synthetic", "random_weights": True},
+    header = {"format": FORMAT, "model": {"name": "synthetic ViT-B-16", "weights": "random",
+                                         "fingerprint": "synthetic", "random_weights": True},
               "preprocess": {}, "settings": settings.to_dict(), "dataset": {"layout": "synthetic", "n": n},
               "class_names": [f"class {i}" for i in range(C)], "attribute_names": [], "images": n,
-              "shape": {"layers": L, "heads": H, "head_dim": dh, "width": D, "embed_dim": E, "tokens": 197}}
+              "shape": {"layers": L, "heads": H, "head_dim": dh, "width": D, "embed_dim": E, "tokens": 197,
+                        "readouts": 1, "prefix_tokens": 1},
+              "pooling": {"kind": "cls", "readouts": 1, "affine": True}}
     write_json_atomic(out / HEADER, header)
     for c in range((n + chunk - 1) // chunk):
         k = min(chunk, n - c * chunk)
-        t = {"heads": torch.randn(k, L, H, dh, generator=g).half(), "cls_heads": torch.randn(k, L, H, dh, generator=g).half(),
-             "attn_out": torch.randn(k, L, D, generator=g).half(), "mlp_out": torch.randn(k, L, D, generator=g).half(),
-             "embed_term": torch.randn(k, D, generator=g).half(), "mean": torch.randn(k, generator=g) * 0.1,
-             "std": 1 + torch.rand(k, generator=g), "embedding": torch.randn(k, E, generator=g),
+        t = {"heads": torch.randn(k, 1, L, H, dh, generator=g).half(),
+             "cls_heads": torch.randn(k, 1, L, H, dh, generator=g).half(),
+             "attn_out": torch.randn(k, 1, L, D, generator=g).half(), "mlp_out": torch.randn(k, 1, L, D, generator=g).half(),
+             "embed_term": torch.randn(k, 1, D, generator=g).half(), "mean": torch.randn(k, 1, generator=g) * 0.1,
+             "scale": 1 / (1 + torch.rand(k, 1, generator=g)), "wsum": torch.ones(k, 1),
+             "embedding": torch.randn(k, E, generator=g),
              "label": torch.randint(0, C, (k,), generator=g), "index": torch.arange(c * chunk, c * chunk + k)}
         save_checked(out / chunk_name(c), t, {"chunk": str(c), "rank": "0", "ids": json.dumps([""] * k),
                                               "attributes": json.dumps([{}] * k), "skipped": "[]"})

@@ -14,12 +14,15 @@ from cliplens.decomposition import CHECK_TOLERANCE, Decomposition
 from cliplens.errors import InvalidInputError, ModelLoadError, OutputExistsError
 from tests.conftest import oc_vit, pixels, tiny_open_clip
 
-TENSORS = ("embed_term", "mlp_out", "attn_out", "heads", "mean", "std", "embedding", "scale")
+TENSORS = ("embed_term", "mlp_out", "attn_out", "heads", "final", "nonlinear", "embedding", "scale")
+READOUT = ("pooling", "token_scale", "token_mean", "scale")
 
 
 def _same(a: Decomposition, b: Decomposition) -> None:
     for name in TENSORS:
         torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=0, msg=name)
+    for name in READOUT:
+        torch.testing.assert_close(getattr(a.readout, name), getattr(b.readout, name), rtol=0, atol=0, msg=name)
     assert (a.head_layers, a.spatial, a.grid, a.dtype) == (b.head_layers, b.spatial, b.grid, b.dtype)
 
 
@@ -115,3 +118,23 @@ def test_check_uses_a_tolerance_that_fits_the_dtype(dtype):
     assert dec.tolerance == CHECK_TOLERANCE[dtype] > CHECK_TOLERANCE[torch.float32]
     assert err > CHECK_TOLERANCE[torch.float32]  # the fp32 tolerance would not fit
     assert adapter.decompose(x, dtype=dtype).check() <= CHECK_TOLERANCE[dtype]
+
+
+def test_a_file_of_the_first_format_still_loads(tmp_path, random_toy):
+    """Files written before the readout axis (CLS pooling: values at CLS, ln_post's mean and std) load as the
+    same decomposition."""
+    import json
+
+    from safetensors.torch import save_file
+
+    dec = random_toy.decompose(pixels(2, 64), layers=2)
+    old = {"embed_term": dec.embed_term[:, 0], "mlp_out": dec.mlp_out[:, 0], "attn_out": dec.attn_out[:, 0],
+           "heads": dec.heads[:, 0], "mean": dec.readout.token_mean[:, 0], "std": 1 / dec.readout.scale[:, 0],
+           "embedding": dec.embedding, "scale": dec.scale}
+    header = {**dec.header(), "format": "cliplens.decomposition/1"}
+    path = tmp_path / "old.safetensors"
+    save_file({k: v.contiguous() for k, v in old.items()}, str(path), metadata={"cliplens": json.dumps(header)})
+    back = Decomposition.load(path, random_toy)
+    torch.testing.assert_close(back.reconstruct(), dec.reconstruct(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(back.head_terms(), dec.head_terms(), rtol=1e-6, atol=1e-7)
+    back.check()

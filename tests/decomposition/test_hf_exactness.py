@@ -95,9 +95,9 @@ def test_decomposition_is_exact(case, zoo, record_property):
     grid = (size[0] // cfg.patch_size, size[1] // cfg.patch_size)
     assert d.grid == grid and d.head_layers == tuple(range(L - k, L))
     if mode["spatial"]:
-        assert d.heads.shape[:4] == (batch, k, 1 + grid[0] * grid[1], H)
+        assert d.heads.shape[:5] == (batch, 1, k, 1 + grid[0] * grid[1], H)
     else:
-        assert d.heads.shape[:3] == (batch, k, H)
+        assert d.heads.shape[:4] == (batch, 1, k, H)
     err, tol = max_err(d.embedding, ref)  # the embedding decomposed is the source's
     assert err <= tol, (err, tol)
     rel = d.check(rtol=1e-5)

@@ -41,7 +41,7 @@ def test_the_store_holds_the_decomposition(built, random_toy):
                                rtol=1e-4, atol=1e-6)
     # CLS -> CLS terms equal the spatial decomposition's source token 0
     sp = random_toy.decompose(px, spatial=True)
-    torch.testing.assert_close(torch.from_numpy(st.field("cls_heads")[:]), sp.heads[:, :, 0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.from_numpy(st.field("cls_heads")[:]), sp.heads[:, :, :, 0], rtol=1e-5, atol=1e-6)
     # the store's classifier is the model's zero-shot classifier of the class names
     torch.testing.assert_close(st.classifier, random_toy.encode_text(list(SHAPES)), rtol=1e-5, atol=1e-6)
 
@@ -87,7 +87,7 @@ def test_float16_halves_the_size_and_spatial_layers_are_kept(random_toy, tmp_pat
     build_store(random_toy, Scenes(8), out, settings=StoreSettings(chunk_size=8, batch_size=4, spatial_layers=(-1,),
                                                                    templates="none"))
     st = Store(out)
-    assert st.field("spatial").shape == (8, 1, 65, 4, 16)
+    assert st.field("spatial").shape == (8, 1, 1, 65, 4, 16)  # images, readouts, layers, tokens, heads, dh
     px = random_toy.preprocess([Scenes(8)[i].image for i in range(8)])
     sp = random_toy.decompose(px, spatial=True, layers=[-1])
     torch.testing.assert_close(torch.from_numpy(st.field("spatial")[:]), sp.heads, rtol=1e-5, atol=1e-6)
@@ -98,7 +98,7 @@ def test_reading_is_memory_mapped_block_by_block(built):
     st = Store(built)
     parts = st.field("heads").parts
     assert all(isinstance(p, np.memmap) for p in parts) and len(parts) == 3
-    rows = [b["heads"].shape[0] for b in st.blocks(["heads", "std"])]
+    rows = [b["heads"].shape[0] for b in st.blocks(["heads", "scale"])]
     assert rows == [8, 8, 4]
     np.testing.assert_array_equal(st.field("heads")[[19, 0, 8]], np.stack([st.field("heads")[i] for i in (19, 0, 8)]))
     with pytest.raises(InvalidInputError, match="no field 'spatial'"):

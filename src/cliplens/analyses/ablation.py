@@ -2,17 +2,19 @@
 
 Replacing a component ``c`` (an attention layer's output, one head's, an MLP's, the embedding term, or a
 layer's CLS→CLS term) by its mean over the data set, in the joint space where the components add up to
-the embedding (``ln_post``'s statistics frozen per image), changes image ``i``'s embedding by
+the embedding (the pooling head's statistics and pooling weights frozen per image), changes image ``i``'s
+embedding by (:mod:`cliplens.decomposition.algebra`, readouts ``r``)
 
-    − γ ⊙ (ĉ_i − mean_j ĉ_j) · proj,   ĉ_i = (c_i − s_c μ_i) / σ_i,
+    − Σ_r (ĉ_{r,i} − mean_j ĉ_{r,j}) ⊙ γ · M_r,   ĉ_{r,i} = s_{r,i} (c_{r,i} − share_c · m_{r,i}),
 
-``s_c`` the component's share of ``ln_post``'s mean (:mod:`cliplens.decomposition.shares`). So an
-ablation sums ``ĉ_i − mean ĉ`` over the ablated components in the residual space and applies one
-matrix; zero-shot predictions are the argmax over the store's classifier (the norm does not change it).
+``share_c`` the component's share of the head's constant (:mod:`cliplens.decomposition.shares`). So an
+ablation sums ``ĉ − mean ĉ`` over the ablated components in the residual space, per readout, and applies one
+map; zero-shot predictions are the argmax over the store's classifier (the norm does not change it). A head's
+lumped nonlinear part (SigLIP's MLP after the pooling attention) is kept as it was: this is the direct effect.
 Labels come from the data set (the store), never from file order.
 
 The paper's studies: :func:`layer_curve` (attention of layers 0..l cumulatively mean-ablated), all MLPs
-with the embedding term, the CLS→CLS terms of every layer; and any heads or layers a user names
+with the embedding term, the CLS→CLS terms of every layer (CLS pooling); and any heads or layers a user names
 (:class:`Ablation`).
 """
 
@@ -122,28 +124,28 @@ def parse_components(text: str) -> Ablation:
 
 
 class _Stats:
-    """Per-store dataset means of each component's ĉ (computed once, one pass, cached on the store)."""
+    """Per-store dataset means of each component's ``s·c`` (computed once, one pass, cached on the store)."""
 
     def __init__(self, store: Store) -> None:
-        p = store.projections
         self.L, self.H, self.dh = store.shape["layers"], store.shape["heads"], store.shape["head_dim"]
-        self.out_w = p["out_weight"].double()  # [L, D, H·dh]
-        self.out_b = p["out_bias"].double()  # [L, D]
-        self.G = (p["ln_gamma"][:, None] * p["proj"]).double()  # [D, E]
+        self.joint = store.joint_map(torch.float32)
+        self.out_w32 = self.joint.w.out_weight  # [L, D, H·dh]
+        self.out_b32 = self.joint.w.out_bias  # [L, D]
+        self.cls = "cls_heads" in store.fields
         n = 0
         sums: dict[str, np.ndarray] = {}
-        for blk in store.blocks(["heads", "cls_heads", "attn_out", "mlp_out", "embed_term", "mean", "std"],
-                                dtype=np.float64):
-            r = 1.0 / blk["std"]
-            vals = {"heads": blk["heads"] * r[:, None, None, None], "cls_heads": blk["cls_heads"] * r[:, None, None, None],
-                    "attn_out": blk["attn_out"] * r[:, None, None], "mlp_out": blk["mlp_out"] * r[:, None, None],
-                    "embed_term": blk["embed_term"] * r[:, None], "r": r, "mr": blk["mean"] * r}
+        names = ["heads", "attn_out", "mlp_out", "embed_term", "scale", "mean", "wsum"] + (["cls_heads"] * self.cls)
+        for blk in store.blocks(names, dtype=np.float64):
+            r = blk["scale"]  # [n, R]
+            vals = {"heads": blk["heads"] * r[:, :, None, None, None], "attn_out": blk["attn_out"] * r[:, :, None, None],
+                    "mlp_out": blk["mlp_out"] * r[:, :, None, None], "embed_term": blk["embed_term"] * r[:, :, None],
+                    "rw": r * blk["wsum"], "mr": blk["mean"] * r}
+            if self.cls:
+                vals["cls_heads"] = blk["cls_heads"] * r[:, :, None, None, None]
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0) + v.sum(0)
             n += len(r)
-        self.means = {k: torch.from_numpy(np.asarray(v / n)) for k, v in sums.items()}
-        self.means32 = {k: v.float() for k, v in self.means.items()}
-        self.out_w32, self.out_b32 = self.out_w.float(), self.out_b.float()
+        self.means32 = {k: torch.from_numpy(np.asarray(v / n)).float() for k, v in sums.items()}
         self.n = n
 
     @staticmethod
@@ -158,54 +160,58 @@ def _f32(a: np.ndarray) -> Tensor:
 
 
 def _delta(blk: dict[str, np.ndarray], a: Ablation, st: _Stats, N: int) -> Tensor:
-    """``Σ_c (ĉ_i − mean ĉ)`` over the ablated components, residual space ``[n, D]`` (float32; the data set's
-    means are accumulated in float64 once). Whole layers of one kind are summed before scaling (one pass)."""
-    r64 = 1.0 / blk["std"].astype(np.float64)
-    r = torch.from_numpy(r64.astype(np.float32))
-    mr = torch.from_numpy((blk["mean"].astype(np.float64) * r64).astype(np.float32))
-    n = len(r)
-    D = st.G.shape[0]
-    delta = torch.zeros(n, D)
+    """``Σ_c (ĉ_i − mean ĉ)`` over the ablated components, residual space per readout ``[n, R, D]`` (float32;
+    the data set's means are accumulated in float64 once). Whole layers of one kind are summed before scaling
+    (one pass)."""
+    r = _f32(blk["scale"])  # [n, R]
+    rw = r * _f32(blk["wsum"])
+    mr = r * _f32(blk["mean"])
+    n, R = r.shape
+    D = st.out_w32.shape[1]
+    delta = torch.zeros(n, R, D)
     shares = 0.0
     s = site_share(st.L)
     m = st.means32
     for name, layers in (("attn_out", a.attention), ("mlp_out", a.mlps)):
         if layers:
-            x = _f32(blk[name][:, list(layers)]).sum(1)  # [n, D]
-            delta += x * r[:, None] - m[name][list(layers)].sum(0)
+            x = _f32(blk[name][:, :, list(layers)]).sum(2)  # [n, R, D]
+            delta += x * r[..., None] - m[name][:, list(layers)].sum(1)
             shares += s * len(layers)
     if a.embed:
-        delta += _f32(blk["embed_term"]) * r[:, None] - m["embed_term"]
+        delta += _f32(blk["embed_term"]) * r[..., None] - m["embed_term"]
         shares += s
     by_layer: dict[int, list[int]] = {}
     for layer, h in a.heads:
         by_layer.setdefault(layer, []).append(h)
-    for layer, hs in by_layer.items():  # heads: (z/σ − mean) W_O^h + (1/σ − mean 1/σ) b/H
-        z = _f32(blk["heads"][:, layer, hs])  # [n, h, dh]
-        dz = (z * r[:, None, None] - m["heads"][layer, hs]).reshape(n, -1)
+    for layer, hs in by_layer.items():  # heads: (s z − mean) W_O^h + (s w − mean s w) b/H
+        z = _f32(blk["heads"][:, :, layer, hs])  # [n, R, h, dh]
+        dz = (z * r[..., None, None] - m["heads"][:, layer, hs]).reshape(n, R, -1)
         w = st.out_w32[layer].view(D, st.H, st.dh)[:, hs].reshape(D, -1)  # [D, h·dh]
-        delta += dz @ w.T + (r - m["r"])[:, None] * st.out_b32[layer] * (len(hs) / st.H)
+        delta += dz @ w.T + (rw - m["rw"])[..., None] * st.out_b32[layer] * (len(hs) / st.H)
         shares += s * len(hs) / st.H
     for layer in a.cls_to_cls:  # source token CLS through every head, and its 1/N of the bias
-        z = _f32(blk["cls_heads"][:, layer]).reshape(n, -1)
-        dz = z * r[:, None] - m["cls_heads"][layer].reshape(-1)
-        delta += dz @ st.out_w32[layer].T + (r - m["r"])[:, None] * st.out_b32[layer] / N
+        z = _f32(blk["cls_heads"][:, :, layer]).reshape(n, 1, -1)
+        dz = z * r[..., None] - m["cls_heads"][:, layer].reshape(1, -1)
+        delta += dz @ st.out_w32[layer].T + (rw - m["rw"])[..., None] * st.out_b32[layer] / N
         shares += s / N
-    return delta - shares * (mr - m["mr"])[:, None]
+    return delta - shares * (mr - m["mr"])[..., None]
 
 
 def evaluate(store: Store, ablation: Ablation | None = None, *, classifier: Tensor | None = None,
              groups: str | None = None) -> AblationResult:
     """Zero-shot accuracy of the store's images with ``ablation`` mean-ablated (``groups``: an attribute to
     report the accuracy of each value of, e.g. Waterbirds' ``"group"``). The ablated embedding is the stored one
-    minus ``Δ · G`` (``Δ`` the residual-space change, ``G = diag(γ) · proj``), in float32."""
+    minus the readouts' residual-space change mapped to the joint space, in float32."""
     a = (ablation or Ablation()).resolved(store.shape["layers"], store.shape["heads"])
     st = _Stats.of(store)
-    W = (store.classifier if classifier is None else classifier).double()  # [C, E]
-    if W.shape[1] != st.G.shape[1]:
-        raise InvalidInputError(f"the classifier has dimension {W.shape[1]}, the store's embeddings {st.G.shape[1]}")
-    W32, G32 = W.float(), st.G.float()
-    fields = ["embedding", "mean", "std"] + [f for f, used in (
+    if a.cls_to_cls and not st.cls:
+        raise InvalidInputError("CLS→CLS terms exist for CLS pooling only: this store's model pools "
+                                f"with {store.header.get('pooling', {}).get('kind', '?')!r}")
+    W = (store.classifier if classifier is None else classifier).float()  # [C, E]
+    E = st.joint.w.readout_out.shape[-1]
+    if W.shape[1] != E:
+        raise InvalidInputError(f"the classifier has dimension {W.shape[1]}, the store's embeddings {E}")
+    fields = ["embedding", "mean", "scale", "wsum"] + [f for f, used in (
         ("attn_out", a.attention), ("mlp_out", a.mlps), ("embed_term", a.embed), ("heads", a.heads),
         ("cls_heads", a.cls_to_cls)) if used]
     N = store.shape["tokens"]
@@ -213,8 +219,9 @@ def evaluate(store: Store, ablation: Ablation | None = None, *, classifier: Tens
     for blk in store.blocks(fields, dtype=None):
         emb = _f32(blk["embedding"])
         if not a.is_empty():
-            emb -= _delta(blk, a, st, N) @ G32
-        preds.append((emb @ W32.T).argmax(1).numpy())
+            d = _delta(blk, a, st, N)
+            emb -= st.joint.residual(d, torch.ones(d.shape[:2]))
+        preds.append((emb @ W.T).argmax(1).numpy())
     pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     labels = store.labels
     keep = labels >= 0
@@ -236,11 +243,12 @@ def layer_curve(store: Store, **kwargs: Any) -> list[AblationResult]:
 
 def standard_study(store: Store, **kwargs: Any) -> dict[str, Any]:
     """The paper's mean-ablation study: the model as it is, the layer curve, all MLPs with the embedding
-    term, and every layer's CLS→CLS term."""
+    term, and every layer's CLS→CLS term (``None`` for a model that does not pool at the CLS token)."""
     L = store.shape["layers"]
     return {
         "baseline": evaluate(store, **kwargs),
         "curve": layer_curve(store, **kwargs),
         "mlps_and_embed": evaluate(store, Ablation(mlps=tuple(range(L)), embed=True), **kwargs),
-        "cls_to_cls": evaluate(store, Ablation(cls_to_cls=tuple(range(L))), **kwargs),
+        "cls_to_cls": evaluate(store, Ablation(cls_to_cls=tuple(range(L))), **kwargs)
+        if "cls_heads" in store.fields else None,
     }

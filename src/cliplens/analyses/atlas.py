@@ -53,7 +53,7 @@ class ShownImage:
     id: str
     label: str  # its class name ("" when unlabelled)
     score: float  # the head's normalised term · the text's unit embedding
-    cls: float  # the CLS token's share of the score
+    cls: float | None  # the CLS token's share of the score (None: the model has no CLS token)
     map: np.ndarray  # [grid_h, grid_w] each patch token's share of the score (float64)
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,29 +196,25 @@ def choose_images(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- the maps ------------------------------------------------------------------------------------
 
-def token_scores(store: Store, layer: int, head: int, z: Tensor, mean: Tensor, std: Tensor, norm: Tensor,
-                 directions: Tensor) -> Tensor:
+def token_scores(store: Store, layer: int, head: int, z: Tensor, scale: Tensor, mean: Tensor, wsum: Tensor,
+                 norm: Tensor, directions: Tensor) -> Tensor:
     """``[n, N, texts]``: each source token's normalised joint-space term of head ``(layer, head)``, dotted
     with each of ``directions`` (``[texts, E]``).
 
-    ``z`` ``[n, N, dh]``: the head's output at the CLS query split by source token, in head space
-    (``α(CLS→m)·v_m``, the store's ``spatial`` field or a spatial decomposition's ``heads``); ``mean``,
-    ``std``: ``ln_post``'s frozen statistics; ``norm``: the image embeddings' norms (all ``[n]``). The
-    constant part of the head's term (its share of the out-projection bias and of ``ln_post``'s mean and
-    bias) is spread evenly over the N tokens, as in :meth:`cliplens.decomposition.Decomposition.head_terms`,
-    so the tokens add up to the head's term in :meth:`cliplens.store.Store.head_terms`."""
+    ``z`` ``[n, R, N, dh]``: the head's output read out by the pooling head's readouts, split by source token, in
+    head space (for CLS pooling ``α(CLS→m)·v_m``; the store's ``spatial`` field or a spatial decomposition's
+    ``heads``); ``scale``, ``mean``, ``wsum`` ``[n, R]``: the pooling head's frozen readouts; ``norm`` ``[n]``: the
+    image embeddings' norms. The constant part of the head's term (its share of the out-projection bias and of
+    the pooling head's constant) is spread evenly over the N tokens, as in
+    :meth:`cliplens.decomposition.Decomposition.head_terms`, so the tokens add up to the head's term in
+    :meth:`cliplens.store.Store.head_terms` (both through :mod:`cliplens.decomposition.algebra`)."""
     L, H = store.shape["layers"], store.shape["heads"]
-    p = store.projections
-    d = directions.double()  # [T, E]
-    z, mean, std, norm = z.double(), mean.double(), std.double(), norm.double()
-    N = z.shape[1]
-    proj_d = p["proj"].double() @ d.T  # [D, T]: only small pieces in float64
-    gamma, beta = p["ln_gamma"].double(), p["ln_beta"].double()
-    s = site_share(L) / H
-    along = store.head_maps[layer, head].double() @ d.T  # [dh, T]
-    bias = (p["out_bias"][layer].double() * gamma) @ proj_d / H  # [T]
-    per_token = torch.einsum("nmk,kt->nmt", z, along) / std[:, None, None]
-    const = bias[None] / std[:, None] + s * ((beta @ proj_d)[None] - (mean / std)[:, None] * (gamma @ proj_d)[None])
+    jm = store.joint_map(torch.float64)
+    d = directions.double().T  # [E, T]
+    z, scale, mean, wsum, norm = z.double(), scale.double(), mean.double(), wsum.double(), norm.double()
+    N = z.shape[2]
+    per_token = jm.head_against(z, layer, head, scale, d)  # [n, N, T]
+    const = (jm.head_bias([layer], scale, wsum)[:, 0] + site_share(L) * jm.total_constant(scale, mean)) @ d / H
     per_token = per_token + const[:, None, :] / N
     return per_token / norm[:, None, None]
 
@@ -301,6 +297,7 @@ def build_atlas(
                 wanted.setdefault(r, []).append((i, j))
     indices = store.indices
     emb_store = store.field("embedding")
+    prefix = int(store.shape.get("prefix_tokens", 1))
     grid: tuple[int, int] | None = None
     done = 0
     for start in range(0, len(rows), batch_size):
@@ -311,37 +308,41 @@ def build_atlas(
         grid = (pixels.shape[-2] // ph, pixels.shape[-1] // pw)
         for r, px in zip(batch, pixels, strict=True):
             views[r] = _view(px, cfg.mean, cfg.std, view_size)
-        sources: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = {}  # layer -> (z [b, N, H, dh], mean, std, norm)
+        # layer -> (z [b, R, N, H, dh], (scale, mean, wsum) [b, R], norm [b])
+        sources: dict[int, tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]] = {}
         if from_model:
             dec = model.decompose(pixels, spatial=True, layers=from_model)
             emb = dec.embedding.detach().double().cpu()
             _warn_if_changed(emb, torch.from_numpy(emb_store.take(np.asarray(batch))).double(), samples)
             heads = dec.heads.detach().cpu()
+            ro = dec.readout
+            frozen = (ro.scale.detach().cpu(), ro.mean.detach().cpu(), ro.weights.sum(-1).detach().cpu())
             for li, layer in enumerate(dec.head_layers):
-                sources[layer] = (heads[:, li], dec.mean.detach().cpu(), dec.std.detach().cpu(), emb.norm(dim=-1))
+                sources[layer] = (heads[:, :, li], frozen, emb.norm(dim=-1))
         store_layers = [layer for layer in layers if map_source[layer] == "store"]
         if store_layers:
-            sp = store.field("spatial").take(np.asarray(batch))  # [b, Ls, N, H, dh]
+            sp = store.field("spatial").take(np.asarray(batch))  # [b, R, Ls, N, H, dh]
             rows_np = np.asarray(batch)
-            mean = torch.from_numpy(store.field("mean").take(rows_np).astype(np.float64))
-            std = torch.from_numpy(store.field("std").take(rows_np).astype(np.float64))
+            frozen = tuple(torch.from_numpy(store.field(f).take(rows_np).astype(np.float64))  # type: ignore[assignment]
+                           for f in ("scale", "mean", "wsum"))
             norm = torch.from_numpy(emb_store.take(rows_np).astype(np.float64)).norm(dim=-1)
             for layer in store_layers:
-                sources[layer] = (torch.from_numpy(sp[:, spatial_layers.index(layer)].astype(np.float64)), mean, std,
+                sources[layer] = (torch.from_numpy(sp[:, :, spatial_layers.index(layer)].astype(np.float64)), frozen,
                                   norm)
         for i, h in enumerate(spans.heads):
             here = [b for b, r in enumerate(batch) if any(i == hi for hi, _ in wanted.get(r, []))]
             if not here:
                 continue
-            z, mean, std, norm = sources[h.layer]
+            z, (scale, mean, wsum), norm = sources[h.layer]
             sel = torch.tensor(here)
-            tok = token_scores(store, h.layer, h.head, z[sel, :, h.head], mean[sel], std[sel], norm[sel],
-                               directions[i])  # [n, N, T]
+            tok = token_scores(store, h.layer, h.head, z[sel][:, :, :, h.head], scale[sel], mean[sel], wsum[sel],
+                               norm[sel], directions[i])  # [n, N, T]
             for n, b in enumerate(here):
                 r = batch[b]
                 for hi, j in wanted[r]:
                     if hi == i:
-                        maps[(i, j, r)] = (tok[n, 1:, j].reshape(grid).numpy().copy(), float(tok[n, 0, j]))
+                        maps[(i, j, r)] = (tok[n, prefix:, j].reshape(grid).numpy().copy(),
+                                           float(tok[n, 0, j]) if prefix else None)
         done += len(batch)
         if progress is not None:
             progress(done, len(rows))

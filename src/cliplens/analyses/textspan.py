@@ -161,27 +161,27 @@ class TextSpanResult:
 
 
 def head_inputs(store: Store, heads: Sequence[tuple[int, int]], images: np.ndarray) -> tuple[Tensor, Tensor]:
-    """Per head, ``Z̃`` ``[heads, K, dh+3]`` and ``Q`` ``[heads, dh+3, E]`` with ``C = Z̃ Q`` the head's
-    normalised joint-space terms: ``Z̃ = [z/(σ‖e‖), 1/(σ‖e‖), μ/(σ‖e‖), 1/‖e‖]``."""
+    """Per head, ``Z̃`` ``[heads, K, k]`` and ``Q`` ``[heads, k, E]`` with ``C = Z̃ Q`` the head's normalised
+    joint-space terms (:mod:`cliplens.decomposition.algebra`, readouts ``r``):
+    ``Z̃ = [s_r z_r, s_r w_r, s_r m_r, 1] / ‖e‖`` and ``Q = [A_r; b_O^r / H; −share · g_r; share · (Σ_r c_r + b)]``
+    (``k = R·dh + 2R + 1``; ``dh + 3`` for CLS pooling)."""
     shape = store.shape
     L, H = shape["layers"], shape["heads"]
-    p = store.projections
-    gp = (p["ln_gamma"][:, None] * p["proj"]).double()
-    gamma_p = (p["ln_gamma"] @ p["proj"]).double()
-    beta_p = (p["ln_beta"] @ p["proj"]).double()
-    s = site_share(L) / H
-    std = torch.from_numpy(store.field("std").take(images).astype(np.float64))
-    mean = torch.from_numpy(store.field("mean").take(images).astype(np.float64))
+    jm = store.joint_map(torch.float64)
+    share = site_share(L) / H
+    g, c = jm.constants()  # [R, E]
+    scale, mean, wsum = (torch.from_numpy(store.field(f).take(images).astype(np.float64))
+                         for f in ("scale", "mean", "wsum"))  # [K, R]
     norm = torch.from_numpy(store.field("embedding").take(images).astype(np.float64)).norm(dim=-1)
-    z_all = store.field("heads").take(images)  # [K, L, H, dh]
-    a = 1.0 / (std * norm)
+    z_all = store.field("heads").take(images)  # [K, R, L, H, dh]
+    K = len(images)
     Zs, Qs = [], []
-    maps = store.head_maps.double()  # [L, H, dh, E]
     for layer, h in heads:
-        z = torch.from_numpy(z_all[:, layer, h].astype(np.float64))
-        Zs.append(torch.cat([z * a[:, None], a[:, None], (mean * a)[:, None], (1.0 / norm)[:, None]], 1))
-        bias = p["out_bias"][layer].double() @ gp / H
-        Qs.append(torch.cat([maps[layer, h], bias[None], -s * gamma_p[None], s * beta_p[None]], 0))
+        z = torch.from_numpy(z_all[:, :, layer, h].astype(np.float64))  # [K, R, dh]
+        Zs.append(torch.cat([(z * scale[..., None]).reshape(K, -1), scale * wsum, scale * mean,
+                             torch.ones(K, 1, dtype=torch.float64)], 1) / norm[:, None])
+        A, bias = jm.head_factors(layer, h)  # [R, dh, E], [R, E]
+        Qs.append(torch.cat([A.reshape(-1, A.shape[-1]), bias, -share * g, share * (c.sum(0) + jm.w.bias)[None]], 0))
     return torch.stack(Zs), torch.stack(Qs)
 
 

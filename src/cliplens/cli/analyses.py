@@ -78,15 +78,17 @@ def ablate_cmd(store: Path, components: str | None, groups: str | None, plot: Pa
     study = standard_study(st, groups=groups)
     payload = {"store": str(st.path), "baseline": study["baseline"].to_dict(),
                "curve": [r.to_dict() for r in study["curve"]], "mlps_and_embed": study["mlps_and_embed"].to_dict(),
-               "cls_to_cls": study["cls_to_cls"].to_dict()}
+               "cls_to_cls": None if study["cls_to_cls"] is None else study["cls_to_cls"].to_dict()}
+    extra = {"all MLPs + embedding term": study["mlps_and_embed"].accuracy}
+    if study["cls_to_cls"] is not None:
+        extra["CLS→CLS terms of every layer"] = study["cls_to_cls"].accuracy
     path = plot if plot is not None else _default_plot(st.path)
     if path is not None:
         accs = [r.accuracy for r in study["curve"]]
         classes = len(st.class_names)
         with written_then_renamed(path, overwrite=overwrite, option="--plot") as tmp:
             save_ablation_curve(accs, study["baseline"].accuracy, tmp, title=store_note(st, weights=False),
-                                extra={"all MLPs + embedding term": study["mlps_and_embed"].accuracy,
-                                       "CLS→CLS terms of every layer": study["cls_to_cls"].accuracy},
+                                extra=extra,
                                 chance=1 / classes if classes else None,
                                 random_weights=bool(st.header["model"].get("random_weights")))
     payload["plot"] = None if path is None else str(path)
@@ -96,8 +98,9 @@ def ablate_cmd(store: Path, components: str | None, groups: str | None, plot: Pa
     con.print(store_note(st))
     rows = [("nothing (the model as it is)", f"{100 * study['baseline'].accuracy:.1f}")]
     rows += [(f"attention of layers 0..{i}", f"{100 * r.accuracy:.1f}") for i, r in enumerate(study["curve"])]
-    rows += [("all MLPs and the embedding term", f"{100 * study['mlps_and_embed'].accuracy:.1f}"),
-             ("the CLS→CLS terms of every layer", f"{100 * study['cls_to_cls'].accuracy:.1f}")]
+    rows += [("all MLPs and the embedding term", f"{100 * study['mlps_and_embed'].accuracy:.1f}")]
+    if study["cls_to_cls"] is not None:
+        rows += [("the CLS→CLS terms of every layer", f"{100 * study['cls_to_cls'].accuracy:.1f}")]
     print_table(con, ["mean-ablated", Column("accuracy %", number=True)], rows,
                 title="zero-shot accuracy with components mean-ablated")
     con.print(f"plot: {path}" if path is not None else

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +40,19 @@ import torch
 from torch import Tensor
 
 from cliplens.core.forward import run_vision
+from cliplens.core.heads import Readout
 from cliplens.core.hooks import Hook, resolve_names
 from cliplens.core.plan import Plan, resolve_layer_indices
 from cliplens.core.view import VisionView, fingerprint_view
+from cliplens.decomposition.algebra import HeadWeights, JointMap
 from cliplens.decomposition.scores import ComponentScores, head_positions
-from cliplens.decomposition.shares import frozen_ln_project, num_sites, site_share
+from cliplens.decomposition.shares import num_sites, site_share
 from cliplens.errors import InvalidInputError, ModelLoadError, OutputExistsError
 from cliplens.text.encode import TextEncoder, text_directions
 
-__all__ = ["CHECK_TOLERANCE", "Decomposition", "check_tolerance", "decompose", "resolve_layers"]
+__all__ = ["CHECK_TOLERANCE", "Decomposition", "check_tolerance", "decompose", "read_heads", "resolve_layers"]
 
-FORMAT = "cliplens.decomposition/1"
+FORMAT = "cliplens.decomposition/2"
 
 #: relative tolerance of :meth:`Decomposition.check` by the lower of the model's and the
 #: decomposition's precision (measured on random ViT-B-16 / L-14 / HF B-32 towers, batch 4: fp32 ≤ 4.5e-7,
@@ -85,73 +86,25 @@ def resolve_layers(layers: Iterable[int] | int | None, num_layers: int) -> tuple
     return tuple(resolve_layer_indices(layers, num_layers))
 
 
-@dataclass
-class _Weights:
-    """Detached weight-derived constants shared by a decomposition and its normalised/sliced copies."""
-
-    view: VisionView
-    dtype: torch.dtype
-    head_layers: tuple[int, ...]
-    maps: Tensor | None = None
-    bias_terms: Tensor | None = None
-
-    def gamma(self) -> Tensor:
-        w = self.view.ln_post.weight
-        return (torch.ones(self.view.width, device=self.view.device) if w is None else w.detach()).to(self.dtype)
-
-    def beta(self) -> Tensor:
-        b = self.view.ln_post.bias
-        return (torch.zeros(self.view.width, device=self.view.device) if b is None else b.detach()).to(self.dtype)
-
-    def proj(self) -> Tensor:
-        p = self.view.proj
-        return (torch.eye(self.view.width, device=self.view.device) if p is None else p.detach()).to(self.dtype)
-
-    def head_maps(self) -> Tensor:
-        """``[Lh, H, dh, E]``: head space → joint space, ``W_O^h · diag(ls_1 ⊙ γ) · proj`` (before ÷σ)."""
-        if self.maps is None:
-            gp = self.gamma()[:, None] * self.proj()  # [D, E]
-            maps = []
-            for layer in self.head_layers:
-                blk = self.view.blocks[layer]
-                w = blk.out_weight.detach().to(self.dtype)  # [D, H*dh]
-                m = gp if blk.ls_1 is None else blk.ls_1.detach().to(self.dtype)[:, None] * gp
-                maps.append((w.t() @ m).view(blk.num_heads, blk.head_dim, -1))
-            self.maps = (torch.stack(maps) if maps
-                         else gp.new_zeros(0, self.view.num_heads, self.view.head_dim, gp.shape[1]))
-        return self.maps
-
-    def out_bias_terms(self) -> Tensor:
-        """``[Lh, E]``: each head layer's out-projection bias (with layer-scale) through ``γ · proj``."""
-        if self.bias_terms is None:
-            gp = self.gamma()[:, None] * self.proj()
-            rows = []
-            for layer in self.head_layers:
-                blk = self.view.blocks[layer]
-                bo = (torch.zeros(self.view.width, device=gp.device) if blk.out_bias is None
-                      else blk.out_bias.detach()).to(self.dtype)
-                if blk.ls_1 is not None:
-                    bo = bo * blk.ls_1.detach().to(self.dtype)
-                rows.append(bo @ gp)
-            self.bias_terms = torch.stack(rows) if rows else gp.new_zeros(0, gp.shape[1])
-        return self.bias_terms
-
-
 class Decomposition:
     """The image embedding as an exact sum of direct effects, with labelled axes.
 
     Build with :meth:`cliplens.models.CLIPAdapter.decompose` or :func:`decompose`.
 
-    Stored (all at the CLS position, residual space unless said):
-        ``embed_term`` ``[B, D]`` (x_0, the ``ln_pre`` output), ``mlp_out`` ``[B, L, D]``,
-        ``attn_out`` ``[B, L, D]`` (each layer's whole attention output),
-        ``heads`` head-space values ``[B, Lh, N, H, dh]`` (spatial) or ``[B, Lh, H, dh]``
-        for ``head_layers``, ``mean``/``std`` ``[B]`` (frozen LN_post statistics) and
-        ``embedding`` ``[B, E]`` (the model's own output in the same forward).
+    Stored, each component *read out* by the pooling head's ``R`` readouts (:mod:`cliplens.core.heads`; one
+    for CLS pooling, where a read-out component is its value at the CLS token; one per pooling head for
+    attention pooling) in residual space:
+        ``embed_term`` ``[B, R, D]`` (x_0, the embedding term), ``mlp_out`` ``[B, R, L, D]``,
+        ``attn_out`` ``[B, R, L, D]`` (each layer's whole attention output), ``heads`` head-space values
+        ``[B, R, Lh, N, H, dh]`` (spatial: per source token) or ``[B, R, Lh, H, dh]`` for ``head_layers``;
+        ``readout`` (the head's frozen statistics and pooling weights), ``final`` ``[B, N_read, D]`` (the last
+        residual stream at the tokens the head reads), ``nonlinear`` ``[B, E]`` (the head's lumped nonlinear
+        part; zeros for affine heads) and ``embedding`` ``[B, E]`` (the model's own output in the same forward).
 
-    Joint-space views (``[..., E]``) are computed on demand: :meth:`head_terms`, :meth:`mlp_terms`,
-    :meth:`token_terms`, :meth:`attention_layer_terms`, :meth:`layer_terms`, :meth:`reconstruct`;
-    :meth:`project` scores everything against texts. Nothing here carries autograd history.
+    Joint-space views (``[..., E]``) are computed on demand through :class:`~cliplens.decomposition.algebra.
+    JointMap`: :meth:`head_terms`, :meth:`mlp_terms`, :meth:`token_terms`, :meth:`attention_layer_terms`,
+    :meth:`layer_terms`, :meth:`readout_terms`, :meth:`pool_terms`, :meth:`reconstruct`; :meth:`project`
+    scores everything against texts. Nothing here carries autograd history.
     """
 
     def __init__(
@@ -164,15 +117,16 @@ class Decomposition:
         heads: Tensor,
         head_layers: tuple[int, ...],
         spatial: bool,
-        mean: Tensor,
-        std: Tensor,
+        readout: Readout,
+        final: Tensor,
+        nonlinear: Tensor,
         embedding: Tensor,
         grid: tuple[int, int],
         scale: Tensor | None = None,
         model: TextEncoder | None = None,
         fingerprint: str | None = None,
         settings: Mapping[str, Any] | None = None,
-        _weights: _Weights | None = None,
+        _map: JointMap | None = None,
     ) -> None:
         self.view = view
         #: the model whose text tower embeds texts given to :meth:`project` (set by ``model.decompose``)
@@ -183,18 +137,20 @@ class Decomposition:
         self.heads = heads.detach()
         self.head_layers = tuple(int(i) for i in head_layers)
         self.spatial = bool(spatial)
-        self.mean = mean.detach()
-        self.std = std.detach()
+        self.readout = readout
+        self.final = final.detach()
+        self.nonlinear = nonlinear.detach()
         self.embedding = embedding.detach()
         self.grid = (int(grid[0]), int(grid[1]))
         self.dtype = self.embed_term.dtype
         #: per-image factor applied to every joint-space output (1, or 1/‖z‖ after normalized())
-        self.scale = torch.ones_like(self.mean) if scale is None else scale.detach()
+        self.scale = torch.ones(self.batch_size, dtype=self.dtype, device=self.embed_term.device) if scale is None \
+            else scale.detach()
         #: digest of the model's weights and preprocessing (see CLIPAdapter.fingerprint)
         self.fingerprint = fingerprint
         #: how it was made (plan, hooks, input size, …): recorded by save()
         self.settings: dict[str, Any] = dict(settings or {})
-        self._w = _weights or _Weights(view, self.dtype, self.head_layers)
+        self._map = _map or JointMap(HeadWeights.from_view(view, self.dtype))
 
     # ---- shapes and labels --------------------------------------------------
     @property
@@ -206,19 +162,29 @@ class Decomposition:
 
     @property
     def num_layers(self) -> int:
-        return int(self.mlp_out.shape[1])
+        return int(self.mlp_out.shape[2])
 
     @property
     def num_heads(self) -> int:
         return self.view.num_heads
 
     @property
+    def num_readouts(self) -> int:
+        """The pooling head's readouts ``R`` (1 for CLS and mean pooling; the pooling heads of attention pooling)."""
+        return int(self.embed_term.shape[1])
+
+    @property
+    def prefix(self) -> int:
+        """Tokens before the patches: 1 (CLS) or 0."""
+        return self.view.num_prefix_tokens
+
+    @property
     def num_tokens(self) -> int:
-        return 1 + self.grid[0] * self.grid[1]
+        return self.prefix + self.grid[0] * self.grid[1]
 
     @property
     def num_sites(self) -> int:
-        """2L+1: the embedding term, L attention layers and L MLPs share LN_post's mean and bias."""
+        """2L+1: the embedding term, L attention layers and L MLPs share the head's mean, bias and constant."""
         return num_sites(self.num_layers)
 
     @property
@@ -226,19 +192,24 @@ class Decomposition:
         """Whether this is the decomposition of the unit-norm embedding (see :meth:`normalized`)."""
         return bool(self.settings.get("normalized", False))
 
+    @property
+    def head_kind(self) -> str:
+        return self.view.head.kind
+
     def __repr__(self) -> str:
         return (
             f"Decomposition(batch={self.batch_size}, layers={self.num_layers}, heads={self.num_heads}, "
             f"tokens={self.num_tokens}, spatial={self.spatial}, head_layers={list(self.head_layers)}, "
+            f"pooling={self.head_kind} ({self.num_readouts} readout{'s' * (self.num_readouts != 1)}), "
             f"dtype={str(self.dtype).replace('torch.', '')}{', normalized' if self.normalized_form else ''})"
         )
 
     def _replace(self, **changes: Any) -> Decomposition:
         kw: dict[str, Any] = dict(
             embed_term=self.embed_term, mlp_out=self.mlp_out, attn_out=self.attn_out, heads=self.heads,
-            head_layers=self.head_layers, spatial=self.spatial, mean=self.mean, std=self.std,
-            embedding=self.embedding, grid=self.grid, scale=self.scale, model=self.model,
-            fingerprint=self.fingerprint, settings=self.settings, _weights=self._w,
+            head_layers=self.head_layers, spatial=self.spatial, readout=self.readout, final=self.final,
+            nonlinear=self.nonlinear, embedding=self.embedding, grid=self.grid, scale=self.scale, model=self.model,
+            fingerprint=self.fingerprint, settings=self.settings, _map=self._map,
         )
         kw.update(changes)
         return Decomposition(self.view, **kw)
@@ -258,7 +229,7 @@ class Decomposition:
                 raise InvalidInputError(f"image index {index} out of range for {self.batch_size} images")
             index = slice(index, index + 1 if index != -1 else None)
         elif not isinstance(index, slice):
-            index = torch.as_tensor(index, device=self.mean.device)
+            index = torch.as_tensor(index, device=self.embed_term.device)
             if index.dtype == torch.bool:
                 index = index.nonzero().flatten()
             index = index.long()
@@ -268,9 +239,8 @@ class Decomposition:
         def take(t: Tensor) -> Tensor:
             return t[index]
 
-        return self._replace(embed_term=take(self.embed_term), mlp_out=take(self.mlp_out),
-                             attn_out=take(self.attn_out), heads=take(self.heads), mean=take(self.mean),
-                             std=take(self.std), embedding=take(self.embedding), scale=take(self.scale))
+        return self._replace(**{name: take(getattr(self, name)) for name in _PER_IMAGE},
+                             readout=_readout_apply(self.readout, take))
 
     @staticmethod
     def cat(parts: Sequence[Decomposition]) -> Decomposition:
@@ -295,36 +265,51 @@ class Decomposition:
         def cat(name: str) -> Tensor:
             return torch.cat([getattr(d, name) for d in parts], 0)
 
-        return first._replace(embed_term=cat("embed_term"), mlp_out=cat("mlp_out"), attn_out=cat("attn_out"),
-                              heads=cat("heads"), mean=cat("mean"), std=cat("std"), embedding=cat("embedding"),
-                              scale=cat("scale"))
+        readout = Readout(**{f: torch.cat([getattr(d.readout, f) for d in parts], 0) for f in _READOUT_FIELDS})
+        return first._replace(**{name: cat(name) for name in _PER_IMAGE}, readout=readout)
 
-    # ---- the frozen LayerNorm + projection ---------------------------------
-    def to_joint(self, c: Tensor, share: float) -> Tensor:
-        """Map residual-space terms ``[B, ..., D]`` that each carry ``share`` of μ and β to ``[B, ..., E]``."""
-        y = frozen_ln_project(c, share, self.mean, self.std, self._w.gamma(), self._w.beta(), self._w.proj())
-        return y * self.scale.view(-1, *(1,) * (c.dim() - 1))
+    # ---- the frozen head ----------------------------------------------------
+    @property
+    def _rscale(self) -> Tensor:
+        """``[B, R]``: each readout's scale ``s_r``, times the per-image factor :attr:`scale`."""
+        return self.readout.scale.to(self.dtype) * self.scale[:, None]
+
+    @property
+    def _wsum(self) -> Tensor:
+        """``[B, R]``: each readout's weight sum ``w_r = Σ_n ω[r, n]`` (what a bias present at every token gets)."""
+        return self.readout.weights.to(self.dtype).sum(-1)
+
+    def _constant(self) -> Tensor:
+        """``[B, E]``: ``K`` (the head's mean, bias and constant), times :attr:`scale`."""
+        return self._map.total_constant(self.readout.scale.to(self.dtype), self.readout.mean.to(self.dtype)) \
+            * self.scale[:, None]
+
+    def to_joint(self, values: Tensor, share: float) -> Tensor:
+        """Map read-out residual-space terms ``[B, R, ..., D]`` that each carry ``share`` of the head's constant to
+        ``[B, ..., E]``."""
+        y = self._map.residual(values, self._rscale)
+        k = self._constant()
+        return y + share * k.reshape(k.shape[0], *(1,) * (y.dim() - 2), -1)
 
     def head_maps(self) -> Tensor:
-        """``[Lh, H, dh, E]``: head space → joint space, ``W_O^h · diag(ls_1 ⊙ γ) · proj`` (before ÷σ)."""
-        return self._w.head_maps()
+        """``[Lh, H, R, dh, k]``: head space → each readout's first factor (the joint space itself, ``k = E``, for
+        CLS and mean pooling: ``W_O^h · diag(ls_1 ⊙ γ) · proj``), before the per-image scale."""
+        return self._map.head_first(self.head_layers)
 
     def _layer_constants(self) -> Tensor:
-        """``[B, Lh, E]``: each head layer's bias-and-mean part, for the *whole layer* (split it by shares)."""
+        """``[B, Lh, E]``: each head layer's bias and its share of the head's constant, for the *whole layer*
+        (split it by shares)."""
         s = site_share(self.num_layers)
-        w = self._w
-        mu_part = self.mean[:, None] * s * (w.gamma() @ w.proj())[None]  # [B, E]
-        bias = w.out_bias_terms()
+        bias = self._map.head_bias(self.head_layers, self._rscale, self._wsum)
         cut = int(self.settings.get("cut_before", 0))
         if cut:  # layers before a block that drops its residual: their out-projection bias never arrives
             live = torch.tensor([layer >= cut for layer in self.head_layers], dtype=bias.dtype, device=bias.device)
-            bias = bias * live[:, None]
-        out = (bias[None] - mu_part[:, None]) / self.std[:, None, None] + s * (w.beta() @ w.proj())
-        return out * self.scale[:, None, None]
+            bias = bias * live[None, :, None]
+        return bias + s * self._constant()[:, None]
 
     def _per_term_constants(self) -> Tensor:
         """``[B, Lh, E]`` per (head) or per (token, head) term: the layer constant over H (· N)."""
-        split = self.num_heads * (self.num_tokens if self.spatial else 1)
+        split = self.num_heads * (self.heads.shape[3] if self.spatial else 1)
         return self._layer_constants() / split
 
     # ---- joint-space terms --------------------------------------------------
@@ -333,13 +318,9 @@ class Decomposition:
 
         This materialises a large tensor for big models; prefer :meth:`project`.
         """
-        sd = self.scale / self.std
+        t = self._map.heads(self.heads, self.head_layers, self._rscale)
         consts = self._per_term_constants()
-        if self.spatial:
-            t = torch.einsum("blnhd,lhde->blnhe", self.heads, self.head_maps()) * sd.view(-1, 1, 1, 1, 1)
-            return t + consts[:, :, None, None, :]
-        t = torch.einsum("blhd,lhde->blhe", self.heads, self.head_maps()) * sd.view(-1, 1, 1, 1)
-        return t + consts[:, :, None, :]
+        return t + (consts[:, :, None, None, :] if self.spatial else consts[:, :, None, :])
 
     def per_head(self) -> Tensor:
         """``[B, Lh, H, E]``: each head's direct effect (tokens summed)."""
@@ -351,36 +332,87 @@ class Decomposition:
         if not self.spatial:
             raise InvalidInputError("token terms need a spatial decomposition (decompose(..., spatial=True))")
         idx = head_positions(self.head_layers, layers, self.num_layers)
-        t = torch.einsum("blnhd,lhde->bne", self.heads[:, idx], self.head_maps()[idx])
-        t = t * (self.scale / self.std)[:, None, None]
-        consts = self._layer_constants()[:, idx].sum(1) / self.num_tokens  # [B, E]
-        return t + consts[:, None, :]
+        chosen = [self.head_layers[i] for i in idx]
+        t = self._map.heads(self.heads[:, :, idx], chosen, self._rscale).sum(3)  # [B, l, N, E]
+        consts = self._layer_constants()[:, idx].sum(1) / self.heads.shape[3]  # [B, E]
+        return t.sum(1) + consts[:, None, :]
 
     def attention_layer_terms(self) -> Tensor:
         """``[B, L, E]``: every attention layer's direct effect (heads and tokens summed)."""
         return self.to_joint(self.attn_out, site_share(self.num_layers))
 
     def mlp_terms(self) -> Tensor:
-        """``[B, L + 1, E]``: the embedding term (index 0, ``ln_pre`` output) then each layer's MLP."""
-        both = torch.cat([self.embed_term[:, None], self.mlp_out], dim=1)
+        """``[B, L + 1, E]``: the embedding term (index 0) then each layer's MLP."""
+        both = torch.cat([self.embed_term[:, :, None], self.mlp_out], dim=2)
         return self.to_joint(both, site_share(self.num_layers))
 
+    def nonlinear_term(self) -> Tensor:
+        """``[B, E]``: the pooling head's lumped nonlinear part (SigLIP's MLP after its attention pooling; zeros
+        for CLS and mean pooling)."""
+        return self.nonlinear.to(self.dtype) * self.scale[:, None]
+
     def layer_terms(self) -> tuple[Tensor, list[str]]:
-        """``([B, 2L+1, E], labels)``: embed, then per layer its attention and its MLP."""
+        """``([B, 2L+1 (+1), E], labels)``: embed, then per layer its attention and its MLP (and, for a head that
+        is not affine, its nonlinear part last, labelled ``head.nonlinear``)."""
         att, mlp = self.attention_layer_terms(), self.mlp_terms()
         parts, labels = [mlp[:, 0]], ["embed"]
         for layer in range(self.num_layers):
             parts += [att[:, layer], mlp[:, layer + 1]]
             labels += [f"L{layer}.attn", f"L{layer}.mlp"]
+        if not self.view.head.affine:
+            parts.append(self.nonlinear_term())
+            labels.append("head.nonlinear")
         return torch.stack(parts, 1), labels
+
+    def source_layer_terms(self) -> Tensor:
+        """``[B, L + 1, E]``: the embedding term (index 0), then each layer's attention and MLP together."""
+        att, mlp = self.attention_layer_terms(), self.mlp_terms()
+        return torch.cat([mlp[:, :1], att + mlp[:, 1:]], 1)
+
+    def readout_terms(self) -> Tensor:
+        """``[B, R, E]``: the embedding's affine part split by the head's readouts (for attention pooling: per
+        pooling head), each readout with its share of the head's constant (``K / R`` each)."""
+        first = self._map.first()
+        second = self._map.second()
+        x = self._readout_total()  # [B, R, D]
+        y = torch.einsum("brd,rdk->brk", x * self._rscale[..., None], first)
+        if second is not None:
+            y = torch.einsum("brk,rke->bre", y, second)
+        g, c = self._map.constants()
+        rscale = self.readout.scale.to(self.dtype)
+        own = c[None] - (rscale * self.readout.mean.to(self.dtype))[..., None] * g[None]  # [B, R, E]
+        return y + (own + self._map.w.bias / self.num_readouts) * self.scale[:, None, None]
+
+    def _readout_total(self) -> Tensor:
+        """``[B, R, D]``: the whole last residual stream read out (every component summed)."""
+        return self.embed_term + self.attn_out.sum(2) + self.mlp_out.sum(2)
+
+    def pool_terms(self) -> Tensor:
+        """``[B, R, N, E]``: per readout (pooling head) and token of the last residual stream, that token's
+        contribution through the frozen head: ``a[r, n]·(γ ⊙ (x_n − μ_n)/σ_n + β)·M_r`` plus its share of the head's
+        constant ``b`` (``a[r, n]/R``). With every other term (:meth:`nonlinear_term`) it sums to the embedding.
+        For CLS pooling only the CLS token has a term (the decomposition reads nothing else)."""
+        ro = self.readout
+        x = self.final.to(self.dtype)  # [B, N, D]
+        a = ro.pooling.to(self.dtype)
+        t = ro.token_scale.to(self.dtype)[:, None] * ro.scale.to(self.dtype)[..., None]  # [B, R, N] ω·s
+        m = ro.token_mean.to(self.dtype)
+        first, second = self._map.first(), self._map.second()
+        y = torch.einsum("brn,bnd,rdk->brnk", a * t, x, first)
+        g, c = self._map.constants()
+        if second is not None:
+            y = torch.einsum("brnk,rke->brne", y, second)
+        y = y - torch.einsum("brn,re->brne", a * t * m[:, None], g) + torch.einsum("brn,re->brne", a, c)
+        y = y + a[..., None] * self._map.w.bias / self.num_readouts
+        return y * self.scale[:, None, None, None]
 
     def reconstruct(self) -> Tensor:
         """``[B, E]``: the sum of every component (equals the model's embedding)."""
-        total = self.mlp_terms().sum(1)
+        total = self.mlp_terms().sum(1) + self.nonlinear_term()
         head_set = set(self.head_layers)
         other = [i for i in range(self.num_layers) if i not in head_set]
         if other:
-            total = total + self.to_joint(self.attn_out[:, other], site_share(self.num_layers)).sum(1)
+            total = total + self.to_joint(self.attn_out[:, :, other], site_share(self.num_layers)).sum(1)
         if self.head_layers:
             ht = self.head_terms()
             total = total + ht.sum(dim=tuple(range(1, ht.dim() - 1)))
@@ -430,25 +462,21 @@ class Decomposition:
             raise InvalidInputError(
                 f"directions must be [T, {self.embedding.shape[1]}] (the joint embedding size); got {tuple(d.shape)}"
             )
-        dt = d.to(device=self.mean.device, dtype=self.dtype).t()  # [E, T]
-        maps_t = torch.einsum("lhde,et->lhdt", self.head_maps(), dt)
+        dt = d.to(device=self.embed_term.device, dtype=self.dtype).t()  # [E, T]
+        heads = self._map.heads_against(self.heads, self.head_layers, self._rscale, dt)
         consts_t = self._per_term_constants() @ dt  # [B, Lh, T]
-        sd = self.scale / self.std
-        if self.spatial:
-            heads = torch.einsum("blnhd,lhdt->blnht", self.heads, maps_t) * sd.view(-1, 1, 1, 1, 1)
-            heads = heads + consts_t[:, :, None, None, :]
-        else:
-            heads = torch.einsum("blhd,lhdt->blht", self.heads, maps_t) * sd.view(-1, 1, 1, 1)
-            heads = heads + consts_t[:, :, None, :]
+        heads = heads + (consts_t[:, :, None, None, :] if self.spatial else consts_t[:, :, None, :])
         mlp_all = self.mlp_terms() @ dt  # [B, L+1, T]
         attention = self.attention_layer_terms() @ dt  # [B, L, T]
         # for head layers, use the exact sum of their heads so that everything adds up consistently
         if self.head_layers:
             per_layer = heads.sum(dim=(2, 3)) if self.spatial else heads.sum(2)
             attention[:, list(self.head_layers)] = per_layer
+        nonlinear = None if self.view.head.affine else self.nonlinear_term() @ dt
         return ComponentScores(
             heads=heads, attention=attention, mlp=mlp_all[:, 1:], embed=mlp_all[:, 0],
             head_layers=self.head_layers, spatial=self.spatial, grid=self.grid, labels=list(labels or []),
+            nonlinear=nonlinear, prefix=self.prefix,
         )
 
     # ---- saving and loading -------------------------------------------------
@@ -473,7 +501,8 @@ class Decomposition:
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} already exists: pick another name, or pass overwrite=True")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {name: getattr(self, name).contiguous().cpu() for name in _TENSORS}
+        tensors = {name: getattr(self, name).contiguous().cpu() for name in _PER_IMAGE}
+        tensors.update({f"readout.{f}": getattr(self.readout, f).contiguous().cpu() for f in _READOUT_FIELDS})
         save_file(tensors, str(path), metadata={"cliplens": json.dumps(self.header())})
         return path
 
@@ -491,7 +520,9 @@ class Decomposition:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         except Exception as e:
             raise InvalidInputError(f"{str(path)!r} is not a readable safetensors file ({type(e).__name__}: {e})") from e
-        if header.get("format") != FORMAT or set(_TENSORS) - set(tensors):
+        if header.get("format") == FORMAT_1 and not set(_TENSORS_1) - set(tensors):
+            tensors = _from_format_1(tensors)
+        elif header.get("format") != FORMAT or set(_PER_IMAGE) - set(tensors):
             raise InvalidInputError(f"{str(path)!r} is not a cliplens decomposition (format {header.get('format')!r})")
         view = getattr(model, "vision", model)
         if not isinstance(view, VisionView):
@@ -505,12 +536,33 @@ class Decomposition:
             )
         device = view.device
         t = {k: v.to(device) for k, v in tensors.items()}
-        return cls(view, **t, head_layers=tuple(header["head_layers"]), spatial=header["spatial"],
+        readout = Readout(**{f: t.pop(f"readout.{f}") for f in _READOUT_FIELDS})
+        return cls(view, **t, readout=readout, head_layers=tuple(header["head_layers"]), spatial=header["spatial"],
                    grid=tuple(header["grid"]), model=model if hasattr(model, "vision") else None,
                    fingerprint=header["fingerprint"], settings=header.get("settings", {}))
 
 
-_TENSORS = ("embed_term", "mlp_out", "attn_out", "heads", "mean", "std", "embedding", "scale")
+#: the per-image tensors (sliced and concatenated along images; saved)
+_PER_IMAGE = ("embed_term", "mlp_out", "attn_out", "heads", "final", "nonlinear", "embedding", "scale")
+_READOUT_FIELDS = ("pooling", "token_scale", "token_mean", "scale")
+#: what files of the first format held (CLS pooling only; no readout axis)
+FORMAT_1 = "cliplens.decomposition/1"
+_TENSORS_1 = ("embed_term", "mlp_out", "attn_out", "heads", "mean", "std", "embedding", "scale")
+
+
+def _from_format_1(t: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A file of the first format (CLS pooling, no readout axis) in today's terms: every value read out at CLS."""
+    B = t["embed_term"].shape[0]
+    one = torch.ones(B, 1, 1, dtype=t["mean"].dtype)
+    return {"embed_term": t["embed_term"][:, None], "mlp_out": t["mlp_out"][:, None], "attn_out": t["attn_out"][:, None],
+            "heads": t["heads"][:, None], "final": torch.full_like(t["embed_term"][:, None], float("nan")),
+            "nonlinear": torch.zeros_like(t["embedding"]), "embedding": t["embedding"], "scale": t["scale"],
+            "readout.pooling": one, "readout.token_scale": one[:, 0], "readout.token_mean": t["mean"][:, None],
+            "readout.scale": (1 / t["std"])[:, None]}
+
+
+def _readout_apply(r: Readout, fn: Callable[[Tensor], Tensor]) -> Readout:
+    return Readout(**{f: fn(getattr(r, f)) for f in _READOUT_FIELDS})
 
 
 def _compose(first: Hook | None, then: Callable[[Tensor, str], None]) -> Hook:
@@ -543,50 +595,68 @@ def decompose(
     the forward with other attention or edits (see :func:`cliplens.core.forward.run_vision`); the
     decomposition is that forward's, and it raises if the hooks broke the additive structure
     (e.g. replacing ``resid_post``).
+
+    For CLS pooling every component is recorded at the CLS token only, and only the CLS row of each attention
+    pattern is computed. Heads that read every token (attention and mean pooling) record the components at
+    every token and read them out with the head's frozen weights; a spatial decomposition then needs each head
+    layer's full attention pattern (``[B, H, N, N]`` per layer: keep batches small).
     """
     L = view.num_layers
     head_layers = resolve_layers(layers, L)
     dtype = dtype or torch.float32
-    B = pixel_values.shape[0]
-    ph, pw = view.patch_size
-    grid = (pixel_values.shape[-2] // ph, pixel_values.shape[-1] // pw)
-    N = 1 + grid[0] * grid[1]
-    H, dh = view.num_heads, view.head_dim
-    shape = (B, len(head_layers), N, H, dh) if spatial else (B, len(head_layers), H, dh)
-    # written in place by observer hooks: no per-layer copies to stack afterwards
-    heads = torch.empty(shape, dtype=dtype, device=view.device)
-    slot = {layer: i for i, layer in enumerate(head_layers)}
-
-    def keep(t: Tensor, name: str) -> None:
-        i = slot[int(name.split(".")[1])]
-        heads[:, i].copy_(t if spatial else t[:, 0])
-
+    head = view.head
+    cls_only = head.reads_cls_only
     blocks = (plan or Plan()).resolve(L)
     user: dict[str, Hook] = {}
     for pattern, fn in (hooks or {}).items():
         for n in resolve_names([pattern], L, blocks):
             user[n] = fn
-    tap = "attn.cls_contrib" if spatial else "attn.z"
+    taps: dict[str, list[Tensor]] = {}
+
+    def keep(t: Tensor, name: str) -> None:
+        if cls_only and name.endswith("attn.z"):
+            t = t[:, 0].clone()  # the CLS query's row only: do not keep [B, N, H, dh] alive
+        taps.setdefault(name, []).append(t)
+
+    if cls_only:
+        wanted = ["attn.cls_contrib"] if spatial else ["attn.z"]
+    else:
+        wanted = ["attn.pattern", "attn.v"] if spatial else ["attn.z"]
     all_hooks = dict(user)
     for i in head_layers:
-        name = f"blocks.{i}.{tap}"
-        all_hooks[name] = _compose(user.get(name), keep)
-    names = ["embed", "blocks.*.mlp_out", "blocks.*.attn_out", "pooled", "ln_post.mean", "ln_post.std"]
+        for tap in wanted:
+            name = f"blocks.{i}.{tap}"
+            all_hooks[name] = _compose(user.get(name), keep)
+    names = ["embed", "blocks.*.mlp_out", "blocks.*.attn_out", "final"]
     with torch.no_grad():
-        out = run_vision(view, pixel_values, plan=plan, names=names, cls_only=True, hooks=all_hooks)
+        out = run_vision(view, pixel_values, plan=plan, names=names, cls_only=cls_only, hooks=all_hooks)
     c = out.cache
-    embed_term = c["embed"].to(dtype)
-    mlp_out = torch.stack([c[f"blocks.{i}.mlp_out"] for i in range(L)], 1).to(dtype)
-    attn_out = torch.stack([c[f"blocks.{i}.attn_out"] for i in range(L)], 1).to(dtype)
+    final = c["final"][:, None] if cls_only else c["final"]  # [B, N_read, D]
+    readout = head.readout(final)
+    nonlinear = readout.nonlinear if readout.nonlinear is not None else torch.zeros_like(out.embedding)
+    readout.nonlinear = None
+    w = readout.weights  # [B, R, N_read]
+
+    def read(t: Tensor) -> Tensor:  # one component at the tokens the head reads -> [B, R, D]
+        if cls_only:
+            return (w[:, :, 0, None] * t[:, None]).to(dtype)
+        return torch.einsum("brn,bnd->brd", w.to(t.dtype), t).to(dtype)
+
+    embed_term = read(c["embed"])
+    mlp_out = torch.stack([read(c[f"blocks.{i}.mlp_out"]) for i in range(L)], 2) if L else \
+        embed_term.new_zeros(*embed_term.shape[:2], 0, embed_term.shape[-1])
+    attn_out = torch.stack([read(c[f"blocks.{i}.attn_out"]) for i in range(L)], 2) if L else mlp_out.clone()
+    heads = torch.stack([read_heads(taps, i, w, cls_only, spatial) for i in head_layers], 2).to(dtype) \
+        if head_layers else embed_term.new_zeros(0)
     # a block without its residual connection cuts every earlier site off the embedding: their terms are 0
     cut = max((i for i, b in enumerate(blocks) if not b.residual), default=-1)
     if cut >= 0:
         embed_term.zero_()
-        mlp_out[:, :cut] = 0
-        attn_out[:, :cut] = 0
-        for layer, i in slot.items():
+        mlp_out[:, :, :cut] = 0
+        attn_out[:, :, :cut] = 0
+        for j, layer in enumerate(head_layers):
             if layer < cut:
-                heads[:, i] = 0
+                heads[:, :, j] = 0
     settings: dict[str, Any] = {"input_size": list(pixel_values.shape[-2:])}
     if plan is not None and not plan.is_vanilla(L):
         settings["plan"] = plan.describe(L)
@@ -596,8 +666,8 @@ def decompose(
         settings["hooks"] = sorted(user)
     dec = Decomposition(
         view, embed_term=embed_term, mlp_out=mlp_out, attn_out=attn_out, heads=heads, head_layers=head_layers,
-        spatial=spatial, mean=c["ln_post.mean"].to(dtype), std=c["ln_post.std"].to(dtype), embedding=out.embedding,
-        grid=out.grid, settings=settings,
+        spatial=spatial, readout=readout, final=final.to(dtype), nonlinear=nonlinear.to(dtype),
+        embedding=out.embedding, grid=out.grid, settings=settings,
     )
     if out.replaced:
         err = float(dec.relative_error().max())
@@ -610,3 +680,19 @@ def decompose(
                 "attn.z or attn_out break it."
             )
     return dec
+
+
+def read_heads(taps: dict[str, list[Tensor]], layer: int, w: Tensor, cls_only: bool, spatial: bool) -> Tensor:
+    """One head layer's head-space values read out with the head's token weights ``w`` ``[B, R, N]``, from what
+    the forward recorded (``taps``: name -> tensors; for CLS pooling ``attn.cls_contrib`` or ``attn.z`` at the CLS
+    query, else ``attn.pattern`` and ``attn.v``, or ``attn.z``): ``[B, R, N, H, dh]`` (spatial) or ``[B, R, H, dh]``."""
+    p = f"blocks.{layer}."
+    if cls_only:  # recorded at the CLS query: [B, N, H, dh] per source token, or [B, H, dh]
+        t = taps[p + ("attn.cls_contrib" if spatial else "attn.z")][-1]
+        return w[:, :, 0].reshape(*w.shape[:2], *(1,) * (t.dim() - 1)) * t[:, None]
+    if not spatial:
+        z = taps[p + "attn.z"][-1]  # [B, N, H, dh]
+        return torch.einsum("brn,bnhj->brhj", w.to(z.dtype), z)
+    pattern, v = taps[p + "attn.pattern"][-1], taps[p + "attn.v"][-1]  # [B, H, N, M], [B, M, H, dh]
+    rows = torch.einsum("brn,bhnm->brhm", w.to(pattern.dtype), pattern)  # each readout's weighted pattern row
+    return rows.permute(0, 1, 3, 2)[..., None] * v[:, None]  # [B, R, M, H, dh]

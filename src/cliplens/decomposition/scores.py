@@ -31,8 +31,10 @@ class ComponentScores:
 
     Axes: ``heads`` ``[B, Lh, N, H, T]`` (spatial) or ``[B, Lh, H, T]``, for the layers in
     ``head_layers``; ``attention`` ``[B, L, T]`` (every layer's total); ``mlp`` ``[B, L, T]``;
-    ``embed`` ``[B, T]``. ``total`` = ``embed + Σ mlp + Σ attention`` = ``embedding · text``.
-    Layer arguments accept negative indices (counted from the end of the tower).
+    ``embed`` ``[B, T]``; ``nonlinear`` ``[B, T]`` the pooling head's lumped nonlinear part (SigLIP's MLP after
+    its attention pooling; ``None`` for affine heads). ``total`` = ``embed + Σ mlp + Σ attention + nonlinear`` =
+    ``embedding · text``. ``prefix``: tokens before the patches (1 with a CLS token, 0 without). Layer
+    arguments accept negative indices (counted from the end of the tower).
     """
 
     heads: Tensor
@@ -43,6 +45,8 @@ class ComponentScores:
     spatial: bool
     grid: tuple[int, int]
     labels: list[str] = field(default_factory=list)
+    nonlinear: Tensor | None = None
+    prefix: int = 1
 
     @property
     def num_layers(self) -> int:
@@ -51,7 +55,8 @@ class ComponentScores:
     @property
     def total(self) -> Tensor:
         """``[B, T]``: the sum of every part (the image–text score itself)."""
-        return self.embed + self.mlp.sum(1) + self.attention.sum(1)
+        total = self.embed + self.mlp.sum(1) + self.attention.sum(1)
+        return total if self.nonlinear is None else total + self.nonlinear
 
     def per_head(self) -> Tensor:
         """``[B, Lh, H, T]`` (tokens summed)."""
@@ -62,7 +67,7 @@ class ComponentScores:
         if not self.spatial:
             raise InvalidInputError("token maps need a spatial decomposition (decompose(..., spatial=True))")
         idx = self.layer_index(layers)
-        t = self.heads[:, idx].sum(dim=(1, 3))[:, 1:]  # [B, N-1, T]
+        t = self.heads[:, idx].sum(dim=(1, 3))[:, self.prefix:]  # [B, gh·gw, T]
         B, _, T = t.shape
         return t.transpose(1, 2).reshape(B, T, *self.grid)
 
@@ -74,7 +79,8 @@ class ComponentScores:
 
         return ComponentScores(heads=c(self.heads), attention=c(self.attention), mlp=c(self.mlp), embed=c(self.embed),
                                head_layers=self.head_layers, spatial=self.spatial, grid=self.grid,
-                               labels=list(self.labels))
+                               labels=list(self.labels), prefix=self.prefix,
+                               nonlinear=None if self.nonlinear is None else c(self.nonlinear))
 
     def layer_index(self, layers: Iterable[int] | int | None) -> list[int]:
         """Positions in ``head_layers`` of ``layers`` (negatives count from the end of the tower)."""

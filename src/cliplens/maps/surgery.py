@@ -43,8 +43,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.core.attention import get_attention
+from cliplens.core.heads.base import ln_stats
 from cliplens.core.plan import Plan, SidePath
-from cliplens.decomposition.shares import frozen_ln_project
+from cliplens.decomposition.algebra import HeadWeights, JointMap
 from cliplens.errors import InvalidInputError
 from cliplens.maps.base import MapMethod, Maps, register_map
 from cliplens.maps.choices import FEATURE_MODES
@@ -176,6 +177,11 @@ def surgery_parts(model: Any, pixels: Tensor, texts: TextEmbeddings, *, blocks: 
     the parts, and the parts' scores sum to the map.
     """
     view = model.vision
+    if view.head.kind not in ("cls", "mean"):
+        raise InvalidInputError(
+            f"CLIP Surgery's split over heads is exact when each token's output is affine in the side path (CLS and "
+            f"mean pooling: the LayerNorm and the projection); this model pools with {view.head.kind!r}, whose "
+            "per-token output goes through a nonlinear MLP, so the parts would not sum to the map")
     L, H, dh = view.num_layers, view.num_heads, view.head_dim
     plan = surgery_plan(L, blocks, positional)
     first = L - blocks
@@ -183,30 +189,29 @@ def surgery_parts(model: Any, pixels: Tensor, texts: TextEmbeddings, *, blocks: 
     names += [f"blocks.{i}.side.{SIDE}.attn.z" for i in range(first, L)]
     out = model.run(pixels, plan=plan, names=names)
     final = out[f"blocks.{L - 1}.side.{SIDE}.resid_post"].float()  # [B, N, D]
-    ln = view.ln_post
-    mean = final.mean(-1)
-    std = torch.sqrt(final.var(-1, unbiased=False) + ln.eps)
-    gamma = (ln.weight.detach().float() if ln.weight is not None else torch.ones(view.width, device=final.device))
-    beta = (ln.bias.detach().float() if ln.bias is not None else torch.zeros(view.width, device=final.device))
-    proj = view.proj.detach().float() if view.proj is not None else torch.eye(view.width, device=final.device)
+    B, N, D = final.shape
+    # every token read out on its own (the dense output): per-token statistics frozen, one readout per token
+    jm = JointMap(HeadWeights.from_view(view, torch.float32))
+    mean, std = ln_stats(view.head.norm, final)
+    scale, mean = (1 / std).reshape(B * N, 1), mean.reshape(B * N, 1)
     dense = out[f"side.{SIDE}.dense"].float()
     # the same features and weights as Surgery.raw: CLS from the main stream (it sets w), tokens from the side
     feats = torch.cat([out.embedding[:, None].float(), dense[:, 1:]], 1)
     norm = feats.norm(dim=-1, keepdim=True)  # [B, N, 1], frozen
     unit = feats / norm
     share = 1.0 / (1 + blocks)
-    terms = [frozen_ln_project(out[f"blocks.{first}.resid_pre"].float(), share, mean, std, gamma, beta, proj)[:, :, None]]
+
+    def to_joint(c: Tensor, part_share: float) -> Tensor:  # [B, N, ..., D] -> [B, N, ..., E]
+        flat = c.reshape(B * N, 1, *c.shape[2:])
+        return jm.component(flat, part_share, scale, mean).reshape(B, N, *c.shape[2:-1], -1)
+
+    terms = [to_joint(out[f"blocks.{first}.resid_pre"].float()[:, :, None], share)]
     labels = ["start"]
     for i in range(first, L):
-        blk = view.blocks[i]
         z = out[f"blocks.{i}.side.{SIDE}.attn.z"].float()  # [B, N, H, dh]
-        w_o = blk.out_weight.detach().float().view(view.width, H, dh)  # [D, H, dh]
-        per_head = torch.einsum("bnhd,ehd->bnhe", z, w_o)  # [B, N, H, D]
-        bias = blk.out_bias.detach().float() if blk.out_bias is not None else torch.zeros(view.width)
-        per_head = per_head + bias / H
-        if blk.ls_1 is not None:
-            per_head = per_head * blk.ls_1.detach().float()
-        terms.append(frozen_ln_project(per_head, share / H, mean, std, gamma, beta, proj))
+        w_o = jm.w.out_weight[i].view(D, H, dh)  # [D, H, dh], layer-scale folded
+        per_head = torch.einsum("bnhd,ehd->bnhe", z, w_o) + jm.w.out_bias[i] / H  # [B, N, H, D]
+        terms.append(to_joint(per_head, share / H))
         labels += [f"L{i}.H{h}" for h in range(H)]
     parts = torch.cat(terms, 2) / norm[..., None]  # [B, N, P, E]: unit-feature parts
     t = texts.directions.to(parts)

@@ -228,11 +228,13 @@ def index_page(atlas: Atlas) -> str:
 
 def _card(layer: int, head: int, j: int, s: ShownImage) -> str:
     label = f" · {s.label}" if s.label else ""
-    tip = f"{s.id}{label} · score {s.score:+.4f} · CLS {_num(s.cls)}"
+    cls = "" if s.cls is None else f" · CLS {_num(s.cls)}"
+    tip = f"{s.id}{label} · score {s.score:+.4f}{cls}"
     return (f'<figure class="card" title="{H.esc(tip)}"><div class="pair">'
             f'<img src="{image_name(s.index)}" alt="image {H.esc(s.id)}" loading="lazy">'
             f'<img src="{map_name(layer, head, j, s.index)}" alt="map of image {H.esc(s.id)}" loading="lazy"></div>'
-            f"<figcaption>{H.signed(s.score)} <span class=muted>CLS {_num(s.cls)}</span><br>{H.esc(s.id)}"
+            f"<figcaption>{H.signed(s.score)} <span class=muted>{'' if s.cls is None else 'CLS ' + _num(s.cls)}</span>"
+            f"<br>{H.esc(s.id)}"
             f"{H.esc(label)}</figcaption></figure>")
 
 

@@ -55,7 +55,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from cliplens.errors import CliplensError, InvalidInputError
-from cliplens.store.schema import FORMAT, HEADER, MANIFEST, PROJECTIONS, chunk_name, read_json
+from cliplens.store.schema import FORMAT, FORMAT_1, HEADER, MANIFEST, PROJECTIONS, chunk_name, read_json
 
 __all__ = ["CHECKSUM", "Damage", "Layout", "StoreDamagedError", "StoreWriteError", "Verification", "check_file",
            "check_layout", "damaged_message", "file_digest", "header_identity", "repair_command", "save_checked",
@@ -342,7 +342,7 @@ def verify_store(path: str | os.PathLike[str]) -> Verification:
     rec = manifest.get("header") if manifest else None
     if header is None:
         v.damaged.append((HEADER, "it is missing" if not (root / HEADER).exists() else "it cannot be read as JSON"))
-    elif header.get("format") != FORMAT:
+    elif header.get("format") not in (FORMAT, FORMAT_1):
         v.damaged.append((HEADER, f"it records an unknown format {header.get('format')!r}"))
     elif isinstance(rec, dict) and rec.get(CHECKSUM):
         raw = (root / HEADER).read_bytes()

@@ -5,7 +5,7 @@ manifest lists is there with the size it records, every safetensors header parse
 :mod:`cliplens.store.integrity`): a damaged store is refused with the file, what is wrong and the command that
 repairs it, never read half-way. Every field (:data:`cliplens.store.schema.FIELDS`)
 is a :class:`Field`: a list of ``numpy.memmap`` views, one per chunk file, read lazily; iterate over blocks
-(``store.blocks(["heads", "std"])``) or take rows (``store.field("heads")[idx]``). The weight-derived
+(``store.blocks(["heads", "scale"])``) or take rows (``store.field("heads")[idx]``). The weight-derived
 matrices (``store.projections``) and the zero-shot classifier come with it, so no analysis re-runs the
 model.
 
@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from cliplens.core.plan import resolve_layer_indices
+from cliplens.decomposition.algebra import HeadWeights, JointMap
 from cliplens.decomposition.shares import num_sites, site_share
 from cliplens.errors import InvalidInputError
 from cliplens.store.integrity import (
@@ -39,7 +40,7 @@ from cliplens.store.integrity import (
     damaged_message,
     repair_command,
 )
-from cliplens.store.schema import FORMAT, HEADER, MANIFEST, PROJECTIONS, read_json
+from cliplens.store.schema import FORMAT, FORMAT_1, HEADER, MANIFEST, PROJECTIONS, read_json
 
 __all__ = ["Field", "Store"]
 
@@ -53,6 +54,23 @@ def _json(path: Path) -> dict[str, Any] | str:
     except ValueError as e:
         return f"{type(e).__name__}: {e}"[:120]
     return data if isinstance(data, dict) else "not a JSON object"
+
+def _from_format_1(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A chunk of the first store format (CLS pooling, no readout axis, ``mean``/``std`` at CLS) as today's fields:
+    the large fields get a readout axis of one (views of the memory-mapped data), ``scale = 1/std``, ``wsum = 1``."""
+    out = {}
+    for name, a in arrays.items():
+        if name in ("heads", "cls_heads", "attn_out", "mlp_out", "embed_term", "spatial"):
+            out[name] = a.reshape(a.shape[0], 1, *a.shape[1:])
+        elif name == "std":
+            out["scale"] = (1.0 / np.asarray(a, dtype=np.float64)).astype(np.float32)[:, None]
+            out["wsum"] = np.ones((a.shape[0], 1), dtype=np.float32)
+        elif name == "mean":
+            out["mean"] = np.asarray(a)[:, None]
+        else:
+            out[name] = a
+    return out
+
 
 class Field:
     """One field of every image, chunk after chunk (read lazily from the memory-mapped files)."""
@@ -108,7 +126,7 @@ class Store:
         if not isinstance(header, dict):
             self._damaged(HEADER, f"it cannot be read as JSON ({header})", header=False)
         self.header: dict[str, Any] = header
-        if self.header.get("format") != FORMAT:
+        if self.header.get("format") not in (FORMAT, FORMAT_1):
             raise InvalidInputError(f"{self.path}: unknown store format {self.header.get('format')!r}")
         if not (self.path / MANIFEST).is_file():
             raise InvalidInputError(f"{self.path} is an unfinished store (no {MANIFEST}): run the command that built "
@@ -135,7 +153,10 @@ class Store:
                                              f"{chunk['images']}")
             if layout.rows() == 0:
                 continue
-            for name, arr in layout.memmaps().items():
+            arrays = layout.memmaps()
+            if self.header.get("format") == FORMAT_1:
+                arrays = _from_format_1(arrays)
+            for name, arr in arrays.items():
                 self._arrays.setdefault(name, []).append(arr)
             try:
                 self.ids += json.loads(layout.metadata.get("ids", "[]"))
@@ -248,20 +269,27 @@ class Store:
 
     # ---- the joint space ------------------------------------------------------------------------
     @property
-    def head_maps(self) -> Tensor:
-        """``[L, H, dh, E]``: head space → joint space, ``W_O^h · diag(γ) · proj`` (before ÷σ)."""
-        if "head_maps" not in self._cache:
-            p = self.projections
-            L, H, dh = self.shape["layers"], self.shape["heads"], self.shape["head_dim"]
-            gp = p["ln_gamma"][:, None] * p["proj"]  # [D, E]
-            w = p["out_weight"].view(L, -1, H, dh)  # [L, D, H, dh]
-            self._cache["head_maps"] = torch.einsum("ldhk,de->lhke", w, gp)
-        return self._cache["head_maps"]
+    def joint(self) -> JointMap:
+        """The frozen head's map to the joint space (:class:`~cliplens.decomposition.algebra.JointMap`), from the
+        store's projections (float64 for exact reference computations: ``joint_map(torch.float64)``)."""
+        return self.joint_map(torch.float32)
+
+    def joint_map(self, dtype: torch.dtype) -> JointMap:
+        key = f"joint:{dtype}"
+        if key not in self._cache:
+            self._cache[key] = JointMap(HeadWeights.from_tensors(self.projections, self.shape["heads"], dtype))
+        return self._cache[key]
+
+    @property
+    def num_readouts(self) -> int:
+        return int(self.shape.get("readouts", 1))
 
     def head_terms(self, images: Sequence[int] | np.ndarray | slice | None = None,
                    layers: Iterable[int] | int | None = None, *, normalized: bool = True,
                    dtype: torch.dtype = torch.float32) -> Tensor:
-        """``[images, layers, heads, E]``: each head's direct effect on each image's embedding.
+        """``[images, layers, heads, E]``: each head's direct effect on each image's embedding (its share of the
+        out-projection bias and of the pooling head's constant included, as in
+        :meth:`cliplens.decomposition.Decomposition.per_head`).
 
         ``normalized`` divides by the embedding's norm (the terms of the unit-norm embedding, as the paper's
         analyses use). ``layers``: indices (negatives count from the end) or ``None`` for all. ``dtype``: the
@@ -269,22 +297,23 @@ class Store:
         """
         L, H = self.shape["layers"], self.shape["heads"]
         lay = list(range(L)) if layers is None else resolve_layer_indices(layers, L)
-        rows = np.arange(len(self))[images] if isinstance(images, slice) else (
-            np.arange(len(self)) if images is None else np.asarray(images, dtype=np.int64))
-        z = torch.from_numpy(self.field("heads").take(rows)[:, lay]).to(dtype)  # [n, l, H, dh]
-        mean = torch.from_numpy(self.field("mean").take(rows)).to(dtype)
-        std = torch.from_numpy(self.field("std").take(rows)).to(dtype)
-        p = {k: v.to(dtype) for k, v in self.projections.items()}
-        terms = torch.einsum("nlhk,lhke->nlhe", z, self.head_maps[lay].to(dtype)) / std[:, None, None, None]
-        gp = p["ln_gamma"][:, None] * p["proj"]
-        s = site_share(L) / H
-        bias = (p["out_bias"][lay] @ gp) / H  # [l, E]
-        const = bias[None] / std[:, None, None] - s * mean[:, None, None] / std[:, None, None] * (p["ln_gamma"] @ p["proj"])
-        terms = terms + (const + s * (p["ln_beta"] @ p["proj"]))[:, :, None, :]
+        rows = self.rows(images)
+        z = torch.from_numpy(self.field("heads").take(rows)[:, :, lay]).to(dtype)  # [n, R, l, H, dh]
+        scale, mean, wsum = (torch.from_numpy(self.field(f).take(rows)).to(dtype) for f in ("scale", "mean", "wsum"))
+        jm = self.joint_map(dtype)
+        terms = jm.heads(z, lay, scale)  # [n, l, H, E]
+        const = jm.head_bias(lay, scale, wsum) + site_share(L) * jm.total_constant(scale, mean)[:, None]  # [n, l, E]
+        terms = terms + const[:, :, None, :] / H
         if normalized:
             emb = torch.from_numpy(self.field("embedding").take(rows)).to(dtype)
             terms = terms / emb.norm(dim=-1)[:, None, None, None]
         return terms
+
+    def rows(self, images: Sequence[int] | np.ndarray | slice | None = None) -> np.ndarray:
+        """Row numbers for ``images`` (a slice, a list of rows, or ``None``: all)."""
+        if isinstance(images, slice):
+            return np.arange(len(self))[images]
+        return np.arange(len(self)) if images is None else np.asarray(images, dtype=np.int64)
 
     @property
     def num_sites(self) -> int:

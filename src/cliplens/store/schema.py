@@ -8,24 +8,27 @@ A store is a folder:
   templates, the checksum kind the files carry and the build command (for the message that says how to
   repair the store). A store made with another model or other settings is refused, saying what differs.
 * ``projections.safetensors`` — the weight-derived matrices the analyses need, so that nothing re-runs the
-  model: ``out_weight`` ``[L, D, H·dh]`` (each layer's out-projection, layer-scale folded in),
-  ``out_bias`` ``[L, D]``, ``ln_gamma``/``ln_beta`` ``[D]`` (``ln_post``), ``proj`` ``[D, E]``, and
-  ``classifier`` ``[C, E]`` (the zero-shot classifier of the class names, unit-norm rows).
+  model (:class:`cliplens.decomposition.algebra.HeadWeights`): ``out_weight`` ``[L, D, H·dh]`` (each layer's
+  out-projection, layer-scale folded in), ``out_bias`` ``[L, D]``, the pooling head's LayerNorm
+  ``ln_gamma``/``ln_beta`` ``[D]``, its readouts' maps ``readout_out`` ``[R, k, E]`` (and ``readout_in``
+  ``[R, D, k]`` when not the identity) and constant ``head_bias`` ``[E]``; and ``classifier`` ``[C, E]`` (the
+  zero-shot classifier of the class names, unit-norm rows).
 * ``chunk-000000.safetensors``, ``chunk-000001.safetensors``, … — chunk ``c`` holds the data set's images
   ``c·S .. (c+1)·S − 1`` (``S`` = chunk size) that could be read, one row each (:data:`FIELDS`), and in its
   metadata their ids, attributes and the images skipped as unreadable. A chunk is written to a temporary
-  file and renamed: a chunk file that exists was whole when written (its checksum tells if it still is).
-* ``manifest.json`` — written when every chunk is done (by rank 0 under ``torchrun``): the chunks (each with
-  its size and checksum), the projections' and the header's size and checksum, the images skipped, the total.
+  file and renamed: a chunk file that exists is complete.
+* ``manifest.json`` — written when every chunk is done (by rank 0 under ``torchrun``): the chunks, the
+  images skipped, the total.
 
-Every safetensors file carries its own checksum in its metadata (``sha256``); how, and how a store is
-checked on open, on resume and by ``cliplens store info --verify``: :mod:`cliplens.store.integrity`.
-
-Per image (row), at the CLS position, residual space unless said (``L`` layers, ``H`` heads, ``dh``
-head width, ``D`` width, ``E`` joint dimension):
-``heads`` and ``cls_heads`` ``[L, H, dh]``, ``attn_out`` and ``mlp_out`` ``[L, D]``, ``embed_term`` ``[D]``,
-``mean``/``std`` (ln_post, frozen), ``embedding`` ``[E]``, ``label``, ``index``, and optionally ``spatial``
-``[Ls, N, H, dh]`` for chosen layers (see :data:`FIELDS`). Sizes per image are in the README.
+Per image (row): the terms of :func:`cliplens.decomposition.decompose`, each component read out by the pooling
+head's ``R`` readouts (one for CLS pooling, where the read-out value is the value at the CLS token; one per
+pooling head for attention pooling), residual space unless said (``L`` layers, ``H`` heads, ``dh`` head width,
+``D`` width, ``E`` joint dimension): ``heads`` ``[R, L, H, dh]``, ``attn_out`` and ``mlp_out`` ``[R, L, D]``,
+``embed_term`` ``[R, D]``, the head's frozen ``scale``, ``mean`` and weight sum ``wsum`` ``[R]``, ``embedding``
+``[E]``, ``label``, ``index``; for CLS pooling ``cls_heads`` ``[1, L, H, dh]``; for a head that is not affine
+``nonlinear`` ``[E]``; optionally ``spatial`` ``[R, Ls, N, H, dh]`` for chosen layers (see :data:`FIELDS`).
+Sizes per image are in the README. Stores of the first format (CLS pooling only, no readout axis; ``mean`` and
+``std`` at CLS) are read as the same thing (:class:`cliplens.store.Store`).
 """
 
 from __future__ import annotations
@@ -36,27 +39,36 @@ from typing import Any
 from cliplens.jsonio import differences as _differences
 from cliplens.jsonio import read_json, write_json_atomic
 
-__all__ = ["FIELDS", "FORMAT", "HEADER", "LARGE", "MANIFEST", "PROJECTIONS", "StoreSettings", "chunk_name",
+__all__ = ["FIELDS", "FORMAT", "FORMAT_1", "HEADER", "LARGE", "MANIFEST", "PROJECTIONS", "StoreSettings", "chunk_name",
            "differences", "read_json", "write_json_atomic"]
 
-FORMAT = "cliplens.store/1"
+FORMAT = "cliplens.store/2"
+#: the first format: CLS pooling only, no readout axis (read as format 2 by the reader)
+FORMAT_1 = "cliplens.store/1"
 HEADER = "store.json"
 MANIFEST = "manifest.json"
 PROJECTIONS = "projections.safetensors"
 
 #: name -> (shape, meaning); "heads"-like fields are stored in the store's dtype, the rest in float32
 FIELDS: dict[str, tuple[str, str]] = {
-    "heads": ("[L, H, dh]", "each head's output at the CLS query, in head space (before the out-projection)"),
-    "cls_heads": ("[L, H, dh]", "the part of it that comes from the CLS token itself: α(CLS→CLS)·v_CLS"),
-    "attn_out": ("[L, D]", "each attention layer's whole output (out-projection bias and layer-scale included)"),
-    "mlp_out": ("[L, D]", "each MLP's output (layer-scale included)"),
-    "embed_term": ("[D]", "the embedding term x_0 (the ln_pre output)"),
-    "mean": ("[]", "ln_post's mean at CLS, frozen (float32)"),
-    "std": ("[]", "ln_post's scale sqrt(var + eps) at CLS, frozen (float32)"),
+    "heads": ("[R, L, H, dh]", "each head's output read out by each readout (for CLS pooling: at the CLS query), in "
+                               "head space (before the out-projection)"),
+    "cls_heads": ("[1, L, H, dh]", "CLS pooling: the part of it that comes from the CLS token itself: "
+                                   "α(CLS→CLS)·v_CLS"),
+    "attn_out": ("[R, L, D]", "each attention layer's whole output (out-projection bias and layer-scale included)"),
+    "mlp_out": ("[R, L, D]", "each MLP's output (layer-scale included)"),
+    "embed_term": ("[R, D]", "the embedding term x_0 (the ln_pre output)"),
+    "scale": ("[R]", "each readout's frozen scale (CLS pooling: 1/σ of ln_post at CLS) (float32)"),
+    "mean": ("[R]", "each readout's frozen mean term (CLS pooling: ln_post's mean at CLS) (float32)"),
+    "wsum": ("[R]", "each readout's token-weight sum (what a bias at every token gets; 1 for CLS pooling) "
+                    "(float32)"),
+    "nonlinear": ("[E]", "a head that is not affine: its lumped nonlinear part (SigLIP's MLP after the pooling) "
+                         "(float32)"),
     "embedding": ("[E]", "the image embedding from the same forward (float32)"),
     "label": ("[]", "the class index from the data set (int64; -1: unlabelled)"),
     "index": ("[]", "the image's index in the data set (int64)"),
-    "spatial": ("[Ls, N, H, dh]", "optional: per source token and head, α(CLS→m)·v_m for the spatial layers"),
+    "spatial": ("[R, Ls, N, H, dh]", "optional: per source token and head, the readouts' α·v_m for the spatial "
+                                     "layers"),
 }
 #: fields stored in the chosen dtype (the rest: float32 / int64)
 LARGE = ("heads", "cls_heads", "attn_out", "mlp_out", "embed_term", "spatial")

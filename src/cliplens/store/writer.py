@@ -40,8 +40,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from cliplens.core.forward import run_vision
 from cliplens.core.view import VisionView
+from cliplens.decomposition.algebra import HeadWeights
+from cliplens.decomposition.decomposition import decompose, read_heads
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images.config import PreprocessConfig
 from cliplens.images.io import DEFAULT_MAX_PIXELS
@@ -98,37 +99,34 @@ class BuildResult:
 
 @torch.inference_mode()
 def image_terms(view: VisionView, pixels: Tensor, spatial_layers: Sequence[int] = ()) -> dict[str, Tensor]:
-    """One forward -> every stored field for a batch (see :data:`cliplens.store.schema.FIELDS`)."""
-    L, H, dh = view.num_layers, view.num_heads, view.head_dim
-    B = pixels.shape[0]
-    ph, pw = view.patch_size
-    N = 1 + (pixels.shape[-2] // ph) * (pixels.shape[-1] // pw)
-    slot = {layer: i for i, layer in enumerate(spatial_layers)}
-    spatial = torch.empty(B, len(slot), N, H, dh, dtype=torch.float32) if slot else None
+    """One decomposition -> every stored field for a batch (see :data:`cliplens.store.schema.FIELDS`): the
+    non-spatial :func:`~cliplens.decomposition.decomposition.decompose` of every layer, and, through observer hooks
+    on the same forward, the CLS→CLS part of each head (CLS pooling) and the per-source-token terms of the
+    spatial layers (read out by the same rule, :func:`~cliplens.decomposition.decomposition.read_heads`)."""
+    L = view.num_layers
+    cls_only = view.head.reads_cls_only
+    taps: dict[str, list[Tensor]] = {}
 
-    def grab(t: Tensor, name: str) -> None:  # t: [B, N, H, dh] = α(CLS→m)·v_m, for the spatial layers only
-        spatial[:, slot[int(name.split(".")[1])]] = t.float().cpu()  # type: ignore[index]
+    def keep(t: Tensor, name: str) -> None:
+        taps.setdefault(name, []).append(t)
 
-    # per layer at the CLS query: z, the CLS row of the pattern and v_CLS (so α(CLS→CLS)·v_CLS needs no hook)
-    names = ["embed", "blocks.*.attn.z", "blocks.*.attn_out", "blocks.*.mlp_out", "blocks.*.attn.cls_pattern",
-             "blocks.*.attn.v", "ln_post.mean", "ln_post.std"]
-    hooks = {f"blocks.{layer}.attn.cls_contrib": grab for layer in slot}
-    out = run_vision(view, pixels, names=names, cls_only=True, hooks=hooks)
-    c = out.cache
-    cls_heads = torch.stack([c[f"blocks.{i}.attn.cls_pattern"][:, :, :1] * c[f"blocks.{i}.attn.v"]
-                             for i in range(L)], 1).float().cpu()  # [B, L, H, dh]
-
-    def stack(kind: str) -> Tensor:
-        return torch.stack([c[f"blocks.{i}.{kind}"] for i in range(L)], 1).float().cpu()
-
-    terms = {
-        "heads": stack("attn.z"), "cls_heads": cls_heads, "attn_out": stack("attn_out"), "mlp_out": stack("mlp_out"),
-        "embed_term": c["embed"].float().cpu(), "mean": c["ln_post.mean"].float().cpu(),
-        "std": c["ln_post.std"].float().cpu(), "embedding": out.embedding.float().cpu(),
-    }
-    if spatial is not None:
-        terms["spatial"] = spatial
-    return terms
+    names = [f"blocks.{layer}.{tap}" for layer in spatial_layers
+             for tap in (("attn.cls_contrib",) if cls_only else ("attn.pattern", "attn.v"))]
+    if cls_only:  # α(CLS→CLS)·v_CLS: the CLS row of each pattern and v at CLS
+        names += [f"blocks.{i}.{tap}" for i in range(L) for tap in ("attn.cls_pattern", "attn.v")]
+    dec = decompose(view, pixels, spatial=False, hooks={n: keep for n in dict.fromkeys(names)})
+    w = dec.readout.weights
+    ro = dec.readout
+    terms = {"heads": dec.heads, "attn_out": dec.attn_out, "mlp_out": dec.mlp_out, "embed_term": dec.embed_term,
+             "scale": ro.scale, "mean": ro.mean, "wsum": w.sum(-1), "embedding": dec.embedding}
+    if not view.head.affine:
+        terms["nonlinear"] = dec.nonlinear
+    if cls_only:
+        terms["cls_heads"] = torch.stack([taps[f"blocks.{i}.attn.cls_pattern"][-1][:, :, 0, None]
+                                          * taps[f"blocks.{i}.attn.v"][-1][:, 0] for i in range(L)], 1)[:, None]
+    if spatial_layers:
+        terms["spatial"] = torch.stack([read_heads(taps, layer, w, cls_only, True) for layer in spatial_layers], 2)
+    return {k: v.float().cpu() for k, v in terms.items()}
 
 
 @torch.no_grad()
@@ -144,25 +142,12 @@ def classifier_texts(dataset: Any, templates: str) -> tuple[list[str], list[str]
 
 
 def projections(model: Any, dataset: Any, templates: str, progress: bool = False) -> dict[str, Tensor]:
-    """The weight-derived matrices analyses need without the model (see :mod:`cliplens.store.schema`)."""
-    view = model.vision
-    out_w, out_b = [], []
-    for blk in view.blocks:
-        w = blk.out_weight.detach().float().cpu()
-        b = (blk.out_bias.detach().float().cpu() if blk.out_bias is not None else torch.zeros(view.width))
-        if blk.ls_1 is not None:
-            ls = blk.ls_1.detach().float().cpu()
-            w, b = w * ls[:, None], b * ls
-        out_w.append(w)
-        out_b.append(b)
-    ln = view.ln_post
-    gamma = ln.weight.detach().float().cpu() if ln.weight is not None else torch.ones(view.width)
-    beta = ln.bias.detach().float().cpu() if ln.bias is not None else torch.zeros(view.width)
-    proj = view.proj.detach().float().cpu() if view.proj is not None else torch.eye(view.width)
+    """The weight-derived matrices analyses need without the model (see :mod:`cliplens.store.schema`): the pooling
+    head's and the out-projections' (:class:`~cliplens.decomposition.algebra.HeadWeights`) and the classifier."""
+    tensors = {k: v.detach().float().cpu() for k, v in HeadWeights.from_view(model.vision).tensors().items()}
     names, temps = classifier_texts(dataset, templates)
-    classifier = zero_shot_classifier(model, names, temps, progress=progress).float().cpu()
-    return {"out_weight": torch.stack(out_w), "out_bias": torch.stack(out_b), "ln_gamma": gamma, "ln_beta": beta,
-            "proj": proj, "classifier": classifier}
+    tensors["classifier"] = zero_shot_classifier(model, names, temps, progress=progress).float().cpu()
+    return tensors
 
 
 # ---- reading images in worker processes -----------------------------------------------------------
@@ -213,7 +198,9 @@ def header(model: Any, dataset: Any, settings: StoreSettings, command: dict[str,
         "attribute_names": list(getattr(dataset, "attribute_names", [])),
         "images": len(dataset),
         "shape": {"layers": view.num_layers, "heads": view.num_heads, "head_dim": view.head_dim,
-                  "width": view.width, "embed_dim": view.embed_dim, "tokens": view.num_tokens()},
+                  "width": view.width, "embed_dim": view.embed_dim, "tokens": view.num_tokens(),
+                  "readouts": view.head.num_readouts, "prefix_tokens": view.num_prefix_tokens},
+        "pooling": view.head.describe(),
         "checksums": CHECKSUM,
     }
     if command:
