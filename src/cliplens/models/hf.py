@@ -285,7 +285,15 @@ class HFCLIPAdapter(CLIPAdapter):
         self.vision  # validate the architecture eagerly  # noqa: B018
 
     def _build_vision_view(self) -> VisionView:
-        return vision_view_from_hf(self.model, self.name)
+        from cliplens.models.families import build_view, family_for
+
+        try:
+            family_for(self.model, self.name, "transformers")
+        except UnsupportedArchitectureError:  # the transformers-specific message where there is one
+            config = getattr(self.model, "config", None)
+            check_hf_model_type(getattr(config, "model_type", None), self.name, type(self.model).__name__)
+            raise
+        return build_view(self.model, self.name, "transformers")
 
     # ---- preprocessing ------------------------------------------------------
     @property

@@ -200,7 +200,9 @@ class OpenCLIPAdapter(CLIPAdapter):
         self.vision  # validate the architecture eagerly  # noqa: B018
 
     def _build_vision_view(self) -> VisionView:
-        return vision_view_from_open_clip(self.model, self.name)
+        from cliplens.models.families import build_view
+
+        return build_view(self.model, self.name, "open_clip")
 
     @property
     def preprocess_config(self) -> PreprocessConfig:
@@ -369,23 +371,40 @@ def pretrained_tags(arch: str) -> list[str]:
 
 
 def support(model_name: str) -> tuple[bool, str]:
-    """``(decomposable, note)`` for an open_clip architecture, from its config alone."""
+    """``(decomposable, note)`` for an open_clip architecture, from its config alone: the first image-tower family
+    (:mod:`cliplens.models.families`) that claims the config says what it reads, or why it cannot."""
+    from cliplens.models.families import supported_config
+
     oc = require_open_clip()
     cfg = oc.get_model_config(model_name) or {}
+    try:
+        found = supported_config(cfg)
+    except UnsupportedArchitectureError as e:
+        return False, str(e)
+    if found is not None:
+        return True, found[1]
     v = cfg.get("vision_cfg", {})
-    t = cfg.get("text_cfg", {})
     if v.get("timm_model_name"):
-        return False, (f"timm image tower ({v['timm_model_name']}); cliplens decomposes open_clip's own "
-                       "ViT towers only")
+        return False, f"timm image tower ({v['timm_model_name']}) of a family cliplens does not read"
     if isinstance(v.get("layers"), (list, tuple)):
         return False, "ResNet image tower (ModifiedResNet): no attention heads or tokens to decompose"
+    return False, "an image tower of a family cliplens does not read"
+
+
+def clip_vit_support(cfg: dict[str, Any]) -> str | None:
+    """The CLIP ViT family's note for an open_clip config (``None``: not a ViT of open_clip's own); raises for a
+    ViT variant the family cannot read."""
+    v = cfg.get("vision_cfg", {})
+    t = cfg.get("text_cfg", {})
+    if not cfg or v.get("timm_model_name") or isinstance(v.get("layers"), (list, tuple)):
+        return None
     if v.get("attentional_pool"):
-        return False, "attentional pooling (CoCa-style): the embedding is not the CLS token"
+        raise UnsupportedArchitectureError("attentional pooling (CoCa-style): the embedding is not the CLS token")
     if v.get("pool_type", "tok") != "tok":
-        return False, f"{v['pool_type']!r} pooling: the embedding is not the CLS token"
+        raise UnsupportedArchitectureError(f"{v['pool_type']!r} pooling: the embedding is not the CLS token")
     custom = ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner", "scale_attn", "scale_fc")
     if v.get("block_type") == "custom" or any(v.get(k) for k in custom):
-        return False, "custom attention blocks (qk-norm / scaled-cosine / NormFormer-style)"
+        raise UnsupportedArchitectureError("custom attention blocks (qk-norm / scaled-cosine / NormFormer-style)")
     notes = ["ViT"]
     if v.get("ls_init_value") is not None:
         notes.append("layer-scale")
@@ -395,7 +414,7 @@ def support(model_name: str) -> tuple[bool, str]:
         notes.append("CoCa")
     if t.get("hf_model_name"):
         notes.append(f"text tower {t['hf_model_name']} (its config is fetched from the Hub)")
-    return True, ", ".join(notes)
+    return ", ".join(notes)
 
 
 def unsupported(name: str, note: str) -> UnsupportedArchitectureError:
