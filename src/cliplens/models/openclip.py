@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -359,6 +360,16 @@ def installed() -> Any | None:
     return open_clip
 
 
+def from_openai_name(name: str) -> str:
+    """open_clip's spelling of an architecture named as OpenAI's ``clip.load`` names it (the name CLIP Surgery,
+    SCLIP, ClearCLIP and NACLIP configs use): ``"ViT-B/32"`` -> ``"ViT-B-32"``, ``"ViT-L/14@336px"`` ->
+    ``"ViT-L-14-336"``. Any other name comes back with its ``/`` replaced by ``-`` (callers check the result
+    against :func:`architecture_names`)."""
+    spelled = name.replace("/", "-")
+    at = re.fullmatch(r"(.+)@(\d+)px", spelled)  # OpenAI writes the input size as "@336px"
+    return f"{at[1]}-{at[2]}" if at else spelled
+
+
 def architecture_names() -> list[str]:
     """open_clip's architecture names (empty when open_clip is not installed)."""
     oc = installed()
@@ -444,8 +455,8 @@ def load_architecture(arch: str, pretrained: str | None, *, trust_checkpoint: bo
     oc = require_open_clip()
     names = list(oc.list_models())
     if arch not in names:
-        if arch.replace("/", "-") in names:
-            arch = arch.replace("/", "-")
+        if from_openai_name(arch) in names:
+            arch = from_openai_name(arch)
         else:
             close = close_matches(arch, names)
             did = f" Did you mean: {', '.join(close)}?" if close else ""

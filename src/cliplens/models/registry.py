@@ -16,7 +16,8 @@ This module only *parses* names and dispatches; each family loads its own models
    folder with ``config.json`` with transformers. A bare weights file does not say which
    architecture it is: pass the architecture as ``name`` and the file as ``pretrained``.
 5. **Names containing "/"** are Hugging Face transformers ids (``"openai/clip-vit-base-patch16"``),
-   except OpenAI's spelling of an open_clip architecture (``"ViT-B/32"`` is ``"ViT-B-32"``). Ids of
+   except OpenAI's spelling of an open_clip architecture (``"ViT-B/32"`` is ``"ViT-B-32"``,
+   ``"ViT-L/14@336px"`` is ``"ViT-L-14-336"``). Ids of
    unsupported families (SigLIP) are refused from the name, before any network access.
 
 Anything else raises :class:`~cliplens.errors.ModelNotFoundError` with close matches.
@@ -246,7 +247,7 @@ def load(
     if "/" in name or "\\" in name:
         if looks_like_path(name):
             raise ModelNotFoundError(f"No such file or folder: {name!r}. {LOCAL_HELP}")
-        openai_spelling = name.replace("/", "-")
+        openai_spelling = openclip.from_openai_name(name)  # "ViT-B/32", "ViT-L/14@336px" (OpenAI's clip.load)
         if openai_spelling in oc_names:
             return openclip.load_architecture(openai_spelling, pretrained, trust_checkpoint=trust_checkpoint,
                                               seed=seed, **kw)
