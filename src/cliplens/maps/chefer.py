@@ -27,6 +27,7 @@ from torch import Tensor
 
 from cliplens.core.attention import scaled_scores, softmax_rows
 from cliplens.core.plan import resolve_layer_indices
+from cliplens.errors import UnsupportedArchitectureError
 from cliplens.maps.base import MapMethod, register_map
 from cliplens.maps.gradients import grad_of, image_text_cosine, run_differentiable
 from cliplens.maps.targets import TextEmbeddings
@@ -42,6 +43,12 @@ class Chefer(MapMethod):
         super().__init__(start_layer=int(start_layer))
 
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+        if model.vision.num_prefix_tokens == 0:
+            raise UnsupportedArchitectureError(
+                f"Chefer et al.'s relevance is the CLS token's row of the propagated relevance, and "
+                f"{model.name} has no CLS token (it pools with a {model.vision.head.kind!r} head): use 'legrad' "
+                "or 'gradcam' (gradient maps that follow the pooling head), or 'rollout' (read through the "
+                "pooling weights).")
         L = model.vision.num_layers
         start = resolve_layer_indices(self.params["start_layer"], L, "start layer")[0]
         layers = list(range(start, L))

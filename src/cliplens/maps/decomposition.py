@@ -47,5 +47,6 @@ class DecompositionMap(MapMethod):
         mask = torch.zeros(len(layers), H, dtype=scores.heads.dtype, device=scores.heads.device)
         for layer, h in heads:
             mask[layers.index(layer % L), h] = 1
-        t = (scores.heads * mask[None, :, None, :, None]).sum(dim=(1, 3))[:, 1:]  # [B, N-1, T]
+        t = (scores.heads * mask[None, :, None, :, None]).sum(dim=(1, 3))  # [B, N, T]
+        t = t[:, t.shape[1] - scores.grid[0] * scores.grid[1]:]  # the patches (after CLS, if any)
         return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], *scores.grid)

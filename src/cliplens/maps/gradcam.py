@@ -32,6 +32,7 @@ class GradCAM(MapMethod):
         L = model.vision.num_layers
         layer = resolve_layer_indices(self.params["layer"], L)[0]
         name = f"blocks.{layer}.ln_1"
+        k = model.vision.num_prefix_tokens
         with torch.no_grad():
             out = run_differentiable(model, pixels, name, [name])
             acts = out[name]  # [B, N, D], the leaf
@@ -39,7 +40,7 @@ class GradCAM(MapMethod):
             maps = []
             for t in range(scores.shape[1]):
                 (g,) = grad_of(scores[:, t], [acts], retain=t + 1 < scores.shape[1])
-                alpha = g[:, 1:].float().mean(1, keepdim=True)  # [B, 1, D]
-                maps.append(torch.relu((alpha * acts[:, 1:].detach().float()).sum(-1)))  # [B, N-1]
+                alpha = g[:, k:].float().mean(1, keepdim=True)  # [B, 1, D] over the patches
+                maps.append(torch.relu((alpha * acts[:, k:].detach().float()).sum(-1)))  # [B, patches]
         cam = torch.stack(maps, 1)  # [B, T, N-1]
         return cam.reshape(cam.shape[0], cam.shape[1], *out.grid)

@@ -1,5 +1,9 @@
 """Raw attention: the last block's attention from the CLS query to every patch, averaged over heads.
 
+A tower without a CLS token (SigLIP's attention pooling, mean pooling) has no CLS query: there the map is the
+pooling head's own weights over the patches (:func:`pooling_row`: the probe's attention, averaged over the
+pooling heads; uniform for a mean), the query that makes the embedding.
+
 Text-independent (the same map for every target): a baseline of the explainability literature.
 """
 
@@ -13,7 +17,13 @@ from torch import Tensor
 from cliplens.maps.base import MapMethod, register_map
 from cliplens.maps.targets import TextEmbeddings
 
-__all__ = ["RawAttention"]
+__all__ = ["RawAttention", "pooling_row"]
+
+
+def pooling_row(model: Any, final: Tensor) -> Tensor:
+    """``[B, N]`` the pooling head's weights over the final tokens ``final`` ``[B, N, D]`` (its readouts'
+    pooling weights averaged: a learned probe's attention, a mean's 1/N, 1 at CLS)."""
+    return model.vision.head.readout(final).pooling.float().mean(1)
 
 
 @register_map("raw-attention")
@@ -24,9 +34,13 @@ class RawAttention(MapMethod):
 
     @torch.no_grad()
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
-        L = model.vision.num_layers
-        name = f"blocks.{L - 1}.attn.cls_pattern"
-        out = model.run(pixels, names=[name])
-        row = out[name].float().mean(1)[:, 1:]  # [B, N-1]
+        view = model.vision
+        if view.num_prefix_tokens == 0:  # no CLS query: the pooling head's own weights
+            out = model.run(pixels, names=["final"])
+            row = pooling_row(model, out["final"])
+        else:
+            name = f"blocks.{view.num_layers - 1}.attn.cls_pattern"
+            out = model.run(pixels, names=[name])
+            row = out[name].float().mean(1)[:, view.num_prefix_tokens:]  # [B, patches]
         B, T = row.shape[0], texts.directions.shape[0]
         return row.reshape(B, 1, *out.grid).expand(B, T, *out.grid).contiguous()

@@ -3,7 +3,9 @@
 Per block ``l ≥ start_layer``: ``Â_l = ½·mean_h A_l + ½·I`` (the residual as an identity, rows sum to 1);
 ``J = Â_{L−1} ⋯ Â_{start_layer}``; the map is ``J[CLS, patches]``. Heads fused by the mean (the common
 choice). ``start_layer=0`` is the original; Chefer et al.'s ImageNet-segmentation evaluation starts at 1.
-Text-independent.
+Text-independent. A tower without a CLS token reads the joint attention through its pooling head's own
+weights instead of the CLS row (``w · J``, ``w`` the pooling weights over the final tokens, as in
+:mod:`cliplens.maps.raw_attention`): the pooling query is the last attention the embedding goes through.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import Tensor
 
 from cliplens.core.plan import resolve_layer_indices
 from cliplens.maps.base import MapMethod, register_map
+from cliplens.maps.raw_attention import pooling_row
 from cliplens.maps.targets import TextEmbeddings
 
 __all__ = ["Rollout"]
@@ -41,8 +44,13 @@ class Rollout(MapMethod):
             a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
             joint = a if joint is None else a @ joint
 
-        out = model.run(pixels, hooks={f"blocks.{i}.attn.pattern": fold for i in range(start, L)})
+        k = model.vision.num_prefix_tokens
+        out = model.run(pixels, hooks={f"blocks.{i}.attn.pattern": fold for i in range(start, L)},
+                        names=[] if k else ["final"])
         assert joint is not None
-        row = joint[:, 0, 1:]
+        if k:
+            row = joint[:, 0, k:]
+        else:  # no CLS token: the pooling head's weights over the final tokens read the joint attention
+            row = (pooling_row(model, out["final"])[:, None] @ joint)[:, 0]
         B, T = row.shape[0], texts.directions.shape[0]
         return row.reshape(B, 1, *out.grid).expand(B, T, *out.grid).contiguous()

@@ -131,7 +131,7 @@ class Surgery(MapMethod):
         plan = surgery_plan(model.vision.num_layers, self.params["blocks"], self.params["positional"])
         out = model.run(pixels, plan=plan, names=[f"side.{SIDE}.dense"])
         dense = out[f"side.{SIDE}.dense"]
-        return torch.cat([out.embedding[:, None], dense[:, 1:]], 1), out.grid
+        return torch.cat([out.embedding[:, None], dense[:, model.vision.num_prefix_tokens:]], 1), out.grid
 
     @torch.no_grad()
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:

@@ -1,5 +1,7 @@
-"""Raw token similarity: every patch token of the model's own last layer, through ``ln_post`` and the
-projection, scored against each text by cosine similarity. What CLIP Surgery improves on."""
+"""Raw token similarity: every patch token of the model's own last layer, through the pooling head on its own
+(CLS pooling: ``ln_post`` and the projection; attention pooling: the probe restricted to that token, see
+:meth:`cliplens.core.heads.PoolHead.dense`), scored against each text by cosine similarity. What CLIP Surgery
+improves on."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ __all__ = ["TokenSimilarity", "patch_grid"]
 
 
 def patch_grid(scores: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Per-token scores ``[B, N, T]`` (CLS first) -> patch maps ``[B, T, gh, gw]``."""
-    return scores[:, 1:].transpose(1, 2).reshape(scores.shape[0], scores.shape[2], *grid)
+    """Per-token scores ``[B, N, T]`` (the prefix tokens first: CLS, or none for a tower without one) -> patch maps
+    ``[B, T, gh, gw]`` (the last ``gh·gw`` tokens are the patches)."""
+    k = scores.shape[1] - grid[0] * grid[1]
+    return scores[:, k:].transpose(1, 2).reshape(scores.shape[0], scores.shape[2], *grid)
 
 
 @register_map("token-similarity")

@@ -22,17 +22,18 @@ _OMEGA: dict[tuple, Tensor] = {}
 
 
 def gaussian_prior(grid: tuple[int, int], sigma: float, *, device: torch.device | str = "cpu",
-                   dtype: torch.dtype = torch.float32) -> Tensor:
-    """``Ω`` ``[1 + gh·gw, 1 + gh·gw]`` for a ``grid`` of patches (CLS first, row-major); cached."""
-    key = (tuple(grid), float(sigma), str(device), dtype)
+                   dtype: torch.dtype = torch.float32, prefix: int = 1) -> Tensor:
+    """``Ω`` ``[k + gh·gw, k + gh·gw]`` for a ``grid`` of patches after ``k = prefix`` tokens (CLS first, or none
+    for a tower without one; patches row-major); 0 wherever a prefix token is involved; cached."""
+    key = (tuple(grid), float(sigma), str(device), dtype, int(prefix))
     hit = _OMEGA.get(key)
     if hit is None:
         gh, gw = grid
         rows = torch.arange(gh, dtype=torch.float64).repeat_interleave(gw)
         cols = torch.arange(gw, dtype=torch.float64).repeat(gh)
         d2 = (rows[:, None] - rows[None]) ** 2 + (cols[:, None] - cols[None]) ** 2
-        omega = torch.zeros(1 + gh * gw, 1 + gh * gw, dtype=torch.float64)
-        omega[1:, 1:] = torch.exp(-d2 / (2.0 * sigma ** 2))
+        omega = torch.zeros(prefix + gh * gw, prefix + gh * gw, dtype=torch.float64)
+        omega[prefix:, prefix:] = torch.exp(-d2 / (2.0 * sigma ** 2))
         hit = omega.to(device=device, dtype=dtype)
         if len(_OMEGA) > 16:
             _OMEGA.clear()
@@ -44,7 +45,8 @@ def neighbourhood_logits(q: Tensor, k: Tensor, ctx: AttentionContext, sigma: flo
     """``s·k kᵀ + Ω`` for the query rows ``ctx.rows`` (float32 for half inputs)."""
     logits = scaled_scores(k, k, ctx.rows)
     if gaussian:
-        omega = gaussian_prior(ctx.grid, sigma, device=logits.device, dtype=logits.dtype)
+        prefix = k.shape[-2] - ctx.grid[0] * ctx.grid[1]
+        omega = gaussian_prior(ctx.grid, sigma, device=logits.device, dtype=logits.dtype, prefix=prefix)
         logits = logits + (omega if ctx.rows is None else omega[ctx.rows])
     return logits
 

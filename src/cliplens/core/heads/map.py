@@ -101,12 +101,14 @@ class MapHead(PoolHead):
                               else k.transpose(-1, -2)) * self.head_dim ** -0.5
         return logits.softmax(-1)[:, :, 0].to(y.dtype)
 
-    def _mlp(self, o: Tensor) -> Tensor:
+    def mlp(self, o: Tensor) -> Tensor:
+        """The lumped nonlinear part ``MLP(LN₂(o))`` of the pooled vector ``o`` ``[B, E]``."""
         h = apply_activation(F.linear(self.mlp_norm(o), self.fc1_weight, self.fc1_bias), self.activation)
         return F.linear(h, self.fc2_weight, self.fc2_bias)
 
-    def _pool(self, y: Tensor, alpha: Tensor) -> Tensor:
-        """``o`` ``[B, E]`` for the pattern ``alpha`` ``[B, Hp, N]``."""
+    def pool(self, y: Tensor, alpha: Tensor) -> Tensor:
+        """``o`` ``[B, E]``: the normalised tokens ``y`` pooled with the pattern ``alpha`` ``[B, Hp, N]`` and
+        out-projected (before the MLP)."""
         v = self._split(F.linear(y, self.v_weight, self.v_bias))  # [B, Hp, N, d]
         o = torch.matmul(alpha[:, :, None], v)[:, :, 0]  # [B, Hp, d]
         return F.linear(o.reshape(o.shape[0], -1), self.out_weight, self.out_bias)
@@ -116,25 +118,25 @@ class MapHead(PoolHead):
         alpha = self.pattern(y)
         if rec is not None and rec.wants("head.pattern"):
             alpha = rec("head.pattern", alpha)
-        o = self._pool(y, alpha)
+        o = self.pool(y, alpha)
         if rec is not None and rec.wants("pooled"):
             o = rec("pooled", o)
-        return o + self._mlp(o)
+        return o + self.mlp(o)
 
     def dense(self, x: Tensor) -> Tensor:
         y = self._norm(x)
         o = F.linear(F.linear(y, self.v_weight, self.v_bias), self.out_weight, self.out_bias)
-        return o + self._mlp(o)
+        return o + self.mlp(o)
 
     def readout(self, x: Tensor) -> Readout:
         y = self._norm(x)
         alpha = self.pattern(y)
-        o = self._pool(y, alpha)
+        o = self.pool(y, alpha)
         mean, std = ln_stats(self._norm, x)
         B = x.shape[0]
         return Readout(pooling=alpha.to(mean.dtype), token_scale=1 / std, token_mean=mean,
                        scale=torch.ones(B, self.num_heads, dtype=mean.dtype, device=mean.device),
-                       nonlinear=self._mlp(o).to(mean.dtype))
+                       nonlinear=self.mlp(o).to(mean.dtype))
 
     def parameters(self) -> list[Tensor]:
         out = [self.probe, self.q_weight, self.k_weight, self.v_weight, self.out_weight, self.fc1_weight,
