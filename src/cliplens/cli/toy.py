@@ -124,6 +124,12 @@ POSITIVE_FLOAT = click.FloatRange(min=0.0, min_open=True)
 @click.option("--init-weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from these ToyCLIP weights (.safetensors) instead of a random initialisation; their "
                    "architecture wins over --width, --layers and the other shape options.")
+@click.option("--pool", type=click.Choice(["cls", "map"]), default="cls", show_default=True,
+              help="Image pooling: 'cls' (CLIP: the CLS token) or 'map' (SigLIP: attention pooling with a learned "
+                   "probe, no CLS token). With --init-weights of the other kind, the blocks and text tower carry "
+                   "over and the new pooling starts random.")
+@click.option("--loss", type=click.Choice(["softmax", "sigmoid"]), default="softmax", show_default=True,
+              help="'softmax' (CLIP's InfoNCE) or 'sigmoid' (SigLIP's pairwise sigmoid loss with a learned bias).")
 @click.option("--name", default="toy-clip", show_default=True)
 @click.option("--no-progress", is_flag=True)
 def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_start: int | None,
@@ -133,8 +139,8 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
               heads: int, patch: int, image_size: int, mlp_ratio: float, embed_dim: int, text_width: int,
               text_layers: int, text_mlp_ratio: float, context_length: int, threads: int, workers: int,
               checkpoint_every: int, eval_every: int, eval_n: int, eval_seed: int, export: str | None,
-              resume: bool, overwrite: bool, trust_checkpoint: bool, init_weights: str | None, name: str,
-              no_progress: bool) -> None:
+              resume: bool, overwrite: bool, trust_checkpoint: bool, init_weights: str | None, pool: str,
+              loss: str, name: str, no_progress: bool) -> None:
     """Train a ToyCLIP from scratch, or from --init-weights (symmetric InfoNCE, label-aware targets).
 
     The run's state (safetensors + JSON, no pickle) is saved in --out every --checkpoint-every steps; --resume
@@ -145,7 +151,7 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
     mcfg = ToyCLIPConfig(name=name, image_size=image_size, patch_size=patch, width=width, layers=layers,
                          heads=heads, mlp_ratio=mlp_ratio, embed_dim=embed_dim, text_width=text_width,
                          text_layers=text_layers, text_mlp_ratio=text_mlp_ratio,
-                         context_length=context_length)
+                         context_length=context_length, pool=pool, loss=loss)
     for option, size, n_heads in (("--width", width, heads), ("--text-width", text_width, mcfg.text_heads)):
         if size % n_heads:
             raise InvalidInputError(f"{option} {size} does not split into {n_heads} attention heads: pass a multiple "

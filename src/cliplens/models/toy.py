@@ -83,7 +83,7 @@ class ToyCLIPAdapter(CLIPAdapter):
         return self.model.encode_text(tokens)  # takes fewer positions than the context as they are
 
     def _text_parts(self) -> tuple[list[Tensor], Any, str]:
-        vision = ("conv1.", "class_embedding", "positional_embedding", "ln_pre.", "blocks.", "ln_post.", "proj")
+        vision = ("conv1.", "class_embedding", "positional_embedding", "ln_pre.", "blocks.", "ln_post.", "proj", "attn_pool.")
         return (text_tensors(self.model, skip=vision), self.tokenizer,
                 f"{type(self.model).__qualname__} {self.model.config.to_json()}")
 

@@ -11,6 +11,11 @@ open_clip / ``nn.MultiheadAttention``), an ``out_proj`` Linear, and an MLP ``fc1
 
 The text tower is a tiny causal transformer (same block type, causal attention), pooled at the
 ``<eot>`` token, then ``ln_final`` and ``text_projection``.
+
+``pool="map"`` (``toy-siglip``) makes the image tower SigLIP's: no CLS token, every token through ``ln_post``,
+then attention pooling with a learned probe (:class:`AttentionPool`, the MAP head: probe attention over all
+tokens, out-projection, ``+ MLP(LN(·))``), and ``loss="sigmoid"`` trains it with SigLIP's pairwise sigmoid loss
+and a learned logit bias.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from torch import Tensor, nn
 from cliplens.core.view import BlockView, LayerNormView, VisionView
 from cliplens.toyworld.tokenizer import ToyTokenizer
 
-__all__ = ["ToyCLIPConfig", "ToyCLIP", "Block", "load_toy_clip", "save_toy_clip", "DEFAULT_WEIGHTS"]
+__all__ = ["ToyCLIPConfig", "ToyCLIP", "AttentionPool", "Block", "load_toy_clip", "save_toy_clip", "with_pooling",
+           "DEFAULT_WEIGHTS"]
 
 DEFAULT_WEIGHTS = "toy-clip.safetensors"
 
@@ -59,6 +65,13 @@ class ToyCLIPConfig:
     init_logit_scale: float = math.log(1 / 0.07)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    #: image pooling: "cls" (CLIP: ln_post at the CLS token, then proj) or "map" (SigLIP: ln_post at every
+    #: token, then attention pooling with a learned probe over ``pool_heads`` heads; no CLS token, no proj)
+    pool: str = "cls"
+    pool_heads: int = 4
+    #: training loss: "softmax" (CLIP's InfoNCE) or "sigmoid" (SigLIP's pairwise sigmoid, with a logit bias)
+    loss: str = "softmax"
+    init_logit_bias: float = -10.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -120,6 +133,35 @@ class Block(nn.Module):
         return x
 
 
+class AttentionPool(nn.Module):
+    """SigLIP's MAP head: a learned probe attends over all tokens (``heads`` heads, fused q/k/v like
+    ``nn.MultiheadAttention``), out-projection to ``out_dim``, then ``x + MLP(LN(x))`` (tanh GELU)."""
+
+    def __init__(self, width: int, heads: int, out_dim: int, mlp_ratio: float = 4.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.heads = heads
+        self.probe = nn.Parameter(width ** -0.5 * torch.randn(width))
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, out_dim)
+        self.norm = nn.LayerNorm(out_dim, eps=eps)
+        hidden = int(round(out_dim * mlp_ratio))
+        self.fc1 = nn.Linear(out_dim, hidden)
+        self.fc2 = nn.Linear(hidden, out_dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, y: Tensor) -> Tensor:
+        b, n, d = y.shape
+        h = self.heads
+        w, bias = self.in_proj_weight, self.in_proj_bias
+        q = F.linear(self.probe, w[:d], bias[:d]).view(1, h, 1, d // h).expand(b, h, 1, d // h)
+        k = F.linear(y, w[d:2 * d], bias[d:2 * d]).view(b, n, h, d // h).transpose(1, 2)
+        v = F.linear(y, w[2 * d:], bias[2 * d:]).view(b, n, h, d // h).transpose(1, 2)
+        o = F.scaled_dot_product_attention(q, k, v)[:, :, 0].reshape(b, d)
+        o = self.out_proj(o)
+        return o + self.fc2(F.gelu(self.fc1(self.norm(o)), approximate="tanh"))
+
+
 class ToyCLIP(nn.Module):
     """A small CLIP: ViT image tower + causal text tower, joint space of ``embed_dim``."""
 
@@ -130,14 +172,18 @@ class ToyCLIP(nn.Module):
             raise ValueError("image_size must be a multiple of patch_size")
         d = c.width
         # ---- image tower
+        if c.pool not in ("cls", "map") or c.loss not in ("softmax", "sigmoid"):
+            raise ValueError(f"pool must be 'cls' or 'map' and loss 'softmax' or 'sigmoid'; got {c.pool!r}, {c.loss!r}")
         self.conv1 = nn.Conv2d(3, d, kernel_size=c.patch_size, stride=c.patch_size, bias=False)
         scale = d**-0.5
-        self.class_embedding = nn.Parameter(scale * torch.randn(d))
-        self.positional_embedding = nn.Parameter(scale * torch.randn(1 + c.grid_size**2, d))
+        cls = c.pool == "cls"
+        self.class_embedding = nn.Parameter(scale * torch.randn(d)) if cls else None
+        self.positional_embedding = nn.Parameter(scale * torch.randn(int(cls) + c.grid_size**2, d))
         self.ln_pre = nn.LayerNorm(d, eps=c.ln_eps)
         self.blocks = nn.ModuleList(Block(d, c.heads, c.mlp_ratio, c.ln_eps) for _ in range(c.layers))
         self.ln_post = nn.LayerNorm(d, eps=c.ln_eps)
-        self.proj = nn.Parameter(scale * torch.randn(d, c.embed_dim))
+        self.proj = nn.Parameter(scale * torch.randn(d, c.embed_dim)) if cls else None
+        self.attn_pool = None if cls else AttentionPool(d, c.pool_heads, c.embed_dim)
         # ---- text tower
         t = c.text_width
         self.token_embedding = nn.Embedding(c.vocab_size, t)
@@ -148,6 +194,7 @@ class ToyCLIP(nn.Module):
         self.ln_final = nn.LayerNorm(t, eps=c.ln_eps)
         self.text_projection = nn.Parameter(t**-0.5 * torch.randn(t, c.embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(float(c.init_logit_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(float(c.init_logit_bias))) if c.loss == "sigmoid" else None
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         # residual-branch output layers start small (GPT-2 style) for stable training
         for blk in list(self.blocks) + list(self.text_blocks):
@@ -158,18 +205,20 @@ class ToyCLIP(nn.Module):
 
     # ------------------------------------------------------------------ image
     def image_tokens(self, pixels: Tensor) -> Tensor:
-        """Patch tokens + CLS + positions, before ``ln_pre`` -> ``[B, 1+N, D]``."""
+        """Patch tokens (+ CLS first for CLS pooling) + positions, before ``ln_pre`` -> ``[B, (1+)N, D]``."""
         x = self.conv1(pixels.to(self.conv1.weight.dtype))
         x = x.flatten(2).transpose(1, 2)
-        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        return torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        if self.class_embedding is not None:
+            cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+            x = torch.cat([cls, x], dim=1)
+        return x + self.positional_embedding.to(x.dtype)
 
     def encode_image(self, pixels: Tensor, normalize: bool = False) -> Tensor:
         """Normalised pixels ``[B, 3, S, S]`` -> image embeddings ``[B, E]``."""
         x = self.ln_pre(self.image_tokens(pixels))
         for blk in self.blocks:
             x = blk(x)
-        z = self.ln_post(x[:, 0]) @ self.proj
+        z = self.ln_post(x[:, 0]) @ self.proj if self.attn_pool is None else self.attn_pool(self.ln_post(x))
         return F.normalize(z, dim=-1) if normalize else z
 
     # ------------------------------------------------------------------- text
@@ -228,6 +277,17 @@ class ToyCLIP(nn.Module):
                     qkv_weight=w, qkv_bias=bias,
                 )
             )
+        head = None
+        if self.attn_pool is not None:
+            from cliplens.core.heads import MapHead
+
+            p = self.attn_pool
+            w, bias = p.in_proj_weight, p.in_proj_bias
+            head = MapHead(norm=ln(self.ln_post), probe=p.probe, q_weight=w[:d], q_bias=bias[:d],
+                           k_weight=w[d:2 * d], k_bias=bias[d:2 * d], v_weight=w[2 * d:], v_bias=bias[2 * d:],
+                           out_weight=p.out_proj.weight, out_bias=p.out_proj.bias, num_heads=p.heads,
+                           mlp_norm=ln(p.norm), fc1_weight=p.fc1.weight, fc1_bias=p.fc1.bias,
+                           fc2_weight=p.fc2.weight, fc2_bias=p.fc2.bias, activation="gelu_tanh")
         return VisionView(
             patch_weight=self.conv1.weight,
             patch_bias=None,
@@ -235,10 +295,11 @@ class ToyCLIP(nn.Module):
             positional_embedding=self.positional_embedding,
             ln_pre=ln(self.ln_pre),
             blocks=tuple(blocks),
-            ln_post=ln(self.ln_post),
+            ln_post=ln(self.ln_post) if head is None else None,
             proj=self.proj,
             image_size=(c.image_size, c.image_size),
             source=f"toy:{c.name}",
+            head=head,  # type: ignore[arg-type]
         )
 
     # ------------------------------------------------------------- pixels in
@@ -251,6 +312,23 @@ class ToyCLIP(nn.Module):
         mean = torch.tensor(self.config.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.config.std, device=x.device).view(1, 3, 1, 1)
         return ((x - mean) / std).to(self.conv1.weight.device)
+
+
+def with_pooling(model: ToyCLIP, *, pool: str, loss: str, name: str, seed: int = 0) -> ToyCLIP:
+    """A new ToyCLIP with ``pool``/``loss`` that starts from ``model``'s weights: the blocks, ``ln_pre``,
+    ``ln_post`` and the whole text tower are copied; going to ``pool="map"`` drops the CLS token (and its
+    positional row) and the projection, and the attention pooling starts random (from ``seed``)."""
+    from dataclasses import replace
+
+    cfg = replace(model.config, pool=pool, loss=loss, name=name)
+    torch.manual_seed(seed)
+    new = ToyCLIP(cfg)
+    state = model.state_dict()
+    if model.config.pool == "cls" and pool == "map":
+        state["positional_embedding"] = state["positional_embedding"][1:]
+    own = new.state_dict()
+    new.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
+    return new
 
 
 def save_toy_clip(model: ToyCLIP, path: str, vocab: list[str], info: dict[str, Any] | None = None) -> None:

@@ -46,7 +46,14 @@ from cliplens.toyworld.captions import (
     scene_facts,
 )
 from cliplens.toyworld.evaluate import evaluate
-from cliplens.toyworld.model import DEFAULT_WEIGHTS, ToyCLIP, ToyCLIPConfig, load_toy_clip, save_toy_clip
+from cliplens.toyworld.model import (
+    DEFAULT_WEIGHTS,
+    ToyCLIP,
+    ToyCLIPConfig,
+    load_toy_clip,
+    save_toy_clip,
+    with_pooling,
+)
 from cliplens.toyworld.scenes import (
     BG_COLOURS,
     BG_KINDS,
@@ -286,6 +293,22 @@ def contrastive_loss(img: Tensor, txt: Tensor, scale: Tensor, targets: Tensor, n
     tc = t[:, cols]
     t2i = -(tc / tc.sum(0, keepdim=True) * F.log_softmax(logits[:, cols], 0)).sum(0).mean()
     return 0.5 * (i2t + t2i)
+
+
+def sigmoid_loss(img: Tensor, txt: Tensor, scale: Tensor, bias: Tensor, targets: Tensor) -> Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al., 2023) with multi-positive targets: every (image, caption)
+    pair is a binary problem, ``−log σ(z_ij (s·cos_ij + b))`` with ``z_ij = +1`` where caption j is true of image
+    i and −1 elsewhere, summed over captions and averaged over images."""
+    logits = scale * img @ txt.T + bias
+    z = targets.float() * 2 - 1
+    return -F.logsigmoid(z * logits).sum(1).mean()
+
+
+def sigmoid_bank_loss(img: Tensor, bank_txt: Tensor, scale: Tensor, bias: Tensor, targets: Tensor) -> Tensor:
+    """The prompt bank under the sigmoid loss: each (image, prompt) pair a binary problem (true of the image or
+    not), averaged over pairs."""
+    logits = scale * img @ bank_txt.T + bias
+    return F.binary_cross_entropy_with_logits(logits, targets.float())
 
 
 def encode_text_bucketed(model: ToyCLIP, tokens: Tensor, pad_id: int, short: int = 20) -> Tensor:
@@ -568,6 +591,9 @@ def _train(
     tokenizer = ToyTokenizer(context_length=cfg.model.context_length)
     if cfg.init_weights and state is None:
         model, tokenizer = load_toy_clip(cfg.init_weights)
+        if (cfg.model.pool, cfg.model.loss) != (model.config.pool, model.config.loss):
+            # e.g. toy-siglip from toy-clip: the blocks and text tower carry over, the new head starts random
+            model = with_pooling(model, pool=cfg.model.pool, loss=cfg.model.loss, name=cfg.model.name, seed=cfg.seed)
         cfg.model = model.config
         model.train()
     else:
@@ -639,12 +665,17 @@ def _train(
             img = model.encode_image(x, normalize=True)
             txt = encode_text_bucketed(model, batch["tokens"], tokenizer.pad_id)
             scale = model.logit_scale.exp()
-            loss = contrastive_loss(img, txt, scale, batch["targets"], int(batch["n_real"]))
+            bias = model.logit_bias  # None: CLIP's softmax loss; else SigLIP's sigmoid loss (toy-siglip)
+            if bias is None:
+                loss = contrastive_loss(img, txt, scale, batch["targets"], int(batch["n_real"]))
+            else:
+                loss = sigmoid_loss(img, txt, scale, bias, batch["targets"])
             if cfg.prompt_bank:
                 bank_txt = model.encode_text(bank_tokens, normalize=True)
-                loss = loss + cfg.prompt_bank * prompt_bank_loss(img, bank_txt, scale, batch["bank_targets"],
-                                                                 bank_groups, center=cfg.bank_center)
-            if cfg.bank_pairs:
+                loss = loss + cfg.prompt_bank * (
+                    prompt_bank_loss(img, bank_txt, scale, batch["bank_targets"], bank_groups, center=cfg.bank_center)
+                    if bias is None else sigmoid_bank_loss(img, bank_txt, scale, bias, batch["bank_targets"]))
+            if cfg.bank_pairs:  # a two-way contrast of mirror prompts (a logit bias would cancel in it)
                 pair_txt = model.encode_text(pair_tokens, normalize=True)
                 loss = loss + cfg.bank_pairs * prompt_bank_loss(img, pair_txt, scale, batch["pair_targets"],
                                                                 pair_groups, center=cfg.bank_center,
@@ -663,6 +694,8 @@ def _train(
             if step % cfg.log_every == 0 or step == cfg.steps:
                 rec = {"step": step, "loss": lv, "loss_ema": ema, "lr": lr, "wall_s": wall,
                        "scale": float(model.logit_scale.detach().exp())}
+                if model.logit_bias is not None:
+                    rec["bias"] = float(model.logit_bias.detach())
                 log_f.write(json.dumps(rec) + "\n")
                 log_f.flush()
             bar.update(task, completed=step, info=f"loss {ema:.3f} lr {lr:.2e}")
