@@ -14,14 +14,14 @@ from cliplens.core.heads import MapHead, MeanHead
 from cliplens.core.layers import LayerNormView
 
 
-def pooled_toy(weights, kind: str, seed: int = 0):
-    m = cliplens.load("toy", pretrained=str(weights))
+def pooled_toy(weights, kind: str, seed: int = 0, dtype: torch.dtype = torch.float32):
+    m = cliplens.load("toy", pretrained=str(weights)).to(dtype=dtype)
     v = m.vision
     D, E, Hp = v.width, v.embed_dim, 4
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape, s=None):
-        return torch.randn(*shape, generator=g) * (s if s is not None else shape[-1] ** -0.5)
+        return (torch.randn(*shape, generator=g) * (s if s is not None else shape[-1] ** -0.5)).to(dtype)
 
     if kind == "map":
         head = MapHead(norm=v.head.norm, probe=r(D, s=1.0), q_weight=r(D, D), q_bias=r(D, s=0.1), k_weight=r(D, D),

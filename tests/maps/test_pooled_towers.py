@@ -105,3 +105,15 @@ def test_legrad_on_an_attention_pooled_tower_follows_the_official_rule(random_to
     te = TextEmbeddings(directions=t, labels=["a", "b"], empty=e)
     got = get_map("legrad").raw(m, px, te)[0]
     torch.testing.assert_close(got, torch.stack(want), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_pooled_tower_in_half_precision_sums_within_its_dtypes_tolerance(random_toy_weights, dtype):
+    from cliplens.decomposition import CHECK_TOLERANCE
+
+    for kind in ("map", "mean"):
+        m = _pooled(random_toy_weights, kind, dtype=dtype)
+        assert m.vision.head.kind == kind and m.vision.dtype == dtype
+        dec = m.decompose(m.preprocess([torch.rand(3, 64, 64), torch.rand(3, 64, 64)]).to(dtype))
+        assert dec.tolerance == CHECK_TOLERANCE[dtype] and m.vision.head.kind == kind
+        dec.check()
