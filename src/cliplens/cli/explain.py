@@ -96,6 +96,21 @@ def resolve_methods(method: str, option: str = "--method") -> list[str]:
     return [method]
 
 
+def applicable(methods: dict[str, MapMethod], adapter: Any, asked: str, err: Any) -> dict[str, MapMethod]:
+    """For a group (``all``, ``text-independent``): the methods that run on ``adapter``, a note on ``err`` for each
+    left out (:meth:`cliplens.maps.base.MapMethod.unsupported`); a method asked by name is kept (it refuses)."""
+    if asked not in METHOD_GROUPS:
+        return methods
+    kept = {}
+    for name, m in methods.items():
+        why = m.unsupported(adapter)
+        if why:
+            err.print(f"[yellow]note:[/] left out {name}: {why}", soft_wrap=True)
+        else:
+            kept[name] = m
+    return kept
+
+
 def map_options(f: Any) -> Any:
     """``--fit``, ``--size``, ``--window``, ``--stride`` and ``--templates``: how images and texts become maps."""
     f = click.option("--stride", type=click.IntRange(min=1), default=None,
@@ -274,6 +289,8 @@ def explain_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     err, con = console(stderr=True), console()
     if note:
         err.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    methods = applicable(methods, adapter, method, err)
+    names = list(methods)
     con.print(f"[bold]{adapter.name}[/] ({adapter.family}, weights: {adapter.weights}){weights_note(adapter)}",
               soft_wrap=True)
     fig_notes = {n: method_note(n, m, targets) for n, m in methods.items()}

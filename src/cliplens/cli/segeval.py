@@ -31,7 +31,7 @@ from cliplens.cli.common import (
 )
 from cliplens.cli.explain import collected_warnings, print_notes, resolve_methods
 from cliplens.cli.tables import Column, print_table
-from cliplens.errors import InvalidInputError
+from cliplens.errors import InvalidInputError, UnsupportedArchitectureError
 from cliplens.evaluation.choices import IMAGENET_SEG_DEFAULT_MODE as DEFAULT_MODE
 from cliplens.evaluation.choices import IMAGENET_SEG_MODES as MODES
 from cliplens.maps.choices import FITS
@@ -255,6 +255,13 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
         if note:
             console(stderr=True).print(f"note: {note}", markup=False)
     adapter = load_model(model, pretrained, device, trust_checkpoint)
+    for name in list(names_list):  # a group ('all') leaves out what cannot run on this model, saying why
+        why = get_map(name).unsupported(adapter)
+        if why and not any(name == value for value in methods):
+            names_list.remove(name)
+            console(stderr=True).print(f"note: left out {name}: {why}", markup=False)
+        elif why:
+            raise UnsupportedArchitectureError(why + ".")
     n = len(dataset) if limit is None else min(limit, len(dataset))
     results: dict[str, dict[str, Any]] = {}
     notes: list[str] = []

@@ -136,6 +136,11 @@ class MapMethod:
         directions ``texts.directions`` ``[T, E]``."""
         raise NotImplementedError
 
+    def unsupported(self, model: Any) -> str | None:
+        """Why this method cannot run on ``model`` (``None``: it can). A group of methods (``--method all``)
+        leaves such a method out with this note; asked for by name, it refuses with it."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, **{k: _plain(v) for k, v in sorted(self.params.items())}}
 

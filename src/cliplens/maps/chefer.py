@@ -42,13 +42,18 @@ class Chefer(MapMethod):
     def __init__(self, start_layer: int = 0) -> None:
         super().__init__(start_layer=int(start_layer))
 
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def unsupported(self, model: Any) -> str | None:
         if model.vision.num_prefix_tokens == 0:
-            raise UnsupportedArchitectureError(
-                f"Chefer et al.'s relevance is the CLS token's row of the propagated relevance, and "
-                f"{model.name} has no CLS token (it pools with a {model.vision.head.kind!r} head): use 'legrad' "
-                "or 'gradcam' (gradient maps that follow the pooling head), or 'rollout' (read through the "
-                "pooling weights).")
+            return (f"Chefer et al.'s relevance is the CLS token's row of the propagated relevance, and "
+                    f"{model.name} has no CLS token (it pools with a {model.vision.head.kind!r} head): use 'legrad' "
+                    "or 'gradcam' (gradient maps that follow the pooling head), or 'rollout' (read through the "
+                    "pooling weights)")
+        return None
+
+    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+        why = self.unsupported(model)
+        if why:
+            raise UnsupportedArchitectureError(why + ".")
         L = model.vision.num_layers
         start = resolve_layer_indices(self.params["start_layer"], L, "start layer")[0]
         layers = list(range(start, L))
