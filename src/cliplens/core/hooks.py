@@ -27,7 +27,8 @@ Per block ``l`` (prefix ``blocks.{l}.``):
     ``attn_out``         ``[B, N, D]``  attention output (out-proj bias and layer-scale included)
     ``resid_mid``        ``[B, N, D]``
     ``ln_2``             ``[B, N, D]``
-    ``mlp.hidden``       ``[B, N, Dm]`` after the activation
+    ``mlp.hidden``       ``[B, N, Dm]`` what fc2 reads: after the activation (gated MLPs: act(gate)·fc1; with
+                         an MLP norm: after it)
     ``mlp_out``          ``[B, N, D]``  MLP output (layer-scale included; zeros when the plan drops it)
     ``resid_post``       ``[B, N, D]``
 
