@@ -188,7 +188,7 @@ def _open_clip_config(cfg: dict[str, Any]) -> str | None:
     """EVA configs of open_clip (``timm_model_name`` ``eva02_*``): CLS-pooled ones read; others refused."""
     v = cfg.get("vision_cfg", {})
     timm_name = str(v.get("timm_model_name") or "")
-    if not timm_name.startswith(("eva02_", "eva_")):
+    if not timm_name.startswith("eva02_"):
         return None
     if v.get("timm_pool", "token") != "token" or v.get("timm_proj"):
         raise UnsupportedArchitectureError(f"timm_pool={v.get('timm_pool')!r}, timm_proj={v.get('timm_proj')!r}: "

@@ -1,0 +1,221 @@
+"""EVA02-CLIP (open_clip ``EVA02-B-16`` with a timm ``Eva`` trunk) through cliplens, on random weights at the real
+B/16 widths (768, 12 heads; 2 blocks) with every bias and LayerNorm moved (``tests/families/models.py``):
+parity of the functional forward and of the dense tokens with the source, the decomposition against the
+independent float64 reference (``reference_eva02``), exactness in float32, loading by name, and every map method.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.families import models, reference
+
+pytest.importorskip("open_clip")
+pytest.importorskip("timm")
+
+import cliplens  # noqa: E402
+from cliplens.core.forward import run_vision  # noqa: E402
+from cliplens.decomposition.decomposition import Decomposition, decompose  # noqa: E402
+from cliplens.errors import CliplensError  # noqa: E402
+
+LAYERS = 2
+
+
+@pytest.fixture(scope="module")
+def eva64():
+    """float64 source model and its wrapped adapter (the reference works in float64)."""
+    model = models.open_clip_timm("EVA02-B-16", layers=LAYERS)
+    return model, cliplens.wrap(model, name="EVA02-B-16")
+
+
+@pytest.fixture(scope="module")
+def eva32():
+    model = models.open_clip_timm("EVA02-B-16", layers=LAYERS, seed=1).float()
+    return model, cliplens.wrap(model, name="EVA02-B-16")
+
+
+@pytest.fixture(scope="module")
+def eva_ls():
+    """With layer scale (``gamma_1``/``gamma_2``) added to every block: the source's forward then applies it."""
+    model = models.open_clip_timm("EVA02-B-16", layers=LAYERS, seed=2, layer_scale=True)
+    return model, cliplens.wrap(model, name="EVA02-B-16")
+
+
+def test_family_and_view(eva64):
+    model, adapter = eva64
+    from cliplens.models.families import family_for
+
+    assert family_for(model, "EVA02-B-16", "open_clip").name == "eva02"
+    view = adapter.vision
+    assert (view.width, view.num_heads, view.num_layers, view.embed_dim) == (768, 12, LAYERS, 512)
+    blk = view.blocks[0]
+    assert blk.rope is not None and blk.attn_norm is not None and blk.gate_weight is not None
+    assert blk.mlp_norm is not None and blk.k_bias is None and blk.activation == "silu"
+    assert view.head.bias() is model.visual.trunk.head.bias
+
+
+@pytest.mark.parametrize("which", ["eva32", "eva_ls"])
+def test_encode_image_parity(which, request):
+    model, adapter = request.getfixturevalue(which)
+    dtype = next(model.parameters()).dtype
+    x = models.pixels(3, 224, seed=5).to(dtype)
+    with torch.no_grad():
+        ours = run_vision(adapter.vision, x).embedding
+        src = model.encode_image(x)
+    err = reference.rel_err(ours, src)
+    assert err <= 1e-5, err
+
+
+def test_dense_tokens_equal_trunk_tokens(eva32):
+    """Every token through the head on its own == the trunk's own token outputs (``forward_features``: the final
+    norm on every token) through its head Linear."""
+    model, adapter = eva32
+    x = models.pixels(2, 224, seed=6).float()
+    trunk = model.visual.trunk
+    with torch.no_grad():
+        dense = run_vision(adapter.vision, x, names=["dense"]).dense
+        src = trunk.head(trunk.forward_features(x))
+    assert dense.shape == (2, 197, 512)
+    assert reference.rel_err(dense, src) <= 1e-5
+
+
+def test_rope_before_the_q_k_hooks(eva32):
+    """The recorded q and k are the rotated ones: the attention recomputed from them is the pattern used."""
+    _, adapter = eva32
+    x = models.pixels(1, 224, seed=7).float()
+    with torch.no_grad():
+        out = run_vision(adapter.vision, x, names=["blocks.1.ln_1", "blocks.1.attn.q", "blocks.1.attn.k",
+                                                   "blocks.1.attn.pattern"])
+    q, k = out["blocks.1.attn.q"].transpose(1, 2), out["blocks.1.attn.k"].transpose(1, 2)
+    pattern = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(-1)
+    assert torch.allclose(pattern, out["blocks.1.attn.pattern"], atol=1e-6)
+    # without the rotation the recomputed pattern is a different one
+    blk = adapter.vision.blocks[1]
+    q0 = torch.nn.functional.linear(out["blocks.1.ln_1"], blk.q_weight, blk.q_bias).view(1, 197, 12, 64).transpose(1, 2)
+    assert not torch.allclose(q0, q, atol=1e-3)
+
+
+def _ours_in_reference_rule(dec: Decomposition, bias: torch.Tensor) -> dict[str, torch.Tensor]:
+    """cliplens shares the head Linear's bias among the 2L+1 sites (and heads × tokens); the reference keeps it
+    as its own term: subtract each term's share to compare (exact, all linear)."""
+    s = 1 / (2 * dec.num_layers + 1)
+    n, h = dec.num_tokens, dec.num_heads
+    b = bias.to(dec.dtype)
+    mlp = dec.mlp_terms()
+    return dict(head_terms=dec.head_terms() - s * b / (n * h), shift_terms=dec.shift_terms(),
+                attn_layer_terms=dec.attention_layer_terms() - s * b, mlp_terms=mlp[:, 1:] - s * b,
+                embed_term=mlp[:, 0] - s * b)
+
+
+@pytest.mark.parametrize("which", ["eva64", "eva_ls"])
+def test_decomposition_equals_reference(which, request):
+    model, adapter = request.getfixturevalue(which)
+    x = models.pixels(2, 224, seed=8)
+    ref = reference.reference_eva02(model, x)
+    dec = decompose(adapter.vision, x, dtype=torch.float64)
+    assert dec.check(1e-12) <= 1e-12
+    ours = _ours_in_reference_rule(dec, model.visual.trunk.head.bias)
+    for key, value in ours.items():
+        assert reference.rel_err(value, ref[key]) <= 1e-10, key
+    # the shift is a term of its own: heads + shift = the layer's attention term
+    heads = dec.head_terms().sum((2, 3))
+    assert reference.rel_err(heads + dec.shift_terms(), dec.attention_layer_terms()) <= 1e-12
+    assert ref["shift_terms"].abs().max() > 1e-6  # the reference's shift does not vanish by accident
+    # per head without tokens: the same heads
+    flat = decompose(adapter.vision, x, dtype=torch.float64, spatial=False)
+    assert reference.rel_err(flat.per_head(), dec.per_head()) <= 1e-12
+    assert reference.rel_err(flat.shift_terms(), dec.shift_terms()) <= 1e-12
+
+
+def test_readme_eva_head_terms_shape(eva32):
+    """README: for a wrapped EVA02 model, the per-layer CLS-row head terms ``[batch, layers, tokens, heads, E]``."""
+    _, model = eva32
+    x = models.pixels(2, 224, seed=9).float()
+    dec = model.decompose(x)
+    terms = dec.head_terms()
+    assert terms.shape == (2, LAYERS, 197, 12, 512)
+    assert dec.shift_terms().shape == (2, LAYERS, 512)
+
+
+@pytest.mark.parametrize("spatial", [True, False])
+def test_float32_check(eva32, spatial):
+    _, model = eva32
+    x = models.pixels(4, 224, seed=10).float()
+    dec = model.decompose(x, spatial=spatial)
+    assert dec.check() <= 1e-5
+    part = model.decompose(x, spatial=spatial, layers=1)  # one head layer: the other keeps its whole term
+    assert part.check() <= 1e-5 and part.shift_terms().shape == (4, 1, 512)
+    # scores of every part sum to the image-text score
+    t = torch.nn.functional.normalize(torch.randn(3, 512), dim=-1)
+    scores = dec.project(t)
+    assert torch.allclose(scores.total, dec.embedding @ t.T, atol=1e-4 * dec.embedding.norm())
+
+
+def test_save_load_and_slices(eva32, tmp_path):
+    _, model = eva32
+    x = models.pixels(3, 224, seed=11).float()
+    dec = model.decompose(x)
+    path = dec.save(tmp_path / "eva")
+    back = Decomposition.load(path, model)
+    assert torch.equal(back.shift, dec.shift) and back.check() <= 1e-5
+    both = Decomposition.cat([dec[:1], dec[1:]])
+    assert torch.equal(both.shift_terms(), dec.shift_terms())
+
+
+def test_clip_vit_has_no_shift():
+    """Towers without a sub-LN keep the old rule: no shift terms (the out-projection bias is in the heads)."""
+    model = cliplens.load("toy")
+    dec = model.decompose(model.preprocess_tensor(torch.rand(1, 3, 64, 64)) if hasattr(model, "preprocess_tensor")
+                          else torch.randn(1, 3, *model.vision.image_size))
+    assert not dec.has_shift and dec.shift_terms().abs().max() == 0
+
+
+def test_load_by_name_offline_and_list_models():
+    info = {m.name: m for m in cliplens.list_models()}
+    for name in ("EVA02-B-16", "EVA02-L-14"):
+        assert info[name].decomposable, info[name].note
+    with pytest.warns(Warning):
+        model = cliplens.load("EVA02-B-16", pretrained="random")
+    assert model.vision.num_layers == 12 and model.vision.embed_dim == 512
+    x = torch.randn(1, 3, 224, 224)
+    assert reference.rel_err(model.encode_image(x), model.source_encode_image(x)) <= 1e-5
+    assert model.decompose(x, layers=2).check() <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def eva_deep():
+    """7 blocks: enough for the methods' default depths (CLIP Surgery and GEM: the last 6 blocks)."""
+    model = models.open_clip_timm("EVA02-B-16", layers=7, seed=3).float()
+    return model, cliplens.wrap(model, name="EVA02-B-16")
+
+
+def test_every_map_method_runs(eva_deep):
+    from cliplens.maps import TextEmbeddings, get_map, map_names
+
+    _, model = eva_deep
+    x = models.pixels(2, 224, seed=12).float()
+    texts = TextEmbeddings(torch.nn.functional.normalize(torch.randn(2, 512), dim=-1), ("a", "b"))
+    ran, refused = [], {}
+    for name in map_names():
+        try:
+            out = get_map(name).raw(model, x, texts)
+        except CliplensError as e:
+            refused[name] = str(e)
+            continue
+        assert out.shape[:2] == (2, 2) and torch.isfinite(out).all(), name
+        ran.append(name)
+    assert not refused and set(ran) == set(map_names()), refused
+
+
+def test_surgery_split_over_heads_sums_to_its_map(eva_deep):
+    """CLIP Surgery's by-head split goes through the frozen sub-LN: its parts sum to Surgery's own map."""
+    from cliplens.maps import TextEmbeddings, get_map, surgery_parts
+
+    _, model = eva_deep
+    x = models.pixels(2, 224, seed=13).float()
+    texts = TextEmbeddings(torch.nn.functional.normalize(torch.randn(3, 512), dim=-1), ("a", "b", "c"))
+    raw = get_map("surgery").raw(model, x, texts)
+    parts = surgery_parts(model, x, texts)
+    total = parts.parts.sum(2)
+    assert torch.allclose(total, raw, atol=1e-4 * raw.abs().max()), (total - raw).abs().max()
