@@ -22,6 +22,14 @@ from cliplens.errors import CliplensError  # noqa: E402
 LAYERS = 2
 
 
+def tiny_tokenizer(texts):
+    """Token ids for the tiny text tower of ``models.TINY_CUSTOM_TEXT`` (vocabulary 1000, 16 positions): the
+    standard CLIP tokens folded into its vocabulary (the text side is not what these tests check)."""
+    import open_clip
+
+    return open_clip.tokenize(list(texts), context_length=16) % 1000
+
+
 @pytest.fixture(scope="module")
 def eva64():
     """float64 source model and its wrapped adapter (the reference works in float64)."""
@@ -32,7 +40,7 @@ def eva64():
 @pytest.fixture(scope="module")
 def eva32():
     model = models.open_clip_timm("EVA02-B-16", layers=LAYERS, seed=1).float()
-    return model, cliplens.wrap(model, name="EVA02-B-16")
+    return model, cliplens.wrap(model, name="EVA02-B-16", tokenizer=tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +227,36 @@ def test_surgery_split_over_heads_sums_to_its_map(eva_deep):
     parts = surgery_parts(model, x, texts)
     total = parts.parts.sum(2)
     assert torch.allclose(total, raw, atol=1e-4 * raw.abs().max()), (total - raw).abs().max()
+
+
+def test_store_holds_the_eva_decomposition(eva32, tmp_path):
+    """The store keeps each layer's shift (a field of its own) and the heads through the frozen sub-LN: its head and
+    shift terms equal the decomposition's, its CLS→CLS part the spatial decomposition's source token 0, and
+    mean-ablating a whole layer or only its heads differ by the shift."""
+    from cliplens.analyses.ablation import _delta, _Stats, parse_components
+    from cliplens.store import Store, StoreSettings, build_store
+    from tests.store.scenes import Scenes
+
+    _, model = eva32
+    data = Scenes(6)
+    build_store(model, data, tmp_path / "s", settings=StoreSettings(chunk_size=4, batch_size=3, templates="none"))
+    st = Store(tmp_path / "s")
+    px = model.preprocess([data[i].image for i in range(6)])
+    dec = model.decompose(px, spatial=False)
+    assert "shift" in st.fields
+    torch.testing.assert_close(torch.from_numpy(st.field("shift")[:]), dec.shift, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.from_numpy(st.field("heads")[:]), dec.heads, rtol=1e-5, atol=1e-6)
+    norm = dec.normalized()
+    torch.testing.assert_close(st.head_terms(), norm.head_terms(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(st.shift_terms(), norm.shift_terms(), rtol=1e-4, atol=1e-6)
+    sp = model.decompose(px, spatial=True)
+    torch.testing.assert_close(torch.from_numpy(st.field("cls_heads")[:]), sp.heads[:, :, :, 0], rtol=1e-5, atol=1e-6)
+    # mean-ablation: the whole layer = its 12 heads + its shift (each mean-ablated)
+    stats = _Stats.of(st)
+    blk = next(st.blocks(["heads", "attn_out", "scale", "mean", "wsum"], dtype=None))
+    whole = _delta(blk, parse_components("L1").resolved(2, 12), stats, 197)
+    heads = _delta(blk, parse_components(",".join(f"L1.H{h}" for h in range(12))).resolved(2, 12), stats, 197)
+    r = st.field("scale")[:][:, :, None]
+    shift = torch.from_numpy(st.field("shift")[:][:, :, 1] * r)
+    n = len(blk["scale"])
+    torch.testing.assert_close(whole - heads, shift[:n] - shift.mean(0), rtol=1e-4, atol=1e-5)
