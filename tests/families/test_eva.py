@@ -260,3 +260,26 @@ def test_store_holds_the_eva_decomposition(eva32, tmp_path):
     shift = torch.from_numpy(st.field("shift")[:][:, :, 1] * r)
     n = len(blk["scale"])
     torch.testing.assert_close(whole - heads, shift[:n] - shift.mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_pe_core_blocks_read_and_its_head_refused():
+    """PE-Core (timm ``vit_pe_core_base_patch16_224``: rope with a grid offset and 'xy' indexing, fused q/k/v with
+    bias, a GELU MLP, ``norm_pre``): its blocks are read exactly (every token after the trunk's ``norm`` equals
+    ``forward_features``); its pooling (probe attention, then the head Linear) is refused, saying why."""
+    from cliplens.core.heads import ClsHead
+    from cliplens.errors import UnsupportedArchitectureError
+    from cliplens.models.eva import _ln, trunk_view
+
+    model = models.open_clip_timm("PE-Core-B-16", layers=LAYERS).float()
+    trunk = model.visual.trunk
+    view = trunk_view(trunk, "PE-Core-B-16", ClsHead(_ln(trunk.norm, "norm", "PE"), None))
+    assert view.blocks[0].qkv_bias is not None and view.blocks[0].rope is not None and view.ln_pre is not None
+    x = models.pixels(2, 224, seed=14).float()
+    with torch.no_grad():
+        dense = run_vision(view, x, names=["dense"]).dense
+        src = trunk.forward_features(x)
+    assert reference.rel_err(dense, src) <= 1e-5
+    with pytest.raises(UnsupportedArchitectureError, match="PE-Core pools with an attention probe"):
+        cliplens.wrap(model, name="PE-Core-B-16").vision  # noqa: B018
+    info = {m.name: m for m in cliplens.list_models()}
+    assert not info["PE-Core-B-16"].decomposable and "MapHead" in info["PE-Core-B-16"].note

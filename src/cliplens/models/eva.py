@@ -34,8 +34,8 @@ def _trunk(model: Any) -> Any:
 
 
 def _is_eva(model: Any) -> bool:
-    trunk = _trunk(model)
-    return type(trunk).__name__ == "Eva" and getattr(trunk, "global_pool", None) == "token"
+    """A timm ``Eva`` trunk (EVA02; PE-Core too, which :func:`vision_view_from_eva` refuses saying why)."""
+    return type(_trunk(model)).__name__ == "Eva"
 
 
 def _ln(module: Any, what: str, name: str) -> Any:
@@ -148,46 +148,67 @@ def _rotary(trunk: Any, name: str) -> Any:
     return Rotary(table=table, prefix=int(trunk.num_prefix_tokens), half=False, describe=describe)
 
 
-def vision_view_from_eva(model: Any, name: str = "") -> Any:
-    """A :class:`~cliplens.core.view.VisionView` over an open_clip EVA model's timm ``Eva`` trunk (no copies)."""
-    from cliplens.core.heads import ClsHead
+#: why PE-Core (an Eva trunk pooled by an attention probe, then the trunk's head Linear) is not read yet
+PE_CORE = ("PE-Core pools with an attention probe (timm AttentionPoolLatent, exact per pooling head × token like "
+           "SigLIP's MAP head) and then projects with the trunk's head Linear; cliplens's MapHead has no projection "
+           "after its MLP yet, so the embedding cannot be rebuilt exactly. Its blocks (rope, fused q/k/v) are read; "
+           "pick an EVA02 model (EVA02-B-16, EVA02-L-14) meanwhile")
+
+
+def trunk_view(trunk: Any, name: str, head: Any) -> Any:
+    """A :class:`~cliplens.core.view.VisionView` over a timm ``Eva`` trunk's embedding and blocks (no copies),
+    pooled by ``head`` (:mod:`cliplens.core.heads`)."""
     from cliplens.core.view import VisionView
 
-    name = name or "this EVA model"
-    trunk = _trunk(model)
-    head = model.visual.head
-    if len(head):
-        raise UnsupportedArchitectureError(f"{name}: open_clip adds a projection after the timm trunk ({head}); "
-                                           "cliplens reads EVA towers whose trunk's own head is the projection.")
-    if trunk.global_pool != "token" or trunk.attn_pool is not None or not isinstance(trunk.fc_norm, nn.Identity):
-        raise UnsupportedArchitectureError(f"{name}: pooling {trunk.global_pool!r}; cliplens reads EVA towers pooled "
-                                           "at the CLS token (norm, then the head Linear).")
     if trunk.reg_token is not None or trunk.cls_token is None or trunk.no_embed_class:
         raise UnsupportedArchitectureError(f"{name}: register tokens, no CLS token or a position table without it "
                                            "are not supported")
+    if trunk.patch_drop is not None or getattr(trunk, "dynamic_img_size", False):
+        raise UnsupportedArchitectureError(f"{name}: patch dropout or dynamic image sizes are not supported")
     pe = trunk.patch_embed
     if not isinstance(pe.norm, nn.Identity):
         raise UnsupportedArchitectureError(f"{name}: a norm after the patch embedding is not supported")
-    if not isinstance(trunk.head, nn.Linear):
-        raise UnsupportedArchitectureError(f"{name}: the trunk has no head Linear (the projection to the joint space)")
     rope = _rotary(trunk, name)
     blocks = tuple(_block(b, i, rope, name) for i, b in enumerate(trunk.blocks))
-    norm = _ln(trunk.norm, "the final norm", name)
-    if norm is None:
-        raise UnsupportedArchitectureError(f"{name}: an EVA tower without a final norm is not supported")
     return VisionView(
         patch_weight=pe.proj.weight, patch_bias=pe.proj.bias, class_embedding=trunk.cls_token.reshape(-1),
         positional_embedding=trunk.pos_embed[0], ln_pre=_ln(trunk.norm_pre, "norm_pre", name), blocks=blocks,
         ln_post=None, proj=None, image_size=tuple(int(s) for s in pe.img_size),  # type: ignore[arg-type]
-        source=f"open_clip:{name} (timm Eva)",
-        head=ClsHead(norm, trunk.head.weight.t(), trunk.head.bias),
+        source=f"open_clip:{name} (timm Eva)", head=head,
     )
 
 
+def vision_view_from_eva(model: Any, name: str = "") -> Any:
+    """A :class:`~cliplens.core.view.VisionView` over an open_clip EVA model's timm ``Eva`` trunk (no copies),
+    pooled at the CLS token through the trunk's ``norm`` and ``head`` Linear."""
+    from cliplens.core.heads import ClsHead
+
+    name = name or "this EVA model"
+    trunk = _trunk(model)
+    if trunk.attn_pool is not None:
+        raise UnsupportedArchitectureError(f"{name}: {PE_CORE}.")
+    head = model.visual.head
+    if len(head):
+        raise UnsupportedArchitectureError(f"{name}: open_clip adds a projection after the timm trunk ({head}); "
+                                           "cliplens reads EVA towers whose trunk's own head is the projection.")
+    if trunk.global_pool != "token" or not isinstance(trunk.fc_norm, nn.Identity):
+        raise UnsupportedArchitectureError(f"{name}: pooling {trunk.global_pool!r}; cliplens reads EVA towers pooled "
+                                           "at the CLS token (norm, then the head Linear).")
+    if not isinstance(trunk.head, nn.Linear):
+        raise UnsupportedArchitectureError(f"{name}: the trunk has no head Linear (the projection to the joint space)")
+    norm = _ln(trunk.norm, "the final norm", name)
+    if norm is None:
+        raise UnsupportedArchitectureError(f"{name}: an EVA tower without a final norm is not supported")
+    return trunk_view(trunk, name, ClsHead(norm, trunk.head.weight.t(), trunk.head.bias))
+
+
 def _open_clip_config(cfg: dict[str, Any]) -> str | None:
-    """EVA configs of open_clip (``timm_model_name`` ``eva02_*``): CLS-pooled ones read; others refused."""
+    """EVA configs of open_clip (``timm_model_name`` ``eva02_*``): CLS-pooled ones read; PE-Core refused (why:
+    :data:`PE_CORE`)."""
     v = cfg.get("vision_cfg", {})
     timm_name = str(v.get("timm_model_name") or "")
+    if timm_name.startswith("vit_pe_core"):
+        raise UnsupportedArchitectureError(PE_CORE)
     if not timm_name.startswith("eva02_"):
         return None
     if v.get("timm_pool", "token") != "token" or v.get("timm_proj"):
