@@ -283,3 +283,24 @@ def test_pe_core_blocks_read_and_its_head_refused():
         cliplens.wrap(model, name="PE-Core-B-16").vision  # noqa: B018
     info = {m.name: m for m in cliplens.list_models()}
     assert not info["PE-Core-B-16"].decomposable and "MapHead" in info["PE-Core-B-16"].note
+
+
+@pytest.mark.parametrize("variant", [dict(scale_mlp=False), dict(qkv_fused=True)], ids=["GluMlp", "fused-qkv"])
+def test_other_eva_block_variants(variant):
+    """timm's other Eva options: the packed SwiGLU (``GluMlp``, without the MLP norm) and fused q/k/v (with
+    ``q_bias``/``v_bias`` and a zero ``k_bias`` buffer) read exactly (every token after the final norm)."""
+    import timm
+
+    from cliplens.core.heads import ClsHead
+    from cliplens.models.eva import _ln, trunk_view
+
+    torch.manual_seed(0)
+    trunk = models.perturb(timm.create_model("eva02_base_patch16_clip_224", depth=1, num_classes=0, **variant).eval())
+    kind = type(trunk.blocks[0].mlp).__name__
+    assert kind == ("GluMlp" if "scale_mlp" in variant else "SwiGLU")
+    view = trunk_view(trunk, "eva", ClsHead(_ln(trunk.norm, "norm", "eva"), None))
+    x = models.pixels(1, 224, seed=15).float()
+    with torch.no_grad():
+        dense = run_vision(view, x, names=["dense"]).dense
+        src = trunk.forward_features(x)
+    assert reference.rel_err(dense, src) <= 1e-5

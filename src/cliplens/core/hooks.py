@@ -18,7 +18,8 @@ Global names:
 Per block ``l`` (prefix ``blocks.{l}.``):
     ``resid_pre``        ``[B, N, D]``
     ``ln_1``             ``[B, N, D]``
-    ``attn.q`` ``attn.k`` ``attn.v``   ``[B, N, H, dh]``  (biases included)
+    ``attn.q`` ``attn.k`` ``attn.v``   ``[B, N, H, dh]``  (biases included; q and k rotated where the tower has
+                         rotary embeddings, EVA02)
     ``attn.pattern``     ``[B, H, N, N]``  the full pattern the block's strategy used
     ``attn.cls_pattern`` ``[B, H, N]``     its CLS query row only (cheap)
     ``attn.z``           ``[B, N, H, dh]`` per-head output before the out-projection
