@@ -174,8 +174,7 @@ def test_save_load_and_slices(eva32, tmp_path):
 def test_clip_vit_has_no_shift():
     """Towers without a sub-LN keep the old rule: no shift terms (the out-projection bias is in the heads)."""
     model = cliplens.load("toy")
-    dec = model.decompose(model.preprocess_tensor(torch.rand(1, 3, 64, 64)) if hasattr(model, "preprocess_tensor")
-                          else torch.randn(1, 3, *model.vision.image_size))
+    dec = model.decompose(torch.randn(1, 3, *model.vision.image_size))
     assert not dec.has_shift and dec.shift_terms().abs().max() == 0
 
 
@@ -304,3 +303,31 @@ def test_other_eva_block_variants(variant):
         dense = run_vision(view, x, names=["dense"]).dense
         src = trunk.forward_features(x)
     assert reference.rel_err(dense, src) <= 1e-5
+
+
+def test_a_decomposition_file_without_shift_still_loads(tmp_path):
+    """Files written before the shift field existed (format 2 without ``shift``) load, with no shift terms."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    model = cliplens.load("toy")
+    dec = model.decompose(torch.randn(2, 3, *model.vision.image_size))
+    path = dec.save(tmp_path / "new")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    assert "shift" in tensors
+    del tensors["shift"]
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=meta)
+    back = Decomposition.load(tmp_path / "old.safetensors", model)
+    assert not back.has_shift and back.check() <= 1e-5
+    torch.testing.assert_close(back.reconstruct(), dec.reconstruct())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_check(dtype):
+    """In float16 / bfloat16 the parts still sum to the embedding within the stated tolerance (measured here:
+    2.1e-4 and 1.6e-3, the tolerances 5e-3 and 3e-2)."""
+    model = models.open_clip_timm("EVA02-B-16", layers=LAYERS, seed=1).to(dtype)
+    dec = cliplens.wrap(model, name="EVA02-B-16").decompose(models.pixels(2, 224, seed=3).to(dtype))
+    assert dec.has_shift and dec.check() <= dec.tolerance
