@@ -331,3 +331,19 @@ def test_half_precision_check(dtype):
     model = models.open_clip_timm("EVA02-B-16", layers=LAYERS, seed=1).to(dtype)
     dec = cliplens.wrap(model, name="EVA02-B-16").decompose(models.pixels(2, 224, seed=3).to(dtype))
     assert dec.has_shift and dec.check() <= dec.tolerance
+
+
+def test_rotary_table_at_another_grid(eva32):
+    """At another input size the rotary table is the source's own for that grid (what timm caches after
+    ``set_input_size``), and the forward runs there (a 16×16 grid at 256 px)."""
+    import copy
+
+    model, adapter = eva32
+    rope = adapter.vision.blocks[0].rope
+    other = copy.deepcopy(model.visual.trunk)
+    other.set_input_size(img_size=(256, 256))
+    torch.testing.assert_close(rope.table((16, 16)).float(), other.rope.get_embed().float(), rtol=0, atol=1e-6)
+    assert not torch.allclose(rope.table((16, 16))[:196], rope.table((14, 14)))
+    x = models.pixels(1, 256, seed=16).float()
+    dec = adapter.decompose(x)
+    assert dec.grid == (16, 16) and dec.check() <= 1e-5

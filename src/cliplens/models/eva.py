@@ -135,14 +135,20 @@ def _rotary(trunk: Any, name: str) -> Any:
     native = tuple(int(g) for g in trunk.patch_embed.grid_size)
 
     def table(grid: tuple[int, int]) -> Tensor:
+        """The source's table for ``grid``: its cached one at the native grid; for another grid, built from its
+        frequency bands by its own rule (what timm's ``set_input_size`` caches for that grid)."""
         if tuple(grid) == native:
             return rope.get_embed()
-        if getattr(rope, "_use_cached_embed", True) or getattr(rope, "bands", None) is None:
+        if not getattr(rope, "_use_cached_embed", False):
+            return rope.get_embed(shape=list(grid))
+        build, bands = getattr(rope, "_build_embed_cat", None), getattr(rope, "bands", None)
+        if build is None or bands is None:
             from cliplens.errors import InvalidInputError
 
             raise InvalidInputError(f"{name} keeps its rotary table for the {native[0]}×{native[1]} patch grid only; "
                                     f"give images of its native size ({trunk.patch_embed.img_size}).")
-        return rope.get_embed(shape=list(grid))
+        cached = getattr(rope, "pos_embed", None)
+        return build(list(grid), bands, dtype=None if cached is None else cached.dtype)
 
     describe = f"{type(rope).__name__}:{getattr(rope, 'ref_feat_shape', None)}:{getattr(rope, 'grid_offset', None)}"
     return Rotary(table=table, prefix=int(trunk.num_prefix_tokens), half=False, describe=describe)
