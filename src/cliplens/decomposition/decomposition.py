@@ -99,11 +99,15 @@ class Decomposition:
         ``[B, R, Lh, N, H, dh]`` (spatial: per source token) or ``[B, R, Lh, H, dh]`` for ``head_layers``;
         ``readout`` (the head's frozen statistics and pooling weights), ``final`` ``[B, N_read, D]`` (the last
         residual stream at the tokens the head reads), ``nonlinear`` ``[B, E]`` (the head's lumped nonlinear
-        part; zeros for affine heads) and ``embedding`` ``[B, E]`` (the model's own output in the same forward).
+        part; zeros for affine heads) and ``embedding`` ``[B, E]`` (the model's own output in the same forward);
+        for a tower with a sub-LayerNorm over the concatenated heads (EVA02) ``shift`` ``[B, R, Lh, D]``, each head
+        layer's shift read out (the heads then hold ``γ_s ⊙ z/σ_s``, the sub-LN frozen per token; see
+        :class:`~cliplens.decomposition.algebra.FrozenSubNorm` and :meth:`shift_terms`).
 
     Joint-space views (``[..., E]``) are computed on demand through :class:`~cliplens.decomposition.algebra.
     JointMap`: :meth:`head_terms`, :meth:`mlp_terms`, :meth:`token_terms`, :meth:`attention_layer_terms`,
-    :meth:`layer_terms`, :meth:`readout_terms`, :meth:`pool_terms`, :meth:`reconstruct`; :meth:`project`
+    :meth:`layer_terms`, :meth:`readout_terms`, :meth:`pool_terms`, :meth:`shift_terms`, :meth:`reconstruct`;
+    :meth:`project`
     scores everything against texts. Nothing here carries autograd history.
     """
 
