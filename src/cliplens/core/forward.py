@@ -84,27 +84,43 @@ def project_tokens(view: VisionView, x: Tensor) -> Tensor:
     return view.head.dense(x)
 
 
-def _qkv(blk: BlockView, h: Tensor, B: int, N: int) -> tuple[Tensor, Tensor, Tensor]:
+def _qkv(blk: BlockView, h: Tensor, B: int, N: int, grid: tuple[int, int] = (0, 0)) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v ``[B, N, H, dh]`` (biases included); with a rotary embedding, q and k of the patch tokens are
+    rotated here, before the ``attn.q``/``attn.k`` hooks, so every strategy and every method that reads the
+    recorded q and k sees them as the source's attention does."""
     H, dh = blk.num_heads, blk.head_dim
     if blk.qkv_weight is not None:
-        return F.linear(h, blk.qkv_weight, blk.qkv_bias).view(B, N, 3, H, dh).unbind(2)  # type: ignore[return-value]
-    return (F.linear(h, blk.q_weight, blk.q_bias).view(B, N, H, dh),
-            F.linear(h, blk.k_weight, blk.k_bias).view(B, N, H, dh),
-            F.linear(h, blk.v_weight, blk.v_bias).view(B, N, H, dh))
+        q, k, v = F.linear(h, blk.qkv_weight, blk.qkv_bias).view(B, N, 3, H, dh).unbind(2)
+    else:
+        q, k, v = (F.linear(h, blk.q_weight, blk.q_bias).view(B, N, H, dh),
+                   F.linear(h, blk.k_weight, blk.k_bias).view(B, N, H, dh),
+                   F.linear(h, blk.v_weight, blk.v_bias).view(B, N, H, dh))
+    if blk.rope is not None:
+        q, k = blk.rope(q, grid), blk.rope(k, grid)
+    return q, k, v
 
 
 def _out_proj(blk: BlockView, z: Tensor) -> Tensor:
-    """``[B, N, H, dh]`` -> ``[B, N, D]`` through the out-projection (bias, layer-scale)."""
+    """``[B, N, H, dh]`` -> ``[B, N, D]`` through the sub-LayerNorm over the concatenated heads (where the block
+    has one), the out-projection (bias) and the layer-scale."""
     B, N = z.shape[:2]
-    a = F.linear(z.reshape(B, N, -1), blk.out_weight, blk.out_bias)
+    cat = z.reshape(B, N, -1)
+    if blk.attn_norm is not None:
+        cat = blk.attn_norm(cat)
+    a = F.linear(cat, blk.out_weight, blk.out_bias)
     return a if blk.ls_1 is None else a * blk.ls_1.to(a.dtype)
 
 
 def _mlp(blk: BlockView, h2: Tensor, rec: Recorder | None, prefix: str) -> Tensor:
     pre = F.linear(h2, blk.fc1_weight, blk.fc1_bias)
-    # the pre-activation has no hook name, so the activation may run in place (not under autograd)
-    inplace = not (torch.is_grad_enabled() and pre.requires_grad)
-    hid = apply_activation_(pre, blk.activation) if inplace else apply_activation(pre, blk.activation)
+    if blk.gate_weight is not None:  # gated (SwiGLU): act(gate·h) ⊙ (fc1·h), then the optional norm
+        hid = apply_activation(F.linear(h2, blk.gate_weight, blk.gate_bias), blk.activation) * pre
+    else:
+        # the pre-activation has no hook name, so the activation may run in place (not under autograd)
+        inplace = not (torch.is_grad_enabled() and pre.requires_grad)
+        hid = apply_activation_(pre, blk.activation) if inplace else apply_activation(pre, blk.activation)
+    if blk.mlp_norm is not None:
+        hid = blk.mlp_norm(hid)
     if rec is not None and rec.wants(prefix + "mlp.hidden"):
         hid = rec(prefix + "mlp.hidden", hid)
     m = F.linear(hid, blk.fc2_weight, blk.fc2_bias)
@@ -169,7 +185,7 @@ def _block(
     h = blk.ln_1(x)
     if rec.wants(p + "ln_1"):
         h = rec(p + "ln_1", h)
-    q, k, v = _qkv(blk, h, B, N)
+    q, k, v = _qkv(blk, h, B, N, grid)
     if rec.wants(p + "attn.q"):
         q = rec(p + "attn.q", q)
     if rec.wants(p + "attn.k"):

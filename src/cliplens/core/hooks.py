@@ -18,7 +18,8 @@ Global names:
 Per block ``l`` (prefix ``blocks.{l}.``):
     ``resid_pre``        ``[B, N, D]``
     ``ln_1``             ``[B, N, D]``
-    ``attn.q`` ``attn.k`` ``attn.v``   ``[B, N, H, dh]``  (biases included)
+    ``attn.q`` ``attn.k`` ``attn.v``   ``[B, N, H, dh]``  (biases included; q and k rotated where the tower has
+                         rotary embeddings, EVA02)
     ``attn.pattern``     ``[B, H, N, N]``  the full pattern the block's strategy used
     ``attn.cls_pattern`` ``[B, H, N]``     its CLS query row only (cheap)
     ``attn.z``           ``[B, N, H, dh]`` per-head output before the out-projection
@@ -27,7 +28,8 @@ Per block ``l`` (prefix ``blocks.{l}.``):
     ``attn_out``         ``[B, N, D]``  attention output (out-proj bias and layer-scale included)
     ``resid_mid``        ``[B, N, D]``
     ``ln_2``             ``[B, N, D]``
-    ``mlp.hidden``       ``[B, N, Dm]`` after the activation
+    ``mlp.hidden``       ``[B, N, Dm]`` what fc2 reads: after the activation (gated MLPs: act(gate)·fc1; with
+                         an MLP norm: after it)
     ``mlp_out``          ``[B, N, D]``  MLP output (layer-scale included; zeros when the plan drops it)
     ``resid_post``       ``[B, N, D]``
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 __all__ = ["Activation", "LayerNormView", "apply_activation", "apply_activation_"]
 
-Activation = Literal["gelu", "quick_gelu", "gelu_tanh", "relu"]
+Activation = Literal["gelu", "quick_gelu", "gelu_tanh", "relu", "silu"]
 
 
 def apply_activation(x: Tensor, name: str) -> Tensor:
@@ -28,7 +28,9 @@ def apply_activation(x: Tensor, name: str) -> Tensor:
         return F.gelu(x, approximate="tanh")
     if name == "relu":
         return F.relu(x)
-    raise ValueError(f"unknown activation {name!r}; expected gelu, quick_gelu, gelu_tanh or relu")
+    if name == "silu":
+        return F.silu(x)
+    raise ValueError(f"unknown activation {name!r}; expected gelu, quick_gelu, gelu_tanh, relu or silu")
 
 
 def apply_activation_(x: Tensor, name: str) -> Tensor:

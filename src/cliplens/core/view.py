@@ -24,6 +24,7 @@ from torch import Tensor
 
 from cliplens.core.heads import ClsHead, PoolHead
 from cliplens.core.layers import Activation, LayerNormView, apply_activation, apply_activation_
+from cliplens.core.rope import Rotary
 
 __all__ = ["Activation", "BlockView", "LayerNormView", "VisionView", "apply_activation", "apply_activation_",
            "fingerprint_tensors", "fingerprint_view"]
@@ -31,7 +32,13 @@ __all__ = ["Activation", "BlockView", "LayerNormView", "VisionView", "apply_acti
 
 @dataclass(frozen=True)
 class BlockView:
-    """One pre-LayerNorm transformer block: ``x += ls_1*attn(ln_1(x)); x += ls_2*mlp(ln_2(x))``."""
+    """One pre-LayerNorm transformer block: ``x += ls_1*attn(ln_1(x)); x += ls_2*mlp(ln_2(x))``.
+
+    Optional parts (EVA02, PE-Core; all ``None`` for a CLIP ViT): ``rope`` rotates q and k of the patch tokens;
+    ``attn_norm`` is a LayerNorm over the concatenated heads before the out-projection (EVA02's sub-LN);
+    ``gate_weight``/``gate_bias`` make the MLP a gated one, ``act(gate·h) ⊙ (fc1·h)`` (SwiGLU with ``silu``);
+    ``mlp_norm`` is a LayerNorm on the MLP's hidden vector before ``fc2``.
+    """
 
     ln_1: LayerNormView
     q_weight: Tensor
@@ -55,6 +62,30 @@ class BlockView:
     #: (then the separate q/k/v fields are row slices of it); lets the forward use one matmul.
     qkv_weight: Tensor | None = None
     qkv_bias: Tensor | None = None
+    rope: Rotary | None = None
+    attn_norm: LayerNormView | None = None
+    gate_weight: Tensor | None = None
+    gate_bias: Tensor | None = None
+    mlp_norm: LayerNormView | None = None
+
+    @property
+    def extras(self) -> tuple[Tensor, ...]:
+        """The optional parts' tensors (empty for a CLIP ViT block)."""
+        lns = [ln for ln in (self.attn_norm, self.mlp_norm) if ln is not None]
+        return tuple(t for t in (self.gate_weight, self.gate_bias, *(x for ln in lns for x in (ln.weight, ln.bias)))
+                     if t is not None)
+
+    def extras_meta(self) -> tuple:
+        """The optional parts' settings (for the fingerprint; empty for a CLIP ViT block)."""
+        out: list = []
+        if self.rope is not None:
+            out.append(("rope", self.rope.prefix, self.rope.half, self.rope.describe))
+        for name, ln in (("attn_norm", self.attn_norm), ("mlp_norm", self.mlp_norm)):
+            if ln is not None:
+                out.append((name, ln.eps, ln.compute_fp32))
+        if self.gate_weight is not None:
+            out.append(("gated",))
+        return tuple(out)
 
     @property
     def width(self) -> int:
@@ -164,6 +195,7 @@ class VisionView:
             ):
                 if t is not None:
                     out.append(t)
+            out += list(b.extras)
         return out
 
 
@@ -181,6 +213,7 @@ def fingerprint_tensors(tensors: list[Tensor], digest_size: int = 16) -> str:
 def fingerprint_view(view: VisionView) -> str:
     """A digest of every weight the forward reads and of the architecture's settings."""
     meta = [view.image_size, view.patch_size] + [(b.num_heads, b.activation) for b in view.blocks]
+    meta += [m for b in view.blocks if (m := b.extras_meta())]
     meta += [(ln.eps, ln.compute_fp32) for ln in (view.ln_pre, view.ln_post) if ln is not None]
     if view.head.kind != "cls":
         meta += view.head.meta()

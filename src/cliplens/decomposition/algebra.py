@@ -17,7 +17,14 @@ attention) adds one lumped term.
 
 An attention head's output ``z^h`` (head space, before the out-projection) maps through
 ``W_O^h · diag(ls ⊙ γ) · in_r · out_r``; the out-projection's bias through the readout's weight sum
-``w_r = Σ_n ω[r, n]``. The decomposition (:mod:`cliplens.decomposition.decomposition`), the store's reader,
+``w_r = Σ_n ω[r, n]``.
+
+A block with a LayerNorm over its concatenated heads before the out-projection (EVA02's sub-LN,
+``BlockView.attn_norm``) is made linear the same way, with its per-token statistics frozen
+(:class:`FrozenSubNorm`): the head term at query token ``n`` becomes ``W_O^h (γ_s^h ⊙ z^h_n / σ_n)`` — still split
+per source token through α — and the rest of the layer's output, ``W_O (β_s − γ_s μ_n / σ_n) + b_O``, is the
+layer's *shift*, one term of its own (it carries no share of ``K``; the layer's out-projection bias is in it, so
+``HeadWeights.out_bias`` is zero for such a layer). The decomposition (:mod:`cliplens.decomposition.decomposition`), the store's reader,
 ablation, TEXTSPAN, the atlas and CLIP Surgery's by-head split all go through :class:`JointMap`.
 """
 
@@ -29,9 +36,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from cliplens.core.view import VisionView
+from cliplens.core.heads.base import ln_stats
+from cliplens.core.view import BlockView, VisionView
 
-__all__ = ["HeadWeights", "JointMap"]
+__all__ = ["FrozenSubNorm", "HeadWeights", "JointMap"]
 
 
 @dataclass
@@ -66,7 +74,8 @@ class HeadWeights:
         out_w, out_b = [], []
         for blk in view.blocks:
             w = blk.out_weight.detach().to(dtype)
-            ob = torch.zeros(D, device=dev, dtype=dtype) if blk.out_bias is None else blk.out_bias.detach().to(dtype)
+            ob = torch.zeros(D, device=dev, dtype=dtype) if blk.out_bias is None or blk.attn_norm is not None \
+                else blk.out_bias.detach().to(dtype)  # a sub-LN layer's bias is inside its shift term
             if blk.ls_1 is not None:
                 ls = blk.ls_1.detach().to(dtype)
                 w, ob = w * ls[:, None], ob * ls
@@ -267,3 +276,52 @@ class JointMap:
         B, R = values.shape[:2]
         s = scale.reshape(B, R, *(1,) * (values.dim() - 2))
         return torch.einsum("br...d,rdt->b...t", values * s, maps)
+
+
+@dataclass
+class FrozenSubNorm:
+    """A block's sub-LayerNorm over the concatenated heads (``BlockView.attn_norm``) frozen at the per-token
+    statistics of one forward (see the module docs): ``inv_sd`` ``[B, Nq]`` (``1/σ_n``) and ``mean`` ``[B, Nq]``
+    (``μ_n``) at the query tokens the pooling head reads (the CLS token alone for CLS pooling)."""
+
+    block: BlockView
+    inv_sd: Tensor
+    mean: Tensor
+
+    @classmethod
+    def at(cls, block: BlockView, z: Tensor) -> FrozenSubNorm:
+        """Freeze at the heads' outputs ``z`` ``[B, Nq, H, dh]`` (before the sub-LN) of the query tokens."""
+        assert block.attn_norm is not None
+        mean, sd = ln_stats(block.attn_norm, z.reshape(*z.shape[:2], -1))
+        return cls(block, (1 / sd).to(z.dtype), mean.to(z.dtype))
+
+    def weights(self, w: Tensor) -> Tensor:
+        """The head's token weights ``w`` ``[B, R, Nq]`` times each query token's ``1/σ_n``."""
+        return w * self.inv_sd[:, None].to(w.dtype)
+
+    def heads(self, values: Tensor) -> Tensor:
+        """Head-space values read with :meth:`weights` (``[B, R, (N,) H, dh]``) times ``γ_s`` per head: what
+        ``W_O^h`` multiplies."""
+        g = self.block.attn_norm.weight  # type: ignore[union-attr]
+        if g is None:
+            return values
+        H = self.block.num_heads
+        return values * g.detach().to(values.dtype).reshape(H, -1)
+
+    def shift(self, w: Tensor) -> Tensor:
+        """``[B, R, D]``: the layer's shift read out with the head's token weights ``w`` ``[B, R, Nq]``:
+        ``ls ⊙ (W_O (w_r β_s − γ_s Σ_n w[r, n] μ_n/σ_n) + w_r b_O)``."""
+        blk, ln = self.block, self.block.attn_norm
+        assert ln is not None
+        dt = w.dtype
+        wsum = w.sum(-1)  # [B, R]
+        m = (w * (self.mean * self.inv_sd)[:, None].to(dt)).sum(-1)  # [B, R]
+        width = blk.out_weight.shape[1]
+        gamma = torch.ones(width, dtype=dt, device=w.device) if ln.weight is None else ln.weight.detach().to(dt)
+        pre = -m[..., None] * gamma
+        if ln.bias is not None:
+            pre = pre + wsum[..., None] * ln.bias.detach().to(dt)
+        out = pre @ blk.out_weight.detach().to(dt).t()
+        if blk.out_bias is not None:
+            out = out + wsum[..., None] * blk.out_bias.detach().to(dt)
+        return out if blk.ls_1 is None else out * blk.ls_1.detach().to(dt)

@@ -44,7 +44,7 @@ from cliplens.core.heads import Readout
 from cliplens.core.hooks import Hook, resolve_names
 from cliplens.core.plan import Plan, resolve_layer_indices
 from cliplens.core.view import VisionView, fingerprint_view
-from cliplens.decomposition.algebra import HeadWeights, JointMap
+from cliplens.decomposition.algebra import FrozenSubNorm, HeadWeights, JointMap
 from cliplens.decomposition.scores import ComponentScores, head_positions
 from cliplens.decomposition.shares import num_sites, site_share
 from cliplens.errors import InvalidInputError, ModelLoadError, OutputExistsError
@@ -99,11 +99,15 @@ class Decomposition:
         ``[B, R, Lh, N, H, dh]`` (spatial: per source token) or ``[B, R, Lh, H, dh]`` for ``head_layers``;
         ``readout`` (the head's frozen statistics and pooling weights), ``final`` ``[B, N_read, D]`` (the last
         residual stream at the tokens the head reads), ``nonlinear`` ``[B, E]`` (the head's lumped nonlinear
-        part; zeros for affine heads) and ``embedding`` ``[B, E]`` (the model's own output in the same forward).
+        part; zeros for affine heads) and ``embedding`` ``[B, E]`` (the model's own output in the same forward);
+        for a tower with a sub-LayerNorm over the concatenated heads (EVA02) ``shift`` ``[B, R, Lh, D]``, each head
+        layer's shift read out (the heads then hold ``γ_s ⊙ z/σ_s``, the sub-LN frozen per token; see
+        :class:`~cliplens.decomposition.algebra.FrozenSubNorm` and :meth:`shift_terms`).
 
     Joint-space views (``[..., E]``) are computed on demand through :class:`~cliplens.decomposition.algebra.
     JointMap`: :meth:`head_terms`, :meth:`mlp_terms`, :meth:`token_terms`, :meth:`attention_layer_terms`,
-    :meth:`layer_terms`, :meth:`readout_terms`, :meth:`pool_terms`, :meth:`reconstruct`; :meth:`project`
+    :meth:`layer_terms`, :meth:`readout_terms`, :meth:`pool_terms`, :meth:`shift_terms`, :meth:`reconstruct`;
+    :meth:`project`
     scores everything against texts. Nothing here carries autograd history.
     """
 
@@ -126,6 +130,7 @@ class Decomposition:
         model: TextEncoder | None = None,
         fingerprint: str | None = None,
         settings: Mapping[str, Any] | None = None,
+        shift: Tensor | None = None,
         _map: JointMap | None = None,
     ) -> None:
         self.view = view
@@ -146,6 +151,10 @@ class Decomposition:
         #: per-image factor applied to every joint-space output (1, or 1/‖z‖ after normalized())
         self.scale = torch.ones(self.batch_size, dtype=self.dtype, device=self.embed_term.device) if scale is None \
             else scale.detach()
+        #: ``[B, R, Lh, D]`` each head layer's sub-LayerNorm shift read out (towers with a sub-LN over the
+        #: concatenated heads, EVA02); ``[B, R, 0, D]`` for the others (see :meth:`shift_terms`)
+        self.shift = (self.embed_term.new_zeros(*self.embed_term.shape[:2], 0, self.embed_term.shape[-1])
+                      if shift is None else shift.detach())
         #: digest of the model's weights and preprocessing (see CLIPAdapter.fingerprint)
         self.fingerprint = fingerprint
         #: how it was made (plan, hooks, input size, …): recorded by save()
@@ -209,7 +218,7 @@ class Decomposition:
             embed_term=self.embed_term, mlp_out=self.mlp_out, attn_out=self.attn_out, heads=self.heads,
             head_layers=self.head_layers, spatial=self.spatial, readout=self.readout, final=self.final,
             nonlinear=self.nonlinear, embedding=self.embedding, grid=self.grid, scale=self.scale, model=self.model,
-            fingerprint=self.fingerprint, settings=self.settings, _map=self._map,
+            fingerprint=self.fingerprint, settings=self.settings, shift=self.shift, _map=self._map,
         )
         kw.update(changes)
         return Decomposition(self.view, **kw)
@@ -351,6 +360,20 @@ class Decomposition:
         for CLS and mean pooling)."""
         return self.nonlinear.to(self.dtype) * self.scale[:, None]
 
+    @property
+    def has_shift(self) -> bool:
+        """Whether the head layers carry a sub-LayerNorm shift term each (EVA02)."""
+        return int(self.shift.shape[2]) > 0
+
+    def shift_terms(self) -> Tensor:
+        """``[B, Lh, E]``: each head layer's sub-LayerNorm shift, ``W_O (β_s − γ_s μ/σ) + b_O`` at the tokens the
+        head reads, through the frozen head (no share of its constant): with the layer's head terms it makes
+        the layer's whole attention term. Zeros for towers without a sub-LN (their out-projection bias is spread
+        over the head terms instead)."""
+        if not self.has_shift:
+            return self.embed_term.new_zeros(self.batch_size, len(self.head_layers), self.embedding.shape[-1])
+        return self._map.residual(self.shift, self._rscale)
+
     def layer_terms(self) -> tuple[Tensor, list[str]]:
         """``([B, 2L+1 (+1), E], labels)``: embed, then per layer its attention and its MLP (and, for a head that
         is not affine, its nonlinear part last, labelled ``head.nonlinear``)."""
@@ -416,6 +439,8 @@ class Decomposition:
         if self.head_layers:
             ht = self.head_terms()
             total = total + ht.sum(dim=tuple(range(1, ht.dim() - 1)))
+        if self.has_shift:
+            total = total + self.shift_terms().sum(1)
         return total
 
     @property
@@ -471,6 +496,8 @@ class Decomposition:
         # for head layers, use the exact sum of their heads so that everything adds up consistently
         if self.head_layers:
             per_layer = heads.sum(dim=(2, 3)) if self.spatial else heads.sum(2)
+            if self.has_shift:  # the sub-LN shift is part of its layer's attention term
+                per_layer = per_layer + self.shift_terms() @ dt
             attention[:, list(self.head_layers)] = per_layer
         nonlinear = None if self.view.head.affine else self.nonlinear_term() @ dt
         return ComponentScores(
@@ -522,7 +549,7 @@ class Decomposition:
             raise InvalidInputError(f"{str(path)!r} is not a readable safetensors file ({type(e).__name__}: {e})") from e
         if header.get("format") == FORMAT_1 and not set(_TENSORS_1) - set(tensors):
             tensors = _from_format_1(tensors)
-        elif header.get("format") != FORMAT or set(_PER_IMAGE) - set(tensors):
+        elif header.get("format") != FORMAT or set(_PER_IMAGE) - set(_OPTIONAL) - set(tensors):
             raise InvalidInputError(f"{str(path)!r} is not a cliplens decomposition (format {header.get('format')!r})")
         view = getattr(model, "vision", model)
         if not isinstance(view, VisionView):
@@ -543,7 +570,9 @@ class Decomposition:
 
 
 #: the per-image tensors (sliced and concatenated along images; saved)
-_PER_IMAGE = ("embed_term", "mlp_out", "attn_out", "heads", "final", "nonlinear", "embedding", "scale")
+_PER_IMAGE = ("embed_term", "mlp_out", "attn_out", "heads", "final", "nonlinear", "embedding", "scale", "shift")
+#: per-image tensors a file may lack (written before they existed): filled in empty
+_OPTIONAL = ("shift",)
 _READOUT_FIELDS = ("pooling", "token_scale", "token_mean", "scale")
 #: what files of the first format held (CLS pooling only; no readout axis)
 FORMAT_1 = "cliplens.decomposition/1"
@@ -646,8 +675,15 @@ def decompose(
     mlp_out = torch.stack([read(c[f"blocks.{i}.mlp_out"]) for i in range(L)], 2) if L else \
         embed_term.new_zeros(*embed_term.shape[:2], 0, embed_term.shape[-1])
     attn_out = torch.stack([read(c[f"blocks.{i}.attn_out"]) for i in range(L)], 2) if L else mlp_out.clone()
-    heads = torch.stack([read_heads(taps, i, w, cls_only, spatial) for i in head_layers], 2).to(dtype) \
-        if head_layers else embed_term.new_zeros(0)
+    sub_ln = any(view.blocks[i].attn_norm is not None for i in head_layers)
+    per_layer, shifts = [], []
+    for i in head_layers:
+        h, sh = read_layer(view, taps, i, w, cls_only, spatial)
+        per_layer.append(h.to(dtype))
+        if sub_ln:
+            shifts.append(embed_term.new_zeros(embed_term.shape) if sh is None else sh.to(dtype))
+    heads = torch.stack(per_layer, 2) if head_layers else embed_term.new_zeros(0)
+    shift = torch.stack(shifts, 2) if shifts else None
     # a block without its residual connection cuts every earlier site off the embedding: their terms are 0
     cut = max((i for i, b in enumerate(blocks) if not b.residual), default=-1)
     if cut >= 0:
@@ -657,6 +693,8 @@ def decompose(
         for j, layer in enumerate(head_layers):
             if layer < cut:
                 heads[:, :, j] = 0
+                if shift is not None:
+                    shift[:, :, j] = 0
     settings: dict[str, Any] = {"input_size": list(pixel_values.shape[-2:])}
     if plan is not None and not plan.is_vanilla(L):
         settings["plan"] = plan.describe(L)
@@ -667,7 +705,7 @@ def decompose(
     dec = Decomposition(
         view, embed_term=embed_term, mlp_out=mlp_out, attn_out=attn_out, heads=heads, head_layers=head_layers,
         spatial=spatial, readout=readout, final=final.to(dtype), nonlinear=nonlinear.to(dtype),
-        embedding=out.embedding, grid=out.grid, settings=settings,
+        embedding=out.embedding, grid=out.grid, settings=settings, shift=shift,
     )
     if out.replaced:
         err = float(dec.relative_error().max())
@@ -680,6 +718,32 @@ def decompose(
                 "attn.z or attn_out break it."
             )
     return dec
+
+
+def query_outputs(taps: dict[str, list[Tensor]], layer: int, cls_only: bool, spatial: bool) -> Tensor:
+    """``[B, Nq, H, dh]``: one layer's heads' outputs (before the out-projection) at the query tokens the pooling
+    head reads (the CLS token alone for CLS pooling), from what the forward recorded (see :func:`read_heads`)."""
+    p = f"blocks.{layer}."
+    if cls_only:
+        t = taps[p + ("attn.cls_contrib" if spatial else "attn.z")][-1]
+        return (t.sum(1) if spatial else t)[:, None]
+    if not spatial:
+        return taps[p + "attn.z"][-1]
+    pattern, v = taps[p + "attn.pattern"][-1], taps[p + "attn.v"][-1]
+    return torch.einsum("bhnm,bmhj->bnhj", pattern, v)
+
+
+def read_layer(view: VisionView, taps: dict[str, list[Tensor]], layer: int, w: Tensor, cls_only: bool,
+               spatial: bool) -> tuple[Tensor, Tensor | None]:
+    """One head layer's head-space values (:func:`read_heads`) and, for a block with a sub-LayerNorm over its
+    concatenated heads, its shift read out ``[B, R, D]`` (else ``None``): the sub-LN frozen at the query tokens'
+    statistics (:class:`~cliplens.decomposition.algebra.FrozenSubNorm`) scales the values by ``γ_s/σ_n``."""
+    blk = view.blocks[layer]
+    if blk.attn_norm is None:
+        return read_heads(taps, layer, w, cls_only, spatial), None
+    frozen = FrozenSubNorm.at(blk, query_outputs(taps, layer, cls_only, spatial))
+    values = frozen.heads(read_heads(taps, layer, frozen.weights(w), cls_only, spatial))
+    return values, frozen.shift(w.to(values.dtype))
 
 
 def read_heads(taps: dict[str, list[Tensor]], layer: int, w: Tensor, cls_only: bool, spatial: bool) -> Tensor:

@@ -45,7 +45,7 @@ from torch import Tensor
 from cliplens.core.attention import get_attention
 from cliplens.core.heads.base import ln_stats
 from cliplens.core.plan import Plan, SidePath
-from cliplens.decomposition.algebra import HeadWeights, JointMap
+from cliplens.decomposition.algebra import FrozenSubNorm, HeadWeights, JointMap
 from cliplens.errors import InvalidInputError
 from cliplens.maps.base import MapMethod, Maps, register_map
 from cliplens.maps.choices import FEATURE_MODES
@@ -210,7 +210,12 @@ def surgery_parts(model: Any, pixels: Tensor, texts: TextEmbeddings, *, blocks: 
     for i in range(first, L):
         z = out[f"blocks.{i}.side.{SIDE}.attn.z"].float()  # [B, N, H, dh]
         w_o = jm.w.out_weight[i].view(D, H, dh)  # [D, H, dh], layer-scale folded
-        per_head = torch.einsum("bnhd,ehd->bnhe", z, w_o) + jm.w.out_bias[i] / H  # [B, N, H, D]
+        bias: Tensor = jm.w.out_bias[i] / H
+        if view.blocks[i].attn_norm is not None:  # a sub-LN over the heads (EVA02), frozen at every token
+            frozen = FrozenSubNorm.at(view.blocks[i], z)
+            z = frozen.heads(z * frozen.inv_sd[..., None, None])
+            bias = frozen.shift(torch.eye(N, dtype=z.dtype, device=z.device).expand(B, N, N))[:, :, None] / H
+        per_head = torch.einsum("bnhd,ehd->bnhe", z, w_o) + bias  # [B, N, H, D]
         terms.append(to_joint(per_head, share / H))
         labels += [f"L{i}.H{h}" for h in range(H)]
     parts = torch.cat(terms, 2) / norm[..., None]  # [B, N, P, E]: unit-feature parts

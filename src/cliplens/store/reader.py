@@ -309,6 +309,25 @@ class Store:
             terms = terms / emb.norm(dim=-1)[:, None, None, None]
         return terms
 
+    def shift_terms(self, images: Sequence[int] | np.ndarray | slice | None = None,
+                    layers: Iterable[int] | int | None = None, *, normalized: bool = True,
+                    dtype: torch.dtype = torch.float32) -> Tensor:
+        """``[images, layers, E]``: each layer's sub-LayerNorm shift (towers with a sub-LN over the concatenated
+        heads, EVA02; :meth:`cliplens.decomposition.Decomposition.shift_terms`): with the layer's
+        :meth:`head_terms` it makes the layer's attention term. Zeros for the other towers."""
+        L = self.shape["layers"]
+        lay = list(range(L)) if layers is None else resolve_layer_indices(layers, L)
+        rows = self.rows(images)
+        scale = torch.from_numpy(self.field("scale").take(rows)).to(dtype)
+        jm = self.joint_map(dtype)
+        if "shift" not in self.fields:
+            return torch.zeros(len(rows), len(lay), jm.w.readout_out.shape[-1], dtype=dtype)
+        terms = jm.residual(torch.from_numpy(self.field("shift").take(rows)[:, :, lay]).to(dtype), scale)
+        if normalized:
+            emb = torch.from_numpy(self.field("embedding").take(rows)).to(dtype)
+            terms = terms / emb.norm(dim=-1)[:, None, None]
+        return terms
+
     def rows(self, images: Sequence[int] | np.ndarray | slice | None = None) -> np.ndarray:
         """Row numbers for ``images`` (a slice, a list of rows, or ``None``: all)."""
         if isinstance(images, slice):

@@ -26,7 +26,8 @@ pooling head for attention pooling), residual space unless said (``L`` layers, `
 ``D`` width, ``E`` joint dimension): ``heads`` ``[R, L, H, dh]``, ``attn_out`` and ``mlp_out`` ``[R, L, D]``,
 ``embed_term`` ``[R, D]``, the head's frozen ``scale``, ``mean`` and weight sum ``wsum`` ``[R]``, ``embedding``
 ``[E]``, ``label``, ``index``; for CLS pooling ``cls_heads`` ``[1, L, H, dh]``; for a head that is not affine
-``nonlinear`` ``[E]``; optionally ``spatial`` ``[R, Ls, N, H, dh]`` for chosen layers (see :data:`FIELDS`).
+``nonlinear`` ``[E]``; for a tower with a sub-LayerNorm over the concatenated heads (EVA02) ``shift`` ``[R, L, D]``;
+optionally ``spatial`` ``[R, Ls, N, H, dh]`` for chosen layers (see :data:`FIELDS`).
 Sizes per image are in the README. Stores of the first format (CLS pooling only, no readout axis; ``mean`` and
 ``std`` at CLS) are read as the same thing (:class:`cliplens.store.Store`).
 """
@@ -64,6 +65,9 @@ FIELDS: dict[str, tuple[str, str]] = {
                     "(float32)"),
     "nonlinear": ("[E]", "a head that is not affine: its lumped nonlinear part (SigLIP's MLP after the pooling) "
                          "(float32)"),
+    "shift": ("[R, L, D]", "a tower with a sub-LayerNorm over the concatenated heads (EVA02): each layer's shift "
+                           "W_O(β − γμ/σ) + b_O read out, a term of its own; the heads are stored through the frozen "
+                           "sub-LN (γ/σ applied)"),
     "embedding": ("[E]", "the image embedding from the same forward (float32)"),
     "label": ("[]", "the class index from the data set (int64; -1: unlabelled)"),
     "index": ("[]", "the image's index in the data set (int64)"),
@@ -71,7 +75,7 @@ FIELDS: dict[str, tuple[str, str]] = {
                                      "layers"),
 }
 #: fields stored in the chosen dtype (the rest: float32 / int64)
-LARGE = ("heads", "cls_heads", "attn_out", "mlp_out", "embed_term", "spatial")
+LARGE = ("heads", "cls_heads", "attn_out", "mlp_out", "embed_term", "spatial", "shift")
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from cliplens.core.view import VisionView
-from cliplens.decomposition.algebra import HeadWeights
-from cliplens.decomposition.decomposition import decompose, read_heads
+from cliplens.decomposition.algebra import FrozenSubNorm, HeadWeights
+from cliplens.decomposition.decomposition import decompose, read_layer
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images.config import PreprocessConfig
 from cliplens.images.io import DEFAULT_MAX_PIXELS
@@ -121,12 +121,25 @@ def image_terms(view: VisionView, pixels: Tensor, spatial_layers: Sequence[int] 
              "scale": ro.scale, "mean": ro.mean, "wsum": w.sum(-1), "embedding": dec.embedding}
     if not view.head.affine:
         terms["nonlinear"] = dec.nonlinear
+    if dec.has_shift:
+        terms["shift"] = dec.shift
     if cls_only:
-        terms["cls_heads"] = torch.stack([taps[f"blocks.{i}.attn.cls_pattern"][-1][:, :, 0, None]
-                                          * taps[f"blocks.{i}.attn.v"][-1][:, 0] for i in range(L)], 1)[:, None]
+        terms["cls_heads"] = torch.stack([_cls_to_cls(view, taps, i) for i in range(L)], 1)[:, None]
     if spatial_layers:
-        terms["spatial"] = torch.stack([read_heads(taps, layer, w, cls_only, True) for layer in spatial_layers], 2)
+        terms["spatial"] = torch.stack([read_layer(view, taps, layer, w, cls_only, True)[0]
+                                        for layer in spatial_layers], 2)
     return {k: v.float().cpu() for k, v in terms.items()}
+
+
+def _cls_to_cls(view: VisionView, taps: dict[str, list[Tensor]], layer: int) -> Tensor:
+    """``[B, H, dh]``: α(CLS→CLS)·v_CLS of one layer's heads (through the frozen sub-LN where the block has one)."""
+    row, v = taps[f"blocks.{layer}.attn.cls_pattern"][-1], taps[f"blocks.{layer}.attn.v"][-1]  # [B, H, N], [B, N, H, dh]
+    own = row[:, :, 0, None] * v[:, 0]
+    blk = view.blocks[layer]
+    if blk.attn_norm is None:
+        return own
+    frozen = FrozenSubNorm.at(blk, torch.einsum("bhn,bnhj->bhj", row, v)[:, None])
+    return frozen.heads(own * frozen.inv_sd[:, :1, None])
 
 
 @torch.no_grad()

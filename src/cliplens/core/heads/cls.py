@@ -1,7 +1,7 @@
 """CLS pooling (CLIP ViTs, EVA02, MetaCLIP, DFN): the CLS token through ``ln_post`` and the projection.
 
 Decomposition rule: one readout, the CLS token (``ω = e_CLS``), ``ln_post``'s statistics frozen at CLS
-(``s = 1/σ``, ``m = μ``), ``M = proj``. Only the CLS row of every attention pattern is ever needed. Dense
+(``s = 1/σ``, ``m = μ``), ``M = proj``, ``b`` the projection's bias where it has one (EVA02's head Linear). Only the CLS row of every attention pattern is ever needed. Dense
 output: every token through ``ln_post`` (its own statistics) and the projection.
 """
 
@@ -19,14 +19,18 @@ __all__ = ["ClsHead"]
 
 
 class ClsHead(PoolHead):
-    """``z = ln_post(x[:, 0]) · proj`` (``proj`` ``[D, E]``; ``None``: the identity)."""
+    """``z = ln_post(x[:, 0]) · proj (+ proj_bias)`` (``proj`` ``[D, E]``; ``None``: the identity)."""
 
     kind: ClassVar[str] = "cls"
     reads_cls_only: ClassVar[bool] = True
 
-    def __init__(self, ln_post: LayerNormView, proj: Tensor | None) -> None:
+    def __init__(self, ln_post: LayerNormView, proj: Tensor | None, proj_bias: Tensor | None = None) -> None:
         self.ln_post = ln_post
         self.proj = proj
+        self.proj_bias = proj_bias
+
+    def bias(self) -> Tensor | None:
+        return self.proj_bias
 
     @property
     def norm(self) -> LayerNormView:
@@ -47,7 +51,8 @@ class ClsHead(PoolHead):
 
     def _project(self, x: Tensor) -> Tensor:
         out = self.ln_post(x)
-        return out if self.proj is None else out @ self.proj.to(out.dtype)
+        out = out if self.proj is None else out @ self.proj.to(out.dtype)
+        return out if self.proj_bias is None else out + self.proj_bias.to(out.dtype)
 
     def __call__(self, x: Tensor, rec: Any = None) -> Tensor:
         pooled = x[:, 0]
@@ -72,4 +77,4 @@ class ClsHead(PoolHead):
 
     def parameters(self) -> list[Tensor]:
         out = [t for t in (self.ln_post.weight, self.ln_post.bias) if t is not None]
-        return out + ([self.proj] if self.proj is not None else [])
+        return out + [t for t in (self.proj, self.proj_bias) if t is not None]
