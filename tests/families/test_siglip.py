@@ -397,3 +397,14 @@ def test_a_tower_variant_it_cannot_read_is_refused_in_one_paragraph(oc_case):
     with pytest.raises(UnsupportedArchitectureError, match="positional embedding") as e:
         vision_view_from_open_clip(m, name)
     assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_hub_tokenizer_counts_as_a_hub_fetch():
+    """Building ViT-B-16-SigLIP fetches its tokenizer from the Hub: the load looks at the Hub once (offline_guard)
+    instead of retrying for a minute when it is unreachable."""
+    import open_clip
+
+    from cliplens.models.openclip import _needs_hub
+
+    assert _needs_hub(open_clip, "ViT-B-16-SigLIP", None)
+    assert not _needs_hub(open_clip, "ViT-B-16", None)

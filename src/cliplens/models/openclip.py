@@ -601,14 +601,15 @@ def _safe_reads(what: str, trust: bool) -> Iterator[None]:
 
 def _needs_hub(oc: Any, model_name: str, pretrained: str | None) -> bool:
     """Whether creating the model may fetch from the Hugging Face Hub: an ``hf-hub:`` model, a pretrained tag,
-    or a text tower from transformers (its config comes from the Hub)."""
+    a text tower from transformers (its config comes from the Hub), or a tokenizer from the Hub (SigLIP's)."""
     if model_name.startswith("hf-hub:") or (pretrained is not None and not os.path.isfile(pretrained)):
         return True
     try:
         cfg = oc.get_model_config(model_name) or {}
     except Exception:  # an unreadable local-dir config: open_clip says so when it creates the model
         return False
-    return bool((cfg.get("text_cfg") or {}).get("hf_model_name"))
+    text = cfg.get("text_cfg") or {}
+    return bool(text.get("hf_model_name") or text.get("hf_tokenizer_name"))
 
 
 @contextlib.contextmanager
