@@ -418,3 +418,62 @@ def test_half_precision_decompositions_sum_within_their_tolerance(oc_case, dtype
     adapter = _wrap(copy.deepcopy(model).to(dtype), name)
     dec = adapter.decompose(models.pixels(2, 224).to(dtype), dtype=dtype)
     assert dec.check() <= dec.tolerance
+
+
+# ------------------------------------------------------------------------------ preprocessing, local folders
+
+
+def _tiny_siglip(cls_name: str = "SiglipModel"):
+    """A small SigLIP whose towers agree in width (64), for loading tests."""
+    siglip2 = cls_name.startswith("Siglip2")
+    vision = dict(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_hidden_layers=1, patch_size=16)
+    vision.update(num_patches=64) if siglip2 else vision.update(image_size=32)
+    cfg_cls = transformers.Siglip2Config if siglip2 else transformers.SiglipConfig
+    torch.manual_seed(0)
+    return getattr(transformers, cls_name)(cfg_cls(text_config=models.HF_TINY_TEXT, vision_config=vision)).eval()
+
+
+@pytest.mark.parametrize("resample", [2, 3])
+def test_preprocessing_equals_siglips_own_processor(resample):
+    from PIL import Image
+
+    from tests.conftest import SHARED
+
+    path = next((SHARED / "reference-data" / "images").rglob("*.jpg"))
+    processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32}, resample=resample)
+    adapter = _wrap(_tiny_siglip())
+    adapter._processor = processor
+    want = processor(Image.open(path), return_tensors="pt")["pixel_values"]
+    assert torch.equal(adapter.preprocess([path]), want)
+
+
+def test_a_saved_siglip_folder_loads_with_its_tokenizer_and_processor(tmp_path, spm_tokenizer):
+    import cliplens
+
+    model = _tiny_siglip()
+    model.save_pretrained(tmp_path)
+    spm_tokenizer[0].save_pretrained(tmp_path)
+    transformers.SiglipImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4] * 3).save_pretrained(tmp_path)
+    for name in (str(tmp_path), f"hf:{tmp_path}"):
+        a = cliplens.load(name)
+        cfg = a.preprocess_config
+        assert a.vision.head.kind == "map" and cfg.image_size == (32, 32) and tuple(cfg.mean) == (0.4,) * 3
+        assert cfg.crop == "none"
+        enc = spm_tokenizer[0](TEXTS, padding="max_length", max_length=16, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            want = reference._pooled(model.get_text_features(input_ids=enc["input_ids"]))
+        assert _rel(a.encode_text(TEXTS, normalize=False), want) <= PARITY_TOL
+
+
+def test_a_naflex_folder_is_read_at_its_fixed_native_size(tmp_path):
+    import cliplens
+
+    model = _tiny_siglip("Siglip2Model")
+    model.save_pretrained(tmp_path)
+    transformers.Siglip2ImageProcessor(patch_size=16, max_num_patches=64).save_pretrained(tmp_path)
+    a = cliplens.load(tmp_path)
+    assert a.vision.image_size == (128, 128)  # √64 = 8 patches of 16 px per side
+    assert a.preprocess_config.image_size == (128, 128) and a.preprocess_config.resize_mode == "squash"
+    x = torch.randn(2, 3, 128, 128)
+    ref = a.source_encode_image(x)
+    assert _rel(a.encode_image(x), ref) <= PARITY_TOL
