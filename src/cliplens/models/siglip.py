@@ -10,6 +10,15 @@ statistics, per source layer (``Decomposition.source_layer_terms``) and per laye
 is one lumped term (``Decomposition.nonlinear_term``). There is no token output in the sources (the MAP head
 pools): a token's *dense* output is the probe's attention restricted to that one token (MapHead's rule).
 
+Tokenizers: the source's own. open_clip's SigLIP names use a Hugging Face tokenizer (SentencePiece) fetched from
+the Hub (``timm/ViT-B-16-SigLIP``): when it cannot be had (offline, not cached) the model still loads and
+images work; text raises one paragraph naming ``tokenizer=`` (``cliplens.load(..., tokenizer=...)``,
+``cliplens.wrap(model, tokenizer=...)`` or ``adapter.tokenizer = ...``: open_clip's ``HFTokenizer(folder,
+context_length=64, clean='canonicalize')`` or any callable texts -> ``LongTensor [batch, context]``); it is
+never replaced by CLIP's BPE. Text is always padded to the full context (SigLIP's towers are bidirectional
+and pooled at the last position; they are never cut short). Scores: ``sigmoid(logit_scale · cos +
+logit_bias)`` (``adapter.score_kind``, :func:`cliplens.text.zeroshot.probabilities`).
+
 Activations: timm's SigLIP blocks and MAP MLP use the *exact* GELU (``nn.GELU()``; SigLIP 2 configs set
 ``approximate='tanh'`` for the text tower only); transformers' use ``gelu_pytorch_tanh``. Both are read from
 the modules, never assumed.
