@@ -477,3 +477,22 @@ def test_a_naflex_folder_is_read_at_its_fixed_native_size(tmp_path):
     x = torch.randn(2, 3, 128, 128)
     ref = a.source_encode_image(x)
     assert _rel(a.encode_image(x), ref) <= PARITY_TOL
+
+
+def test_a_local_siglip_folder_without_its_tokenizer_never_gets_clips_bpe(tmp_path_factory):
+    """A ``local-dir:`` open_clip folder whose config names a Hub tokenizer that is not cached: text raises (at
+    text time) instead of silently tokenizing with CLIP's BPE."""
+    import json
+
+    import open_clip
+
+    from cliplens.models.openclip import _default_tokenizer
+
+    tmp_path = tmp_path_factory.mktemp("oc")  # a folder whose name does not say "siglip"
+    assert "siglip" not in str(tmp_path).lower()
+    cfg = {"model_cfg": open_clip.get_model_config("ViT-B-16-SigLIP"), "preprocess_cfg": {}}
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(cfg))
+    tok, why = _default_tokenizer(open_clip, f"local-dir:{tmp_path}")
+    assert tok is None and "timm/ViT-B-16-SigLIP" in why and "tokenizer=" in why
+    tok, why = _default_tokenizer(open_clip, "ViT-B-16")  # CLIP names keep open_clip's BPE tokenizer
+    assert why is None and type(tok).__name__ == "SimpleTokenizer"

@@ -278,7 +278,7 @@ def _default_tokenizer(open_clip: Any, name: str) -> tuple[Any, str | None]:
         hf_name = None
         try:
             hf_name = ((open_clip.get_model_config(name) or {}).get("text_cfg") or {}).get("hf_tokenizer_name")
-        except Exception:  # a name open_clip has no config for (hf-hub:, local-dir:)
+        except Exception:  # a name open_clip has no config for (an hf-hub: name offline)
             pass
         if hf_name is None and "siglip" not in name.lower():
             return open_clip.get_tokenizer("ViT-B-32"), None
