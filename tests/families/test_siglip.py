@@ -112,7 +112,7 @@ def test_hf_encode_image_equals_the_source_fp32(hf_case):
 def test_siglip2_source_forward_sees_the_same_patches():
     """The view reads Siglip2's patch Linear as a convolution: a pixel moved in one patch and channel changes only
     that patch's token, in both (the patch feature order is (row, column, channel))."""
-    from cliplens.models.siglip import patchify
+    from cliplens.models.hf import naflex_inputs as patchify
 
     x = torch.zeros(1, 3, 32, 32, dtype=torch.float64)
     x[0, 2, 17, 5] = 1.0  # channel 2, patch row 1 col 0 (16 px patches), at (1, 5) inside it
@@ -180,7 +180,7 @@ def test_hf_decomposition_equals_the_reference(kind):
 def test_siglip2_decomposition_equals_the_naflex_reference_at_the_native_grid():
     """Siglip2 read at its native 16×16 grid equals the NaFlex reference run on the whole image's patches (the
     source resizes its positional table in float32, so the float64 comparison is to 1e-7)."""
-    from cliplens.models.siglip import patchify
+    from cliplens.models.hf import naflex_inputs as patchify
 
     model = _hf_model("Siglip2Model")
     adapter = _wrap(model)

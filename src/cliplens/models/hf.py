@@ -424,10 +424,8 @@ class HFCLIPAdapter(CLIPAdapter):
     # ---- the source's own image forward --------------------------------------
     @torch.no_grad()
     def source_encode_image(self, pixel_values: Tensor) -> Tensor:
-        from cliplens.models import siglip
-
-        if siglip.is_siglip2(self.model):  # NaFlex inputs of the whole image (its own positional resize)
-            values, mask, shapes = siglip.patchify(pixel_values, self.vision.patch_size[0])
+        if is_siglip2(self.model):  # NaFlex inputs of the whole image (its own positional resize)
+            values, mask, shapes = naflex_inputs(pixel_values, self.vision.patch_size[0])
             kw = dict(pixel_values=values, pixel_attention_mask=mask, spatial_shapes=shapes)
             out = self.model.get_image_features(**kw) if hasattr(self.model, "get_image_features") \
                 else self.model(**kw)
@@ -438,6 +436,41 @@ class HFCLIPAdapter(CLIPAdapter):
         else:
             out = self.model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate)
         return _features(out, "image_embeds")
+
+
+# ---- SigLIP 2 NaFlex inputs (the image tower itself: cliplens.models.siglip) -----------------------------------
+
+
+def is_siglip2(model: Any) -> bool:
+    """Whether ``model`` is a transformers SigLIP 2 (NaFlex: ``Siglip2Model`` / ``Siglip2VisionModel``)."""
+    return str(getattr(getattr(model, "config", None), "model_type", "")).startswith("siglip2")
+
+
+def naflex_inputs(pixel_values: Tensor, patch: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``[B, C, H, W]`` -> Siglip2's NaFlex inputs for the whole image: ``pixel_values`` ``[B, P, p·p·C]`` (patches
+    row-major, features in (row, column, channel) order as ``Siglip2ImageProcessor`` makes them),
+    ``pixel_attention_mask`` ``[B, P]`` (all ones) and ``spatial_shapes`` ``[B, 2]``."""
+    b, c, h, w = pixel_values.shape
+    gh, gw = h // patch, w // patch
+    x = pixel_values.reshape(b, c, gh, patch, gw, patch).permute(0, 2, 4, 3, 5, 1).reshape(b, gh * gw, -1)
+    mask = torch.ones(b, gh * gw, dtype=torch.long, device=x.device)
+    shapes = torch.tensor([[gh, gw]] * b, dtype=torch.long, device=x.device)
+    return x, mask, shapes
+
+
+def fixed_size_processor(processor: Any, model: Any) -> Any:
+    """The image processor cliplens preprocesses a SigLIP with: the model's own (``SiglipImageProcessor``: resize
+    to the native size, no crop); for a NaFlex ``Siglip2ImageProcessor`` (which patchifies to a variable grid) a
+    ``SiglipImageProcessor`` resizing to the fixed native size (``√num_patches`` patches per side) with the same
+    mean, std, resampling and rescale (for non-square images this squashes where NaFlex keeps the aspect)."""
+    if not type(processor).__name__.startswith("Siglip2ImageProcessor"):
+        return processor
+    transformers = require_transformers()
+    vcfg = getattr(model.config, "vision_config", None) or model.config
+    side = int(np.sqrt(int(vcfg.num_patches))) * int(processor.patch_size)
+    return transformers.SiglipImageProcessor(
+        size={"height": side, "width": side}, resample=processor.resample, image_mean=processor.image_mean,
+        image_std=processor.image_std, rescale_factor=processor.rescale_factor)
 
 
 #: transformers text models whose attention is causal and whose embedding is read at the end-of-text token
@@ -665,9 +698,8 @@ def load(
         processor = None
         try:
             if model_type in SIGLIP_MODEL_TYPES:
-                from cliplens.models.siglip import image_processor
-
-                processor = image_processor(transformers.AutoImageProcessor.from_pretrained(source, **hub), model)
+                processor = fixed_size_processor(transformers.AutoImageProcessor.from_pretrained(source, **hub),
+                                                 model)
             else:
                 processor = transformers.CLIPImageProcessor.from_pretrained(source, **hub)
         except Exception:  # no preprocessor_config.json: the family's standard preprocessing

@@ -28,7 +28,8 @@ and a key padding mask. cliplens reads it at a *fixed* resolution: the positiona
 (``√num_patches`` per side, 16×16 = 256 px for the released B/16), as ``[B, 3, H, W]`` images; its patch
 ``Linear`` is read as the equivalent convolution. Variable resolution (NaFlex proper) is not offered: it needs
 a key padding mask in every attention strategy and the probe, per-image positional tables in the embedding
-(``core/forward.py``), and readouts over padded token sets — see :data:`NAFLEX`.
+(``core/forward.py``), and readouts over padded token sets — see :data:`NAFLEX`. (The source's own
+NaFlex forward on whole images, for parity, and the fixed-size processor are in :mod:`cliplens.models.hf`.)
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from cliplens.core.heads import MapHead
@@ -44,6 +44,7 @@ from cliplens.core.layers import LayerNormView
 from cliplens.core.view import BlockView, VisionView
 from cliplens.errors import UnsupportedArchitectureError
 from cliplens.models.families import TowerFamily, register_family
+from cliplens.models.hf import HF_ACTIVATIONS, block_views
 
 EXACT = ("exact: pooled attention per pool head × source token, per source layer and layer × head × token "
          "through the frozen per-token post-LayerNorm; the MAP head's MLP is one lumped term")
@@ -238,10 +239,6 @@ def _is_hf_siglip(model: Any) -> bool:
     return getattr(getattr(model, "config", None), "model_type", None) in HF_TYPES
 
 
-def is_siglip2(model: Any) -> bool:
-    return str(getattr(getattr(model, "config", None), "model_type", "")).startswith("siglip2")
-
-
 def _hf_map_head(vm: Any, act: str, name: str) -> MapHead:
     head = getattr(vm, "head", None)
     if head is None:
@@ -270,8 +267,6 @@ def siglip2_grid(vm: Any) -> int:
 def vision_view_from_hf(model: nn.Module, name: str = "") -> VisionView:
     """A :class:`VisionView` over a transformers SigLIP / SigLIP 2 image tower (no copies; SigLIP 2 at its fixed
     native grid, its patch ``Linear`` read as a convolution)."""
-    from cliplens.models.hf import block_views
-
     vm = hf_tower(model)
     vcfg = getattr(model.config, "vision_config", None) or model.config
     emb = vm.embeddings
@@ -287,8 +282,6 @@ def vision_view_from_hf(model: nn.Module, name: str = "") -> VisionView:
         image_size = (g * p, g * p)
     else:
         raise _unsupported(name, f"the patch embedding is a {type(patch).__name__}")
-    from cliplens.models.hf import HF_ACTIVATIONS
-
     act = HF_ACTIVATIONS.get(getattr(vcfg, "hidden_act", None))
     if act is None:
         raise _unsupported(name, f"hidden_act={getattr(vcfg, 'hidden_act', None)!r}")
@@ -300,18 +293,6 @@ def vision_view_from_hf(model: nn.Module, name: str = "") -> VisionView:
     )
 
 
-def patchify(pixel_values: Tensor, patch: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``[B, C, H, W]`` -> Siglip2's NaFlex inputs for the whole image: ``pixel_values`` ``[B, P, p·p·C]`` (patches
-    row-major, features in (row, column, channel) order as ``Siglip2ImageProcessor`` makes them),
-    ``pixel_attention_mask`` ``[B, P]`` (all ones) and ``spatial_shapes`` ``[B, 2]``."""
-    b, c, h, w = pixel_values.shape
-    gh, gw = h // patch, w // patch
-    x = pixel_values.reshape(b, c, gh, patch, gw, patch).permute(0, 2, 4, 3, 5, 1).reshape(b, gh * gw, -1)
-    mask = torch.ones(b, gh * gw, dtype=torch.long, device=x.device)
-    shapes = torch.tensor([[gh, gw]] * b, dtype=torch.long, device=x.device)
-    return x, mask, shapes
-
-
 register_family(TowerFamily(
     name="siglip", summary="SigLIP / SigLIP 2 (timm ViT with a MAP head inside open_clip), no CLS token",
     library="open_clip", matches=_is_open_clip_siglip, build=vision_view_from_open_clip, config=open_clip_config,
@@ -319,18 +300,3 @@ register_family(TowerFamily(
 register_family(TowerFamily(
     name="siglip", summary="SigLIP / SigLIP 2 (SiglipModel, Siglip2Model at its native grid), MAP head",
     library="transformers", matches=_is_hf_siglip, build=vision_view_from_hf, exact=EXACT))
-
-
-def image_processor(processor: Any, model: Any) -> Any:
-    """The image processor cliplens preprocesses with: the model's own (``SiglipImageProcessor``: resize to the
-    native size, no crop); for a NaFlex ``Siglip2ImageProcessor`` (which patchifies to a variable grid) a
-    ``SiglipImageProcessor`` resizing to the fixed native size with the same mean, std, resampling and rescale
-    (for non-square images this squashes where NaFlex would keep the aspect ratio)."""
-    if type(processor).__name__.startswith("Siglip2ImageProcessor"):
-        import transformers
-
-        side = siglip2_grid(hf_tower(model)) * int(processor.patch_size)
-        return transformers.SiglipImageProcessor(
-            size={"height": side, "width": side}, resample=processor.resample, image_mean=processor.image_mean,
-            image_std=processor.image_std, rescale_factor=processor.rescale_factor)
-    return processor
