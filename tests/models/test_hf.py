@@ -145,16 +145,20 @@ def test_unsupported_activation(act):
         HFCLIPAdapter(model)
 
 
-def test_siglip_is_unsupported():
+def test_siglip_now_loads_and_decomposes():
+    """SigLIP was refused before the MAP head existed; it now wraps, runs as the source does, and decomposes."""
     cfg = transformers.SiglipConfig(
         text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                          vocab_size=64, max_position_embeddings=16),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                            image_size=32, patch_size=8),
     )
-    with pytest.raises(UnsupportedArchitectureError, match="SigLIP") as e:
-        HFCLIPAdapter(transformers.SiglipModel(cfg))
-    assert "attention-pooling" in str(e.value) and "clip-vit" in str(e.value)
+    a = HFCLIPAdapter(transformers.SiglipModel(cfg))
+    assert a.vision.head.kind == "map" and a.vision.class_embedding is None
+    x = torch.randn(2, 3, 32, 32)
+    ref = a.source_encode_image(x)
+    assert (a.encode_image(x) - ref).abs().max() <= 1e-5 * ref.norm(dim=-1).max()
+    a.decompose(x).check()
 
 
 def test_non_clip_models_are_unsupported():

@@ -227,9 +227,9 @@ def test_hf_folder_dtype(tmp_path):
     assert a.dtype == torch.float64
 
 
-def test_siglip_folder_is_refused_before_loading_weights(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "siglip"}))
-    with pytest.raises(UnsupportedArchitectureError, match="SigLIP"):
+def test_unknown_model_type_folder_is_refused_before_loading_weights(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "blip"}))
+    with pytest.raises(UnsupportedArchitectureError, match="'blip'"):
         M.load(tmp_path)
 
 
@@ -359,7 +359,7 @@ def test_resnet_model_object():
 
 def test_timm_tower_by_name():
     with pytest.raises(UnsupportedArchitectureError, match="timm"):
-        M.load("ViT-B-16-SigLIP")
+        M.load("convnext_base", pretrained="random")
 
 
 # ---- missing optional dependencies ------------------------------------------------------------------
@@ -474,7 +474,8 @@ def test_list_models_contents():
     assert infos["ViT-M-16-alt"].decomposable and "layer-scale" in infos["ViT-M-16-alt"].note
     hf = infos["openai/clip-vit-base-patch16"]
     assert hf.family == "transformers" and hf.decomposable
-    assert not infos["google/siglip-base-patch16-224"].decomposable
+    assert infos["google/siglip-base-patch16-224"].decomposable
+    assert infos["ViT-B-16-SigLIP"].decomposable and "MAP" in infos["ViT-B-16-SigLIP"].note
     assert all(isinstance(m, M.ModelInfo) for m in infos.values())
     assert set(open_clip.list_models()) <= set(infos)
 

@@ -191,6 +191,22 @@ class CLIPAdapter(ABC):
             return 100.0
         return float(torch.as_tensor(scale).detach().float().exp())
 
+    @property
+    def logit_bias(self) -> float:
+        """The source model's ``logit_bias`` (SigLIP's, learned; open_clip ``model.logit_bias``, transformers
+        ``SiglipModel.logit_bias``); 0.0 for models without one (CLIP)."""
+        bias = getattr(self.model, "logit_bias", None)
+        if bias is None:
+            return 0.0
+        return float(torch.as_tensor(bias).detach().float().reshape(-1)[0])
+
+    @property
+    def score_kind(self) -> str:
+        """How the model turns ``logit_scale · cos + logit_bias`` into probabilities: ``"sigmoid"`` (each
+        image–text pair on its own: models trained with the sigmoid loss, which carry a ``logit_bias``) or
+        ``"softmax"`` (over the texts: CLIP). :func:`cliplens.text.zeroshot.probabilities` applies it."""
+        return "sigmoid" if getattr(self.model, "logit_bias", None) is not None else "softmax"
+
     def fingerprint(self) -> str:
         """A digest of the image tower's weights and of the preprocessing.
 

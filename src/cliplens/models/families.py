@@ -41,6 +41,7 @@ __all__ = ["BUILTIN_MODULES", "TowerFamily", "families", "family_for", "family_n
 BUILTIN_MODULES = (
     "cliplens.models.clip_vit",
     "cliplens.models.eva",
+    "cliplens.models.siglip",
 )
 
 

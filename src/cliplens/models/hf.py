@@ -6,9 +6,11 @@ Supported: ``CLIPModel`` (image and text towers), ``CLIPVisionModelWithProjectio
 architecturally identical MetaCLIP 2 classes. Their image towers are pre-LayerNorm ViTs
 with CLS pooling, so they decompose exactly.
 
-Not supported (:class:`~cliplens.errors.UnsupportedArchitectureError`): SigLIP / SigLIP 2
-(an attention-pooling head, not a CLS token, makes the image embedding), and every
-other architecture (CLIPSeg, OWL-ViT, X-CLIP, BLIP, ...).
+SigLIP / SigLIP 2 (``SiglipModel``, ``SiglipVisionModel``, ``Siglip2Model``, ``Siglip2VisionModel``) load here
+too; their image tower is read by :mod:`cliplens.models.siglip` (a MAP pooling head).
+
+Not supported (:class:`~cliplens.errors.UnsupportedArchitectureError`): every other architecture (CLIPSeg,
+OWL-ViT, X-CLIP, BLIP, ...).
 
 Everything the view references is the model's own tensors: ``q/k/v_proj`` stay separate
 ``nn.Linear`` weights (``qkv_weight=None``) and the projection is
@@ -64,9 +66,10 @@ HF_ACTIVATIONS = {
 
 #: ``config.model_type`` values whose image tower has CLIP's layout (embeddings,
 #: ``pre_layrnorm``, ``encoder.layers``, ``post_layernorm``, ``visual_projection``).
-SUPPORTED_MODEL_TYPES = ("clip", "clip_vision_model", "metaclip_2", "metaclip_2_vision_model")
-
-_SIGLIP_TYPES = ("siglip", "siglip2", "siglip_vision_model", "siglip2_vision_model")
+CLIP_MODEL_TYPES = ("clip", "clip_vision_model", "metaclip_2", "metaclip_2_vision_model")
+#: SigLIP / SigLIP 2 (read by :mod:`cliplens.models.siglip`)
+SIGLIP_MODEL_TYPES = ("siglip", "siglip_vision_model", "siglip2", "siglip2_vision_model")
+SUPPORTED_MODEL_TYPES = CLIP_MODEL_TYPES + SIGLIP_MODEL_TYPES
 
 
 def require_transformers() -> Any:
@@ -85,14 +88,6 @@ def check_hf_model_type(model_type: str | None, name: str = "", class_name: str 
     what = name or class_name or "this model"
     if model_type in SUPPORTED_MODEL_TYPES:
         return
-    if model_type in _SIGLIP_TYPES:
-        raise UnsupportedArchitectureError(
-            f"{what} is a SigLIP model (model_type {model_type!r}). Its image embedding comes from an "
-            "attention-pooling head (a learned query attending over all tokens), not from a CLS token, "
-            "so it does not split into per-layer/head/token direct effects the way CLIP's does. "
-            "cliplens decomposes CLS-pooled CLIP ViTs: use e.g. 'openai/clip-vit-base-patch16' or an "
-            "open_clip ViT such as 'ViT-B-16'."
-        )
     if model_type in ("clip_text_model", "metaclip_2_text_model"):
         raise UnsupportedArchitectureError(
             f"{what} is a CLIP text model only (model_type {model_type!r}); cliplens needs the image "
@@ -101,7 +96,8 @@ def check_hf_model_type(model_type: str | None, name: str = "", class_name: str 
     raise UnsupportedArchitectureError(
         f"{what} has model_type {model_type!r}{f' ({class_name})' if class_name else ''}; cliplens's "
         "transformers adapter supports CLIP ViT models (model_type 'clip' or 'metaclip_2': CLIPModel, "
-        "CLIPVisionModelWithProjection, CLIPVisionModel). For open_clip models use cliplens.load with "
+        "CLIPVisionModelWithProjection, CLIPVisionModel) and SigLIP / SigLIP 2 (SiglipModel, Siglip2Model and "
+        "their vision models). For open_clip models use cliplens.load with "
         "an open_clip name."
     )
 
@@ -135,6 +131,9 @@ def _towers(model: nn.Module, name: str) -> tuple[nn.Module, nn.Linear | None, A
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     check_hf_model_type(model_type, name, type(model).__name__)
+    if model_type not in CLIP_MODEL_TYPES:
+        raise UnsupportedArchitectureError(f"{name or type(model).__name__} (model_type {model_type!r}) has no "
+                                           "CLIP image tower")
     vision = getattr(model, "vision_model", None)
     if vision is None:
         if hasattr(model, "embeddings") and hasattr(model, "post_layernorm"):
@@ -153,16 +152,12 @@ def _towers(model: nn.Module, name: str) -> tuple[nn.Module, nn.Linear | None, A
     return vision, proj, vision_config
 
 
-def vision_view_from_hf(model: nn.Module, name: str = "") -> VisionView:
-    """Build a :class:`VisionView` over a transformers CLIP model's image tower (no copies)."""
-    vision, proj, vcfg = _towers(model, name)
-    emb = vision.embeddings
-    conv = emb.patch_embedding
-    if not isinstance(conv, nn.Conv2d):
-        raise UnsupportedArchitectureError(f"patch embedding is a {type(conv).__name__}, expected Conv2d")
+def block_views(layers: Any, vcfg: Any, name: str = "") -> tuple[BlockView, ...]:
+    """The views of a transformers encoder's layers (CLIP's and SigLIP's: separate q/k/v/out projections,
+    ``layer_norm1/2``, ``mlp.fc1/fc2``, ``config.hidden_act``)."""
     act = _activation(getattr(vcfg, "hidden_act", None), name)
     blocks = []
-    for i, layer in enumerate(vision.encoder.layers):
+    for i, layer in enumerate(layers):
         attn, mlp = layer.self_attn, layer.mlp
         q = _linear(attn.q_proj, f"layer {i} q_proj")
         k = _linear(attn.k_proj, f"layer {i} k_proj")
@@ -181,6 +176,17 @@ def vision_view_from_hf(model: nn.Module, name: str = "") -> VisionView:
                 num_heads=num_heads, activation=act,
             )
         )
+    return tuple(blocks)
+
+
+def vision_view_from_hf(model: nn.Module, name: str = "") -> VisionView:
+    """Build a :class:`VisionView` over a transformers CLIP model's image tower (no copies)."""
+    vision, proj, vcfg = _towers(model, name)
+    emb = vision.embeddings
+    conv = emb.patch_embedding
+    if not isinstance(conv, nn.Conv2d):
+        raise UnsupportedArchitectureError(f"patch embedding is a {type(conv).__name__}, expected Conv2d")
+    blocks = block_views(vision.encoder.layers, vcfg, name)
     image_size = pair(getattr(vcfg, "image_size", None) or emb.image_size, "image_size")
     return VisionView(
         patch_weight=conv.weight,
@@ -188,7 +194,7 @@ def vision_view_from_hf(model: nn.Module, name: str = "") -> VisionView:
         class_embedding=emb.class_embedding,
         positional_embedding=emb.position_embedding.weight,
         ln_pre=_ln(vision.pre_layrnorm, "pre_layrnorm"),
-        blocks=tuple(blocks),
+        blocks=blocks,
         ln_post=_ln(vision.post_layernorm, "post_layernorm"),
         proj=None if proj is None else proj.weight.T,
         image_size=image_size,
@@ -215,10 +221,13 @@ def _features(out: Any, key: str) -> Tensor:
     return emb
 
 
-def default_image_processor(image_size: tuple[int, int] | int) -> Any:
-    """A ``CLIPImageProcessor`` for ``image_size`` with CLIP's standard mean/std (bicubic, centre crop)."""
+def default_image_processor(image_size: tuple[int, int] | int, model_type: str | None = None) -> Any:
+    """A ``CLIPImageProcessor`` for ``image_size`` with CLIP's standard mean/std (bicubic, centre crop); for
+    SigLIP / SigLIP 2 a ``SiglipImageProcessor`` (resized to ``image_size``, no crop, mean = std = 0.5)."""
     transformers = require_transformers()
     h, w = pair(image_size, "image_size")
+    if model_type in SIGLIP_MODEL_TYPES:
+        return transformers.SiglipImageProcessor(size={"height": h, "width": w})
     return transformers.CLIPImageProcessor(
         size={"shortest_edge": min(h, w)},
         crop_size={"height": h, "width": w},
@@ -300,7 +309,8 @@ class HFCLIPAdapter(CLIPAdapter):
     def processor(self) -> Any:
         """The source's image processor (built from the config when none was given)."""
         if self._processor is None:
-            self._processor = default_image_processor(self.vision.image_size)
+            model_type = getattr(getattr(self.model, "config", None), "model_type", None)
+            self._processor = default_image_processor(self.vision.image_size, model_type)
         return self._processor
 
     @property
@@ -414,12 +424,53 @@ class HFCLIPAdapter(CLIPAdapter):
     # ---- the source's own image forward --------------------------------------
     @torch.no_grad()
     def source_encode_image(self, pixel_values: Tensor) -> Tensor:
+        if is_siglip2(self.model):  # NaFlex inputs of the whole image (its own positional resize)
+            values, mask, shapes = naflex_inputs(pixel_values, self.vision.patch_size[0])
+            kw = dict(pixel_values=values, pixel_attention_mask=mask, spatial_shapes=shapes)
+            out = self.model.get_image_features(**kw) if hasattr(self.model, "get_image_features") \
+                else self.model(**kw)
+            return _features(out, "image_embeds")
         interpolate = tuple(pixel_values.shape[-2:]) != tuple(self.vision.image_size)
         if hasattr(self.model, "get_image_features"):
             out = self.model.get_image_features(pixel_values=pixel_values, interpolate_pos_encoding=interpolate)
         else:
             out = self.model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate)
         return _features(out, "image_embeds")
+
+
+# ---- SigLIP 2 NaFlex inputs (the image tower itself: cliplens.models.siglip) -----------------------------------
+
+
+def is_siglip2(model: Any) -> bool:
+    """Whether ``model`` is a transformers SigLIP 2 (NaFlex: ``Siglip2Model`` / ``Siglip2VisionModel``)."""
+    return str(getattr(getattr(model, "config", None), "model_type", "")).startswith("siglip2")
+
+
+def naflex_inputs(pixel_values: Tensor, patch: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``[B, C, H, W]`` -> Siglip2's NaFlex inputs for the whole image: ``pixel_values`` ``[B, P, p·p·C]`` (patches
+    row-major, features in (row, column, channel) order as ``Siglip2ImageProcessor`` makes them),
+    ``pixel_attention_mask`` ``[B, P]`` (all ones) and ``spatial_shapes`` ``[B, 2]``."""
+    b, c, h, w = pixel_values.shape
+    gh, gw = h // patch, w // patch
+    x = pixel_values.reshape(b, c, gh, patch, gw, patch).permute(0, 2, 4, 3, 5, 1).reshape(b, gh * gw, -1)
+    mask = torch.ones(b, gh * gw, dtype=torch.long, device=x.device)
+    shapes = torch.tensor([[gh, gw]] * b, dtype=torch.long, device=x.device)
+    return x, mask, shapes
+
+
+def fixed_size_processor(processor: Any, model: Any) -> Any:
+    """The image processor cliplens preprocesses a SigLIP with: the model's own (``SiglipImageProcessor``: resize
+    to the native size, no crop); for a NaFlex ``Siglip2ImageProcessor`` (which patchifies to a variable grid) a
+    ``SiglipImageProcessor`` resizing to the fixed native size (``√num_patches`` patches per side) with the same
+    mean, std, resampling and rescale (for non-square images this squashes where NaFlex keeps the aspect)."""
+    if not type(processor).__name__.startswith("Siglip2ImageProcessor"):
+        return processor
+    transformers = require_transformers()
+    vcfg = getattr(model.config, "vision_config", None) or model.config
+    side = int(np.sqrt(int(vcfg.num_patches))) * int(processor.patch_size)
+    return transformers.SiglipImageProcessor(
+        size={"height": side, "width": side}, resample=processor.resample, image_mean=processor.image_mean,
+        image_std=processor.image_std, rescale_factor=processor.rescale_factor)
 
 
 #: transformers text models whose attention is causal and whose embedding is read at the end-of-text token
@@ -495,7 +546,10 @@ def preprocess_config_from_hf(processor: Any) -> PreprocessConfig:
         )
     else:
         resize_mode, resize_size = "squash", (224, 224)
-    do_crop = bool(get("do_center_crop", True))
+    # SigLIP's processors have no crop at all (do_center_crop and crop_size are None); CLIP's older ones may lack
+    # the attribute, and crop
+    do_crop = bool(get("do_center_crop", True)) and not (getattr(ip, "do_center_crop", True) is None
+                                                          and getattr(ip, "crop_size", None) is None)
     crop_size = size_dict(get("crop_size", {"height": 224, "width": 224}))
     if do_crop:
         if "height" not in crop_size:
@@ -538,8 +592,10 @@ KNOWN_IDS: tuple[tuple[str, bool, str], ...] = (
     ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", True, "OpenCLIP ViT-H/14 trained on LAION-2B"),
     ("laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", True, "OpenCLIP ViT-bigG/14 trained on LAION-2B"),
     ("facebook/metaclip-b32-400m", True, "MetaCLIP ViT-B/32"),
-    ("google/siglip-base-patch16-224", False,
-     "SigLIP: attention-pooling head instead of a CLS token, not decomposable"),
+    ("google/siglip-base-patch16-224", True, "SigLIP B/16 (MAP head: exact per pool head × token, MLP lumped)"),
+    ("google/siglip2-base-patch16-224", True, "SigLIP 2 B/16 (SiglipModel layout, MAP head)"),
+    ("google/siglip2-base-patch16-naflex", True,
+     "SigLIP 2 B/16 NaFlex, read at its fixed native grid (256 px); variable resolution is not offered"),
 )
 
 _DEFAULT_CLASS = {
@@ -547,15 +603,12 @@ _DEFAULT_CLASS = {
     "clip_vision_model": "CLIPVisionModelWithProjection",
     "metaclip_2": "MetaClip2Model",
     "metaclip_2_vision_model": "MetaClip2VisionModelWithProjection",
+    "siglip": "SiglipModel",
+    "siglip_vision_model": "SiglipVisionModel",
+    "siglip2": "Siglip2Model",
+    "siglip2_vision_model": "Siglip2VisionModel",
 }
 _CLASSES = frozenset(_DEFAULT_CLASS.values()) | {"CLIPVisionModel", "MetaClip2VisionModel"}
-
-
-def refuse_by_name(name: str) -> None:
-    """Refuse ids of unsupported families (SigLIP) from the name alone, before any network access."""
-    low = name.lower()
-    if "siglip" in low:
-        check_hf_model_type("siglip2" if "siglip2" in low else "siglip", name)
 
 
 def pickled_weights(folder: Path) -> list[Path]:
@@ -594,8 +647,6 @@ def load(
     transformers = require_transformers()
     if local:
         check_hf_model_type(folder_model_type(Path(source)), source)
-    else:
-        refuse_by_name(source)
     what = f"{source!r} (Hugging Face transformers)"
     if local:
         for f in pickled_weights(Path(source)):
@@ -646,8 +697,12 @@ def load(
                 )
         processor = None
         try:
-            processor = transformers.CLIPImageProcessor.from_pretrained(source, **hub)
-        except Exception:  # no preprocessor_config.json: use CLIP's standard preprocessing
+            if model_type in SIGLIP_MODEL_TYPES:
+                processor = fixed_size_processor(transformers.AutoImageProcessor.from_pretrained(source, **hub),
+                                                 model)
+            else:
+                processor = transformers.CLIPImageProcessor.from_pretrained(source, **hub)
+        except Exception:  # no preprocessor_config.json: the family's standard preprocessing
             processor = None
         adapter = HFCLIPAdapter(model, source, tokenizer=tokenizer, processor=processor, weights=source)
         if tok_error is not None:

@@ -190,12 +190,10 @@ class OpenCLIPAdapter(CLIPAdapter):
                  weights: str = "") -> None:
         super().__init__(model, name, weights=weights)
         open_clip = require_open_clip()
+        self._tokenizer_error: str | None = None
         if tokenizer is None:
-            try:
-                tokenizer = open_clip.get_tokenizer(name) if name else open_clip.get_tokenizer("ViT-B-32")
-            except Exception:  # unknown/offline name: the standard CLIP BPE tokenizer
-                tokenizer = open_clip.get_tokenizer("ViT-B-32")
-        self.tokenizer = tokenizer
+            tokenizer, self._tokenizer_error = _default_tokenizer(open_clip, name)
+        self._tokenizer = tokenizer
         self.source_preprocess = preprocess
         model.eval()
         self.vision  # validate the architecture eagerly  # noqa: B018
@@ -206,12 +204,25 @@ class OpenCLIPAdapter(CLIPAdapter):
         return build_view(self.model, self.name, "open_clip")
 
     @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer; raises :class:`~cliplens.errors.ModelLoadError` (at text time, never at load
+        time) when the model's own tokenizer could not be had (SigLIP's comes from the Hub)."""
+        if self._tokenizer is None:
+            raise ModelLoadError(self._tokenizer_error or f"{self.name or 'this model'} has no tokenizer.")
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value: Any) -> None:
+        self._tokenizer = value
+        self._tokenizer_error = None
+
+    @property
     def preprocess_config(self) -> PreprocessConfig:
         return preprocess_config_from_open_clip(self.model)
 
     @property
     def context_length(self) -> int:
-        n = getattr(self.tokenizer, "context_length", None) or getattr(self.model, "context_length", None)
+        n = getattr(self._tokenizer, "context_length", None) or getattr(self.model, "context_length", None)
         return int(n or 77)
 
     def _tokenize(self, texts: Sequence[str]) -> Tensor:
@@ -241,7 +252,9 @@ class OpenCLIPAdapter(CLIPAdapter):
             return self.model.encode_text(tokens)  # the source itself at full length
         return encode_text_prefix(*tower, tokens)
 
-    def _text_parts(self) -> tuple[list[Tensor], Any, str]:
+    def _text_parts(self) -> tuple[list[Tensor], Any, str] | None:
+        if self._tokenizer is None:  # no text side to fingerprint (text raises the tokenizer's error)
+            return None
         m = self.model
         pool = (getattr(m, "text_pool_type", None), getattr(m, "text_eos_id", None))
         modules = " ".join(f"{n}={c!r}" for n, c in m.named_children() if n != "visual")
@@ -250,6 +263,33 @@ class OpenCLIPAdapter(CLIPAdapter):
     @torch.no_grad()
     def source_encode_image(self, pixel_values: Tensor) -> Tensor:
         return self.model.encode_image(pixel_values, normalize=False)
+
+
+def _default_tokenizer(open_clip: Any, name: str) -> tuple[Any, str | None]:
+    """``(tokenizer, None)``: open_clip's own tokenizer for ``name``; or ``(None, why)`` when the model's tokenizer is
+    a Hugging Face one (SigLIP's SentencePiece models, …) that cannot be had (offline, not cached): text then
+    raises ``why``, naming what to do. Other names that open_clip cannot resolve get the standard CLIP BPE
+    tokenizer (the tokenizer of every open_clip CLIP)."""
+    if not name:
+        return open_clip.get_tokenizer("ViT-B-32"), None
+    try:
+        return open_clip.get_tokenizer(name), None
+    except Exception as e:  # unknown/offline name
+        hf_name = None
+        try:
+            hf_name = ((open_clip.get_model_config(name) or {}).get("text_cfg") or {}).get("hf_tokenizer_name")
+        except Exception:  # a name open_clip has no config for (an hf-hub: name offline)
+            pass
+        if hf_name is None and "siglip" not in name.lower():
+            return open_clip.get_tokenizer("ViT-B-32"), None
+        which = f"the Hugging Face tokenizer {hf_name!r}" if hf_name else "its Hugging Face tokenizer"
+        return None, (
+            f"{name} needs {which}, which could not be loaded ({type(e).__name__}: {short(e, 200)}); the image "
+            "side works without it, text needs it. Run once with network access (it is then cached), or pass "
+            "tokenizer= to cliplens.load / cliplens.wrap: e.g. open_clip.tokenizer.HFTokenizer('/path/to/"
+            "tokenizer-folder', context_length=64, clean='canonicalize'), or any callable texts -> "
+            "LongTensor [batch, context]."
+        )
 
 
 def _is_causal(mask: Any) -> bool:
@@ -561,14 +601,15 @@ def _safe_reads(what: str, trust: bool) -> Iterator[None]:
 
 def _needs_hub(oc: Any, model_name: str, pretrained: str | None) -> bool:
     """Whether creating the model may fetch from the Hugging Face Hub: an ``hf-hub:`` model, a pretrained tag,
-    or a text tower from transformers (its config comes from the Hub)."""
+    a text tower from transformers (its config comes from the Hub), or a tokenizer from the Hub (SigLIP's)."""
     if model_name.startswith("hf-hub:") or (pretrained is not None and not os.path.isfile(pretrained)):
         return True
     try:
         cfg = oc.get_model_config(model_name) or {}
     except Exception:  # an unreadable local-dir config: open_clip says so when it creates the model
         return False
-    return bool((cfg.get("text_cfg") or {}).get("hf_model_name"))
+    text = cfg.get("text_cfg") or {}
+    return bool(text.get("hf_model_name") or text.get("hf_tokenizer_name"))
 
 
 @contextlib.contextmanager

@@ -17,8 +17,7 @@ This module only *parses* names and dispatches; each family loads its own models
    architecture it is: pass the architecture as ``name`` and the file as ``pretrained``.
 5. **Names containing "/"** are Hugging Face transformers ids (``"openai/clip-vit-base-patch16"``),
    except OpenAI's spelling of an open_clip architecture (``"ViT-B/32"`` is ``"ViT-B-32"``,
-   ``"ViT-L/14@336px"`` is ``"ViT-L-14-336"``). Ids of
-   unsupported families (SigLIP) are refused from the name, before any network access.
+   ``"ViT-L/14@336px"`` is ``"ViT-L-14-336"``); SigLIP ids (``"google/siglip-base-patch16-224"``) among them.
 
 Anything else raises :class:`~cliplens.errors.ModelNotFoundError` with close matches.
 
@@ -131,20 +130,6 @@ def _unknown(name: str, extra: str = "") -> ModelNotFoundError:
     )
 
 
-def _refuse_by_name(name: str) -> None:
-    """Refuse Hub ids of unsupported families (SigLIP), whatever their prefix, from the name alone: before
-    importing a library or touching the network. open_clip architecture names get their own message from
-    :func:`openclip.support`; local folders are judged by their config."""
-    low = name.lower()
-    if "siglip" not in low or Path(name).expanduser().exists():
-        return
-    prefix = next((p for p in ("open_clip:", "openclip:", "hf:", "transformers:") if low.startswith(p)), "")
-    target = name[len(prefix):]
-    if target.lower().startswith("local-dir:") or target in openclip.architecture_names():
-        return
-    hf.refuse_by_name(target)
-
-
 def _no_pretrained(name: str, pretrained: str | None, what: str) -> None:
     if pretrained is not None:
         raise ModelLoadError(
@@ -202,7 +187,7 @@ def load(
         PretrainedRequiredError: an open_clip architecture without ``pretrained`` (lists its tags).
         ModelNotFoundError: no loader knows ``name`` (or ``pretrained`` is no tag of it).
         ModelLoadError: a known model whose weights could not be fetched or read.
-        UnsupportedArchitectureError: the image tower cannot be decomposed (ResNet, SigLIP, …).
+        UnsupportedArchitectureError: the image tower cannot be decomposed (a family cliplens does not read).
         MissingDependencyError: open_clip or transformers is needed but not installed.
     """
     name = os.fspath(name).strip()
@@ -214,7 +199,6 @@ def load(
         raise _unknown(name)
 
     low = name.lower()
-    _refuse_by_name(name)
     for prefix in ("open_clip:", "openclip:"):
         if low.startswith(prefix):
             arch = name[len(prefix):]

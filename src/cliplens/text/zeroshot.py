@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -19,7 +21,10 @@ from cliplens.text.encode import (
 )
 from cliplens.text.templates import IMAGENET_TEMPLATES, Template, fill_template
 
-__all__ = ["prompt_ensembles", "zero_shot_classifier"]
+__all__ = ["SCORE_KINDS", "probabilities", "prompt_ensembles", "scores_to_probabilities", "zero_shot_classifier"]
+
+#: how logits become probabilities
+SCORE_KINDS = ("softmax", "sigmoid")
 
 
 def zero_shot_classifier(
@@ -80,3 +85,24 @@ def prompt_ensembles(adapter: TextEncoder, texts: list[str], k: int, batch_size:
             bar.stop()
     assert sums is not None  # texts is never empty here
     return F.normalize(sums / k, dim=-1)
+
+
+def scores_to_probabilities(cosines: Tensor, *, scale: float, bias: float = 0.0, kind: str = "softmax") -> Tensor:
+    """Probabilities from cosine similarities ``[..., T]`` (the last axis: the texts), the one rule every place
+    that reports them uses: logits ``scale · cos + bias``; ``"softmax"`` over the texts (CLIP, whose probabilities
+    sum to 1 over the texts given), or ``"sigmoid"`` of each logit on its own (SigLIP: each image–text pair is a
+    yes/no, independent of the other texts). Computed in float32 (float64 inputs stay float64)."""
+    if kind not in SCORE_KINDS:
+        raise InvalidInputError(f"score kind {kind!r}: expected one of {', '.join(SCORE_KINDS)}")
+    x = cosines if cosines.dtype == torch.float64 else cosines.float()
+    logits = scale * x + bias
+    return torch.sigmoid(logits) if kind == "sigmoid" else logits.softmax(-1)
+
+
+def probabilities(adapter: Any, image_embeddings: Tensor, text_embeddings: Tensor) -> Tensor:
+    """``[B, T]`` the model's probabilities for images × texts (embeddings normalised here), by its own
+    ``logit_scale``, ``logit_bias`` and ``score_kind`` (:class:`cliplens.models.CLIPAdapter`)."""
+    img = F.normalize(image_embeddings.float(), dim=-1)
+    txt = F.normalize(text_embeddings.float().to(img.device), dim=-1)
+    return scores_to_probabilities(img @ txt.T, scale=adapter.logit_scale, bias=adapter.logit_bias,
+                                   kind=adapter.score_kind)
