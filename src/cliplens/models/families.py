@@ -40,6 +40,7 @@ __all__ = ["BUILTIN_MODULES", "TowerFamily", "families", "family_for", "family_n
 #: the files of the built-in families, imported on first use (each calls :func:`register_family`)
 BUILTIN_MODULES = (
     "cliplens.models.clip_vit",
+    "cliplens.models.resnet",
 )
 
 
