@@ -133,3 +133,163 @@ def test_what_needs_blocks_refuses_with_one_paragraph():
         needs_blocks("per-layer head terms", adapter.vision)
     assert "\n" not in str(e.value) and "ViT" in str(e.value)
     needs_blocks("anything", cliplens.load("toy").vision)  # a ViT passes
+
+
+# ------------------------------------------------------------------------------------------------ maps
+
+
+def _trunk_features(visual, x):
+    with torch.no_grad():
+        return visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(x)))))  # [B, C, h, w]
+
+
+def _pool_input(ap, f):
+    """The pool's tokens as the source builds them (mean first), the positional table resized bilinearly off
+    its native grid as CLIP Surgery's code does."""
+    B, C, h, w = f.shape
+    spatial = f.flatten(2).transpose(1, 2)
+    pos = ap.positional_embedding
+    side = round((pos.shape[0] - 1) ** 0.5)
+    if (h, w) != (side, side):
+        grid = pos[1:].reshape(1, side, side, C).permute(0, 3, 1, 2)
+        grid = torch.nn.functional.interpolate(grid, (h, w), mode="bilinear")
+        pos = torch.cat([pos[:1], grid.reshape(C, h * w).t()], 0)
+    return torch.cat([spatial.mean(1, keepdim=True), spatial], 1) + pos
+
+
+def _naive_vv(ap, t, *, normalize, factor):
+    """The paper's v-v attention in the pool, one head and one query token at a time."""
+    B, N, C = t.shape
+    H = ap.num_heads
+    d = C // H
+    out = torch.zeros(B, N, C, dtype=t.dtype)
+    for b in range(B):
+        v = t[b] @ ap.v_proj.weight.t() + ap.v_proj.bias  # [N, C]
+        for h in range(H):
+            vh = v[:, h * d:(h + 1) * d]
+            keys = vh / (vh.norm(dim=-1, keepdim=True) + 1e-6) if normalize else vh
+            for n in range(N):
+                a = torch.softmax(factor / d ** 0.5 * (keys @ keys[n]), 0)
+                out[b, n, h * d:(h + 1) * d] = a @ vh
+    return out @ ap.c_proj.weight.t() + ap.c_proj.bias
+
+
+@pytest.fixture(scope="module")
+def rn50():
+    torch.set_num_threads(1)
+    model = models.open_clip_resnet("RN50")
+    return model, cliplens.wrap(model, name="RN50")
+
+
+@pytest.mark.parametrize("size", [224, 288])
+def test_surgery_resnet_tokens_follow_the_papers_formula(rn50, size):
+    from cliplens.maps.surgery_resnet import resnet_surgery_tokens
+
+    model, adapter = rn50
+    ap = model.visual.attnpool
+    x = models.pixels(2, size, seed=5)
+    t = _pool_input(ap, _trunk_features(model.visual, x))
+    with torch.no_grad():
+        want = _naive_vv(ap, t, normalize=True, factor=8.0)
+        tokens, grid = resnet_surgery_tokens(adapter, x)
+    assert grid == (size // 32, size // 32) and tokens.shape == want.shape
+    tol = 1e-9 if size == 224 else 1e-5  # off the native grid cliplens resizes the positional table in float32
+    torch.testing.assert_close(tokens[:, 1:], want[:, 1:], rtol=tol, atol=tol / 10)
+    if size == 224:  # token 0: the model's own embedding (the original path)
+        torch.testing.assert_close(tokens[:, 0], model.encode_image(x).detach(), rtol=1e-9, atol=1e-10)
+    # the released code: no normalisation, scale d^-1/2, and its token 0 is v-v too
+    with torch.no_grad():
+        released, _ = resnet_surgery_tokens(adapter, x, variant="released")
+        plain = _naive_vv(ap, t, normalize=False, factor=1.0)
+    torch.testing.assert_close(released, plain, rtol=tol, atol=tol / 10)
+    assert not torch.allclose(released[:, 1:], tokens[:, 1:])
+
+
+def _tiny_rn():
+    import open_clip
+
+    torch.manual_seed(0)
+    vision_cfg = dict(image_size=64, layers=[1, 1, 1, 1], width=8, patch_size=None)
+    text_cfg = dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1)
+    model = models.perturb(open_clip.CLIP(32, vision_cfg=vision_cfg, text_cfg=text_cfg).eval()).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model, cliplens.wrap(model, name="tiny-rn")
+
+
+RUN_ON_RESNETS = {"decomposition", "gaussian", "gradcam", "maskclip", "nothing", "raw-attention", "surgery",
+                  "token-similarity", "uniform"}
+
+
+def test_every_map_method_runs_or_refuses_with_one_paragraph():
+    from cliplens.maps import get_map, map_names
+
+    _, m = _tiny_rn()
+    g = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, 64, 64, generator=g), torch.rand(3, 64, 64, generator=g)]
+    ran = set()
+    for name in map_names():
+        try:
+            maps = get_map(name)(m, images, ["a cat", "a dog"])
+        except UnsupportedArchitectureError as e:
+            msg = str(e)
+            assert "\n" not in msg and name in msg and "not decomposed" in msg and "ViT" in msg
+            continue
+        assert maps.raw.shape[:2] == (2, 2) and torch.isfinite(maps.raw).all()
+        ran.add(name)
+    assert ran == RUN_ON_RESNETS
+
+
+def _texts(E, T=3, seed=0):
+    from cliplens.maps.targets import TextEmbeddings
+
+    g = torch.Generator().manual_seed(seed)
+    d = torch.nn.functional.normalize(torch.randn(T, E, generator=g, dtype=torch.float64), dim=-1)
+    return TextEmbeddings(d, tuple(f"t{i}" for i in range(T)), None)
+
+
+def _close32(got, want):
+    """Maps are computed in float32 (the methods' own choice): compare at that precision."""
+    torch.testing.assert_close(got.float(), want.float(), rtol=1e-5, atol=1e-6 * float(want.abs().max()))
+
+
+def test_dense_maps_read_the_pool_as_their_papers_say():
+    """MaskCLIP: each position through v and c_proj; the decomposition map: each position's pool terms; raw
+    attention: the mean token's pool attention; GradCAM: layer4's features weighted by their mean gradients."""
+    from cliplens.maps import get_map
+
+    model, m = _tiny_rn()
+    ap = model.visual.attnpool
+    x = models.pixels(2, 64, seed=3)
+    texts = _texts(32)
+    f = _trunk_features(model.visual, x)
+    t = _pool_input(ap, f)
+    P = f.shape[2] * f.shape[3]
+    with torch.no_grad():
+        dense = (t @ ap.v_proj.weight.t() + ap.v_proj.bias) @ ap.c_proj.weight.t() + ap.c_proj.bias
+        cos = torch.nn.functional.normalize(dense[:, 1:], dim=-1) @ texts.directions.t()  # [B, P, T]
+        got = get_map("maskclip").raw(m, x, texts)
+    _close32(got.flatten(2).transpose(1, 2), cos)
+    # the decomposition map: Σ_h α[h, n] W_c^h W_v^h t_n plus the token's share Σ_h α[h, n]/Hp of the head's constant
+    # (W_c b_v + b_c), on the unit-norm embedding
+    ref = reference.reference_resnet(model, x)
+    emb = ref["embedding"]
+    per_pos = ref["pool_terms"].sum(1)[:, :P]  # [B, P, E] (the reference keeps the mean token last)
+    alpha = ref["pool_attn"][:, :, :P]  # [B, Hp, P]
+    consts = alpha.sum(1)[..., None] / ap.num_heads * ref["constants"][:, None]
+    want = ((per_pos + consts) / emb.norm(dim=-1)[:, None, None]) @ texts.directions.t()
+    got = get_map("decomposition").raw(m, x, texts)
+    _close32(got.flatten(2).transpose(1, 2), want)
+    got = get_map("raw-attention").raw(m, x, texts)[:, 0].flatten(1)
+    _close32(got, alpha.mean(1))
+    # GradCAM, by hand on the source model: layer4's output, the cosine with each text
+    f = f.clone().requires_grad_(True)
+    with torch.enable_grad():
+        z = ap(f)
+        score = torch.nn.functional.normalize(z, dim=-1) @ texts.directions.t()
+        maps = []
+        for j in range(score.shape[1]):
+            (g,) = torch.autograd.grad(score[:, j].sum(), [f], retain_graph=True)
+            maps.append(torch.relu((g.mean((2, 3), keepdim=True) * f).sum(1)).detach())
+    got = get_map("gradcam").raw(m, x, texts)
+    _close32(got, torch.stack(maps, 1))

@@ -57,5 +57,6 @@ def needs_blocks(what: str, view: object) -> None:
     raise UnsupportedArchitectureError(
         f"{what} needs the attention blocks of a ViT image tower, and {source} has none: its image tower is "
         f"{desc}. On this model cliplens decomposes the pooling head only (per pool head × position + the mean "
-        "token: decompose, pool_terms) and runs the dense maps that read the pool (decomposition, MaskCLIP, "
-        "CLIP Surgery's ResNet variant, GradCAM); pick a ViT model (such as ViT-B-16) for this one.")
+        "token: decompose, pool_terms) and runs the maps that read the pool or the trunk's output (decomposition, "
+        "token-similarity, MaskCLIP, CLIP Surgery's ResNet variant, GradCAM, raw-attention of the pool, the "
+        "baselines); pick a ViT model (such as ViT-B-16) for this one.")

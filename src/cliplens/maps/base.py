@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cliplens.core.trunk import needs_blocks
 from cliplens.errors import InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS
 from cliplens.maps.choices import NORMALIZATIONS
@@ -127,6 +128,10 @@ class MapMethod:
     #: whether a target's map depends on the other targets (CLIP Surgery's feature surgery): explaining one
     #: class of many then needs all of them
     uses_all_targets: bool = False
+    #: whether the method runs on a tower without transformer blocks (an opaque trunk and a pooling head: OpenAI's
+    #: ResNets); the others need attention blocks and refuse such a model with one paragraph
+    #: (:func:`cliplens.core.trunk.needs_blocks`)
+    runs_without_blocks: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
@@ -216,6 +221,8 @@ class MapMethod:
         return raw
 
     def _raw(self, model: Any, px: Tensor, texts: TextEmbeddings) -> Tensor:
+        if not self.runs_without_blocks:
+            needs_blocks(f"the {self.name!r} map", model.vision)
         with torch.no_grad():
             raw = self.raw(model, px, texts)
         if raw.dim() != 4 or raw.shape[:2] != (px.shape[0], texts.directions.shape[0]):

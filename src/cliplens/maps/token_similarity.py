@@ -1,5 +1,6 @@
 """Raw token similarity: every patch token of the model's own last layer, through ``ln_post`` and the
-projection, scored against each text by cosine similarity. What CLIP Surgery improves on."""
+projection, scored against each text by cosine similarity. What CLIP Surgery improves on. On a ResNet CLIP
+each token goes through the attention pool's value path (:class:`cliplens.core.heads.AttnPoolHead`'s dense rule)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class TokenSimilarity(MapMethod):
     """``cos(dense_n, t)`` for every patch token n of the unmodified forward."""
 
     default_contrast = "others"
+    runs_without_blocks = True  # a ResNet's dense output: the pool's value path (AttnPoolHead.dense)
 
     @torch.no_grad()
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
