@@ -43,6 +43,7 @@ from cliplens.core.forward import run_vision
 from cliplens.core.heads import Readout
 from cliplens.core.hooks import Hook, resolve_names
 from cliplens.core.plan import Plan, resolve_layer_indices
+from cliplens.core.trunk import needs_blocks
 from cliplens.core.view import VisionView, fingerprint_view
 from cliplens.decomposition.algebra import HeadWeights, JointMap
 from cliplens.decomposition.scores import ComponentScores, head_positions
@@ -478,10 +479,11 @@ class Decomposition:
             per_layer = heads.sum(dim=(2, 3)) if self.spatial else heads.sum(2)
             attention[:, list(self.head_layers)] = per_layer
         nonlinear = None if self.view.head.affine else self.nonlinear_term() @ dt
+        pool = self.pool_terms() @ dt if self.num_layers == 0 else None  # an opaque trunk: the pool's split
         return ComponentScores(
             heads=heads, attention=attention, mlp=mlp_all[:, 1:], embed=mlp_all[:, 0],
             head_layers=self.head_layers, spatial=self.spatial, grid=self.grid, labels=list(labels or []),
-            nonlinear=nonlinear, prefix=self.prefix,
+            nonlinear=nonlinear, prefix=self.prefix, pool=pool,
         )
 
     # ---- saving and loading -------------------------------------------------
@@ -607,6 +609,8 @@ def decompose(
     layer's full attention pattern (``[B, H, N, N]`` per layer: keep batches small).
     """
     L = view.num_layers
+    if L == 0 and layers is not None:  # an opaque trunk (ResNet): nothing to split per layer
+        needs_blocks("a decomposition over chosen layers", view)
     head_layers = resolve_layers(layers, L)
     dtype = dtype or torch.float32
     head = view.head
