@@ -351,3 +351,16 @@ def test_half_precision_decomposition_sums_within_its_tolerance(dtype):
     dec = adapter.decompose(models.pixels(2, 224, seed=9).to(dtype))
     assert dec.embedding.dtype == dtype and dec.dtype == torch.float32
     assert dec.check() <= dec.tolerance
+
+
+def test_save_load_slice_and_cat_keep_the_pool_split(tmp_path):
+    from cliplens.decomposition.decomposition import Decomposition
+
+    _, m = _tiny_rn()
+    dec = m.decompose(models.pixels(3, 64, seed=11))
+    back = Decomposition.load(dec.save(tmp_path / "d"), m)
+    assert back.settings["not_decomposed"] == dec.settings["not_decomposed"] and back.num_layers == 0
+    torch.testing.assert_close(back.pool_terms(), dec.pool_terms(), rtol=0, atol=0)
+    joined = Decomposition.cat([dec[0], dec[1:]])
+    torch.testing.assert_close(joined.pool_terms(), dec.pool_terms(), rtol=0, atol=0)
+    assert joined.check() <= 1e-5  # the decomposition is float32 by default
