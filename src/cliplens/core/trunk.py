@@ -18,7 +18,7 @@ from torch import Tensor
 
 from cliplens.errors import UnsupportedArchitectureError
 
-__all__ = ["Trunk", "needs_blocks"]
+__all__ = ["Trunk", "blocks_message", "needs_blocks"]
 
 
 @dataclass(frozen=True)
@@ -46,17 +46,25 @@ class Trunk:
         return self.fn(pixels)
 
 
-def needs_blocks(what: str, view: object) -> None:
-    """Raise one readable paragraph when ``view`` has no transformer blocks (an opaque trunk) and ``what`` needs
-    them."""
+def blocks_message(what: str, view: object) -> str | None:
+    """The paragraph saying that ``what`` needs transformer blocks ``view`` lacks (an opaque trunk), or ``None``
+    when ``view`` has blocks."""
     trunk = getattr(view, "trunk", None)
     if trunk is None and getattr(view, "blocks", (1,)):
-        return
+        return None
     source = getattr(view, "source", "") or "this model"
     desc = trunk.description if trunk is not None else "no transformer blocks"
-    raise UnsupportedArchitectureError(
+    return (
         f"{what} needs the attention blocks of a ViT image tower, and {source} has none: its image tower is "
         f"{desc}. On this model cliplens decomposes the pooling head only (per pool head × position + the mean "
         "token: decompose, pool_terms) and runs the maps that read the pool or the trunk's output (decomposition, "
         "token-similarity, MaskCLIP, CLIP Surgery's ResNet variant, GradCAM, raw-attention of the pool, the "
         "baselines); pick a ViT model (such as ViT-B-16) for this one.")
+
+
+def needs_blocks(what: str, view: object) -> None:
+    """Raise :func:`blocks_message` as one readable paragraph when ``view`` has no transformer blocks (an opaque
+    trunk) and ``what`` needs them."""
+    why = blocks_message(what, view)
+    if why is not None:
+        raise UnsupportedArchitectureError(why)
