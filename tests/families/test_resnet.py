@@ -202,6 +202,13 @@ def test_surgery_resnet_tokens_follow_the_papers_formula(rn50, size):
         released, _ = resnet_surgery_tokens(adapter, x, variant="released")
         plain = _naive_vv(ap, t, normalize=False, factor=1.0)
     torch.testing.assert_close(released, plain, rtol=tol, atol=tol / 10)
+    if size == 224:  # without architecture surgery: the pool's value path, token 0 still the embedding
+        from cliplens.maps.surgery import Surgery
+
+        plain_tokens, _ = Surgery(architecture=False).tokens(adapter, x)
+        value_path = (t @ ap.v_proj.weight.t() + ap.v_proj.bias) @ ap.c_proj.weight.t() + ap.c_proj.bias
+        torch.testing.assert_close(plain_tokens[:, 1:], value_path[:, 1:], rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(plain_tokens[:, 0], tokens[:, 0], rtol=0, atol=0)
     assert not torch.allclose(released[:, 1:], tokens[:, 1:])
 
 

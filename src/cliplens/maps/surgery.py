@@ -140,6 +140,8 @@ class Surgery(MapMethod):
                                          variant=self.params["resnet"])
         if not self.params["architecture"]:
             out = model.run(pixels, plan=Plan(positional=self.params["positional"]), names=["dense"])
+            if model.vision.num_layers == 0:  # a ResNet: token 0 is the embedding, as with surgery
+                return torch.cat([out.embedding[:, None], out.dense[:, 1:]], 1), out.grid
             return out.dense, out.grid
         plan = surgery_plan(model.vision.num_layers, self.params["blocks"], self.params["positional"])
         out = model.run(pixels, plan=plan, names=[f"side.{SIDE}.dense"])
