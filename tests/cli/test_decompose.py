@@ -90,7 +90,7 @@ def test_models_command():
     r = CliRunner().invoke(main, ["models", "--all", "--json", "--family", "open_clip"])
     rows = json.loads(r.stdout)
     rn50 = next(row for row in rows if row["name"] == "RN50")
-    assert rn50["decomposable"] is False and "ResNet" in rn50["note"]
+    assert rn50["decomposable"] is True and "ResNet" in rn50["note"] and "pool only" in rn50["note"]
 
 
 def test_folder_argument_expands_to_its_images(toy_weights, images, tmp_path):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import cliplens
 from cliplens.core.forward import positional_embedding_for, run_vision
 from cliplens.core.hooks import hook_names, resolve_names
-from cliplens.errors import HookNameError, InvalidInputError, UnsupportedArchitectureError
+from cliplens.errors import HookNameError, InvalidInputError
 from cliplens.models.hf import vision_view_from_hf
 from cliplens.models.openclip import vision_view_from_open_clip
 from tests.conftest import hf_vit, oc_vit, pixels, rel_err, tiny_open_clip
@@ -251,10 +251,13 @@ def test_bad_names_and_read_only_hooks():
     assert "blocks.2.attn.cls_contrib" in hook_names(3)
 
 
-def test_unsupported_resnet_is_named():
+def test_resnet_view_is_an_opaque_trunk_and_the_pool():
     open_clip = pytest.importorskip("open_clip")
     vision_cfg = dict(image_size=64, layers=[1, 1, 1, 1], width=8, patch_size=None)
     text_cfg = dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1)
     model = open_clip.CLIP(32, vision_cfg=vision_cfg, text_cfg=text_cfg)  # a tiny ModifiedResNet tower
-    with pytest.raises(UnsupportedArchitectureError, match="ResNet"):
-        vision_view_from_open_clip(model, "RN50")
+    view = vision_view_from_open_clip(model, "RN50")
+    assert view.trunk is not None and view.blocks == () and view.head.kind == "attnpool"
+    with torch.no_grad():
+        x = torch.randn(2, 3, 64, 64)
+        torch.testing.assert_close(run_vision(view, x).embedding, model.encode_image(x), rtol=1e-5, atol=1e-6)

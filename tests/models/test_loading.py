@@ -343,18 +343,16 @@ def test_offline_open_clip_hub_model(monkeypatch, tmp_path):
 # ---- architectures cliplens cannot decompose ------------------------------------------------------------
 
 
-def test_resnet_by_name():
-    with pytest.raises(UnsupportedArchitectureError) as e:
+def test_resnet_by_name_needs_weights_like_any_model():
+    with pytest.raises(PretrainedRequiredError, match="RN50"):
         M.load("RN50")
-    msg = str(e.value)
-    assert "ResNet" in msg and "ViT" in msg
 
 
-def test_resnet_model_object():
-    with pytest.raises(UnsupportedArchitectureError, match="ResNet"):
-        M.wrap(oc_model(TINY_RN), name=TINY_RN)
-    with pytest.raises(UnsupportedArchitectureError, match="ResNet"):
-        M.load(TINY_RN)
+def test_resnet_model_object_is_read_at_its_pool():
+    m = M.wrap(oc_model(TINY_RN), name=TINY_RN)
+    assert m.vision.head.kind == "attnpool" and m.vision.num_layers == 0
+    dec = m.decompose(torch.randn(2, 3, 64, 64))
+    assert dec.check() <= 1e-5 and "trunk not decomposed" in repr(dec)
 
 
 def test_timm_tower_by_name():
@@ -467,7 +465,7 @@ def test_list_models_contents():
     assert b32.family == "open_clip" and b32.decomposable and "openai" in b32.pretrained
     assert "laion2b_s34b_b79k" in b32.pretrained
     rn = infos["RN50"]
-    assert not rn.decomposable and "ResNet" in rn.note and "openai" in rn.pretrained
+    assert rn.decomposable and "ResNet" in rn.note and "pool only" in rn.note and "openai" in rn.pretrained
     assert not infos["convnext_base"].decomposable and "timm" in infos["convnext_base"].note
     assert not infos["ViT-L-14-CLIPA"].decomposable and "pooling" in infos["ViT-L-14-CLIPA"].note
     assert not infos["coca_ViT-B-32"].decomposable
@@ -482,10 +480,9 @@ def test_list_models_contents():
 
 def test_list_models_agrees_with_the_adapter():
     infos = {m.name: m for m in M.list_models()}
-    assert infos[TINY].decomposable and not infos[TINY_RN].decomposable
+    assert infos[TINY].decomposable and infos[TINY_RN].decomposable
     M.wrap(oc_model(TINY), name=TINY)  # decomposable: the adapter accepts it
-    with pytest.raises(UnsupportedArchitectureError):
-        M.wrap(oc_model(TINY_RN), name=TINY_RN)
+    M.wrap(oc_model(TINY_RN), name=TINY_RN)
 
 
 def test_public_exports():

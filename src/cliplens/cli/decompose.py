@@ -43,6 +43,10 @@ def image_options(f: Any) -> Any:
 def check_last_layers(layers: int | None, adapter: Any) -> None:
     """``--layers K`` (the last K layers) against the model's depth: one clear message."""
     depth = adapter.vision.num_layers
+    if layers is not None and depth == 0:  # an opaque trunk (ResNet): no layers to split
+        from cliplens.core.trunk import needs_blocks
+
+        needs_blocks("--layers", adapter.vision)
     if layers is not None and not 1 <= layers <= depth:
         raise InvalidInputError(f"--layers {layers}: {adapter.name} has {depth} layers; pass 1..{depth} (the last K "
                                 "layers whose attention is split per head and region), or leave --layers out for all.")

@@ -36,6 +36,7 @@ from cliplens.core.attention import AttentionContext, AttentionStrategy
 from cliplens.core.hooks import Hook, Recorder, resolve_names
 from cliplens.core.plan import BlockPlan, Plan, SidePath
 from cliplens.core.view import BlockView, VisionView, apply_activation, apply_activation_
+from cliplens.errors import InvalidInputError
 
 
 @dataclass
@@ -227,11 +228,21 @@ def _block(
 
 
 def embed(view: VisionView, pixel_values: Tensor, positional: str = "bicubic") -> tuple[Tensor, tuple[int, int]]:
-    """Patch embedding, CLS token, positions (interpolated for other grids), ``ln_pre``."""
+    """Patch embedding, CLS token, positions (interpolated for other grids), ``ln_pre``; with an opaque trunk
+    (:mod:`cliplens.core.trunk`) the trunk's tokens replace the patch embedding and the CLS token."""
     x = pixel_values.to(device=view.device, dtype=view.dtype)
     B = x.shape[0]
     ph, pw = view.patch_size
     grid = (x.shape[-2] // ph, x.shape[-1] // pw)
+    if view.trunk is not None:
+        x = view.trunk(x)
+        if x.shape[1] != view.num_prefix_tokens + grid[0] * grid[1]:
+            raise InvalidInputError(
+                f"the image tower's trunk turned a {tuple(pixel_values.shape[-2:])} input into {x.shape[1]} tokens, "
+                f"not {view.num_prefix_tokens} + {grid[0]}×{grid[1]}: give an input whose sides are multiples of "
+                f"{ph} pixels")
+        x = x + positional_embedding_for(view, grid, positional).to(x.dtype)
+        return (view.ln_pre(x) if view.ln_pre is not None else x), grid
     x = F.conv2d(x, view.patch_weight, view.patch_bias, stride=(ph, pw))  # [B, D, gh, gw]
     x = x.flatten(2).transpose(1, 2)  # [B, gh*gw, D]
     if view.class_embedding is not None:

@@ -25,6 +25,7 @@ from torch import Tensor
 from cliplens.core.heads import ClsHead, PoolHead
 from cliplens.core.layers import Activation, LayerNormView, apply_activation, apply_activation_
 from cliplens.core.rope import Rotary
+from cliplens.core.trunk import Trunk
 
 __all__ = ["Activation", "BlockView", "LayerNormView", "VisionView", "apply_activation", "apply_activation_",
            "fingerprint_tensors", "fingerprint_view"]
@@ -113,6 +114,9 @@ class VisionView:
     source: str = ""
     #: the pooling head (:mod:`cliplens.core.heads`); default: CLS pooling through ``ln_post`` and ``proj``
     head: PoolHead = None  # type: ignore[assignment]
+    #: an opaque trunk (:mod:`cliplens.core.trunk`; OpenAI's ResNets) that replaces the patch embedding; the view
+    #: then has zero blocks, ``patch_weight`` is the trunk's first weight (device, dtype, input channels)
+    trunk: Trunk | None = None
 
     def __post_init__(self) -> None:
         if self.head is None:
@@ -123,6 +127,8 @@ class VisionView:
     # ---- shapes -------------------------------------------------------------
     @property
     def patch_size(self) -> tuple[int, int]:
+        if self.trunk is not None:
+            return self.trunk.stride, self.trunk.stride
         return int(self.patch_weight.shape[2]), int(self.patch_weight.shape[3])
 
     @property
@@ -132,11 +138,14 @@ class VisionView:
 
     @property
     def width(self) -> int:
-        return int(self.patch_weight.shape[0])
+        return self.trunk.width if self.trunk is not None else int(self.patch_weight.shape[0])
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the patches: 1 (the CLS token) or 0 (towers without one, such as SigLIP's)."""
+        """Tokens before the patches: 1 (the CLS token; a trunk's leading tokens, such as the ResNet pool's mean
+        token) or 0 (towers without one, such as SigLIP's)."""
+        if self.trunk is not None:
+            return self.trunk.prefix
         return 0 if self.class_embedding is None else 1
 
     @property
@@ -145,11 +154,12 @@ class VisionView:
 
     @property
     def num_heads(self) -> int:
-        return self.blocks[0].num_heads
+        """Attention heads per block (0 for a view without blocks: an opaque trunk)."""
+        return self.blocks[0].num_heads if self.blocks else 0
 
     @property
     def head_dim(self) -> int:
-        return self.width // self.num_heads
+        return self.width // self.num_heads if self.blocks else 0
 
     @property
     def embed_dim(self) -> int:
@@ -186,6 +196,8 @@ class VisionView:
         if self.proj is not None:
             out.append(self.proj)
         out += [t for t in self.head.parameters() if not any(t is o for o in out)]
+        if self.trunk is not None:
+            out += [t for t in self.trunk.tensors if not any(t is o for o in out)]
         for b in self.blocks:
             for t in (
                 b.q_weight, b.k_weight, b.v_weight, b.q_bias, b.k_bias, b.v_bias,
@@ -217,6 +229,8 @@ def fingerprint_view(view: VisionView) -> str:
     meta += [(ln.eps, ln.compute_fp32) for ln in (view.ln_pre, view.ln_post) if ln is not None]
     if view.head.kind != "cls":
         meta += view.head.meta()
+    if view.trunk is not None:
+        meta += [view.trunk.description, view.trunk.stride, view.trunk.prefix]
     h = hashlib.blake2b(repr(meta).encode(), digest_size=16)
     h.update(fingerprint_tensors(view.parameters()).encode())
     return h.hexdigest()

@@ -43,6 +43,7 @@ from cliplens.core.forward import run_vision
 from cliplens.core.heads import Readout
 from cliplens.core.hooks import Hook, resolve_names
 from cliplens.core.plan import Plan, resolve_layer_indices
+from cliplens.core.trunk import needs_blocks
 from cliplens.core.view import VisionView, fingerprint_view
 from cliplens.decomposition.algebra import FrozenSubNorm, HeadWeights, JointMap
 from cliplens.decomposition.scores import ComponentScores, head_positions
@@ -210,7 +211,8 @@ class Decomposition:
             f"Decomposition(batch={self.batch_size}, layers={self.num_layers}, heads={self.num_heads}, "
             f"tokens={self.num_tokens}, spatial={self.spatial}, head_layers={list(self.head_layers)}, "
             f"pooling={self.head_kind} ({self.num_readouts} readout{'s' * (self.num_readouts != 1)}), "
-            f"dtype={str(self.dtype).replace('torch.', '')}{', normalized' if self.normalized_form else ''})"
+            f"dtype={str(self.dtype).replace('torch.', '')}{', normalized' if self.normalized_form else ''}"
+            f"{', trunk not decomposed' if 'not_decomposed' in self.settings else ''})"
         )
 
     def _replace(self, **changes: Any) -> Decomposition:
@@ -337,7 +339,11 @@ class Decomposition:
         return t.sum(2) if self.spatial else t
 
     def token_terms(self, layers: Iterable[int] | int | None = None) -> Tensor:
-        """``[B, N, E]``: each source token's direct effect through the heads of ``layers``."""
+        """``[B, N, E]``: each source token's direct effect through the heads of ``layers``; for a tower without
+        blocks (an opaque trunk: OpenAI's ResNets) through the pooling head, :meth:`pool_terms` summed over
+        readouts."""
+        if self.num_layers == 0 and layers is None:
+            return self.pool_terms().sum(1)
         if not self.spatial:
             raise InvalidInputError("token terms need a spatial decomposition (decompose(..., spatial=True))")
         idx = head_positions(self.head_layers, layers, self.num_layers)
@@ -500,10 +506,11 @@ class Decomposition:
                 per_layer = per_layer + self.shift_terms() @ dt
             attention[:, list(self.head_layers)] = per_layer
         nonlinear = None if self.view.head.affine else self.nonlinear_term() @ dt
+        pool = self.pool_terms() @ dt if self.num_layers == 0 else None  # an opaque trunk: the pool's split
         return ComponentScores(
             heads=heads, attention=attention, mlp=mlp_all[:, 1:], embed=mlp_all[:, 0],
             head_layers=self.head_layers, spatial=self.spatial, grid=self.grid, labels=list(labels or []),
-            nonlinear=nonlinear, prefix=self.prefix,
+            nonlinear=nonlinear, prefix=self.prefix, pool=pool,
         )
 
     # ---- saving and loading -------------------------------------------------
@@ -631,6 +638,8 @@ def decompose(
     layer's full attention pattern (``[B, H, N, N]`` per layer: keep batches small).
     """
     L = view.num_layers
+    if L == 0 and layers is not None:  # an opaque trunk (ResNet): nothing to split per layer
+        needs_blocks("a decomposition over chosen layers", view)
     head_layers = resolve_layers(layers, L)
     dtype = dtype or torch.float32
     head = view.head
@@ -656,7 +665,7 @@ def decompose(
         for tap in wanted:
             name = f"blocks.{i}.{tap}"
             all_hooks[name] = _compose(user.get(name), keep)
-    names = ["embed", "blocks.*.mlp_out", "blocks.*.attn_out", "final"]
+    names = ["embed", "final"] + (["blocks.*.mlp_out", "blocks.*.attn_out"] if L else [])  # L = 0: an opaque trunk
     with torch.no_grad():
         out = run_vision(view, pixel_values, plan=plan, names=names, cls_only=cls_only, hooks=all_hooks)
     c = out.cache
@@ -675,6 +684,8 @@ def decompose(
     mlp_out = torch.stack([read(c[f"blocks.{i}.mlp_out"]) for i in range(L)], 2) if L else \
         embed_term.new_zeros(*embed_term.shape[:2], 0, embed_term.shape[-1])
     attn_out = torch.stack([read(c[f"blocks.{i}.attn_out"]) for i in range(L)], 2) if L else mlp_out.clone()
+    B, R = embed_term.shape[:2]
+    tokens = (view.num_prefix_tokens + out.grid[0] * out.grid[1],) if spatial else ()
     sub_ln = any(view.blocks[i].attn_norm is not None for i in head_layers)
     per_layer, shifts = [], []
     for i in head_layers:
@@ -682,7 +693,8 @@ def decompose(
         per_layer.append(h.to(dtype))
         if sub_ln:
             shifts.append(embed_term.new_zeros(embed_term.shape) if sh is None else sh.to(dtype))
-    heads = torch.stack(per_layer, 2) if head_layers else embed_term.new_zeros(0)
+    heads = torch.stack(per_layer, 2) if head_layers else \
+        embed_term.new_zeros(B, R, 0, *tokens, view.num_heads, view.head_dim)
     shift = torch.stack(shifts, 2) if shifts else None
     # a block without its residual connection cuts every earlier site off the embedding: their terms are 0
     cut = max((i for i, b in enumerate(blocks) if not b.residual), default=-1)
@@ -702,6 +714,8 @@ def decompose(
         settings["cut_before"] = cut
     if hooks:
         settings["hooks"] = sorted(user)
+    if view.trunk is not None:
+        settings["not_decomposed"] = view.trunk.description
     dec = Decomposition(
         view, embed_term=embed_term, mlp_out=mlp_out, attn_out=attn_out, heads=heads, head_layers=head_layers,
         spatial=spatial, readout=readout, final=final.to(dtype), nonlinear=nonlinear.to(dtype),

@@ -34,7 +34,9 @@ class ComponentScores:
     ``embed`` ``[B, T]``; ``nonlinear`` ``[B, T]`` the pooling head's lumped nonlinear part (SigLIP's MLP after
     its attention pooling; ``None`` for affine heads). ``total`` = ``embed + Σ mlp + Σ attention + nonlinear`` =
     ``embedding · text``. ``prefix``: tokens before the patches (1 with a CLS token, 0 without). Layer
-    arguments accept negative indices (counted from the end of the tower).
+    arguments accept negative indices (counted from the end of the tower). ``pool`` ``[B, R, N, T]``: for a tower
+    without blocks (an opaque trunk: OpenAI's ResNets), the pool terms per pool head and token
+    (:meth:`~cliplens.decomposition.Decomposition.pool_terms`; they sum to ``embed``); token maps read them.
     """
 
     heads: Tensor
@@ -47,6 +49,7 @@ class ComponentScores:
     labels: list[str] = field(default_factory=list)
     nonlinear: Tensor | None = None
     prefix: int = 1
+    pool: Tensor | None = None
 
     @property
     def num_layers(self) -> int:
@@ -66,8 +69,11 @@ class ComponentScores:
         """``[B, T, gh, gw]``: per image token, summed over heads of ``layers`` (default: all head layers)."""
         if not self.spatial:
             raise InvalidInputError("token maps need a spatial decomposition (decompose(..., spatial=True))")
-        idx = self.layer_index(layers)
-        t = self.heads[:, idx].sum(dim=(1, 3))[:, self.prefix:]  # [B, gh·gw, T]
+        if self.pool is not None and not self.head_layers and layers is None:  # no blocks: through the pool
+            t = self.pool.sum(1)[:, self.prefix:]
+        else:
+            idx = self.layer_index(layers)
+            t = self.heads[:, idx].sum(dim=(1, 3))[:, self.prefix:]  # [B, gh·gw, T]
         B, _, T = t.shape
         return t.transpose(1, 2).reshape(B, T, *self.grid)
 
@@ -80,7 +86,8 @@ class ComponentScores:
         return ComponentScores(heads=c(self.heads), attention=c(self.attention), mlp=c(self.mlp), embed=c(self.embed),
                                head_layers=self.head_layers, spatial=self.spatial, grid=self.grid,
                                labels=list(self.labels), prefix=self.prefix,
-                               nonlinear=None if self.nonlinear is None else c(self.nonlinear))
+                               nonlinear=None if self.nonlinear is None else c(self.nonlinear),
+                               pool=None if self.pool is None else c(self.pool))
 
     def layer_index(self, layers: Iterable[int] | int | None) -> list[int]:
         """Positions in ``head_layers`` of ``layers`` (negatives count from the end of the tower)."""

@@ -93,9 +93,13 @@ def _one(s: ComponentScores, b: int, t: int, text: str, top: int, d: Decompositi
         layer_items.append(Contribution(f"L{layer}.mlp", float(s.mlp[b, layer, t]), layer=layer))
     layer_items.sort(key=lambda c: c.score, reverse=True)
 
+    heads = []
+    if s.pool is not None:  # no blocks (ResNet): the attention pool's heads, named pool.H{h}
+        per_pool = s.pool[b, :, :, t].sum(1)  # [R]
+        for h in torch.topk(per_pool, min(top, per_pool.numel())).indices.tolist():
+            heads.append(Contribution(f"pool.H{h}", float(per_pool[h]), head=h))
     per_head = s.per_head()[b, :, :, t]  # [Lh, H]
     flat = per_head.flatten()
-    heads = []
     for idx in torch.topk(flat, min(top, flat.numel())).indices.tolist():
         li, h = divmod(idx, per_head.shape[1])
         layer = s.head_layers[li]

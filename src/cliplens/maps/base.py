@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cliplens.errors import InvalidInputError
+from cliplens.core.trunk import blocks_message
+from cliplens.errors import InvalidInputError, UnsupportedArchitectureError
 from cliplens.images.io import DEFAULT_MAX_PIXELS
 from cliplens.maps.choices import NORMALIZATIONS
 from cliplens.maps.inputs import check_tokens, fit_images, group_by_size, to_image, window_positions
@@ -127,6 +128,10 @@ class MapMethod:
     #: whether a target's map depends on the other targets (CLIP Surgery's feature surgery): explaining one
     #: class of many then needs all of them
     uses_all_targets: bool = False
+    #: whether the method runs on a tower without transformer blocks (an opaque trunk and a pooling head: OpenAI's
+    #: ResNets); the others need attention blocks and refuse such a model with one paragraph
+    #: (:func:`cliplens.core.trunk.needs_blocks`)
+    runs_without_blocks: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
@@ -138,8 +143,9 @@ class MapMethod:
 
     def unsupported(self, model: Any) -> str | None:
         """Why this method cannot run on ``model`` (``None``: it can). A group of methods (``--method all``)
-        leaves such a method out with this note; asked for by name, it refuses with it."""
-        return None
+        leaves such a method out with this note; asked for by name, it refuses with it. The base rule: a method
+        that needs attention blocks cannot run on a tower without them (:attr:`runs_without_blocks`)."""
+        return None if self.runs_without_blocks else blocks_message(f"the {self.name!r} map", model.vision)
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, **{k: _plain(v) for k, v in sorted(self.params.items())}}
@@ -221,6 +227,9 @@ class MapMethod:
         return raw
 
     def _raw(self, model: Any, px: Tensor, texts: TextEmbeddings) -> Tensor:
+        why = self.unsupported(model)
+        if why:
+            raise UnsupportedArchitectureError(why if why.endswith(".") else why + ".")
         with torch.no_grad():
             raw = self.raw(model, px, texts)
         if raw.dim() != 4 or raw.shape[:2] != (px.shape[0], texts.directions.shape[0]):

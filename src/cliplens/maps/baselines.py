@@ -20,6 +20,7 @@ class UniformMap(MapMethod):
 
     text_dependent = False
     baseline = True
+    runs_without_blocks = True
 
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         return torch.ones(pixels.shape[0], texts.directions.shape[0], 1, 1)
@@ -31,6 +32,7 @@ class NothingMap(MapMethod):
 
     text_dependent = False
     baseline = True
+    runs_without_blocks = True
 
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         return torch.full((pixels.shape[0], texts.directions.shape[0], 1, 1), -1.0)
@@ -50,6 +52,7 @@ class GaussianMap(MapMethod):
 
     text_dependent = False
     baseline = True
+    runs_without_blocks = True
 
     def __init__(self, sigma: float = 0.25) -> None:
         super().__init__(sigma=sigma)

@@ -43,6 +43,9 @@ class Chefer(MapMethod):
         super().__init__(start_layer=int(start_layer))
 
     def unsupported(self, model: Any) -> str | None:
+        blocks = super().unsupported(model)
+        if blocks:
+            return blocks
         if model.vision.num_prefix_tokens == 0:
             return (f"Chefer et al.'s relevance is the CLS token's row of the propagated relevance, and "
                     f"{model.name} has no CLS token (it pools with a {model.vision.head.kind!r} head): use 'legrad' "

@@ -1,5 +1,6 @@
 """The decomposition map (Gandelsman et al.): each image token's direct effect on the image
-embedding, through the heads of all (or chosen) layers, scored against each text."""
+embedding, through the heads of all (or chosen) layers, scored against each text. On a ResNet CLIP (no
+blocks) each position's direct effect through the attention pool (the pool terms summed over pool heads)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cliplens.core.trunk import needs_blocks
 from cliplens.errors import InvalidInputError
 from cliplens.maps.base import MapMethod, register_map
 from cliplens.maps.targets import TextEmbeddings
+from cliplens.maps.token_similarity import patch_grid
 
 __all__ = ["DecompositionMap"]
 
@@ -31,10 +34,18 @@ class DecompositionMap(MapMethod):
             raise InvalidInputError("give layers or heads, not both")
         super().__init__(layers=layers, heads=None if heads is None else [tuple(h) for h in heads])
 
+    runs_without_blocks = True
+
     @torch.no_grad()
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         heads = self.params["heads"]
         L, H = model.vision.num_layers, model.vision.num_heads
+        if L == 0:  # an opaque trunk (ResNet): each position's direct effect through the attention pool
+            if heads is not None or self.params["layers"] is not None:
+                needs_blocks("the decomposition map over chosen layers or heads", model.vision)
+            dec = model.decompose(pixels, spatial=True).normalized()
+            t = dec.token_terms() @ texts.directions.to(dec.dtype).T  # [B, N, T], the mean token first
+            return patch_grid(t, dec.grid)
         if heads is None:
             dec = model.decompose(pixels, spatial=True, layers=self.params["layers"])
             return dec.normalized().project(texts.directions).token_map()

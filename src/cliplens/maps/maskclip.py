@@ -8,11 +8,16 @@ are kept (``x + O(v)``, then ``+ MLP(ln_2(·))``). ``residual_ffn=False`` is the
 papers re-implements and reports as "MaskCLIP": ``O(v)`` alone. (The official code also runs with exact GELU
 and LayerNorm eps 1e-6 on OpenAI weights; cliplens keeps the model's own.) No key smoothing or prompt
 denoising (off in the official configs). Prompts: the 85 templates (``Targets.classes(..., templates="surgery")``).
+
+On a ResNet CLIP (no blocks: :mod:`cliplens.models.resnet`) MaskCLIP's own ResNet rule: each token through the
+attention pool's value projection and ``c_proj`` (``residual_ffn`` does not apply).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from torch import Tensor
 
 from cliplens.core.plan import Plan
 from cliplens.maps.base import register_map
@@ -27,6 +32,14 @@ class MaskCLIP(PlanMap):
 
     def __init__(self, residual_ffn: bool = True) -> None:
         super().__init__(residual_ffn=bool(residual_ffn))
+
+    runs_without_blocks = True
+
+    def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        if model.vision.num_layers == 0:  # a ResNet: the attention pool's value path, per token (its dense output)
+            out = model.run(pixels, names=["dense"])
+            return out.dense, out.grid
+        return super().tokens(model, pixels)
 
     def plan(self, model: Any) -> Plan:
         keep = self.params["residual_ffn"]

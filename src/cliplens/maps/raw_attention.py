@@ -5,6 +5,8 @@ pooling head's own weights over the patches (:func:`pooling_row`: the probe's at
 pooling heads; uniform for a mean), the query that makes the embedding.
 
 Text-independent (the same map for every target): a baseline of the explainability literature.
+On a ResNet CLIP (no blocks) it is the attention pool's: the mean token's attention to every position,
+averaged over pool heads.
 """
 
 from __future__ import annotations
@@ -31,11 +33,15 @@ class RawAttention(MapMethod):
     """``mean_h A_{L−1}[h, CLS, n]`` for every patch n (see the module docs)."""
 
     text_dependent = False
+    runs_without_blocks = True  # a ResNet: the attention pool's mean-token query
 
     @torch.no_grad()
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         view = model.vision
-        if view.num_prefix_tokens == 0:  # no CLS query: the pooling head's own weights
+        if view.num_layers == 0:  # a ResNet: the attention pool's mean-token query
+            out = model.run(pixels, names=["head.pattern"])
+            row = out["head.pattern"].float().mean(1)[:, view.num_prefix_tokens:]
+        elif view.num_prefix_tokens == 0:  # no CLS query: the pooling head's own weights
             out = model.run(pixels, names=["final"])
             row = pooling_row(model, out["final"])
         else:

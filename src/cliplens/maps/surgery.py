@@ -28,6 +28,10 @@ rule, the rest of cliplens's), without modifying the model (the original writes 
 the model, so that its later calls at the native size are wrong). The original's prompt
 ensemble is ``Targets.classes(..., templates="surgery")`` (85 templates).
 
+**ResNet CLIPs** (no blocks): architecture surgery happens in the attention pool, as the paper's ResNet variant
+(v-v attention with L2-normalised values and scale 8/√d; ``resnet="released"`` for the authors' code, which
+never runs that branch): :mod:`cliplens.maps.surgery_resnet`. ``blocks`` does not apply there.
+
 **Beyond both papers** (:func:`surgery_parts`): the side path is the residual it started from plus a sum
 of v-v head outputs, so with ``ln_post``'s statistics frozen per token each token's score splits exactly
 over (layer, head) plus that start.
@@ -45,10 +49,12 @@ from torch import Tensor
 from cliplens.core.attention import get_attention
 from cliplens.core.heads.base import ln_stats
 from cliplens.core.plan import Plan, SidePath
+from cliplens.core.trunk import needs_blocks
 from cliplens.decomposition.algebra import FrozenSubNorm, HeadWeights, JointMap
 from cliplens.errors import InvalidInputError
 from cliplens.maps.base import MapMethod, Maps, register_map
 from cliplens.maps.choices import FEATURE_MODES
+from cliplens.maps.surgery_resnet import RESNET_VARIANTS, resnet_surgery_tokens
 from cliplens.maps.targets import TextEmbeddings
 from cliplens.maps.token_similarity import patch_grid
 
@@ -90,13 +96,17 @@ def feature_surgery(feats: Tensor, texts: Tensor, *, mode: str = "redundancy", e
 class Surgery(MapMethod):
     """CLIP Surgery: architecture surgery over the last ``blocks`` blocks and feature surgery (see the module)."""
 
+    runs_without_blocks = True  # a ResNet: the attention-pool variant (cliplens.maps.surgery_resnet)
+
     def __init__(self, blocks: int = 6, architecture: bool = True, feature: str = "redundancy",
-                 temperature: float = 2.0, positional: str = "bilinear") -> None:
+                 temperature: float = 2.0, positional: str = "bilinear", resnet: str = "paper") -> None:
         if feature not in FEATURE_MODES:
             raise InvalidInputError(f"feature must be one of {', '.join(FEATURE_MODES)}; got {feature!r}")
+        if resnet not in RESNET_VARIANTS:
+            raise InvalidInputError(f"resnet must be one of {', '.join(RESNET_VARIANTS)}; got {resnet!r}")
         Plan(positional=positional)  # a clear error for an unknown mode
         super().__init__(blocks=blocks, architecture=architecture, feature=feature, temperature=temperature,
-                         positional=positional)
+                         positional=positional, resnet=resnet)
 
     @property
     def needs_empty(self) -> bool:  # type: ignore[override]
@@ -125,8 +135,13 @@ class Surgery(MapMethod):
     def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``[B, N, E]``: CLS from the main stream, the other tokens from the side path (or the main stream
         without architecture surgery), through ``ln_post`` and the projection; and the token grid."""
+        if self.params["architecture"] and model.vision.num_layers == 0:  # a ResNet: surgery in the attention pool
+            return resnet_surgery_tokens(model, pixels, positional=self.params["positional"],
+                                         variant=self.params["resnet"])
         if not self.params["architecture"]:
             out = model.run(pixels, plan=Plan(positional=self.params["positional"]), names=["dense"])
+            if model.vision.num_layers == 0:  # a ResNet: token 0 is the embedding, as with surgery
+                return torch.cat([out.embedding[:, None], out.dense[:, 1:]], 1), out.grid
             return out.dense, out.grid
         plan = surgery_plan(model.vision.num_layers, self.params["blocks"], self.params["positional"])
         out = model.run(pixels, plan=plan, names=[f"side.{SIDE}.dense"])
@@ -177,6 +192,7 @@ def surgery_parts(model: Any, pixels: Tensor, texts: TextEmbeddings, *, blocks: 
     the parts, and the parts' scores sum to the map.
     """
     view = model.vision
+    needs_blocks("CLIP Surgery's split over (layer, head)", view)
     if view.head.kind not in ("cls", "mean"):
         raise InvalidInputError(
             f"CLIP Surgery's split over heads is exact when each token's output is affine in the side path (CLS and "

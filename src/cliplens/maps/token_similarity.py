@@ -1,7 +1,7 @@
 """Raw token similarity: every patch token of the model's own last layer, through the pooling head on its own
-(CLS pooling: ``ln_post`` and the projection; attention pooling: the probe restricted to that token, see
-:meth:`cliplens.core.heads.PoolHead.dense`), scored against each text by cosine similarity. What CLIP Surgery
-improves on."""
+(CLS pooling: ``ln_post`` and the projection; attention pooling: the probe restricted to that token; a ResNet's
+attention pool: its value path; see :meth:`cliplens.core.heads.PoolHead.dense`), scored against each text by
+cosine similarity. What CLIP Surgery improves on."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class TokenSimilarity(MapMethod):
     """``cos(dense_n, t)`` for every patch token n of the unmodified forward."""
 
     default_contrast = "others"
+    runs_without_blocks = True  # a ResNet's dense output: the pool's value path (AttnPoolHead.dense)
 
     @torch.no_grad()
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:

@@ -42,6 +42,7 @@ BUILTIN_MODULES = (
     "cliplens.models.clip_vit",
     "cliplens.models.eva",
     "cliplens.models.siglip",
+    "cliplens.models.resnet",
 )
 
 

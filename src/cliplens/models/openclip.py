@@ -1,8 +1,9 @@
 """The open_clip family: its weights view, adapter, preprocessing and loading, in one file.
 
-Only ViT image towers built from open_clip's own ``VisionTransformer`` with default residual
-blocks and CLS-token pooling decompose exactly; anything else (ResNet ``ModifiedResNet``, timm
-towers, attentional pooling, average pooling, NormFormer-style custom blocks) raises
+ViT image towers built from open_clip's own ``VisionTransformer`` with default residual blocks and
+CLS-token pooling decompose exactly, OpenAI's ResNets (``ModifiedResNet``) at their attention pool
+(:mod:`cliplens.models.resnet`); anything else (timm towers of a family cliplens does not read,
+attentional pooling, average pooling, NormFormer-style custom blocks) raises
 :class:`~cliplens.errors.UnsupportedArchitectureError`.
 
 Loading: an architecture name with ``pretrained`` a tag (``"laion2b_s34b_b88k"``), a checkpoint
@@ -65,17 +66,6 @@ def require_open_clip() -> Any:
             f"open_clip is not installed. Install it with: {install_hint('open_clip_torch', 'open-clip')}."
         ) from e
     return open_clip
-
-
-def resnet_message(name: str) -> str:
-    """Why ResNet CLIPs are refused (for the decomposition and for every map method, CLIP Surgery included)."""
-    return (
-        f"{name} is a ResNet CLIP (ModifiedResNet image tower). cliplens's forward, decomposition and maps work on "
-        "ViT towers (attention heads over image tokens). CLIP Surgery's ResNet variant (v-v attention in the "
-        "attention pool with L2-normalised values and a scale of 8) is not offered: the authors' released code "
-        "never runs that branch (it builds q, k and v all from the value projection, without the normalisation "
-        "or the scale), so there is no reference to match it against. Pick a ViT model such as ViT-B-16."
-    )
 
 
 def _ln(module: nn.Module | None) -> LayerNormView | None:
@@ -144,9 +134,10 @@ def vision_view_from_open_clip(model: nn.Module, name: str = "") -> VisionView:
     """Build a :class:`VisionView` over an open_clip model's image tower (no copies)."""
     visual = getattr(model, "visual", model)
     kind = type(visual).__name__
-    if kind == "ModifiedResNet":
-        raise UnsupportedArchitectureError(
-            resnet_message(name or "this model"))
+    if kind == "ModifiedResNet":  # OpenAI's ResNets: their own family (cliplens.models.resnet)
+        from cliplens.models.resnet import vision_view_from_resnet
+
+        return vision_view_from_resnet(model, name)
     if kind != "VisionTransformer":
         raise UnsupportedArchitectureError(
             f"{name or 'this model'} has a {kind} image tower; cliplens decomposes open_clip "
@@ -437,8 +428,6 @@ def support(model_name: str) -> tuple[bool, str]:
     v = cfg.get("vision_cfg", {})
     if v.get("timm_model_name"):
         return False, f"timm image tower ({v['timm_model_name']}) of a family cliplens does not read"
-    if isinstance(v.get("layers"), (list, tuple)):
-        return False, "ResNet image tower (ModifiedResNet): no attention heads or tokens to decompose"
     return False, "an image tower of a family cliplens does not read"
 
 
@@ -469,8 +458,6 @@ def clip_vit_support(cfg: dict[str, Any]) -> str | None:
 
 
 def unsupported(name: str, note: str) -> UnsupportedArchitectureError:
-    if note.startswith("ResNet"):
-        return UnsupportedArchitectureError(resnet_message(name))
     return UnsupportedArchitectureError(
         f"{name} cannot be decomposed: {note}. Pick an open_clip ViT with CLS pooling such as ViT-B-16 "
         "(cliplens.list_models() marks which models decompose)."
