@@ -261,27 +261,30 @@ def test_store_holds_the_eva_decomposition(eva32, tmp_path):
     torch.testing.assert_close(whole - heads, shift[:n] - shift.mean(0), rtol=1e-4, atol=1e-5)
 
 
-def test_pe_core_blocks_read_and_its_head_refused():
+def test_pe_core_equals_the_source_and_its_reference():
     """PE-Core (timm ``vit_pe_core_base_patch16_224``: rope with a grid offset and 'xy' indexing, fused q/k/v with
-    bias, a GELU MLP, ``norm_pre``): its blocks are read exactly (every token after the trunk's ``norm`` equals
-    ``forward_features``); its pooling (probe attention, then the head Linear) is refused, saying why."""
-    from cliplens.core.heads import ClsHead
-    from cliplens.errors import UnsupportedArchitectureError
-    from cliplens.models.eva import _ln, trunk_view
-
-    model = models.open_clip_timm("PE-Core-B-16", layers=LAYERS).float()
-    trunk = model.visual.trunk
-    view = trunk_view(trunk, "PE-Core-B-16", ClsHead(_ln(trunk.norm, "norm", "PE"), None))
-    assert view.blocks[0].qkv_bias is not None and view.blocks[0].rope is not None and view.ln_pre is not None
-    x = models.pixels(2, 224, seed=14).float()
+    bias, a GELU MLP, ``norm_pre``; attention pooling with a learned probe over every token, CLS included, then the
+    head Linear as a projection of the MAP head): the forward equals open_clip's ``encode_image``; in float64 the
+    decomposition sums exactly and its pool terms and lumped MLP equal ``reference_pe_core`` (the reference keeps
+    the head's constant apart; cliplens spreads it over the pool terms by the pooling weights, α·C/R)."""
+    model = models.open_clip_timm("PE-Core-B-16", layers=LAYERS)
+    adapter = cliplens.wrap(model.float(), name="PE-Core-B-16")
+    v = adapter.vision
+    assert v.head.kind == "map" and v.head.proj_weight is not None and v.blocks[0].rope is not None
+    x = models.pixels(2, 224, seed=14)
     with torch.no_grad():
-        dense = run_vision(view, x, names=["dense"]).dense
-        src = trunk.forward_features(x)
-    assert reference.rel_err(dense, src) <= 1e-5
-    with pytest.raises(UnsupportedArchitectureError, match="PE-Core pools with an attention probe"):
-        cliplens.wrap(model, name="PE-Core-B-16").vision  # noqa: B018
+        assert reference.rel_err(adapter.encode_image(x.float()), model.encode_image(x.float())) <= 1e-5
+    model.double()
+    adapter = cliplens.wrap(model, name="PE-Core-B-16")
+    r = reference.reference_pe_core(model, x)
+    dec = adapter.decompose(x.double(), dtype=torch.float64)
+    assert dec.check() <= 1e-10
+    R = adapter.vision.head.num_readouts
+    want = r["pool_terms"] + r["pool_attn"][..., None] * r["constants"][:, None, None] / R
+    assert reference.rel_err(dec.pool_terms(), want) <= 1e-10
+    assert reference.rel_err(dec.nonlinear_term(), r["mlp_term"]) <= 1e-10
     info = {m.name: m for m in cliplens.list_models()}
-    assert not info["PE-Core-B-16"].decomposable and "MapHead" in info["PE-Core-B-16"].note
+    assert info["PE-Core-B-16"].decomposable and "PE-Core" in info["PE-Core-B-16"].note
 
 
 @pytest.mark.parametrize("variant", [dict(scale_mlp=False), dict(qkv_fused=True)], ids=["GluMlp", "fused-qkv"])

@@ -27,16 +27,6 @@ LOOP_TOL = 1e-10
 IMAGE = 0  # the image the loop checks recompute
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """This module runs on one torch thread, restored afterwards. On this shared 2-core machine under load,
-    torch's OpenMP pool makes every op wait for a thread: measured, a 768×64 then 512×768 matvec pair took
-    7–21 ms on 2 threads vs 0.2 ms on 1, a 2-block B/16 open_clip build 5.6 s vs 0.4 s, and this file 84 s vs 26 s
-    (load average ~4–5 from other work)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def source_run(forward, **targets):

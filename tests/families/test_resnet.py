@@ -25,7 +25,6 @@ RESNETS = [("RN50", 224), ("RN101", 224), pytest.param(("RN50x4", 288), marks=py
 @pytest.fixture(scope="module", params=RESNETS, ids=lambda p: p[0])
 def case(request):
     name, size = request.param
-    torch.set_num_threads(1)
     model = models.open_clip_resnet(name)  # float64, biases and BatchNorm statistics perturbed
     adapter = cliplens.wrap(model, name=name)
     return name, size, model, adapter
@@ -176,7 +175,6 @@ def _naive_vv(ap, t, *, normalize, factor):
 
 @pytest.fixture(scope="module")
 def rn50():
-    torch.set_num_threads(1)
     model = models.open_clip_resnet("RN50")
     return model, cliplens.wrap(model, name="RN50")
 
@@ -371,3 +369,32 @@ def test_save_load_slice_and_cat_keep_the_pool_split(tmp_path):
     joined = Decomposition.cat([dec[0], dec[1:]])
     torch.testing.assert_close(joined.pool_terms(), dec.pool_terms(), rtol=0, atol=0)
     assert joined.check() <= 1e-5  # the decomposition is float32 by default
+
+
+def test_a_resnet_store_builds_ablates_and_textspan_says_why_not(tmp_path):
+    """A small ModifiedResNet CLIP (open_clip's own class, 64 px): the store holds the pool decomposition, mean
+    ablation runs on it, TEXTSPAN (per attention layer × head) refuses in one paragraph naming the pool split."""
+    import open_clip
+
+    from cliplens.analyses.ablation import evaluate
+    from cliplens.analyses.textspan import textspan
+    from cliplens.errors import InvalidInputError
+    from cliplens.store import Store, StoreSettings, build_store
+    from tests.store.scenes import Scenes
+
+    torch.manual_seed(0)
+    model = open_clip.CLIP(32, vision_cfg=dict(layers=(1, 1, 1, 1), width=16, image_size=64, head_width=8),
+                           text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1)).eval()
+    models.perturb(model)
+    adapter = cliplens.wrap(model, name="tiny-rn")
+    out = tmp_path / "s"
+    build_store(adapter, Scenes(6), out, settings=StoreSettings(chunk_size=6, batch_size=3, templates="none"))
+    st = Store(out)
+    assert st.shape["layers"] == 0 and st.header["pooling"]["kind"] == "attnpool"
+    x = adapter.preprocess([Scenes(6)[i].image for i in range(6)])
+    torch.testing.assert_close(torch.from_numpy(st.field("embedding")[:]), adapter.encode_image(x), rtol=1e-5,
+                               atol=1e-6)
+    assert evaluate(st).n == 6
+    with pytest.raises(InvalidInputError, match="opaque trunk") as e:
+        textspan(st, ["a", "b"], torch.nn.functional.normalize(torch.randn(2, 32), dim=-1), layers=1)
+    assert "\n" not in str(e.value)

@@ -41,13 +41,6 @@ OPEN_CLIP_NAMES = ["ViT-B-16-SigLIP", "ViT-B-16-SigLIP2"]
 HF_KINDS = ["SiglipModel", "SiglipVisionModel", "Siglip2Model", "Siglip2VisionModel"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread (see tests/families/test_reference.py: on this shared machine 2 threads are slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _wrap(model, name=""):

@@ -236,6 +236,12 @@ def resolve_heads(store: Store, layers: Sequence[int] | int | None, heads: Seque
     if len(store) == 0:
         raise InvalidInputError(store.empty_message())
     L, H = store.shape["layers"], store.shape["heads"]
+    if L == 0:
+        raise InvalidInputError(
+            f"TEXTSPAN finds a text basis for each attention head of the image tower's layers, and this store's model "
+            f"({store.header.get('model', {}).get('name', '?')}) has none: its tower is an opaque trunk (a ResNet) "
+            "read out by an attention pool. Its decomposition is per pool head × position (decompose, "
+            "Decomposition.pool_terms); ablation runs on the store")
     if heads:
         out = []
         for layer, h in heads:

@@ -74,8 +74,7 @@ def _pool_gradients(head: Any, tokens: Tensor, directions: Tensor) -> Tensor:
     """``[B, T, N]`` ``mean_h ReLU(∂ s_t/∂α)`` for the MAP head's probe attention ``α`` over ``tokens``."""
     with torch.enable_grad():
         alpha = head.pattern(tokens).detach().requires_grad_(True)  # [B, Hp, N]
-        o = head.pool(tokens, alpha)
-        s = F.normalize((o + head.mlp(o)).float(), dim=-1) @ directions.to(torch.float32).T  # [B, T]
+        s = F.normalize(head.finish(head.pool(tokens, alpha)).float(), dim=-1) @ directions.to(torch.float32).T
         maps = []
         for t in range(s.shape[1]):
             (g,) = grad_of(s[:, t], [alpha], retain=t + 1 < s.shape[1])

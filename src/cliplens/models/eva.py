@@ -34,7 +34,7 @@ def _trunk(model: Any) -> Any:
 
 
 def _is_eva(model: Any) -> bool:
-    """A timm ``Eva`` trunk (EVA02; PE-Core too, which :func:`vision_view_from_eva` refuses saying why)."""
+    """A timm ``Eva`` trunk (EVA02, PE-Core)."""
     return type(_trunk(model)).__name__ == "Eva"
 
 
@@ -154,13 +154,6 @@ def _rotary(trunk: Any, name: str) -> Any:
     return Rotary(table=table, prefix=int(trunk.num_prefix_tokens), half=False, describe=describe)
 
 
-#: why PE-Core (an Eva trunk pooled by an attention probe, then the trunk's head Linear) is not read yet
-PE_CORE = ("PE-Core pools with an attention probe (timm AttentionPoolLatent, exact per pooling head × token like "
-           "SigLIP's MAP head) and then projects with the trunk's head Linear; cliplens's MapHead has no projection "
-           "after its MLP yet, so the embedding cannot be rebuilt exactly. Its blocks (rope, fused q/k/v) are read; "
-           "pick an EVA02 model (EVA02-B-16, EVA02-L-14) meanwhile")
-
-
 def trunk_view(trunk: Any, name: str, head: Any) -> Any:
     """A :class:`~cliplens.core.view.VisionView` over a timm ``Eva`` trunk's embedding and blocks (no copies),
     pooled by ``head`` (:mod:`cliplens.core.heads`)."""
@@ -191,9 +184,9 @@ def vision_view_from_eva(model: Any, name: str = "") -> Any:
 
     name = name or "this EVA model"
     trunk = _trunk(model)
-    if trunk.attn_pool is not None:
-        raise UnsupportedArchitectureError(f"{name}: {PE_CORE}.")
     head = model.visual.head
+    if trunk.attn_pool is not None:
+        return _pe_core_view(model, trunk, name)
     if len(head):
         raise UnsupportedArchitectureError(f"{name}: open_clip adds a projection after the timm trunk ({head}); "
                                            "cliplens reads EVA towers whose trunk's own head is the projection.")
@@ -208,13 +201,28 @@ def vision_view_from_eva(model: Any, name: str = "") -> Any:
     return trunk_view(trunk, name, ClsHead(norm, trunk.head.weight.t(), trunk.head.bias))
 
 
+def _pe_core_view(model: Any, trunk: Any, name: str) -> Any:
+    """PE-Core: the Eva trunk's tokens through ``norm`` (every token), attention pooling with a learned probe over
+    all of them (the CLS token included), then the trunk's head Linear: a :class:`MapHead` with that Linear as its
+    projection."""
+    from cliplens.models.siglip import timm_map_head
+
+    if len(model.visual.head):
+        raise UnsupportedArchitectureError(f"{name}: open_clip adds a projection after the timm trunk "
+                                           f"({model.visual.head}); cliplens reads PE-Core with the trunk's own head")
+    if not isinstance(trunk.fc_norm, nn.Identity) or not isinstance(trunk.head, nn.Linear):
+        raise UnsupportedArchitectureError(f"{name}: PE-Core without its head Linear (or with an fc_norm) is not "
+                                           "supported")
+    head = timm_map_head(trunk.attn_pool, trunk.norm, name, proj=trunk.head)
+    return trunk_view(trunk, name, head)
+
+
 def _open_clip_config(cfg: dict[str, Any]) -> str | None:
-    """EVA configs of open_clip (``timm_model_name`` ``eva02_*``): CLS-pooled ones read; PE-Core refused (why:
-    :data:`PE_CORE`)."""
+    """EVA configs of open_clip (``timm_model_name`` ``eva02_*``: CLS-pooled; ``vit_pe_core_*``: PE-Core)."""
     v = cfg.get("vision_cfg", {})
     timm_name = str(v.get("timm_model_name") or "")
     if timm_name.startswith("vit_pe_core"):
-        raise UnsupportedArchitectureError(PE_CORE)
+        return "PE-Core (rope; attention pooling with a learned probe, then the head Linear)"
     if not timm_name.startswith("eva02_"):
         return None
     if v.get("timm_pool", "token") != "token" or v.get("timm_proj"):

@@ -148,8 +148,9 @@ def _timm_block(block: nn.Module, index: int, name: str) -> BlockView:
     )
 
 
-def _timm_map_head(pool: nn.Module, norm: nn.Module, name: str) -> MapHead:
-    """``trunk.norm`` (every token) + timm's ``AttentionPoolLatent`` as a :class:`MapHead`."""
+def timm_map_head(pool: nn.Module, norm: nn.Module, name: str, proj: nn.Linear | None = None) -> MapHead:
+    """``trunk.norm`` (every token) + timm's ``AttentionPoolLatent`` as a :class:`MapHead` (``proj``: a Linear
+    after it, PE-Core's head)."""
     if type(pool).__name__ != "AttentionPoolLatent":
         raise _unsupported(name, f"the attention pool is a {type(pool).__name__}")
     if getattr(pool, "latent_len", 1) != 1 or getattr(pool, "pool", "token") != "token":
@@ -174,6 +175,7 @@ def _timm_map_head(pool: nn.Module, norm: nn.Module, name: str) -> MapHead:
         fc1_weight=pool.mlp.fc1.weight, fc1_bias=pool.mlp.fc1.bias,
         fc2_weight=pool.mlp.fc2.weight, fc2_bias=pool.mlp.fc2.bias,
         activation=_activation(pool.mlp.act, "the attention pool's MLP", name),
+        proj_weight=None if proj is None else proj.weight, proj_bias=None if proj is None else proj.bias,
     )
 
 
@@ -202,7 +204,7 @@ def vision_view_from_open_clip(model: nn.Module, name: str = "") -> VisionView:
         patch_weight=pe.proj.weight, patch_bias=pe.proj.bias, class_embedding=None,
         positional_embedding=trunk.pos_embed[0], ln_pre=_ln(trunk.norm_pre, "norm_pre", name), blocks=blocks,
         ln_post=None, proj=None, image_size=tuple(int(s) for s in pe.img_size),  # type: ignore[arg-type]
-        source=f"open_clip:{name}", head=_timm_map_head(trunk.attn_pool, trunk.norm, name),
+        source=f"open_clip:{name}", head=timm_map_head(trunk.attn_pool, trunk.norm, name),
     )
 
 

@@ -11,6 +11,9 @@ Decomposition rule: one readout per pooling head ``h`` (``a = α[h]``, per-token
 part splits exactly per pooling head × source token and, through the frozen per-token LayerNorm, back over
 source layers. The MLP is nonlinear: one lumped term (``z_nl = MLP(LN₂(o))``), its share reported.
 
+An optional projection after it (PE-Core: the trunk's head Linear, ``z' = P z + p``) is folded in: each readout's
+second factor becomes ``out_h Pᵀ``, the constant ``P b + p``, the lumped part ``P · MLP(LN₂(o))``.
+
 Dense output (every token through the head on its own): the probe's attention restricted to that one token, so
 ``α = 1`` on it (TextRegion's rule for a region of one token): ``o_n = W_out(v(y_n)) + b_out``,
 ``z_n = o_n + MLP(LN₂(o_n))``.
@@ -40,8 +43,11 @@ class MapHead(PoolHead):
                  k_weight: Tensor, k_bias: Tensor | None, v_weight: Tensor, v_bias: Tensor | None,
                  out_weight: Tensor, out_bias: Tensor | None, num_heads: int, mlp_norm: LayerNormView,
                  fc1_weight: Tensor, fc1_bias: Tensor | None, fc2_weight: Tensor, fc2_bias: Tensor | None,
-                 activation: str = "gelu_tanh") -> None:
+                 activation: str = "gelu_tanh", proj_weight: Tensor | None = None,
+                 proj_bias: Tensor | None = None) -> None:
         self._norm = norm
+        #: ``[E', E]`` an optional projection after the MLP (``F.linear`` convention) and its bias
+        self.proj_weight, self.proj_bias = proj_weight, proj_bias
         self.probe = probe.reshape(-1)  # [D]
         self.q_weight, self.q_bias = q_weight, q_bias
         self.k_weight, self.k_bias = k_weight, k_bias
@@ -72,7 +78,8 @@ class MapHead(PoolHead):
 
     def readout_out(self) -> Tensor:
         d = self.head_dim
-        return self.out_weight.t().reshape(self.num_heads, d, -1)  # [Hp, d, E]
+        out = self.out_weight.t().reshape(self.num_heads, d, -1)  # [Hp, d, E]
+        return out if self.proj_weight is None else out @ self.proj_weight.t()
 
     def bias(self) -> Tensor | None:
         terms = []
@@ -80,11 +87,21 @@ class MapHead(PoolHead):
             terms.append(self.out_weight @ self.v_bias)
         if self.out_bias is not None:
             terms.append(self.out_bias)
-        return sum(terms) if terms else None  # type: ignore[return-value]
+        const = sum(terms) if terms else None
+        if self.proj_weight is None:
+            return const  # type: ignore[return-value]
+        if const is None:
+            return self.proj_bias
+        return self.proj_weight @ const + (0 if self.proj_bias is None else self.proj_bias)  # type: ignore[operator]
 
     @property
     def embed_dim(self) -> int:
-        return int(self.out_weight.shape[0])
+        return int((self.out_weight if self.proj_weight is None else self.proj_weight).shape[0])
+
+    def finish(self, o: Tensor) -> Tensor:
+        """The embedding from the pooled, out-projected vector ``o``: ``o + MLP(LN₂(o))``, then the projection."""
+        z = o + self.mlp(o)
+        return z if self.proj_weight is None else F.linear(z, self.proj_weight, self.proj_bias)
 
     # ---- running it -----------------------------------------------------------------------------------------
     def _split(self, t: Tensor) -> Tensor:
@@ -121,12 +138,12 @@ class MapHead(PoolHead):
         o = self.pool(y, alpha)
         if rec is not None and rec.wants("pooled"):
             o = rec("pooled", o)
-        return o + self.mlp(o)
+        return self.finish(o)
 
     def dense(self, x: Tensor) -> Tensor:
         y = self._norm(x)
         o = F.linear(F.linear(y, self.v_weight, self.v_bias), self.out_weight, self.out_bias)
-        return o + self.mlp(o)
+        return self.finish(o)
 
     def readout(self, x: Tensor) -> Readout:
         y = self._norm(x)
@@ -136,13 +153,18 @@ class MapHead(PoolHead):
         B = x.shape[0]
         return Readout(pooling=alpha.to(mean.dtype), token_scale=1 / std, token_mean=mean,
                        scale=torch.ones(B, self.num_heads, dtype=mean.dtype, device=mean.device),
-                       nonlinear=self.mlp(o).to(mean.dtype))
+                       nonlinear=self._lumped(o).to(mean.dtype))
+
+    def _lumped(self, o: Tensor) -> Tensor:
+        m = self.mlp(o)
+        return m if self.proj_weight is None else F.linear(m, self.proj_weight)
 
     def parameters(self) -> list[Tensor]:
         out = [self.probe, self.q_weight, self.k_weight, self.v_weight, self.out_weight, self.fc1_weight,
                self.fc2_weight]
         out += [t for t in (self.q_bias, self.k_bias, self.v_bias, self.out_bias, self.fc1_bias, self.fc2_bias,
-                            self._norm.weight, self._norm.bias, self.mlp_norm.weight, self.mlp_norm.bias)
+                            self._norm.weight, self._norm.bias, self.mlp_norm.weight, self.mlp_norm.bias,
+                            self.proj_weight, self.proj_bias)
                 if t is not None]
         return out
 
