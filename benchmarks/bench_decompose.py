@@ -3,6 +3,8 @@
 One command, one run, side by side (ViT-B-16, random weights, batch 8, CPU by default):
 
     python benchmarks/bench_decompose.py            # add --model / --batch / --repeats / --threads
+    python benchmarks/bench_decompose.py --model families   # one B/16-shaped model per family, one after another:
+                                                            # ViT-B-16, ViT-B-16-SigLIP, EVA02-B-16, PE-Core-B-16, RN50
 
 Methods:
     plain         open_clip ``model.encode_image`` (the source library's own forward)
@@ -35,6 +37,8 @@ import time
 import torch
 
 METHODS = ("plain", "dense", "non-spatial", "spatial")
+#: ``--model families``: one model per image-tower family at B/16 shape (ResNet: RN50), random weights
+FAMILY_MODELS = ("ViT-B-16", "ViT-B-16-SigLIP", "EVA02-B-16", "PE-Core-B-16", "RN50")
 
 
 def build(model_name: str):
@@ -115,7 +119,8 @@ def measure_speed(args) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="ViT-B-16")
+    ap.add_argument("--model", nargs="+", default=["ViT-B-16"],
+                    help="open_clip names, or 'families' for one model per image-tower family")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=7)
@@ -124,10 +129,24 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
-        memory_child(args.child, args.model, args.batch, args.size)
+        memory_child(args.child, args.model[0], args.batch, args.size)
         return
+    names = [n for m in args.model for n in (FAMILY_MODELS if m == "families" else (m,))]
+    summary = []
+    for name in names:
+        args.model = name
+        summary.append((name, *bench_one(args)))
+    if len(summary) > 1:
+        print("\nsummary (x the source's own encode_image; memory: peak added by one call)")
+        print(f"{'model':<18} {'dense':>7} {'non-spatial':>12} {'spatial':>8} {'spatial memory':>15}")
+        for name, speed, mem in summary:
+            print(f"{name:<18} {speed['dense'] / speed['plain']:>7.2f} {speed['non-spatial'] / speed['plain']:>12.2f} "
+                  f"{speed['spatial'] / speed['plain']:>8.2f} "
+                  f"{mem['spatial']['added_mib'] / mem['plain']['added_mib']:>15.2f}")
 
-    print(f"model {args.model} (random weights), batch {args.batch}, {args.size}px, CPU threads {args.threads}, "
+
+def bench_one(args) -> tuple[dict, dict]:
+    print(f"\nmodel {args.model} (random weights), batch {args.batch}, {args.size}px, CPU threads {args.threads}, "
           f"torch {torch.__version__}")
     speed = measure_speed(args)
     mem = {m: measure_memory(m, args) for m in METHODS}
@@ -141,6 +160,7 @@ def main() -> None:
           mem["spatial"]["added_mib"] / base_m["added_mib"] <= 2.0)
     print("targets: dense >= 0.9x: {}  non-spatial >= 0.9x: {}  spatial >= 0.7x: {}  spatial peak added memory "
           "<= 2x: {}".format(*("met" if o else "MISSED" for o in ok)))
+    return speed, mem
 
 
 if __name__ == "__main__":

@@ -153,3 +153,22 @@ def test_no_paragraph_stops_mid_sentence():
         if not line.rstrip().endswith((".", ":", ")", "!", "?", "`", "*")):
             cut.append(f"line {i + 1}: …{line[-50:]}")
     assert not cut, cut
+
+
+def test_family_snippet_runs_and_holds():
+    """The README's SigLIP / EVA02 / RN50 snippet on random-weight models of the real widths (2 blocks)."""
+    from tests.families import models
+
+    block = next(b for b in _python_blocks() if "cliplens.wrap(siglip_model)" in b)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        scope = {"cliplens": cliplens, "torch": torch, "x": models.pixels(2, 224).float(),
+                 "siglip_model": models.open_clip_timm("ViT-B-16-SigLIP", layers=2).float(),
+                 "eva02_model": models.open_clip_timm("EVA02-B-16", layers=2).float(),
+                 "rn50_model": models.open_clip_resnet("RN50").float()}
+        exec(compile(block, "README.md", "exec"), scope)
+    finally:
+        torch.set_num_threads(before)
+    assert scope["pool"].shape == (2, 32, 50, 1024) and scope["heads"].shape == (2, 2, 197, 12, 512)
+    assert scope["lumped"].shape == (2, 768) and scope["layers"].shape == (2, 3, 768)

@@ -53,3 +53,20 @@ def test_shipped_spurious_model_has_a_group_gap():
     assert r["gap"] > 0.15 and r["worst"] < 0.7
     base, tok = load_toy_clip()
     assert group_accuracies(base, tok, n=40, seed=4321)["worst"] > 0.9
+
+
+def test_shipped_toy_siglip_pools_with_a_probe_and_is_trained():
+    import torch
+
+    import cliplens
+
+    m = cliplens.load("toy-siglip")
+    v = m.vision
+    assert v.head.kind == "map" and v.num_prefix_tokens == 0 and m.score_kind == "sigmoid" and m.logit_bias < 0
+    side = json.loads((_weights_dir() / "toy-siglip.json").read_text())
+    assert side["config"]["pool"] == "map" and side["config"]["loss"] == "sigmoid"
+    assert "--loss sigmoid" in side["training"]["command"]
+    r = zero_shot(m.model, m.tokenizer, "colour", n=48, seed=99)
+    assert r["accuracy"] >= 0.9
+    x = m.preprocess([torch.rand(3, 64, 64), torch.rand(3, 64, 64)])
+    assert m.decompose(x).check() <= 1e-5

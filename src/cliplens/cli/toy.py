@@ -307,6 +307,8 @@ def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tu
                 title=f"toy-world segmentation, {res['model']}{weights_note(adapter)}: {res['n']} held-out scenes "
                       f"(stream '{res['stream']}', seed {res['seed']}), {res['n_objects']} objects, "
                       f"contrast: {res['contrast']}")
+    for row, why in res.get("left_out", {}).items():
+        con.print(f"left out {row}: {why}", soft_wrap=True)
     con.print(f"decomposition exactness: max relative error {res['exactness']:.2e} over {res['n']} scenes")
     con.print(f"protocol: {res['protocol']}; {res['seconds']:.1f} s")
 

@@ -25,6 +25,7 @@ from cliplens.models.hub import checkpoint_error
 from cliplens.toyworld.model import DEFAULT_WEIGHTS, load_toy_clip
 
 SPURIOUS_WEIGHTS = "toy-clip-spurious.safetensors"
+SIGLIP_WEIGHTS = "toy-siglip.safetensors"
 #: what ``pretrained=`` names for the toy models, besides "default"
 TOY_WEIGHTS = "a .safetensors file written by 'cliplens toy train'"
 
@@ -126,10 +127,18 @@ def load_toy_spurious(pretrained: str | None = None) -> ToyCLIPAdapter:
     return load_toy(pretrained, name="toy-spurious", default_file=SPURIOUS_WEIGHTS)
 
 
+def load_toy_siglip(pretrained: str | None = None) -> ToyCLIPAdapter:
+    """``toy-siglip``: the toy model with SigLIP's pooling (attention with a learned probe, no CLS token) and
+    sigmoid loss."""
+    return load_toy(pretrained, name="toy-siglip", default_file=SIGLIP_WEIGHTS)
+
+
 #: the embedded models this family provides: (name, loader, description, pretrained tags)
 EMBEDDED = (
     ("toy", load_toy, "small CLIP trained offline on procedurally generated scenes (the embedded default)",
      ("default",)),
     ("toy-spurious", load_toy_spurious,
      "the toy CLIP fine-tuned on a split where shape and background co-occur (toy waterbirds)", ("default",)),
+    ("toy-siglip", load_toy_siglip,
+     "the toy model with SigLIP's attention pooling (no CLS token) trained with the sigmoid loss", ("default",)),
 )

@@ -254,6 +254,13 @@ def run_bench(
     ap_checked = 0
     adapter = load(model, pretrained=pretrained, device=device) if isinstance(model, str) else model
     fns = resolve_methods(methods)
+    left_out: dict[str, str] = {}
+    if methods is None:  # the default rows: those that cannot run on this model are left out, saying why
+        for row, method in list(fns.items()):
+            why = method.unsupported(adapter)
+            if why:
+                left_out[row] = why
+                del fns[row]
     ih, iw = adapter.vision.image_size
     if ih != iw:
         raise InvalidInputError(f"the toy-world scenes are square; this model's input is {ih}x{iw}")
@@ -336,6 +343,7 @@ def run_bench(
         "exactness": worst,
         "ap_backend": ap_backend, "ap_checked_against_sklearn": ap_checked,
         "rows": rows_out,
+        "left_out": left_out,
         "beats_baselines": beats,
         "seconds": time.perf_counter() - t0,
     }
