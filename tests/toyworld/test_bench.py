@@ -157,3 +157,15 @@ def test_cli_json_and_table(weights):
     assert r.exit_code == 2 and "nope" in r.output
 
 
+
+
+def test_rows_that_cannot_run_on_a_model_are_left_out_saying_why(random_toy_weights):
+    """On a tower without a CLS token (SigLIP's attention pooling) Chefer et al.'s row is left out with its reason;
+    every other default row runs."""
+    from cliplens.toyworld.bench import DEFAULT_ROWS
+    from tests.pooled_towers import pooled_toy
+
+    res = run_bench(pooled_toy(random_toy_weights, "map"), n=1, seed=SEED)
+    (row, why), = res["left_out"].items()
+    assert "Chefer" in row and "no CLS token" in why
+    assert {r["method"] for r in res["rows"]} == set(DEFAULT_ROWS) - {row}
