@@ -55,3 +55,23 @@ def test_ablation_and_textspan_run_on_a_map_tower(case):
                       dim=-1)
     res = textspan(st, texts, emb, layers=1, m=3, with_accuracy=False)
     assert len(res.heads) == H and all(len(h.texts) == 3 for h in res.heads)
+
+
+def test_the_pooling_heads_lumped_mlp_can_be_mean_ablated(case, random_toy, tmp_path):
+    """pool-mlp replaces the head's lumped MLP by its data-set mean in the joint space (naive: the stored
+    embedding minus the stored lumped term plus its mean); an affine head has none."""
+    from cliplens.analyses.ablation import parse_components
+    from cliplens.errors import InvalidInputError
+
+    _, st = case
+    W = st.classifier.float()
+    emb = torch.from_numpy(st.field("embedding")[:]).double()
+    nl = torch.from_numpy(st.field("nonlinear")[:]).double()
+    want = ((emb - nl + nl.mean(0)) @ W.double().T).argmax(1).numpy()
+    a = parse_components("pool-mlp")
+    assert a.pool_mlp and "pooling head's MLP" in a.describe()
+    np.testing.assert_array_equal(evaluate(st, a).predictions, want)
+    cls_store = tmp_path / "cls"
+    build_store(random_toy, Scenes(4), cls_store, settings=StoreSettings(chunk_size=4, batch_size=4, templates="none"))
+    with pytest.raises(InvalidInputError, match="affine"):
+        evaluate(Store(cls_store), a)

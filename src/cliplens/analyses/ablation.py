@@ -44,6 +44,9 @@ class Ablation:
     mlps: tuple[int, ...] = ()
     embed: bool = False
     cls_to_cls: tuple[int, ...] = ()
+    #: the pooling head's lumped nonlinear part (SigLIP's and PE-Core's MLP after the attention pooling), replaced
+    #: by its data-set mean in the joint space
+    pool_mlp: bool = False
 
     def resolved(self, L: int, H: int) -> Ablation:
         heads = []
@@ -63,7 +66,8 @@ class Ablation:
             raise InvalidInputError(f"the CLS→CLS terms of layers {', '.join(f'L{i}' for i in twice)} are part of "
                                     "attention layers that are ablated whole (they would be counted twice)")
         return Ablation(att, tuple(sorted(set(heads))),
-                        tuple(resolve_layer_indices(self.mlps, L)) if self.mlps else (), self.embed, cls)
+                        tuple(resolve_layer_indices(self.mlps, L)) if self.mlps else (), self.embed, cls,
+                        self.pool_mlp)
 
     def describe(self) -> str:
         parts = []
@@ -77,10 +81,12 @@ class Ablation:
             parts.append("embedding term")
         if self.cls_to_cls:
             parts.append("CLS→CLS " + ",".join(f"L{i}" for i in self.cls_to_cls))
+        if self.pool_mlp:
+            parts.append("the pooling head's MLP")
         return "; ".join(parts) or "nothing (the model as it is)"
 
     def is_empty(self) -> bool:
-        return not (self.attention or self.heads or self.mlps or self.embed or self.cls_to_cls)
+        return not (self.attention or self.heads or self.mlps or self.embed or self.cls_to_cls or self.pool_mlp)
 
 
 @dataclass
@@ -97,14 +103,17 @@ class AblationResult:
 
 
 def parse_components(text: str) -> Ablation:
-    """``"L10.H3,L11.H0"`` heads; ``"L3"`` a whole attention layer; ``"MLP4"``; ``"embed"``; ``"CLS5"``."""
+    """``"L10.H3,L11.H0"`` heads; ``"L3"`` a whole attention layer; ``"MLP4"``; ``"embed"``; ``"CLS5"``;
+    ``"pool-mlp"`` the pooling head's lumped MLP."""
     att, heads, mlps, cls = [], [], [], []
-    embed = False
+    embed = pool_mlp = False
     for item in (t.strip() for t in text.split(",") if t.strip()):
         up = item.upper()
         try:
             if up == "EMBED":
                 embed = True
+            elif up in ("POOL-MLP", "POOLMLP"):
+                pool_mlp = True
             elif up.startswith("MLP"):
                 mlps.append(int(up[3:]))
             elif up.startswith("CLS"):
@@ -118,9 +127,10 @@ def parse_components(text: str) -> Ablation:
                 raise ValueError
         except ValueError:
             raise InvalidInputError(f"cannot read component {item!r}: write heads as L10.H3, whole attention layers as "
-                                    "L3, MLPs as MLP4, the embedding term as embed, CLS→CLS terms as CLS5 (layers "
-                                    "and heads counted from 0; negative layers from the end)") from None
-    return Ablation(tuple(att), tuple(heads), tuple(mlps), embed, tuple(cls))
+                                    "L3, MLPs as MLP4, the embedding term as embed, CLS→CLS terms as CLS5, the "
+                                    "pooling head's MLP as pool-mlp (layers and heads counted from 0; negative layers "
+                                    "from the end)") from None
+    return Ablation(tuple(att), tuple(heads), tuple(mlps), embed, tuple(cls), pool_mlp)
 
 
 class _Stats:
@@ -147,6 +157,10 @@ class _Stats:
             n += len(r)
         self.means32 = {k: torch.from_numpy(np.asarray(v / n)).float() for k, v in sums.items()}
         self.n = n
+        self.nonlinear_mean: Tensor | None = None
+        if "nonlinear" in store.fields and n:
+            total = sum(blk["nonlinear"].sum(0) for blk in store.blocks(["nonlinear"], dtype=np.float64))
+            self.nonlinear_mean = torch.from_numpy(np.asarray(total / n)).float()
 
     @staticmethod
     def of(store: Store) -> _Stats:
@@ -204,6 +218,10 @@ def evaluate(store: Store, ablation: Ablation | None = None, *, classifier: Tens
     minus the readouts' residual-space change mapped to the joint space, in float32."""
     a = (ablation or Ablation()).resolved(store.shape["layers"], store.shape["heads"])
     st = _Stats.of(store)
+    if a.pool_mlp and st.nonlinear_mean is None:
+        raise InvalidInputError("the pooling head of this store's model is affine (it pools with "
+                                f"{store.header.get('pooling', {}).get('kind', '?')!r}): there is no lumped MLP to "
+                                "ablate; pool-mlp applies to attention-pooled models (SigLIP, PE-Core)")
     if a.cls_to_cls and not st.cls:
         raise InvalidInputError("CLS→CLS terms exist for CLS pooling only: this store's model pools "
                                 f"with {store.header.get('pooling', {}).get('kind', '?')!r}")
@@ -213,7 +231,7 @@ def evaluate(store: Store, ablation: Ablation | None = None, *, classifier: Tens
         raise InvalidInputError(f"the classifier has dimension {W.shape[1]}, the store's embeddings {E}")
     fields = ["embedding", "mean", "scale", "wsum"] + [f for f, used in (
         ("attn_out", a.attention), ("mlp_out", a.mlps), ("embed_term", a.embed), ("heads", a.heads),
-        ("cls_heads", a.cls_to_cls)) if used]
+        ("cls_heads", a.cls_to_cls), ("nonlinear", a.pool_mlp)) if used]
     N = store.shape["tokens"]
     preds = []
     for blk in store.blocks(fields, dtype=None):
@@ -221,6 +239,8 @@ def evaluate(store: Store, ablation: Ablation | None = None, *, classifier: Tens
         if not a.is_empty():
             d = _delta(blk, a, st, N)
             emb -= st.joint.residual(d, torch.ones(d.shape[:2]))
+            if a.pool_mlp:
+                emb -= _f32(blk["nonlinear"]) - st.nonlinear_mean
         preds.append((emb @ W.T).argmax(1).numpy())
     pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     labels = store.labels

@@ -93,6 +93,8 @@ class DebiasResult:
     before: GroupAccuracy
     after: GroupAccuracy
     random: list[tuple[list[tuple[int, int]], GroupAccuracy]] = field(default_factory=list)
+    #: whether the pooling head's lumped MLP was mean-ablated with the heads (and with each random set)
+    pool_mlp: bool = False
 
     @property
     def best_random(self) -> tuple[list[tuple[int, int]], GroupAccuracy] | None:
@@ -102,27 +104,30 @@ class DebiasResult:
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best_random
-        return {"heads": self.choice.to_dict(), "groups_by": self.attribute, "before": self.before.to_dict(),
-                "after": self.after.to_dict(),
+        return {"heads": self.choice.to_dict(), "groups_by": self.attribute, "pool_mlp": self.pool_mlp,
+                "before": self.before.to_dict(), "after": self.after.to_dict(),
                 "random": [{"heads": [head_name(*h) for h in hs], **acc.to_dict()} for hs, acc in self.random],
                 "best_random": None if best is None else {"heads": [head_name(*h) for h in best[0]],
                                                           **best[1].to_dict()}}
 
 
 def debias(store: Store, choice: HeadChoice, groups: str, *, random_sets: int = 5, seed: int = 0,
-           candidates: Sequence[tuple[int, int]] | None = None) -> DebiasResult:
-    """Mean-ablate ``choice.heads`` and report group accuracies before and after, next to ``random_sets``
-    random sets of as many heads from ``candidates`` (default: the heads ``choice`` scored, else all heads)."""
+           candidates: Sequence[tuple[int, int]] | None = None, pool_mlp: bool = False) -> DebiasResult:
+    """Mean-ablate ``choice.heads`` (and with ``pool_mlp`` the pooling head's lumped MLP, for attention-pooled
+    models) and report group accuracies before and after, next to ``random_sets`` random sets of as many heads from
+    ``candidates`` (default: the heads ``choice`` scored, else all heads; the same ``pool_mlp``)."""
     if not choice.heads:
         raise InvalidInputError(f"no heads were chosen for {choice.property!r} (no head scored above 0): name "
                                 "heads by hand, or choose them another way")
     group, names = groups_of(store, groups)
     before = group_accuracy(store, evaluate(store).predictions, group, names)
-    after = group_accuracy(store, evaluate(store, Ablation(heads=tuple(choice.heads))).predictions, group, names)
+    after = group_accuracy(store, evaluate(store, Ablation(heads=tuple(choice.heads), pool_mlp=pool_mlp)).predictions,
+                           group, names)
     L, H = store.shape["layers"], store.shape["heads"]
     pool = list(candidates or choice.candidates or [(layer, h) for layer in range(L) for h in range(H)])
     rand = []
     for hs in random_head_sets(pool, len(choice.heads), random_sets, seed) if random_sets else []:
-        acc = group_accuracy(store, evaluate(store, Ablation(heads=tuple(hs))).predictions, group, names)
+        acc = group_accuracy(store, evaluate(store, Ablation(heads=tuple(hs), pool_mlp=pool_mlp)).predictions, group,
+                             names)
         rand.append((hs, acc))
-    return DebiasResult(choice, attribute_name(store, groups) or groups, before, after, rand)
+    return DebiasResult(choice, attribute_name(store, groups) or groups, before, after, rand, pool_mlp)

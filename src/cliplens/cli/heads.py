@@ -244,12 +244,15 @@ def retrieve_cmd(store: Path, query: Path | None, query_index: int | None, prop:
 @click.option("--random-sets", type=click.IntRange(min=0), default=5, show_default=True,
               help="Random head sets of the same size to compare with (the best is shown).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random sets.")
+@click.option("--pool-mlp", is_flag=True,
+              help="Also mean-ablate the pooling head's lumped MLP (attention-pooled models: SigLIP, PE-Core), which "
+                   "head ablation cannot reach.")
 @click.option("--json", "as_json", is_flag=True)
 @threads_option(2)
 def debias_cmd(store: Path, spurious: str, groups_attr: str | None, heads: str | None, by: str, k: int,
                describe: str | None, spans_path: Path | None, pool: str | None, layers: int, m: int,
-               model: str | None, pretrained: str | None, device: str, random_sets: int, seed: int, as_json: bool,
-               threads: int) -> None:
+               model: str | None, pretrained: str | None, device: str, random_sets: int, seed: int, pool_mlp: bool,
+               as_json: bool, threads: int) -> None:
     """Remove a spurious cue by mean-ablating the heads that carry it: per-group, average and worst-group
     zero-shot accuracy before and after, next to the best of random head sets of the same size."""
     from cliplens.analyses.properties import attribute_name
@@ -266,7 +269,7 @@ def debias_cmd(store: Path, spurious: str, groups_attr: str | None, heads: str |
         choice = choose(st, spurious, heads=heads, by=by, k=k, describe=describe, spans_path=spans_path, pool=pool,
                         layers=layers, m=m, model=_Model(st, model, pretrained, device), quiet=as_json)
         assert choice is not None
-        res = debias(st, choice, groups, random_sets=random_sets, seed=seed)
+        res = debias(st, choice, groups, random_sets=random_sets, seed=seed, pool_mlp=pool_mlp)
     if as_json:
         click.echo(json.dumps({"store": str(st.path), **res.to_dict()}, indent=2))
         return
@@ -274,7 +277,8 @@ def debias_cmd(store: Path, spurious: str, groups_attr: str | None, heads: str |
     con.print(store_note(st))
     _print_choice(con, choice)
     best = res.best_random
-    columns = ["group", *(Column(c, number=True) for c in ["images", "as it is", "heads ablated",
+    ablated = "heads + pool MLP ablated" if res.pool_mlp else "heads ablated"
+    columns = ["group", *(Column(c, number=True) for c in ["images", "as it is", ablated,
                                                            *([f"best of {len(res.random)} random"] if best else [])])]
     rows: list[list[str]] = []
 
