@@ -489,3 +489,26 @@ def test_a_local_siglip_folder_without_its_tokenizer_never_gets_clips_bpe(tmp_pa
     assert tok is None and "timm/ViT-B-16-SigLIP" in why and "tokenizer=" in why
     tok, why = _default_tokenizer(open_clip, "ViT-B-16")  # CLIP names keep open_clip's BPE tokenizer
     assert why is None and type(tok).__name__ == "SimpleTokenizer"
+
+
+def test_a_siglip_tokenizer_is_looked_for_once_when_the_hub_does_not_answer(monkeypatch):
+    """wrap(model, name=...) of a SigLIP name asks for its Hugging Face tokenizer: with the Hub unreachable (and no
+    offline flag set) that request runs offline, from the cache, instead of retrying for minutes."""
+    import huggingface_hub
+    import open_clip
+
+    from cliplens.models import hub, openclip
+
+    seen = []
+
+    def spy(name, *a, **k):
+        seen.append(huggingface_hub.constants.HF_HUB_OFFLINE)
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "hub_offline", lambda: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(open_clip, "get_tokenizer", spy)
+    tok, why = openclip._default_tokenizer(open_clip, "ViT-B-16-SigLIP")
+    assert tok is None and seen == [True] and "tokenizer=" in why
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # restored

@@ -687,15 +687,18 @@ def decompose(
     B, R = embed_term.shape[:2]
     tokens = (view.num_prefix_tokens + out.grid[0] * out.grid[1],) if spatial else ()
     sub_ln = any(view.blocks[i].attn_norm is not None for i in head_layers)
-    per_layer, shifts = [], []
-    for i in head_layers:
+    # each layer's values written into one tensor and its taps dropped as it is read: the peak holds the recorded
+    # taps and this tensor once, not a list of per-layer copies and their stack
+    heads = embed_term.new_empty(B, R, len(head_layers), *tokens, view.num_heads, view.head_dim)
+    shift = embed_term.new_zeros(B, R, len(head_layers), embed_term.shape[-1]) if sub_ln else None
+    for j, i in enumerate(head_layers):
         h, sh = read_layer(view, taps, i, w, cls_only, spatial)
-        per_layer.append(h.to(dtype))
-        if sub_ln:
-            shifts.append(embed_term.new_zeros(embed_term.shape) if sh is None else sh.to(dtype))
-    heads = torch.stack(per_layer, 2) if head_layers else \
-        embed_term.new_zeros(B, R, 0, *tokens, view.num_heads, view.head_dim)
-    shift = torch.stack(shifts, 2) if shifts else None
+        heads[:, :, j] = h
+        del h
+        if shift is not None and sh is not None:
+            shift[:, :, j] = sh
+        for tap in wanted:
+            taps.pop(f"blocks.{i}.{tap}", None)
     # a block without its residual connection cuts every earlier site off the embedding: their terms are 0
     cut = max((i for i, b in enumerate(blocks) if not b.residual), default=-1)
     if cut >= 0:
@@ -767,7 +770,10 @@ def read_heads(taps: dict[str, list[Tensor]], layer: int, w: Tensor, cls_only: b
     p = f"blocks.{layer}."
     if cls_only:  # recorded at the CLS query: [B, N, H, dh] per source token, or [B, H, dh]
         t = taps[p + ("attn.cls_contrib" if spatial else "attn.z")][-1]
-        return w[:, :, 0].reshape(*w.shape[:2], *(1,) * (t.dim() - 1)) * t[:, None]
+        w0 = w[:, :, 0]
+        if bool((w0 == 1).all()):  # CLS pooling reads the CLS token with weight 1: a view, no copy
+            return t[:, None]
+        return w0.reshape(*w.shape[:2], *(1,) * (t.dim() - 1)) * t[:, None]
     if not spatial:
         z = taps[p + "attn.z"][-1]  # [B, N, H, dh]
         return torch.einsum("brn,bnhj->brhj", w.to(z.dtype), z)

@@ -263,14 +263,17 @@ def _default_tokenizer(open_clip: Any, name: str) -> tuple[Any, str | None]:
     tokenizer (the tokenizer of every open_clip CLIP)."""
     if not name:
         return open_clip.get_tokenizer("ViT-B-32"), None
+    hf_name = None
     try:
-        return open_clip.get_tokenizer(name), None
+        hf_name = ((open_clip.get_model_config(name) or {}).get("text_cfg") or {}).get("hf_tokenizer_name")
+    except Exception:  # a name open_clip has no config for (an hf-hub: name offline)
+        pass
+    try:
+        # a Hugging Face tokenizer may need the Hub: look once, and read the cache at once when it does not answer
+        # (instead of minutes of retries)
+        with offline_guard(network=hf_name is not None or "siglip" in name.lower()):
+            return open_clip.get_tokenizer(name), None
     except Exception as e:  # unknown/offline name
-        hf_name = None
-        try:
-            hf_name = ((open_clip.get_model_config(name) or {}).get("text_cfg") or {}).get("hf_tokenizer_name")
-        except Exception:  # a name open_clip has no config for (an hf-hub: name offline)
-            pass
         if hf_name is None and "siglip" not in name.lower():
             return open_clip.get_tokenizer("ViT-B-32"), None
         which = f"the Hugging Face tokenizer {hf_name!r}" if hf_name else "its Hugging Face tokenizer"
