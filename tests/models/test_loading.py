@@ -452,7 +452,7 @@ def test_register_embedded(monkeypatch):
 
 def test_the_toy_family_is_registered_as_embedded():
     infos = {m.name: m for m in M.list_models() if m.family == "embedded"}
-    assert set(infos) == {"toy", "toy-spurious"}
+    assert set(infos) == {"toy", "toy-spurious", "toy-siglip"}
     assert infos["toy"].pretrained == ("default",) and infos["toy"].decomposable
 
 
