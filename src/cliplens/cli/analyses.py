@@ -40,7 +40,8 @@ def store_note(st: Store, weights: bool = True) -> str:
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--components", "-c", default=None,
               help="Mean-ablate these and report the accuracy, e.g. 'L10.H3,L11.H0' (heads), 'L3' (an attention "
-                   "layer), 'MLP4', 'embed', 'CLS5' (a layer's CLS→CLS term). Default: the paper's study.")
+                   "layer), 'MLP4', 'embed', 'CLS5' (a layer's CLS→CLS term), 'pool-mlp' (an attention-pooled head's lumped MLP). "
+                   "Default: the paper's study.")
 @click.option("--groups", default=None, help="Also report the accuracy per value of this attribute (e.g. group).")
 @output_option("--plot", "plot", kind="file", default=None,
                help="Save the study's layer curve as a PNG here (default: ablation-curve.png in the store, with "
