@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cliplens.core.heads.base import PoolHead, Readout
+from cliplens.core.heads.base import AttentionPooling, Readout
 
 __all__ = ["AttnPoolHead"]
 
 
-class AttnPoolHead(PoolHead):
+class AttnPoolHead(AttentionPooling):
     """OpenAI's ``AttentionPool2d`` over tokens ``[B, 1 + P, C]`` (mean token first); weights follow ``F.linear``."""
 
     kind: ClassVar[str] = "attnpool"
@@ -44,41 +44,7 @@ class AttnPoolHead(PoolHead):
         self.out_weight, self.out_bias = out_weight, out_bias
         self.num_heads = int(num_heads)
 
-    # ---- weights ------------------------------------------------------------------------------------------
-    @property
-    def num_readouts(self) -> int:
-        return self.num_heads
-
-    @property
-    def head_dim(self) -> int:
-        return int(self.v_weight.shape[0]) // self.num_heads
-
-    def readout_in(self) -> Tensor:
-        d = self.head_dim
-        return self.v_weight.reshape(self.num_heads, d, -1).transpose(1, 2)  # [Hp, C, d]
-
-    def readout_out(self) -> Tensor:
-        d = self.head_dim
-        return self.out_weight.t().reshape(self.num_heads, d, -1)  # [Hp, d, E]
-
-    def bias(self) -> Tensor | None:
-        terms = []
-        if self.v_bias is not None:
-            terms.append(self.out_weight @ self.v_bias)
-        if self.out_bias is not None:
-            terms.append(self.out_bias)
-        return sum(terms) if terms else None  # type: ignore[return-value]
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.out_weight.shape[0])
-
     # ---- running it -----------------------------------------------------------------------------------------
-    def split(self, t: Tensor) -> Tensor:
-        """``[B, N, Hp·d]`` -> ``[B, Hp, N, d]``."""
-        B, N = t.shape[:2]
-        return t.reshape(B, N, self.num_heads, -1).transpose(1, 2)
-
     def values(self, x: Tensor) -> Tensor:
         """``[B, Hp, N, d]``: every token's value per pool head (with the value bias)."""
         return self.split(F.linear(x, self.v_weight, self.v_bias))

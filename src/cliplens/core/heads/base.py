@@ -32,7 +32,7 @@ from torch import Tensor
 
 from cliplens.core.layers import LayerNormView
 
-__all__ = ["PoolHead", "Readout"]
+__all__ = ["AttentionPooling", "PoolHead", "Readout"]
 
 
 @dataclass
@@ -129,6 +129,47 @@ class PoolHead:
         """The head's settings that are not tensors (for the weights' fingerprint)."""
         ln = self.norm
         return [self.kind, self.num_readouts] + ([ln.eps, ln.compute_fp32] if ln is not None else [])
+
+
+class AttentionPooling(PoolHead):
+    """What the attention-pooling heads share (a learned probe, :mod:`.map`; a mean-token query, :mod:`.attnpool`):
+    one readout per pooling head, whose map is that head's value slice then its slice of the out-projection,
+    and the constant ``W_out · b_v + b_out`` (the pooling weights of each head sum to 1). Subclasses set
+    ``v_weight``, ``v_bias``, ``out_weight``, ``out_bias`` (``F.linear`` convention) and ``num_heads``."""
+
+    v_weight: Tensor
+    v_bias: Tensor | None
+    out_weight: Tensor
+    out_bias: Tensor | None
+    num_heads: int
+
+    @property
+    def num_readouts(self) -> int:
+        return self.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.v_weight.shape[0]) // self.num_heads
+
+    def readout_in(self) -> Tensor:
+        return self.v_weight.reshape(self.num_heads, self.head_dim, -1).transpose(1, 2)  # [Hp, D, d]
+
+    def readout_out(self) -> Tensor:
+        return self.out_weight.t().reshape(self.num_heads, self.head_dim, -1)  # [Hp, d, E]
+
+    def bias(self) -> Tensor | None:
+        terms = [t for t in (None if self.v_bias is None else self.out_weight @ self.v_bias, self.out_bias)
+                 if t is not None]
+        return sum(terms) if terms else None  # type: ignore[return-value]
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.out_weight.shape[0])
+
+    def split(self, t: Tensor) -> Tensor:
+        """``[B, N, Hp·d]`` -> ``[B, Hp, N, d]``."""
+        B, N = t.shape[:2]
+        return t.reshape(B, N, self.num_heads, -1).transpose(1, 2)
 
 
 def ln_stats(ln: LayerNormView, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cliplens.core.heads.base import PoolHead, Readout, ln_stats
+from cliplens.core.heads.base import AttentionPooling, Readout, ln_stats
 from cliplens.core.layers import LayerNormView, apply_activation
 
 __all__ = ["MapHead"]
 
 
-class MapHead(PoolHead):
+class MapHead(AttentionPooling):
     """SigLIP's multihead attention pooling head (see the module docs); weights follow ``F.linear``."""
 
     kind: ClassVar[str] = "map"
@@ -64,32 +64,14 @@ class MapHead(PoolHead):
     def norm(self) -> LayerNormView:
         return self._norm
 
-    @property
-    def num_readouts(self) -> int:
-        return self.num_heads
-
-    @property
-    def head_dim(self) -> int:
-        return int(self.v_weight.shape[0]) // self.num_heads
-
-    def readout_in(self) -> Tensor:
-        d = self.head_dim
-        return self.v_weight.reshape(self.num_heads, d, -1).transpose(1, 2)  # [Hp, D, d]
-
     def readout_out(self) -> Tensor:
-        d = self.head_dim
-        out = self.out_weight.t().reshape(self.num_heads, d, -1)  # [Hp, d, E]
+        out = super().readout_out()  # [Hp, d, E]
         return out if self.proj_weight is None else out @ self.proj_weight.t()
 
     def bias(self) -> Tensor | None:
-        terms = []
-        if self.v_bias is not None:
-            terms.append(self.out_weight @ self.v_bias)
-        if self.out_bias is not None:
-            terms.append(self.out_bias)
-        const = sum(terms) if terms else None
+        const = super().bias()
         if self.proj_weight is None:
-            return const  # type: ignore[return-value]
+            return const
         if const is None:
             return self.proj_bias
         return self.proj_weight @ const + (0 if self.proj_bias is None else self.proj_bias)  # type: ignore[operator]
@@ -104,15 +86,10 @@ class MapHead(PoolHead):
         return z if self.proj_weight is None else F.linear(z, self.proj_weight, self.proj_bias)
 
     # ---- running it -----------------------------------------------------------------------------------------
-    def _split(self, t: Tensor) -> Tensor:
-        """``[B, N, Hp·d]`` -> ``[B, Hp, N, d]``."""
-        B, N = t.shape[:2]
-        return t.reshape(B, N, self.num_heads, -1).transpose(1, 2)
-
     def pattern(self, y: Tensor) -> Tensor:
         """``[B, Hp, N]``: the probe's attention over the normalised tokens ``y``."""
         q = F.linear(self.probe.to(y.dtype), self.q_weight, self.q_bias).reshape(self.num_heads, 1, -1)
-        k = self._split(F.linear(y, self.k_weight, self.k_bias))  # [B, Hp, N, d]
+        k = self.split(F.linear(y, self.k_weight, self.k_bias))  # [B, Hp, N, d]
         logits = torch.matmul(q.float() if y.dtype in (torch.float16, torch.bfloat16) else q,
                               k.float().transpose(-1, -2) if y.dtype in (torch.float16, torch.bfloat16)
                               else k.transpose(-1, -2)) * self.head_dim ** -0.5
@@ -126,7 +103,7 @@ class MapHead(PoolHead):
     def pool(self, y: Tensor, alpha: Tensor) -> Tensor:
         """``o`` ``[B, E]``: the normalised tokens ``y`` pooled with the pattern ``alpha`` ``[B, Hp, N]`` and
         out-projected (before the MLP)."""
-        v = self._split(F.linear(y, self.v_weight, self.v_bias))  # [B, Hp, N, d]
+        v = self.split(F.linear(y, self.v_weight, self.v_bias))  # [B, Hp, N, d]
         o = torch.matmul(alpha[:, :, None], v)[:, :, 0]  # [B, Hp, d]
         return F.linear(o.reshape(o.shape[0], -1), self.out_weight, self.out_bias)
 
