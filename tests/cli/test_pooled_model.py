@@ -36,7 +36,11 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image():
-    return sorted((SHARED / "reference-data").rglob("*.jpg"))[0]
+    found = sorted((SHARED / "reference-data").rglob("*.jpg"))
+    if not found:
+        pytest.skip(f"no reference photo in {SHARED / 'reference-data'} (the shared reference images are not on this "
+                    "machine)")
+    return found[0]
 
 
 def test_decompose_explain_segment_tags_points_report(weights, image, tmp_path):

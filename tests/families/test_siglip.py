@@ -432,7 +432,10 @@ def test_preprocessing_equals_siglips_own_processor(resample):
 
     from tests.conftest import SHARED
 
-    path = next((SHARED / "reference-data" / "images").rglob("*.jpg"))
+    path = next((SHARED / "reference-data" / "images").rglob("*.jpg"), None)
+    if path is None:
+        pytest.skip(f"no reference photo in {SHARED / 'reference-data' / 'images'} (the shared reference images are "
+                    "not on this machine)")
     processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32}, resample=resample)
     adapter = _wrap(_tiny_siglip())
     adapter._processor = processor
