@@ -25,12 +25,27 @@ __all__ = ["Rotary", "rotate"]
 def rotate(x: Tensor, table: Tensor, half: bool) -> Tensor:
     """``x`` ``[..., N, dh]`` rotated by ``table`` ``[N, 2·dh]`` (``[sin | cos]``)."""
     sin, cos = table.to(x.dtype).chunk(2, dim=-1)
+    return _rotate(x, cos, sin * _signs(x.shape[-1], half, x), half)
+
+
+def _signs(dh: int, half: bool, like: Tensor) -> Tensor:
+    """``[dh]``: the signs of ``rot(x)`` relative to the swapped ``x`` (−1 where ``rot`` negates)."""
+    s = torch.ones(dh, dtype=like.dtype, device=like.device)
+    if half:
+        s[: dh // 2] = -1
+    else:
+        s[0::2] = -1
+    return s
+
+
+def _rotate(x: Tensor, cos: Tensor, signed_sin: Tensor, half: bool) -> Tensor:
+    """``x·cos + rot(x)·sin`` with ``rot(x) = swap(x) ⊙ signs`` (``swap``: the halves, or each pair, exchanged)."""
     if half:
         front, back = x.chunk(2, dim=-1)
-        r = torch.cat([-back, front], dim=-1)
+        swapped = torch.cat([back, front], dim=-1)
     else:
-        r = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).reshape(x.shape)
-    return x * cos + r * sin
+        swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return torch.addcmul(x * cos, swapped, signed_sin)
 
 
 @dataclass(frozen=True)
@@ -53,9 +68,19 @@ class Rotary:
             self._tables[key] = t
         return t
 
+    def _factors(self, grid: tuple[int, int], like: Tensor) -> tuple[Tensor, Tensor]:
+        """``(cos, sin ⊙ signs)`` ``[N - prefix, 1, dh]`` for ``grid`` in ``like``'s dtype (cached)."""
+        key = ("factors", tuple(grid), str(like.device), like.dtype)
+        f = self._tables.get(key)
+        if f is None:
+            sin, cos = self.table_for(grid, like.device).to(like.dtype).chunk(2, dim=-1)
+            f = (cos[:, None].contiguous(), (sin * _signs(sin.shape[-1], self.half, sin))[:, None].contiguous())
+            self._tables[key] = f
+        return f
+
     def __call__(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
         """``x`` ``[B, N, H, dh]`` with the patch tokens rotated (tokens ``prefix:``)."""
         p = self.prefix
-        t = self.table_for(grid, x.device)  # [N - p, 2·dh]
-        patches = rotate(x[:, p:].transpose(1, 2), t, self.half).transpose(1, 2)
+        cos, signed_sin = self._factors(grid, x)  # [N - p, 1, dh]: broadcast over heads
+        patches = _rotate(x[:, p:], cos, signed_sin, self.half)
         return torch.cat([x[:, :p], patches], dim=1) if p else patches

@@ -256,6 +256,36 @@ class JointMap:
         eq = "brlnhj,lhrjt->blnht" if extra else "brlhj,lhrjt->blht"
         return torch.einsum(eq, values * s, maps)
 
+    def spatial_heads(self, rows: Tensor, values: Tensor, layers: Sequence[int], scale: Tensor,
+                      directions: Tensor | None = None, sum_heads: bool = False) -> Tensor:
+        """The factored spatial split -> per source token: ``rows`` ``[B, R, Lh, H, N]`` (each readout's weighted
+        attention row per head), ``values`` ``[B, Lh, N, H, dh]`` (each source token's head-space value; the
+        value of readout ``r``, head ``h``, token ``n`` is ``rows[r, h, n] · values[n, h]``) -> ``[B, Lh, N, H, X]``
+        (``[B, Lh, N, X]`` with ``sum_heads``), ``X = E``, or ``T`` with ``directions`` ``[E, T]`` (no constants).
+        Layer by layer, so the ``[B, R, Lh, N, H, dh]`` values are never held."""
+        B, R, _, H, N = rows.shape
+        second = self.second()
+        d = None
+        if directions is not None:
+            d = directions if second is None else torch.einsum("rke,et->rkt", second, directions)
+        first = self.head_first(layers)  # [Lh, H, R, dh, k]
+        X = int(self.w.readout_out.shape[-1]) if d is None else int(directions.shape[-1])  # type: ignore[union-attr]
+        out = rows.new_empty(B, len(layers), N, *(() if sum_heads else (H,)), X)
+        for j in range(len(layers)):
+            f = first[j]  # [H, R, dh, k]
+            if d is None:
+                maps = f if second is None else torch.einsum("hrjk,rke->hrje", f, second)
+            else:
+                maps = torch.einsum("hrjk,kt->hrjt", f, d) if second is None else torch.einsum("hrjk,rkt->hrjt", f, d)
+            dh = maps.shape[2]
+            u = ((rows[:, :, j] * scale[:, :, None, None]).permute(0, 3, 2, 1)[..., None]
+                 * values[:, j, :, :, None, :])  # [B, N, H, R, dh]
+            if sum_heads:
+                out[:, j] = u.reshape(B, N, H * R * dh) @ maps.reshape(H * R * dh, X)
+            else:
+                out[:, j] = torch.einsum("bnhx,hxt->bnht", u.reshape(B, N, H, R * dh), maps.reshape(H, R * dh, X))
+        return out
+
     def head_against(self, values: Tensor, layer: int, head: int, scale: Tensor, directions: Tensor) -> Tensor:
         """One head's head-space values ``[B, R, ..., dh]`` (e.g. per source token) -> ``[B, ..., T]`` projected on
         ``directions`` ``[E, T]`` (no constants)."""

@@ -53,7 +53,9 @@ from cliplens.text.encode import TextEncoder, text_directions
 
 __all__ = ["CHECK_TOLERANCE", "Decomposition", "check_tolerance", "decompose", "read_heads", "resolve_layers"]
 
-FORMAT = "cliplens.decomposition/2"
+FORMAT = "cliplens.decomposition/3"
+#: the second format: no factored spatial split (still read)
+FORMAT_2 = "cliplens.decomposition/2"
 
 #: relative tolerance of :meth:`Decomposition.check` by the lower of the model's and the
 #: decomposition's precision (measured on random ViT-B-16 / L-14 / HF B-32 towers, batch 4: fp32 ≤ 4.5e-7,
@@ -119,7 +121,7 @@ class Decomposition:
         embed_term: Tensor,
         mlp_out: Tensor,
         attn_out: Tensor,
-        heads: Tensor,
+        heads: Tensor | None = None,
         head_layers: tuple[int, ...],
         spatial: bool,
         readout: Readout,
@@ -132,6 +134,8 @@ class Decomposition:
         fingerprint: str | None = None,
         settings: Mapping[str, Any] | None = None,
         shift: Tensor | None = None,
+        head_rows: Tensor | None = None,
+        head_values: Tensor | None = None,
         _map: JointMap | None = None,
     ) -> None:
         self.view = view
@@ -140,7 +144,14 @@ class Decomposition:
         self.embed_term = embed_term.detach()
         self.mlp_out = mlp_out.detach()
         self.attn_out = attn_out.detach()
-        self.heads = heads.detach()
+        #: the spatial split of a head that reads every token, factored (see :attr:`factored`): ``[B, R, Lh, H, N]``
+        #: each readout's weighted attention row per head and ``[B, Lh, N, H, dh]`` each source token's value
+        self.head_rows = None if head_rows is None else head_rows.detach()
+        self.head_values = None if head_values is None else head_values.detach()
+        if heads is None and self.head_rows is None:
+            raise InvalidInputError("a decomposition needs its head values (heads) or their factors (head_rows and "
+                                    "head_values)")
+        self._heads = None if heads is None else heads.detach()
         self.head_layers = tuple(int(i) for i in head_layers)
         self.spatial = bool(spatial)
         self.readout = readout
@@ -163,6 +174,32 @@ class Decomposition:
         self._map = _map or JointMap(HeadWeights.from_view(view, self.dtype))
 
     # ---- shapes and labels --------------------------------------------------
+    @property
+    def factored(self) -> bool:
+        """Whether the spatial split is held factored (a pooling head that reads every token): head ``h`` of layer
+        ``l`` carries source token ``n`` into readout ``r`` as ``head_rows[:, r, l, h, n] · head_values[:, l, n, h]``.
+        A learned probe's pooling weights are known only after the forward, so the split would otherwise hold a
+        value per readout × layer × token × head (``[B, 12, 12, 197, 12, 64]`` for SigLIP B/16); the factors hold
+        ``R`` rows and one value per token. Every joint-space view contracts the factors layer by layer."""
+        return self.head_rows is not None
+
+    @property
+    def heads(self) -> Tensor:
+        """Head-space values read out: ``[B, R, Lh, N, H, dh]`` (spatial) or ``[B, R, Lh, H, dh]``. For a
+        :attr:`factored` split this builds the full tensor (large: prefer the joint-space views)."""
+        if self._heads is not None:
+            return self._heads
+        rows, values = self.head_rows, self.head_values
+        assert rows is not None and values is not None
+        return rows.permute(0, 1, 2, 4, 3)[..., None] * values[:, None]
+
+    @property
+    def _source_tokens(self) -> int:
+        """The source tokens a spatial split runs over."""
+        if self.head_values is not None:
+            return int(self.head_values.shape[2])
+        return int(self.heads.shape[3])
+
     @property
     def batch_size(self) -> int:
         return int(self.embed_term.shape[0])
@@ -217,7 +254,8 @@ class Decomposition:
 
     def _replace(self, **changes: Any) -> Decomposition:
         kw: dict[str, Any] = dict(
-            embed_term=self.embed_term, mlp_out=self.mlp_out, attn_out=self.attn_out, heads=self.heads,
+            embed_term=self.embed_term, mlp_out=self.mlp_out, attn_out=self.attn_out, heads=self._heads,
+            head_rows=self.head_rows, head_values=self.head_values,
             head_layers=self.head_layers, spatial=self.spatial, readout=self.readout, final=self.final,
             nonlinear=self.nonlinear, embedding=self.embedding, grid=self.grid, scale=self.scale, model=self.model,
             fingerprint=self.fingerprint, settings=self.settings, shift=self.shift, _map=self._map,
@@ -250,7 +288,7 @@ class Decomposition:
         def take(t: Tensor) -> Tensor:
             return t[index]
 
-        return self._replace(**{name: take(getattr(self, name)) for name in _PER_IMAGE},
+        return self._replace(**{name: take(t) for name, t in self._per_image().items()},
                              readout=_readout_apply(self.readout, take))
 
     @staticmethod
@@ -273,11 +311,26 @@ class Decomposition:
                 raise InvalidInputError(f"cannot concatenate decomposition {i} with decomposition 0: they differ in "
                                         f"{', '.join(diffs)}")
 
+        kinds = {tuple(d._per_image()) for d in parts}
+        if len(kinds) > 1:
+            parts = [d._replace(heads=d.heads, head_rows=None, head_values=None) for d in parts]
+
         def cat(name: str) -> Tensor:
-            return torch.cat([getattr(d, name) for d in parts], 0)
+            return torch.cat([d._per_image()[name] for d in parts], 0)
 
         readout = Readout(**{f: torch.cat([getattr(d.readout, f) for d in parts], 0) for f in _READOUT_FIELDS})
-        return first._replace(**{name: cat(name) for name in _PER_IMAGE}, readout=readout)
+        joined = {"heads": None, "head_rows": None, "head_values": None}
+        joined.update({name: cat(name) for name in parts[0]._per_image()})
+        return first._replace(**joined, readout=readout)
+
+    def _per_image(self) -> dict[str, Tensor]:
+        """The per-image tensors held (sliced and concatenated along images; saved)."""
+        out = {}
+        for name in _PER_IMAGE:
+            t = self._heads if name == "heads" else getattr(self, name)
+            if t is not None:
+                out[name] = t
+        return out
 
     # ---- the frozen head ----------------------------------------------------
     @property
@@ -320,7 +373,7 @@ class Decomposition:
 
     def _per_term_constants(self) -> Tensor:
         """``[B, Lh, E]`` per (head) or per (token, head) term: the layer constant over H (· N)."""
-        split = self.num_heads * (self.heads.shape[3] if self.spatial else 1)
+        split = self.num_heads * (self._source_tokens if self.spatial else 1)
         return self._layer_constants() / split
 
     # ---- joint-space terms --------------------------------------------------
@@ -329,14 +382,24 @@ class Decomposition:
 
         This materialises a large tensor for big models; prefer :meth:`project`.
         """
-        t = self._map.heads(self.heads, self.head_layers, self._rscale)
+        if self.factored:
+            t = self._map.spatial_heads(self.head_rows, self.head_values, self.head_layers, self._rscale)  # type: ignore[arg-type]
+        else:
+            t = self._map.heads(self.heads, self.head_layers, self._rscale)
         consts = self._per_term_constants()
         return t + (consts[:, :, None, None, :] if self.spatial else consts[:, :, None, :])
 
     def per_head(self) -> Tensor:
         """``[B, Lh, H, E]``: each head's direct effect (tokens summed)."""
+        if self.factored:
+            return self._map.heads(self._collapsed(), self.head_layers, self._rscale) \
+                + self._layer_constants()[:, :, None] / self.num_heads
         t = self.head_terms()
         return t.sum(2) if self.spatial else t
+
+    def _collapsed(self) -> Tensor:
+        """``[B, R, Lh, H, dh]``: a factored spatial split summed over source tokens (the non-spatial values)."""
+        return torch.einsum("brlhn,blnhj->brlhj", self.head_rows, self.head_values)
 
     def token_terms(self, layers: Iterable[int] | int | None = None) -> Tensor:
         """``[B, N, E]``: each source token's direct effect through the heads of ``layers``; for a tower without
@@ -348,8 +411,12 @@ class Decomposition:
             raise InvalidInputError("token terms need a spatial decomposition (decompose(..., spatial=True))")
         idx = head_positions(self.head_layers, layers, self.num_layers)
         chosen = [self.head_layers[i] for i in idx]
-        t = self._map.heads(self.heads[:, :, idx], chosen, self._rscale).sum(3)  # [B, l, N, E]
-        consts = self._layer_constants()[:, idx].sum(1) / self.heads.shape[3]  # [B, E]
+        if self.factored:
+            t = self._map.spatial_heads(self.head_rows[:, :, idx], self.head_values[:, idx], chosen,  # type: ignore[index]
+                                        self._rscale, sum_heads=True)  # [B, l, N, E]
+        else:
+            t = self._map.heads(self.heads[:, :, idx], chosen, self._rscale).sum(3)  # [B, l, N, E]
+        consts = self._layer_constants()[:, idx].sum(1) / self._source_tokens  # [B, E]
         return t.sum(1) + consts[:, None, :]
 
     def attention_layer_terms(self) -> Tensor:
@@ -443,7 +510,7 @@ class Decomposition:
         if other:
             total = total + self.to_joint(self.attn_out[:, :, other], site_share(self.num_layers)).sum(1)
         if self.head_layers:
-            ht = self.head_terms()
+            ht = self.per_head() if self.factored else self.head_terms()
             total = total + ht.sum(dim=tuple(range(1, ht.dim() - 1)))
         if self.has_shift:
             total = total + self.shift_terms().sum(1)
@@ -494,7 +561,11 @@ class Decomposition:
                 f"directions must be [T, {self.embedding.shape[1]}] (the joint embedding size); got {tuple(d.shape)}"
             )
         dt = d.to(device=self.embed_term.device, dtype=self.dtype).t()  # [E, T]
-        heads = self._map.heads_against(self.heads, self.head_layers, self._rscale, dt)
+        if self.factored:
+            heads = self._map.spatial_heads(self.head_rows, self.head_values, self.head_layers, self._rscale,  # type: ignore[arg-type]
+                                            directions=dt)
+        else:
+            heads = self._map.heads_against(self.heads, self.head_layers, self._rscale, dt)
         consts_t = self._per_term_constants() @ dt  # [B, Lh, T]
         heads = heads + (consts_t[:, :, None, None, :] if self.spatial else consts_t[:, :, None, :])
         mlp_all = self.mlp_terms() @ dt  # [B, L+1, T]
@@ -535,7 +606,7 @@ class Decomposition:
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} already exists: pick another name, or pass overwrite=True")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {name: getattr(self, name).contiguous().cpu() for name in _PER_IMAGE}
+        tensors = {name: t.contiguous().cpu() for name, t in self._per_image().items()}
         tensors.update({f"readout.{f}": getattr(self.readout, f).contiguous().cpu() for f in _READOUT_FIELDS})
         save_file(tensors, str(path), metadata={"cliplens": json.dumps(self.header())})
         return path
@@ -556,7 +627,8 @@ class Decomposition:
             raise InvalidInputError(f"{str(path)!r} is not a readable safetensors file ({type(e).__name__}: {e})") from e
         if header.get("format") == FORMAT_1 and not set(_TENSORS_1) - set(tensors):
             tensors = _from_format_1(tensors)
-        elif header.get("format") != FORMAT or set(_PER_IMAGE) - set(_OPTIONAL) - set(tensors):
+        elif header.get("format") not in (FORMAT, FORMAT_2) or set(_PER_IMAGE) - set(_OPTIONAL) - set(tensors) \
+                or ("heads" not in tensors and not {"head_rows", "head_values"} <= set(tensors)):
             raise InvalidInputError(f"{str(path)!r} is not a cliplens decomposition (format {header.get('format')!r})")
         view = getattr(model, "vision", model)
         if not isinstance(view, VisionView):
@@ -576,10 +648,12 @@ class Decomposition:
                    fingerprint=header["fingerprint"], settings=header.get("settings", {}))
 
 
-#: the per-image tensors (sliced and concatenated along images; saved)
-_PER_IMAGE = ("embed_term", "mlp_out", "attn_out", "heads", "final", "nonlinear", "embedding", "scale", "shift")
-#: per-image tensors a file may lack (written before they existed): filled in empty
-_OPTIONAL = ("shift",)
+#: the per-image tensors (sliced and concatenated along images; saved); a decomposition holds ``heads`` or
+#: its factors ``head_rows`` and ``head_values``
+_PER_IMAGE = ("embed_term", "mlp_out", "attn_out", "heads", "head_rows", "head_values", "final", "nonlinear",
+              "embedding", "scale", "shift")
+#: per-image tensors a file may lack (written before they existed, or held in another form): filled in empty
+_OPTIONAL = ("shift", "heads", "head_rows", "head_values")
 _READOUT_FIELDS = ("pooling", "token_scale", "token_mean", "scale")
 #: what files of the first format held (CLS pooling only; no readout axis)
 FORMAT_1 = "cliplens.decomposition/1"
@@ -644,6 +718,8 @@ def decompose(
     dtype = dtype or torch.float32
     head = view.head
     cls_only = head.reads_cls_only
+    if spatial and not cls_only and L and not hooks and (plan is None or plan.is_vanilla(L)):
+        return _factored(view, pixel_values, head_layers, dtype, plan)
     blocks = (plan or Plan()).resolve(L)
     user: dict[str, Hook] = {}
     for pattern, fn in (hooks or {}).items():
@@ -735,6 +811,21 @@ def decompose(
                 "attn.z or attn_out break it."
             )
     return dec
+
+
+def _factored(view: VisionView, pixel_values: Tensor, head_layers: tuple[int, ...], dtype: torch.dtype,
+              plan: Plan | None) -> Decomposition:
+    """The spatial decomposition of a tower whose head reads every token, its split factored
+    (:mod:`cliplens.decomposition.replay`)."""
+    from cliplens.decomposition.replay import replay_split
+
+    f = replay_split(view, pixel_values, head_layers, dtype, plan)
+    settings: dict[str, Any] = {"input_size": list(pixel_values.shape[-2:])}
+    return Decomposition(
+        view, embed_term=f.embed_term, mlp_out=f.mlp_out, attn_out=f.attn_out, head_rows=f.head_rows,
+        head_values=f.head_values, head_layers=head_layers, spatial=True, readout=f.readout, final=f.final,
+        nonlinear=f.nonlinear, embedding=f.embedding, grid=f.grid, settings=settings, shift=f.shift,
+    )
 
 
 def query_outputs(taps: dict[str, list[Tensor]], layer: int, cls_only: bool, spatial: bool) -> Tensor:
