@@ -515,3 +515,49 @@ def test_a_siglip_tokenizer_is_looked_for_once_when_the_hub_does_not_answer(monk
     tok, why = openclip._default_tokenizer(open_clip, "ViT-B-16-SigLIP")
     assert tok is None and seen == [True] and "tokenizer=" in why
     assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # restored
+
+
+def test_a_tokenizer_folder_replaces_the_missing_hub_tokenizer(oc_case, spm_tokenizer):
+    """``adapter.load_tokenizer(folder)`` (the CLI's ``--tokenizer``) on an open_clip SigLIP: open_clip's own
+    ``HFTokenizer`` over the folder, with the config's context length and cleaning; text then equals the source's
+    text features on the same ids."""
+    import open_clip
+
+    from cliplens.errors import InvalidInputError
+
+    name, model, _ = oc_case
+    adapter = _wrap(model, name)
+    tok = adapter.load_tokenizer(spm_tokenizer[2])
+    cfg = open_clip.get_model_config(name)["text_cfg"]
+    assert type(tok).__name__ == "HFTokenizer" and tok.context_length == model.context_length
+    assert tok.clean_fn is not None and cfg["tokenizer_kwargs"]["clean"] == "canonicalize"
+    ids = tok(TEXTS)
+    with torch.no_grad():
+        want = model.encode_text(ids)
+    assert _rel(adapter.encode_text(TEXTS, normalize=False), want) <= PARITY_TOL
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        adapter.load_tokenizer("/no/such/tokenizer")
+
+
+def test_the_cli_reads_a_tokenizer_folder(tmp_path, spm_tokenizer):
+    """``--tokenizer`` on a saved transformers SigLIP folder that lacks its tokenizer: a text command runs."""
+    import json
+
+    from tests.cli.conftest import run
+
+    model = _tiny_siglip()
+    model.save_pretrained(tmp_path / "model")
+    transformers.SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "model")
+    image = tmp_path / "img.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(image)
+    res = run("tags", str(image), "-m", str(tmp_path / "model"), "--tokenizer", spm_tokenizer[2],
+              "-c", "red,blue", "--method", "global", "--json")
+    assert res.exit_code == 0, res.output
+    assert "red" in json.dumps(json.loads(res.stdout))
+    res = run("tags", str(image), "-m", str(tmp_path / "model"), "-c", "red,blue", "--method", "global")
+    assert res.exit_code != 0 and "tokenizer" in res.output  # without it: the one-paragraph refusal
+    res = run("tags", str(image), "-m", str(tmp_path / "model"), "--tokenizer", str(tmp_path / "nowhere"),
+              "-c", "red,blue")
+    assert res.exit_code != 0 and "does not exist" in res.output

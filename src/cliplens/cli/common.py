@@ -80,6 +80,8 @@ def overwrite_option(*options: str) -> Any:
 # ---- options shared by the commands that load a model ----------------------------------------
 
 _SEED_KEY = "cliplens.model_seed"
+_TOKENIZER_KEY = "cliplens.model_tokenizer"
+_NAFLEX_KEY = "cliplens.model_naflex"
 
 
 def _remember_seed(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -88,12 +90,33 @@ def _remember_seed(ctx: click.Context, param: click.Parameter, value: int | None
     return value
 
 
-def model_options(f: Any) -> Any:
-    """``--model``, ``--pretrained``, ``--seed``, ``--device``, ``--trust-checkpoint``.
+def _remember_tokenizer(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        ctx.meta[_TOKENIZER_KEY] = value
+    return value
 
-    ``--seed`` is not passed to the command: :func:`load_model` reads it from the command's context (so every
-    command that loads a model has it without a parameter of its own).
+
+def _remember_naflex(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None:
+        ctx.meta[_NAFLEX_KEY] = value
+    return value
+
+
+def model_options(f: Any) -> Any:
+    """``--model``, ``--pretrained``, ``--seed``, ``--device``, ``--trust-checkpoint``, ``--tokenizer``,
+    ``--naflex``.
+
+    ``--seed``, ``--tokenizer`` and ``--naflex`` are not passed to the command: :func:`load_model` reads them from
+    the command's context (so every command that loads a model has them without parameters of its own).
     """
+    f = click.option("--tokenizer", "tokenizer_folder", default=None, expose_value=False, callback=_remember_tokenizer,
+                     type=click.Path(exists=True, file_okay=False),
+                     help="A folder holding the model's Hugging Face tokenizer (tokenizer.json or a SentencePiece "
+                          "model): for SigLIP models whose tokenizer cannot be fetched from the Hub.")(f)
+    f = click.option("--naflex", default=None, expose_value=False, callback=_remember_naflex,
+                     type=click.IntRange(min=1), metavar="PATCHES",
+                     help="SigLIP 2 NaFlex models: keep each image's aspect ratio, at most PATCHES patches (the "
+                          "model's processor uses 256); each image runs at its own token grid.")(f)
     f = click.option("--trust-checkpoint", is_flag=True,
                      help="Allow a checkpoint (.pt, .pth, .bin) that is a full pickle: unpickling it can run code "
                           "stored in the file, so only for files you made or trust. Without it such a file is "
@@ -213,13 +236,17 @@ def load_model(model: str, pretrained: str | None, device: str, trust_checkpoint
                seed: int | None = None) -> CLIPAdapter:
     """The model the options name; ``seed`` (random weights) defaults to the command's ``--seed``, else
     :data:`~cliplens.models.base.DEFAULT_SEED`."""
+    ctx = click.get_current_context(silent=True)
     if seed is None:
-        ctx = click.get_current_context(silent=True)
         seed = ctx.meta.get(_SEED_KEY) if ctx is not None else None
     from cliplens.models import load
 
-    return load(model, pretrained=pretrained, device=check_device(device), trust_checkpoint=trust_checkpoint,
-                seed=DEFAULT_SEED if seed is None else seed)
+    meta = ctx.meta if ctx is not None else {}
+    adapter = load(model, pretrained=pretrained, device=check_device(device), trust_checkpoint=trust_checkpoint,
+                   seed=DEFAULT_SEED if seed is None else seed, naflex=meta.get(_NAFLEX_KEY) or False)
+    if meta.get(_TOKENIZER_KEY):
+        adapter.load_tokenizer(meta[_TOKENIZER_KEY])
+    return adapter
 
 
 def weights_note(adapter: CLIPAdapter) -> str:

@@ -58,23 +58,27 @@ class ForwardOutput:
         return self.cache["dense"]
 
 
-def positional_embedding_for(view: VisionView, grid: tuple[int, int], mode: str = "bicubic") -> Tensor:
+def positional_embedding_for(view: VisionView, grid: tuple[int, int], mode: str | None = None) -> Tensor:
     """The positional embedding for a ``grid`` of patches.
 
     At the native grid it is the model's own. For another grid the patch part is resized as an
-    image (``mode``: bicubic by default, or bilinear; ``align_corners=False``, no antialiasing) from the
-    native grid to the new one, and the CLS position is kept — bicubic is the rule of Hugging Face's
-    ``interpolate_pos_encoding``, bilinear CLIP Surgery's. The model's own table is never modified.
+    image (``mode``; ``None``: the model's own rule, ``view.positional``; ``align_corners=False``) from the
+    native grid to the new one, and the CLS position is kept — bicubic (no antialiasing) is the rule of Hugging
+    Face's ``interpolate_pos_encoding``, bilinear CLIP Surgery's, bilinear with antialiasing SigLIP 2 NaFlex's
+    (computed in float32, as its source does). The model's own table is never modified.
     """
     pos = view.positional_embedding
     native = view.grid_size
+    mode = mode or view.positional
     if tuple(grid) == tuple(native):
         return pos
     d = pos.shape[-1]
     k = view.num_prefix_tokens
     cls_pos, patch_pos = pos[:k], pos[k:]
     patch_pos = patch_pos.reshape(1, native[0], native[1], d).permute(0, 3, 1, 2)
-    patch_pos = F.interpolate(patch_pos.float(), size=tuple(grid), mode=mode, align_corners=False)
+    antialias = mode == "bilinear_antialias"
+    patch_pos = F.interpolate(patch_pos.float(), size=tuple(grid), mode="bilinear" if antialias else mode,
+                              align_corners=False, antialias=antialias)
     patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(-1, d)
     return torch.cat([cls_pos, patch_pos], dim=0)
 
@@ -227,7 +231,7 @@ def _block(
     return x
 
 
-def embed(view: VisionView, pixel_values: Tensor, positional: str = "bicubic") -> tuple[Tensor, tuple[int, int]]:
+def embed(view: VisionView, pixel_values: Tensor, positional: str | None = None) -> tuple[Tensor, tuple[int, int]]:
     """Patch embedding, CLS token, positions (interpolated for other grids), ``ln_pre``; with an opaque trunk
     (:mod:`cliplens.core.trunk`) the trunk's tokens replace the patch embedding and the CLS token."""
     x = pixel_values.to(device=view.device, dtype=view.dtype)

@@ -123,26 +123,29 @@ def resolve_layer_indices(layers: Layers, num_layers: int, what: str = "layer") 
 
 
 #: how the patch part of the positional embedding is resized for another token grid (``align_corners=False``,
-#: no antialiasing, the CLS position kept): "bicubic" is Hugging Face's ``interpolate_pos_encoding`` rule (the
-#: default); "bilinear" is CLIP Surgery's (and its successors')
-POSITIONAL_MODES = ("bicubic", "bilinear")
+#: the CLS position kept): "bicubic" (no antialiasing) is Hugging Face's ``interpolate_pos_encoding`` rule (the
+#: default of most models); "bilinear" (no antialiasing) is CLIP Surgery's (and its successors');
+#: "bilinear_antialias" is SigLIP 2 NaFlex's (``Siglip2VisionEmbeddings``, in float32)
+POSITIONAL_MODES = ("bicubic", "bilinear", "bilinear_antialias")
 
 
 @dataclass(frozen=True)
 class Plan:
     """Rules ``(layers, changes)`` applied in order to the vanilla plan (see the module docs), and how the
-    positional embedding is resized for other grids (``positional``, one of :data:`POSITIONAL_MODES`)."""
+    positional embedding is resized for other grids (``positional``, one of :data:`POSITIONAL_MODES`; ``None``:
+    the model's own rule, :attr:`cliplens.core.view.VisionView.positional`)."""
 
     rules: tuple[tuple[Any, dict[str, Any]], ...] = field(default=())
-    positional: str = "bicubic"
+    positional: str | None = None
 
     def __post_init__(self) -> None:
-        if self.positional not in POSITIONAL_MODES:
+        if self.positional is not None and self.positional not in POSITIONAL_MODES:
             raise InvalidInputError(f"positional must be one of {', '.join(POSITIONAL_MODES)}; got "
                                     f"{self.positional!r}")
 
     def interpolate(self, positional: str) -> Plan:
-        """The same plan with positions resized by ``positional`` ("bicubic" or "bilinear") for other grids."""
+        """The same plan with positions resized by ``positional`` (one of :data:`POSITIONAL_MODES`) for other
+        grids."""
         return replace(self, positional=positional)
 
     def at(self, layers: Layers, **changes: Any) -> Plan:

@@ -117,6 +117,9 @@ class VisionView:
     #: an opaque trunk (:mod:`cliplens.core.trunk`; OpenAI's ResNets) that replaces the patch embedding; the view
     #: then has zero blocks, ``patch_weight`` is the trunk's first weight (device, dtype, input channels)
     trunk: Trunk | None = None
+    #: the model's own rule for resizing its positional table to another grid (``Plan.positional`` overrides it;
+    #: see :data:`cliplens.core.plan.POSITIONAL_MODES`)
+    positional: str = "bicubic"
 
     def __post_init__(self) -> None:
         if self.head is None:

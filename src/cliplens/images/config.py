@@ -11,6 +11,7 @@ Each model family builds its own configuration in its adapter module (``models/o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
@@ -27,7 +28,7 @@ __all__ = ["HIGH_BIT_MODES", "OPENAI_CLIP_MEAN", "PIL_FILTERS", "TORCH_MODES", "
 OPENAI_CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
-ResizeMode = Literal["shortest", "longest", "squash"]
+ResizeMode = Literal["shortest", "longest", "squash", "max_patches"]
 Interpolation = Literal["bicubic", "bilinear", "nearest", "lanczos", "box", "hamming"]
 CropMode = Literal["center_round", "center_floor", "none"]
 PadAlign = Literal["floor", "ceil"]
@@ -85,7 +86,9 @@ class PreprocessConfig:
             ``shortest_edge``); a ``(h, w)`` pair keeps the aspect ratio so that the image
             *covers* ``(h, w)``, each side ``round(side / ratio)`` (open_clip's
             ``ResizeKeepRatio``). ``"longest"`` keeps the aspect ratio so that the image fits
-            inside ``(h, w)`` (then it is padded); ``"squash"`` resizes to exactly ``(h, w)``.
+            inside ``(h, w)`` (then it is padded); ``"squash"`` resizes to exactly ``(h, w)``;
+            ``"max_patches"`` (SigLIP 2 NaFlex) keeps the aspect ratio, each side a multiple of ``patch``,
+            the largest such size with at most ``max_patches`` patches (:func:`naflex_size`; no crop).
             ``None`` means ``image_size`` (an int when it is square).
         resize_mode: ``"shortest"``, ``"longest"`` or ``"squash"``.
         interpolation: the resize filter (``"bicubic"``, ``"bilinear"``, ``"nearest"``; the
@@ -113,6 +116,8 @@ class PreprocessConfig:
             ``"mul_f64"`` (``float32(float64(x) * factor)`` then normalise: HF numpy),
             ``"fused"`` (``(x.float() - mean / factor) / (std / factor)``: HF torchvision).
         source: free-form provenance (``"open_clip"``, ``"transformers"``, ``"toy"``).
+        max_patches, patch: ``resize_mode="max_patches"``'s budget of patches and patch side (0 otherwise; left
+            out of :meth:`to_dict` then, so configurations from before them keep their fingerprints).
     """
 
     image_size: tuple[int, int] = (224, 224)
@@ -132,6 +137,8 @@ class PreprocessConfig:
     do_normalize: bool = True
     rescale_arithmetic: RescaleArithmetic = "div"
     source: str = field(default="", compare=False)
+    max_patches: int = 0
+    patch: int = 0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -150,7 +157,7 @@ class PreprocessConfig:
         set_(self, "fill_color", int(self.fill_color))
         set_(self, "rescale_factor", float(self.rescale_factor))
         for name, allowed in (
-            ("resize_mode", ("shortest", "longest", "squash")),
+            ("resize_mode", ("shortest", "longest", "squash", "max_patches")),
             ("interpolation", tuple(PIL_FILTERS)),
             ("crop", ("center_round", "center_floor", "none")),
             ("pad_align", ("floor", "ceil")),
@@ -160,6 +167,11 @@ class PreprocessConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise InvalidInputError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if (self.resize_mode == "max_patches") != (self.max_patches > 0 and self.patch > 0):
+            raise InvalidInputError("resize_mode='max_patches' needs max_patches > 0 and patch > 0 (and they "
+                                    "mean nothing for the other modes)")
+        if self.resize_mode == "max_patches" and self.crop != "none":
+            raise InvalidInputError("resize_mode='max_patches' keeps the aspect ratio: it takes crop='none'")
         if self.resize_backend == "torch" and self.interpolation not in TORCH_MODES:
             raise InvalidInputError(
                 f"interpolation {self.interpolation!r} needs resize_backend='pil'; the torch backend "
@@ -170,6 +182,9 @@ class PreprocessConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""
         out = asdict(self)
+        for k in ("max_patches", "patch"):
+            if not out[k]:
+                del out[k]
         for k, v in out.items():
             if isinstance(v, tuple):
                 out[k] = list(v)
@@ -190,6 +205,8 @@ class PreprocessConfig:
         if not self.do_resize:
             return height, width
         size = self.resize_size
+        if self.resize_mode == "max_patches":
+            return naflex_size(height, width, self.patch, self.max_patches)
         if self.resize_mode == "squash":
             return pair(size, "resize_size")  # type: ignore[arg-type]
         if self.resize_mode == "shortest" and isinstance(size, int):
@@ -247,3 +264,24 @@ def interpolation_name(resample: Any) -> Interpolation:
         raise InvalidInputError(f"unsupported resample value {resample!r}") from None
 
 
+
+
+def naflex_size(height: int, width: int, patch: int, max_patches: int) -> tuple[int, int]:
+    """SigLIP 2 NaFlex's resize target: the aspect ratio kept, each side rounded *up* to a multiple of ``patch``
+    (at least one patch), for the largest scale whose patch count stays within ``max_patches``.
+
+    The scale is found as ``Siglip2ImageProcessor`` finds it (``get_image_size_for_max_num_patches``): bisection
+    on ``[1e-6, 100]`` until the interval is narrower than 1e-5, keeping the lower end, so the sizes are the
+    source's to the pixel (tested against it)."""
+
+    def side(scale: float, n: int) -> int:
+        return max(patch, math.ceil(n * scale / patch) * patch)
+
+    lo, hi = 1e-6, 100.0
+    while hi - lo >= 1e-5:
+        mid = (lo + hi) / 2
+        if (side(mid, height) / patch) * (side(mid, width) / patch) <= max_patches:
+            lo = mid
+        else:
+            hi = mid
+    return side(lo, height), side(lo, width)

@@ -155,10 +155,11 @@ class Preprocessor:
         if rows:
             shapes = {tuple(r.shape[-2:]) for r in rows}
             if len(shapes) > 1:
-                raise PixelValueError(
-                    f"preprocessed images have different sizes {sorted(shapes)} (the configuration has "
-                    "no centre crop); preprocess them one at a time"
-                )
+                why = ("NaFlex keeps each image's aspect ratio, so images of different shapes get different token "
+                       "grids; preprocess and run them one at a time (a batch size of 1), or load the model "
+                       "without naflex for one fixed square size") if self.config.resize_mode == "max_patches" \
+                    else "the configuration has no centre crop; preprocess them one at a time"
+                raise PixelValueError(f"preprocessed images have different sizes {sorted(shapes)}: {why}")
             pixel_values = torch.cat(rows, 0)
         else:
             pixel_values = torch.empty(0, 3, *self.config.image_size, dtype=torch.float32)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from cliplens.core.hooks import Hook
 from cliplens.core.plan import Plan
 from cliplens.core.view import VisionView, fingerprint_tensors, fingerprint_view
 from cliplens.decomposition.decomposition import Decomposition, decompose
+from cliplens.errors import InvalidInputError
 from cliplens.images.config import PreprocessConfig
 from cliplens.images.io import DEFAULT_MAX_PIXELS
 from cliplens.images.preprocess import (
@@ -206,6 +208,12 @@ class CLIPAdapter(ABC):
         image–text pair on its own: models trained with the sigmoid loss, which carry a ``logit_bias``) or
         ``"softmax"`` (over the texts: CLIP). :func:`cliplens.text.zeroshot.probabilities` applies it."""
         return "sigmoid" if getattr(self.model, "logit_bias", None) is not None else "softmax"
+
+    def load_tokenizer(self, folder: str | os.PathLike[str]) -> Any:
+        """Use the Hugging Face tokenizer saved in ``folder`` (open_clip and transformers models; the CLI's
+        ``--tokenizer``)."""
+        raise InvalidInputError(f"{self.name or 'this model'} ({self.family}) keeps its own tokenizer: a tokenizer "
+                                "folder applies to open_clip and transformers models")
 
     def fingerprint(self) -> str:
         """A digest of the image tower's weights and of the preprocessing.

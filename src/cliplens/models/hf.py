@@ -19,7 +19,9 @@ Everything the view references is the model's own tensors: ``q/k/v_proj`` stay s
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -281,6 +283,7 @@ class HFCLIPAdapter(CLIPAdapter):
         processor: Any = None,
         text_model: nn.Module | None = None,
         weights: str = "",
+        naflex: bool | int = False,
     ) -> None:
         name = name or str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
         super().__init__(model, name, weights=weights or name)
@@ -288,10 +291,13 @@ class HFCLIPAdapter(CLIPAdapter):
         self._tokenizer_error: str | None = None
         self._processor = processor
         self.text_model = text_model
+        self._naflex = 0
         model.eval()
         if text_model is not None:
             text_model.eval()
         self.vision  # validate the architecture eagerly  # noqa: B018
+        if naflex:
+            self.naflex = naflex
 
     def _build_vision_view(self) -> VisionView:
         from cliplens.models.families import build_view, family_for
@@ -314,8 +320,40 @@ class HFCLIPAdapter(CLIPAdapter):
         return self._processor
 
     @property
+    def naflex(self) -> int:
+        """SigLIP 2 NaFlex variable resolution: each image is resized keeping its aspect ratio to the largest size
+        of at most this many patches (the model's own ``Siglip2ImageProcessor`` rule), and runs at its own token
+        grid with the positional table resized as ``Siglip2VisionEmbeddings`` does. 0 (the default): every image
+        at the fixed native grid (``√num_patches`` patches a side), so that images batch. Set it with
+        ``cliplens.load(name, naflex=True)`` (the processor's ``max_num_patches``) or ``naflex=N``, or here."""
+        return self._naflex
+
+    @naflex.setter
+    def naflex(self, value: bool | int) -> None:
+        if isinstance(value, bool):
+            value = int(getattr(self.processor, "max_num_patches", None) or 256) if value else 0
+        if not isinstance(value, int) or value < 0:
+            raise InvalidInputError(f"naflex takes True, False or a number of patches (> 0), got {value!r}")
+        if value and not is_siglip2(self.model):
+            raise InvalidInputError(
+                f"naflex (variable resolution) is SigLIP 2's (transformers Siglip2Model / Siglip2VisionModel); "
+                f"{self.name or type(self.model).__name__} is a {type(self.model).__name__}: run it at a fixed "
+                "size (any multiple of its patch size works with model.run / decompose)")
+        self._naflex = value
+        self._preprocessor = None  # the preprocessing and the fingerprint follow the setting
+        self._fingerprint = None
+
+    @property
     def preprocess_config(self) -> PreprocessConfig:
-        return preprocess_config_from_hf(self.processor)
+        proc = self.processor
+        if not is_siglip2(self.model):
+            return preprocess_config_from_hf(proc)
+        cfg = preprocess_config_from_hf(fixed_size_processor(proc, self.model))
+        if not self._naflex:
+            return cfg
+        return dataclasses.replace(cfg, resize_mode="max_patches", max_patches=self._naflex,
+                                   patch=int(getattr(proc, "patch_size", None) or self.vision.patch_size[0]),
+                                   crop="none")
 
     # ---- text ---------------------------------------------------------------
     @property
@@ -349,6 +387,22 @@ class HFCLIPAdapter(CLIPAdapter):
                 f"works without it, but text needs it: {how}."
             )
             raise ModelLoadError(self._tokenizer_error) from e
+
+    def load_tokenizer(self, folder: str | os.PathLike[str]) -> Any:
+        """Use the Hugging Face tokenizer saved in ``folder`` (read with ``AutoTokenizer``, no network)."""
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise InvalidInputError(f"tokenizer folder {str(folder)!r} does not exist: give the folder holding a "
+                                    "Hugging Face tokenizer (e.g. a snapshot from `hf download <id>`)")
+        transformers = require_transformers()
+        try:
+            tok = check_tokenizer(transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True),
+                                  str(path))
+        except Exception as e:
+            raise ModelLoadError(f"could not read a Hugging Face tokenizer from {str(path)!r} ({type(e).__name__}: "
+                                 f"{e})") from None
+        self._tokenizer, self._tokenizer_error = tok, None
+        return tok
 
     def set_tokenizer_error(self, message: str) -> None:
         """Record why no tokenizer could be had (raised when text is first used)."""
@@ -595,7 +649,7 @@ KNOWN_IDS: tuple[tuple[str, bool, str], ...] = (
     ("google/siglip-base-patch16-224", True, "SigLIP B/16 (MAP head: exact per pool head × token, MLP lumped)"),
     ("google/siglip2-base-patch16-224", True, "SigLIP 2 B/16 (SiglipModel layout, MAP head)"),
     ("google/siglip2-base-patch16-naflex", True,
-     "SigLIP 2 B/16 NaFlex, read at its fixed native grid (256 px); variable resolution is not offered"),
+     "SigLIP 2 B/16 NaFlex: its native 16×16 grid (256 px) by default; naflex=True keeps each image's aspect"),
 )
 
 _DEFAULT_CLASS = {
@@ -636,8 +690,10 @@ def load(
     cache_dir: str | None,
     tokenizer: Any,
     trust_checkpoint: bool = False,
+    naflex: bool | int = False,
 ) -> CLIPAdapter:
-    """A transformers CLIP from a Hub id or a ``save_pretrained`` folder, wrapped in an adapter.
+    """A transformers CLIP from a Hub id or a ``save_pretrained`` folder, wrapped in an adapter (``naflex``: see
+    :attr:`HFCLIPAdapter.naflex`).
 
     Pickled weights (``pytorch_model.bin``) load with ``weights_only=True`` (transformers' own default; a
     folder's files are also checked by :func:`cliplens.checkpoints.check_pickle` first, for a readable
@@ -697,14 +753,14 @@ def load(
                 )
         processor = None
         try:
-            if model_type in SIGLIP_MODEL_TYPES:
-                processor = fixed_size_processor(transformers.AutoImageProcessor.from_pretrained(source, **hub),
-                                                 model)
+            if model_type in SIGLIP_MODEL_TYPES:  # SigLIP 2 NaFlex's own processor is kept (see naflex)
+                processor = transformers.AutoImageProcessor.from_pretrained(source, **hub)
             else:
                 processor = transformers.CLIPImageProcessor.from_pretrained(source, **hub)
         except Exception:  # no preprocessor_config.json: the family's standard preprocessing
             processor = None
-        adapter = HFCLIPAdapter(model, source, tokenizer=tokenizer, processor=processor, weights=source)
+        adapter = HFCLIPAdapter(model, source, tokenizer=tokenizer, processor=processor, weights=source,
+                                naflex=naflex)
         if tok_error is not None:
             adapter.set_tokenizer_error(tok_error)
         return adapter

@@ -207,6 +207,28 @@ class OpenCLIPAdapter(CLIPAdapter):
         self._tokenizer = value
         self._tokenizer_error = None
 
+    def load_tokenizer(self, folder: str | os.PathLike[str]) -> Any:
+        """Use the Hugging Face tokenizer saved in ``folder`` (``tokenizer.json``, or a SentencePiece model with its
+        config), with the context length and cleaning the model's open_clip config gives its own
+        (``HFTokenizer``): for SigLIP names whose Hub tokenizer cannot be fetched here."""
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise InvalidInputError(f"tokenizer folder {str(folder)!r} does not exist: give the folder holding a "
+                                    "Hugging Face tokenizer (e.g. a snapshot from `hf download <id>`)")
+        open_clip = require_open_clip()
+        text_cfg = (open_clip.get_model_config(self.name) or {}).get("text_cfg") or {}
+        kw = dict(text_cfg.get("tokenizer_kwargs") or {})
+        context = int(getattr(self.model, "context_length", None) or text_cfg.get("context_length") or 77)
+        try:
+            from open_clip.tokenizer import HFTokenizer
+
+            tok = HFTokenizer(str(path), context_length=context, **kw)
+        except Exception as e:  # missing files, unknown tokenizer class, sentencepiece not installed, ...
+            raise ModelLoadError(f"could not read a Hugging Face tokenizer from {str(path)!r} ({type(e).__name__}: "
+                                 f"{e})") from None
+        self.tokenizer = tok
+        return tok
+
     @property
     def preprocess_config(self) -> PreprocessConfig:
         return preprocess_config_from_open_clip(self.model)

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from cliplens.errors import (
+    InvalidInputError,
     MissingDependencyError,
     ModelLoadError,
     ModelNotFoundError,
@@ -155,6 +156,7 @@ def load(
     tokenizer: Any = None,
     trust_checkpoint: bool = False,
     seed: int = DEFAULT_SEED,
+    naflex: bool | int = False,
 ) -> CLIPAdapter:
     """Load a CLIP model by a familiar name and wrap it for cliplens.
 
@@ -182,6 +184,9 @@ def load(
         seed: the seed ``pretrained="random"`` draws the weights from (default 0): the same seed gives the
             same weights, so runs and stores with random weights can be repeated and reloaded. Ignored
             for any other weights.
+        naflex: SigLIP 2 NaFlex models only (transformers ``Siglip2*``): keep each image's aspect ratio, at most
+            this many patches (``True``: the model's own ``max_num_patches``), each image at its own token grid
+            (:attr:`cliplens.models.hf.HFCLIPAdapter.naflex`). Default: the fixed native grid, so images batch.
 
     Raises:
         PretrainedRequiredError: an open_clip architecture without ``pretrained`` (lists its tags).
@@ -190,6 +195,10 @@ def load(
         UnsupportedArchitectureError: the image tower cannot be decomposed (a family cliplens does not read).
         MissingDependencyError: open_clip or transformers is needed but not installed.
     """
+    if naflex is not False and naflex != 0:
+        adapter = load(name, pretrained, device=device, dtype=dtype, cache_dir=cache_dir, tokenizer=tokenizer,
+                       trust_checkpoint=trust_checkpoint, seed=seed)
+        return with_naflex(adapter, naflex)
     name = os.fspath(name).strip()
     if pretrained is not None:
         pretrained = os.fspath(pretrained)
@@ -279,14 +288,27 @@ def _load_local(path: Path, pretrained: str | None, *, trust_checkpoint: bool = 
 # ---- wrap ---------------------------------------------------------------------------------------
 
 
-def wrap(model: Any, *, name: str = "", tokenizer: Any = None, preprocess: Any = None) -> CLIPAdapter:
+def with_naflex(adapter: CLIPAdapter, naflex: bool | int) -> CLIPAdapter:
+    """Set SigLIP 2 NaFlex variable resolution on a loaded adapter, or say why it cannot be."""
+    if not isinstance(adapter, hf.HFCLIPAdapter):
+        raise InvalidInputError(
+            f"naflex (variable resolution) is SigLIP 2's, as transformers runs it (Siglip2Model); "
+            f"{adapter.name or type(adapter.model).__name__} is not one: load without naflex")
+    adapter.naflex = naflex
+    return adapter
+
+
+def wrap(model: Any, *, name: str = "", tokenizer: Any = None, preprocess: Any = None,
+         naflex: bool | int = False) -> CLIPAdapter:
     """Wrap a model you already loaded, without copying its weights.
 
     Accepts an open_clip ``CLIP`` / ``CustomTextCLIP`` / ``CoCa`` (``preprocess``: its image
     transform; ``name``: its open_clip name, which picks the tokenizer), a transformers
     ``CLIPModel`` / ``CLIPVisionModelWithProjection`` / ``CLIPVisionModel`` (``preprocess``: its
-    ``CLIPImageProcessor``), or a :class:`CLIPAdapter` (returned as is).
+    ``CLIPImageProcessor``), or a :class:`CLIPAdapter` (returned as is). ``naflex``: as in :func:`load`.
     """
+    if naflex is not False and naflex != 0:
+        return with_naflex(wrap(model, name=name, tokenizer=tokenizer, preprocess=preprocess), naflex)
     if isinstance(model, CLIPAdapter):
         return model
     if openclip.is_model(model):

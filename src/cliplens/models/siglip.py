@@ -274,6 +274,7 @@ def vision_view_from_hf(model: nn.Module, name: str = "") -> VisionView:
     emb = vm.embeddings
     patch = emb.patch_embedding
     p = int(vcfg.patch_size)
+    positional = "bicubic"  # SiglipVisionEmbeddings.interpolate_pos_encoding
     if isinstance(patch, nn.Conv2d):
         weight = patch.weight
         image_size = (int(vcfg.image_size), int(vcfg.image_size))
@@ -282,6 +283,7 @@ def vision_view_from_hf(model: nn.Module, name: str = "") -> VisionView:
         weight = patch.weight.view(-1, p, p, c).permute(0, 3, 1, 2)
         g = siglip2_grid(vm)
         image_size = (g * p, g * p)
+        positional = "bilinear_antialias"  # Siglip2VisionEmbeddings.resize_positional_embeddings, every grid
     else:
         raise _unsupported(name, f"the patch embedding is a {type(patch).__name__}")
     act = HF_ACTIVATIONS.get(getattr(vcfg, "hidden_act", None))
@@ -291,7 +293,7 @@ def vision_view_from_hf(model: nn.Module, name: str = "") -> VisionView:
         patch_weight=weight, patch_bias=patch.bias, class_embedding=None,
         positional_embedding=emb.position_embedding.weight, ln_pre=None,
         blocks=block_views(vm.encoder.layers, vcfg, name), ln_post=None, proj=None, image_size=image_size,
-        source=f"transformers:{name}", head=_hf_map_head(vm, act, name),
+        source=f"transformers:{name}", head=_hf_map_head(vm, act, name), positional=positional,
     )
 
 
