@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from cliplens.core.hooks import hook_names
     from cliplens.core.plan import BlockPlan, Plan, SidePath
     from cliplens.core.view import VisionView
-    from cliplens.decomposition.decomposition import Decomposition, decompose
+    from cliplens.decomposition.decomposition import Decomposition
+    from cliplens.decomposition.recording import decompose
     from cliplens.decomposition.scores import ComponentScores
     from cliplens.decomposition.summary import summarize
     from cliplens.models.base import CLIPAdapter
@@ -61,7 +62,7 @@ _LAZY = {
     "Plan": "cliplens.core.plan",
     "SidePath": "cliplens.core.plan",
     "VisionView": "cliplens.core.view",
-    "decompose": "cliplens.decomposition.decomposition",
+    "decompose": "cliplens.decomposition.recording",
     "get_attention": "cliplens.core.attention.base",
     "hook_names": "cliplens.core.hooks",
     "list_models": "cliplens.models.registry",

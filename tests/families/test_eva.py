@@ -16,7 +16,7 @@ pytest.importorskip("timm")
 
 import cliplens  # noqa: E402
 from cliplens.core.forward import run_vision  # noqa: E402
-from cliplens.decomposition.decomposition import Decomposition, decompose  # noqa: E402
+from cliplens.decomposition import Decomposition, decompose  # noqa: E402
 from cliplens.errors import CliplensError  # noqa: E402
 
 LAYERS = 2

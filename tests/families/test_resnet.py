@@ -12,7 +12,7 @@ import torch
 
 import cliplens
 from cliplens.core.forward import run_vision
-from cliplens.decomposition.decomposition import decompose
+from cliplens.decomposition import decompose
 from cliplens.errors import UnsupportedArchitectureError
 from tests.families import models, reference
 

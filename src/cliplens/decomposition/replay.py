@@ -127,7 +127,11 @@ def _replay_block(blk: BlockView, layer: int, x: Tensor, w: Tensor, grid: tuple[
     h = blk.ln_1(x)
     q, k, v = _qkv(blk, h, B, N, grid)
     qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    pattern = strategy.pattern(qh, kh, vh, AttentionContext(layer=layer, block=blk, grid=grid, x=h))  # [b, H, N, N]
+    if qh.dtype in (torch.float32, torch.float64):  # the vanilla softmax, scaled and normalised in place
+        pattern = torch.matmul(qh, kh.transpose(-1, -2)).mul_(qh.shape[-1] ** -0.5)
+        torch.softmax(pattern, -1, out=pattern)  # [b, H, N, N]
+    else:  # half precision: the strategy's own (scores in float32)
+        pattern = strategy.pattern(qh, kh, vh, AttentionContext(layer=layer, block=blk, grid=grid, x=h))
     del q, k, h, qh, kh
     wl, frozen = w, None
     if blk.attn_norm is not None:  # the sub-LN's per-token statistics, from the outputs at every token

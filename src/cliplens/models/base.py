@@ -34,7 +34,8 @@ from cliplens.core.forward import ForwardOutput, run_vision
 from cliplens.core.hooks import Hook
 from cliplens.core.plan import Plan
 from cliplens.core.view import VisionView, fingerprint_tensors, fingerprint_view
-from cliplens.decomposition.decomposition import Decomposition, decompose
+from cliplens.decomposition.decomposition import Decomposition
+from cliplens.decomposition.recording import decompose
 from cliplens.errors import InvalidInputError
 from cliplens.images.config import PreprocessConfig
 from cliplens.images.io import DEFAULT_MAX_PIXELS

@@ -42,7 +42,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from cliplens.core.view import VisionView
 from cliplens.decomposition.algebra import FrozenSubNorm, HeadWeights
-from cliplens.decomposition.decomposition import decompose, read_layer
+from cliplens.decomposition.recording import decompose, read_layer
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images.config import PreprocessConfig
 from cliplens.images.io import DEFAULT_MAX_PIXELS
@@ -100,9 +100,9 @@ class BuildResult:
 @torch.inference_mode()
 def image_terms(view: VisionView, pixels: Tensor, spatial_layers: Sequence[int] = ()) -> dict[str, Tensor]:
     """One decomposition -> every stored field for a batch (see :data:`cliplens.store.schema.FIELDS`): the
-    non-spatial :func:`~cliplens.decomposition.decomposition.decompose` of every layer, and, through observer hooks
+    non-spatial :func:`~cliplens.decomposition.recording.decompose` of every layer, and, through observer hooks
     on the same forward, the CLS→CLS part of each head (CLS pooling) and the per-source-token terms of the
-    spatial layers (read out by the same rule, :func:`~cliplens.decomposition.decomposition.read_heads`)."""
+    spatial layers (read out by the same rule, :func:`~cliplens.decomposition.recording.read_heads`)."""
     L = view.num_layers
     cls_only = view.head.reads_cls_only
     taps: dict[str, list[Tensor]] = {}
