@@ -5,7 +5,8 @@ activation) with fewer blocks (``layers``), so parity and exactness are tested a
 cheaply; a few tests use one full-depth model per family. Biases and LayerNorm affines are
 perturbed so that their handling is tested (the libraries initialise them to 0 and 1).
 
-Nothing here changes global torch state (threads, default dtype, logging levels).
+Nothing here changes global torch state (default dtype, logging levels), except one thread per process when
+the suite runs on several (pytest-xdist workers).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE_IMAGES = SHARED / "reference-data" / "images"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the suite runs on two processes (pytest-xdist, see pyproject.toml): one torch thread each, so that the two
+    # share the cores instead of contending for them
+    torch.set_num_threads(1)
 
 #: open_clip names of the real shapes
 OC_NAMES = {"B-32": "ViT-B-32", "B-16": "ViT-B-16", "L-14": "ViT-L-14"}

@@ -61,7 +61,7 @@ def test_decompose_tables_and_maps_never_overwrite(toy_weights, images, tmp_path
 def test_bad_image_and_skip_bad(toy_weights, images, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    r = CliRunner().invoke(main, ["decompose", images[0], str(bad), "-m", "toy", "-p", toy_weights, "-t", "a star"])
+    r = run("decompose", images[0], str(bad), "-m", "toy", "-p", toy_weights, "-t", "a star")
     assert r.exit_code == 2
     assert "broken.jpg" in r.output and "--skip-bad" in r.output
     r = CliRunner().invoke(main, ["decompose", images[0], str(bad), "-m", "toy", "-p", toy_weights, "-t", "a star",
