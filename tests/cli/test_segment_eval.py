@@ -199,7 +199,8 @@ def test_a_run_stopped_by_ctrl_c_and_by_sigterm_resumes_with_every_overlay(tmp_p
     import subprocess
     import sys
 
-    spec, n = "toy:n=24,seed=3", 24  # enough images after the signal's file that the run cannot end first
+    spec, n = "toy:n=48,seed=3", 48  # enough images after the signal's file that the run cannot end first, even on a
+    # machine busy with other tests
     out = tmp_path / "a"
     args = [sys.executable, "-m", "cliplens", "segment-eval", spec, "--method", "maskclip", "--out", str(out),
             "--overlays", str(n), "--no-progress"]

@@ -181,6 +181,15 @@ class Trace:
         return self.outputs[-1]
 
 
+#: how each method's official code resizes the positional table for another grid (the rest: bicubic to the size)
+#: NACLIP clip/model.py@0cac3a6, SCLIP clip/model.py@b56bd30, ClearCLIP open_clip/transformer.py@ad68a40, ResCLIP
+#: clip/model.py@0e085f7 (DINO's interpolate_pos_encoding); GEM gem/gem_utils.py@5fa677c, LeGrad
+#: legrad/utils.py@a9edb03 (timm's resample_abs_pos_embed, antialiased)
+METHOD_POSITIONAL = {"sclip": "bicubic_dino", "clearclip": "bicubic_dino", "naclip": "bicubic_dino",
+                     "resclip": "bicubic_dino", "gem": "bicubic_antialias", "legrad": "bicubic_antialias"}
+POSITIONAL = {"mode": "bicubic"}  # the rule vanilla_trace uses (set by reference_raw for the method at hand)
+
+
 def vanilla_trace(visual: torch.nn.Module, x: torch.Tensor) -> Trace:
     """x_0 = ln_pre(embeddings); per block: X = ln_1(x), A = softmax(s q kᵀ), x' = x + O(A v),
     x'' = x' + ls_2(MLP(ln_2(x'))). The graph is kept (call under torch.enable_grad() to differentiate)."""
@@ -188,7 +197,7 @@ def vanilla_trace(visual: torch.nn.Module, x: torch.Tensor) -> Trace:
     x = x.to(dtype)
     trace = Trace()
     trace.grid = tuple(visual.conv1(x[:1]).shape[-2:])
-    tokens = _embed(visual, x)
+    tokens = _embed(visual, x, POSITIONAL["mode"])
     for block in visual.transformer.resblocks:
         heads, _, scale = head_geometry(block)
         X = block.ln_1(tokens)
@@ -469,6 +478,15 @@ def reference_raw(name: str, model: torch.nn.Module, x: torch.Tensor, directions
     """Raw maps [B, T, gh, gw] (float64) of method ``name`` for the unit texts ``directions`` [T, E]."""
     directions = directions.detach().to(torch.float64)
     x = x.detach()
+    POSITIONAL["mode"] = METHOD_POSITIONAL.get(name, "bicubic")
+    try:
+        return _reference_raw(name, model, x, directions, **params)
+    finally:
+        POSITIONAL["mode"] = "bicubic"
+
+
+def _reference_raw(name: str, model: torch.nn.Module, x: torch.Tensor, directions: torch.Tensor,
+                   **params) -> torch.Tensor:
     if name in DENSE_METHODS:
         return reference_dense(name, model, x, directions, **params)
     n_texts = directions.shape[0]

@@ -38,18 +38,31 @@ def _local_positional_table(visual: torch.nn.Module, grid: tuple[int, int], mode
     """Positional embedding for a ``grid`` of patches, without touching the model.
 
     The CLS row is kept; the patch rows (the model's own grid, row-major) are resized with ``mode`` (bicubic,
-    HF's rule; or bilinear, CLIP Surgery's) interpolation, ``align_corners=False``, no antialias. At the model's
-    own grid the table is returned as is.
+    HF's rule; or bilinear, CLIP Surgery's) interpolation, ``align_corners=False``, no antialias; or by other
+    methods' code: ``bicubic_dino`` (DINO's scale factor ``(n + 0.1) / n₀``), ``bicubic_antialias`` (timm's
+    ``resample_abs_pos_embed``). At the model's own grid the table is returned as is.
     """
     table = visual.positional_embedding  # [1 + g0h * g0w, D]
     g0h, g0w = visual.grid_size
     if (g0h, g0w) == tuple(grid):
         return table
+    if mode == "bicubic_antialias":  # GEM's and LeGrad's rule is timm's own function: use it
+        from timm.layers import resample_abs_pos_embed
+
+        return resample_abs_pos_embed(table[None], new_size=list(grid), num_prefix_tokens=1, interpolation="bicubic",
+                                      antialias=True)[0]
     cls_row = table[:1]
     patch_rows = table[1:]
     width = patch_rows.shape[-1]
     as_image = patch_rows.reshape(1, g0h, g0w, width).permute(0, 3, 1, 2)  # [1, D, g0h, g0w]
-    resized = F.interpolate(as_image, size=tuple(grid), mode=mode, align_corners=False, antialias=False)
+    if mode == "bicubic_dino":
+        # DINO's interpolate_pos_encoding, as NACLIP, SCLIP, ClearCLIP and ResCLIP copy it: the grid plus 0.1 over
+        # the table's side, given as the scale factor (the output size is the floor: the grid itself)
+        resized = F.interpolate(as_image, scale_factor=((grid[0] + 0.1) / g0h, (grid[1] + 0.1) / g0w), mode="bicubic",
+                                align_corners=False, recompute_scale_factor=False)
+        assert tuple(resized.shape[-2:]) == tuple(grid)
+    else:
+        resized = F.interpolate(as_image, size=tuple(grid), mode=mode, align_corners=False, antialias=False)
     resized_rows = resized.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], width)
     return torch.cat([cls_row, resized_rows], dim=0)
 

@@ -18,6 +18,7 @@ from open_clip.model import resize_pos_embed
 
 from tests.maps.dense_reference import (
     ALL_METHODS,
+    METHOD_POSITIONAL,
     build_tiny_clip,
     default_reference_layers,
     gaussian_window,
@@ -37,6 +38,7 @@ from tests.maps.dense_reference import (
     reference_rollout,
     vanilla_trace,
 )
+from tests.maps.surgery_reference import _local_positional_table
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -143,9 +145,15 @@ def test_other_input_size_matches_open_clip_resized_model():
     torch.testing.assert_close(visual.ln_post(trace.final[:, 0]) @ visual.proj, expected, rtol=0, atol=1e-10)
     assert trace.grid == (4, 6)
     d = random_directions(3)
-    for name in ALL_METHODS:  # every method sees the same model either way
+    for name in ALL_METHODS:  # every method sees the same model either way, its table resized by its own rule
         params = dict(blocks=2) if name == "gem" else {}
-        torch.testing.assert_close(reference_raw(name, small, x, d, **params), reference_raw(name, big64, x, d, **params),
+        rule = METHOD_POSITIONAL.get(name, "bicubic")
+        big = big64
+        if rule != "bicubic":
+            big = copy.deepcopy(big64)
+            with torch.no_grad():
+                big.visual.positional_embedding.copy_(_local_positional_table(prepare_visual(small), (4, 6), rule))
+        torch.testing.assert_close(reference_raw(name, small, x, d, **params), reference_raw(name, big, x, d, **params),
                                    rtol=0, atol=1e-10, msg=name)
 
 

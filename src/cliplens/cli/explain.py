@@ -139,11 +139,30 @@ def surgery_options(f: Any) -> Any:
     return f
 
 
-def surgery_method(blocks: int, feature: str, no_architecture: bool) -> Surgery:
-    """The Surgery the switches ask for."""
-    from cliplens.maps import Surgery
+def surgery_method(blocks: int, feature: str, no_architecture: bool, **params: Any) -> Surgery:
+    """The Surgery the switches ask for (``params``, from ``--param``, on top of them)."""
+    from cliplens.maps import get_map
 
-    return Surgery(blocks=blocks, architecture=not no_architecture, feature=feature)
+    return get_map("surgery", **{"blocks": blocks, "architecture": not no_architecture, "feature": feature,
+                                 **params})  # type: ignore[return-value]
+
+
+def param_option(f: Any) -> Any:
+    """``--param NAME=VALUE`` (repeatable): any parameter of the chosen map methods (:mod:`cliplens.maps.params`)."""
+    return click.option("--param", "params", multiple=True, metavar="[METHOD.]NAME=VALUE",
+                        help="Set a parameter of the map method(s), e.g. --param sigma=3 --param gem.blocks=4 "
+                             "--param positional=bicubic (repeat for several); `cliplens methods NAME` lists them.")(f)
+
+
+def make_methods(names: Sequence[str], params: Sequence[str], blocks: int = 6, feature: str = "redundancy",
+                 no_architecture: bool = False) -> dict[str, MapMethod]:
+    """The map methods ``names`` with their ``--param`` settings (Surgery's switches under them)."""
+    from cliplens.maps import get_map
+    from cliplens.maps.params import parse_params
+
+    given = parse_params(params, names)
+    return {n: surgery_method(blocks, feature, no_architecture, **given[n]) if n == "surgery"
+            else get_map(n, **given[n]) for n in names}
 
 
 def templates_option(default: str) -> Any:
@@ -239,6 +258,7 @@ def run_in_chunks(paths: Sequence[str], batch_size: int, run: Callable[[list[str
               help="With --by-head: how many of the largest parts to draw.")
 @map_options
 @surgery_options
+@param_option
 @templates_option("none")
 @click.option("--contrast", type=click.Choice(CONTRAST_CHOICES), default="default", show_default=True,
               help="Subtract from each map: nothing (none), the mean of the other texts' maps (others), the empty "
@@ -254,6 +274,7 @@ def run_in_chunks(paths: Sequence[str], batch_size: int, run: Callable[[list[str
 def explain_cmd(images: tuple[str, ...], model: str, pretrained: str | None, device: str, trust_checkpoint: bool,
                 texts: tuple[str, ...], method: str, by_head: bool, top: int, fit: str, size: int | None,
                 window: int | None, stride: int | None, blocks: int, feature: str, no_architecture: bool,
+                params: tuple[str, ...],
                 templates: str, contrast: str, normalization: str,
                 out_dir: Path, recursive: bool, skip_bad: bool, max_pixels: int, batch_size: int) -> None:
     """Where each --text is in each IMAGE: a map per image and text, over the photo.
@@ -266,7 +287,6 @@ def explain_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     """
     import numpy as np
 
-    from cliplens.maps import get_map
 
     names = resolve_methods(method)
     if by_head and "surgery" not in names:
@@ -281,8 +301,7 @@ def explain_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
                                 "default, or another --method.")
     targets = make_targets(texts, templates, asked)
     paths = expand_images(images, recursive=recursive)
-    methods: dict[str, MapMethod] = {n: surgery_method(blocks, feature, no_architecture) if n == "surgery"
-                                     else get_map(n) for n in names}
+    methods = make_methods(names, params, blocks, feature, no_architecture)
     writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     out, note = fresh_dir(out_dir)

@@ -29,7 +29,7 @@ from cliplens.cli.common import (
     torch_threads,
     weights_note,
 )
-from cliplens.cli.explain import collected_warnings, print_notes, resolve_methods
+from cliplens.cli.explain import collected_warnings, make_methods, param_option, print_notes, resolve_methods
 from cliplens.cli.tables import Column, print_table
 from cliplens.errors import InvalidInputError, UnsupportedArchitectureError
 from cliplens.evaluation.choices import IMAGENET_SEG_DEFAULT_MODE as DEFAULT_MODE
@@ -158,6 +158,7 @@ def _pct(v: float | None) -> str:
               help="A map method (repeat for several), or all: every text-dependent method. For imagenet-seg also "
                    "text-independent (raw-attention and rollout, the explainability baselines); other sets label "
                    "pixels by comparing the classes' maps, which those methods make all the same.")
+@param_option
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(DEFAULT_OUT), show_default=True,
               help="Folder of the run (one sub-folder per method). Progress is saved as the run goes and when it "
                    "is stopped (Ctrl-C, SIGTERM): the same command with the same folder resumes it, re-doing only "
@@ -202,7 +203,7 @@ def _pct(v: float | None) -> str:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path | None, model: str,
                      pretrained: str | None, device: str, trust_checkpoint: bool, methods: tuple[str, ...],
-                     out_dir: Path, new_run: bool, split: str | None,
+                     params: tuple[str, ...], out_dir: Path, new_run: bool, split: str | None,
                      options: tuple[str, ...], fit: str | None, size: int | None, window: int | None,
                      stride: int | None, whole: bool, logit_scale: float | None, prob_threshold: float | None,
                      templates: str | None, names: str | None, mode: str, classes_file: Path | None,
@@ -217,7 +218,6 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     from cliplens.datasets.segmentation import SEGMENTATION_SETS, open_segmentation
     from cliplens.evaluation.imagenet_seg import evaluate_imagenet_seg
     from cliplens.evaluation.segeval import evaluate_segmentation
-    from cliplens.maps.base import get_map
     from cliplens.report.maps import save_evaluation_overlay
 
     if (data is None) == (dataset_opt is None):
@@ -234,7 +234,8 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                                 "README's segmentation section for each set's layout)")
     dataset = open_segmentation(data, root=data_root, **opts)
     is_imagenet_seg = dataset.preset == "imagenet-seg"
-    blind = [m for m in names_list if not get_map(m).text_dependent]
+    objs = make_methods(names_list, params)  # with their --param settings (checked before any work)
+    blind = [m for m in names_list if not objs[m].text_dependent]
     if blind and not is_imagenet_seg:
         raise InvalidInputError(f"{', '.join(blind)} ignore{'s' if len(blind) == 1 else ''} the text: every class "
                                 "would get the same map, so every pixel the same class. Segmentation compares the "
@@ -256,7 +257,7 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
             console(stderr=True).print(f"note: {note}", markup=False)
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     for name in list(names_list):  # a group ('all') leaves out what cannot run on this model, saying why
-        why = get_map(name).unsupported(adapter)
+        why = objs[name].unsupported(adapter)
         if why and not any(name == value for value in methods):
             names_list.remove(name)
             console(stderr=True).print(f"note: left out {name}: {why}", markup=False)
@@ -269,11 +270,11 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     running: tuple[str, Path] | None = None
     for name in names_list:  # every method's folder before any work: one holding another run stops them all now
         if is_imagenet_seg:
-            evaluate_imagenet_seg(adapter, name, dataset, mode=mode, class_names=zero_shot,
+            evaluate_imagenet_seg(adapter, objs[name], dataset, mode=mode, class_names=zero_shot,
                                   templates=templates or "imagenet", out_dir=out_dir / name, limit=limit,
                                   check_only=True)
         else:
-            evaluate_segmentation(adapter, name, dataset, protocol=protocol, out_dir=out_dir / name, limit=limit,
+            evaluate_segmentation(adapter, objs[name], dataset, protocol=protocol, out_dir=out_dir / name, limit=limit,
                                   check_only=True)
     try:
         with torch_threads(threads), progress(not (as_json or no_progress)) as bar, _term_as_interrupt():
@@ -291,7 +292,7 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                             save_imagenet_overlay(path, view, image_name=str(sample.id), note=name,
                                                   random_weights=adapter.random_weights)
 
-                        got = evaluate_imagenet_seg(adapter, name, dataset, mode=mode, class_names=zero_shot,
+                        got = evaluate_imagenet_seg(adapter, objs[name], dataset, mode=mode, class_names=zero_shot,
                                                     templates=templates or "imagenet", out_dir=sub, limit=limit,
                                                     overlays=overlays, draw_overlay=draw_view, on_image=on_image)
                         assert got is not None
@@ -303,7 +304,7 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                                                     ignore_index=dataset.ignore_index, note=name,
                                                     random_weights=adapter.random_weights)
 
-                        result = evaluate_segmentation(adapter, name, dataset, protocol=protocol, out_dir=sub,
+                        result = evaluate_segmentation(adapter, objs[name], dataset, protocol=protocol, out_dir=sub,
                                                        limit=limit, overlays=overlays, draw_overlay=draw,
                                                        on_image=on_image)
                         assert result is not None

@@ -24,13 +24,14 @@ from cliplens.cli.common import (
 from cliplens.cli.decompose import image_options
 from cliplens.cli.explain import (
     collected_warnings,
+    make_methods,
     make_targets,
     map_options,
+    param_option,
     print_notes,
     resolve_methods,
     run_in_chunks,
     stopped_error,
-    surgery_method,
     surgery_options,
 )
 from cliplens.errors import ImageLoadError, InvalidInputError
@@ -73,6 +74,7 @@ def _key(name: str) -> str:
                    "--list-methods' lists them).")
 @map_options
 @surgery_options
+@param_option
 @click.option("--templates", type=click.Choice([AUTO, *TEMPLATE_SETS]), default=AUTO, show_default=True,
               help="Prompt ensemble each class and background name is put in (auto: CLIP's 80 ImageNet templates, "
                    "or the toy CLIP's own 'a photo of a {}'; none: the names as they are; photo: 'a photo of a {}.'; "
@@ -87,7 +89,7 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
                 backgrounds: tuple[str, ...],
                 threshold: float | None, logit_scale: float | None, method: str, fit: str, size: int | None,
                 window: int | None, stride: int | None, blocks: int, feature: str, no_architecture: bool,
-                templates: str, out_dir: Path, recursive: bool,
+                params: tuple[str, ...], templates: str, out_dir: Path, recursive: bool,
                 skip_bad: bool, max_pixels: int, batch_size: int) -> None:
     """Label every pixel of each IMAGE with one of the --classes, or background.
 
@@ -97,7 +99,6 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     size: 0 background, 1.. the classes in order, 255 not seen by the model), a picture of the
     labels with a legend, and the class maps; settings.json says how, and what each image holds.
     """
-    from cliplens.maps import get_map
     from cliplens.maps.targets import model_targets
     from cliplens.tasks.segment import CLIP_TEMPLATES, Segmentation, label_map
 
@@ -129,7 +130,7 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
         raise InvalidInputError(f"--method {method} names {len(resolved)} methods, but segment labels the pixels with "
                                 f"one: name one ({', '.join(resolved)}); segment-eval compares several")
     method_name = resolved[0]
-    map_method = surgery_method(blocks, feature, no_architecture) if method_name == "surgery" else get_map(method_name)
+    map_method = make_methods([method_name], params, blocks, feature, no_architecture)[method_name]
     if not map_method.text_dependent:
         raise InvalidInputError(f"--method {method_name} ignores the text: every class would get the same map")
     make_targets(names + background, "none", None)  # duplicates and empty names: clear errors here

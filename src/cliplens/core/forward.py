@@ -62,10 +62,10 @@ def positional_embedding_for(view: VisionView, grid: tuple[int, int], mode: str 
     """The positional embedding for a ``grid`` of patches.
 
     At the native grid it is the model's own. For another grid the patch part is resized as an
-    image (``mode``; ``None``: the model's own rule, ``view.positional``; ``align_corners=False``) from the
-    native grid to the new one, and the CLS position is kept — bicubic (no antialiasing) is the rule of Hugging
-    Face's ``interpolate_pos_encoding``, bilinear CLIP Surgery's, bilinear with antialiasing SigLIP 2 NaFlex's
-    (computed in float32, as its source does). The model's own table is never modified.
+    image (``mode``, one of :data:`cliplens.core.plan.POSITIONAL_MODES`, which says whose rule each is; ``None``:
+    the model's own rule, ``view.positional``; ``align_corners=False``) from the native grid to the new one (in
+    float32, or float64 for a float64 table), and the CLS position is kept. The model's own table is never
+    modified.
     """
     pos = view.positional_embedding
     native = view.grid_size
@@ -76,9 +76,15 @@ def positional_embedding_for(view: VisionView, grid: tuple[int, int], mode: str 
     k = view.num_prefix_tokens
     cls_pos, patch_pos = pos[:k], pos[k:]
     patch_pos = patch_pos.reshape(1, native[0], native[1], d).permute(0, 3, 1, 2)
-    antialias = mode == "bilinear_antialias"
-    patch_pos = F.interpolate(patch_pos.float(), size=tuple(grid), mode="bilinear" if antialias else mode,
-                              align_corners=False, antialias=antialias)
+    patch_pos = patch_pos if patch_pos.dtype == torch.float64 else patch_pos.float()
+    if mode == "bicubic_dino":  # the scale factor (n + 0.1) / n0, not the size: DINO's sampling points
+        scale = ((grid[0] + 0.1) / native[0], (grid[1] + 0.1) / native[1])
+        patch_pos = F.interpolate(patch_pos, scale_factor=scale, mode="bicubic", align_corners=False,
+                                  recompute_scale_factor=False)
+    else:
+        antialias = mode.endswith("_antialias")
+        patch_pos = F.interpolate(patch_pos, size=tuple(grid), mode=mode.removesuffix("_antialias"),
+                                  align_corners=False, antialias=antialias)
     patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(-1, d)
     return torch.cat([cls_pos, patch_pos], dim=0)
 

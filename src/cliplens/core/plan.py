@@ -123,10 +123,18 @@ def resolve_layer_indices(layers: Layers, num_layers: int, what: str = "layer") 
 
 
 #: how the patch part of the positional embedding is resized for another token grid (``align_corners=False``,
-#: the CLS position kept): "bicubic" (no antialiasing) is Hugging Face's ``interpolate_pos_encoding`` rule (the
-#: default of most models); "bilinear" (no antialiasing) is CLIP Surgery's (and its successors');
-#: "bilinear_antialias" is SigLIP 2 NaFlex's (``Siglip2VisionEmbeddings``, in float32)
-POSITIONAL_MODES = ("bicubic", "bilinear", "bilinear_antialias")
+#: the CLS position kept, the table as is at its own grid):
+#:
+#: * "bicubic" (to the exact size, no antialiasing): Hugging Face's ``interpolate_pos_encoding`` and mmseg's
+#:   (MaskCLIP's) rule, the default of most models;
+#: * "bicubic_dino": bicubic with the *scale factor* ``(n + 0.1) / n₀`` per side (DINO's
+#:   ``interpolate_pos_encoding``, which NACLIP, SCLIP, ClearCLIP and ResCLIP use): the same output size, sampled
+#:   at slightly other points;
+#: * "bicubic_antialias": bicubic to the exact size with antialiasing (timm's ``resample_abs_pos_embed``: GEM,
+#:   LeGrad);
+#: * "bilinear" (no antialiasing): CLIP Surgery's;
+#: * "bilinear_antialias": SigLIP 2 NaFlex's (``Siglip2VisionEmbeddings``, in float32).
+POSITIONAL_MODES = ("bicubic", "bicubic_dino", "bicubic_antialias", "bilinear", "bilinear_antialias")
 
 
 @dataclass(frozen=True)

@@ -132,9 +132,31 @@ class MapMethod:
     #: ResNets); the others need attention blocks and refuse such a model with one paragraph
     #: (:func:`cliplens.core.trunk.needs_blocks`)
     runs_without_blocks: ClassVar[bool] = False
+    #: how the method's authors resize the positional table for another token grid (``None``: the model's own
+    #: rule), one of :data:`cliplens.core.plan.POSITIONAL_MODES`; each method's ``positional`` parameter
+    #: defaults to it, and :meth:`plan_for` applies it to every forward the method runs
+    own_positional: ClassVar[str | None] = None
+    #: the paper the method comes from, and the code its defaults follow (``cliplens methods`` lists them)
+    paper: ClassVar[str] = ""
+    code: ClassVar[str] = ""
 
     def __init__(self, **params: Any) -> None:
+        from cliplens.core.plan import POSITIONAL_MODES
+
         self.params: dict[str, Any] = dict(params)
+        pos = self.params.setdefault("positional", type(self).own_positional)
+        if pos is not None and pos not in POSITIONAL_MODES:
+            raise InvalidInputError(f"positional must be one of {', '.join(POSITIONAL_MODES)} (or None: the "
+                                    f"model's own rule); got {pos!r}")
+
+    def plan_for(self, plan: Any = None) -> Any:
+        """``plan`` (default: the model's own forward) with the method's positional rule
+        (``self.params["positional"]``) for inputs at another grid than the model's."""
+        from cliplens.core.plan import Plan
+
+        plan = plan if plan is not None else Plan()
+        pos = self.params.get("positional")
+        return plan if pos is None else plan.interpolate(pos)
 
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         """Raw score maps ``[B, T, h, w]`` for preprocessed ``pixels`` ``[B, 3, H, W]`` and unit-norm text
@@ -320,7 +342,7 @@ def get_map(name: str | MapMethod, **params: Any) -> MapMethod:
     cls = map_class(name)
     try:
         return cls(**params)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # an unknown parameter, or a value the constructor cannot read
         raise InvalidInputError(f"map method {name!r}: {e}") from None
 
 

@@ -39,8 +39,11 @@ __all__ = ["Chefer"]
 class Chefer(MapMethod):
     """Relevance propagation through the attention layers (see the module docs)."""
 
-    def __init__(self, start_layer: int = 0) -> None:
-        super().__init__(start_layer=int(start_layer))
+    paper = 'Chefer et al., "Generic Attention-model Explainability for Interpreting Bi-Modal and Encoder-Decoder Transformers" (ICCV 2021)'
+    code = 'github.com/hila-chefer/Transformer-MM-Explainability'
+
+    def __init__(self, start_layer: int = 0, positional: str | None = None) -> None:
+        super().__init__(start_layer=int(start_layer), positional=positional)
 
     def unsupported(self, model: Any) -> str | None:
         blocks = super().unsupported(model)
@@ -62,7 +65,7 @@ class Chefer(MapMethod):
         layers = list(range(start, L))
         names = [f"blocks.{i}.attn.{t}" for i in layers for t in ("q", "k", "v", "z")]
         with torch.no_grad():
-            out = run_differentiable(model, pixels, f"blocks.{start}.resid_pre", names)
+            out = run_differentiable(model, pixels, f"blocks.{start}.resid_pre", names, plan=self.plan_for())
             zs = [out[f"blocks.{i}.attn.z"] for i in layers]  # [B, N, H, dh] each, in the graph
             # [B, H, N, dh] each, out of the graph, last block first
             qkv = [tuple(out[f"blocks.{i}.attn.{t}"].detach().transpose(1, 2) for t in "qkv") for i in layers[::-1]]

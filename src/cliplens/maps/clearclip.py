@@ -22,5 +22,13 @@ __all__ = ["ClearCLIP"]
 class ClearCLIP(PlanMap):
     """ClearCLIP's last block: q-q attention, no residual, no MLP (see the module docs)."""
 
+    paper = 'Lan et al., "ClearCLIP: Decomposing CLIP Representations for Dense Vision-Language Inference" (ECCV 2024)'
+    code = 'github.com/mc-lan/ClearCLIP@ad68a40'
+
+    own_positional = "bicubic_dino"
+
+    def __init__(self, positional: str | None = "bicubic_dino") -> None:
+        super().__init__(positional=positional)
+
     def plan(self, model: Any) -> Plan:
         return Plan().at(-1, attention=get_attention("self-self", source="q"), residual=False, mlp=False)

@@ -26,13 +26,17 @@ class DecompositionMap(MapMethod):
     ``(layer, head)`` pairs. By default each map is then contrasted with the mean over the other targets,
     as the paper's segmentation does (``contrast="none"`` in the targets turns that off)."""
 
+    paper = 'Gandelsman et al., "Interpreting CLIP\'s Image Representation via Text-Based Decomposition" (ICLR 2024)'
+    code = 'github.com/yossigandelsman/clip_text_span'
+
     default_contrast = "others"
 
     def __init__(self, layers: Iterable[int] | int | None = None,
-                 heads: Sequence[tuple[int, int]] | None = None) -> None:
+                 heads: Sequence[tuple[int, int]] | None = None, positional: str | None = None) -> None:
         if layers is not None and heads is not None:
             raise InvalidInputError("give layers or heads, not both")
-        super().__init__(layers=layers, heads=None if heads is None else [tuple(h) for h in heads])
+        super().__init__(layers=layers, heads=None if heads is None else [tuple(h) for h in heads],
+                         positional=positional)
 
     runs_without_blocks = True
 
@@ -43,18 +47,18 @@ class DecompositionMap(MapMethod):
         if L == 0:  # an opaque trunk (ResNet): each position's direct effect through the attention pool
             if heads is not None or self.params["layers"] is not None:
                 needs_blocks("the decomposition map over chosen layers or heads", model.vision)
-            dec = model.decompose(pixels, spatial=True).normalized()
+            dec = model.decompose(pixels, spatial=True, plan=self.plan_for()).normalized()
             t = dec.token_terms() @ texts.directions.to(dec.dtype).T  # [B, N, T], the mean token first
             return patch_grid(t, dec.grid)
         if heads is None:
-            dec = model.decompose(pixels, spatial=True, layers=self.params["layers"])
+            dec = model.decompose(pixels, spatial=True, plan=self.plan_for(), layers=self.params["layers"])
             return dec.normalized().project(texts.directions).token_map()
         for layer, h in heads:
             if not (-L <= layer < L and 0 <= h < H):
                 raise InvalidInputError(f"head L{layer}.H{h} does not exist: the model has {L} layers (0..{L - 1}) "
                                         f"and {H} heads (0..{H - 1})")
         layers = sorted({layer % L for layer, _ in heads})
-        scores = model.decompose(pixels, spatial=True, layers=layers).normalized().project(texts.directions)
+        scores = model.decompose(pixels, spatial=True, plan=self.plan_for(), layers=layers).normalized().project(texts.directions)
         mask = torch.zeros(len(layers), H, dtype=scores.heads.dtype, device=scores.heads.device)
         for layer, h in heads:
             mask[layers.index(layer % L), h] = 1

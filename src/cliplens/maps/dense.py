@@ -34,7 +34,7 @@ class PlanMap(MapMethod):
     def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``[B, N, E]`` every token of the stream through ``ln_post`` and the projection (CLS first), and the grid."""
         name = "dense" if self.stream is None else f"side.{self.stream}.dense"
-        out = model.run(pixels, plan=self.plan(model), names=[name])
+        out = model.run(pixels, plan=self.plan_for(self.plan(model)), names=[name])
         return out[name], out.grid
 
     @torch.no_grad()

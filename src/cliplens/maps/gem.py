@@ -33,13 +33,19 @@ __all__ = ["GEM"]
 class GEM(PlanMap):
     """GEM's self-self side path (see the module docs)."""
 
+    paper = 'Bousselham et al., "Grounding Everything: Emerging Localization Properties in Vision-Language Transformers" (CVPR 2024)'
+    code = 'github.com/WalBouss/GEM@5fa677c'
+
+    own_positional = "bicubic_antialias"
+
     stream = "gem"
 
-    def __init__(self, blocks: int = 6, iterations: int = 1, temperature: float | None = None) -> None:
+    def __init__(self, blocks: int = 6, iterations: int = 1, temperature: float | None = None,
+                 positional: str | None = "bicubic_antialias") -> None:
         if iterations < 0:
             raise InvalidInputError(f"GEM's iterations must be 0 or more, got {iterations}")
         super().__init__(blocks=int(blocks), iterations=int(iterations),
-                         temperature=None if temperature is None else float(temperature))
+                         temperature=None if temperature is None else float(temperature), positional=positional)
 
     def plan(self, model: Any) -> Plan:
         L = model.vision.num_layers
@@ -53,5 +59,5 @@ class GEM(PlanMap):
         """``[B, N, E]`` the side path's tokens through ``ln_post`` and the projection (CLS first), and the grid."""
         name = f"side.{self.stream}.dense"
         plan = self.plan(model).at(-1, attention="identity", mlp=False)  # the main stream's output is not read
-        out = model.run(pixels, plan=plan, names=[name])
+        out = model.run(pixels, plan=self.plan_for(plan), names=[name])
         return out[name], out.grid

@@ -32,8 +32,11 @@ __all__ = ["GradCAM"]
 class GradCAM(MapMethod):
     """GradCAM on the ``ln_1`` output tokens of block ``layer`` (see the module docs)."""
 
-    def __init__(self, layer: int = -1) -> None:
-        super().__init__(layer=int(layer))
+    paper = 'Selvaraju et al., "Grad-CAM" (ICCV 2017)'
+    code = 'github.com/jacobgil/pytorch-grad-cam'
+
+    def __init__(self, layer: int = -1, positional: str | None = None) -> None:
+        super().__init__(layer=int(layer), positional=positional)
 
     runs_without_blocks = True
 
@@ -47,7 +50,7 @@ class GradCAM(MapMethod):
         else:
             name = f"blocks.{resolve_layer_indices(self.params['layer'], L)[0]}.ln_1"
         with torch.no_grad():
-            out = run_differentiable(model, pixels, name, [name])
+            out = run_differentiable(model, pixels, name, [name], plan=self.plan_for())
             acts = out[name]  # [B, N, D], the leaf
             feats = acts.detach().float()
             if L == 0:

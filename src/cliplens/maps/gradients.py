@@ -36,7 +36,7 @@ def grad_of(score: Tensor, inputs: Sequence[Tensor], *, retain: bool = True) -> 
 
 
 def run_differentiable(model: Any, pixels: Tensor, start: str, names: Sequence[str],
-                       hooks: dict[str, Callable[[Tensor, str], Tensor | None]] | None = None) -> Any:
-    """``model.run`` with autograd from the tensor named ``start`` on (see the module docs). Call it inside
-    ``torch.no_grad()``; gradients stay on until that block exits."""
-    return model.run(pixels, names=list(names), hooks={**(hooks or {}), start: start_autograd})
+                       hooks: dict[str, Callable[[Tensor, str], Tensor | None]] | None = None, plan: Any = None) -> Any:
+    """``model.run`` (under ``plan``: a method's positional rule) with autograd from the tensor named ``start`` on
+    (see the module docs). Call it inside ``torch.no_grad()``; gradients stay on until that block exits."""
+    return model.run(pixels, plan=plan, names=list(names), hooks={**(hooks or {}), start: start_autograd})

@@ -36,8 +36,14 @@ __all__ = ["LeGrad"]
 class LeGrad(MapMethod):
     """LeGrad over the blocks from ``start_layer`` (see the module docs)."""
 
-    def __init__(self, start_layer: int = -2, correction: bool = True) -> None:
-        super().__init__(start_layer=int(start_layer), correction=bool(correction))
+    paper = 'Bousselham et al., "LeGrad: An Explainability Method for Vision Transformers via Feature Formation Sensitivity" (ICCV 2025)'
+    code = 'github.com/WalBouss/LeGrad@a9edb03'
+
+    own_positional = "bicubic_antialias"
+
+    def __init__(self, start_layer: int = -2, correction: bool = True,
+                 positional: str | None = "bicubic_antialias") -> None:
+        super().__init__(start_layer=int(start_layer), correction=bool(correction), positional=positional)
 
     @property
     def needs_empty(self) -> bool:  # type: ignore[override]
@@ -49,12 +55,12 @@ class LeGrad(MapMethod):
         start = resolve_layer_indices(self.params["start_layer"], L, "start layer")[0]
         layers = range(start, L)
         if view.head.kind == "map":
-            return _pooled_legrad(model, pixels, texts, layers, self.params["correction"])
+            return _pooled_legrad(model, pixels, texts, layers, self.params["correction"], plan=self.plan_for())
         names = [f"blocks.{i}.attn.pattern" for i in layers] + [f"blocks.{i}.resid_post" for i in layers]
         directions = texts.directions
         k = view.num_prefix_tokens
         with torch.no_grad():
-            out = run_differentiable(model, pixels, f"blocks.{start}.resid_pre", names)
+            out = run_differentiable(model, pixels, f"blocks.{start}.resid_pre", names, plan=self.plan_for())
             total: Tensor | None = None
             for i in layers:
                 pattern = out[f"blocks.{i}.attn.pattern"]
@@ -88,10 +94,11 @@ def _minmax(m: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _pooled_legrad(model: Any, pixels: Tensor, texts: TextEmbeddings, layers: range, correction: bool) -> Tensor:
+def _pooled_legrad(model: Any, pixels: Tensor, texts: TextEmbeddings, layers: range, correction: bool,
+                   plan: Any = None) -> Tensor:
     """LeGrad for an attention-pooled tower (see the module docs)."""
     head = model.vision.head
-    out = model.run(pixels, names=[f"blocks.{i}.resid_post" for i in layers])
+    out = model.run(pixels, plan=plan, names=[f"blocks.{i}.resid_post" for i in layers])
     total: Tensor | None = None
     empty: Tensor | None = None
     for i in layers:

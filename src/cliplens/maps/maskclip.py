@@ -30,14 +30,19 @@ __all__ = ["MaskCLIP"]
 class MaskCLIP(PlanMap):
     """MaskCLIP's value path in the last block (see the module docs)."""
 
-    def __init__(self, residual_ffn: bool = True) -> None:
-        super().__init__(residual_ffn=bool(residual_ffn))
+    paper = 'Zhou et al., "Extract Free Dense Labels from CLIP" (ECCV 2022)'
+    code = 'github.com/chongzhou96/MaskCLIP'
+
+    own_positional = "bicubic"
+
+    def __init__(self, residual_ffn: bool = True, positional: str | None = "bicubic") -> None:
+        super().__init__(residual_ffn=bool(residual_ffn), positional=positional)
 
     runs_without_blocks = True
 
     def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         if model.vision.num_layers == 0:  # a ResNet: the attention pool's value path, per token (its dense output)
-            out = model.run(pixels, names=["dense"])
+            out = model.run(pixels, plan=self.plan_for(), names=["dense"])
             return out.dense, out.grid
         return super().tokens(model, pixels)
 

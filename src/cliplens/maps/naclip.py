@@ -24,8 +24,13 @@ __all__ = ["NACLIP"]
 class NACLIP(PlanMap):
     """NACLIP's reduced last block (see the module docs)."""
 
-    def __init__(self, gaussian: bool = True, sigma: float = 5.0) -> None:
-        super().__init__(gaussian=bool(gaussian), sigma=float(sigma))
+    paper = 'Hajimiri et al., "Pay Attention to Your Neighbours: Training-Free Open-Vocabulary Semantic Segmentation" (WACV 2025)'
+    code = 'github.com/sinahmr/NACLIP@0cac3a6'
+
+    own_positional = "bicubic_dino"
+
+    def __init__(self, gaussian: bool = True, sigma: float = 5.0, positional: str | None = "bicubic_dino") -> None:
+        super().__init__(gaussian=bool(gaussian), sigma=float(sigma), positional=positional)
 
     def plan(self, model: Any) -> Plan:
         att = get_attention("neighbourhood", sigma=self.params["sigma"], gaussian=self.params["gaussian"])

@@ -32,6 +32,9 @@ def pooling_row(model: Any, final: Tensor) -> Tensor:
 class RawAttention(MapMethod):
     """``mean_h A_{L−1}[h, CLS, n]`` for every patch n (see the module docs)."""
 
+    def __init__(self, positional: str | None = None) -> None:
+        super().__init__(positional=positional)
+
     text_dependent = False
     runs_without_blocks = True  # a ResNet: the attention pool's mean-token query
 
@@ -39,14 +42,14 @@ class RawAttention(MapMethod):
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         view = model.vision
         if view.num_layers == 0:  # a ResNet: the attention pool's mean-token query
-            out = model.run(pixels, names=["head.pattern"])
+            out = model.run(pixels, plan=self.plan_for(), names=["head.pattern"])
             row = out["head.pattern"].float().mean(1)[:, view.num_prefix_tokens:]
         elif view.num_prefix_tokens == 0:  # no CLS query: the pooling head's own weights
-            out = model.run(pixels, names=["final"])
+            out = model.run(pixels, plan=self.plan_for(), names=["final"])
             row = pooling_row(model, out["final"])
         else:
             name = f"blocks.{view.num_layers - 1}.attn.cls_pattern"
-            out = model.run(pixels, names=[name])
+            out = model.run(pixels, plan=self.plan_for(), names=[name])
             row = out[name].float().mean(1)[:, view.num_prefix_tokens:]  # [B, patches]
         B, T = row.shape[0], texts.directions.shape[0]
         return row.reshape(B, 1, *out.grid).expand(B, T, *out.grid).contiguous()

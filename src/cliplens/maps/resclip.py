@@ -40,12 +40,18 @@ def reference_layers(num_layers: int) -> list[int]:
 class ResCLIP(PlanMap):
     """ResCLIP's RCS attention in a reduced last block (see the module docs)."""
 
+    paper = 'Yang et al., "ResCLIP: Residual Attention for Training-free Dense Vision-language Inference" (CVPR 2025)'
+    code = 'github.com/yvhangyang/ResCLIP@0e085f7'
+
+    own_positional = "bicubic_dino"
+
     def __init__(self, tau: float = 2.0, lam: float = 0.3, sigma: float = 5.0,
-                 reference_layers: Iterable[int] | None = None) -> None:
+                 reference_layers: Iterable[int] | None = None, positional: str | None = "bicubic_dino") -> None:
         if not 0.0 <= lam <= 1.0:
             raise InvalidInputError(f"ResCLIP's lam must be between 0 and 1, got {lam}")
         super().__init__(tau=float(tau), lam=float(lam), sigma=float(sigma),
-                         reference_layers=None if reference_layers is None else [int(i) for i in reference_layers])
+                         reference_layers=None if reference_layers is None else [int(i) for i in reference_layers],
+                         positional=positional)
 
     def layers(self, model: Any) -> list[int]:
         L = model.vision.num_layers
@@ -75,7 +81,7 @@ class ResCLIP(PlanMap):
 
         plan = Plan().at(-1, attention=strategy, residual=False, mlp=False)
         try:
-            out = model.run(pixels, plan=plan, names=["dense"], hooks={f"blocks.{i}.attn.pattern": collect
+            out = model.run(pixels, plan=self.plan_for(plan), names=["dense"], hooks={f"blocks.{i}.attn.pattern": collect
                                                                          for i in layers})
         finally:
             strategy.use(None)

@@ -27,10 +27,12 @@ __all__ = ["Rollout"]
 class Rollout(MapMethod):
     """Attention rollout from ``start_layer`` (see the module docs)."""
 
+    paper = 'Abnar & Zuidema, "Quantifying Attention Flow in Transformers" (ACL 2020)'
+
     text_dependent = False
 
-    def __init__(self, start_layer: int = 0) -> None:
-        super().__init__(start_layer=int(start_layer))
+    def __init__(self, start_layer: int = 0, positional: str | None = None) -> None:
+        super().__init__(start_layer=int(start_layer), positional=positional)
 
     @torch.no_grad()
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
@@ -45,7 +47,7 @@ class Rollout(MapMethod):
             joint = a if joint is None else a @ joint
 
         k = model.vision.num_prefix_tokens
-        out = model.run(pixels, hooks={f"blocks.{i}.attn.pattern": fold for i in range(start, L)},
+        out = model.run(pixels, plan=self.plan_for(), hooks={f"blocks.{i}.attn.pattern": fold for i in range(start, L)},
                         names=[] if k else ["final"])
         assert joint is not None
         if k:

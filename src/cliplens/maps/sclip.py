@@ -22,5 +22,13 @@ __all__ = ["SCLIP"]
 class SCLIP(PlanMap):
     """SCLIP's correlative self-attention in the last block (see the module docs)."""
 
+    paper = 'Wang et al., "SCLIP: Rethinking Self-Attention for Dense Vision-Language Inference" (ECCV 2024)'
+    code = 'github.com/wangf3014/SCLIP@b56bd30'
+
+    own_positional = "bicubic_dino"
+
+    def __init__(self, positional: str | None = "bicubic_dino") -> None:
+        super().__init__(positional=positional)
+
     def plan(self, model: Any) -> Plan:
         return Plan().at(-1, attention="correlative")

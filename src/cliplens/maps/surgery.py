@@ -96,15 +96,19 @@ def feature_surgery(feats: Tensor, texts: Tensor, *, mode: str = "redundancy", e
 class Surgery(MapMethod):
     """CLIP Surgery: architecture surgery over the last ``blocks`` blocks and feature surgery (see the module)."""
 
+    paper = 'Li et al., "CLIP Surgery for Better Explainability with Enhancement in Open-Vocabulary Tasks" (Pattern Recognition 2025)'
+    code = 'github.com/xmed-lab/CLIP_Surgery'
+
+    own_positional = "bilinear"
+
     runs_without_blocks = True  # a ResNet: the attention-pool variant (cliplens.maps.surgery_resnet)
 
     def __init__(self, blocks: int = 6, architecture: bool = True, feature: str = "redundancy",
-                 temperature: float = 2.0, positional: str = "bilinear", resnet: str = "paper") -> None:
+                 temperature: float = 2.0, positional: str | None = "bilinear", resnet: str = "paper") -> None:
         if feature not in FEATURE_MODES:
             raise InvalidInputError(f"feature must be one of {', '.join(FEATURE_MODES)}; got {feature!r}")
         if resnet not in RESNET_VARIANTS:
             raise InvalidInputError(f"resnet must be one of {', '.join(RESNET_VARIANTS)}; got {resnet!r}")
-        Plan(positional=positional)  # a clear error for an unknown mode
         super().__init__(blocks=blocks, architecture=architecture, feature=feature, temperature=temperature,
                          positional=positional, resnet=resnet)
 

@@ -28,11 +28,14 @@ def patch_grid(scores: Tensor, grid: tuple[int, int]) -> Tensor:
 class TokenSimilarity(MapMethod):
     """``cos(dense_n, t)`` for every patch token n of the unmodified forward."""
 
+    def __init__(self, positional: str | None = None) -> None:
+        super().__init__(positional=positional)
+
     default_contrast = "others"
     runs_without_blocks = True  # a ResNet's dense output: the pool's value path (AttnPoolHead.dense)
 
     @torch.no_grad()
     def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
-        out = model.run(pixels, names=["dense"])
+        out = model.run(pixels, plan=self.plan_for(), names=["dense"])
         feats = F.normalize(out.dense.float(), dim=-1)
         return patch_grid(feats @ texts.directions.to(feats).T, out.grid)
