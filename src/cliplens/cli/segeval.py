@@ -62,12 +62,21 @@ def _read_lines(path: Path | None) -> list[str] | None:
 
 def make_protocol(name: str | None, *, fit: str | None, size: int | None, window: int | None, stride: int | None,
                   whole: bool, logit_scale: float | None, prob_threshold: float | None, templates: str | None,
-                  names: str | None) -> SegProtocol:
+                  names: str | None, pamr: int | None = None, pamr_dilations: str | None = None) -> SegProtocol:
     """The data set's preset with the options given on the command line (``None``: the preset's)."""
     from cliplens.evaluation.protocol import protocol_for
 
     p = protocol_for(name, fit=fit, size=size, logit_scale=logit_scale, prob_threshold=prob_threshold,
                      templates=templates, names=names)
+    if pamr_dilations is not None and not (pamr or p.pamr):
+        raise InvalidInputError("--pamr-dilations needs PAMR on: pass --pamr N (iterations; NACLIP uses 10)")
+    if pamr is not None or pamr_dilations is not None:
+        try:
+            dil = p.pamr_dilations if pamr_dilations is None else tuple(int(d) for d in pamr_dilations.split(","))
+        except ValueError:
+            raise InvalidInputError(f"--pamr-dilations {pamr_dilations!r}: give comma-separated whole numbers "
+                                    "(NACLIP: 8,16)") from None
+        p = dataclasses.replace(p, pamr=p.pamr if pamr is None else pamr, pamr_dilations=dil)
     if whole:
         if window is not None or stride is not None:
             raise InvalidInputError("--whole sees each fitted image at once: leave out --window and --stride")
@@ -183,6 +192,11 @@ def _pct(v: float | None) -> str:
               help="Pixels whose best probability is below this become background (default: preset; 0: off).")
 @click.option("--templates", type=click.Choice(list(TEMPLATE_SETS)), default=None,
               help="Prompt ensemble of each query name (default: preset, imagenet).")
+@click.option("--pamr", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Refine the scores with N iterations of PAMR (pixel-adaptive mask refinement, as NACLIP and SCLIP "
+                   "apply it: 10) before the labels are taken; 0: off (default: preset, off).")
+@click.option("--pamr-dilations", default=None, metavar="D,D",
+              help="PAMR's neighbourhood dilations in pixels (default: 8,16, NACLIP's).")
 @click.option("--names", default=None,
               help="Query names per class: field (the published synonym lists), plain (the class names), or a file "
                    "with one line of comma-separated names per class (default: preset).")
@@ -206,7 +220,8 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                      params: tuple[str, ...], out_dir: Path, new_run: bool, split: str | None,
                      options: tuple[str, ...], fit: str | None, size: int | None, window: int | None,
                      stride: int | None, whole: bool, logit_scale: float | None, prob_threshold: float | None,
-                     templates: str | None, names: str | None, mode: str, classes_file: Path | None,
+                     templates: str | None, pamr: int | None, pamr_dilations: str | None, names: str | None, mode: str,
+                     classes_file: Path | None,
                      limit: int | None, overlays: int, threads: int, as_json: bool, no_progress: bool) -> None:
     """Evaluate map methods on a segmentation data set: DATA (or --dataset) is a set's name with --data-root (voc21, voc20,
     context60, context59, coco-object, coco-stuff, cityscapes, ade20k, imagenet-seg), a spec such as
@@ -241,6 +256,9 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                                 "would get the same map, so every pixel the same class. Segmentation compares the "
                                 "classes' maps: use text-dependent methods (all runs every one of them); the "
                                 "text-independent ones are baselines for imagenet-seg")
+    if is_imagenet_seg and (pamr or pamr_dilations):
+        raise InvalidInputError("--pamr refines class scores before the labels are taken; ImageNet-segmentation "
+                                "thresholds one map per image instead: leave it out")
     zero_shot = _read_lines(classes_file)
     if zero_shot is not None and not is_imagenet_seg:
         raise InvalidInputError("--classes-file is for ImageNet-segmentation (its zero-shot classes); other sets take "
@@ -249,7 +267,7 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     if not is_imagenet_seg:
         protocol = make_protocol(dataset.preset, fit=fit, size=size, window=window, stride=stride, whole=whole,
                                  logit_scale=logit_scale, prob_threshold=prob_threshold, templates=templates,
-                                 names=names)
+                                 names=names, pamr=pamr, pamr_dilations=pamr_dilations)
     writable_dir(out_dir, "--out")
     if new_run:
         out_dir, note = fresh_dir(out_dir)

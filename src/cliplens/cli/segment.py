@@ -75,6 +75,11 @@ def _key(name: str) -> str:
 @map_options
 @surgery_options
 @param_option
+@click.option("--pamr", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Refine the class scores at each image's size with N iterations of PAMR (pixel-adaptive mask "
+                   "refinement, as NACLIP and SCLIP apply it: 10) before the labels are taken; 0: off.")
+@click.option("--pamr-dilations", default="8,16", show_default=True, metavar="D,D",
+              help="PAMR's neighbourhood dilations in pixels (NACLIP's).")
 @click.option("--templates", type=click.Choice([AUTO, *TEMPLATE_SETS]), default=AUTO, show_default=True,
               help="Prompt ensemble each class and background name is put in (auto: CLIP's 80 ImageNet templates, "
                    "or the toy CLIP's own 'a photo of a {}'; none: the names as they are; photo: 'a photo of a {}.'; "
@@ -89,7 +94,7 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
                 backgrounds: tuple[str, ...],
                 threshold: float | None, logit_scale: float | None, method: str, fit: str, size: int | None,
                 window: int | None, stride: int | None, blocks: int, feature: str, no_architecture: bool,
-                params: tuple[str, ...], templates: str, out_dir: Path, recursive: bool,
+                params: tuple[str, ...], pamr: int, pamr_dilations: str, templates: str, out_dir: Path, recursive: bool,
                 skip_bad: bool, max_pixels: int, batch_size: int) -> None:
     """Label every pixel of each IMAGE with one of the --classes, or background.
 
@@ -99,6 +104,7 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     size: 0 background, 1.. the classes in order, 255 not seen by the model), a picture of the
     labels with a legend, and the class maps; settings.json says how, and what each image holds.
     """
+    from cliplens.maps.pamr import image_refiner
     from cliplens.maps.targets import model_targets
     from cliplens.tasks.segment import CLIP_TEMPLATES, Segmentation, label_map
 
@@ -125,6 +131,12 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
     if logit_scale is not None and threshold is None:
         notes.append("--logit-scale only matters with --threshold: ignored")
     scale = 50.0 if logit_scale is None else logit_scale
+    try:
+        dilations = [int(d) for d in pamr_dilations.split(",") if d.strip()]
+    except ValueError:
+        raise InvalidInputError(f"--pamr-dilations {pamr_dilations!r}: give comma-separated whole numbers (8,16)") from None
+    if not dilations or min(dilations) < 1:
+        raise InvalidInputError(f"--pamr-dilations {pamr_dilations!r}: give one or more dilations of at least 1 pixel")
     resolved = resolve_methods(method)
     if len(resolved) != 1:
         raise InvalidInputError(f"--method {method} names {len(resolved)} methods, but segment labels the pixels with "
@@ -162,10 +174,15 @@ def segment_cmd(images: tuple[str, ...], model: str, pretrained: str | None, dev
             skipped.append({"image": source, "error": reason})
             err.print(f"[yellow]skipped[/] {source}: {reason}", soft_wrap=True)
         settings = _settings(maps.settings, background, threshold, scale)
+        if pamr:
+            settings["pamr"] = {"iterations": pamr, "dilations": dilations}
         for item in maps.images:
             # the rule of cliplens.tasks.segment.segment, on maps computed once for the labels and the pictures
-            seg = Segmentation(label_map(item, C, threshold=threshold, logit_scale=scale), names, item.source,
-                               settings)
+            refine = None if not pamr else image_refiner(adapter, item.source, fit=fit, size=size, window=window,
+                                                         image_size=item.image_size, iterations=pamr,
+                                                         dilations=dilations)
+            seg = Segmentation(label_map(item, C, threshold=threshold, logit_scale=scale, refine=refine), names,
+                               item.source, settings)
             record = _save(seg, item, list(targets.names), out, adapter.random_weights, max_pixels)
             records.append(record)
             found = ", ".join(f"{c['class']} {c['percent']:.1f} %" for c in record["classes"]) or "no class"

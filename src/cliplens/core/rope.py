@@ -82,5 +82,21 @@ class Rotary:
         """``x`` ``[B, N, H, dh]`` with the patch tokens rotated (tokens ``prefix:``)."""
         p = self.prefix
         cos, signed_sin = self._factors(grid, x)  # [N - p, 1, dh]: broadcast over heads
-        patches = _rotate(x[:, p:], cos, signed_sin, self.half)
-        return torch.cat([x[:, :p], patches], dim=1) if p else patches
+        if torch.is_grad_enabled() and x.requires_grad:  # differentiable: out-of-place
+            patches = _rotate(x[:, p:], cos, signed_sin, self.half)
+            return torch.cat([x[:, :p], patches], dim=1) if p else patches
+        # written into one new tensor: x·cos, then the rotated half (or pair member) added in place, no copies
+        out = torch.empty_like(x)
+        if p:
+            out[:, :p] = x[:, :p]
+        xp, op = x[:, p:], out[:, p:]
+        torch.mul(xp, cos, out=op)
+        if self.half:
+            h = x.shape[-1] // 2
+            op[..., :h].addcmul_(xp[..., h:], signed_sin[..., :h])
+            op[..., h:].addcmul_(xp[..., :h], signed_sin[..., h:])
+        else:
+            o2, x2, s2 = op.unflatten(-1, (-1, 2)), xp.unflatten(-1, (-1, 2)), signed_sin.unflatten(-1, (-1, 2))
+            o2[..., 0].addcmul_(x2[..., 1], s2[..., 0])
+            o2[..., 1].addcmul_(x2[..., 0], s2[..., 1])
+        return out

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,9 @@ class SegProtocol:
     prob_threshold: float = 0.0
     templates: str = "imagenet"
     names: str = "field"  # "field", "plain", or a file with one line per class: comma-separated query names
+    #: PAMR on the scores at the image's size (:mod:`cliplens.maps.pamr`): iterations (0: off) and dilations
+    pamr: int = 0
+    pamr_dilations: tuple[int, ...] = (8, 16)
 
     def __post_init__(self) -> None:
         if self.fit not in FITS:
@@ -81,9 +84,19 @@ class SegProtocol:
             raise InvalidInputError(f"logit_scale must be a positive, finite number, got {self.logit_scale}")
         if self.templates not in TEMPLATE_SETS:
             raise InvalidInputError(f"templates must be one of {', '.join(TEMPLATE_SETS)}; got {self.templates!r}")
+        object.__setattr__(self, "pamr_dilations", tuple(int(d) for d in self.pamr_dilations))
+        if self.pamr < 0 or not self.pamr_dilations or min(self.pamr_dilations) < 1:
+            raise InvalidInputError(f"PAMR takes iterations >= 0 (0: off) and dilations >= 1; got {self.pamr} and "
+                                    f"{list(self.pamr_dilations)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings (PAMR's only where it is on, so that runs saved before it existed still resume)."""
+        out = dataclasses.asdict(self)
+        if not self.pamr:
+            del out["pamr"], out["pamr_dilations"]
+        else:
+            out["pamr_dilations"] = list(self.pamr_dilations)
+        return out
 
     def replace(self, **changes: Any) -> SegProtocol:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -182,12 +195,13 @@ def protocol_for(dataset: str | None, **overrides: Any) -> SegProtocol:
 
 
 def predict_labels(maps: ImageMaps, query_class: Sequence[int], *, logit_scale: float, prob_threshold: float,
-                   background: int | None) -> Tensor:
+                   background: int | None, refine: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Labels ``[H0, W0]`` (int64) from one image's raw query maps (see the module docs, step 4).
 
     The best query per pixel decides the class (the max over a class's queries of a softmax over all queries
     is the best query's probability); that probability is ``1 / Σ_q exp(logit_scale·(s_q − s_best))``.
-    Pixels the model did not see (outside a crop) are 255.
+    Pixels the model did not see (outside a crop) are 255. ``refine`` (PAMR) maps each chunk of query scores
+    ``[K, H0, W0]`` at the image's size to refined ones (it is linear: before or after the logit scale alike).
     """
     T = maps.raw.shape[0]
     if len(query_class) != T:
@@ -197,6 +211,8 @@ def predict_labels(maps: ImageMaps, query_class: Sequence[int], *, logit_scale: 
     chunks = []
     for start in range(0, T, QUERY_CHUNK):
         logits = logit_scale * to_image(maps.raw[start:start + QUERY_CHUNK].float(), maps.box, maps.image_size)
+        if refine is not None:
+            logits = refine(logits)
         value, index = logits.max(0)
         if best is None:
             best, arg = value, index

@@ -47,6 +47,7 @@ from cliplens.evaluation.protocol import SegProtocol, class_queries, predict_lab
 from cliplens.evaluation.segmentation import ConfusionMatrix
 from cliplens.jsonio import differences, read_json, write_json_atomic
 from cliplens.maps.base import MapMethod, get_map
+from cliplens.maps.pamr import image_refiner
 from cliplens.maps.targets import Targets
 
 __all__ = ["OVERLAYS", "PROGRESS", "RESULTS", "RunFolder", "SegEvalResult", "evaluate_segmentation", "ids_digest",
@@ -202,8 +203,11 @@ def evaluate_segmentation(
             maps = method(model, [sample.image], targets, fit=protocol.fit, size=protocol.size,
                           window=protocol.window, stride=protocol.stride, normalization="raw", batch_size=8)
             item = maps.images[0]
+            refine = None if not protocol.pamr else image_refiner(
+                model, sample.image, fit=protocol.fit, size=protocol.size, window=protocol.window,
+                image_size=item.image_size, iterations=protocol.pamr, dilations=protocol.pamr_dilations)
             pred = predict_labels(item, owner, logit_scale=protocol.logit_scale,
-                                  prob_threshold=protocol.prob_threshold, background=background)
+                                  prob_threshold=protocol.prob_threshold, background=background, refine=refine)
             gt = np.asarray(dataset.mask(i))
             if tuple(gt.shape) != tuple(pred.shape):
                 raise InvalidInputError(f"image {sample.id}: its mask is {gt.shape[1]}x{gt.shape[0]} but the image "

@@ -17,7 +17,7 @@ image (outside a centre crop).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,8 @@ from torch import Tensor
 from cliplens.errors import InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS
 from cliplens.maps.base import ImageMaps, MapMethod, get_map
-from cliplens.maps.inputs import to_image
+from cliplens.maps.inputs import _describe, to_image
+from cliplens.maps.pamr import image_refiner
 from cliplens.maps.targets import model_targets
 
 __all__ = ["IGNORE", "Segmentation", "check_threshold_texts", "label_map", "segment"]
@@ -67,9 +68,10 @@ def check_threshold_texts(texts: int, threshold: float | None) -> None:
 
 
 def label_map(maps: ImageMaps, num_classes: int, *, threshold: float | None = None,
-              logit_scale: float = 50.0) -> Tensor:
+              logit_scale: float = 50.0, refine: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Labels ``[H0, W0]`` from one image's raw maps of ``num_classes`` classes followed by any background
-    texts (see the module docs)."""
+    texts (see the module docs); ``refine`` (PAMR, :func:`cliplens.maps.pamr.image_refiner`) maps score chunks at
+    the image's size to refined ones."""
     T = maps.raw.shape[0]
     check_threshold_texts(T, threshold)
     h0, w0 = maps.image_size
@@ -77,24 +79,30 @@ def label_map(maps: ImageMaps, num_classes: int, *, threshold: float | None = No
     arg = torch.zeros(h0, w0, dtype=torch.int64)
     for start in range(0, T, CLASS_CHUNK):
         chunk = to_image(maps.raw[start:start + CLASS_CHUNK], maps.box, maps.image_size)  # [c, H0, W0]
+        if refine is not None:
+            chunk = refine(chunk)
         value, index = chunk.max(0)
         better = value > best
         best = torch.where(better, value, best)
         arg = torch.where(better, index + start, arg)
     labels = torch.where(arg < num_classes, arg + 1, torch.zeros_like(arg))
     if threshold is not None:
-        labels = torch.where(_top_probability(maps, best, logit_scale) < threshold, torch.zeros_like(labels), labels)
+        labels = torch.where(_top_probability(maps, best, logit_scale, refine) < threshold, torch.zeros_like(labels),
+                             labels)
     unseen = torch.isnan(to_image(maps.raw[:1], maps.box, maps.image_size)[0])  # outside a centre crop
     return torch.where(unseen, torch.full_like(labels, IGNORE), labels)
 
 
-def _top_probability(maps: ImageMaps, top: Tensor, logit_scale: float) -> Tensor:
+def _top_probability(maps: ImageMaps, top: Tensor, logit_scale: float,
+                     refine: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """``max_t softmax(logit_scale · scores)`` per pixel of the original image (``top``: the best score), in
     class chunks: ``1 / Σ_t exp(logit_scale · (score_t − top))``."""
     T = maps.raw.shape[0]
     total = torch.zeros_like(top)
     for start in range(0, T, CLASS_CHUNK):
         chunk = to_image(maps.raw[start:start + CLASS_CHUNK], maps.box, maps.image_size)
+        if refine is not None:
+            chunk = refine(chunk)
         total = total + torch.exp(logit_scale * (chunk - top)).sum(0)
     return 1.0 / total
 
@@ -116,12 +124,15 @@ def segment(
     batch_size: int = 8,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     skip_bad: bool = False,
+    pamr: int = 0,
+    pamr_dilations: Sequence[int] = (8, 16),
 ) -> list[Segmentation]:
     """Label every pixel of ``images`` with one of ``classes`` or background (see the module docs).
 
     ``templates``: the prompt ensemble of every class and background name (``"auto"``: the 80 ImageNet
     templates for real CLIPs, the toy CLIP's own prompt form for it; a set name, a list, or ``None`` for the
-    names as they are)."""
+    names as they are). ``pamr``: refine the class scores at each image's size with that many iterations of PAMR
+    (:mod:`cliplens.maps.pamr`; NACLIP uses 10 with ``pamr_dilations=(8, 16)``) before the labels are taken."""
     classes = list(classes)
     background = list(background)
     if not classes:
@@ -145,5 +156,16 @@ def segment(
                 "rule": "argmax of the raw class maps upsampled bilinearly to the image; background where the best "
                         "text is a background name" + (" or the top probability of softmax(logit_scale · scores) is "
                                                        "below the threshold" if threshold is not None else "")}
-    return [Segmentation(label_map(m, len(classes), threshold=threshold, logit_scale=logit_scale), classes,
-                         m.source, settings) for m in maps.images]
+    if pamr:
+        settings["pamr"] = {"iterations": int(pamr), "dilations": [int(d) for d in pamr_dilations]}
+    # the inputs the maps come from, in order (what was skipped as unreadable has no maps)
+    gone = {source for source, _ in maps.skipped}
+    inputs = [im for im in (images if isinstance(images, (list, tuple)) else [images]) if _describe(im) not in gone]
+    out = []
+    for m, original in zip(maps.images, inputs, strict=True):
+        refine = None if not pamr else image_refiner(model, original, fit=fit, size=size, window=window,
+                                                     image_size=m.image_size, iterations=pamr,
+                                                     dilations=pamr_dilations)
+        out.append(Segmentation(label_map(m, len(classes), threshold=threshold, logit_scale=logit_scale,
+                                          refine=refine), classes, m.source, settings))
+    return out
