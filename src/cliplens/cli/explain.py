@@ -155,12 +155,14 @@ def param_option(f: Any) -> Any:
 
 
 def make_methods(names: Sequence[str], params: Sequence[str], blocks: int = 6, feature: str = "redundancy",
-                 no_architecture: bool = False) -> dict[str, MapMethod]:
-    """The map methods ``names`` with their ``--param`` settings (Surgery's switches under them)."""
+                 no_architecture: bool = False, defaults: dict[str, dict[str, Any]] | None = None) -> dict[str, MapMethod]:
+    """The map methods ``names`` with their ``--param`` settings over ``defaults`` (a preset's; Surgery's switches
+    under both)."""
     from cliplens.maps import get_map
     from cliplens.maps.params import parse_params
 
     given = parse_params(params, names)
+    given = {n: {**(defaults or {}).get(n, {}), **given[n]} for n in names}
     return {n: surgery_method(blocks, feature, no_architecture, **given[n]) if n == "surgery"
             else get_map(n, **given[n]) for n in names}
 

@@ -34,6 +34,7 @@ from cliplens.cli.tables import Column, print_table
 from cliplens.errors import InvalidInputError, UnsupportedArchitectureError
 from cliplens.evaluation.choices import IMAGENET_SEG_DEFAULT_MODE as DEFAULT_MODE
 from cliplens.evaluation.choices import IMAGENET_SEG_MODES as MODES
+from cliplens.evaluation.choices import PRESET_NAMES
 from cliplens.maps.choices import FITS
 from cliplens.report.files import fresh_dir, writable_dir
 from cliplens.text.templates import TEMPLATE_SETS
@@ -62,12 +63,16 @@ def _read_lines(path: Path | None) -> list[str] | None:
 
 def make_protocol(name: str | None, *, fit: str | None, size: int | None, window: int | None, stride: int | None,
                   whole: bool, logit_scale: float | None, prob_threshold: float | None, templates: str | None,
-                  names: str | None, pamr: int | None = None, pamr_dilations: str | None = None) -> SegProtocol:
-    """The data set's preset with the options given on the command line (``None``: the preset's)."""
+                  names: str | None, pamr: int | None = None, pamr_dilations: str | None = None,
+                  preset: str = "none") -> SegProtocol:
+    """The data set's protocol (cliplens's, or a method ``preset``'s) with the options given on the command line
+    (``None``: the protocol's)."""
+    from cliplens.evaluation.method_presets import preset_protocol
     from cliplens.evaluation.protocol import protocol_for
 
-    p = protocol_for(name, fit=fit, size=size, logit_scale=logit_scale, prob_threshold=prob_threshold,
-                     templates=templates, names=names)
+    base = protocol_for(name) if preset == "none" else preset_protocol(preset, name)
+    p = base.replace(fit=fit, size=size, logit_scale=logit_scale, prob_threshold=prob_threshold, templates=templates,
+                     names=names)
     if pamr_dilations is not None and not (pamr or p.pamr):
         raise InvalidInputError("--pamr-dilations needs PAMR on: pass --pamr N (iterations; NACLIP uses 10)")
     if pamr is not None or pamr_dilations is not None:
@@ -163,7 +168,12 @@ def _pct(v: float | None) -> str:
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="The data's folder (or .mat file) when DATA is a set's name (voc21, ade20k, imagenet-seg, …).")
 @model_options
-@click.option("--method", "methods", multiple=True, default=("surgery",), show_default=True,
+@click.option("--preset", type=click.Choice(["none", *PRESET_NAMES]), default="none", show_default=True,
+              help="A paper's own evaluation settings per data set (short side, window, stride, logit scale, "
+                   "background threshold, area rule, PAMR, query spellings; its method when --method is not given), "
+                   "from its repository's configuration (named in the settings); none: cliplens's protocol. Every "
+                   "option below still overrides it.")
+@click.option("--method", "methods", multiple=True, default=(), show_default="surgery, or the preset's",
               help="A map method (repeat for several), or all: every text-dependent method. For imagenet-seg also "
                    "text-independent (raw-attention and rollout, the explainability baselines); other sets label "
                    "pixels by comparing the classes' maps, which those methods make all the same.")
@@ -216,7 +226,7 @@ def _pct(v: float | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path | None, model: str,
-                     pretrained: str | None, device: str, trust_checkpoint: bool, methods: tuple[str, ...],
+                     pretrained: str | None, device: str, trust_checkpoint: bool, preset: str, methods: tuple[str, ...],
                      params: tuple[str, ...], out_dir: Path, new_run: bool, split: str | None,
                      options: tuple[str, ...], fit: str | None, size: int | None, window: int | None,
                      stride: int | None, whole: bool, logit_scale: float | None, prob_threshold: float | None,
@@ -241,6 +251,10 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                                 f"the data set is given twice (DATA {data!r} and --dataset {dataset_opt!r}): give one")
     data = data if data is not None else dataset_opt
     assert data is not None
+    from cliplens.evaluation.method_presets import load_preset, preset_method_params
+
+    if not methods:
+        methods = ("surgery",) if preset == "none" else (load_preset(preset)["method"],)
     names_list = [m for value in methods for m in resolve_methods(value)]
     names_list = list(dict.fromkeys(names_list))
     opts = loader_options(options, split=split)
@@ -249,7 +263,9 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                                 "README's segmentation section for each set's layout)")
     dataset = open_segmentation(data, root=data_root, **opts)
     is_imagenet_seg = dataset.preset == "imagenet-seg"
-    objs = make_methods(names_list, params)  # with their --param settings (checked before any work)
+    own = {} if preset == "none" or is_imagenet_seg else \
+        {load_preset(preset)["method"]: preset_method_params(preset, dataset.preset)}
+    objs = make_methods(names_list, params, defaults=own)  # with their --param settings (checked before any work)
     blind = [m for m in names_list if not objs[m].text_dependent]
     if blind and not is_imagenet_seg:
         raise InvalidInputError(f"{', '.join(blind)} ignore{'s' if len(blind) == 1 else ''} the text: every class "
@@ -267,7 +283,7 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     if not is_imagenet_seg:
         protocol = make_protocol(dataset.preset, fit=fit, size=size, window=window, stride=stride, whole=whole,
                                  logit_scale=logit_scale, prob_threshold=prob_threshold, templates=templates,
-                                 names=names, pamr=pamr, pamr_dilations=pamr_dilations)
+                                 names=names, pamr=pamr, pamr_dilations=pamr_dilations, preset=preset)
     writable_dir(out_dir, "--out")
     if new_run:
         out_dir, note = fresh_dir(out_dir)

@@ -20,9 +20,10 @@ mmcv 2.0.1, which no longer installs. cliplens does the same without them:
    ConfusionMatrix`): ignore index 255, IoU per class, mIoU over the classes that occur in the ground truth or
    the predictions, pixel accuracy.
 
-Differences from the field's code, all stated: one logit scale (40) for every set where SCLIP tunes 40–65;
-a sliding window on VOC too (NACLIP runs it whole); no PAMR; the model's own positional-embedding
-interpolation (bicubic, Hugging Face's rule); the model's own precision (fp32 on CPU); each query names one
+Differences from the field's code, all stated (``segment-eval --preset NAME`` applies a paper's own settings
+instead: :mod:`cliplens.evaluation.method_presets`): one logit scale (40) for every set where SCLIP tunes 40–65;
+a sliding window on VOC too (NACLIP runs it whole); PAMR off (``pamr``); each method's own positional-embedding
+interpolation (:data:`cliplens.core.plan.POSITIONAL_MODES`); the model's own precision (fp32 on CPU); each query names one
 class (COCO-Object's background words leave out "bed", a COCO class: with it in both, the field's tie goes to
 background and "bed" is never predicted); the presets are the layout's (a folder named ``cityscapes`` holding
 images and masks is a generic folder: 336).
@@ -68,6 +69,13 @@ class SegProtocol:
     #: PAMR on the scores at the image's size (:mod:`cliplens.maps.pamr`): iterations (0: off) and dilations
     pamr: int = 0
     pamr_dilations: tuple[int, ...] = (8, 16)
+    #: SCLIP's area rule (0: off): a class whose predicted pixels are at most this share of the pixels predicted
+    #: as any non-background class is dropped from the image (its pixels go to their next most probable class)
+    area_threshold: float = 0.0
+    #: ``(class name, "query, query, …")`` pairs replacing those classes' query names (a method preset's spelling)
+    queries: tuple[tuple[str, str], ...] = ()
+    #: the method preset these settings come from (``""``: cliplens's own protocol), with its source
+    preset: str = ""
 
     def __post_init__(self) -> None:
         if self.fit not in FITS:
@@ -85,6 +93,9 @@ class SegProtocol:
         if self.templates not in TEMPLATE_SETS:
             raise InvalidInputError(f"templates must be one of {', '.join(TEMPLATE_SETS)}; got {self.templates!r}")
         object.__setattr__(self, "pamr_dilations", tuple(int(d) for d in self.pamr_dilations))
+        object.__setattr__(self, "queries", tuple((str(c), str(q)) for c, q in self.queries))
+        if not 0.0 <= self.area_threshold < 1.0:
+            raise InvalidInputError(f"area_threshold is a share of the pixels, in [0, 1); got {self.area_threshold}")
         if self.pamr < 0 or not self.pamr_dilations or min(self.pamr_dilations) < 1:
             raise InvalidInputError(f"PAMR takes iterations >= 0 (0: off) and dilations >= 1; got {self.pamr} and "
                                     f"{list(self.pamr_dilations)}")
@@ -96,6 +107,11 @@ class SegProtocol:
             del out["pamr"], out["pamr_dilations"]
         else:
             out["pamr_dilations"] = list(self.pamr_dilations)
+        for name, off in (("area_threshold", 0.0), ("queries", ()), ("preset", "")):
+            if getattr(self, name) == off:
+                del out[name]
+        if "queries" in out:
+            out["queries"] = {c: q for c, q in self.queries}
         return out
 
     def replace(self, **changes: Any) -> SegProtocol:
@@ -141,7 +157,8 @@ def _key(query: str) -> str:
     return " ".join(query.lower().split())
 
 
-def class_queries(class_names: Sequence[str], names: str = "field", dataset: str | None = None) -> list[list[str]]:
+def class_queries(class_names: Sequence[str], names: str = "field", dataset: str | None = None,
+                  overrides: Sequence[tuple[str, str]] = ()) -> list[list[str]]:
     """Per class, its query names: ``"plain"`` (the class name), ``"field"`` (:data:`FIELD_NAMES` for the preset
     ``dataset``, the class name elsewhere) or a file with one line per class of comma-separated names.
 
@@ -149,7 +166,8 @@ def class_queries(class_names: Sequence[str], names: str = "field", dataset: str
     with ``"field"``, a synonym that is another class's own name is that class's, and is left out of the
     synonym list (COCO-Object's background words include "bed", which is a COCO class: the field's code keeps it
     in both, so that the tie always goes to background and "bed" is never predicted). Any other query named for
-    two classes is refused, saying which.
+    two classes is refused, saying which. ``overrides``: ``(class name, "query, query, …")`` pairs that replace
+    those classes' queries (a method preset's own spelling, e.g. ``("traffic light", "trafficlight")``).
     """
     if names == "plain":
         queries = [[c] for c in class_names]
@@ -169,6 +187,11 @@ def class_queries(class_names: Sequence[str], names: str = "field", dataset: str
                                     f"classes ({', '.join(class_names[:5])}{', …' if len(class_names) > 5 else ''}): "
                                     "give one line per class, in the data set's class order")
         queries = [_split(ln) for ln in lines]
+    index = {c: i for i, c in enumerate(class_names)}
+    for c, q in overrides:
+        if c not in index:
+            raise InvalidInputError(f"a query override names the class {c!r}, which this data set does not have")
+        queries[index[c]] = _split(q)
     owner: dict[str, int] = {}
     out: list[list[str]] = []
     for c, qs in enumerate(queries):
@@ -195,7 +218,8 @@ def protocol_for(dataset: str | None, **overrides: Any) -> SegProtocol:
 
 
 def predict_labels(maps: ImageMaps, query_class: Sequence[int], *, logit_scale: float, prob_threshold: float,
-                   background: int | None, refine: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+                   background: int | None, refine: Callable[[Tensor], Tensor] | None = None,
+                   area_threshold: float = 0.0) -> Tensor:
     """Labels ``[H0, W0]`` (int64) from one image's raw query maps (see the module docs, step 4).
 
     The best query per pixel decides the class (the max over a class's queries of a softmax over all queries
@@ -206,6 +230,9 @@ def predict_labels(maps: ImageMaps, query_class: Sequence[int], *, logit_scale: 
     T = maps.raw.shape[0]
     if len(query_class) != T:
         raise InvalidInputError(f"{T} maps but {len(query_class)} query classes")
+    if area_threshold > 0:
+        return _labels_with_area_rule(maps, query_class, logit_scale=logit_scale, prob_threshold=prob_threshold,
+                                      background=background, refine=refine, area_threshold=area_threshold)
     best: Tensor | None = None
     arg: Tensor | None = None
     chunks = []
@@ -231,5 +258,38 @@ def predict_labels(maps: ImageMaps, query_class: Sequence[int], *, logit_scale: 
         for _, logits in chunks:
             total = total + torch.exp(logits - best).nan_to_num(0.0).sum(0)  # type: ignore[operator]
         labels = torch.where(1.0 / total < prob_threshold, torch.full_like(labels, background), labels)
+    return torch.where(unseen, torch.full_like(labels, IGNORE), labels)
+
+
+def _labels_with_area_rule(maps: ImageMaps, query_class: Sequence[int], *, logit_scale: float, prob_threshold: float,
+                           background: int | None, refine: Callable[[Tensor], Tensor] | None,
+                           area_threshold: float) -> Tensor:
+    """SCLIP's decision with its area rule (clip_segmentor.py ``postprocess_result``): class probabilities (the max
+    over a class's queries of the softmax over all queries); the per-pixel argmax; every non-background class whose
+    pixels are at most ``area_threshold`` × the pixels of all non-background classes has its probability zeroed;
+    argmax again; below ``prob_threshold`` → background. Holds a ``[classes, H0, W0]`` tensor (used where SCLIP uses
+    it: VOC21)."""
+    if background is None:
+        raise InvalidInputError("the area rule drops classes to the other classes and background: it needs a data "
+                                "set with a background class")
+    n_classes = max(query_class) + 1
+    lookup = torch.as_tensor(list(query_class), dtype=torch.int64)
+    chunks = []
+    for start in range(0, len(query_class), QUERY_CHUNK):
+        logits = logit_scale * to_image(maps.raw[start:start + QUERY_CHUNK].float(), maps.box, maps.image_size)
+        chunks.append(refine(logits) if refine is not None else logits)
+    logits = torch.cat(chunks)  # [T, H0, W0]
+    unseen = torch.isnan(logits[0])
+    probs = logits.nan_to_num(0.0).softmax(0)
+    per_class = torch.full((n_classes, *probs.shape[1:]), -1.0).scatter_reduce(
+        0, lookup[:, None, None].expand_as(probs), probs, reduce="amax")
+    pred = per_class.argmax(0)
+    counts = torch.bincount(pred[~unseen].flatten(), minlength=n_classes).float()
+    foreground = counts.sum() - counts[background]
+    small = counts <= area_threshold * foreground
+    small[background] = False
+    per_class[small] = 0.0
+    top, labels = per_class.max(0)
+    labels = torch.where(top < prob_threshold, torch.full_like(labels, background), labels)
     return torch.where(unseen, torch.full_like(labels, IGNORE), labels)
 

@@ -166,7 +166,7 @@ def evaluate_segmentation(
                                 "text-dependent method (ImageNet-segmentation, one foreground per image, takes "
                                 "text-independent ones)")
     class_names = list(dataset.class_names)
-    queries = class_queries(class_names, protocol.names, preset)
+    queries = class_queries(class_names, protocol.names, preset, protocol.queries)
     targets, owner = _targets(queries, protocol.templates)
     background = getattr(dataset, "background", None)
     if protocol.prob_threshold > 0 and background is None:
@@ -207,7 +207,8 @@ def evaluate_segmentation(
                 model, sample.image, fit=protocol.fit, size=protocol.size, window=protocol.window,
                 image_size=item.image_size, iterations=protocol.pamr, dilations=protocol.pamr_dilations)
             pred = predict_labels(item, owner, logit_scale=protocol.logit_scale,
-                                  prob_threshold=protocol.prob_threshold, background=background, refine=refine)
+                                  prob_threshold=protocol.prob_threshold, background=background, refine=refine,
+                                  area_threshold=protocol.area_threshold)
             gt = np.asarray(dataset.mask(i))
             if tuple(gt.shape) != tuple(pred.shape):
                 raise InvalidInputError(f"image {sample.id}: its mask is {gt.shape[1]}x{gt.shape[0]} but the image "
