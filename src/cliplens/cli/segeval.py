@@ -266,6 +266,14 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     own = {} if preset == "none" or is_imagenet_seg else \
         {load_preset(preset)["method"]: preset_method_params(preset, dataset.preset)}
     objs = make_methods(names_list, params, defaults=own)  # with their --param settings (checked before any work)
+    from cliplens.store.writer import distributed
+
+    rank, world = distributed()  # torchrun: each process a share of the images, rank 0 the results
+    if world > 1 and is_imagenet_seg:
+        raise InvalidInputError("ImageNet-segmentation runs in one process: start it without torchrun")
+    if world > 1 and new_run:
+        raise InvalidInputError("--new-run picks a fresh folder per process, and the processes of one torchrun "
+                                "must share one: pass a new --out instead")
     blind = [m for m in names_list if not objs[m].text_dependent]
     if blind and not is_imagenet_seg:
         raise InvalidInputError(f"{', '.join(blind)} ignore{'s' if len(blind) == 1 else ''} the text: every class "
@@ -309,12 +317,13 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                                   check_only=True)
         else:
             evaluate_segmentation(adapter, objs[name], dataset, protocol=protocol, out_dir=out_dir / name, limit=limit,
+                                  rank=rank, world=world,
                                   check_only=True)
     try:
-        with torch_threads(threads), progress(not (as_json or no_progress)) as bar, _term_as_interrupt():
+        with torch_threads(threads), progress(not (as_json or no_progress) and rank == 0) as bar, _term_as_interrupt():
             for name in names_list:
                 sub = out_dir / name
-                task = bar.add_task(f"{name}", total=n)
+                task = bar.add_task(f"{name}", total=len(range(rank, n, world)))
 
                 def on_image(done: int, total: int, task: Any = task) -> None:
                     bar.update(task, completed=done)
@@ -340,8 +349,9 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
 
                         result = evaluate_segmentation(adapter, objs[name], dataset, protocol=protocol, out_dir=sub,
                                                        limit=limit, overlays=overlays, draw_overlay=draw,
-                                                       on_image=on_image)
-                        assert result is not None
+                                                       on_image=on_image, rank=rank, world=world)
+                        if result is None:  # another rank's share: rank 0 reports the whole set
+                            continue
                         r = result.to_dict()
                 results[name] = r
                 print_notes(notes, shown)
@@ -350,6 +360,8 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
             console(stderr=True).print(f"{running[0]}: {done} of {n} images done and saved in {running[1]}; "
                                        f"{_resume_hint(out_dir, new_run)}", markup=False)
         raise
+    if rank != 0:
+        return
     record = model_record(adapter)
     if as_json:
         click.echo(json.dumps({**record, "dataset": dataset.describe(), "methods": results,

@@ -143,6 +143,8 @@ def evaluate_segmentation(
     on_image: Callable[[int, int], None] | None = None,
     on_prediction: Callable[[int, Any, np.ndarray, np.ndarray], str | None] | None = None,
     check_only: bool = False,
+    rank: int = 0,
+    world: int = 1,
 ) -> SegEvalResult | None:
     """Evaluate ``method`` on ``dataset`` (a :mod:`cliplens.datasets` segmentation set) under ``protocol``
     (default: the preset named ``dataset_name``, or the data set's own ``preset``, which its loader sets from the
@@ -155,7 +157,17 @@ def evaluate_segmentation(
     image (a progress bar); ``on_prediction(i, sample, mask, labels)`` with each image's prediction (a
     returned path is recorded with the overlays). ``check_only``: refuse now what the run would refuse (its
     settings, an ``out_dir`` holding another run) and return ``None``, computing and writing nothing (to check
-    several runs before starting any)."""
+    several runs before starting any).
+
+    ``rank`` of ``world`` processes (``torchrun``): this process evaluates images ``rank, rank + world, …`` in its
+    own resumable folder ``out_dir/rank-R-of-W``; when every process is done (a barrier), rank 0 sums their
+    confusion matrices into the result over the whole set (equal to one process's: the counts are integers) and
+    the others return ``None``."""
+    if world > 1 and out_dir is None:
+        raise InvalidInputError("several processes evaluate shares of the images in folders of their own: pass "
+                                "out_dir")
+    if not 0 <= rank < world:
+        raise InvalidInputError(f"rank {rank} of {world} processes: need 0 <= rank < world")
     preset = dataset_name or getattr(dataset, "preset", None)
     name = getattr(dataset, "name", None) or preset
     protocol = protocol or protocol_for(preset)
@@ -177,18 +189,22 @@ def evaluate_segmentation(
         raise InvalidInputError("the data set has no images")
     if draw_overlay is not None and overlays > 0 and out_dir is None:
         raise InvalidInputError("overlays are written in the run's folder: pass out_dir")
-    ids = image_ids(dataset, n)
+    all_ids = image_ids(dataset, n)
+    share = list(range(rank, n, world))  # this process's images (all of them for one process)
+    ids = [all_ids[i] for i in share]
     settings = {
         "model": model_record(model), "method": method.describe(), "protocol": protocol.to_dict(),
         "dataset": dataset.describe() if hasattr(dataset, "describe") else {"name": name},
         "classes": class_names, "queries": queries, "images": n, "image_set": image_set(dataset, ids, limit),
+        **({"share": {"rank": rank, "world": world}} if world > 1 else {}),
         "ignore_index": getattr(dataset, "ignore_index", 255),
         "background": background,
         "metrics": "one confusion matrix over the data set; IoU per class; mIoU over classes present in the ground "
                    "truth or the predictions; pixel accuracy over pixels not ignored",
     }
     cm = ConfusionMatrix(len(class_names), settings["ignore_index"])
-    out = Path(out_dir).expanduser() if out_dir is not None else None
+    root = Path(out_dir).expanduser() if out_dir is not None else None
+    out = root / f"rank-{rank}-of-{world}" if root is not None and world > 1 else root
     if check_only:
         if out is not None:
             resume(out, settings, ids, create=False)
@@ -198,7 +214,8 @@ def evaluate_segmentation(
         matrix = torch.tensor(run.state["confusion"], dtype=torch.int64)
         if tuple(matrix.shape) != tuple(cm.matrix.shape):
             raise InvalidInputError(f"{out}: its saved confusion matrix has the wrong shape; pass another folder")
-        for i in range(run.done, n):
+        for j in range(run.done, len(share)):
+            i = share[j]
             sample = dataset[i]
             maps = method(model, [sample.image], targets, fit=protocol.fit, size=protocol.size,
                           window=protocol.window, stride=protocol.stride, normalization="raw", batch_size=8)
@@ -224,13 +241,43 @@ def evaluate_segmentation(
                 labels = pred.numpy()
                 drawn.append(run.overlay(i, lambda p, s=sample, g=gt, lab=labels, i=i: draw_overlay(p, i, s, g, lab)))
             matrix = matrix + one.matrix  # a new tensor: the state committed before stays as it was
-            run.commit(done=i + 1, overlays=[*run.state["overlays"], *drawn], confusion=matrix)
+            run.commit(done=j + 1, overlays=[*run.state["overlays"], *drawn], confusion=matrix)
             if on_image is not None:
-                on_image(i + 1, n)
+                on_image(j + 1, len(share))
     cm.matrix.copy_(matrix)
+    if world > 1:
+        return _merge_shares(root, world, rank, cm, class_names, settings)  # type: ignore[arg-type]
     result = _result(cm, class_names, run.done, settings, float(run.state["seconds"]), list(run.state["overlays"]))
     if out is not None:
         write_json_atomic(out / RESULTS, result.to_dict())
+    return result
+
+
+def _merge_shares(root: Path, world: int, rank: int, cm: ConfusionMatrix, class_names: list[str],
+                  settings: dict[str, Any]) -> SegEvalResult | None:
+    """After every process's share is done: rank 0 sums the shares' confusion matrices (read from their folders)
+    into the result over the whole set, written to ``root/results.json``; the other ranks return ``None``."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
+    if rank != 0:
+        return None
+    total = torch.zeros_like(cm.matrix)
+    seconds, overlays, done = 0.0, [], 0
+    for r in range(world):
+        state = read_json(root / f"rank-{r}-of-{world}" / PROGRESS)["state"]
+        total += torch.tensor(state["confusion"], dtype=torch.int64)
+        seconds = max(seconds, float(state["seconds"]))
+        overlays += list(state["overlays"])
+        done += int(state["done"])
+    merged = ConfusionMatrix(len(class_names), settings["ignore_index"])
+    merged.matrix.copy_(total)
+    whole = {k: v for k, v in settings.items() if k != "share"}
+    whole["image_set"] = {**settings["image_set"], "shares": world}
+    result = _result(merged, class_names, done, whole, seconds, sorted(overlays))
+    write_json_atomic(root / RESULTS, result.to_dict())
     return result
 
 
