@@ -13,7 +13,7 @@ import cliplens
 from cliplens.datasets import open_segmentation
 from cliplens.evaluation.protocol import protocol_for
 from cliplens.evaluation.segeval import evaluate_segmentation
-from tests.cli.conftest import run
+from tests.cli.conftest import one_line, run
 from tests.datasets.conftest import ADE_SAMPLES, COCO_MINI, VOC_CROPS, link, need
 from tests.datasets.mat_files import write_imagenet_seg_mat
 
@@ -397,3 +397,25 @@ def test_every_methods_folder_is_checked_before_any_work(tmp_path):
             "--overlays", 0)
     assert r.exit_code == 2 and "over 3 images" in " ".join(r.output.split())
     assert not (out / "maskclip").exists()  # refused before maskclip ran
+
+
+def test_all_benchmarks_found_under_one_root_in_the_fields_column_order(tmp_path, tiny_vit):
+    root = _voc_root(tmp_path)  # VOC2012 only: voc21 and voc20; the other six are not there
+    out = tmp_path / "o"
+    args = ["segment-eval", "--dataset", "all", "--data-root", root, "-m", tiny_vit, "-p", "random", "--method",
+            "maskclip", "--out", out, "--overlays", 0]
+    r = run(*args, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["column_order"] == ["voc21", "voc20", "mean"]
+    got = d["miou"]["maskclip"]
+    single = json.loads((out / "voc21" / "maskclip" / "results.json").read_text())["miou"]
+    assert got["voc21"] == single and got["mean"] == pytest.approx((got["voc21"] + got["voc20"]) / 2)
+    assert "context60 not found under" in one_line(r.output)
+    r = run(*args)  # again: every set resumes at its end; the table in the field's order
+    assert r.exit_code == 0, r.output
+    text = one_line(r.output)
+    table = text[text.rindex("mIoU % on the benchmarks found under"):]
+    assert table.index("VOC21") < table.index("VOC20") < table.index("mean") < table.index("maskclip")
+    r = run("segment-eval", "--dataset", "all", "-m", tiny_vit, "-p", "random")
+    assert r.exit_code == 2 and "--data-root" in one_line(r.output)

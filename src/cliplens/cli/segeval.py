@@ -250,6 +250,8 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                                 "(e.g. --dataset voc21 --data-root ~/data/VOCdevkit)" if data is None else
                                 f"the data set is given twice (DATA {data!r} and --dataset {dataset_opt!r}): give one")
     data = data if data is not None else dataset_opt
+    if data == "all":
+        return _all_benchmarks(click.get_current_context())
     assert data is not None
     from cliplens.evaluation.method_presets import load_preset, preset_method_params
 
@@ -369,6 +371,62 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
                                                                                 "mode": mode}}, indent=2))
         return
     _print(results, dataset, adapter, protocol, mode, out_dir, is_imagenet_seg, _resume_hint(out_dir, new_run))
+
+
+#: the field's eight benchmarks, in the column order of its tables
+BENCHMARKS = ("voc21", "context60", "coco-object", "voc20", "context59", "coco-stuff", "cityscapes", "ade20k")
+_COLUMN = {"voc21": "VOC21", "context60": "Context60", "coco-object": "Object", "voc20": "VOC20",
+           "context59": "Context59", "coco-stuff": "Stuff", "cityscapes": "City", "ade20k": "ADE"}
+
+
+def _all_benchmarks(ctx: click.Context) -> None:
+    """``--dataset all --data-root ROOT``: every one of the eight benchmarks found under ROOT, each in its own
+    resumable folder (``--out``/NAME), then one table in the field's column order with the mean."""
+    import contextlib
+    import sys
+
+    from cliplens.datasets.segmentation import find_segmentation_sets
+    from cliplens.jsonio import read_json
+
+    p = dict(ctx.params)
+    root = p["data_root"]
+    if root is None:
+        raise InvalidInputError("--dataset all evaluates the benchmarks found under one folder: pass it with "
+                                "--data-root (e.g. mmseg's data/ folder holding VOCdevkit, coco_stuff164k, cityscapes, "
+                                "ade)")
+    if p["new_run"]:
+        raise InvalidInputError("--dataset all keeps one folder per data set under --out: pass a new --out instead of "
+                                "--new-run")
+    found = find_segmentation_sets(root, BENCHMARKS)
+    if not found:
+        raise InvalidInputError(f"none of the eight benchmarks ({', '.join(BENCHMARKS)}) was found under {root}; "
+                                "see the README's table of layouts")
+    err = console(stderr=True)
+    for name in BENCHMARKS:
+        if name not in found:
+            err.print(f"note: {name} not found under {root}: left out (and out of the mean)", markup=False)
+    out_dir: Path = p["out_dir"]
+    per: dict[str, dict[str, float]] = {}
+    for name in (n for n in BENCHMARKS if n in found):
+        err.print(f"{name}: {found[name]}", markup=False)
+        args = {**p, "data": name, "dataset_opt": None, "data_root": found[name], "out_dir": out_dir / name,
+                "as_json": False}
+        with contextlib.redirect_stdout(sys.stderr) if p["as_json"] else contextlib.nullcontext():
+            ctx.invoke(segment_eval_cmd, **args)
+        for method_dir in sorted(d for d in (out_dir / name).iterdir() if (d / "results.json").is_file()):
+            per.setdefault(method_dir.name, {})[name] = float(read_json(method_dir / "results.json")["miou"])
+    names = [n for n in BENCHMARKS if n in found]
+    table = {m: {**{n: v.get(n) for n in names},
+                 "mean": sum(v[n] for n in names if n in v) / len(names) if all(n in v for n in names) else None}
+             for m, v in per.items()}
+    if p["as_json"]:
+        click.echo(json.dumps({"benchmarks": {n: str(found[n]) for n in names}, "miou": table,
+                               "column_order": [*names, "mean"]}, indent=2))
+        return
+    rows = [[m, *(_pct(t[n]) for n in names), _pct(t["mean"])] for m, t in table.items()]
+    print_table(console(), ["method", *(Column(_COLUMN[n], number=True) for n in names), Column("mean", number=True)],
+                rows, title=f"mIoU % on the benchmarks found under {root} (each data set's settings: its folder "
+                            f"under {out_dir})")
 
 
 def _resume_hint(out_dir: Path, new_run: bool) -> str:

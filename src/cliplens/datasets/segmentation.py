@@ -586,6 +586,28 @@ def _parse_spec(spec: str) -> tuple[str | None, dict[str, str]]:
     return key, opts
 
 
+def find_segmentation_sets(root: str | os.PathLike, names: Sequence[str], depth: int = 2) -> dict[str, Path]:
+    """Where under ``root`` each of the sets ``names`` is (``{name: folder}``; the sets not found are left out):
+    ``root`` itself and its sub-folders down to ``depth`` levels (hidden ones skipped), the first folder whose
+    layout holds a set (:func:`detect_segmentation_layout`'s probes) being that set's."""
+    base = Path(os.path.expanduser(os.fspath(root)))
+    if not base.is_dir():
+        raise InvalidInputError(f"{os.fspath(root)!r} is not a folder: give the folder that holds the data sets")
+    found: dict[str, Path] = {}
+    level = [base]
+    for d in range(depth + 1):
+        nxt: list[Path] = []
+        for folder in level:
+            for module in _PROBES:
+                for name in importlib.import_module(module).probe(folder):
+                    if name in names and name not in found:
+                        found[name] = folder
+            if d < depth:
+                nxt += sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        level = nxt
+    return found
+
+
 def detect_segmentation_layout(path: str | os.PathLike) -> str:
     """The data set :func:`open_segmentation` would read at ``path`` when no name is given.
 

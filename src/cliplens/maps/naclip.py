@@ -4,8 +4,9 @@ The last block outputs ``O(softmax(s·k kᵀ + Ω) v)`` only (no residual connec
 an unnormalised 2-D Gaussian ``Ω`` (σ = 5 patches) added to the logits (0 where CLS is involved; see
 :mod:`cliplens.core.attention.neighbourhood`). ``gaussian=False`` is its k-k ablation. Patch tokens through
 ``ln_post`` and the projection, cosine with the texts. The original's reported numbers also apply PAMR
-post-processing (10 iterations), which cliplens does not do; it evaluates VOC whole-image, the rest with a
-224 window and stride 112 at a short side of 336, logit scale 40.
+post-processing (10 iterations: ``--pamr 10``, on in ``segment-eval --preset naclip``); it evaluates VOC
+whole-image, the rest with a 224 window and stride 112 at a short side of 336, logit scale 40. At another grid
+than the model's, the positional table is resized as its code does (DINO's scale-factor rule, ``bicubic_dino``).
 """
 
 from __future__ import annotations

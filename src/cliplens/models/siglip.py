@@ -24,12 +24,14 @@ Activations: timm's SigLIP blocks and MAP MLP use the *exact* GELU (``nn.GELU()`
 the modules, never assumed.
 
 SigLIP 2 in transformers (``Siglip2*``, NaFlex) takes patchified pixels with a per-image positional resize
-and a key padding mask. cliplens reads it at a *fixed* resolution: the positional table's own grid
-(``√num_patches`` per side, 16×16 = 256 px for the released B/16), as ``[B, 3, H, W]`` images; its patch
-``Linear`` is read as the equivalent convolution. Variable resolution (NaFlex proper) is not offered: it needs
-a key padding mask in every attention strategy and the probe, per-image positional tables in the embedding
-(``core/forward.py``), and readouts over padded token sets — see :data:`NAFLEX`. (The source's own
-NaFlex forward on whole images, for parity, and the fixed-size processor are in :mod:`cliplens.models.hf`.)
+and a key padding mask. cliplens reads it as ``[B, 3, H, W]`` images, its patch ``Linear`` as the equivalent
+convolution, at any grid: the positional table is resized as ``Siglip2VisionEmbeddings`` does (bilinear,
+antialiased, in float32: the view's ``positional`` rule). By default images are resized to the table's own grid
+(``√num_patches`` per side, 16×16 = 256 px for the released B/16), so that they batch; with
+``HFCLIPAdapter.naflex`` (``naflex=True`` in ``cliplens.load``) each keeps its aspect ratio as the model's own
+processor resizes it and runs at its own grid, unpadded — equal to the source's padded, masked batch, since
+masked keys take no part in attention. Images of different shapes are then run one at a time. (The source's own
+NaFlex forward on whole images, for parity, and the processors are in :mod:`cliplens.models.hf`.)
 """
 
 from __future__ import annotations
@@ -49,12 +51,6 @@ from cliplens.models.hf import HF_ACTIVATIONS, block_views
 EXACT = ("exact: pooled attention per pool head × source token, per source layer and layer × head × token "
          "through the frozen per-token post-LayerNorm; the MAP head's MLP is one lumped term")
 
-#: what NaFlex (variable-resolution SigLIP 2) would need, for errors and the README
-NAFLEX = ("NaFlex inputs (patchified pixel_values with spatial_shapes / pixel_attention_mask) are not read: "
-          "cliplens runs Siglip2 at its fixed native grid. Variable resolution would need a key padding mask in "
-          "every attention strategy and in the MAP probe, a per-image positional table (bilinear, antialiased "
-          "resize of the table, as Siglip2VisionEmbeddings does) in core/forward.py's embedding, and readouts "
-          "over padded token sets")
 
 #: SigLIP's text towers: pooled at the last position of a max-length padded sequence (never cut short)
 SCORE_KIND = "sigmoid"
