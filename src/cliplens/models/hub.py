@@ -11,9 +11,10 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from cliplens.checkpoints import pickle_message
-from cliplens.errors import CliplensError, ModelLoadError
+from cliplens.errors import CliplensError, MissingDependencyError, ModelLoadError, install_hint
 
 CKPT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
 
@@ -218,3 +219,15 @@ def looks_like_path(s: str) -> bool:
     if len(s) > 2 and s[1] == ":" and s[2] in "/\\":  # C:/...
         return True
     return s.count("/") > 1 or s.lower().endswith(CKPT_SUFFIXES)
+
+
+def require_transformers() -> Any:
+    """The transformers module, or a clear error saying how to install it."""
+    try:
+        import transformers
+    except ImportError as e:
+        raise MissingDependencyError(
+            "Hugging Face transformers is not installed. Install it with: "
+            f"{install_hint('transformers', 'transformers')}."
+        ) from e
+    return transformers
