@@ -100,7 +100,7 @@ def test_samples_subsets_and_describe(tmp_path: Path):
     with pytest.raises(TypeError):
         ds["a"]
     d = ds.describe()
-    assert set(d) >= {"name", "layout", "root", "split", "num_images", "num_classes", "class_names", "ignore_index",
+    assert set(d) >= {"name", "layout", "root", "split", "num_samples", "num_classes", "class_names", "ignore_index",
                       "background", "reduce_zero_label", "options", "fingerprint"}
     assert d["fingerprint"] == open_segmentation("toy", n=10, seed=2).fingerprint() != ds[:5].fingerprint()
     # a sample made by hand: arrays and PNG files of class indices

@@ -97,7 +97,7 @@ def test_voc_crops(tmp_path: Path, palette: bool, voc_truth):
     assert open_segmentation("voc21", root, split=None).ids == ids
     d = ds.describe()
     json.dumps(d)
-    assert (d["layout"], d["split"], d["num_images"], d["background"], d["ignore_index"]) == ("voc", "val", 10, 0, 255)
+    assert (d["layout"], d["split"], d["num_samples"], d["background"], d["ignore_index"]) == ("voc", "val", 10, 0, 255)
     assert d["root"].endswith("VOC2012")
     with pytest.raises(InvalidInputError, match=r"holds data for several segmentation sets: \['voc21', 'voc20'\]"):
         open_segmentation(root)

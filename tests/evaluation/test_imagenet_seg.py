@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import cliplens
 import cliplens.evaluation.imagenet_seg as imagenet_seg
-from cliplens.datasets.segmentation import open_segmentation
+from cliplens.datasets import open_segmentation
 from cliplens.errors import InvalidInputError
 from cliplens.evaluation.imagenet_seg import evaluate_imagenet_seg, transform_mask
 from cliplens.maps import get_map

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import cliplens
-from cliplens.datasets.segmentation import open_segmentation
+from cliplens.datasets import open_segmentation
 from cliplens.errors import InvalidInputError
 from cliplens.evaluation.protocol import PRESETS
 from cliplens.evaluation.segeval import PROGRESS, RESULTS, evaluate_segmentation, read_results

@@ -240,7 +240,7 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     Each set has a preset protocol (resize, sliding window, temperature, background rule, query names), printed
     with the results and stored with them; every option overrides one part of it.
     """
-    from cliplens.datasets.segmentation import SEGMENTATION_SETS, open_segmentation
+    from cliplens.datasets import dataset_entry, open_segmentation
     from cliplens.evaluation.imagenet_seg import evaluate_imagenet_seg
     from cliplens.evaluation.segeval import evaluate_segmentation
     from cliplens.report.maps import save_evaluation_overlay
@@ -260,7 +260,8 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     names_list = [m for value in methods for m in resolve_methods(value)]
     names_list = list(dict.fromkeys(names_list))
     opts = loader_options(options, split=split)
-    if data in SEGMENTATION_SETS and data_root is None and data != "toy":
+    entry = dataset_entry(data.partition(":")[0], "segmentation")
+    if entry is not None and data_root is None and entry.name != "toy":
         raise InvalidInputError(f"DATA {data!r} is a data set's name: pass its folder with --data-root (see the "
                                 "README's segmentation section for each set's layout)")
     dataset = open_segmentation(data, root=data_root, **opts)
@@ -385,7 +386,7 @@ def _all_benchmarks(ctx: click.Context) -> None:
     import contextlib
     import sys
 
-    from cliplens.datasets.segmentation import find_segmentation_sets
+    from cliplens.datasets import find_segmentation_sets
     from cliplens.jsonio import read_json
 
     p = dict(ctx.params)

@@ -8,18 +8,16 @@ the order in which files were listed.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
-import operator
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
+from cliplens.datasets.sequence import DataSequence, subset_record
 from cliplens.errors import InvalidInputError
 
 __all__ = ["IMAGE_EXTENSIONS", "AttributeValue", "Dataset", "ListDataset", "Sample", "Subset", "is_hidden",
@@ -72,8 +70,9 @@ class Sample:
         return load_image(self.image, mode=mode)
 
 
-class Dataset(Sequence[Sample]):
-    """A read-only, indexable sequence of :class:`Sample`.
+class Dataset(DataSequence[Sample]):
+    """A read-only, indexable sequence of :class:`Sample` (one label per image; shared behaviour in
+    :class:`~cliplens.datasets.sequence.DataSequence`).
 
     Subclasses implement ``__len__``, ``_meta(i) -> (label, id, attributes)`` and ``_image(i)`` (for
     ``0 <= i < len``), and ``_describe()``; everything else is shared. ``labels``, ``ids`` and
@@ -89,9 +88,7 @@ class Dataset(Sequence[Sample]):
             ``{"place": ["land", "water"], "group": ["landbird on land", …]}``.
     """
 
-    name: str = ""
-    layout: str = ""
-    class_names: list[str]
+    kind: ClassVar[str] = "classification"
     attribute_names: list[str]
     attribute_values: dict[str, list[str]]
     #: one text per class that a zero-shot classifier should use instead of filling templates with the
@@ -112,34 +109,17 @@ class Dataset(Sequence[Sample]):
         """Layout-specific entries of :meth:`describe` (root, split, options)."""
         return {}
 
-    # ------------------------------------------------------------------ shared
-    def _index(self, i: Any) -> int:
-        try:
-            j = operator.index(i)
-        except TypeError:
-            raise TypeError(f"data set indices must be integers or slices, not {type(i).__name__}") from None
-        n = len(self)
-        if j < 0:
-            j += n
-        if not 0 <= j < n:
-            raise IndexError(f"index {i} is out of range for a data set of {n} samples")
-        return j
-
-    def __getitem__(self, i: Any) -> Any:  # -> Sample, or a Dataset for a slice
-        if isinstance(i, slice):
-            return self.subset(range(len(self))[i])
-        j = self._index(i)
+    # ------------------------------------------------------------------ the kind's part
+    def _sample(self, j: int) -> Sample:
         label, id_, attributes = self._meta(j)
         return Sample(self._image(j), label, id_, attributes)
 
-    def __iter__(self) -> Iterator[Sample]:
-        for j in range(len(self)):
-            label, id_, attributes = self._meta(j)
-            yield Sample(self._image(j), label, id_, attributes)
+    def _fingerprint_row(self, j: int) -> str:
+        label, id_, _ = self._meta(j)
+        return f"{id_}\t{label}\n"
 
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.name!r}, layout={self.layout!r}, {len(self)} samples, "
-                f"{len(self.class_names)} classes)")
+    def _make_subset(self, indices: list[int]) -> Subset:
+        return Subset(self, indices)
 
     @property
     def labels(self) -> np.ndarray:
@@ -166,61 +146,17 @@ class Dataset(Sequence[Sample]):
             out[name] = out.get(name, 0) + int(c)
         return out
 
-    def fingerprint(self) -> str:
-        """sha256 of every sample's id and label (in order): tells whether two data sets are the same."""
-        h = hashlib.sha256()
-        for j in range(len(self)):
-            label, id_, _ = self._meta(j)
-            h.update(f"{id_}\t{label}\n".encode())
-        return h.hexdigest()
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-serialisable summary: layout, name, sizes, classes, attributes, the loader's options and
-        a fingerprint (recorded in a decomposition store's manifest)."""
-        labels = self.labels
-        out: dict[str, Any] = {
-            "name": self.name,
-            "layout": self.layout,
-            "num_samples": len(self),
-            "num_classes": len(self.class_names),
-            "num_unlabelled": int((labels < 0).sum()),
-            "class_names": list(self.class_names),
-            "attribute_names": list(self.attribute_names),
-        }
+    def _describe_kind(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"num_unlabelled": int((self.labels < 0).sum()),
+                               "attribute_names": list(self.attribute_names)}
         if self.attribute_values:
             out["attribute_values"] = {k: list(v) for k, v in self.attribute_values.items()}
-        out.update(self._describe())
-        out["fingerprint"] = self.fingerprint()
-        json.dumps(out)  # fail here, not in a store, if a loader put something odd in
         return out
 
     def subset(self, indices: Iterable[int] | np.ndarray | range | slice) -> Dataset:
         """The samples at ``indices`` (ints, negative ones counted from the end, or a boolean mask of
         length ``len(self)``), in that order; labels, class names and attributes are kept."""
-        if isinstance(indices, slice):
-            idx = list(range(len(self))[indices])
-        else:
-            arr = np.asarray(list(indices) if not isinstance(indices, (np.ndarray, range)) else indices)
-            if arr.dtype == bool:
-                if arr.shape != (len(self),):
-                    raise InvalidInputError(f"a boolean mask for subset() needs {len(self)} entries, got shape "
-                                            f"{tuple(arr.shape)}")
-                idx = np.flatnonzero(arr).tolist()
-            elif arr.size == 0:
-                idx = []
-            elif not np.issubdtype(arr.dtype, np.integer):
-                raise InvalidInputError(f"subset() takes integer indices or a boolean mask, got {arr.dtype} values")
-            else:
-                n = len(self)
-                flat = arr.reshape(-1)
-                bad = flat[(flat < -n) | (flat >= n)]
-                if bad.size:
-                    raise InvalidInputError(f"subset(): index {int(bad[0])} is out of range for a data set of {n} "
-                                            "samples")
-                idx = [int(v) + n if v < 0 else int(v) for v in flat.tolist()]
-        if isinstance(self, Subset):
-            return Subset(self.parent, [self.indices[j] for j in idx])
-        return Subset(self, idx)
+        return super().subset(indices)  # type: ignore[return-value]
 
 
 class Subset(Dataset):
@@ -235,6 +171,8 @@ class Subset(Dataset):
         self.attribute_names = parent.attribute_names
         self.attribute_values = parent.attribute_values
         self.class_prompts = parent.class_prompts
+        self.root = parent.root
+        self.split = parent.split
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -257,12 +195,7 @@ class Subset(Dataset):
         return value
 
     def _describe(self) -> dict[str, Any]:
-        sub: dict[str, Any] = {"of_num_samples": len(self.parent), "of_fingerprint": self.parent.fingerprint()}
-        if len(self.indices) <= 10_000:
-            sub["indices"] = list(self.indices)
-        else:
-            sub["indices_sha256"] = hashlib.sha256(np.asarray(self.indices, dtype=np.int64).tobytes()).hexdigest()
-        return {**self.parent._describe(), "subset": sub}
+        return {**self.parent._describe(), "subset": subset_record(self.parent, self.indices)}
 
 
 class ListDataset(Dataset):
@@ -286,6 +219,8 @@ class ListDataset(Dataset):
         self.attribute_names = list(attribute_names)
         self.attribute_values = dict(attribute_values or {})
         self._info = dict(info or {})
+        self.root = self._info.get("root")
+        self.split = self._info.get("split")
         ids = [s.id for s in self.samples]
         if len(set(ids)) != len(ids):
             seen: set[str] = set()

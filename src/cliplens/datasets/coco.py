@@ -159,7 +159,7 @@ def find_coco_object(path: Path, split: str = "val2017") -> tuple[Path, Path, Pa
 
 
 def probe(path: Path) -> list[str]:
-    """The sets of this module that ``path`` holds (for :func:`~.segmentation.detect_segmentation_layout`)."""
+    """The sets of this module that ``path`` holds (for :func:`~.registry.detect_segmentation_layout`)."""
     if not path.is_dir():
         return []
     splits = ("val2017", "train2017")

@@ -30,12 +30,35 @@ from typing import Any
 
 from cliplens.errors import InvalidInputError
 
-__all__ = ["BOOL_WORDS", "NONE_WORDS", "convert_options", "describe_type", "layout_options", "options_help"]
+__all__ = ["BOOL_WORDS", "NONE_WORDS", "convert_options", "describe_type", "layout_options", "options_help", "parse_spec"]
 
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 NONE_WORDS = ("none", "null")
 #: a loader's first parameter when it names the data's location (given apart, not an option)
 _LOCATION = ("root", "path", "spec")
+
+
+def parse_spec(spec: str, *, bare: str | None = None) -> tuple[str, dict[str, str]]:
+    """The one spec syntax of every data set: ``"NAME:key=value,key=value"`` -> ``("NAME", {key: value})``.
+
+    Values stay text (:func:`convert_options` gives them the loader's types). ``bare``: the option a bare word
+    sets (the toy world's ``"toy:colour"`` is ``label=colour``); without it a bare word is refused.
+    """
+    head, _, rest = spec.partition(":")
+    opts: dict[str, str] = {}
+    for item in (s.strip() for s in rest.split(",")):
+        if not item:
+            continue
+        key, eq, value = (s.strip() for s in item.partition("="))
+        if not eq:
+            if bare is None:
+                raise InvalidInputError(f"data set spec {spec!r}: {item!r} is not key=value (e.g. 'toy:n=50,seed=3' "
+                                        "or 'voc21:split=val')")
+            key, value = bare, key
+        if key in opts:
+            raise InvalidInputError(f"data set spec {spec!r} sets {key!r} twice")
+        opts[key] = value
+    return head.strip(), opts
 
 
 @functools.cache

@@ -14,10 +14,10 @@ Masks are checked when read: they must have the image's size, and every value mu
 its mask, annotated on the stored pixels (as every data set here is), is turned the same way, so the two
 always line up.
 
-:func:`open_segmentation` opens a set by name (:data:`SEGMENTATION_SETS`: ``voc21``, ``voc20``,
-``context60``, ``context59``, ``coco-stuff``, ``coco-object``, ``cityscapes``, ``ade20k``,
-``imagenet-seg``, ``folder``, ``toy``) with ``root=``, by a spec (``"toy:n=50,seed=3"``,
-``"voc21:split=train"``), or by a path alone, whose layout is detected when only one set fits.
+:func:`cliplens.datasets.open_segmentation` opens a set by name (``voc21``, ``voc20``, ``context60``,
+``context59``, ``coco-stuff``, ``coco-object``, ``cityscapes``, ``ade20k``, ``imagenet-seg``, ``folder``, ``toy``)
+with ``root=``, by a spec (``"toy:n=50,seed=3"``, ``"voc21:split=train"``), or by a path alone, whose layout is
+detected when only one set fits (the registry, :mod:`cliplens.datasets.registry`).
 
 Each layout's loader is in its own module (:mod:`cliplens.datasets.voc`, …, the generic folder of images and
 masks in :mod:`cliplens.datasets.seg_folder`); this module holds what they share.
@@ -25,27 +25,20 @@ masks in :mod:`cliplens.datasets.seg_folder`); this module holds what they share
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
-import json
-import operator
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cliplens.datasets.options import convert_options
+from cliplens.datasets.sequence import DataSequence, subset_record
 from cliplens.errors import InvalidInputError
 
 __all__ = [
-    "IGNORE", "MASK_EXTENSIONS", "SEGMENTATION_SETS", "FileSegmentationDataset", "MaskRef", "SegSample",
-    "SegmentationDataset", "SegmentationSubset", "detect_segmentation_layout",
-    "open_segmentation", "read_mask_file", "reduce_zero_label", "segmentation_names",
+    "IGNORE", "MASK_EXTENSIONS", "FileSegmentationDataset", "MaskRef", "SegSample", "SegmentationDataset",
+    "SegmentationSubset", "read_mask_file", "reduce_zero_label",
 ]
 
 #: the index of pixels that are not scored
@@ -213,7 +206,7 @@ def _image_header(path: str) -> tuple[int, int, int]:
 
 
 # --------------------------------------------------------------------------- data sets
-class SegmentationDataset(Sequence[SegSample]):
+class SegmentationDataset(DataSequence[SegSample]):
     """A read-only, indexable sequence of :class:`SegSample` with converted masks.
 
     Subclasses set the attributes and implement ``__len__``, ``_id(i)``, ``_image(i)``,
@@ -235,15 +228,12 @@ class SegmentationDataset(Sequence[SegSample]):
             from a folder's name (a generic folder named ``cityscapes`` is a ``"folder"``); ``None``: no preset.
     """
 
-    name: str = ""
-    layout: str = ""
+    kind: ClassVar[str] = "segmentation"
+    _noun: ClassVar[str] = "images"
     preset: str | None = None
-    class_names: list[str]
     ignore_index: int = IGNORE
     background: int | None = None
     reduce_zero_label: bool = False
-    root: str | None = None
-    split: str | None = None
     options: dict[str, Any]
     #: check that every mask has its image's size (reads the image file's header)
     check_size: bool = True
@@ -265,37 +255,8 @@ class SegmentationDataset(Sequence[SegSample]):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared
-    def _index(self, i: Any) -> int:
-        try:
-            j = operator.index(i)
-        except TypeError:
-            raise TypeError(f"data set indices must be integers or slices, not {type(i).__name__}") from None
-        n = len(self)
-        if j < 0:
-            j += n
-        if not 0 <= j < n:
-            raise IndexError(f"index {i} is out of range for a data set of {n} samples")
-        return j
-
     def _sample(self, j: int) -> SegSample:
         return SegSample(self._image(j), MaskRef(self, j, self._mask_source(j)), self._id(j))
-
-    def __getitem__(self, i: Any) -> Any:  # -> SegSample, or a subset for a slice
-        if isinstance(i, slice):
-            return self.subset(range(len(self))[i])
-        return self._sample(self._index(i))
-
-    def __iter__(self) -> Iterator[SegSample]:
-        for j in range(len(self)):
-            yield self._sample(j)
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.name!r}, layout={self.layout!r}, {len(self)} images, "
-                f"{len(self.class_names)} classes)")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     @property
     def ids(self) -> list[str]:
@@ -363,62 +324,22 @@ class SegmentationDataset(Sequence[SegSample]):
             return "(in memory)"
         return repr(os.fspath(image))
 
-    def fingerprint(self) -> str:
-        """sha256 of the ids in order (tells whether two data sets list the same images)."""
-        h = hashlib.sha256()
-        for j in range(len(self)):
-            h.update(f"{self._id(j)}\n".encode())
-        return h.hexdigest()
+    def _fingerprint_row(self, j: int) -> str:
+        return f"{self._id(j)}\n"
 
-    def describe(self) -> dict[str, Any]:
-        """JSON-serialisable: name, layout, root, split, size, classes, conversion and options."""
-        out: dict[str, Any] = {
-            "name": self.name,
-            "layout": self.layout,
-            "root": self.root,
-            "split": self.split,
-            "num_images": len(self),
-            "num_classes": len(self.class_names),
-            "class_names": list(self.class_names),
-            "ignore_index": self.ignore_index,
-            "background": self.background,
-            "reduce_zero_label": self.reduce_zero_label,
-            "options": dict(getattr(self, "options", {}) or {}),
-        }
-        out.update(self._describe())
-        out["fingerprint"] = self.fingerprint()
-        json.dumps(out)  # fail here, not next to a result, if a loader put something odd in
-        return out
+    def _describe_kind(self) -> dict[str, Any]:
+        return {"ignore_index": self.ignore_index, "background": self.background,
+                "reduce_zero_label": self.reduce_zero_label, "options": dict(getattr(self, "options", {}) or {})}
 
     def _describe(self) -> dict[str, Any]:
         return {}
 
+    def _make_subset(self, indices: list[int]) -> SegmentationSubset:
+        return SegmentationSubset(self, indices)
+
     def subset(self, indices: Iterable[int] | np.ndarray | range | slice) -> SegmentationSubset:
         """The samples at ``indices`` (ints, negative ones from the end, or a boolean mask), in that order."""
-        n = len(self)
-        if isinstance(indices, slice):
-            idx = list(range(n)[indices])
-        else:
-            arr = np.asarray(list(indices) if not isinstance(indices, (np.ndarray, range)) else indices)
-            if arr.dtype == bool:
-                if arr.shape != (n,):
-                    raise InvalidInputError(f"a boolean mask for subset() needs {n} entries, got shape "
-                                            f"{tuple(arr.shape)}")
-                idx = np.flatnonzero(arr).tolist()
-            elif arr.size == 0:
-                idx = []
-            elif not np.issubdtype(arr.dtype, np.integer):
-                raise InvalidInputError(f"subset() takes integer indices or a boolean mask, got {arr.dtype} values")
-            else:
-                flat = arr.reshape(-1)
-                bad = flat[(flat < -n) | (flat >= n)]
-                if bad.size:
-                    raise InvalidInputError(f"subset(): index {int(bad[0])} is out of range for a data set of {n} "
-                                            "images")
-                idx = [int(v) + n if v < 0 else int(v) for v in flat.tolist()]
-        if isinstance(self, SegmentationSubset):
-            return SegmentationSubset(self.parent, [self.indices[j] for j in idx])
-        return SegmentationSubset(self, idx)
+        return super().subset(indices)  # type: ignore[return-value]
 
 
 class SegmentationSubset(SegmentationDataset):
@@ -453,12 +374,7 @@ class SegmentationSubset(SegmentationDataset):
         return self.parent._image_hw(self.indices[j])
 
     def _describe(self) -> dict[str, Any]:
-        sub: dict[str, Any] = {"of_num_images": len(self.parent), "of_fingerprint": self.parent.fingerprint()}
-        if len(self.indices) <= 10_000:
-            sub["indices"] = list(self.indices)
-        else:
-            sub["indices_sha256"] = hashlib.sha256(np.asarray(self.indices, dtype=np.int64).tobytes()).hexdigest()
-        return {**self.parent._describe(), "subset": sub}
+        return {**self.parent._describe(), "subset": subset_record(self.parent, self.indices)}
 
 
 class FileSegmentationDataset(SegmentationDataset):
@@ -520,165 +436,3 @@ class FileSegmentationDataset(SegmentationDataset):
     @property
     def mask_paths(self) -> list[str]:
         return [e[1] for e in self.entries]
-
-
-# --------------------------------------------------------------------------- registry and opening
-#: name -> "module:loader"; every loader takes ``root`` first (the toy world takes none); its other parameters, with
-#: their annotations, are the set's options (:mod:`cliplens.datasets.options`)
-SEGMENTATION_SETS: dict[str, str] = {
-    "voc21": "cliplens.datasets.voc:load_voc21",
-    "voc20": "cliplens.datasets.voc:load_voc20",
-    "context60": "cliplens.datasets.voc:load_context60",
-    "context59": "cliplens.datasets.voc:load_context59",
-    "coco-stuff": "cliplens.datasets.coco:load_coco_stuff",
-    "coco-object": "cliplens.datasets.coco:load_coco_object",
-    "cityscapes": "cliplens.datasets.cityscapes:load_cityscapes",
-    "ade20k": "cliplens.datasets.ade20k:load_ade20k",
-    "imagenet-seg": "cliplens.datasets.imagenet_seg:load_imagenet_seg",
-    "folder": "cliplens.datasets.seg_folder:load_segmentation_folder",
-    "toy": "cliplens.datasets.toy_segmentation:ToySegmentation",
-}
-#: modules whose ``probe(path) -> [names]`` tells which sets a path holds (for detection)
-_PROBES = ("cliplens.datasets.imagenet_seg", "cliplens.datasets.voc", "cliplens.datasets.coco",
-           "cliplens.datasets.cityscapes", "cliplens.datasets.ade20k")
-_ALIASES = {
-    "voc": "voc21", "voc2012": "voc21", "pascal-voc": "voc21", "voc-20": "voc20", "voc-21": "voc21",
-    "pascal-context": "context60", "context": "context60", "pc59": "context59", "pc60": "context60",
-    "context-59": "context59", "context-60": "context60", "coco-stuff164k": "coco-stuff", "cocostuff": "coco-stuff",
-    "coco_stuff": "coco-stuff", "coco_object": "coco-object", "coco-obj": "coco-object", "ade": "ade20k",
-    "ade-20k": "ade20k", "ade150": "ade20k", "imagenet_seg": "imagenet-seg", "imagenet-s": "imagenet-seg",
-    "generic": "folder", "toy-seg": "toy",
-}
-
-
-def segmentation_names() -> list[str]:
-    return list(SEGMENTATION_SETS)
-
-
-def _loader(key: str) -> Callable[..., SegmentationDataset]:
-    module, _, fn = SEGMENTATION_SETS[key].partition(":")
-    return getattr(importlib.import_module(module), fn)
-
-
-def _canonical(name: str) -> str | None:
-    k = name.strip().lower().replace("_", "-")
-    k = _ALIASES.get(k, _ALIASES.get(name.strip().lower(), k))
-    return k if k in SEGMENTATION_SETS else None
-
-
-def _parse_spec(spec: str) -> tuple[str | None, dict[str, str]]:
-    """``"voc21:split=none"`` -> ``("voc21", {"split": "none"})``: values stay text (the loader's declared types
-    convert them, :mod:`cliplens.datasets.options`); ``(None, {})`` when the head names no set."""
-    head, _, rest = spec.partition(":")
-    key = _canonical(head)
-    if key is None:
-        return None, {}
-    opts: dict[str, str] = {}
-    for item in (s.strip() for s in rest.split(",")):
-        if not item:
-            continue
-        k, eq, v = (s.strip() for s in item.partition("="))
-        if not eq:
-            raise InvalidInputError(f"segmentation spec {spec!r}: {item!r} is not key=value (e.g. 'toy:n=50,seed=3')")
-        if k in opts:
-            raise InvalidInputError(f"segmentation spec {spec!r} sets {k!r} twice")
-        opts[k] = v
-    return key, opts
-
-
-def find_segmentation_sets(root: str | os.PathLike, names: Sequence[str], depth: int = 2) -> dict[str, Path]:
-    """Where under ``root`` each of the sets ``names`` is (``{name: folder}``; the sets not found are left out):
-    ``root`` itself and its sub-folders down to ``depth`` levels (hidden ones skipped), the first folder whose
-    layout holds a set (:func:`detect_segmentation_layout`'s probes) being that set's."""
-    base = Path(os.path.expanduser(os.fspath(root)))
-    if not base.is_dir():
-        raise InvalidInputError(f"{os.fspath(root)!r} is not a folder: give the folder that holds the data sets")
-    found: dict[str, Path] = {}
-    level = [base]
-    for d in range(depth + 1):
-        nxt: list[Path] = []
-        for folder in level:
-            for module in _PROBES:
-                for name in importlib.import_module(module).probe(folder):
-                    if name in names and name not in found:
-                        found[name] = folder
-            if d < depth:
-                nxt += sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        level = nxt
-    return found
-
-
-def detect_segmentation_layout(path: str | os.PathLike) -> str:
-    """The data set :func:`open_segmentation` would read at ``path`` when no name is given.
-
-    Raises:
-        InvalidInputError: a missing path, no known layout, or several that fit (VOC holds both ``voc21`` and
-            ``voc20``; Context both ``context60`` and ``context59``): the message lists the names to choose from.
-    """
-    p = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
-    if not p.exists():
-        raise InvalidInputError(f"segmentation data {os.fspath(path)!r} does not exist: check the path, or give a "
-                                f"name ({', '.join(SEGMENTATION_SETS)})")
-    fits: list[str] = []
-    for module in _PROBES:
-        fits += importlib.import_module(module).probe(p)
-    if not fits:  # the generic folder only when no named layout fits
-        fits += importlib.import_module("cliplens.datasets.seg_folder").probe(p)
-    if len(fits) == 1:
-        return fits[0]
-    if fits:
-        raise InvalidInputError(f"{os.fspath(path)!r} holds data for several segmentation sets: {fits}; name one, "
-                                f"e.g. open_segmentation({fits[0]!r}, root={os.fspath(path)!r})")
-    raise InvalidInputError(
-        f"cannot tell which segmentation set {os.fspath(path)!r} holds; name it: open_segmentation(NAME, root=...) "
-        f"with NAME one of {list(SEGMENTATION_SETS)}. Expected layouts: VOCdevkit/VOC2012/{{JPEGImages,"
-        "SegmentationClass,ImageSets/Segmentation}; VOCdevkit/VOC2010/{JPEGImages,SegmentationClassContext,"
-        "ImageSets/SegmentationContext}; COCO images/val2017 + annotations/val2017, or val2017/ + "
-        "stuffthingmaps_trainval2017/val2017/ or annotations/instances_val2017.json; Cityscapes "
-        "{leftImg8bit,gtFine}/val/<city>/; ADEChallengeData2016/{images,annotations}/validation; "
-        "gtsegs_ijcv.mat; or images/ + masks/ + classes.txt")
-
-
-def open_segmentation(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None,
-                      **options: Any) -> SegmentationDataset:
-    """Open a segmentation data set by name (with ``root=``), by spec, or by path.
-
-    Args:
-        name_or_path: a name of :data:`SEGMENTATION_SETS` (``"voc21"``, ``"ade20k"``, …), a spec with
-            options (``"toy:n=50,seed=3"``, ``"voc21:split=train"``), or a path whose layout is detected.
-        root: the data's folder (or file) when a name is given.
-        **options: the loader's options (``split=``, ``classes=``, ``crowd=``, …); text values (from a spec or
-            ``--option``) become the types the loader declares (``"none"`` None, ``"false"`` a bool, …; see
-            :mod:`cliplens.datasets.options`), and an unknown or ill-typed option is refused with the list.
-
-    Raises:
-        InvalidInputError: an unknown name or option, a missing root, or whatever the loader finds wrong.
-    """
-    key: str | None = None
-    spec_opts: dict[str, Any] = {}
-    if isinstance(name_or_path, str):
-        key, spec_opts = _parse_spec(name_or_path)
-    if key is None:
-        if root is not None:
-            raise InvalidInputError(f"unknown segmentation set {os.fspath(name_or_path)!r}; names are "
-                                    f"{list(SEGMENTATION_SETS)} (give a name with root=, or a path alone)")
-        looks_like_path = (not isinstance(name_or_path, str) or os.sep in name_or_path or "/" in name_or_path
-                           or os.path.exists(os.path.expanduser(name_or_path)))
-        if not looks_like_path:
-            raise InvalidInputError(f"unknown segmentation set {name_or_path!r}; names are {list(SEGMENTATION_SETS)}, "
-                                    "or give the path of the data")
-        key = detect_segmentation_layout(name_or_path)
-        root = name_or_path
-    both = sorted(set(spec_opts) & set(options))
-    if both:
-        raise InvalidInputError(f"{both} given both in the spec {name_or_path!r} and as options; give each once")
-    loader = _loader(key)
-    opts = convert_options(loader, {**spec_opts, **options}, f"the {key!r} segmentation set")
-    takes_root = "root" in inspect.signature(loader).parameters
-    if not takes_root:
-        if root is not None:
-            raise InvalidInputError(f"the {key!r} segmentation set is generated, it reads no files: drop root=")
-        return loader(**opts)
-    if root is None:
-        raise InvalidInputError(f"the {key!r} segmentation set needs root=: the folder (or file) holding its data")
-    return loader(root, **opts)

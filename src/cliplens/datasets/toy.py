@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from cliplens.datasets.base import AttributeValue, Dataset
-from cliplens.datasets.options import convert_options
+from cliplens.datasets.options import convert_options, parse_spec
 from cliplens.errors import InvalidInputError
 
 __all__ = ["FACTORS", "MAX_IMAGE_SIZE", "OBJECT_FACTORS", "SCENE_FACTORS", "ToyDataset", "check_scene_settings",
@@ -209,20 +209,10 @@ class ToyDataset(Dataset):
 
 def parse_toy_spec(spec: str) -> dict[str, Any]:
     """``"toy:label=count,n=500"`` -> ``{"label": "count", "n": 500}``; ``"toy:colour"`` -> ``{"label": "colour"}``."""
-    head, _, rest = spec.partition(":")
-    if head.strip().lower() != "toy":
+    head, opts = parse_spec(spec, bare="label")
+    if head.lower() != "toy":
         raise InvalidInputError(f"{spec!r} is not a toy-world spec ('toy' or 'toy:key=value,...')")
-    out: dict[str, Any] = {}
-    for item in (s.strip() for s in rest.split(",")):
-        if not item:
-            continue
-        key, eq, value = (s.strip() for s in item.partition("="))
-        if not eq:
-            key, value = "label", key
-        if key in out:
-            raise InvalidInputError(f"toy spec {spec!r} sets {key!r} twice")
-        out[key] = value
-    return convert_options(ToyDataset, out, "the toy data set")
+    return convert_options(ToyDataset, opts, "the toy data set")
 
 
 def load_toy(spec: str | None = None, **options: Any) -> ToyDataset:

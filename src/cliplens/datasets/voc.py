@@ -140,7 +140,7 @@ def find_context_root(path: Path) -> Path | None:
 
 
 def probe(path: Path) -> list[str]:
-    """The sets of this module that ``path`` holds (for :func:`~.segmentation.detect_segmentation_layout`)."""
+    """The sets of this module that ``path`` holds (for :func:`~.registry.detect_segmentation_layout`)."""
     if not path.is_dir():
         return []
     return (["voc21", "voc20"] if find_voc_root(path) else []) + (["context60", "context59"]
