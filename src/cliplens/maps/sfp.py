@@ -201,12 +201,10 @@ class SFP(MapMethod):
         last = view.blocks[-1]
         enhancer = SemanticEnhancer(temperature=p["temperature"]).use(pre)
         feats = self._attend(last, enhancer, tokens, grid) + p["res_cls"] * x_probe[:, :1]
-        feats = aggregate(feats.to(work), post)
-
         state = sum(states[i] for i in fused)
         guided = SemanticEnhancer(temperature=p["temperature"], correlative=False).use(pre)
         extra = self._attend(last, guided, state[:, 1:], grid) + p["res_cls"] * state[:, :1]
-        feats = feats + aggregate(extra.to(work), post)
+        feats = aggregate((feats + extra).to(work), post)  # agg(F, S) + agg(G, S) = agg(F + G, S): one matmul
 
         dense = project_tokens(view, feats.to(view.dtype))
         dense = F.normalize(dense.to(work), dim=-1)
@@ -232,8 +230,12 @@ class SFP(MapMethod):
     def _attend(blk: Any, strategy: SemanticEnhancer, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
         """``O(P · v)`` of block ``blk`` over ``tokens`` ``[B, P, D]`` (q, k, v from its ``ln_1``)."""
         h = blk.ln_1(tokens)
-        pad = blk.rope.prefix if blk.rope is not None else 0  # a rotary embedding rotates the tokens after a prefix
-        padded = torch.cat([h.new_zeros(h.shape[0], pad, h.shape[2]), h], dim=1) if pad else h
-        q, k, v = (t[:, pad:].transpose(1, 2) for t in _qkv(blk, padded, *padded.shape[:2], grid))
+        if not strategy.params["correlative"]:  # the guidance alone reads the values only
+            v = F.linear(h, blk.v_weight, blk.v_bias).view(*h.shape[:2], blk.num_heads, -1).transpose(1, 2)
+            q = k = v
+        else:
+            pad = blk.rope.prefix if blk.rope is not None else 0  # a rotary embedding rotates the tokens after a prefix
+            padded = torch.cat([h.new_zeros(h.shape[0], pad, h.shape[2]), h], dim=1) if pad else h
+            q, k, v = (t[:, pad:].transpose(1, 2) for t in _qkv(blk, padded, *padded.shape[:2], grid))
         ctx = AttentionContext(layer=-1, block=blk, grid=grid, x=h)
         return _out_proj(blk, strategy.output(q, k, v, ctx).transpose(1, 2))

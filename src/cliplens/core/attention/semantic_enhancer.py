@@ -14,6 +14,7 @@ hands it over with :meth:`SemanticEnhancer.use`.
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.core.attention.base import (
@@ -48,16 +49,29 @@ class SemanticEnhancer(AttentionStrategy):
         self.similarity = similarity
         return self
 
-    def pattern(self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> Tensor:
+    def _guide(self, q: Tensor) -> Tensor:
         if self.similarity is None:
             raise InvalidInputError("semantic-enhancer attention needs a token similarity: use the 'sfp' map method, "
                                     "or call .use(S) before the forward")
         if self.similarity.shape[-1] != q.shape[-2]:
             raise InvalidInputError(f"semantic-enhancer attention: the similarity is over {self.similarity.shape[-1]} "
                                     f"tokens, the attention over {q.shape[-2]}")
-        guide = guidance_pattern(self.similarity, self.params["temperature"])[:, None]  # [B, 1, N, N]
+        return guidance_pattern(self.similarity, self.params["temperature"])
+
+    def pattern(self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> Tensor:
+        guide = self._guide(q)[:, None]  # [B, 1, N, N]
         guide = guide if ctx.rows is None else guide[:, :, ctx.rows]
         if not self.params["correlative"]:
             return guide.to(q.dtype).expand(q.shape[0], q.shape[1], *guide.shape[-2:])
         own = softmax_rows(scaled_scores(q, q, ctx.rows), q.dtype) + softmax_rows(scaled_scores(k, k, ctx.rows), q.dtype)
         return (own + guide.to(q.dtype)) / 3.0
+
+    def output(self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> Tensor:
+        """The same as ``pattern · v`` without a ``[B, H, N, N]`` tensor: the guidance is one pattern for every head
+        (one matmul over the concatenated heads), the q-q and k-k parts are fused softmax attention."""
+        B, H, N, dh = v.shape
+        flat = v.transpose(1, 2).reshape(B, N, H * dh)
+        guided = (self._guide(q).to(v.dtype) @ flat).view(B, N, H, dh).transpose(1, 2)
+        if not self.params["correlative"]:
+            return guided
+        return (F.scaled_dot_product_attention(q, q, v) + F.scaled_dot_product_attention(k, k, v) + guided) / 3.0
