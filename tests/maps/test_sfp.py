@@ -27,6 +27,7 @@ CASES = [
     dict(outlier_rule="l2"),
     dict(outliers=3, res_cls=0.6),
     dict(threshold=0.1, temperature=1.5),
+    dict(threshold=-1.0),
     dict(outliers=0),
     dict(similarity_layer=5, refine_layer=1, fuse_start=2, fuse_end=6),
 ]
@@ -95,14 +96,18 @@ def test_the_cases_exercise_the_mitigator_the_thresholds_and_the_positional_rule
     assert get_map("sfp").params["positional"] == "bicubic_dino"
 
 
-def test_each_image_is_its_own_in_a_batch(models):
-    """The original runs one image at a time (the mean similarity and the outliers are per image)."""
+@pytest.mark.parametrize("threshold", [0.4, -1.0])
+def test_each_image_is_its_own_in_a_batch(models, threshold):
+    """The original runs one image at a time (the mean similarity and the outliers are per image). With no
+    similarity cut (-1), the guidance's mean decides which entries are masked (with the 0.4 cut, every mean between
+    0 and 0.4 masks the same ones, and softmax ignores the shift)."""
     _, wrapped = models
     x = random_images(3, NATIVE, seed=11).double()
     texts = _texts()
-    together = _ours(wrapped, x, texts)
+    together = _ours(wrapped, x, texts, threshold=threshold)
     for i in range(3):
-        torch.testing.assert_close(_ours(wrapped, x[i:i + 1], texts)[0], together[i], rtol=1e-12, atol=1e-12)
+        alone = _ours(wrapped, x[i:i + 1], texts, threshold=threshold)[0]
+        torch.testing.assert_close(alone, together[i], rtol=1e-12, atol=1e-12)
 
 
 def test_float32_model_matches_the_reference():
