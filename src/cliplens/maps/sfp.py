@@ -108,7 +108,8 @@ def aggregate(feats: Tensor, sim: Tensor) -> Tensor:
 
 @register_map("sfp")
 class SFP(MapMethod):
-    """SFP (see the module docs)."""
+    """SFP: outliers mitigated, the last block replaced by its similarity-guided attention over purified and fused
+    layers (see the module docs)."""
 
     paper = ('Jin et al., "Feature Purification Matters: Suppressing Outlier Propagation for Training-Free '
              'Open-Vocabulary Semantic Segmentation" (ICCV 2025)')
