@@ -1,4 +1,4 @@
-"""SFP's semantic-aware attention enhancer (Jin et al., ICCV 2025, Sec. 3.3): q-q and k-k attention guided by
+"""SFP's semantic-aware attention enhancer (Jin et al., ICCV 2025): q-q and k-k attention guided by
 a token similarity.
 
 ``P = (softmax(s·q qᵀ) + softmax(s·k kᵀ) + softmax(G)) / 3`` with ``s = d_head^-½`` and the guidance
@@ -7,6 +7,9 @@ through it). ``S`` ``[B, N, N]`` is a similarity between the tokens of one image
 ``mean(S)`` is over all of its entries (per image). ``correlative=False`` keeps ``softmax(G)`` alone (how SFP
 attends over its fused multi-layer state). ``τ = 3`` in the original (``clip/model.py``'s ``custom_attn`` and
 ``sinkhorn_attn``, Kimsure/SFP@2804f5b).
+
+Where ``S`` has been cut to 0 below a threshold (SFP's 0.4), any mean between 0 and the threshold masks the same
+entries and softmax ignores the shift: the guidance is then a softmax of ``τ·S`` over the entries above the cut.
 
 ``S`` is not a parameter: the map method (:mod:`cliplens.maps.sfp`) computes it from intermediate layers and
 hands it over with :meth:`SemanticEnhancer.use`.
