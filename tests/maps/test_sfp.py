@@ -188,3 +188,26 @@ def test_the_command_line_lists_and_runs_sfp(random_toy_weights, tmp_path):
             "--out", tmp_path / "o2")
     assert r.exit_code == 2 and "outlier_rule must be one of som, l2" in one_line(r.output)
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("correlative", [True, False])
+def test_the_enhancers_output_is_its_pattern_times_the_values(correlative):
+    """The fused output (softmax attention, one matmul for the head-shared guidance) equals ``pattern · v``, and the
+    pattern's rows sum to 1 (every row keeps at least its own token: the similarity's diagonal is its maximum)."""
+    from cliplens.core.attention import AttentionContext
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 12, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    feats = torch.nn.functional.normalize(torch.randn(2, 12, 16, generator=g, dtype=torch.float64), dim=-1)
+    sim = feats @ feats.transpose(1, 2)
+    att = get_attention("semantic-enhancer", temperature=2.0, correlative=correlative).use(sim)
+    ctx = AttentionContext(layer=0, block=None, grid=(3, 4))
+    pattern = att.pattern(q, k, v, ctx)
+    torch.testing.assert_close(att.output(q, k, v, ctx), pattern @ v, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(2, 3, 12, dtype=torch.float64))
+    rows = att.pattern(q, k, v, ctx.with_rows(slice(2, 5)))
+    torch.testing.assert_close(rows, pattern[:, :, 2:5])
+    if correlative:  # q-q and k-k softmax are positive everywhere
+        assert (pattern > 0).all()
+    else:  # the guidance alone: masked where less similar than the mean
+        assert (pattern == 0).any()

@@ -34,7 +34,7 @@ The paper's text could not be read here (no section or equation numbers are cite
 The paper speaks of outliers detected "at each layer"; the code detects them once, from block ``L − 2``, and purifies
 the outputs of blocks 8 and ``L − 2`` only, which is what runs here. Checked against the repository's
 ``VisionTransformer`` on identical random weights (open_clip ViT-B-16 at 224 and at 448 from the 224 table, and a
-small model at 96x96, 96x128 and 128x96 with the outlier cell fixed as below): ≤ 3e-15 relative in float64.
+small model at 96x96, and at 96x128 and 128x96 with the outlier cell fixed as below): ≤ 3e-15 relative in float64.
 
 Deviations, each where the original cannot run or is wrong: it handles one image at a time (``mean(S_pre)``
 and the outliers are per image here, over a batch); it locates an outlier at ``(i // gh, i % gh)`` for patch
