@@ -82,9 +82,17 @@ def purify(feats: torch.Tensor, cells: list[tuple[int, int]], grid: tuple[int, i
 
 
 def similarity(feats: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Cosine between patches [P, P], 0 where below ``threshold``."""
-    unit = feats / feats.norm(dim=-1, keepdim=True)
-    S = unit @ unit.T
+    """Cosine between patches [P, P], 0 where below ``threshold``. A zero vector (an outlier whose neighbours are all
+    outliers) is similar to itself (1) and to nothing else (0); the original's 0/0 makes its whole map NaN."""
+    P = feats.shape[0]
+    S = torch.zeros(P, P, dtype=feats.dtype)
+    norms = [feats[i].norm() for i in range(P)]
+    for i in range(P):
+        for j in range(P):
+            if norms[i] == 0 or norms[j] == 0:
+                S[i, j] = 1.0 if i == j else 0.0
+            else:
+                S[i, j] = feats[i] @ feats[j] / (norms[i] * norms[j])
     S[S < threshold] = 0.0
     return S
 

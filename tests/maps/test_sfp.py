@@ -211,3 +211,18 @@ def test_the_enhancers_output_is_its_pattern_times_the_values(correlative):
         assert (pattern > 0).all()
     else:  # the guidance alone: masked where less similar than the mean
         assert (pattern == 0).any()
+
+
+def test_an_outlier_among_outliers_gives_a_finite_map(models):
+    """On a 4x4 grid, 10 outliers of 16 patches: some outlier has no kept neighbour, its purified features are 0
+    (the original's cosine is then 0/0 and its whole map NaN); here it is similar to itself only."""
+    model, wrapped = models
+    x = random_images(2, (64, 64), seed=0)
+    cells = reference_outliers(model, x)[0]
+    lonely = [(r, c) for r, c in cells if all((r + dr, c + dc) in cells or not (0 <= r + dr < 4 and 0 <= c + dc < 4)
+                                              for dr in (-1, 0, 1) for dc in (-1, 0, 1))]
+    assert lonely, cells
+    texts = _texts()
+    ours = _ours(wrapped, x.double(), texts)
+    assert torch.isfinite(ours).all()
+    assert _rel(ours, reference_sfp(model, x, texts.directions)) <= 1e-9

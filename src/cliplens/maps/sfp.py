@@ -39,7 +39,8 @@ small model at 96x96, and at 96x128 and 128x96 with the outlier cell fixed as be
 Deviations, each where the original cannot run or is wrong: it handles one image at a time (``mean(S_pre)``
 and the outliers are per image here, over a batch); it locates an outlier at ``(i // gh, i % gh)`` for patch
 ``i``, the right cell only on square grids (here ``(i // gw, i % gw)`` always); ``purify=False`` crashes there
-(here ``outliers=0`` turns the mitigator off); its ``pm='LOF'`` rule is not offered. Its other settings per data
+(here ``outliers=0`` turns the mitigator off); an outlier with no kept neighbour (small grids) has zero features,
+whose cosine is NaN there and makes the whole map NaN (here: similar to itself only, see :func:`thresholded_cosine`); its ``pm='LOF'`` rule is not offered. Its other settings per data
 set (logit scale, background threshold, short side, area rule; 224/112 windows) are evaluation settings.
 """
 
@@ -101,9 +102,16 @@ def purify(feats: Tensor, outliers: Tensor, grid: tuple[int, int]) -> Tensor:
 
 
 def thresholded_cosine(feats: Tensor, threshold: float) -> Tensor:
-    """``[B, P, P]`` cosine similarity between the patches of ``feats`` ``[B, P, D]``, 0 where below ``threshold``."""
-    unit = feats / feats.norm(dim=-1, keepdim=True)
+    """``[B, P, P]`` cosine similarity between the patches of ``feats`` ``[B, P, D]``, 0 where below ``threshold``.
+
+    A zero vector (an outlier none of whose neighbours is kept, after :func:`purify`) has similarity 0 with the
+    others and 1 with itself: the original divides 0 by 0 there, and its whole map becomes NaN."""
+    norm = feats.norm(dim=-1, keepdim=True)
+    unit = feats / norm.clamp_min(torch.finfo(feats.dtype).tiny)
     sim = unit @ unit.transpose(1, 2)
+    zero = norm[..., 0] == 0
+    if zero.any():
+        sim = sim + torch.diag_embed(zero.to(sim.dtype))
     return sim.masked_fill(sim < threshold, 0.0)
 
 
