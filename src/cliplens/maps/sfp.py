@@ -38,10 +38,11 @@ small model at 96x96, and at 96x128 and 128x96 with the outlier cell fixed as be
 
 Deviations, each where the original cannot run or is wrong: it handles one image at a time (``mean(S_pre)``
 and the outliers are per image here, over a batch); it locates an outlier at ``(i // gh, i % gh)`` for patch
-``i``, the right cell only on square grids (here ``(i // gw, i % gw)`` always); ``purify=False`` crashes there
-(here ``outliers=0`` turns the mitigator off); an outlier with no kept neighbour (small grids) has zero features,
-whose cosine is NaN there and makes the whole map NaN (here: similar to itself only, see :func:`thresholded_cosine`); its ``pm='LOF'`` rule is not offered. Its other settings per data
-set (logit scale, background threshold, short side, area rule; 224/112 windows) are evaluation settings.
+``i``, the right cell only on square grids (elsewhere a wrong cell or an index error; here ``(i // gw, i % gw)``);
+``purify=False`` crashes there (here ``outliers=0`` turns the mitigator off); an outlier with no kept neighbour
+(small grids) has zero features, whose cosine is 0/0 there and makes the whole map NaN (here it is similar to
+itself only, :func:`thresholded_cosine`); its ``pm='LOF'`` rule is not offered. Its settings per data set (logit
+scale, background threshold, short side, area rule; 224/112 windows) are ``segment-eval --preset sfp``.
 """
 
 from __future__ import annotations
