@@ -17,6 +17,7 @@ from cliplens.core.attention.identity import Identity
 from cliplens.core.attention.neighbourhood import Neighbourhood, gaussian_prior
 from cliplens.core.attention.residual_correlation import ResidualCorrelation
 from cliplens.core.attention.self_self import SelfSelf
+from cliplens.core.attention.semantic_enhancer import SemanticEnhancer
 from cliplens.core.attention.vanilla import Vanilla
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Neighbourhood",
     "ResidualCorrelation",
     "SelfSelf",
+    "SemanticEnhancer",
     "Vanilla",
     "attention_names",
     "gaussian_prior",
