@@ -177,7 +177,9 @@ def _layers(value: Any) -> Any:
 
 @register_map("sc-clip")
 class SCCLIP(MapMethod):
-    """SC-CLIP (see the module docs)."""
+    """SC-CLIP: LOF anomaly tokens filled, a self-adjusting reduced last block, multi-level fusion (see the module
+    docs). Layers and ``res_cls`` left at None take the repository's for the tower's depth (12 blocks: 8, 3, 3..9,
+    0.3)."""
 
     paper = ('Bai et al., "Self-Calibrated CLIP for Training-Free Open-Vocabulary Segmentation" (arXiv 2411.15869, '
              '2024)')
