@@ -222,3 +222,27 @@ def test_layers_are_checked_against_the_model(params, match):
     model = build_tiny_clip(layers=12, image_size=112, patch_size=8, seed=44)
     with pytest.raises(InvalidInputError, match=match):
         _ours(cliplens.wrap(model), random_images(1, (112, 112)), **params)
+
+
+def test_the_self_adjusting_strategy_pattern_and_output_agree():
+    from cliplens.core.attention import AttentionContext, get_attention
+
+    g = torch.Generator().manual_seed(12)
+    B, H, grid, dh = 2, 3, (3, 4), 5
+    q, k, v = (torch.randn(B, H, 13, dh, generator=g, dtype=torch.float64) for _ in range(3))
+    t = torch.nn.functional.normalize(torch.randn(B, 12, 6, generator=g, dtype=torch.float64), dim=-1)
+    S = t @ t.transpose(1, 2)
+    strategy = get_attention("self-adjusting", scale=2.0)
+    ctx = AttentionContext(layer=0, block=None, grid=grid)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="needs the patch tokens' similarity"):
+        strategy.pattern(q, k, v, ctx)
+    strategy.use(S)
+    pattern = strategy.pattern(q, k, v, ctx)
+    torch.testing.assert_close(pattern @ v, strategy.output(q, k, v, ctx), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(B, H, 13, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert torch.equal(pattern[:, :, 0, 0], torch.ones(B, H, dtype=torch.float64))  # CLS keeps to itself
+    assert (pattern[:, :, 1:, 0] == 0).all()  # and no patch attends to it
+    below = (S < S.mean(dim=(1, 2), keepdim=True))[:, None].expand(B, H, 12, 12)
+    own = torch.softmax(k[:, :, 1:] @ k[:, :, 1:].transpose(-1, -2) * dh ** -0.5, dim=-1)
+    torch.testing.assert_close(pattern[:, :, 1:, 1:][below], 0.5 * own[below], rtol=1e-12, atol=0)  # left out
+    torch.testing.assert_close(strategy.pattern(q, k, v, ctx.with_rows(slice(0, 1))), pattern[:, :, :1])

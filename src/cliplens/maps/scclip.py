@@ -1,5 +1,5 @@
-"""SC-CLIP (Bai et al., "Self-Calibrated CLIP for Training-Free Open-Vocabulary Segmentation", arXiv 2411.15869,
-§3: resolving anomaly tokens, self-adjusting, multi-level fusion), as its code runs it.
+"""SC-CLIP (Bai et al., "Self-Calibrated CLIP for Training-Free Open-Vocabulary Segmentation", arXiv 2411.15869; its
+method's three parts: resolving anomaly tokens, self-adjusting, multi-level fusion), as its code runs it.
 
 It follows ``clip/model.py`` (``VisionTransformer.forward``, ``custom_attn``, ``adaptively_aggregate``,
 ``mean_interpolation``, ``lof_pytorch``) and ``scclip_segmentor.py`` of github.com/SuleBai/SC-CLIP@0417ba9, with
