@@ -246,3 +246,17 @@ def test_the_self_adjusting_strategy_pattern_and_output_agree():
     own = torch.softmax(k[:, :, 1:] @ k[:, :, 1:].transpose(-1, -2) * dh ** -0.5, dim=-1)
     torch.testing.assert_close(pattern[:, :, 1:, 1:][below], 0.5 * own[below], rtol=1e-12, atol=0)  # left out
     torch.testing.assert_close(strategy.pattern(q, k, v, ctx.with_rows(slice(0, 1))), pattern[:, :, :1])
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 0.15), (torch.float16, 0.02)])
+def test_runs_in_half_precision(dtype, tolerance):
+    """The repository runs in fp16 on a GPU; here a half model runs in its dtype (scores and similarities in float32
+    or float64) and stays near the float32 maps."""
+    model = build_tiny_clip(layers=12, image_size=112, patch_size=8, seed=45)
+    x = random_images(1, (112, 112), seed=13)
+    full = _ours(cliplens.wrap(copy.deepcopy(model)), x)
+    with torch.no_grad():
+        half = get_map("sc-clip").raw(cliplens.wrap(copy.deepcopy(model).to(dtype)), x.to(dtype),
+                                      TextEmbeddings(_texts().directions.to(dtype), _texts().labels))
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    assert _relative(half, full.double()) < tolerance  # bfloat16: 8 bits of mantissa through 12 blocks
