@@ -262,19 +262,21 @@ class SCCLIP(MapMethod):
         main = aggregate(fill_outliers(last[:, c:], outliers, grid), mid, p["beta"])
         fused = sum(res[i] for i in fusion)  # [B, N, D]
 
-        # the reduced last block on both streams at once, each with its own prefix (CLS) tokens
-        stream = torch.cat([torch.cat([last[:, :c], main], dim=1), fused], dim=0)  # [2B, N, D]
+        # the reduced last block on each stream (one after the other: the attention is [B, H, P, P]), each with its
+        # own prefix (CLS) tokens, + res_cls times its CLS
         blk = view.blocks[L - 1]
-        h = blk.ln_1(stream)
-        q, k, v = _qkv(blk, h, 2 * B, stream.shape[1], grid)
-        strategy = SelfAdjusting(scale=p["attention_scale"]).use(torch.cat([mid, mid], dim=0))
-        ctx = AttentionContext(layer=L - 1, block=blk, grid=grid, x=h)
-        z = strategy.output(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), ctx).transpose(1, 2)
-        a = _out_proj(blk, z)[:, c:]  # [2B, P, D]
-        if c:
-            a = a + cfg["res_cls"] * torch.cat([last[:, :1], fused[:, :1]], dim=0)
+        strategy = SelfAdjusting(scale=p["attention_scale"]).use(mid)
+        total = torch.zeros_like(main)
+        for stream in (torch.cat([last[:, :c], main], dim=1), fused):
+            h = blk.ln_1(stream)
+            q, k, v = _qkv(blk, h, B, stream.shape[1], grid)
+            ctx = AttentionContext(layer=L - 1, block=blk, grid=grid, x=h)
+            z = strategy.output(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), ctx).transpose(1, 2)
+            total += _out_proj(blk, z)[:, c:]
+            if c:
+                total += cfg["res_cls"] * stream[:, :1]
         after = cosine_similarity(res[post][:, c:])
-        final = aggregate(a[:B] + a[B:], after, p["beta"])
+        final = aggregate(total, after, p["beta"])
 
         feats = project_tokens(view, final)
         feats = F.normalize(feats.float() if feats.dtype in (torch.float16, torch.bfloat16) else feats, dim=-1)
