@@ -26,12 +26,15 @@ repository's first commit (74471da ``configs/base_config.py``: 16, 6, 8..18, ``r
 the 12-block layers (:func:`default_settings`). Positions for another grid: DINO's scale-factor rule
 (``bicubic_dino``) as its ``interpolate_pos_encoding``. Its evaluation settings: ``segment-eval --preset sc-clip``.
 
+The outlier rule: ``lof="code"`` (default) is the repository's ``lof_pytorch``: squared distances, and the
+reachability distance uses the point's *own* k-distance, so its LRD is ``k / k-distance²``. That is not the LOF of
+Breunig et al. the paper names: ``lof="breunig"`` is that one (equal to sklearn's ``LocalOutlierFactor``, which the
+first commit left as a commented alternative, ``n_neighbors=30, contamination=0.05``, to the top-10-norm rule it
+ran). On random ViT-B-16 weights the two pick different tokens (2–3 of 10 per image at 224 px); which the
+paper's numbers used is not recorded.
+
 Deviations, each invisible where the code runs (one image, a square grid of at least 31 patches):
 
-* ``lof="code"`` (default) is the repository's ``lof_pytorch``: squared distances, and the reachability distance
-  uses the point's *own* k-distance, so its LRD is ``k / k-distance²``. It is not Breunig et al.'s LOF, which
-  the paper names and which the first commit ran (sklearn ``LocalOutlierFactor(n_neighbors=30,
-  contamination=0.05)``, left as a comment): ``lof="breunig"`` is that one (equal to sklearn's).
 * Batched: each image gets its own outliers and its own ``mean S`` (the code takes one over the batch, and its
   outlier search only works for one image).
 * Grid positions are row-major ``(n // gw, n % gw)``; the code's ``(n // gh, n % gh)`` is the same on square
@@ -39,6 +42,8 @@ Deviations, each invisible where the code runs (one image, a square grid of at l
 * ``n_neighbors`` is capped at the number of patch tokens − 1 (as sklearn does; the code fails below 31 patches).
 * Outlier scores are computed in float64 (float32 on MPS), similarities in float32 for half models.
 * A tower without a CLS token (SigLIP's) has no CLS share to add: ``res_cls`` does nothing there.
+* The code resizes the positional table only when the token count differs from the table's, so a grid of the same
+  count but another shape (7 × 28 on a 14 × 14 table) gets the table unresized; here any other grid is resized.
 """
 
 from __future__ import annotations
