@@ -7,11 +7,10 @@ of the model's own attention patterns over intermediate layers of the same forwa
 
 Defaults: ``τ = 2``, ``σ = 5``, ``λ = 0.3`` (the original's value for VOC21, Context60 and ADE20K; it tunes λ per
 data set between 0.2 and 0.6), reference layers 6–9 of 12 (1-based), i.e. ``range(round(5L/12), round(9L/12))``
-0-based for an L-layer tower. Why ResCLIP and not SC-CLIP: RCS is one closed formula with fixed settings;
-ResCLIP's second stage (SFR) needs a preliminary segmentation with PAMR, data-set thresholds and
-hard-coded CUDA/fp16 steps, and SC-CLIP stacks an outlier detector (LOF), two similarity aggregations and a
-multi-layer fusion with several implicit choices — neither can be stated and tested as cleanly. So this
-is "ResCLIP without SFR", as the paper's own ablation names it.
+0-based for an L-layer tower. ResCLIP's second stage (SFR) needs a preliminary segmentation with PAMR,
+data-set thresholds and hard-coded CUDA/fp16 steps, so this is "ResCLIP without SFR", as the paper's own
+ablation names it. (SC-CLIP, once left out here for its many implicit choices, is now its own method with each
+choice stated and tested: :mod:`cliplens.maps.scclip`.)
 """
 
 from __future__ import annotations

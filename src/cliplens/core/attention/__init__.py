@@ -16,6 +16,7 @@ from cliplens.core.attention.grounding import Grounding
 from cliplens.core.attention.identity import Identity
 from cliplens.core.attention.neighbourhood import Neighbourhood, gaussian_prior
 from cliplens.core.attention.residual_correlation import ResidualCorrelation
+from cliplens.core.attention.self_adjusting import SelfAdjusting
 from cliplens.core.attention.self_self import SelfSelf
 from cliplens.core.attention.semantic_enhancer import SemanticEnhancer
 from cliplens.core.attention.vanilla import Vanilla
@@ -28,6 +29,7 @@ __all__ = [
     "Identity",
     "Neighbourhood",
     "ResidualCorrelation",
+    "SelfAdjusting",
     "SelfSelf",
     "SemanticEnhancer",
     "Vanilla",
