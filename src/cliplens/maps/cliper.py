@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cliplens.core.attention.early_fusion import balance, fused_pattern
+from cliplens.core.attention.early_fusion import fused_unnormalised, sinkhorn_rounds
 from cliplens.core.forward import _out_proj, project_tokens
 from cliplens.core.plan import Plan
 from cliplens.errors import InvalidInputError
@@ -108,34 +108,42 @@ class CLIPer(MapMethod):
         attention averaged over heads ``[B, n, n]`` (patch tokens), and the grid."""
         view = model.vision
         L, fuse = view.num_layers, self.params["fuse"]
+        work = torch.float64 if model.dtype == torch.float64 else torch.float32
         acc: list[Tensor] = []
 
-        def collect(pattern: Tensor, name: str) -> None:
-            p = pattern if pattern.dtype == torch.float64 else pattern.float()
-            acc[:] = [p if not acc else acc[0] + p]
+        def collect(pattern: Tensor, name: str) -> None:  # S, summed in place (a copy of the first pattern)
+            if acc:
+                acc[0].add_(pattern)
+            else:
+                acc.append(pattern.to(work, copy=True))
 
         names = ([f"blocks.{i}.ln_1" for i in range(L - 1)] if fuse else []) + [f"blocks.{L - 1}.resid_pre"]
         plan = Plan().at(-1, attention="identity", mlp=False)  # the last block's own output is not read
         out = model.run(pixels, plan=self.plan_for(plan), names=names,
                         hooks={f"blocks.{i}.attn.pattern": collect for i in range(L - 1)})
         feats = torch.stack([out[n] for n in names])  # [K, B, N, D]
+        out.cache.clear()  # the stacked copy is all that is read
         K, B, N, D = feats.shape
         blk = view.blocks[-1]
         H = blk.num_heads
         v = F.linear(blk.ln_1(feats), blk.v_weight, blk.v_bias).view(K, B, N, H, -1).transpose(2, 3)
-        S, zs = acc[0], []
-        for k in range(L):  # the code balances S once per feature, in place
-            S = balance(S)
+        dh = v.shape[-1]
+        v = torch.cat([v, v.new_ones(K, B, H, N, 1)], dim=-1)  # the last column gives each row's sum
+        S = acc[0]
+        buffers = (torch.empty_like(S), torch.empty_like(S))
+        zs = []
+        for k, (r, c, colsum) in enumerate(sinkhorn_rounds(S, L)):  # the code balances S once per feature, in place
             if fuse or k == L - 1:
-                pattern = fused_pattern(S)
-                zs.append(torch.matmul(pattern.to(v.dtype), v[len(zs)]))
-        tokens = project_tokens(view, _out_proj(blk, torch.stack(zs).transpose(2, 3).reshape(K * B, N, H, -1)))
+                unnormalised = fused_unnormalised(S, r, c, colsum, out=buffers)
+                z = torch.matmul(unnormalised.to(v.dtype), v[len(zs)])
+                zs.append(z[..., :dh] / z[..., dh:])
         n = out.grid[0] * out.grid[1]
-        work = torch.float64 if tokens.dtype == torch.float64 else torch.float32
+        attn = (unnormalised[:, :, N - n:, N - n:] / z[..., N - n:, dh:].to(work)).mean(1)  # the last, head mean
+        del buffers, unnormalised, S, acc[:]
+        tokens = project_tokens(view, _out_proj(blk, torch.stack(zs).transpose(2, 3).reshape(K * B, N, H, dh)))
         feats_n = F.normalize(tokens[:, N - n:].to(work), dim=-1)
         logits = self.params["logit_scale"] * feats_n @ scored.to(work).T  # [K * B, n, T + 1]
         logits = logits.view(K, B, n, -1).permute(1, 0, 3, 2)
-        attn = pattern.mean(1)[:, N - n:, N - n:].to(work)
         return logits, attn, out.grid
 
     def _slide(self, model: Any, pixels: Tensor, scored: Tensor, grid: tuple[int, int]) -> Tensor:
