@@ -37,11 +37,11 @@ foreground classes only for the extra text and scores its background names apart
 list of targets, so the mean is over all of them (pass the classes alone to match the code exactly). Its
 positional table is rounded to float16 before the (float32 on CPU) forward; not here.
 
-Speed: about 1.6–1.7× one plain forward (ViT-B-16, 448 px, batch 4, CPU; ``benchmarks/bench_maps.py``), above
-the 1.3× asked of gradient-free methods: the method needs every early block's full attention pattern (which a
-fused attention kernel never forms), and its ``L`` passes through the last block's values, out-projection,
-``ln_post`` and projection are by themselves about a quarter of the plain forward's multiply-adds. The fused
-attention is computed from Sinkhorn scalings without rewriting ``S`` (see
+Speed: 1.6–2.2× one plain forward (ViT-B-16, 448 px, batch 4, 2 CPU threads on a shared machine;
+``benchmarks/bench_maps.py``), above the 1.3× asked of gradient-free methods: the method needs every early
+block's full attention pattern (which a fused attention kernel never forms), and its ``L`` passes through the
+last block's values, out-projection, ``ln_post`` and projection are by themselves about a quarter of the plain
+forward's multiply-adds. The fused attention is computed from Sinkhorn scalings without rewriting ``S`` (see
 :mod:`cliplens.core.attention.early_fusion`).
 """
 
