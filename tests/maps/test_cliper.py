@@ -102,6 +102,18 @@ def test_cliper_batch_equals_one_image_at_a_time(models):
     torch.testing.assert_close(batch, single, rtol=1e-12, atol=1e-12)
 
 
+def test_cliper_slides_in_chunks_as_in_one_pass(models, monkeypatch):
+    """Large images run their windows a few at a time (bounded memory): the same maps."""
+    import cliplens.maps.cliper as cliper_module
+
+    _, wrapped = models
+    x = random_images(2, (64, 96), seed=12).double()
+    method = get_map("cliper", logit_scale=3.0, slide_crop=32, slide_stride=16)  # 3 x 5 windows
+    one_pass = method.raw(wrapped, x, _texts())
+    monkeypatch.setattr(cliper_module, "CROPS_PER_PASS", 3)  # one window (of 2 images) per pass
+    torch.testing.assert_close(method.raw(wrapped, x, _texts()), one_pass, rtol=1e-12, atol=1e-12)
+
+
 def test_cliper_leaves_the_model_unchanged_and_repeats():
     model = build_tiny_clip(layers=DEPTH, seed=43)
     wrapped = cliplens.wrap(model)

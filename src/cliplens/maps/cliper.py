@@ -63,6 +63,9 @@ from cliplens.maps.targets import TextEmbeddings
 
 __all__ = ["CLIPer"]
 
+#: crops (windows × images) of the sliding-window pass run in one forward
+CROPS_PER_PASS = 32
+
 
 @register_map("cliper")
 class CLIPer(MapMethod):
@@ -163,8 +166,10 @@ class CLIPer(MapMethod):
         B, _, Hp, Wp = pixels.shape
         ch, cw = min(crop, Hp), min(crop, Wp)
         boxes = [(t, lft) for t in window_positions(Hp, ch, stride) for lft in window_positions(Wp, cw, stride)]
-        crops = torch.cat([pixels[:, :, t:t + ch, lft:lft + cw] for t, lft in boxes])
-        logits, attn, (th, tw) = self._fused(model, crops, scored)
+        per_pass = max(1, CROPS_PER_PASS // B)  # windows per forward: memory stays bounded on large images
+        parts = [self._fused(model, torch.cat([pixels[:, :, t:t + ch, lft:lft + cw] for t, lft in boxes[i:i + per_pass]]),
+                             scored) for i in range(0, len(boxes), per_pass)]
+        logits, attn, (th, tw) = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), parts[0][2]
         gh, gw = grid
         K, T1 = logits.shape[1:3]
         preds = logits.new_zeros(B, K, T1, gh, gw)
