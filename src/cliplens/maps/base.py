@@ -288,7 +288,7 @@ def _plain(v: Any) -> Any:
 _REGISTRY: dict[str, type[MapMethod]] = {}
 #: the modules of the built-in methods (each registers its own on import); loaded on the registry's first use
 BUILTIN_MODULES: tuple[str, ...] = (
-    "baselines", "chefer", "clearclip", "decomposition", "gem", "gradcam", "legrad", "maskclip", "naclip",
+    "baselines", "chefer", "clearclip", "cliper", "decomposition", "gem", "gradcam", "legrad", "maskclip", "naclip",
     "raw_attention", "resclip", "rollout", "scclip", "sclip", "sfp", "surgery", "token_similarity",
 )
 

@@ -12,6 +12,7 @@ from cliplens.core.attention.base import (
     softmax_rows,
 )
 from cliplens.core.attention.correlative import Correlative
+from cliplens.core.attention.early_fusion import EarlyFusion
 from cliplens.core.attention.grounding import Grounding
 from cliplens.core.attention.identity import Identity
 from cliplens.core.attention.neighbourhood import Neighbourhood, gaussian_prior
@@ -25,6 +26,7 @@ __all__ = [
     "AttentionContext",
     "AttentionStrategy",
     "Correlative",
+    "EarlyFusion",
     "Grounding",
     "Identity",
     "Neighbourhood",

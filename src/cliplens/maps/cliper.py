@@ -1,0 +1,190 @@
+"""CLIPer (Sun et al., ICCV 2025) without its diffusion part: the early-layer fusion, as its code runs it.
+
+Follows ``modified_clip/model.py`` of github.com/linsun449/cliper.code at commit c05fa41 (``CLIPer`` with
+``attn_type="fused-attn"``, ``fuse_feature=True``, ``select_layer=-1``: the defaults of ``util/args.py`` and of
+every ViT-B/16 config), i.e. the paper's *early-layer fusion* module. Its *fine-grained compensation* refines
+the maps with Stable Diffusion's self-attention (``ovs/pipeline.py``); that part is left out here, so the
+numbers to compare with are the paper's and README's "without FGC" ones (ViT-B/16: mean 43.2 mIoU over the 8
+benchmarks with its sliding window, 41.9 without).
+
+For an ``L``-block tower and a batch of images:
+
+1. The forward runs unchanged up to the last block, recording each earlier block's ``ln_1`` output ``f_k``
+   (``k < L − 1``), the last block's input ``f_{L−1} = x_{L−1}``, and the sum ``S`` over blocks ``0..L−2`` of
+   their attention patterns, per head (CLS included).
+2. Every ``f_k`` goes through the *last* block's ``ln_1``, value projection, the fused attention
+   (:mod:`cliplens.core.attention.early_fusion`: ``S`` balanced by Sinkhorn rounds, symmetrised, column means
+   removed, clipped, rows normalised) and out-projection — no residual, no MLP — then ``ln_post`` and the
+   projection. The code normalises ``S`` in place once per feature, so feature ``k`` sees ``k + 1`` rounds; kept.
+3. Each feature's patch tokens are scored ``logit_scale · cos(f, t)`` against the targets and one extra text,
+   the normalised mean of the targets; softmax over those texts, the extra one dropped: ``P_k [T, n]``.
+4. With ``slide_crop > 0``: the same per-crop logits over a sliding window (``slide_stride``), averaged where
+   crops overlap; the crops' last fused attentions (mean over heads, patch part) stitched into one
+   ``[n, n]`` matrix, averaged where they overlap, rows normalised; the stitched logits ``G`` become ``G · A``;
+   softmax as in 3; then ``P_k ← (P_k + P_k^slide) / 2``.
+5. The last feature's map is zeroed below ``attention_thr`` times its maximum (per target), propagated by the
+   last fused attention of the whole image averaged over heads (patch part; ``P̂ · A``: the map as a row
+   vector times the attention), and the mean of all ``L`` maps (the last one thresholded, as the code's
+   in-place step leaves it) is added. ``fuse=False`` (the code's ``fuse_feature=False``): the propagated
+   last map alone.
+
+Defaults: ``logit_scale=100`` (six of the eight ViT-B/16 configs; 50 for COCO-Object and COCO-Stuff),
+``attention_thr=0.2`` (five of eight; 0.1 for VOC21/VOC20, 0.35 for Cityscapes), no sliding window (its configs
+use a 224 crop, 336 for VOC, stride 112, for the README's starred row). The code resizes the positional table
+bilinearly to the exact grid (``positional="bilinear"``). The code evaluates one image at a time (its head
+average mixes the images of a batch); here every image is its own. Deviations: the code averages the
+foreground classes only for the extra text and scores its background names apart; a map method sees one
+list of targets, so the mean is over all of them (pass the classes alone to match the code exactly). Its
+positional table is rounded to float16 before the (float32 on CPU) forward; not here.
+
+Speed: 1.6–2.2× one plain forward (ViT-B-16, 448 px, batch 4, 2 CPU threads on a shared machine;
+``benchmarks/bench_maps.py``), above the 1.3× asked of gradient-free methods: the method needs every early
+block's full attention pattern (which a fused attention kernel never forms), and its ``L`` passes through the
+last block's values, out-projection, ``ln_post`` and projection are by themselves about a quarter of the plain
+forward's multiply-adds. The fused attention is computed from Sinkhorn scalings without rewriting ``S`` (see
+:mod:`cliplens.core.attention.early_fusion`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cliplens.core.attention.early_fusion import fused_unnormalised, sinkhorn_rounds
+from cliplens.core.forward import _out_proj, project_tokens
+from cliplens.core.plan import Plan
+from cliplens.errors import InvalidInputError
+from cliplens.maps.base import MapMethod, register_map
+from cliplens.maps.inputs import window_positions
+from cliplens.maps.targets import TextEmbeddings
+
+__all__ = ["CLIPer"]
+
+#: crops (windows × images) of the sliding-window pass run in one forward
+CROPS_PER_PASS = 32
+
+
+@register_map("cliper")
+class CLIPer(MapMethod):
+    """CLIPer's early-layer fusion (see the module docs)."""
+
+    paper = ('Sun et al., "CLIPer: Hierarchically Improving Spatial Representation of CLIP for Open-Vocabulary '
+             'Semantic Segmentation" (ICCV 2025), without the diffusion-based fine-grained compensation')
+    code = 'github.com/linsun449/cliper.code@c05fa41'
+
+    own_positional = "bilinear"
+    uses_all_targets = True
+
+    def __init__(self, logit_scale: float = 100.0, attention_thr: float = 0.2, fuse: bool = True,
+                 slide_crop: int = 0, slide_stride: int = 112, positional: str | None = "bilinear") -> None:
+        if not logit_scale > 0:
+            raise InvalidInputError(f"CLIPer's logit_scale must be positive, got {logit_scale}")
+        if not 0.0 <= attention_thr <= 1.0:
+            raise InvalidInputError(f"CLIPer's attention_thr is a fraction of each map's maximum: between 0 and 1, "
+                                    f"got {attention_thr}")
+        if slide_crop < 0 or slide_stride < 1:
+            raise InvalidInputError(f"CLIPer's slide_crop must be 0 (no sliding window) or a crop size in pixels, "
+                                    f"and slide_stride at least 1; got {slide_crop} and {slide_stride}")
+        super().__init__(logit_scale=float(logit_scale), attention_thr=float(attention_thr), fuse=bool(fuse),
+                         slide_crop=int(slide_crop), slide_stride=int(slide_stride), positional=positional)
+
+    def unsupported(self, model: Any) -> str | None:
+        why = super().unsupported(model)
+        if why is None and model.vision.num_layers < 2:
+            why = "the 'cliper' map fuses the attention of the blocks before the last one: it needs two or more blocks"
+        return why
+
+    @torch.no_grad()
+    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+        dirs = texts.directions
+        T = dirs.shape[0]
+        scored = torch.cat([dirs, F.normalize(dirs.mean(0, keepdim=True), dim=-1)])  # the targets and their mean
+        logits, attn, grid = self._fused(model, pixels, scored)
+        probs = logits.softmax(2)[:, :, :T]  # [B, K, T, n]
+        if self.params["slide_crop"]:
+            probs = self._slide(model, pixels, scored, grid).softmax(2)[:, :, :T] * 0.5 + probs * 0.5
+        last = probs[:, -1]
+        last = torch.where(last < last.amax(-1, keepdim=True) * self.params["attention_thr"], 0.0, last)
+        out = last @ attn
+        if self.params["fuse"]:
+            out = out + torch.cat([probs[:, :-1], last[:, None]], dim=1).mean(1)
+        return out.reshape(*out.shape[:2], *grid)
+
+    def _fused(self, model: Any, pixels: Tensor, scored: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """Logits ``[B, K, T + 1, n]`` of the fused features (``K = L``, or 1 without ``fuse``), the last fused
+        attention averaged over heads ``[B, n, n]`` (patch tokens), and the grid."""
+        view = model.vision
+        L, fuse = view.num_layers, self.params["fuse"]
+        work = torch.float64 if model.dtype == torch.float64 else torch.float32
+        acc: list[Tensor] = []
+
+        def collect(pattern: Tensor, name: str) -> None:  # S, summed in place (a copy of the first pattern)
+            if acc:
+                acc[0].add_(pattern)
+            else:
+                acc.append(pattern.to(work, copy=True))
+
+        names = ([f"blocks.{i}.ln_1" for i in range(L - 1)] if fuse else []) + [f"blocks.{L - 1}.resid_pre"]
+        plan = Plan().at(-1, attention="identity", mlp=False)  # the last block's own output is not read
+        out = model.run(pixels, plan=self.plan_for(plan), names=names,
+                        hooks={f"blocks.{i}.attn.pattern": collect for i in range(L - 1)})
+        feats = torch.stack([out[n] for n in names])  # [K, B, N, D]
+        out.cache.clear()  # the stacked copy is all that is read
+        K, B, N, D = feats.shape
+        blk = view.blocks[-1]
+        H = blk.num_heads
+        v = F.linear(blk.ln_1(feats), blk.v_weight, blk.v_bias).view(K, B, N, H, -1).transpose(2, 3)
+        dh = v.shape[-1]
+        v = torch.cat([v, v.new_ones(K, B, H, N, 1)], dim=-1)  # the last column gives each row's sum
+        S = acc[0]
+        buffers = (torch.empty_like(S), torch.empty_like(S))
+        zs = []
+        for k, (r, c, colsum) in enumerate(sinkhorn_rounds(S, L)):  # the code balances S once per feature, in place
+            if fuse or k == L - 1:
+                unnormalised = fused_unnormalised(S, r, c, colsum, out=buffers)
+                z = torch.matmul(unnormalised.to(v.dtype), v[len(zs)])
+                zs.append(z[..., :dh] / z[..., dh:])
+        n = out.grid[0] * out.grid[1]
+        attn = (unnormalised[:, :, N - n:, N - n:] / z[..., N - n:, dh:].to(work)).mean(1)  # the last, head mean
+        del buffers, unnormalised, S, acc[:]
+        tokens = project_tokens(view, _out_proj(blk, torch.stack(zs).transpose(2, 3).reshape(K * B, N, H, dh)))
+        feats_n = F.normalize(tokens[:, N - n:].to(work), dim=-1)
+        logits = self.params["logit_scale"] * feats_n @ scored.to(work).T  # [K * B, n, T + 1]
+        logits = logits.view(K, B, n, -1).permute(1, 0, 3, 2)
+        return logits, attn, out.grid
+
+    def _slide(self, model: Any, pixels: Tensor, scored: Tensor, grid: tuple[int, int]) -> Tensor:
+        """The sliding-window logits ``[B, K, T + 1, n]``, propagated by the stitched attention (module docs, 4)."""
+        crop, stride = self.params["slide_crop"], self.params["slide_stride"]
+        ph, pw = model.vision.patch_size
+        if crop % ph or crop % pw or stride % ph or stride % pw:
+            raise InvalidInputError(f"CLIPer's slide_crop and slide_stride must be multiples of the patch size "
+                                    f"{ph}x{pw}; got {crop} and {stride}")
+        B, _, Hp, Wp = pixels.shape
+        ch, cw = min(crop, Hp), min(crop, Wp)
+        boxes = [(t, lft) for t in window_positions(Hp, ch, stride) for lft in window_positions(Wp, cw, stride)]
+        per_pass = max(1, CROPS_PER_PASS // B)  # windows per forward: memory stays bounded on large images
+        parts = [self._fused(model, torch.cat([pixels[:, :, t:t + ch, lft:lft + cw] for t, lft in boxes[i:i + per_pass]]),
+                             scored) for i in range(0, len(boxes), per_pass)]
+        logits, attn, (th, tw) = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), parts[0][2]
+        gh, gw = grid
+        K, T1 = logits.shape[1:3]
+        preds = logits.new_zeros(B, K, T1, gh, gw)
+        count = logits.new_zeros(gh, gw)
+        stitched = attn.new_zeros(B, gh, gw, gh, gw)
+        count_attn = attn.new_zeros(gh, gw, gh, gw)
+        for w, (t, lft) in enumerate(boxes):
+            rows, cols = slice(t // ph, t // ph + th), slice(lft // pw, lft // pw + tw)
+            part = slice(w * B, (w + 1) * B)
+            preds[..., rows, cols] += logits[part].reshape(B, K, T1, th, tw)
+            count[rows, cols] += 1
+            stitched[:, rows, cols, rows, cols] += attn[part].reshape(B, th, tw, th, tw)
+            count_attn[rows, cols, rows, cols] += 1
+        preds = (preds / count).flatten(-2)
+        stitched = (stitched / (count_attn + 1e-5)).reshape(B, gh * gw, gh * gw)
+        stitched = stitched / stitched.sum(-1, keepdim=True)
+        return preds @ stitched[:, None]
+
