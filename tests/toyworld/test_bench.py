@@ -160,12 +160,17 @@ def test_cli_json_and_table(weights):
 
 
 def test_rows_that_cannot_run_on_a_model_are_left_out_saying_why(random_toy_weights):
-    """On a tower without a CLS token (SigLIP's attention pooling) Chefer et al.'s row is left out with its reason;
-    every other default row runs."""
+    """On a tower without a CLS token (SigLIP's attention pooling) the rows of Chefer et al. and SFP, which read the
+    CLS token, are left out with their reason; every other default row runs. Asked for by name, such a row is
+    refused with the reason (not a crash inside the method)."""
+    from cliplens.errors import InvalidInputError
     from cliplens.toyworld.bench import DEFAULT_ROWS
     from tests.pooled_towers import pooled_toy
 
-    res = run_bench(pooled_toy(random_toy_weights, "map"), n=1, seed=SEED)
-    (row, why), = res["left_out"].items()
-    assert "Chefer" in row and "no CLS token" in why
-    assert {r["method"] for r in res["rows"]} == set(DEFAULT_ROWS) - {row}
+    tower = pooled_toy(random_toy_weights, "map")
+    res = run_bench(tower, n=1, seed=SEED)
+    assert set(res["left_out"]) == {"Chefer et al.", "SFP"}
+    assert all("no CLS token" in why for why in res["left_out"].values())
+    assert {r["method"] for r in res["rows"]} == set(DEFAULT_ROWS) - set(res["left_out"])
+    with pytest.raises(InvalidInputError, match="'SFP' cannot run on this model: .*no CLS token"):
+        run_bench(tower, n=1, seed=SEED, methods=["SFP", "NACLIP"])

@@ -97,6 +97,9 @@ def default_rows() -> dict[str, MapMethod]:
         "NACLIP": get_map("naclip"),
         "NACLIP (no Gaussian prior)": get_map("naclip", gaussian=False),
         "ResCLIP (RCS)": get_map("resclip"),
+        "SC-CLIP": get_map("sc-clip"),
+        "SFP": get_map("sfp"),
+        "CLIPer (no diffusion)": get_map("cliper"),
         "GEM": get_map("gem"),
         "GradCAM": get_map("gradcam"),
         "Chefer et al.": get_map("chefer"),
@@ -255,12 +258,13 @@ def run_bench(
     adapter = load(model, pretrained=pretrained, device=device) if isinstance(model, str) else model
     fns = resolve_methods(methods)
     left_out: dict[str, str] = {}
-    if methods is None:  # the default rows: those that cannot run on this model are left out, saying why
-        for row, method in list(fns.items()):
-            why = method.unsupported(adapter)
-            if why:
-                left_out[row] = why
-                del fns[row]
+    for row, method in list(fns.items()):
+        why = method.unsupported(adapter)
+        if why and methods is None:  # the default rows: those that cannot run on this model are left out, saying why
+            left_out[row] = why
+            del fns[row]
+        elif why:  # a row asked for by name is refused, with the reason
+            raise InvalidInputError(f"the row {row!r} cannot run on this model: {why}")
     ih, iw = adapter.vision.image_size
     if ih != iw:
         raise InvalidInputError(f"the toy-world scenes are square; this model's input is {ih}x{iw}")
