@@ -132,6 +132,9 @@ class MapMethod:
     #: ResNets); the others need attention blocks and refuse such a model with one paragraph
     #: (:func:`cliplens.core.trunk.needs_blocks`)
     runs_without_blocks: ClassVar[bool] = False
+    #: the models besides CLIP the method reads (a second backbone, SAM), which cliplens cannot download by itself
+    #: and the user names through the method's parameters; ``()``: CLIP alone (:func:`map_names` ``standalone``)
+    extra_models: ClassVar[tuple[str, ...]] = ()
     #: how the method's authors resize the positional table for another token grid (``None``: the model's own
     #: rule), one of :data:`cliplens.core.plan.POSITIONAL_MODES`; each method's ``positional`` parameter
     #: defaults to it, and :meth:`plan_for` applies it to every forward the method runs
@@ -288,7 +291,7 @@ def _plain(v: Any) -> Any:
 _REGISTRY: dict[str, type[MapMethod]] = {}
 #: the modules of the built-in methods (each registers its own on import); loaded on the registry's first use
 BUILTIN_MODULES: tuple[str, ...] = (
-    "baselines", "chefer", "clearclip", "decomposition", "gem", "gradcam", "legrad", "maskclip", "naclip",
+    "baselines", "chefer", "clearclip", "corrclip", "decomposition", "gem", "gradcam", "legrad", "maskclip", "naclip",
     "raw_attention", "resclip", "rollout", "sclip", "surgery", "token_similarity",
 )
 
@@ -315,15 +318,19 @@ def register_map(name: str) -> Callable[[type[MapMethod]], type[MapMethod]]:
     return deco
 
 
-def map_names(*, text_dependent: bool | None = None, baseline: bool | None = None) -> list[str]:
+def map_names(*, text_dependent: bool | None = None, baseline: bool | None = None,
+              standalone: bool | None = None) -> list[str]:
     """The registered map methods (sorted). ``text_dependent``: only those whose map depends on the text (``True``:
     what ``--method all`` runs) or only those that ignore it (``False``: raw attention, rollout and the baselines);
     ``baseline``: only the baselines that do not look at the image (``True``) or none of them (``False``). Both
-    read the methods' own class attributes (:attr:`MapMethod.text_dependent`, :attr:`MapMethod.baseline`)."""
+    read the methods' own class attributes (:attr:`MapMethod.text_dependent`, :attr:`MapMethod.baseline`);
+    ``standalone``: only the methods that need no model besides CLIP (``True``) or only those that do
+    (:attr:`MapMethod.extra_models`)."""
     _load_builtins()
     return sorted(name for name, cls in _REGISTRY.items()
                   if (text_dependent is None or cls.text_dependent == text_dependent)
-                  and (baseline is None or cls.baseline == baseline))
+                  and (baseline is None or cls.baseline == baseline)
+                  and (standalone is None or (not cls.extra_models) == standalone))
 
 
 def map_class(name: str) -> type[MapMethod]:
