@@ -183,6 +183,21 @@ def test_errors_are_one_paragraph(models):
         get_map("corrclip", vfm=dino, sam=Boxes(), spatial_layers=[7]).raw(wrapped, x, t)
 
 
+def test_sam2_by_name_says_how_to_install_it(models, tmp_path):
+    import importlib.util
+
+    from cliplens.errors import MissingDependencyError
+
+    if importlib.util.find_spec("sam2") is not None:
+        pytest.skip("SAM 2 is installed here")
+    _, wrapped, dino = models
+    ckpt = tmp_path / "sam2_hiera_large.pt"
+    ckpt.write_bytes(b"")
+    method = get_map("corrclip", vfm=dino, sam="sam2_hiera_l", sam_checkpoint=str(ckpt))
+    with pytest.raises(MissingDependencyError, match=r"needs SAM 2, which is not installed: pip install sam2"):
+        method.raw(wrapped, random_images(1, (64, 64)).double(), TextEmbeddings(random_directions(1), ("a",)))
+
+
 def test_listed_with_its_parameters():
     from cliplens.maps import map_names
     from cliplens.maps.params import method_parameters

@@ -63,6 +63,7 @@ from cliplens.errors import (
     InvalidInputError,
     MissingDependencyError,
     UnsupportedArchitectureError,
+    install_hint,
 )
 from cliplens.maps.base import MapMethod, register_map
 from cliplens.maps.targets import TextEmbeddings
@@ -120,6 +121,7 @@ def merge_regions(labels: Tensor, feats: Tensor, eps: float = 0.2) -> Tensor:
     R = int(labels.max()) + 1
     if R <= 2:
         return labels
+    feats = feats.float() if feats.dtype in (torch.float16, torch.bfloat16) else feats  # sums over many cells
     onehot = F.one_hot(labels, R).to(feats.dtype)  # [N, R]
     means = F.normalize((onehot.T @ feats) / onehot.sum(0)[:, None], dim=-1)[1:]
     sim = means @ means.T
@@ -265,8 +267,8 @@ class CorrCLIP(MapMethod):
             from sam2.build_sam import build_sam2
         except ImportError:
             raise MissingDependencyError(
-                f"CorrCLIP with sam={sam!r} needs SAM 2, which is not installed: pip install sam2 (or use SAM 1: "
-                "--param sam=vit_h with its checkpoint, pip install segment-anything).") from None
+                f"CorrCLIP with sam={sam!r} needs SAM 2, which is not installed: {install_hint('sam2', 'sam2')} (or "
+                f"use SAM 1: --param sam=vit_h with its checkpoint; {install_hint('segment-anything', 'sam')}).") from None
         if not os.path.isfile(ckpt):
             raise InvalidInputError(f"SAM 2 checkpoint {ckpt!r} is not a file: pass the local .pt file of {sam}")
         built = build_sam2(SAM2_CONFIGS[sam], ckpt, device=str(model.device), apply_postprocessing=False)
