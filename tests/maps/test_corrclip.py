@@ -68,6 +68,22 @@ def test_matches_the_naive_reference(models, hw, params):
     assert rel <= 1e-6, rel
 
 
+def test_matches_the_reference_with_layer_scale_and_twelve_layers():
+    """Layer-scale applies in the blocks (the mask class tokens' too), not to the reconstructed last attention's
+    out-projection (the original calls ``attn.out_proj``); 12 layers: the spatial branch reads blocks 5-9."""
+    clip = build_tiny_clip(layers=12, ls_init_value=0.5, seed=43).double()
+    wrapped = cliplens.wrap(copy.deepcopy(clip))
+    dino = copy.deepcopy(tiny_vfm("dino", width=32, heads=4, layers=2, patch=8, image_size=64, seed=4)).double()
+    x = random_images(1, (64, 80), seed=9).double()
+    regions = _regions((64, 80), seed=3)[:1]
+    texts = random_directions(2, seed=6)
+    ours = get_map("corrclip", vfm=dino, sam=Boxes()).raw(wrapped, torch.cat([x, regions[:, None].double()], 1),
+                                                          TextEmbeddings(texts, ("a", "b")))
+    cfg = wrapped.preprocess_config
+    ref = reference_raw(clip, dino, x, regions, texts, cfg.mean, cfg.std)
+    assert ((ours - ref).abs().max() / ref.abs().max()).item() <= 1e-6
+
+
 def test_merging_and_the_branches_change_the_map(models):
     _, wrapped, dino = models
     x = torch.cat([random_images(2, (64, 64), seed=7).double(), _regions((64, 64))[:, None].double()], 1)
