@@ -4,6 +4,7 @@ open_clip CLIP, a tiny transformers DINO (ViTModel, 8-pixel patches) and, end to
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -218,8 +219,8 @@ def test_listed_with_its_parameters():
     from cliplens.maps import map_names
     from cliplens.maps.params import method_parameters
 
-    assert "corrclip" in map_names() and "corrclip" in map_names(standalone=False)
-    assert "corrclip" not in map_names(standalone=True) and "naclip" in map_names(standalone=True)
+    assert "corrclip" in map_names() and "corrclip" in map_names(second_backbone=True)
+    assert "corrclip" not in map_names(second_backbone=False) and "naclip" in map_names(second_backbone=False)
 
     params = {p.name: p.default for p in method_parameters("corrclip")}
     assert params["vfm"] == "dino_vitb8" and params["sam"] == "sam2_hiera_l" and params["points_per_side"] == 8
@@ -236,7 +237,7 @@ def test_command_line_refuses_without_sam_in_one_paragraph(random_toy_weights, t
     assert "needs SAM's weights" in one_line(r.output) and "--param sam_checkpoint=PATH" in one_line(r.output)
     r = run(*args, "--param", "sam=vit_b", "--param", "sam_checkpoint=/nonexistent/sam.pth", "--out", tmp_path / "b")
     assert r.exit_code == 2 and "SAM checkpoint '/nonexistent/sam.pth' does not exist" in one_line(r.output)
-    # --method all leaves CorrCLIP out with a note instead of failing
+    # --method all runs the methods that read CLIP alone: CorrCLIP runs by name only
     r = run("explain", image, "-t", "a dog", "-m", "toy", "-p", random_toy_weights, "--method", "all", "--out",
             tmp_path / "c")
-    assert r.exit_code == 0 and "left out corrclip" in one_line(r.output)
+    assert r.exit_code == 0 and "corrclip" not in json.loads((tmp_path / "c" / "settings.json").read_text())["methods"]

@@ -121,6 +121,9 @@ class MapMethod:
     text_dependent: ClassVar[bool] = True
     #: a baseline that does not look at the image (``uniform``, ``nothing``, ``gaussian``): left out of "all"
     baseline: ClassVar[bool] = False
+    #: whether the method reads a second image backbone besides CLIP (a vision foundation model such as DINO,
+    #: :mod:`cliplens.models.vfm`: weights of its own to download): left out of "all", run by name
+    second_backbone: ClassVar[bool] = False
     #: whether :meth:`raw` needs the empty prompt's direction (``texts.empty``)
     needs_empty: bool = False
     #: the contrast used when the targets do not name one (see :mod:`cliplens.maps.targets`)
@@ -132,9 +135,6 @@ class MapMethod:
     #: ResNets); the others need attention blocks and refuse such a model with one paragraph
     #: (:func:`cliplens.core.trunk.needs_blocks`)
     runs_without_blocks: ClassVar[bool] = False
-    #: the models besides CLIP the method reads (a second backbone, SAM), which cliplens cannot download by itself
-    #: and the user names through the method's parameters; ``()``: CLIP alone (:func:`map_names` ``standalone``)
-    extra_models: ClassVar[tuple[str, ...]] = ()
     #: how the method's authors resize the positional table for another token grid (``None``: the model's own
     #: rule), one of :data:`cliplens.core.plan.POSITIONAL_MODES`; each method's ``positional`` parameter
     #: defaults to it, and :meth:`plan_for` applies it to every forward the method runs
@@ -319,18 +319,18 @@ def register_map(name: str) -> Callable[[type[MapMethod]], type[MapMethod]]:
 
 
 def map_names(*, text_dependent: bool | None = None, baseline: bool | None = None,
-              standalone: bool | None = None) -> list[str]:
-    """The registered map methods (sorted). ``text_dependent``: only those whose map depends on the text (``True``:
-    what ``--method all`` runs) or only those that ignore it (``False``: raw attention, rollout and the baselines);
-    ``baseline``: only the baselines that do not look at the image (``True``) or none of them (``False``). Both
-    read the methods' own class attributes (:attr:`MapMethod.text_dependent`, :attr:`MapMethod.baseline`);
-    ``standalone``: only the methods that need no model besides CLIP (``True``) or only those that do
-    (:attr:`MapMethod.extra_models`)."""
+              second_backbone: bool | None = None) -> list[str]:
+    """The registered map methods (sorted). ``text_dependent``: only those whose map depends on the text (``True``)
+    or only those that ignore it (``False``: raw attention, rollout and the baselines); ``baseline``: only the
+    baselines that do not look at the image (``True``) or none of them (``False``); ``second_backbone``: only the
+    methods that also read a vision foundation model (``True``: ProxyCLIP, CASS) or only those that read CLIP alone
+    (``False``; ``--method all`` runs those whose map depends on the text). Each reads the methods' own class
+    attributes (:attr:`MapMethod.text_dependent`, :attr:`MapMethod.baseline`, :attr:`MapMethod.second_backbone`)."""
     _load_builtins()
     return sorted(name for name, cls in _REGISTRY.items()
                   if (text_dependent is None or cls.text_dependent == text_dependent)
                   and (baseline is None or cls.baseline == baseline)
-                  and (standalone is None or (not cls.extra_models) == standalone))
+                  and (second_backbone is None or cls.second_backbone == second_backbone))
 
 
 def map_class(name: str) -> type[MapMethod]:

@@ -167,7 +167,7 @@ class CorrCLIP(MapMethod):
     code = "github.com/zdk258/CorrCLIP@103bc18 (CorrCLIPv1/open_clip/transformer.py, corrclip_segmentor.py)"
 
     own_positional = "bicubic_dino"
-    extra_models = ("vfm", "sam")
+    second_backbone = True  # DINO (and SAM): run by name, not in --method all
 
     def __init__(self, vfm: Any = "dino_vitb8", sam: Any = "sam2_hiera_l", sam_checkpoint: str | None = None,
                  points_per_side: int = 8, pred_iou_thresh: float = 0.4, stability_score_thresh: float = 0.4,
