@@ -44,9 +44,11 @@ def methods_cmd(name: str | None, as_json: bool) -> None:
         click.echo(json.dumps(records if name is None else records[0], indent=2, default=str))
         return
     if name is None:
-        rows = [(r["method"], ", ".join(f"{p['name']}={_show(p['default'])}" for p in r["parameters"]) or "–",
-                 re.sub(r'\s*"[^"]*",?\s*', " ", r["paper"]).strip() or "–") for r in records]  # authors (venue)
-        print_table(con, ["method", "parameters (defaults)", "paper"], rows,
+        # the paper (authors, venue) before the parameters: the table gives spare width to columns in order, and a
+        # method with many parameters (corrclip) would otherwise squeeze every paper into fragments
+        rows = [(r["method"], re.sub(r'\s*"[^"]*",?\s*', " ", r["paper"]).strip() or "–",
+                 ", ".join(f"{p['name']}={_show(p['default'])}" for p in r["parameters"]) or "–") for r in records]
+        print_table(con, ["method", "paper", "parameters (defaults)"], rows,
                     title="map methods: --method NAME; any parameter with --param NAME=VALUE "
                           "(cliplens methods NAME for one in full)")
         return

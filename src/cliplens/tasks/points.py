@@ -35,7 +35,6 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,20 +43,20 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from cliplens.checkpoints import load_state_dict
-from cliplens.errors import InvalidInputError, MissingDependencyError, ModelLoadError, install_hint
+from cliplens.errors import InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS, load_image, to_rgb
 from cliplens.maps.base import MapMethod, get_map
 from cliplens.maps.inputs import MAX_TOKENS, fitted_shape, image_size, token_count
 from cliplens.maps.surgery import Surgery
 from cliplens.maps.targets import Targets, model_targets
-from cliplens.tasks.choices import SAM_TYPES
+from cliplens.models.sam import SAM_TYPES, check_sam_checkpoint, load_sam
+from cliplens.models.sam import segment_anything as _segment_anything
 
-__all__ = ["FITS", "SAM_TYPES", "Points", "load_sam", "points_from_map", "sam_masks", "text_points"]
+__all__ = ["FITS", "SAM_TYPES", "Points", "check_sam_checkpoint", "load_sam", "points_from_map", "sam_masks",
+           "text_points"]
 
 #: the fits whose map covers the whole image
 FITS: tuple[str, ...] = ("whole", "squash")
-SAM_INSTALL = install_hint("segment-anything", "sam")
 
 
 @dataclass
@@ -267,53 +266,7 @@ def _embed_quietly_once(model: Any, method: MapMethod, targets: Targets) -> None
             targets.embed(model, with_empty=True)
 
 
-# ---- SAM --------------------------------------------------------------------------------------------
-
-def _segment_anything() -> Any:
-    try:
-        import segment_anything
-    except ImportError:
-        raise MissingDependencyError(f"SAM masks need Segment Anything, which is not installed: {SAM_INSTALL}") from None
-    return segment_anything
-
-
-def check_sam_checkpoint(checkpoint: str | os.PathLike, model_type: str = "vit_b") -> Path:
-    """Check, before any work, that SAM can be built: the package is installed, the type is known, the
-    checkpoint is a local file."""
-    _segment_anything()
-    if model_type not in SAM_TYPES:
-        raise InvalidInputError(f"unknown SAM type {model_type!r}; use one of {', '.join(SAM_TYPES)} (the size of "
-                                "the checkpoint's image encoder)")
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        where = "is a folder" if path.is_dir() else "does not exist"
-        raise InvalidInputError(f"SAM checkpoint {str(path)!r} {where}: pass a local SAM checkpoint file (e.g. "
-                                f"sam_vit_b_01ec64.pth from the segment-anything repository) for type {model_type}")
-    return path
-
-
-def load_sam(checkpoint: str | os.PathLike, model_type: str = "vit_b", device: str | torch.device = "cpu", *,
-             trust_checkpoint: bool = False) -> Any:
-    """A SAM model from a local checkpoint (``segment_anything.sam_model_registry[model_type]``).
-
-    SAM is built without weights and the checkpoint is read through cliplens's safe loader
-    (:func:`cliplens.checkpoints.load_state_dict`: tensors only unless ``trust_checkpoint``), never by
-    segment_anything's own ``torch.load``.
-    """
-    path = check_sam_checkpoint(checkpoint, model_type)
-    sa = _segment_anything()
-    what = f"the SAM checkpoint ({model_type})"
-    state = load_state_dict(path, what=what, trust=trust_checkpoint,
-                            expected="a SAM checkpoint such as sam_vit_b_01ec64.pth")
-    try:
-        sam = sa.sam_model_registry[model_type](checkpoint=None)
-        sam.load_state_dict(state)
-    except Exception as e:  # a wrong type for the file, weights of another model, ...
-        raise ModelLoadError(f"cannot load the SAM checkpoint {str(path)!r} as {model_type}: {type(e).__name__}: "
-                             f"{' '.join(str(e).split())[:300]}. Is --sam-type/model_type the checkpoint's (vit_b, "
-                             "vit_l or vit_h)?") from None
-    return sam.to(device).eval()
-
+# ---- SAM (loading: cliplens.models.sam) ----------------------------------------------------------------------
 
 def _rgb_array(image: Any, max_pixels: int) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
