@@ -43,13 +43,14 @@ CONTRAST_CHOICES = ("default", "none", "others", "empty")
 
 def text_methods(text_dependent: bool = True) -> list[str]:
     """The registered map methods that ``--method all`` runs: every one whose map depends on the text
-    (:attr:`MapMethod.text_dependent`); with ``text_dependent=False``, what ``--method text-independent`` runs:
+    (:attr:`MapMethod.text_dependent`) and reads CLIP alone (the methods with a second backbone, whose weights are a
+    download of their own, run by name); with ``text_dependent=False``, what ``--method text-independent`` runs:
     those that look at the image but not at the text (raw attention, rollout; the baselines, which look at
     neither, are named one by one)."""
     from cliplens.maps import get_map, map_names
 
     out = []
-    for name in map_names(text_dependent=text_dependent, baseline=False):
+    for name in map_names(text_dependent=text_dependent, baseline=False, second_backbone=False):
         try:
             get_map(name)
         except InvalidInputError:  # a method that needs parameters: not run by a group

@@ -121,6 +121,9 @@ class MapMethod:
     text_dependent: ClassVar[bool] = True
     #: a baseline that does not look at the image (``uniform``, ``nothing``, ``gaussian``): left out of "all"
     baseline: ClassVar[bool] = False
+    #: whether the method reads a second image backbone besides CLIP (a vision foundation model such as DINO,
+    #: :mod:`cliplens.models.vfm`: weights of its own to download): left out of "all", run by name
+    second_backbone: ClassVar[bool] = False
     #: whether :meth:`raw` needs the empty prompt's direction (``texts.empty``)
     needs_empty: bool = False
     #: the contrast used when the targets do not name one (see :mod:`cliplens.maps.targets`)
@@ -289,7 +292,7 @@ _REGISTRY: dict[str, type[MapMethod]] = {}
 #: the modules of the built-in methods (each registers its own on import); loaded on the registry's first use
 BUILTIN_MODULES: tuple[str, ...] = (
     "baselines", "chefer", "clearclip", "decomposition", "gem", "gradcam", "legrad", "maskclip", "naclip",
-    "raw_attention", "resclip", "rollout", "sclip", "surgery", "token_similarity",
+    "proxyclip", "raw_attention", "resclip", "rollout", "sclip", "surgery", "token_similarity",
 )
 
 
@@ -315,15 +318,19 @@ def register_map(name: str) -> Callable[[type[MapMethod]], type[MapMethod]]:
     return deco
 
 
-def map_names(*, text_dependent: bool | None = None, baseline: bool | None = None) -> list[str]:
-    """The registered map methods (sorted). ``text_dependent``: only those whose map depends on the text (``True``:
-    what ``--method all`` runs) or only those that ignore it (``False``: raw attention, rollout and the baselines);
-    ``baseline``: only the baselines that do not look at the image (``True``) or none of them (``False``). Both
-    read the methods' own class attributes (:attr:`MapMethod.text_dependent`, :attr:`MapMethod.baseline`)."""
+def map_names(*, text_dependent: bool | None = None, baseline: bool | None = None,
+              second_backbone: bool | None = None) -> list[str]:
+    """The registered map methods (sorted). ``text_dependent``: only those whose map depends on the text (``True``)
+    or only those that ignore it (``False``: raw attention, rollout and the baselines); ``baseline``: only the
+    baselines that do not look at the image (``True``) or none of them (``False``); ``second_backbone``: only the
+    methods that also read a vision foundation model (``True``: ProxyCLIP, CASS) or only those that read CLIP alone
+    (``False``; ``--method all`` runs those whose map depends on the text). Each reads the methods' own class
+    attributes (:attr:`MapMethod.text_dependent`, :attr:`MapMethod.baseline`, :attr:`MapMethod.second_backbone`)."""
     _load_builtins()
     return sorted(name for name, cls in _REGISTRY.items()
                   if (text_dependent is None or cls.text_dependent == text_dependent)
-                  and (baseline is None or cls.baseline == baseline))
+                  and (baseline is None or cls.baseline == baseline)
+                  and (second_backbone is None or cls.second_backbone == second_backbone))
 
 
 def map_class(name: str) -> type[MapMethod]:

@@ -182,10 +182,12 @@ class VisionBackbone:
     def normalize_from(self, pixels: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
         """Pixels normalised with ``mean``/``std`` (CLIP's, as the map methods receive them) re-normalised with
         this backbone's statistics: ``((x * std + mean) - mean') / std'``."""
-        shape = (1, 3, 1, 1)
-        dev = pixels.device
-        x = pixels.float() * torch.tensor(std, device=dev).view(shape) + torch.tensor(mean, device=dev).view(shape)
-        out = (x - torch.tensor(self.mean, device=dev).view(shape)) / torch.tensor(self.std, device=dev).view(shape)
+        dt = torch.float64 if pixels.dtype == torch.float64 else torch.float32
+
+        def col(values: tuple[float, ...]) -> Tensor:
+            return torch.tensor(values, dtype=dt, device=pixels.device).view(1, 3, 1, 1)
+
+        out = (pixels.to(dt) * col(std) + col(mean) - col(self.mean)) / col(self.std)
         return out.to(pixels.dtype)
 
     @torch.no_grad()
@@ -330,7 +332,8 @@ def _load_model(name: str, source: str, *, cache_dir: str | None) -> Any:
             raise ModelLoadError(
                 f"Could not load {what}: its weights are not in the local Hugging Face cache"
                 f"{f' ({cache_dir})' if cache_dir else ''} and {reason}. Download them once where the Hub can be "
-                f"reached (transformers.AutoModel.from_pretrained({source!r})), or pass a folder written by "
-                "save_pretrained or a loaded transformers model instead. Underlying error: "
+                f"reached (transformers.AutoModel.from_pretrained({source!r})), or name a folder written by "
+                "save_pretrained instead (vfm=FOLDER; --param vfm=FOLDER on the command line), or pass a loaded "
+                "transformers model. Underlying error: "
                 f"{type(e).__name__}: {short(e)}"
             ) from e
