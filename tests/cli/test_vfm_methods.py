@@ -34,3 +34,15 @@ def test_cli_lists_and_takes_the_backbone(tiny_vit, vfm_folder, tmp_path):
             "--param", "vfm=no_such_dino", "--out", tmp_path / "o2")
     assert r.exit_code == 2 and "Unknown vision backbone 'no_such_dino'" in one_line(r.output)
     assert "Traceback" not in r.output
+
+
+def test_methods_with_a_second_backbone_run_by_name_not_in_all():
+    from cliplens.cli.explain import resolve_methods
+    from cliplens.maps.base import map_class, map_names
+
+    second = map_names(second_backbone=True)
+    assert "proxyclip" in second and all(map_class(n).second_backbone for n in second)
+    assert not set(second) & set(map_names(second_backbone=False))
+    assert set(map_names()) == set(second) | set(map_names(second_backbone=False))
+    assert not set(second) & set(resolve_methods("all"))
+    assert resolve_methods("proxyclip") == ["proxyclip"]

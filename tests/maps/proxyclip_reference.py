@@ -4,7 +4,10 @@ On an open_clip model's own modules (through the helpers of tests/maps/dense_ref
 DINO / DINOv2 model called as transformers calls it (its ``last_hidden_state``, not cliplens's wrapper):
 
 1. The backbone's input: ``x_vfm = (x · σ_clip + μ_clip − μ_imagenet) / σ_imagenet`` per channel.
-2. ``F`` ``[M, C]``: its last hidden state's patch tokens (after the prefix of CLS and registers), ``M = I · J``
+2. ``F`` ``[M, C]``: its last hidden state's patch tokens (at another grid than its own, with its positional table
+   resized by the torch.hub rule, ``vfm_positional="hub"``: DINO's scale factor, or antialiased bicubic for DINOv2
+   with registers, from tests/maps/surgery_reference.py, and the model rebuilt natively at that size around it;
+   square inputs only; or by transformers' own rule, ``"transformers"``) (after the prefix of CLS and registers), ``M = I · J``
    row-major; ``S_ij = f̂_i · f̂_j`` with ``f̂`` unit rows; ``L = γ (S − β · mean_ij S_ij)`` per image.
 3. ``A_ij = exp(L_ij) / Σ_{l : L_il ≥ 0} exp(L_il)`` where ``L_ij ≥ 0``, else 0 (the same for every head).
 4. CLIP runs its blocks but the last as usual (positional table by DINO's scale-factor rule at other grids). In
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 
 import torch
 
@@ -32,7 +36,7 @@ from tests.maps.dense_reference import (
     qkv,
     self_attention,
 )
-from tests.maps.surgery_reference import _embed
+from tests.maps.surgery_reference import _embed, _local_positional_table
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -48,11 +52,25 @@ def vfm_input(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def vfm_patch_features(vfm: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+def vfm_patch_features(vfm: torch.nn.Module, x: torch.Tensor, positional: str = "hub"
+                       ) -> tuple[torch.Tensor, tuple[int, int]]:
     """([B, M, C] last-layer patch tokens, (I, J)) of a transformers DINO / DINOv2 model, in float64."""
     model = copy.deepcopy(vfm).double().eval()
     cfg = model.config
     patch = cfg.patch_size if isinstance(cfg.patch_size, int) else cfg.patch_size[0]
+    table = model.embeddings.position_embeddings  # [1, 1 + M0², D]
+    m0 = round((table.shape[1] - 1) ** 0.5)
+    grid = (x.shape[-2] // patch, x.shape[-1] // patch)
+    if positional == "hub" and grid != (m0, m0):
+        if grid[0] != grid[1]:
+            raise ValueError("the reference rebuilds the backbone natively: square inputs only")
+        mode = "bicubic_antialias" if cfg.model_type == "dinov2_with_registers" else "bicubic_dino"
+        resized = _local_positional_table(SimpleNamespace(positional_embedding=table[0], grid_size=(m0, m0)), grid,
+                                          mode)
+        cfg.image_size = x.shape[-1]
+        model.embeddings.position_embeddings = torch.nn.Parameter(resized[None].double())
+        if hasattr(model.embeddings.patch_embeddings, "image_size"):
+            model.embeddings.patch_embeddings.image_size = (x.shape[-2], x.shape[-1])
     prefix = 1 + int(getattr(cfg, "num_register_tokens", 0) or 0)
     extra = {"interpolate_pos_encoding": True} if type(model).__name__ == "ViTModel" else {}
     with torch.no_grad():
@@ -87,15 +105,16 @@ def bilinear_matrix(n_out: int, n_in: int) -> torch.Tensor:
 
 
 def reference_proxyclip(clip: torch.nn.Module, vfm: torch.nn.Module, x: torch.Tensor, directions: torch.Tensor,
-                        beta: float = 1.2, gamma: float = 3.0) -> torch.Tensor:
+                        beta: float = 1.2, gamma: float = 3.0, vfm_positional: str = "hub",
+                        clip_positional: str = "bicubic_dino") -> torch.Tensor:
     """ProxyCLIP's raw maps [B, T, I, J] (float64) for CLIP-normalised pixels ``x``."""
     visual = prepare_visual(clip)
     x = x.double()
-    feats, (gi, gj) = vfm_patch_features(vfm, x)
+    feats, (gi, gj) = vfm_patch_features(vfm, x, vfm_positional)
     A = proxy_weights(feats, beta, gamma)  # [B, M, M]
     with torch.no_grad():
         gh, gw = visual.conv1(x[:1]).shape[-2:]
-        tokens = _embed(visual, x, "bicubic_dino")
+        tokens = _embed(visual, x, clip_positional)
         blocks = visual.transformer.resblocks
         for block in blocks[:-1]:
             _, _, scale = head_geometry(block)

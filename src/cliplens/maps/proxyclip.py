@@ -27,8 +27,10 @@ Deviations, and why:
   that token keeps its own value (attends to itself).
 * The repository reads CLIP's grid as ``(W // p, H // p)`` and the backbone's as ``(H // p, H // p)``: right
   for its square crops only. Here both are ``(H // p, W // p)``, so non-square inputs work.
-* The backbone runs in the CLIP model's dtype (the repository runs both in float16 on GPU) and resizes its own
-  positional table as transformers does (see :mod:`cliplens.models.vfm`).
+* The backbone runs in the CLIP model's dtype (the repository runs both in float16 on GPU). At another grid than
+  its own it resizes its positional table as the repository's torch.hub models do (``vfm_positional="hub"``:
+  DINO's scale factor ``(n + 0.1) / N``; see :mod:`cliplens.models.vfm`), which every 336 window needs (42 x 42
+  patches of 8 from a 28 x 28 table); ``vfm_positional="transformers"`` is transformers' rule.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from cliplens.core.plan import Plan
 from cliplens.errors import CliplensError, InvalidInputError
 from cliplens.maps.base import MapMethod, register_map
 from cliplens.maps.targets import TextEmbeddings
-from cliplens.models.vfm import VisionBackbone, load_vfm
+from cliplens.models.vfm import VFM_POSITIONAL, VisionBackbone, load_vfm
 
 __all__ = ["ProxyCLIP", "proxy_attention", "vfm_features"]
 
@@ -67,12 +69,12 @@ def proxy_attention(features: Tensor, beta: float, gamma: float) -> Tensor:
     return logits.masked_fill(masked, float("-inf")).softmax(-1)
 
 
-def vfm_features(backbone: VisionBackbone, model: Any, pixels: Tensor) -> Tensor:
+def vfm_features(backbone: VisionBackbone, model: Any, pixels: Tensor, positional: str = "hub") -> Tensor:
     """The backbone's last-layer patch features ``[B, C, I, J]`` for CLIP-normalised ``pixels`` (re-normalised with
-    the backbone's own statistics first)."""
+    the backbone's own statistics first; ``positional``: its rule at another grid)."""
     cfg = model.preprocess_config
     mean, std = (cfg.mean, cfg.std) if cfg.do_normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    return backbone(backbone.normalize_from(pixels, mean, std)).features
+    return backbone(backbone.normalize_from(pixels, mean, std), positional=positional).features
 
 
 @register_map("proxyclip")
@@ -89,12 +91,16 @@ class ProxyCLIP(MapMethod):
     second_backbone = True
 
     def __init__(self, vfm: Any = "dino_vitb8", beta: float = 1.2, gamma: float = 3.0,
-                 positional: str | None = "bicubic_dino") -> None:
+                 positional: str | None = "bicubic_dino", vfm_positional: str = "hub") -> None:
         if isinstance(vfm, str) and not vfm.strip():
             raise InvalidInputError("ProxyCLIP's vfm must name a vision backbone, e.g. 'dino_vitb8'")
         if float(gamma) <= 0:
             raise InvalidInputError(f"ProxyCLIP's gamma must be positive, got {gamma}")
-        super().__init__(vfm=vfm, beta=float(beta), gamma=float(gamma), positional=positional)
+        if vfm_positional not in VFM_POSITIONAL:
+            raise InvalidInputError(f"ProxyCLIP's vfm_positional must be one of {', '.join(VFM_POSITIONAL)}; got "
+                                    f"{vfm_positional!r}")
+        super().__init__(vfm=vfm, beta=float(beta), gamma=float(gamma), positional=positional,
+                         vfm_positional=vfm_positional)
 
     def backbone(self, model: Any) -> VisionBackbone:
         """The second backbone, loaded on first use (cached per name, on the CLIP model's device and dtype)."""
@@ -115,8 +121,8 @@ class ProxyCLIP(MapMethod):
         that grid."""
         view = model.vision
         last = view.num_layers - 1
-        attn = proxy_attention(vfm_features(self.backbone(model), model, pixels),
-                               self.params["beta"], self.params["gamma"])
+        feats = vfm_features(self.backbone(model), model, pixels, self.params["vfm_positional"])
+        attn = proxy_attention(feats, self.params["beta"], self.params["gamma"])
         grid = self._vfm_grid(model, pixels)
         # the last block's values; its attention is not needed (identity: cheap), nor its residual or MLP
         plan = Plan().at(-1, attention="identity", residual=False, mlp=False)
