@@ -27,6 +27,9 @@ Deviations, and why:
   that token keeps its own value (attends to itself).
 * The repository reads CLIP's grid as ``(W // p, H // p)`` and the backbone's as ``(H // p, H // p)``: right
   for its square crops only. Here both are ``(H // p, W // p)``, so non-square inputs work.
+* An input side that is not a multiple of the backbone's patch loses its remainder in the backbone (its patch
+  convolution drops it); the repository pads each window to a multiple of 56 pixels instead, which its own
+  settings (short side 336 or 448, windows 336 or 224) never need.
 * The backbone runs in the CLIP model's dtype (the repository runs both in float16 on GPU). At another grid than
   its own it resizes its positional table as the repository's torch.hub models do (``vfm_positional="hub"``:
   DINO's scale factor ``(n + 0.1) / N``; see :mod:`cliplens.models.vfm`), which every 336 window needs (42 x 42
