@@ -41,8 +41,15 @@ def test_methods_with_a_second_backbone_run_by_name_not_in_all():
     from cliplens.maps.base import map_class, map_names
 
     second = map_names(second_backbone=True)
-    assert "proxyclip" in second and all(map_class(n).second_backbone for n in second)
+    assert {"proxyclip", "cass"} <= set(second) and all(map_class(n).second_backbone for n in second)
     assert not set(second) & set(map_names(second_backbone=False))
     assert set(map_names()) == set(second) | set(map_names(second_backbone=False))
     assert not set(second) & set(resolve_methods("all"))
     assert resolve_methods("proxyclip") == ["proxyclip"]
+
+
+def test_cass_is_listed_with_its_parameters():
+    r = run("methods", "cass")
+    assert r.exit_code == 0, r.output
+    text = one_line(r.output)
+    assert all(w in text for w in ("vfm", "dino_vitb8", "h_threshold", "global_semantics_weight", "Kim et al."))

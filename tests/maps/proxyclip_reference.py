@@ -52,9 +52,10 @@ def vfm_input(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def vfm_patch_features(vfm: torch.nn.Module, x: torch.Tensor, positional: str = "hub"
-                       ) -> tuple[torch.Tensor, tuple[int, int]]:
-    """([B, M, C] last-layer patch tokens, (I, J)) of a transformers DINO / DINOv2 model, in float64."""
+def native_vfm(vfm: torch.nn.Module, x: torch.Tensor, positional: str = "hub") -> tuple[torch.nn.Module, int, int]:
+    """(a float64 copy of the backbone that runs ``x`` with the positional table of ``positional``, its patch size,
+    its prefix of CLS and register tokens). For ``"hub"`` at another grid than its own the copy is rebuilt natively
+    at ``x``'s size around the table resized by the torch.hub rule (square inputs only)."""
     model = copy.deepcopy(vfm).double().eval()
     cfg = model.config
     patch = cfg.patch_size if isinstance(cfg.patch_size, int) else cfg.patch_size[0]
@@ -71,7 +72,13 @@ def vfm_patch_features(vfm: torch.nn.Module, x: torch.Tensor, positional: str = 
         model.embeddings.position_embeddings = torch.nn.Parameter(resized[None].double())
         if hasattr(model.embeddings.patch_embeddings, "image_size"):
             model.embeddings.patch_embeddings.image_size = (x.shape[-2], x.shape[-1])
-    prefix = 1 + int(getattr(cfg, "num_register_tokens", 0) or 0)
+    return model, patch, 1 + int(getattr(cfg, "num_register_tokens", 0) or 0)
+
+
+def vfm_patch_features(vfm: torch.nn.Module, x: torch.Tensor, positional: str = "hub"
+                       ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """([B, M, C] last-layer patch tokens, (I, J)) of a transformers DINO / DINOv2 model, in float64."""
+    model, patch, prefix = native_vfm(vfm, x, positional)
     extra = {"interpolate_pos_encoding": True} if type(model).__name__ == "ViTModel" else {}
     with torch.no_grad():
         hidden = model(pixel_values=vfm_input(x.double()), **extra).last_hidden_state

@@ -38,8 +38,8 @@ def tiny_vfm(kind: str = "dinov2", *, width: int = 32, heads: int = 4, layers: i
     return model.eval()
 
 
-def vfm_saved(folder, kind: str = "dinov2") -> str:
-    """A backbone of ``kind`` (8-pixel patches, 64-pixel native input) written by ``save_pretrained`` to
-    ``folder``; returns the folder as text (what ``--param vfm=...`` takes)."""
-    tiny_vfm(kind, patch=8, image_size=64, seed=3).save_pretrained(folder)
+def vfm_saved(folder, kind: str = "dinov2", **kw) -> str:
+    """A backbone of ``kind`` (8-pixel patches, 64-pixel native input; ``kw``: other :func:`tiny_vfm` settings)
+    written by ``save_pretrained`` to ``folder``; returns the folder as text (what ``--param vfm=...`` takes)."""
+    tiny_vfm(kind, patch=8, image_size=64, seed=3, **kw).save_pretrained(folder)
     return str(folder)

@@ -292,7 +292,7 @@ _REGISTRY: dict[str, type[MapMethod]] = {}
 #: the modules of the built-in methods (each registers its own on import); loaded on the registry's first use
 BUILTIN_MODULES: tuple[str, ...] = (
     "baselines", "chefer", "clearclip", "decomposition", "gem", "gradcam", "legrad", "maskclip", "naclip",
-    "proxyclip", "raw_attention", "resclip", "rollout", "sclip", "surgery", "token_similarity",
+    "cass", "proxyclip", "raw_attention", "resclip", "rollout", "sclip", "surgery", "token_similarity",
 )
 
 
