@@ -92,9 +92,10 @@ def spectral_graph(k: Tensor, dk: Tensor, *, rescale: bool = True) -> Tensor:
         vals = torch.linalg.eigvalsh(m.double()).flip(-1)[:, :K_EIGEN]
         return F.normalize(vals, dim=1)
 
-    pd, pa = F.normalize(spectrum(d), p=1, dim=1), F.normalize(spectrum(a), p=1, dim=1)
-    dist = (pd.sort(-1).values[:, None] - pa.sort(-1).values[None]).abs().sum(-1)  # [H dino, H clip]
-    cost = 1.0 - dist
+    pd, pa = F.normalize(spectrum(d), p=1, dim=1).sort(-1).values, F.normalize(spectrum(a), p=1, dim=1).sort(-1).values
+    # pair by pair, summed as the repository sums them: equal-cost matchings are common (one dominant eigenvalue makes
+    # cost_ij a sum of a term in i and one in j), and the assignment among them follows the last bits of each cost
+    cost = torch.stack([torch.stack([1.0 - torch.sum(torch.abs(pd[i] - pa[j])) for j in range(H)]) for i in range(H)])
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     out = torch.empty_like(a)
     for idx, (i, j) in enumerate(zip(rows.tolist(), cols.tolist(), strict=True)):
