@@ -3,14 +3,17 @@ outputs at the native grid and at another one, its pixel normalisation, name res
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from cliplens.errors import InvalidInputError, MissingDependencyError, ModelLoadError, ModelNotFoundError
 from cliplens.models import vfm
+from tests.maps.surgery_reference import _local_positional_table
 from tests.models.vfm_models import KINDS, tiny_vfm
 
 pytest.importorskip("transformers")
@@ -162,3 +165,41 @@ def test_transformers_missing_names_the_extra(monkeypatch):
 def test_pyproject_has_the_dino_extra():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(req.startswith("transformers") for req in extras[vfm.EXTRA])
+
+
+def _at_size(model, kind: str, size: int, table: torch.Tensor):
+    """A copy of ``model`` built natively for ``size`` pixels with positional table ``table``: its forward at that
+    size uses the table as it is (no resizing)."""
+    native = copy.deepcopy(model)
+    native.config.image_size = size
+    native.embeddings.position_embeddings = torch.nn.Parameter(table.detach().clone())
+    if kind == "dino":
+        native.embeddings.patch_embeddings.image_size = (size, size)
+    return native
+
+
+@pytest.mark.parametrize("kind, mode", [("dinov2", "bicubic_dino"), ("dino", "bicubic_dino"),
+                                        ("dinov2_reg", "bicubic_antialias")])
+def test_hub_positional_rule(kind, mode):
+    """``positional="hub"``: the table of the torch.hub code (DINO's scale factor (n + 0.1) / N; DINOv2 with
+    registers: antialiased bicubic to the size), checked against the independent implementations of those rules in
+    tests/maps/surgery_reference.py; the forward equals the model's own at a size it was built for, with that table."""
+    model = copy.deepcopy(tiny_vfm(kind)).double()
+    bb = vfm.load_vfm(model)
+    table = model.embeddings.position_embeddings  # [1, 1 + 16, D]: a 4 x 4 grid
+    fake = SimpleNamespace(positional_embedding=table[0], grid_size=(4, 4))
+    want = _local_positional_table(fake, (6, 6), mode)
+    got = vfm.hub_positional_table(table, (24, 24), 4, model.config.model_type)
+    tol = 1e-12 if mode == "bicubic_dino" else 1e-6  # timm resamples in float32
+    torch.testing.assert_close(got[0], want.to(got.dtype), rtol=tol, atol=tol)
+    assert vfm.hub_positional_table(table, (16, 16), 4, model.config.model_type) is table
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    hub = bb(x, positional="hub")
+    assert "interpolate_pos_encoding" not in model.embeddings.__dict__  # nothing left on the model
+    ref = vfm.load_vfm(_at_size(model, kind, 24, got)).forward(x)
+    torch.testing.assert_close(hub.features, ref.features, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hub.k, ref.k, rtol=1e-12, atol=1e-12)
+    if kind != "dinov2_reg":  # transformers' own rule differs (registers: the same rule)
+        assert not torch.allclose(hub.features, bb(x).features)
+    with pytest.raises(InvalidInputError, match="positional rule"):
+        bb(x, positional="bilinear")

@@ -36,3 +36,10 @@ def tiny_vfm(kind: str = "dinov2", *, width: int = 32, heads: int = 4, layers: i
             if p.ndim == 1 or "token" in name or "position" in name:
                 p.add_(0.1 * torch.randn(p.shape, generator=g))
     return model.eval()
+
+
+def vfm_saved(folder, kind: str = "dinov2", **kw) -> str:
+    """A backbone of ``kind`` (8-pixel patches, 64-pixel native input; ``kw``: other :func:`tiny_vfm` settings)
+    written by ``save_pretrained`` to ``folder``; returns the folder as text (what ``--param vfm=...`` takes)."""
+    tiny_vfm(kind, patch=8, image_size=64, seed=3, **kw).save_pretrained(folder)
+    return str(folder)

@@ -291,8 +291,9 @@ def _plain(v: Any) -> Any:
 _REGISTRY: dict[str, type[MapMethod]] = {}
 #: the modules of the built-in methods (each registers its own on import); loaded on the registry's first use
 BUILTIN_MODULES: tuple[str, ...] = (
-    "baselines", "chefer", "clearclip", "cliper", "corrclip", "decomposition", "gem", "gradcam", "legrad", "maskclip",
-    "naclip", "raw_attention", "resclip", "rollout", "scclip", "sclip", "sfp", "surgery", "token_similarity",
+    "baselines", "cass", "chefer", "clearclip", "cliper", "corrclip", "decomposition", "gem", "gradcam", "legrad",
+    "maskclip", "naclip", "proxyclip", "raw_attention", "resclip", "rollout", "scclip", "sclip", "sfp", "surgery",
+    "token_similarity",
 )
 
 

@@ -3,8 +3,7 @@
 Methods such as ProxyCLIP, CASS, Trident and CorrCLIP read a self-supervised ViT next to CLIP: its last
 layer's patch features and its last block's queries, keys and values. :class:`VisionBackbone` wraps a
 transformers model (``ViTModel`` for DINO, ``Dinov2Model``, ``Dinov2WithRegistersModel``) and gives exactly
-that, computed by the model's own forward with forward hooks on the last block's q/k/v projections (so the
-positional embedding is resized as transformers does it: bicubic to the exact grid).
+that, computed by the model's own forward with forward hooks on the last block's q/k/v projections.
 
 :func:`load_vfm` accepts what users have at hand:
 
@@ -16,9 +15,11 @@ positional embedding is resized as transformers does it: bicubic to the exact gr
 
 Loading is lazy (nothing is read until a method first needs it) and cached per name, device and dtype.
 
-Deviation from the torch.hub models: at a grid other than the native one, the hub code of DINO and DINOv2
-resizes the positional table with ``scale_factor=(n + 0.1) / N`` instead of to the exact size; transformers
-(and this wrapper) use the exact size, which differs by a few 1e-3 in the interpolated table.
+**Positional rule** at a grid other than the native one (:data:`VFM_POSITIONAL`): ``"transformers"`` resizes the
+table as transformers does (bicubic to the exact size); ``"hub"`` as the torch.hub code the papers load does
+(:func:`hub_positional_table`): DINO and DINOv2 use bicubic with ``scale_factor=(n + 0.1) / N``, DINOv2 with
+registers bicubic to the size, antialiased. The two differ by a few 1e-3 in the table; at the native grid (and a
+square input) both use the table as it is.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ MODEL_CLASSES: dict[str, str] = {
 #: ImageNet statistics: the pixel normalisation of DINO and DINOv2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: how the positional table is resized at another grid: as transformers does, or as the torch.hub code does
+VFM_POSITIONAL = ("transformers", "hub")
 
 #: the last block's q/k/v projections, by transformers' module names (5.x, then 4.x)
 _QKV_NAMES = (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
@@ -182,16 +186,22 @@ class VisionBackbone:
     def normalize_from(self, pixels: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
         """Pixels normalised with ``mean``/``std`` (CLIP's, as the map methods receive them) re-normalised with
         this backbone's statistics: ``((x * std + mean) - mean') / std'``."""
-        shape = (1, 3, 1, 1)
-        dev = pixels.device
-        x = pixels.float() * torch.tensor(std, device=dev).view(shape) + torch.tensor(mean, device=dev).view(shape)
-        out = (x - torch.tensor(self.mean, device=dev).view(shape)) / torch.tensor(self.std, device=dev).view(shape)
+        dt = torch.float64 if pixels.dtype == torch.float64 else torch.float32
+
+        def col(values: tuple[float, ...]) -> Tensor:
+            return torch.tensor(values, dtype=dt, device=pixels.device).view(1, 3, 1, 1)
+
+        out = (pixels.to(dt) * col(std) + col(mean) - col(self.mean)) / col(self.std)
         return out.to(pixels.dtype)
 
     @torch.no_grad()
-    def forward(self, pixels: Tensor) -> VFMOutput:
+    def forward(self, pixels: Tensor, *, positional: str = "transformers") -> VFMOutput:
         """One forward of ``pixels`` ``[B, 3, H, W]`` (already normalised for this backbone: see
-        :meth:`normalize_from`), on the backbone's device and dtype; results on the pixels' device."""
+        :meth:`normalize_from`), on the backbone's device and dtype; results on the pixels' device.
+        ``positional``: the rule for the positional table at another grid (:data:`VFM_POSITIONAL`)."""
+        if positional not in VFM_POSITIONAL:
+            raise InvalidInputError(f"the second backbone's positional rule must be one of "
+                                    f"{', '.join(VFM_POSITIONAL)}; got {positional!r}")
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise InvalidInputError(f"pixels must be [B, 3, H, W]; got {tuple(pixels.shape)}")
         gh, gw = self.grid(*pixels.shape[-2:])
@@ -210,11 +220,17 @@ class VisionBackbone:
         kwargs: dict[str, Any] = {}
         if type(self.model).__name__ == "ViTModel":
             kwargs["interpolate_pos_encoding"] = True  # ViTModel refuses other sizes without it
+        emb = self.model.embeddings
+        if positional == "hub":  # the embeddings call their own interpolate_pos_encoding: this instance's, here
+            kind = self.model.config.model_type
+            emb.interpolate_pos_encoding = lambda x, height, width: hub_positional_table(
+                emb.position_embeddings, (height, width), self.patch_size, kind).to(x.dtype)
         try:
             out = self.model(pixel_values=pixels.to(self.device, self.dtype), **kwargs)
         finally:
             for h in handles:
                 h.remove()
+            emb.__dict__.pop("interpolate_pos_encoding", None)
         b = pixels.shape[0]
         q, k, v = (seen[i].reshape(b, -1, self.heads, self.head_dim).transpose(1, 2).to(pixels.device)
                    for i in range(3))
@@ -223,6 +239,32 @@ class VisionBackbone:
         return VFMOutput(features=features, q=q, k=k, v=v, prefix=self.prefix, grid=(gh, gw))
 
     __call__ = forward
+
+
+def hub_positional_table(table: Tensor, size: tuple[int, int], patch: int, model_type: str) -> Tensor:
+    """The positional table ``[1, 1 + n, D]`` for an input of ``size`` pixels, resized as the torch.hub code of
+    ``model_type`` does (facebookresearch/dino ``vision_transformer.py``, facebookresearch/dinov2
+    ``models/vision_transformer.py`` and ``hub/backbones.py``): ``"vit"`` (DINO) and ``"dinov2"`` bicubic with
+    ``scale_factor=(n + 0.1) / N`` per side, ``"dinov2_with_registers"`` bicubic to the size with antialiasing.
+    The table as it is when the grid is the native one and the input square. Computed in float32 (float64 for a
+    float64 table)."""
+    H, W = size
+    g = (H // patch, W // patch)
+    n = table.shape[1] - 1
+    if g[0] * g[1] == n and H == W:
+        return table
+    M = int(round(n ** 0.5))
+    d = table.shape[-1]
+    work = table if table.dtype == torch.float64 else table.float()
+    grid = work[:, 1:].reshape(1, M, M, d).permute(0, 3, 1, 2)
+    if model_type == "dinov2_with_registers":
+        grid = torch.nn.functional.interpolate(grid, size=g, mode="bicubic", antialias=True, align_corners=False)
+    else:
+        scale = ((g[0] + 0.1) / M, (g[1] + 0.1) / M)
+        grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="bicubic", align_corners=False,
+                                               recompute_scale_factor=False)
+    out = torch.cat([work[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, d)], dim=1)
+    return out.to(table.dtype)
 
 
 def known_names() -> list[str]:
@@ -330,7 +372,8 @@ def _load_model(name: str, source: str, *, cache_dir: str | None) -> Any:
             raise ModelLoadError(
                 f"Could not load {what}: its weights are not in the local Hugging Face cache"
                 f"{f' ({cache_dir})' if cache_dir else ''} and {reason}. Download them once where the Hub can be "
-                f"reached (transformers.AutoModel.from_pretrained({source!r})), or pass a folder written by "
-                "save_pretrained or a loaded transformers model instead. Underlying error: "
+                f"reached (transformers.AutoModel.from_pretrained({source!r})), or name a folder written by "
+                "save_pretrained instead (vfm=FOLDER; --param vfm=FOLDER on the command line), or pass a loaded "
+                "transformers model. Underlying error: "
                 f"{type(e).__name__}: {short(e)}"
             ) from e
