@@ -25,14 +25,6 @@ N_TEXTS = 4
 CONTEXT = dict(h_threshold=1.0, mean_vector_weight=0.3, global_semantics_weight=0.2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def clip():
     """(open_clip model for the oracle, a cliplens-wrapped float64 copy): width 64, 4 heads of 16."""

@@ -34,14 +34,6 @@ def _case_id(params: dict) -> str:
     return "-".join(f"{k}={v}" for k, v in params.items()) or "defaults"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module", params=[None, 0.5], ids=["plain", "layerscale"])
 def models(request):
     model = build_tiny_clip(layers=DEPTH, ls_init_value=request.param, seed=41)

@@ -41,15 +41,6 @@ from tests.maps.dense_reference import (
 from tests.maps.surgery_reference import _local_positional_table
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 models: one intra-op thread is much faster than several on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module", params=[None, 0.5], ids=["plain", "layerscale"])
 def model(request):
     return build_tiny_clip(layers=6, ls_init_value=request.param, seed=0)

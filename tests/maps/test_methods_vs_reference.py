@@ -68,15 +68,6 @@ def _case_id(case) -> str:
     return name + "".join(f"-{k}={v}" for k, v in params.items())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 models: one intra-op thread is much faster than several on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module", params=[None, 0.5], ids=["plain", "layerscale"])
 def models(request):
     """(open_clip model in float32 for the oracle, cliplens-wrapped float64 copy)."""

@@ -23,14 +23,6 @@ pytest.importorskip("open_clip")
 N_TEXTS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def clip():
     """(open_clip model for the oracle, a cliplens-wrapped float64 copy)."""

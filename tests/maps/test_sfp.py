@@ -33,14 +33,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module", params=[None, 0.5], ids=["plain", "layerscale"])
 def models(request):
     """(open_clip model for the oracle, cliplens-wrapped float64 copy): 12 blocks, a 6x6 native grid."""

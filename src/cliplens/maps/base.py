@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.core.trunk import blocks_message
-from cliplens.errors import InvalidInputError, UnsupportedArchitectureError
+from cliplens.errors import CliplensError, InvalidInputError, UnsupportedArchitectureError
 from cliplens.images.io import DEFAULT_MAX_PIXELS
 from cliplens.maps.choices import NORMALIZATIONS
 from cliplens.maps.inputs import check_tokens, fit_images, group_by_size, to_image, window_positions
@@ -169,8 +169,27 @@ class MapMethod:
     def unsupported(self, model: Any) -> str | None:
         """Why this method cannot run on ``model`` (``None``: it can). A group of methods (``--method all``)
         leaves such a method out with this note; asked for by name, it refuses with it. The base rule: a method
-        that needs attention blocks cannot run on a tower without them (:attr:`runs_without_blocks`)."""
-        return None if self.runs_without_blocks else blocks_message(f"the {self.name!r} map", model.vision)
+        that needs attention blocks cannot run on a tower without them (:attr:`runs_without_blocks`), and a method
+        with a :attr:`second_backbone` cannot run without that backbone."""
+        if not self.runs_without_blocks:
+            why = blocks_message(f"the {self.name!r} map", model.vision)
+            if why:
+                return why
+        if self.second_backbone:
+            try:
+                self.backbone(model)
+            except CliplensError as e:
+                return f"the {self.name!r} map needs its second backbone: {e}"
+        return None
+
+    def backbone(self, model: Any) -> Any:
+        """The second backbone of a :attr:`second_backbone` method: its ``vfm`` (a name, or the model object
+        given) loaded by :func:`cliplens.models.vfm.load_vfm` on first use and cached per name, on the CLIP
+        model's device and dtype."""
+        from cliplens.models.vfm import load_vfm
+
+        spec = getattr(self, "_vfm", None)
+        return load_vfm(self.params["vfm"] if spec is None else spec, device=model.device, dtype=model.dtype)
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, **{k: _plain(v) for k, v in sorted(self.params.items())}}

@@ -53,10 +53,10 @@ from torch import Tensor
 from cliplens.core.attention.neighbourhood import gaussian_prior
 from cliplens.core.forward import _out_proj, project_tokens
 from cliplens.core.plan import Plan
-from cliplens.errors import CliplensError, InvalidInputError, MissingDependencyError, install_hint
+from cliplens.errors import InvalidInputError, MissingDependencyError, install_hint
 from cliplens.maps.base import MapMethod, register_map
 from cliplens.maps.targets import TextEmbeddings
-from cliplens.models.vfm import VFM_POSITIONAL, VisionBackbone, load_vfm
+from cliplens.models.vfm import VFM_POSITIONAL
 
 __all__ = ["CASS", "spectral_graph", "text_clusters"]
 
@@ -169,17 +169,11 @@ class CASS(MapMethod):
                          global_semantics_weight=float(global_semantics_weight), positional=positional,
                          vfm_positional=vfm_positional)
 
-    def backbone(self, model: Any) -> VisionBackbone:
-        return load_vfm(self.params["vfm"], device=model.device, dtype=model.dtype)
-
     def unsupported(self, model: Any) -> str | None:
-        why = super().unsupported(model)
+        why = super().unsupported(model)  # the backbone loads, or why not
         if why:
             return why
-        try:
-            bb = self.backbone(model)
-        except CliplensError as e:
-            return f"the 'cass' map needs its second backbone: {e}"
+        bb = self.backbone(model)
         blk = model.vision.blocks[-1]
         if (bb.heads, bb.head_dim) != (blk.num_heads, blk.head_dim):
             return (f"the 'cass' map pairs the second backbone's heads with CLIP's: {bb.name!r} has {bb.heads} heads of "

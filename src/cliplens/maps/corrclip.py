@@ -200,9 +200,8 @@ class CorrCLIP(MapMethod):
         if view.class_embedding is None or view.num_prefix_tokens != 1 or not hasattr(view.head, "ln_post"):
             return ("the 'corrclip' map needs a tower with one CLS token read through ln_post and a projection "
                     "(its mask class tokens start from the CLS token); this model has none")
-        try:  # the second backbone and SAM: a group of methods (--method all) leaves CorrCLIP out without them
+        try:  # SAM (the base rule checked the second backbone): without it a group of methods leaves CorrCLIP out
             self.mask_generator(model)
-            self.backbone(model)
         except CliplensError as e:
             return f"the 'corrclip' map needs DINO and SAM: {e}"
         return None
@@ -214,12 +213,6 @@ class CorrCLIP(MapMethod):
         if not layers or max(layers) >= L - 1:
             raise InvalidInputError(f"CorrCLIP's spatial layers must be before the last block ({L - 1}); got {layers}")
         return layers
-
-    def backbone(self, model: Any) -> Any:
-        """The second backbone (:func:`cliplens.models.vfm.load_vfm`), on the CLIP model's device and dtype."""
-        from cliplens.models.vfm import load_vfm
-
-        return load_vfm(self._vfm, device=model.device, dtype=model.dtype)
 
     def mask_generator(self, model: Any) -> Any:
         """SAM's automatic mask generator with the method's settings (built once; the mask generator SAM and

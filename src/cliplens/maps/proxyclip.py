@@ -46,10 +46,10 @@ from torch import Tensor
 
 from cliplens.core.forward import _out_proj, project_tokens
 from cliplens.core.plan import Plan
-from cliplens.errors import CliplensError, InvalidInputError
+from cliplens.errors import InvalidInputError
 from cliplens.maps.base import MapMethod, register_map
 from cliplens.maps.targets import TextEmbeddings
-from cliplens.models.vfm import VFM_POSITIONAL, VisionBackbone, load_vfm
+from cliplens.models.vfm import VFM_POSITIONAL, VisionBackbone
 
 __all__ = ["ProxyCLIP", "proxy_attention", "vfm_features"]
 
@@ -104,20 +104,6 @@ class ProxyCLIP(MapMethod):
                                     f"{vfm_positional!r}")
         super().__init__(vfm=vfm, beta=float(beta), gamma=float(gamma), positional=positional,
                          vfm_positional=vfm_positional)
-
-    def backbone(self, model: Any) -> VisionBackbone:
-        """The second backbone, loaded on first use (cached per name, on the CLIP model's device and dtype)."""
-        return load_vfm(self.params["vfm"], device=model.device, dtype=model.dtype)
-
-    def unsupported(self, model: Any) -> str | None:
-        why = super().unsupported(model)
-        if why:
-            return why
-        try:
-            self.backbone(model)
-        except CliplensError as e:
-            return f"the 'proxyclip' map needs its second backbone: {e}"
-        return None
 
     def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``[B, M, E]`` every output token (on the backbone's grid) through ``ln_post`` and the projection, and

@@ -221,13 +221,13 @@ def looks_like_path(s: str) -> bool:
     return s.count("/") > 1 or s.lower().endswith(CKPT_SUFFIXES)
 
 
-def require_transformers() -> Any:
-    """The transformers module, or a clear error saying how to install it."""
+def require_transformers(needed_for: str = "", extra: str = "transformers") -> Any:
+    """The transformers module, or a clear error saying how to install it (``needed_for``: what needs it, e.g.
+    "A second vision backbone (DINO, DINOv2)"; ``extra``: the cliplens extra that installs it)."""
     try:
         import transformers
     except ImportError as e:
-        raise MissingDependencyError(
-            "Hugging Face transformers is not installed. Install it with: "
-            f"{install_hint('transformers', 'transformers')}."
-        ) from e
+        what = f"{needed_for} needs Hugging Face transformers, which is not installed" if needed_for else \
+            "Hugging Face transformers is not installed"
+        raise MissingDependencyError(f"{what}. Install it with: {install_hint('transformers', extra)}.") from e
     return transformers

@@ -33,10 +33,8 @@ from torch import Tensor
 
 from cliplens.errors import (
     InvalidInputError,
-    MissingDependencyError,
     ModelLoadError,
     ModelNotFoundError,
-    install_hint,
 )
 
 #: the optional extra that installs what this module needs
@@ -76,20 +74,11 @@ VFM_POSITIONAL = ("transformers", "hub")
 _QKV_NAMES = (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
 
 
-def _missing_transformers() -> MissingDependencyError:
-    return MissingDependencyError(
-        "A second vision backbone (DINO, DINOv2) needs Hugging Face transformers, which is not installed. "
-        f"Install it with: {install_hint('transformers', EXTRA)}."
-    )
-
-
 def require_transformers() -> Any:
     """The transformers module, or one paragraph saying how to install the ``dino`` extra."""
-    try:
-        import transformers
-    except ImportError as e:
-        raise _missing_transformers() from e
-    return transformers
+    from cliplens.models.hub import require_transformers as require
+
+    return require("A second vision backbone (DINO, DINOv2)", EXTRA)
 
 
 @dataclass(frozen=True)
