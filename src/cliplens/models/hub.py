@@ -229,5 +229,7 @@ def require_transformers(needed_for: str = "", extra: str = "transformers") -> A
     except ImportError as e:
         what = f"{needed_for} needs Hugging Face transformers, which is not installed" if needed_for else \
             "Hugging Face transformers is not installed"
-        raise MissingDependencyError(f"{what}. Install it with: {install_hint('transformers', extra)}.") from e
+        hint = install_hint("transformers", "transformers") if extra == "transformers" else \
+            install_hint("transformers", extra)
+        raise MissingDependencyError(f"{what}. Install it with: {hint}.") from e
     return transformers
