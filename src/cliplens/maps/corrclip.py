@@ -193,6 +193,10 @@ class CorrCLIP(MapMethod):
 
     # ---- what the method needs --------------------------------------------------------------------------------
     def unsupported(self, model: Any) -> str | None:
+        try:  # SAM first (its weights are never found by name), then the base rules: blocks, the second backbone
+            self.mask_generator(model)
+        except CliplensError as e:
+            return f"the 'corrclip' map needs DINO and SAM: {e}"
         why = super().unsupported(model)
         if why:
             return why
@@ -200,10 +204,6 @@ class CorrCLIP(MapMethod):
         if view.class_embedding is None or view.num_prefix_tokens != 1 or not hasattr(view.head, "ln_post"):
             return ("the 'corrclip' map needs a tower with one CLS token read through ln_post and a projection "
                     "(its mask class tokens start from the CLS token); this model has none")
-        try:  # SAM (the base rule checked the second backbone): without it a group of methods leaves CorrCLIP out
-            self.mask_generator(model)
-        except CliplensError as e:
-            return f"the 'corrclip' map needs DINO and SAM: {e}"
         return None
 
     def layers(self, model: Any) -> list[int]:
