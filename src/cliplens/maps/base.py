@@ -293,6 +293,7 @@ _REGISTRY: dict[str, type[MapMethod]] = {}
 BUILTIN_MODULES: tuple[str, ...] = (
     "baselines", "chefer", "clearclip", "cliper", "corrclip", "decomposition", "gem", "gradcam", "legrad", "maskclip",
     "naclip", "raw_attention", "resclip", "rollout", "scclip", "sclip", "sfp", "surgery", "token_similarity",
+    "trident",
 )
 
 
