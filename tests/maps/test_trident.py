@@ -58,13 +58,16 @@ def test_matches_the_naive_reference(models, hw, params):
     assert rel <= 1e-6, rel
 
 
-def test_matches_the_reference_with_another_dino_grid_and_settings(models):
+@pytest.mark.parametrize("sam_params", [
+    {"cos_fac": 0.0},  # VOC20's setting: every positive cosine passes
+    {"cos_fac": -1.0, "refine_neg_cos": False},  # negative thresholds become 0.6 (as with Cityscapes' setting)
+], ids=["cos_fac-0", "negative-threshold"])
+def test_matches_the_reference_with_another_dino_grid_and_settings(models, sam_params):
     """DINOv2 with 12-pixel patches: a 4x4 DINO grid on 3x3 CLIP windows is resized before the stitch (ratio
-    round(4/3) = 1); cos_fac 0 with refine_neg_cos off (negative thresholds become 0.6), other beta and gamma."""
+    round(4/3) = 1); other beta and gamma; SAM's threshold rules."""
     clip, wrapped, _, sam = models
     dino = copy.deepcopy(tiny_vfm("dinov2", width=32, heads=4, layers=2, patch=12, image_size=48, seed=5)).double()
-    params = {"slide_crop": 48, "slide_stride": 16, "cos_fac": 0.0, "refine_neg_cos": False, "beta": 0.5,
-              "gamma": 2.0}
+    params = {"slide_crop": 48, "slide_stride": 16, "beta": 0.5, "gamma": 2.0, **sam_params}
     ours, ref = _compare(clip, wrapped, dino, sam, (64, 64), params, seed=9)
     assert ((ours - ref).abs().max() / ref.abs().max()).item() <= 1e-6
 
@@ -75,7 +78,7 @@ def test_every_setting_changes_the_map(models):
     t = TextEmbeddings(random_directions(3, seed=5), ("a", "b", "c"))
     base = get_map("trident", vfm=dino, sam=sam, slide_crop=48, slide_stride=32).raw(wrapped, x, t)
     for other in ({"beta": 0.5}, {"gamma": 1.0}, {"cos_fac": 0.5}, {"slide_stride": 16}, {"slide_crop": 64},
-                  {"positional": "bicubic"}):
+                  {"positional": "bicubic"}, {"cos_fac": -1.0, "refine_neg_cos": False}):
         kw = {"slide_crop": 48, "slide_stride": 32, **other}
         got = get_map("trident", vfm=dino, sam=sam, **kw).raw(wrapped, x, t)
         assert got.shape != base.shape or not torch.allclose(got, base), other
