@@ -11,5 +11,5 @@ IMAGENET_SEG_MODES: tuple[str, ...] = ("original", "correct")
 IMAGENET_SEG_DEFAULT_MODE = "correct"
 
 #: the method presets cliplens ships (``segment-eval --preset``; :mod:`cliplens.evaluation.method_presets`)
-PRESET_NAMES = ("naclip", "sclip", "clearclip", "resclip", "sfp", "sc-clip", "cliper", "corrclip")
+PRESET_NAMES = ("naclip", "sclip", "clearclip", "resclip", "sfp", "sc-clip", "cliper", "corrclip", "trident")
 
