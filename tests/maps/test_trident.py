@@ -72,6 +72,15 @@ def test_matches_the_reference_with_another_dino_grid_and_settings(models, sam_p
     assert ((ours - ref).abs().max() / ref.abs().max()).item() <= 1e-6
 
 
+def test_a_dino_grid_coarser_than_clips(models):
+    """DINO with 32-pixel patches on 4x4 CLIP windows (a 2x2 grid): the original's ratio round(2/4) is 0, which
+    fails; cliplens stitches at CLIP's grid (ratio 1), as the reference does."""
+    clip, wrapped, _, sam = models
+    dino = copy.deepcopy(tiny_vfm("dino", width=32, heads=4, layers=2, patch=32, image_size=64, seed=6)).double()
+    ours, ref = _compare(clip, wrapped, dino, sam, (64, 96), {"slide_crop": 64, "slide_stride": 32}, seed=3)
+    assert torch.isfinite(ours).all() and ((ours - ref).abs().max() / ref.abs().max()).item() <= 1e-6
+
+
 def test_every_setting_changes_the_map(models):
     _, wrapped, dino, sam = models
     x = random_images(1, (64, 96), seed=7).double()

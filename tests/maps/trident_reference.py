@@ -128,7 +128,7 @@ def reference_features(clip, dino, pixels, guide, sam_grid, mean, std, *, slide_
         y = last.attn.out_proj(logits.softmax(-1) @ v)  # [Nd, D]
         img = y.T.reshape(D, *dgrid)
         if dgrid[1] % token[1]:
-            ratio = int(round(dgrid[0] / token[0]))
+            ratio = max(int(round(dgrid[0] / token[0])), 1)  # cliplens's floor (the original: 0 fails)
             img = F.interpolate(img[None], size=(token[0] * ratio, token[1] * ratio), mode="bilinear",
                                 align_corners=False)[0]
         else:

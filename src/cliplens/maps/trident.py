@@ -16,7 +16,8 @@ Follows ``trident.py`` (``get_trident_seg``, ``get_sam_feat``, ``get_windowed_im
    −inf, the mean taken over *all the windows of the image* (the original takes ``torch.mean`` of the whole
    window batch of its one image); ``y = out_proj(A v)`` (no residual, no MLP).
 3. **Stitching**: each window's ``y`` on its CLIP-grid cells of the whole input (when DINO's grid is not a
-   whole multiple of CLIP's, resized to ``round(g_dino / g_clip)`` times CLIP's grid first), overlaps averaged.
+   whole multiple of CLIP's, resized to ``r = round(g_dino / g_clip)`` times CLIP's grid first; ``r`` at least
+   1 here, where the original's formula gives 0 for a DINO grid under half CLIP's), overlaps averaged.
 4. **SAM guidance** (§3.3): SAM's last encoder block (a global-attention block) gives, per head, the attention
    ``P_h = softmax(q kᵀ · scale + decomposed relative positions)`` and ``v_h`` over SAM's 64×64 grid, cropped
    to the valid (unpadded) ``input_size // 16`` cells (rows not renormalised). ``C_h`` = cosine of the
@@ -256,7 +257,7 @@ class Trident(MapMethod):
         # stitch the windows onto the whole input's grid
         y = y.transpose(1, 2).reshape(B, nw, -1, *dgrid)
         if dgrid[1] % gw:
-            r = int(round(dgrid[0] / gh))
+            r = max(int(round(dgrid[0] / gh)), 1)  # the original's ratio; at least 1 (DINO coarser than CLIP)
             y = F.interpolate(y.flatten(0, 1), size=(gh * r, gw * r), mode="bilinear",
                               align_corners=False).view(B, nw, -1, gh * r, gw * r)
         else:
