@@ -35,8 +35,9 @@ Deviations, and why: SAM sees the fitted model input (the map interface works on
 the file's original image resized up to multiples of 16 — SAM resizes to 1024 either way) and runs in SAM's
 own dtype (the original: fp16); the windows are never padded and an input smaller than ``slide_crop`` is not
 enlarged (cliplens's fitted inputs are whole multiples of the patch; the original pads windows to multiples of
-56 and enlarges only inputs that are not multiples of 16); batches of any size (one image after another for
-SAM). Left out: the Cityscapes special case (SAM run on the left and right halves separately), the optional
+56 and enlarges only inputs that are not multiples of 16); a non-square window (an input smaller than
+``slide_crop`` on one side) is read row by row, where the original's ``token_size`` swaps its two sides (its
+configurations only make square windows); batches of any size (one image after another for SAM). Left out: the Cityscapes special case (SAM run on the left and right halves separately), the optional
 SAM-prompted refinement of the label map (``sam_refinement``, off in every official config) and PAMR (off).
 """
 
