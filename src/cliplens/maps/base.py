@@ -312,7 +312,7 @@ _REGISTRY: dict[str, type[MapMethod]] = {}
 BUILTIN_MODULES: tuple[str, ...] = (
     "baselines", "cass", "chefer", "clearclip", "cliper", "corrclip", "decomposition", "gem", "gradcam", "legrad",
     "maskclip", "naclip", "proxyclip", "raw_attention", "resclip", "rollout", "scclip", "sclip", "sfp", "surgery",
-    "token_similarity",
+    "token_similarity", "trident",
 )
 
 

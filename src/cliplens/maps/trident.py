@@ -1,0 +1,289 @@
+"""Trident (Shi, Dong & Xu, "Harnessing Vision Foundation Models for High-Performance, Training-Free Open
+Vocabulary Segmentation", arXiv 2411.09219, ICCV 2025; CLIP + DINO + SAM):
+CLIP's last block over sliding windows, its attention taken from DINO, then the windows stitched onto the whole
+image and mixed once more by SAM's last encoder attention.
+
+Follows ``trident.py`` (``get_trident_seg``, ``get_sam_feat``, ``get_windowed_imgs``) and
+``open_clip/transformer.py`` (``VisionTransformer.forward``, ``custom_attn``, ``guidance_attn``,
+``get_sam_sim``) of github.com/YuHengsss/Trident@a93b346, with the attention its modified
+``segment_anything/modeling/image_encoder.py`` keeps (paper §3.2–3.3). Per input image:
+
+1. **Windows** (``slide_crop``, ``slide_stride``; mmseg's placement, the last one flush with the border) run
+   through CLIP's blocks ``0 .. L−2`` as one batch. For the last block the CLS token is dropped and
+   ``v = W_v ln_1(x) + b_v`` is bilinearly resized (``align_corners=False``) from CLIP's grid to DINO's.
+2. **DINO attention** (§3.2, as ProxyCLIP): ``F`` = DINO's last-layer patch tokens (after its final norm),
+   L2-normalised; ``S = Fᵀ F`` per window; ``A = softmax((S − β · mean(S)) · γ)`` where entries below 0 are
+   −inf, the mean taken over *all the windows of the image* (the original takes ``torch.mean`` of the whole
+   window batch of its one image); ``y = out_proj(A v)`` (no residual, no MLP).
+3. **Stitching**: each window's ``y`` on its CLIP-grid cells of the whole input (when DINO's grid is not a
+   whole multiple of CLIP's, resized to ``r = round(g_dino / g_clip)`` times CLIP's grid first; ``r`` at least
+   1 here, where the original's formula gives 0 for a DINO grid under half CLIP's), overlaps averaged.
+4. **SAM guidance** (§3.3): SAM's last encoder block (a global-attention block) gives, per head, the attention
+   ``P_h = softmax(q kᵀ · scale + decomposed relative positions)`` and ``v_h`` over SAM's 64×64 grid, cropped
+   to the valid (unpadded) ``input_size // 16`` cells (rows not renormalised). ``C_h`` = cosine of the
+   normalised ``v_h``; a per-query threshold ``t = cos_fac · mean over heads and keys of C_h`` (with
+   ``refine_neg_cos=False`` a negative ``t`` becomes 0.6), capped at 0.9; ``G = mean_h [C_h > t] · P_h``, rows
+   renormalised. The stitched map is resized bilinearly to SAM's valid grid; output ``G y`` (no
+   out-projection), then ``ln_post`` and the projection; raw map ``cos(f, t)`` on SAM's valid grid.
+
+Defaults as the original's ``configs/base_config.py``: DINO ``vfm="dino_vitb16"`` (:mod:`cliplens.models.vfm`),
+SAM ``vit_b``, ``slide_crop = 336``, ``slide_stride = 224``, ``β = 1.2``, ``γ = 3``, ``cos_fac = 1.2``,
+``refine_neg_cos = True``; CLIP's positional table resized with the original's ``interpolate_pos_encoding``
+(``bicubic_dino``). Per-data-set settings: ``segment-eval --preset trident``.
+
+Deviations, and why: SAM sees the fitted model input (the map interface works on it; the original gives SAM
+the file's original image resized up to multiples of 16 — SAM resizes to 1024 either way) and runs in SAM's
+own dtype (the original: fp16); the windows are never padded and an input smaller than ``slide_crop`` is not
+enlarged (cliplens's fitted inputs are whole multiples of the patch; the original pads windows to multiples of
+56 and enlarges only inputs that are not multiples of 16); a non-square window (an input smaller than
+``slide_crop`` on one side) is read row by row, where the original's ``token_size`` swaps its two sides (its
+configurations only make square windows); batches of any size (one image after another for SAM). Left out: the Cityscapes special case (SAM run on the left and right halves separately), the optional
+SAM-prompted refinement of the label map (``sam_refinement``, off in every official config) and PAMR (off).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cliplens.core.forward import _qkv
+from cliplens.core.plan import Plan
+from cliplens.errors import CliplensError, InvalidInputError, UnsupportedArchitectureError
+from cliplens.maps.base import MapMethod, register_map
+from cliplens.maps.inputs import window_positions
+from cliplens.maps.targets import TextEmbeddings
+
+__all__ = ["Trident", "dino_attention", "sam_guidance"]
+
+
+def dino_attention(feats: Tensor, beta: float = 1.2, gamma: float = 3.0) -> Tensor:
+    """Trident's attention from DINO for the ``W`` windows of one image: ``feats`` ``[W, C, N]`` (patch tokens)
+    -> ``[W, N, N]`` ``softmax((S − β · mean(S)) · γ)``, entries below 0 dropped, ``S`` the cosine per window and
+    the mean over all windows."""
+    f = F.normalize(feats, dim=1)
+    S = f.transpose(1, 2) @ f
+    logits = (S - S.mean() * beta) * gamma
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    return logits.masked_fill(logits < 0, float("-inf")).softmax(-1).to(feats.dtype)
+
+
+def sam_guidance(q: Tensor, k: Tensor, v: Tensor, attn: Any, grid: tuple[int, int], valid: tuple[int, int],
+                 cos_fac: float = 1.2, refine_neg_cos: bool = True) -> Tensor:
+    """SAM's guidance ``[n, n]`` over the ``valid`` cells (``n = vh · vw``) of its last block's ``grid``, from that
+    block's ``q``, ``k``, ``v`` ``[heads, H·W, dh]`` of one image and its ``attn`` module (scale, relative
+    positions); see the module docs, step 4. One head at a time, to bound memory."""
+    from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
+
+    H, W = grid
+    vh, vw = valid
+    keep = (torch.arange(H, device=q.device)[:, None] < vh) & (torch.arange(W, device=q.device)[None, :] < vw)
+    keep = keep.flatten()
+
+    def cos(h: int) -> Tensor:
+        u = F.normalize(v[h, keep], dim=-1)
+        return u @ u.T
+
+    heads = q.shape[0]
+    thresh = cos_fac * (sum(cos(h) for h in range(heads)) / heads).mean(-1, keepdim=True)  # [n, 1]
+    if not refine_neg_cos:
+        thresh = torch.where(thresh < 0.0, torch.full_like(thresh, 0.6), thresh)
+    thresh = thresh.clamp(max=0.9)
+    total = None
+    for h in range(heads):
+        logits = (q[h:h + 1] * attn.scale) @ k[h:h + 1].transpose(-2, -1)
+        if attn.use_rel_pos:
+            logits = add_decomposed_rel_pos(logits, q[h:h + 1], attn.rel_pos_h, attn.rel_pos_w, grid, grid)
+        p = logits.softmax(-1)[0][keep][:, keep]
+        part = torch.where(cos(h) > thresh, p, torch.zeros_like(p))
+        total = part if total is None else total + part
+    g = total / heads
+    return g / g.sum(-1, keepdim=True)
+
+
+@register_map("trident")
+class Trident(MapMethod):
+    """Trident's DINO- and SAM-guided last block over sliding windows (see the module docs)."""
+
+    paper = ('Shi, Dong & Xu, "Harnessing Vision Foundation Models for High-Performance, Training-Free Open '
+             'Vocabulary Segmentation" (Trident, arXiv 2411.09219, ICCV 2025)')
+    code = "github.com/YuHengsss/Trident@a93b346 (trident.py, open_clip/transformer.py)"
+
+    own_positional = "bicubic_dino"
+    second_backbone = True  # DINO and SAM: run by name, not in --method all
+
+    def __init__(self, vfm: Any = "dino_vitb16", sam: Any = "vit_b", sam_checkpoint: str | None = None,
+                 slide_crop: int = 336, slide_stride: int = 224, beta: float = 1.2, gamma: float = 3.0,
+                 cos_fac: float = 1.2, refine_neg_cos: bool = True, positional: str | None = "bicubic_dino") -> None:
+        for what, n in (("slide_crop", slide_crop), ("slide_stride", slide_stride)):
+            if isinstance(n, bool) or int(n) < 1:
+                raise InvalidInputError(f"Trident's {what} must be a positive number of pixels, got {n!r}")
+        if int(slide_stride) > int(slide_crop):
+            raise InvalidInputError(f"Trident's slide_stride ({slide_stride}) must not exceed slide_crop "
+                                    f"({slide_crop}): windows would leave gaps")
+        if float(gamma) <= 0:
+            raise InvalidInputError(f"Trident's gamma (the attention's temperature) must be > 0, got {gamma}")
+        self._vfm, self._sam = vfm, sam
+        self._sam_model: Any = None
+        super().__init__(vfm=vfm if isinstance(vfm, str) else type(vfm).__name__,
+                         sam=sam if isinstance(sam, str) else type(sam).__name__,
+                         sam_checkpoint=None if sam_checkpoint is None else str(sam_checkpoint),
+                         slide_crop=int(slide_crop), slide_stride=int(slide_stride), beta=float(beta),
+                         gamma=float(gamma), cos_fac=float(cos_fac), refine_neg_cos=bool(refine_neg_cos),
+                         positional=positional)
+
+    # ---- what the method needs --------------------------------------------------------------------------------
+    def unsupported(self, model: Any) -> str | None:
+        why = super().unsupported(model)
+        if why:
+            return why
+        view = model.vision
+        if view.class_embedding is None or view.num_prefix_tokens != 1 or not hasattr(view.head, "ln_post"):
+            return ("the 'trident' map needs a tower with one CLS token and patch tokens read through ln_post and a "
+                    "projection; this model has none")
+        try:  # a group of methods (--method all) leaves Trident out without DINO and SAM
+            self.sam_model(model)
+            self.backbone(model)
+        except CliplensError as e:
+            return f"the 'trident' map needs DINO and SAM: {e}"
+        return None
+
+    def backbone(self, model: Any) -> Any:
+        """The second backbone (:func:`cliplens.models.vfm.load_vfm`), on the CLIP model's device and dtype."""
+        from cliplens.models.vfm import load_vfm
+
+        return load_vfm(self._vfm, device=model.device, dtype=model.dtype)
+
+    def sam_model(self, model: Any) -> Any:
+        """SAM (``segment_anything``'s ``Sam``): the object given, or loaded once from ``sam_checkpoint``."""
+        if self._sam_model is None:
+            sam = self._sam
+            if isinstance(sam, str):
+                from cliplens.models.sam import SAM_TYPES, load_sam
+
+                if sam not in SAM_TYPES:
+                    raise InvalidInputError(f"Trident's sam must be one of {', '.join(SAM_TYPES)}, or a SAM model "
+                                            f"object; got {sam!r}")
+                if self.params["sam_checkpoint"] is None:
+                    raise InvalidInputError(
+                        f"Trident needs SAM's weights, which cliplens cannot download: pass a local checkpoint with "
+                        f"--param sam_checkpoint=PATH (for the default sam={sam!r}: sam_vit_b_01ec64.pth from the "
+                        "segment-anything repository).")
+                sam = load_sam(self.params["sam_checkpoint"], sam, model.device)
+            elif type(sam).__module__.split(".")[0] != "segment_anything" or not hasattr(sam, "image_encoder"):
+                raise InvalidInputError(f"Trident's sam must be a segment_anything SAM model or a name; got "
+                                        f"{type(sam).__name__}")
+            last = sam.image_encoder.blocks[-1]
+            if getattr(last, "window_size", 0):
+                raise UnsupportedArchitectureError("Trident reads SAM's last encoder block, which must use global "
+                                                   "attention; this SAM's last block is windowed.")
+            self._sam_model = sam
+        return self._sam_model
+
+    # ---- SAM, DINO, CLIP ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def guidance(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """SAM's guidance ``[B, n, n]`` for preprocessed ``pixels`` ``[B, 3, H, W]`` and its valid grid."""
+        from segment_anything import SamPredictor
+
+        sam = self.sam_model(model)
+        predictor = SamPredictor(sam)
+        attn = sam.image_encoder.blocks[-1].attn
+        seen: dict[str, Tensor] = {}
+
+        def keep(_m: Any, inputs: Any, _out: Any) -> None:
+            seen["x"] = inputs[0]
+
+        cfg = model.preprocess_config
+        mean = torch.tensor(cfg.mean, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(cfg.std, device=pixels.device).view(1, 3, 1, 1)
+        rgb = ((pixels.float() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+        patch = sam.image_encoder.patch_embed.proj.kernel_size
+        out, valid = [], (0, 0)
+        for im in rgb:
+            handle = attn.register_forward_hook(keep)
+            try:
+                predictor.set_image(im.permute(1, 2, 0).cpu().numpy())
+            finally:
+                handle.remove()
+            x = seen.pop("x")  # [1, H, W, C]
+            _, H, W, _ = x.shape
+            qkv = attn.qkv(x).reshape(H * W, 3, attn.num_heads, -1).permute(1, 2, 0, 3)  # [3, heads, N, dh]
+            valid = (predictor.input_size[0] // patch[0], predictor.input_size[1] // patch[1])
+            p = self.params
+            out.append(sam_guidance(qkv[0], qkv[1], qkv[2], attn, (H, W), valid, p["cos_fac"], p["refine_neg_cos"]))
+        return torch.stack(out).to(pixels.device, pixels.dtype), valid
+
+    def windows(self, model: Any, H: int, W: int) -> list[tuple[int, int, int, int]]:
+        """The windows ``(top, left, height, width)`` of an ``H x W`` input (pixels)."""
+        ph, pw = model.vision.patch_size
+        crop, stride = self.params["slide_crop"], self.params["slide_stride"]
+        wh, ww = min(crop, H), min(crop, W)
+        if crop % ph or crop % pw or stride % ph or stride % pw:
+            raise InvalidInputError(f"Trident's slide_crop ({crop}) and slide_stride ({stride}) must be multiples of "
+                                    f"the patch size {ph}x{pw}")
+        return [(t, left, wh, ww) for t in window_positions(H, wh, stride) for left in window_positions(W, ww, stride)]
+
+    @torch.no_grad()
+    def features(self, model: Any, pixels: Tensor, guidance: Tensor, sam_grid: tuple[int, int]) -> Tensor:
+        """Trident's features ``[B, n, E]`` on SAM's valid grid, from ``pixels`` ``[B, 3, H, W]`` and SAM's
+        ``guidance`` ``[B, n, n]`` (:meth:`guidance`)."""
+        view = model.vision
+        B, _, H, W = pixels.shape
+        ph, pw = view.patch_size
+        L = view.num_layers
+        wins = self.windows(model, H, W)
+        nw = len(wins)
+        crops = torch.stack([pixels[:, :, t:t + h, s:s + w] for t, s, h, w in wins], 1).flatten(0, 1)  # [B·nw, ...]
+        # DINO's attention, the mean over each image's windows
+        vfm = self.backbone(model)
+        cfg = model.preprocess_config
+        dino = vfm(vfm.normalize_from(crops, cfg.mean, cfg.std))
+        dgrid = dino.grid
+        fd = dino.features.flatten(2).to(pixels.dtype).view(B, nw, dino.features.shape[1], -1)
+        p = self.params
+        A = torch.cat([dino_attention(fd[b], p["beta"], p["gamma"]) for b in range(B)])  # [B·nw, Nd, Nd]
+        # CLIP to the input of the last block; its values moved by DINO's attention
+        name = f"blocks.{L - 2}.resid_post"
+        x = model.run(crops, plan=self.plan_for(Plan().at(-1, attention="identity", mlp=False)), names=[name])[name]
+        last = view.blocks[-1]
+        x = x[:, view.num_prefix_tokens:]
+        gh, gw = crops.shape[-2] // ph, crops.shape[-1] // pw
+        v = _qkv(last, last.ln_1(x), x.shape[0], x.shape[1])[2].flatten(2)  # [B·nw, N, D]
+        v = F.interpolate(v.transpose(1, 2).reshape(len(v), -1, gh, gw), size=dgrid, mode="bilinear",
+                          align_corners=False).flatten(2).transpose(1, 2)
+        y = F.linear(A @ v, last.out_weight, last.out_bias)  # [B·nw, Nd, D]
+        # stitch the windows onto the whole input's grid
+        y = y.transpose(1, 2).reshape(B, nw, -1, *dgrid)
+        if dgrid[1] % gw:
+            r = max(int(round(dgrid[0] / gh)), 1)  # the original's ratio; at least 1 (DINO coarser than CLIP)
+            y = F.interpolate(y.flatten(0, 1), size=(gh * r, gw * r), mode="bilinear",
+                              align_corners=False).view(B, nw, -1, gh * r, gw * r)
+        else:
+            r = dgrid[1] // gw
+        whole = y.new_zeros(B, y.shape[2], H // ph * r, W // pw * r)
+        count = y.new_zeros(1, 1, *whole.shape[-2:])
+        for i, (t, s, h, w) in enumerate(wins):
+            rows, cols = slice(t // ph * r, (t + h) // ph * r), slice(s // pw * r, (s + w) // pw * r)
+            whole[:, :, rows, cols] += y[:, i]
+            count[:, :, rows, cols] += 1
+        whole = F.interpolate(whole / count, size=sam_grid, mode="bilinear", align_corners=False)
+        # SAM's guidance, then CLIP's head
+        z = guidance @ whole.flatten(2).transpose(1, 2)  # [B, n, D]
+        head = view.head
+        z = head.ln_post(z)
+        z = z @ head.proj if head.proj is not None else z
+        return z if head.proj_bias is None else z + head.proj_bias
+
+    @torch.no_grad()
+    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+        why = self.unsupported(model)
+        if why:
+            raise UnsupportedArchitectureError(why if why.endswith(".") else why + ".")
+        guidance, sam_grid = self.guidance(model, pixels)
+        feats = self.features(model, pixels, guidance, sam_grid)
+        feats = F.normalize(feats if feats.dtype == torch.float64 else feats.float(), dim=-1)
+        scores = feats @ texts.directions.to(feats).T  # [B, n, T]
+        return scores.transpose(1, 2).reshape(pixels.shape[0], -1, *sam_grid)
