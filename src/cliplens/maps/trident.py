@@ -136,6 +136,10 @@ class Trident(MapMethod):
 
     # ---- what the method needs --------------------------------------------------------------------------------
     def unsupported(self, model: Any) -> str | None:
+        try:  # SAM first (its weights are never found by name), then the base rules: blocks, the second backbone
+            self.sam_model(model)
+        except CliplensError as e:
+            return f"the 'trident' map needs DINO and SAM: {e}"
         why = super().unsupported(model)
         if why:
             return why
@@ -143,18 +147,7 @@ class Trident(MapMethod):
         if view.class_embedding is None or view.num_prefix_tokens != 1 or not hasattr(view.head, "ln_post"):
             return ("the 'trident' map needs a tower with one CLS token and patch tokens read through ln_post and a "
                     "projection; this model has none")
-        try:  # a group of methods (--method all) leaves Trident out without DINO and SAM
-            self.sam_model(model)
-            self.backbone(model)
-        except CliplensError as e:
-            return f"the 'trident' map needs DINO and SAM: {e}"
         return None
-
-    def backbone(self, model: Any) -> Any:
-        """The second backbone (:func:`cliplens.models.vfm.load_vfm`), on the CLIP model's device and dtype."""
-        from cliplens.models.vfm import load_vfm
-
-        return load_vfm(self._vfm, device=model.device, dtype=model.dtype)
 
     def sam_model(self, model: Any) -> Any:
         """SAM (``segment_anything``'s ``Sam``): the object given, or loaded once from ``sam_checkpoint``."""
