@@ -33,9 +33,18 @@ from cliplens.maps.choices import NORMALIZATIONS
 from cliplens.maps.inputs import check_tokens, fit_images, group_by_size, to_image, window_positions
 from cliplens.maps.targets import Targets, TextEmbeddings, as_targets, contrast_others
 
-__all__ = ["NORMALIZATIONS", "ImageMaps", "MapMethod", "Maps", "get_map", "map_class", "map_names", "normalize_maps",
+__all__ = ["NORMALIZATIONS", "ImageMaps", "cls_readout_message", "MapMethod", "Maps", "get_map", "map_class", "map_names", "normalize_maps",
            "register_map"]
 
+
+
+def cls_readout_message(name: str, view: Any, reads: str) -> str | None:
+    """Why a method that reads a tower's CLS token through ``ln_post`` and the projection cannot run on ``view``
+    (``None``: it can); ``reads`` says what the method does with it."""
+    if view.class_embedding is None or view.num_prefix_tokens != 1 or not hasattr(view.head, "ln_post"):
+        return (f"the {name!r} map needs a tower with one CLS token read through ln_post and a projection ({reads}); "
+                "this model has none")
+    return None
 
 
 def normalize_maps(raw: Tensor, normalization: str) -> Tensor:

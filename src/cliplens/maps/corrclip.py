@@ -65,7 +65,7 @@ from cliplens.errors import (
     UnsupportedArchitectureError,
     install_hint,
 )
-from cliplens.maps.base import MapMethod, register_map
+from cliplens.maps.base import MapMethod, cls_readout_message, register_map
 from cliplens.maps.targets import TextEmbeddings
 
 __all__ = ["SAM2_CONFIGS", "CorrCLIP", "merge_regions", "regions_from_masks", "scope_attention", "spatial_layers",
@@ -197,14 +197,7 @@ class CorrCLIP(MapMethod):
             self.mask_generator(model)
         except CliplensError as e:
             return f"the 'corrclip' map needs DINO and SAM: {e}"
-        why = super().unsupported(model)
-        if why:
-            return why
-        view = model.vision
-        if view.class_embedding is None or view.num_prefix_tokens != 1 or not hasattr(view.head, "ln_post"):
-            return ("the 'corrclip' map needs a tower with one CLS token read through ln_post and a projection "
-                    "(its mask class tokens start from the CLS token); this model has none")
-        return None
+        return super().unsupported(model) or cls_readout_message("corrclip", model.vision, "its mask class tokens start from the CLS token")
 
     def layers(self, model: Any) -> list[int]:
         L = model.vision.num_layers

@@ -52,7 +52,7 @@ from torch import Tensor
 from cliplens.core.forward import _qkv
 from cliplens.core.plan import Plan
 from cliplens.errors import CliplensError, InvalidInputError, UnsupportedArchitectureError
-from cliplens.maps.base import MapMethod, register_map
+from cliplens.maps.base import MapMethod, cls_readout_message, register_map
 from cliplens.maps.inputs import window_positions
 from cliplens.maps.targets import TextEmbeddings
 
@@ -140,14 +140,7 @@ class Trident(MapMethod):
             self.sam_model(model)
         except CliplensError as e:
             return f"the 'trident' map needs DINO and SAM: {e}"
-        why = super().unsupported(model)
-        if why:
-            return why
-        view = model.vision
-        if view.class_embedding is None or view.num_prefix_tokens != 1 or not hasattr(view.head, "ln_post"):
-            return ("the 'trident' map needs a tower with one CLS token and patch tokens read through ln_post and a "
-                    "projection; this model has none")
-        return None
+        return super().unsupported(model) or cls_readout_message("trident", model.vision, "its patch tokens are read through them")
 
     def sam_model(self, model: Any) -> Any:
         """SAM (``segment_anything``'s ``Sam``): the object given, or loaded once from ``sam_checkpoint``."""
