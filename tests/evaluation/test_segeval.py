@@ -453,3 +453,21 @@ def test_text_independent_methods_are_refused(model):
     for name in ("raw-attention", "rollout", "uniform"):
         with pytest.raises(InvalidInputError, match="ignores the text: every class would get the same map"):
             evaluate_segmentation(model, name, _dataset(), limit=1)
+
+
+def test_the_methods_own_label_step_is_applied(model, reference):
+    """A method's correct_labels (CorrCLIP's map correction) runs on each image's labels before they are counted."""
+    from cliplens.maps.maskclip import MaskCLIP
+
+    class Shifted(MaskCLIP):
+        def correct_labels(self, maps, labels):
+            assert tuple(labels.shape) == maps.image_size
+            return torch.where(labels == 255, labels, (labels + 1) % 4)
+
+    _, want = reference
+    got = []
+    evaluate_segmentation(model, Shifted(), _dataset(), protocol=PROTOCOL,
+                          on_prediction=lambda i, s, gt, p: got.append(p.copy()))
+    assert len(got) == len(want) == N
+    for (_, _, p), q in zip(want, got, strict=True):
+        np.testing.assert_array_equal(q, np.where(p == 255, p, (p + 1) % 4))

@@ -241,3 +241,32 @@ def test_command_line_refuses_without_sam_in_one_paragraph(random_toy_weights, t
     r = run("explain", image, "-t", "a dog", "-m", "toy", "-p", random_toy_weights, "--method", "all", "--out",
             tmp_path / "c")
     assert r.exit_code == 0 and "corrclip" not in json.loads((tmp_path / "c" / "settings.json").read_text())["methods"]
+
+
+def test_map_correction_votes_in_sams_regions_placed_on_the_image(models, monkeypatch):
+    """The maps carry SAM's regions of the fitted input; correct_labels places them on the image as the maps are
+    placed (nearest) and gives each region but the smallest its most frequent label, as the original's
+    postprocess_result; segment() applies it; map_correction=False leaves labels alone."""
+    from cliplens.maps.corrclip import CorrCLIP
+    from cliplens.tasks.segment import segment
+
+    _, wrapped, dino = models
+    image = torch.rand(3, 80, 120, generator=torch.Generator().manual_seed(5))  # fitted to 64x96: box scale 1.25
+    method = get_map("corrclip", vfm=dino, sam=Boxes())
+    item = method(wrapped, [image], ["a", "b", "c"], size=64)[0]
+    on_input = reference_regions(Boxes().generate(np.zeros((64, 96, 3), np.uint8)), (64, 96))
+    assert item.regions is not None and torch.equal(item.regions, torch.unique(on_input, return_inverse=True)[1])
+    # the boxes as SAM would have drawn them on the 80x120 image (each edge scales exactly by 1.25)
+    on_image = reference_regions(Boxes().generate(np.zeros((80, 120, 3), np.uint8)), (80, 120))
+    labels = torch.randint(0, 4, (80, 120), generator=torch.Generator().manual_seed(1))
+    fixed = method.correct_labels(item, labels)
+    assert torch.equal(fixed, reference_vote(labels, on_image)) and not torch.equal(fixed, labels)
+    off = get_map("corrclip", vfm=dino, sam=Boxes(), map_correction=False)
+    assert off(wrapped, [image], ["a"], size=64)[0].regions is None and off.correct_labels(item, labels) is labels
+    # segment() hands its labels to the method's correction
+    seen = []
+    original = CorrCLIP.correct_labels
+    monkeypatch.setattr(CorrCLIP, "correct_labels", lambda self, m, lab: seen.append((m, lab)) or original(self, m, lab))
+    out = segment(method, wrapped, [image], ["a", "b", "c"], threshold=0.0, templates=None, size=64)[0].labels
+    (m, lab), = seen
+    assert m.regions is not None and torch.equal(out, reference_vote(lab, on_image))

@@ -226,6 +226,7 @@ def evaluate_segmentation(
             pred = predict_labels(item, owner, logit_scale=protocol.logit_scale,
                                   prob_threshold=protocol.prob_threshold, background=background, refine=refine,
                                   area_threshold=protocol.area_threshold)
+            pred = method.correct_labels(item, pred)  # the method's own last step on labels (CorrCLIP's)
             gt = np.asarray(dataset.mask(i))
             if tuple(gt.shape) != tuple(pred.shape):
                 raise InvalidInputError(f"image {sample.id}: its mask is {gt.shape[1]}x{gt.shape[0]} but the image "

@@ -70,6 +70,9 @@ class ImageMaps:
     box: tuple[float, float, float, float]  # where the model input lies in the original
     source: str
     normalization: str = "minmax"
+    #: regions ``[H, W]`` (int64) over the model input that the method's label step votes in
+    #: (:meth:`MapMethod.correct_labels`; CorrCLIP's SAM regions); ``None`` for most methods
+    regions: Tensor | None = None
 
     def normalized(self, t: int | None = None) -> Tensor:
         """``[T, h, w]`` (or ``[h, w]`` for target ``t``) normalised as named."""
@@ -175,6 +178,17 @@ class MapMethod:
         directions ``texts.directions`` ``[T, E]``."""
         raise NotImplementedError
 
+    def input_regions(self, px: Tensor) -> Tensor | None:
+        """Regions ``[B, H, W]`` over the inputs ``px`` that the method's last run on ``px`` found, for
+        :meth:`correct_labels` (kept on each image's maps as :attr:`ImageMaps.regions`); ``None`` for most
+        methods."""
+        return None
+
+    def correct_labels(self, maps: ImageMaps, labels: Tensor) -> Tensor:
+        """The method's own last step on labels ``[H0, W0]`` predicted from one image's ``maps`` (CorrCLIP's map
+        correction); most methods have none and return ``labels``. ``segment`` and ``segment-eval`` apply it."""
+        return labels
+
     def unsupported(self, model: Any) -> str | None:
         """Why this method cannot run on ``model`` (``None``: it can). A group of methods (``--method all``)
         leaves such a method out with this note; asked for by name, it refuses with it. The base rule: a method
@@ -250,16 +264,21 @@ class MapMethod:
         fitted, skipped = fit_images(model, images, fit=fit, size=size, max_pixels=max_pixels, skip_bad=skip_bad,
                                      window=window)
         raws: list[Tensor | None] = [None] * len(fitted)
+        found: dict[int, Tensor] = {}
         for _, idx in group_by_size(fitted).items():
             for start in range(0, len(idx), batch_size):
                 chunk = idx[start:start + batch_size]
                 px = torch.stack([fitted[i].pixels for i in chunk]).to(model.device, model.dtype)
                 check_tokens(px, model.vision.patch_size, window)
                 raw = self._contrasted(model, px, texts, empty, contrast, window, stride)
+                regions = self.input_regions(px)
                 for j, i in enumerate(chunk):
                     raws[i] = raw[j]
+                    if regions is not None:
+                        found[i] = regions[j].cpu()
         items = [ImageMaps(r.detach().float().cpu(), tuple(f.pixels.shape[-2:]), f.image_size, f.box, f.source,
-                           normalization) for r, f in zip(raws, fitted, strict=True)]  # type: ignore[union-attr]
+                           normalization, found.get(i))
+                 for i, (r, f) in enumerate(zip(raws, fitted, strict=True))]  # type: ignore[union-attr]
         settings = {**self.describe(), **targets.describe(), "contrast": contrast, "fit": fit,
                     "size": size or min(model.vision.image_size), "window": window, "stride": stride,
                     "normalization": normalization}

@@ -41,9 +41,14 @@ Deviations, and why: SAM sees the fitted model input (e.g. short side 336) inste
 (the map interface works on the fitted input; SAM resizes to 1024 either way); batches of any size (the
 original runs one image: its semantic branch reads image 0 only); regions are relabelled 0..R−1 per image and
 window (the original keeps SAM's ids and adds 10000 to merged ones, which collides with its padding value
-10000 when a window is padded — cliplens windows are never padded). The original's last step, *map
-correction* (every SAM region takes the most frequent predicted label), acts on labels, not scores:
-:func:`vote_in_regions` implements it for a segmentation step to apply.
+10000 when a window is padded — cliplens windows are never padded).
+
+**Map correction** (``map_correction=True``, the original's ``postprocess_result``, always on there): after the
+labels are taken, every SAM region but the smallest-numbered one takes its most frequent predicted label
+(:func:`vote_in_regions`). It acts on labels, not scores, so it is :meth:`CorrCLIP.correct_labels`, which
+``segment`` and ``segment-eval`` apply; the region map comes with each image's maps (:attr:`ImageMaps.regions`,
+SAM's regions over the fitted input, resized nearest to the image as the original resizes its masks). A plain
+map (``explain``) is not changed by it.
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ from cliplens.errors import (
     UnsupportedArchitectureError,
     install_hint,
 )
-from cliplens.maps.base import MapMethod, cls_readout_message, register_map
+from cliplens.maps.base import ImageMaps, MapMethod, cls_readout_message, register_map
+from cliplens.maps.inputs import labels_to_image
 from cliplens.maps.targets import TextEmbeddings
 
 __all__ = ["SAM2_CONFIGS", "CorrCLIP", "merge_regions", "regions_from_masks", "scope_attention", "spatial_layers",
@@ -172,7 +178,8 @@ class CorrCLIP(MapMethod):
     def __init__(self, vfm: Any = "dino_vitb8", sam: Any = "sam2_hiera_l", sam_checkpoint: str | None = None,
                  points_per_side: int = 8, pred_iou_thresh: float = 0.4, stability_score_thresh: float = 0.4,
                  tau: float = 4.0, alpha: float = 1.0, beta: float = 0.5, merge_eps: float = 0.2,
-                 spatial_layers: Iterable[int] | None = None, positional: str | None = "bicubic_dino") -> None:
+                 spatial_layers: Iterable[int] | None = None, map_correction: bool = True,
+                 positional: str | None = "bicubic_dino") -> None:
         if isinstance(points_per_side, bool) or int(points_per_side) < 1:
             raise InvalidInputError(f"CorrCLIP's points_per_side must be a positive integer, got {points_per_side!r}")
         for what, v in (("pred_iou_thresh", pred_iou_thresh), ("stability_score_thresh", stability_score_thresh)):
@@ -182,6 +189,7 @@ class CorrCLIP(MapMethod):
             raise InvalidInputError(f"CorrCLIP's tau and merge_eps must be > 0 (DBSCAN's eps); got {tau} and {merge_eps}")
         self._vfm, self._sam = vfm, sam
         self._generator: Any = None
+        self._last_regions: tuple[Tensor, Tensor] | None = None  # (the pixels, their regions): for input_regions
         super().__init__(vfm=vfm if isinstance(vfm, str) else type(vfm).__name__,
                          sam=sam if isinstance(sam, str) else type(sam).__name__,
                          sam_checkpoint=None if sam_checkpoint is None else str(sam_checkpoint),
@@ -189,7 +197,7 @@ class CorrCLIP(MapMethod):
                          stability_score_thresh=float(stability_score_thresh), tau=float(tau), alpha=float(alpha),
                          beta=float(beta), merge_eps=float(merge_eps),
                          spatial_layers=None if spatial_layers is None else [int(i) for i in spatial_layers],
-                         positional=positional)
+                         map_correction=bool(map_correction), positional=positional)
 
     # ---- what the method needs --------------------------------------------------------------------------------
     def unsupported(self, model: Any) -> str | None:
@@ -270,7 +278,23 @@ class CorrCLIP(MapMethod):
         generator = self.mask_generator(model)
         H, W = pixels.shape[-2:]
         maps = [regions_from_masks(generator.generate(im.permute(1, 2, 0).cpu().numpy()), (H, W)) for im in rgb]
-        return torch.stack([_compact(m) for m in maps]).to(pixels.device)
+        out = torch.stack([_compact(m) for m in maps]).to(pixels.device)
+        self._last_regions = (pixels, out)
+        return out
+
+    def input_regions(self, px: Tensor) -> Tensor | None:
+        """SAM's regions of ``px`` from the run that just mapped it (for the map correction)."""
+        last, self._last_regions = self._last_regions, None
+        if not self.params["map_correction"] or last is None or last[0] is not px:
+            return None
+        return last[1]
+
+    def correct_labels(self, maps: ImageMaps, labels: Tensor) -> Tensor:
+        """The original's map correction (see the module docs): each SAM region takes its most frequent label."""
+        if not self.params["map_correction"] or maps.regions is None:
+            return labels
+        regions = labels_to_image(maps.regions, maps.box, maps.image_size, fill=int(maps.regions.min()))
+        return vote_in_regions(labels, regions)
 
     def _contrasted(self, model: Any, px: Tensor, texts: TextEmbeddings, empty: TextEmbeddings | None,
                     contrast: str, window: int | None, stride: int | None) -> Tensor:

@@ -42,8 +42,8 @@ from cliplens.images.io import DEFAULT_MAX_PIXELS, open_image
 from cliplens.images.preprocess import Preprocessor
 from cliplens.maps.choices import FITS
 
-__all__ = ["FITS", "MAX_TOKENS", "FittedImage", "check_tokens", "fit_images", "fitted_shape", "image_size", "to_image",
-           "token_count", "window_positions"]
+__all__ = ["FITS", "MAX_TOKENS", "FittedImage", "check_tokens", "fit_images", "fitted_shape", "image_size", "labels_to_image",
+           "to_image", "token_count", "window_positions"]
 
 Fit = Literal["whole", "squash", "crop", "short"]
 #: the long-side limit of ``fit="short"`` (the benchmarks resize to ``(2048, short side)`` keeping the ratio)
@@ -241,6 +241,24 @@ def to_image(maps: Tensor, box: tuple[float, float, float, float], image_size: t
     ye, xe = min(h0, t0 + bh), min(w0, l0 + bw)
     canvas[..., ys:ye, xs:xe] = up[..., ys - t0:ye - t0, xs - l0:xe - l0]
     return canvas.reshape(*lead, h0, w0)
+
+
+def labels_to_image(labels: Tensor, box: tuple[float, float, float, float], image_size: tuple[int, int],
+                    fill: int) -> Tensor:
+    """Integer labels ``[h, w]`` over the model input -> ``[H0, W0]`` over the original image (nearest, placed as
+    :func:`to_image` places maps); ``fill`` where the model did not see the image."""
+    h0, w0 = image_size
+    top, left, bottom, right = box
+    bh, bw = max(1, round(bottom - top)), max(1, round(right - left))
+    up = F.interpolate(labels[None, None].double(), size=(bh, bw), mode="nearest")[0, 0].to(labels.dtype)
+    if (bh, bw) == (h0, w0) and round(top) == 0 and round(left) == 0:
+        return up
+    canvas = torch.full((h0, w0), fill, dtype=labels.dtype)
+    t0, l0 = round(top), round(left)
+    ys, xs = max(0, t0), max(0, l0)
+    ye, xe = min(h0, t0 + bh), min(w0, l0 + bw)
+    canvas[ys:ye, xs:xe] = up[ys - t0:ye - t0, xs - l0:xe - l0]
+    return canvas
 
 
 def group_by_size(fitted: Sequence[FittedImage]) -> dict[tuple[int, int], list[int]]:

@@ -166,6 +166,6 @@ def segment(
         refine = None if not pamr else image_refiner(model, original, fit=fit, size=size, window=window,
                                                      image_size=m.image_size, iterations=pamr,
                                                      dilations=pamr_dilations)
-        out.append(Segmentation(label_map(m, len(classes), threshold=threshold, logit_scale=logit_scale,
-                                          refine=refine), classes, m.source, settings))
+        labels = label_map(m, len(classes), threshold=threshold, logit_scale=logit_scale, refine=refine)
+        out.append(Segmentation(method.correct_labels(m, labels), classes, m.source, settings))
     return out
