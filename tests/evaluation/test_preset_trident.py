@@ -49,6 +49,7 @@ def test_settings_are_the_configs(ds, want):
     m = preset_method_params("trident", ds)
     assert (p.size, p.prob_threshold, m["slide_stride"], m["cos_fac"], m["refine_neg_cos"]) == want
     assert p.logit_scale == 40.0 and m["slide_crop"] == 336 and (m["beta"], m["gamma"]) == (1.2, 3.0)
+    assert m.get("sam_halves", False) == (ds == "cityscapes")  # the original's Cityscapes case
 
 
 def test_query_names_are_tridents_files():

@@ -72,6 +72,18 @@ def test_matches_the_reference_with_another_dino_grid_and_settings(models, sam_p
     assert ((ours - ref).abs().max() / ref.abs().max()).item() <= 1e-6
 
 
+def test_sam_on_the_two_halves_matches_the_reference(models):
+    """The original's Cityscapes case: SAM's guidance of each half on its half of the stitched map, side by side."""
+    clip, wrapped, dino, sam = models
+    params = {"slide_crop": 48, "slide_stride": 32, "sam_halves": True}
+    ours, ref = _compare(clip, wrapped, dino, sam, (64, 128), params, seed=4)
+    # each 64x64 half is 128x128 in SAM: 8x8 valid cells; side by side 8x16
+    assert ours.shape == ref.shape == (2, 3, 8, 16)
+    assert ((ours - ref).abs().max() / ref.abs().max()).item() <= 1e-6
+    whole, _ = _compare(clip, wrapped, dino, sam, (64, 128), {**params, "sam_halves": False}, seed=4)
+    assert whole.shape == (2, 3, 4, 8)  # the whole input is 64x128 in SAM: 4x8 valid cells
+
+
 def test_a_dino_grid_coarser_than_clips(models):
     """DINO with 32-pixel patches on 4x4 CLIP windows (a 2x2 grid): the original's ratio round(2/4) is 0, which
     fails; cliplens stitches at CLIP's grid (ratio 1), as the reference does."""

@@ -10,6 +10,7 @@ recorded by replacing the last block's attention forward with the modified encod
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -143,16 +144,33 @@ def reference_features(clip, dino, pixels, guide, sam_grid, mean, std, *, slide_
             for j in range(img.shape[2]):
                 total[:, y1 // p * ratio + i, x1 // p * ratio + j] += img[:, i, j]
                 count[y1 // p * ratio + i, x1 // p * ratio + j] += 1
-    whole = F.interpolate((total / count)[None], size=sam_grid, mode="bilinear", align_corners=False)[0]
-    z = guide @ whole.flatten(1).T
+    stitched = total / count
+    if isinstance(guide, list):  # Cityscapes: (guidance, grid) of the left and right halves, cut at the middle
+        cut = stitched.shape[-1] // 2
+        rows = []
+        for half, (g, grid) in zip((stitched[..., :cut], stitched[..., cut:]), guide, strict=True):
+            whole = F.interpolate(half[None], size=grid, mode="bilinear", align_corners=False)[0]
+            rows.append((g @ whole.flatten(1).T).reshape(*grid, -1))
+        z = torch.cat(rows, dim=1).flatten(0, 1)
+    else:
+        whole = F.interpolate(stitched[None], size=sam_grid, mode="bilinear", align_corners=False)[0]
+        z = guide @ whole.flatten(1).T
     return visual.ln_post(z) @ visual.proj
 
 
-def reference_raw(clip, dino, sam, pixels, rgb, texts, mean, std, *, cos_fac=1.2, refine_neg_cos=True, **kw):
-    """``[B, T, vh, vw]`` cosine maps, one image at a time; ``rgb`` the uint8 images SAM sees ``[B, H, W, 3]``."""
+def reference_raw(clip, dino, sam, pixels, rgb, texts, mean, std, *, cos_fac=1.2, refine_neg_cos=True,
+                  sam_halves=False, **kw):
+    """``[B, T, vh, vw]`` cosine maps, one image at a time; ``rgb`` the uint8 images SAM sees ``[B, H, W, 3]``;
+    ``sam_halves``: SAM on the left and right halves of each image apart (the original's Cityscapes case)."""
     out = []
     for b in range(pixels.shape[0]):
-        guide, grid = reference_sam(sam, rgb[b], cos_fac=cos_fac, refine_neg_cos=refine_neg_cos)
+        if sam_halves:
+            cut = rgb.shape[2] // 2
+            guide = [reference_sam(sam, np.ascontiguousarray(half), cos_fac=cos_fac, refine_neg_cos=refine_neg_cos)
+                     for half in (rgb[b][:, :cut], rgb[b][:, cut:])]
+            grid = (guide[0][1][0], guide[0][1][1] + guide[1][1][1])
+        else:
+            guide, grid = reference_sam(sam, rgb[b], cos_fac=cos_fac, refine_neg_cos=refine_neg_cos)
         feats = reference_features(clip, dino, pixels[b], guide, grid, mean, std, **kw)
         cos = F.normalize(feats, dim=-1) @ F.normalize(texts.double(), dim=-1).T
         out.append(cos.T.reshape(-1, *grid))

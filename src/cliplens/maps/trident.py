@@ -37,7 +37,10 @@ own dtype (the original: fp16); the windows are never padded and an input smalle
 enlarged (cliplens's fitted inputs are whole multiples of the patch; the original pads windows to multiples of
 56 and enlarges only inputs that are not multiples of 16); a non-square window (an input smaller than
 ``slide_crop`` on one side) is read row by row, where the original's ``token_size`` swaps its two sides (its
-configurations only make square windows); batches of any size (one image after another for SAM). Left out: the Cityscapes special case (SAM run on the left and right halves separately), the optional
+configurations only make square windows); batches of any size (one image after another for SAM).
+``sam_halves=True`` is the original's Cityscapes case (``get_trident_seg`` / ``guidance_attn``): SAM runs on the
+left and right halves of the input apart, the stitched map is cut at the middle of its width, and each half gets
+its own guidance; the two are set side by side (the preset turns it on for Cityscapes). Left out: the optional
 SAM-prompted refinement of the label map (``sam_refinement``, off in every official config) and PAMR (off).
 """
 
@@ -116,7 +119,8 @@ class Trident(MapMethod):
 
     def __init__(self, vfm: Any = "dino_vitb16", sam: Any = "vit_b", sam_checkpoint: str | None = None,
                  slide_crop: int = 336, slide_stride: int = 224, beta: float = 1.2, gamma: float = 3.0,
-                 cos_fac: float = 1.2, refine_neg_cos: bool = True, positional: str | None = "bicubic_dino") -> None:
+                 cos_fac: float = 1.2, refine_neg_cos: bool = True, sam_halves: bool = False,
+                 positional: str | None = "bicubic_dino") -> None:
         for what, n in (("slide_crop", slide_crop), ("slide_stride", slide_stride)):
             if isinstance(n, bool) or int(n) < 1:
                 raise InvalidInputError(f"Trident's {what} must be a positive number of pixels, got {n!r}")
@@ -132,7 +136,7 @@ class Trident(MapMethod):
                          sam_checkpoint=None if sam_checkpoint is None else str(sam_checkpoint),
                          slide_crop=int(slide_crop), slide_stride=int(slide_stride), beta=float(beta),
                          gamma=float(gamma), cos_fac=float(cos_fac), refine_neg_cos=bool(refine_neg_cos),
-                         positional=positional)
+                         sam_halves=bool(sam_halves), positional=positional)
 
     # ---- what the method needs --------------------------------------------------------------------------------
     def unsupported(self, model: Any) -> str | None:
@@ -213,9 +217,12 @@ class Trident(MapMethod):
         return [(t, left, wh, ww) for t in window_positions(H, wh, stride) for left in window_positions(W, ww, stride)]
 
     @torch.no_grad()
-    def features(self, model: Any, pixels: Tensor, guidance: Tensor, sam_grid: tuple[int, int]) -> Tensor:
+    def features(self, model: Any, pixels: Tensor, guidance: Tensor | list[tuple[Tensor, tuple[int, int]]],
+                 sam_grid: tuple[int, int] | None = None) -> Tensor:
         """Trident's features ``[B, n, E]`` on SAM's valid grid, from ``pixels`` ``[B, 3, H, W]`` and SAM's
-        ``guidance`` ``[B, n, n]`` (:meth:`guidance`)."""
+        ``guidance`` ``[B, n, n]`` on ``sam_grid`` (:meth:`guidance`); or, for ``sam_halves``, a list of
+        ``(guidance, grid)`` of the left and right halves: the stitched map's halves each get their own, side by
+        side (``[B, vh · (vw₁ + vw₂), E]``, read row by row)."""
         view = model.vision
         B, _, H, W = pixels.shape
         ph, pw = view.patch_size
@@ -255,9 +262,16 @@ class Trident(MapMethod):
             rows, cols = slice(t // ph * r, (t + h) // ph * r), slice(s // pw * r, (s + w) // pw * r)
             whole[:, :, rows, cols] += y[:, i]
             count[:, :, rows, cols] += 1
-        whole = F.interpolate(whole / count, size=sam_grid, mode="bilinear", align_corners=False)
-        # SAM's guidance, then CLIP's head
-        z = guidance @ whole.flatten(2).transpose(1, 2)  # [B, n, D]
+        whole = whole / count
+        parts = [(guidance, sam_grid)] if isinstance(guidance, Tensor) else guidance
+        cut = whole.shape[-1] // 2
+        pieces = [whole] if len(parts) == 1 else [whole[..., :cut], whole[..., cut:]]
+        zs = []
+        for piece, (g, grid) in zip(pieces, parts, strict=True):  # SAM's guidance on its (part of the) grid
+            piece = F.interpolate(piece, size=grid, mode="bilinear", align_corners=False)
+            zs.append((g @ piece.flatten(2).transpose(1, 2)).view(B, *grid, -1))  # [B, vh, vw, D]
+        z = torch.cat(zs, dim=2).flatten(1, 2)  # [B, n, D]
+        # CLIP's head
         head = view.head
         z = head.ln_post(z)
         z = z @ head.proj if head.proj is not None else z
@@ -268,8 +282,17 @@ class Trident(MapMethod):
         why = self.unsupported(model)
         if why:
             raise UnsupportedArchitectureError(why if why.endswith(".") else why + ".")
-        guidance, sam_grid = self.guidance(model, pixels)
-        feats = self.features(model, pixels, guidance, sam_grid)
+        if self.params["sam_halves"]:  # the original's Cityscapes rule: SAM on the left and right halves apart
+            cut = pixels.shape[-1] // 2
+            parts = [self.guidance(model, pixels[..., :cut]), self.guidance(model, pixels[..., cut:])]
+            if parts[0][1][0] != parts[1][1][0]:
+                raise InvalidInputError(f"Trident's sam_halves: the halves of a {pixels.shape[-1]}-pixel-wide input "
+                                        "give SAM grids of different heights; use an input of even width")
+            feats = self.features(model, pixels, parts)
+            sam_grid = (parts[0][1][0], parts[0][1][1] + parts[1][1][1])
+        else:
+            guidance, sam_grid = self.guidance(model, pixels)
+            feats = self.features(model, pixels, guidance, sam_grid)
         feats = F.normalize(feats if feats.dtype == torch.float64 else feats.float(), dim=-1)
         scores = feats @ texts.directions.to(feats).T  # [B, n, T]
         return scores.transpose(1, 2).reshape(pixels.shape[0], -1, *sam_grid)
