@@ -96,3 +96,17 @@ def test_segment_eval_with_the_maskclip_preset_runs_maskclip_on_whole_images(tmp
     assert p["preset"].startswith("maskclip (github.com/chongzhou96/MaskCLIP@245d31f "
                                   "configs/maskclip/maskclip_vit16_512x512_voc12aug_20.py")
     assert d["methods"]["maskclip"]["images"] == 2
+
+
+def test_the_fields_table_with_the_maskclip_preset_leaves_out_the_sets_it_does_not_configure(tmp_path):
+    from tests.cli.conftest import run
+    from tests.cli.test_segment_eval import _voc_root
+
+    root = _voc_root(tmp_path)  # VOC2012: voc21 and voc20 are found; the preset configures voc20 only
+    r = run("segment-eval", "--dataset", "all", "--data-root", root, "-m", "toy", "--preset", "maskclip", "--out",
+            tmp_path / "o", "--overlays", 0, "--json", "--size", 64)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["column_order"] == ["voc20", "mean"] and d["miou"]["maskclip"]["mean"] == d["miou"]["maskclip"]["voc20"]
+    assert "the maskclip preset has no settings for voc21 (no config evaluates VOC" in " ".join(r.output.split())
+    assert not (tmp_path / "o" / "voc21").exists()
