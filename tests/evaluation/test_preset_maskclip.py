@@ -6,6 +6,8 @@ maskclip_r50_512x512_ade20k.py, the only ADE20K config), its class names and tem
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +112,38 @@ def test_the_fields_table_with_the_maskclip_preset_leaves_out_the_sets_it_does_n
     assert d["column_order"] == ["voc20", "mean"] and d["miou"]["maskclip"]["mean"] == d["miou"]["maskclip"]["voc20"]
     assert "the maskclip preset has no settings for voc21 (no config evaluates VOC" in " ".join(r.output.split())
     assert not (tmp_path / "o" / "voc21").exists()
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "evaluation" / "maskclip-preset.md"
+
+
+def _doc_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_the_docs_page_python_runs_and_says_what_the_preset_holds(capsys):
+    block = _doc_blocks()[0]
+    exec(compile(block, str(DOC), "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "390 None surgery plain"
+    assert out[1].startswith("maskclip (github.com/chongzhou96/MaskCLIP@245d31f configs/maskclip/")
+    assert out[2] == str(sorted(CONFIGURED)) and out[3].startswith("no config evaluates VOC")
+    assert len(out) == 4 + len(load_preset("maskclip")["differences"])
+
+
+@pytest.mark.filterwarnings("ignore:the toy CLIP's vocabulary")  # the 85 templates' words are not the toy's
+def test_the_docs_page_map_snippet_runs(random_toy_weights, tmp_path):
+    from PIL import Image
+
+    from cliplens.toyworld.scenes import render_scene, sample_scene
+
+    Image.fromarray(render_scene(sample_scene(0, 0))[0]).save(tmp_path / "scene.png")
+    block = _doc_blocks()[1]
+    code = block.replace('cliplens.load("toy")', f'cliplens.load("toy", pretrained=r"{random_toy_weights}")')
+    code = code.replace('"scene.png"', f'r"{tmp_path / "scene.png"}"')
+    assert code != block
+    scope: dict = {}
+    exec(compile(code, str(DOC), "exec"), scope)
+    raw = scope["maps"][0].raw
+    assert raw.shape[0] == 3 and scope["labels"].shape == raw.shape[1:]
+    assert scope["maps"].settings["method"] == "maskclip"
