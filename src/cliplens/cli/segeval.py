@@ -406,6 +406,18 @@ def _all_benchmarks(ctx: click.Context) -> None:
     for name in BENCHMARKS:
         if name not in found:
             err.print(f"note: {name} not found under {root}: left out (and out of the mean)", markup=False)
+    if p["preset"] != "none":  # a preset covers the benchmarks its repository configures (MaskCLIP: five)
+        from cliplens.evaluation.method_presets import load_preset
+
+        preset = load_preset(p["preset"])
+        for name in [n for n in BENCHMARKS if n in found and n not in preset["datasets"]]:
+            why = preset.get("not_configured", {}).get(name, "no settings")
+            err.print(f"note: the {p['preset']} preset has no settings for {name} ({why}): left out (and out of the "
+                      "mean)", markup=False)
+            del found[name]
+        if not found:
+            raise InvalidInputError(f"the {p['preset']} preset has settings for {', '.join(preset['datasets'])}, and "
+                                    f"none of them was found under {root}")
     out_dir: Path = p["out_dir"]
     per: dict[str, dict[str, float]] = {}
     for name in (n for n in BENCHMARKS if n in found):

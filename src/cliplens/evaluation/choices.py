@@ -12,5 +12,5 @@ IMAGENET_SEG_DEFAULT_MODE = "correct"
 
 #: the method presets cliplens ships (``segment-eval --preset``; :mod:`cliplens.evaluation.method_presets`)
 PRESET_NAMES = ("naclip", "sclip", "clearclip", "resclip", "sfp", "sc-clip", "cliper", "corrclip", "proxyclip",
-                "cass", "trident")
+                "cass", "trident", "maskclip")
 

@@ -5,7 +5,8 @@ paper reports numbers under its repository's configuration instead: its short si
 scale, background threshold, SCLIP's area rule, PAMR, and the spelling of its query names. A preset is one JSON
 file per method (``cliplens/data/preset_<name>.json``), written for cliplens from the repository's configuration
 files, naming the repository, the commit and the files it follows, and the differences that remain (what
-cliplens does not implement, or implements otherwise). :func:`preset_protocol` turns it into the
+cliplens does not implement, or implements otherwise). A preset covers the benchmarks its repository configures;
+``not_configured`` says, per other benchmark, why it has none (the error names it). :func:`preset_protocol` turns it into the
 :class:`~cliplens.evaluation.protocol.SegProtocol` of one data set; every option given on the command line still
 overrides it, and the settings are printed and saved next to every number.
 """
@@ -23,8 +24,8 @@ from cliplens.evaluation.protocol import SegProtocol
 
 __all__ = ["PRESET_NAMES", "load_preset", "preset_method_params", "preset_protocol"]
 
-_FIELDS = ("fit", "size", "window", "stride", "logit_scale", "prob_threshold", "names", "pamr", "pamr_dilations",
-           "area_threshold")
+_FIELDS = ("fit", "size", "window", "stride", "logit_scale", "prob_threshold", "templates", "names", "pamr",
+           "pamr_dilations", "area_threshold")
 
 
 @cache
@@ -41,8 +42,10 @@ def _settings(name: str, dataset: str | None) -> dict[str, Any]:
     preset = load_preset(name)
     sets = preset["datasets"]
     if dataset not in sets:
+        why = preset.get("not_configured", {}).get(dataset)  # a benchmark the repository has no configuration for
+        note = f" ({why})" if why else ""
         raise InvalidInputError(f"the {name} preset has settings for {', '.join(sets)} (the papers' benchmarks), not "
-                                f"for {dataset or 'this data set'}: use --preset none (cliplens's protocol) here")
+                                f"for {dataset or 'this data set'}{note}: use --preset none (cliplens's protocol) here")
     return sets[dataset]
 
 
