@@ -159,9 +159,10 @@ def test_sam_runs_once_per_image_and_windows_see_its_crops(models):
 
 @pytest.fixture(scope="module")
 def random_sam():
-    segment_anything = pytest.importorskip("segment_anything")
-    torch.manual_seed(0)
-    return segment_anything.sam_model_registry["vit_b"](checkpoint=None).eval()
+    """SAM's real vit_b, random weights, its encoder cut to one block (tests/tasks/sam_helpers.py: ~2 s, not 20)."""
+    from tests.tasks.sam_helpers import random_sam
+
+    return random_sam()
 
 
 def test_random_sam_end_to_end(models, random_sam):
