@@ -78,7 +78,7 @@ def sam_guidance(q: Tensor, k: Tensor, v: Tensor, attn: Any, grid: tuple[int, in
     """SAM's guidance ``[n, n]`` over the ``valid`` cells (``n = vh · vw``) of its last block's ``grid``, from that
     block's ``q``, ``k``, ``v`` ``[heads, H·W, dh]`` of one image and its ``attn`` module (scale, relative
     positions); see the module docs, step 4. One head at a time, to bound memory."""
-    from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
+    from segment_anything.modeling.image_encoder import get_rel_pos
 
     H, W = grid
     vh, vw = valid
@@ -89,17 +89,24 @@ def sam_guidance(q: Tensor, k: Tensor, v: Tensor, attn: Any, grid: tuple[int, in
         u = F.normalize(v[h, keep], dim=-1)
         return u @ u.T
 
-    heads = q.shape[0]
+    heads, _, dh = q.shape
     thresh = cos_fac * (sum(cos(h) for h in range(heads)) / heads).mean(-1, keepdim=True)  # [n, 1]
     if not refine_neg_cos:
         thresh = torch.where(thresh < 0.0, torch.full_like(thresh, 0.6), thresh)
     thresh = thresh.clamp(max=0.9)
+    # SAM's own attention (its decomposed relative positions added) for the valid query rows only: a row's softmax
+    # runs over every key, padded ones included, as SAM's; the keys are cropped after it
+    if attn.use_rel_pos:
+        rel_h = get_rel_pos(H, H, attn.rel_pos_h)[:vh]  # [vh, H, dh]
+        rel_w = get_rel_pos(W, W, attn.rel_pos_w)[:vw]  # [vw, W, dh]
     total = None
     for h in range(heads):
-        logits = (q[h:h + 1] * attn.scale) @ k[h:h + 1].transpose(-2, -1)
+        rq = q[h].view(H, W, dh)[:vh, :vw]  # the valid query cells
+        logits = (rq.reshape(-1, dh) * attn.scale) @ k[h].T  # [n, H·W]
         if attn.use_rel_pos:
-            logits = add_decomposed_rel_pos(logits, q[h:h + 1], attn.rel_pos_h, attn.rel_pos_w, grid, grid)
-        p = logits.softmax(-1)[0][keep][:, keep]
+            logits = (logits.view(vh, vw, H, W) + torch.einsum("hwc,hkc->hwk", rq, rel_h)[..., None]
+                      + torch.einsum("hwc,wkc->hwk", rq, rel_w)[:, :, None, :]).view(vh * vw, H * W)
+        p = logits.softmax(-1)[:, keep]
         part = torch.where(cos(h) > thresh, p, torch.zeros_like(p))
         total = part if total is None else total + part
     g = total / heads
