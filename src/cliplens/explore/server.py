@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -187,18 +188,30 @@ def make_server(explorer: Explorer, port: int = 0, *, verbose: bool = False) -> 
     return server
 
 
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(explorer: Explorer, port: int = 8765, *, open_browser: bool = True, verbose: bool = False) -> None:
-    """Serve ``explorer`` until interrupted (Ctrl-C), opening the page in a browser unless told not to; its
-    temporary files are removed on the way out."""
-    server = make_server(explorer, port, verbose=verbose)
+    """Serve ``explorer`` until interrupted (Ctrl-C, or SIGTERM in the main thread), opening the page in a
+    browser unless told not to; its temporary files are removed on the way out."""
+    try:
+        server = make_server(explorer, port, verbose=verbose)
+    except CliplensError:
+        explorer.close()
+        raise
     url = f"http://{HOST}:{server.server_address[1]}/"
     print(f"cliplens explorer at {url} (Ctrl-C stops it)", file=sys.stderr, flush=True)
     if open_browser:
         threading.Timer(0.3, webbrowser.open, args=(url,)).start()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main else None
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        print("cliplens explorer stopped", file=sys.stderr, flush=True)
     finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         server.server_close()
         explorer.close()
