@@ -137,7 +137,7 @@ def test_runs_are_served_one_at_a_time_on_the_model(random_toy, monkeypatch, tmp
     inside, most = [0], [0]
     guard = threading.Lock()
 
-    def slow(adapter, req, out, step):
+    def slow(adapter, req, out, step, figures=None, link=str):
         with guard:
             inside[0] += 1
             most[0] = max(most[0], inside[0])
@@ -180,3 +180,33 @@ def test_the_store_atlas_is_built_and_browsable(tmp_path_factory):
         assert call(app.url + layer_page)[0] == 200
     finally:
         app.stop()
+
+
+def test_a_run_shows_its_progress_and_first_figures_while_it_runs(random_toy, monkeypatch, tmp_path):
+    ex = Explorer(random_toy, scenes=False, folder=tmp_path)
+    ex.upload("p.jpg", PHOTO.read_bytes())
+    reached, release = threading.Event(), threading.Event()
+
+    def halfway(adapter, req, out, step, figures=None, link=str):
+        step("first part")
+        step("second part")
+        (out / "a.png").write_bytes(PNG)
+        figures.append({"view": "maps", "title": "a", "url": link("a.png")})
+        reached.set()
+        release.wait(10)
+        return {"figures": list(figures), "notes": []}
+
+    monkeypatch.setattr(session, "draw", halfway)
+    job = ex.run({"image": "upload-1", "texts": ["a"]})
+    assert reached.wait(10)
+    d = ex.job(job.id)
+    assert d["state"] == "running" and d["message"] == "second part" and 1 <= d["done"] < d["total"]
+    assert d["partial"] == [{"view": "maps", "title": "a", "url": f"/files/runs/{job.id}/a.png"}]
+    assert ex.file(f"runs/{job.id}/a.png") == (tmp_path / "runs" / job.id / "a.png").resolve()
+    release.set()
+    end = time.monotonic() + 10
+    while ex.job(job.id)["state"] != "done" and time.monotonic() < end:
+        time.sleep(0.02)
+    d = ex.job(job.id)
+    assert d["state"] == "done" and d["done"] == d["total"] and "partial" not in d
+    assert d["result"]["figures"][0]["url"] == f"/files/runs/{job.id}/a.png"

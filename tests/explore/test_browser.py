@@ -71,8 +71,10 @@ def test_upload_type_run_and_see_a_map(browser, random_toy, tmp_path):
         wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0)
         assert not browser.find_element(By.ID, "error").is_displayed()
         assert "CLIP Surgery" in browser.find_element(By.CSS_SELECTOR, "#results figcaption").text
-        # the layer and head bars were drawn too (checked by default)
-        assert browser.find_elements(By.CSS_SELECTOR, "#results img.result[data-view=bars]")
+        # the run ends with the layer and head bars (checked by default) and the similarity
+        wait.until(lambda d: "cosine similarity: 'a red circle'" in d.find_element(By.ID, "similarity").text)
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#results img.result[data-view=bars]")) == 2
+        assert not browser.find_element(By.ID, "status").is_displayed()
         shot = Path(os.environ.get("CLIPLENS_EXPLORE_SCREENSHOT") or tmp_path / "explorer.png")
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 0
     finally:

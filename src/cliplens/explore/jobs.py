@@ -44,6 +44,8 @@ class Job:
     message: str = "waiting for the model"
     result: Any = None
     error: str | None = None
+    #: what the work has made so far (a run's figures), shown while it runs
+    partial: list[Any] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     def step(self, message: str, done: int | None = None, total: int | None = None) -> None:
@@ -57,6 +59,8 @@ class Job:
     def to_dict(self) -> dict[str, Any]:
         out = {"id": self.id, "kind": self.kind, "state": self.state, "done": self.done, "total": self.total,
                "message": self.message, "seconds": round(time.monotonic() - self.started, 2)}
+        if self.state == "running" and self.partial:
+            out["partial"] = list(self.partial)
         if self.state == "done":
             out["result"] = self.result
         if self.state == "failed":

@@ -212,14 +212,13 @@ class Explorer:
                 job.step("starting", 0, _steps(req))
                 with warnings.catch_warnings(record=True) as caught:  # one run at a time: the lock
                     warnings.simplefilter("always", UserWarning)
-                    result = draw(self.model, req, out, step)
+                    result = draw(self.model, req, out, step, job.partial,
+                                  link=lambda name: f"/files/runs/{job.id}/{name}")
             for w in caught:  # a method's fallback, unknown words, truncated texts: a note each, once
                 line = " ".join(str(w.message).split())
                 if issubclass(w.category, UserWarning) and line not in result["notes"]:
                     result["notes"].append(line)
-            for f in result["figures"]:
-                f["url"] = f"/files/runs/{job.id}/{f.pop('file')}"
-            return {**result, "image": req.name, "texts": list(req.texts), "methods": list(req.methods)}
+            return {**result, "figures": list(result["figures"]), "image": req.name, "texts": list(req.texts), "methods": list(req.methods)}
 
         return self.jobs.start("run", work)
 

@@ -50,43 +50,59 @@ Figure = dict[str, str]
 Step = Callable[[str], None]
 
 
+class Figures:
+    """The figures drawn so far, ``{view, title, url}`` each (``url``: ``link(file name)``), appended to
+    ``shown`` as well when given (what a page shows while the rest is drawn)."""
+
+    def __init__(self, link: Callable[[str], str], shown: list[Figure] | None) -> None:
+        self.items: list[Figure] = []
+        self.link, self.shown = link, shown
+
+    def add(self, view: str, title: str, path: Path | str) -> None:
+        f = {"view": view, "title": title, "url": self.link(Path(path).name)}
+        self.items.append(f)
+        if self.shown is not None:
+            self.shown.append(f)
+
+
 def _targets(texts: Sequence[str], templates: str) -> Any:
     from cliplens.maps import Targets
 
     return Targets.texts(list(texts)) if templates == "none" else Targets.classes(list(texts), templates=templates)
 
 
-def draw(adapter: Any, req: Request, out: Path, step: Step) -> dict[str, Any]:
-    """Every view of ``req`` drawn into ``out``: ``{"figures": [{view, title, file}], "notes": [...],
-    "similarity": {text: cosine}}`` (the similarity when ``bars`` or ``head-maps`` ran). ``step(message)`` is
-    called before each piece of work. A method that cannot run on this model (or refuses these inputs) becomes a
-    note, and the other views go on."""
+def draw(adapter: Any, req: Request, out: Path, step: Step, figures: list[Figure] | None = None,
+         link: Callable[[str], str] = str) -> dict[str, Any]:
+    """Every view of ``req`` drawn into ``out``: ``{"figures": [{view, title, url}], "notes": [...],
+    "similarity": {text: cosine}}`` (the similarity when ``bars`` or ``head-maps`` ran); ``url`` is ``link(file
+    name)``. ``step(message)`` is called before each piece of work; each figure is appended to ``figures`` (when
+    given) as soon as it is drawn, so that a page can show it while the rest is drawn. A method that cannot run on
+    this model (or refuses these inputs) becomes a note, and the other views go on."""
     from cliplens.images import load_image
     from cliplens.images.io import DEFAULT_MAX_PIXELS
 
     original = load_image(req.image, max_pixels=DEFAULT_MAX_PIXELS)
-    figures: list[Figure] = []
+    drawn = Figures(link, figures)
     notes: list[str] = []
-    result: dict[str, Any] = {"figures": figures, "notes": notes}
+    result: dict[str, Any] = {"figures": drawn.items, "notes": notes}
     targets = _targets(req.texts, req.templates)
     maps: dict[str, Any] = {}
     if "maps" in req.views or "surgery-heads" in req.views:
-        maps = _maps(adapter, req, targets, original, out, step, figures, notes)
+        maps = _maps(adapter, req, targets, original, out, step, drawn, notes)
     if "bars" in req.views or "head-maps" in req.views:
-        result["similarity"] = _decomposition(adapter, req, original, out, step, figures)
+        result["similarity"] = _decomposition(adapter, req, original, out, step, drawn)
     if "surgery-heads" in req.views:
-        _surgery_heads(adapter, req, targets, maps.get("surgery"), original, out, step, figures, notes)
+        _surgery_heads(adapter, req, targets, maps.get("surgery"), original, out, step, drawn, notes)
     if "segment" in req.views:
-        _segment(adapter, req, original, out, step, figures, notes)
+        _segment(adapter, req, original, out, step, drawn, notes)
     return result
 
 
-def _maps(adapter: Any, req: Request, targets: Any, original: Any, out: Path, step: Step, figures: list[Figure],
+def _maps(adapter: Any, req: Request, targets: Any, original: Any, out: Path, step: Step, figures: Figures,
           notes: list[str]) -> dict[str, Any]:
     """Each method's maps (and the methods side by side); the ImageMaps of each method that ran."""
     from cliplens.maps import get_map
     from cliplens.report.maps import display_name, map_grid_figure, methods_figure
-    from cliplens.report.plotting import save
 
     names = list(req.methods)
     if "surgery-heads" in req.views and "surgery" not in names:
@@ -110,25 +126,26 @@ def _maps(adapter: Any, req: Request, targets: Any, original: Any, out: Path, st
         step(f"{display_name(name)}: drawing")
         fig = map_grid_figure(original, result.images[0], list(req.texts), settings=result.settings,
                               image_name=req.name, random_weights=adapter.random_weights)
-        figures.append(_saved(fig, save, out, f"maps-{i:02d}-{name}", "maps",
-                              f"{display_name(name)}: where it puts each text"))
+        _saved(figures, fig, out, f"maps-{i:02d}-{name}", "maps",
+                              f"{display_name(name)}: where it puts each text")
     shown = [n for n in req.methods if n in done]
     if "maps" in req.views and len(shown) > 1:
         step("the methods side by side")
         fig = methods_figure(original, {n: done[n] for n in shown}, list(req.texts),
                              settings={n: settings[n] for n in shown}, image_name=req.name,
                              random_weights=adapter.random_weights)
-        figures.append(_saved(fig, save, out, "methods", "maps", "the methods side by side"))
+        _saved(figures, fig, out, "methods", "maps", "the methods side by side")
     return done
 
 
-def _saved(fig: Any, save: Callable[[Any, Path], Path], out: Path, stem: str, view: str, title: str) -> Figure:
-    path = save(fig, out / f"{stem}.png")
-    return {"view": view, "title": title, "file": path.name}
+def _saved(figures: Figures, fig: Any, out: Path, stem: str, view: str, title: str) -> None:
+    from cliplens.report.plotting import save
+
+    figures.add(view, title, save(fig, out / f"{stem}.png"))
 
 
 def _decomposition(adapter: Any, req: Request, original: Any, out: Path, step: Step,
-                   figures: list[Figure]) -> dict[str, float]:
+                   figures: Figures) -> dict[str, float]:
     """The layer bars and head grids of each text (``bars``) and the top heads' token maps (``head-maps``)."""
     import torch
 
@@ -153,10 +170,8 @@ def _decomposition(adapter: Any, req: Request, original: Any, out: Path, step: S
         if "bars" in req.views:
             step(f"{r.text!r}: drawing the layers and heads")
             save_text_figures(r, out, stem, image_name=req.name, random_weights=rw)
-            figures.append({"view": "bars", "title": f"{r.text!r}: each layer's direct effect",
-                            "file": r.figures["layers"]})
-            figures.append({"view": "bars", "title": f"{r.text!r}: each head's direct effect",
-                            "file": r.figures["heads"]})
+            figures.add("bars", f"{r.text!r}: each layer's direct effect", r.figures["layers"])
+            figures.add("bars", f"{r.text!r}: each head's direct effect", r.figures["heads"])
         if "head-maps" in req.views and scores.spatial:
             step(f"{r.text!r}: the maps of its top heads")
             for c in [c for c in r.top_heads if c.head is not None][:TOP_HEADS]:
@@ -166,19 +181,19 @@ def _decomposition(adapter: Any, req: Request, original: Any, out: Path, step: S
                                       original=original, box=box, image_name=req.name, random_weights=rw,
                                       title=f"{r.text!r}: direct effect of each image region through head {c.name} "
                                             f"({c.score:+.4f} of the similarity)")
-                figures.append({"view": "head-maps", "title": f"{r.text!r}: head {c.name}", "file": path.name})
+                figures.add("head-maps", f"{r.text!r}: head {c.name}", path)
     return {r.text: r.similarity for r in per_text}
 
 
 def _surgery_heads(adapter: Any, req: Request, targets: Any, maps: Any, original: Any, out: Path, step: Step,
-                   figures: list[Figure], notes: list[str]) -> None:
+                   figures: Figures, notes: list[str]) -> None:
     """CLIP Surgery's map of each text split over its heads (the parts sum to the raw map)."""
     import torch
 
     from cliplens.maps import get_map, surgery_parts
     from cliplens.maps.inputs import fit_images
     from cliplens.report.maps import surgery_parts_figure
-    from cliplens.report.plotting import save, slug
+    from cliplens.report.plotting import slug
 
     if maps is None:
         return  # Surgery itself could not run: its note says why
@@ -199,15 +214,14 @@ def _surgery_heads(adapter: Any, req: Request, targets: Any, maps: Any, original
         step(f"{text!r}: drawing CLIP Surgery's heads")
         fig = surgery_parts_figure(original, maps, parts[t], sp.labels, text=text, top=TOP_HEADS,
                                    image_name=req.name, random_weights=adapter.random_weights)
-        figures.append(_saved(fig, save, out, f"surgery-heads-{t:02d}-{slug(text)}", "surgery-heads",
-                              f"{text!r}: which heads make CLIP Surgery's map"))
+        _saved(figures, fig, out, f"surgery-heads-{t:02d}-{slug(text)}", "surgery-heads",
+                              f"{text!r}: which heads make CLIP Surgery's map")
 
 
-def _segment(adapter: Any, req: Request, original: Any, out: Path, step: Step, figures: list[Figure],
+def _segment(adapter: Any, req: Request, original: Any, out: Path, step: Step, figures: Figures,
              notes: list[str]) -> None:
     """Each pixel labelled with one of the texts (as classes) or background, by the first method."""
     from cliplens.report.maps import display_name, segmentation_figure
-    from cliplens.report.plotting import save
     from cliplens.tasks.segment import segment
 
     method = req.methods[0]
@@ -222,5 +236,5 @@ def _segment(adapter: Any, req: Request, original: Any, out: Path, step: Step, f
         return
     fig = segmentation_figure(original, seg, image_name=req.name, settings=seg.settings,
                               random_weights=adapter.random_weights)
-    figures.append(_saved(fig, save, out, "segmentation", "segment",
-                          f"segmentation by {display_name(method)}: {', '.join(seg.present()) or 'no class'} found"))
+    _saved(figures, fig, out, "segmentation", "segment",
+                          f"segmentation by {display_name(method)}: {', '.join(seg.present()) or 'no class'} found")
