@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from cliplens.explore import Explorer, make_server
+from tests.cli.conftest import tiny_vit  # noqa: F401 (a fixture)
 from tests.conftest import REFERENCE_IMAGES
 
 #: a real photo (JPEG) of the shared reference data

@@ -210,3 +210,33 @@ def test_a_run_shows_its_progress_and_first_figures_while_it_runs(random_toy, mo
     d = ex.job(job.id)
     assert d["state"] == "done" and d["done"] == d["total"] and "partial" not in d
     assert d["result"]["figures"][0]["url"] == f"/files/runs/{job.id}/a.png"
+
+
+def test_an_open_clip_model_with_random_weights_and_method_parameters(tiny_vit):
+    import cliplens
+
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        model = cliplens.load(tiny_vit, pretrained="random")
+    ex = Explorer(model)
+    try:
+        info = ex.info()
+        assert info["model"]["random_weights"] is True and info["model"]["layers"] == 2
+        request = {"image": "scene-2", "texts": ["a green circle"], "methods": ["surgery"],
+                   "views": ["maps", "surgery-heads"]}
+        job = ex.run(request)
+        while ex.job(job.id)["state"] in ("queued", "running"):
+            time.sleep(0.05)
+        r = ex.job(job.id)["result"]
+        # CLIP Surgery's default 6 blocks do not fit a 2-layer tower: a note, no figure
+        assert r["figures"] == [] and "blocks must be between 1 and the model's depth (2), got 6" in r["notes"][0]
+        job = ex.run({**request, "params": ["surgery.blocks=2"]})
+        while ex.job(job.id)["state"] in ("queued", "running"):
+            time.sleep(0.05)
+        r = ex.job(job.id)["result"]
+        assert [f["view"] for f in r["figures"]] == ["maps", "surgery-heads"], r
+        with pytest.raises(session.InvalidInputError, match="no method run here has a parameter 'nope'"):
+            ex.run({**request, "params": "nope=1"})
+        with pytest.raises(session.InvalidInputError, match="map method 'surgery'"):
+            ex.run({**request, "params": ["surgery.feature=odd"]})
+    finally:
+        ex.close()

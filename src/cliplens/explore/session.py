@@ -32,7 +32,7 @@ MAX_UPLOAD = 32 * 1024 * 1024
 MAX_TEXTS, MAX_METHODS = 16, 8
 #: toy-world scenes offered: (seed, objects)
 SCENES = ((0, 3), (1, 2), (2, 1), (3, 3), (4, 2), (5, 3))
-_RUN_KEYS = {"image", "texts", "methods", "views", "templates", "background"}
+_RUN_KEYS = {"image", "texts", "methods", "views", "templates", "background", "params"}
 _ATLAS_KEYS = {"layers", "texts", "images_per_text"}
 
 
@@ -151,9 +151,11 @@ class Explorer:
 
     # ------------------------------------------------------------------ runs
     def parse(self, request: Mapping[str, Any]) -> Request:
-        """A run request (JSON: ``image``, ``texts``, ``methods``, ``views``, optional ``templates`` and
-        ``background``) checked; every mistake is said in one paragraph."""
+        """A run request (JSON: ``image``, ``texts``, ``methods``, ``views``, optional ``templates``, ``background``
+        and ``params``: ``["surgery.blocks=2", "sigma=3"]`` as ``--param`` takes them) checked; every mistake is
+        said in one paragraph."""
         from cliplens.maps.base import map_names
+        from cliplens.maps.params import parse_params
         from cliplens.text.templates import TEMPLATE_SETS
 
         if not isinstance(request, Mapping):
@@ -189,9 +191,14 @@ class Explorer:
         if templates not in ("none", *TEMPLATE_SETS):
             raise InvalidInputError(f"templates must be none or one of {', '.join(TEMPLATE_SETS)}; got {templates!r}")
         background = _strings(request.get("background", ["background"]), "background")
-        return Request(image=str(entry.path), name=entry.name, texts=tuple(texts), methods=tuple(methods),
-                       views=tuple(v for v in VIEWS if v in views), templates=str(templates),
-                       background=tuple(background))
+        names = list(dict.fromkeys([*methods, *(["surgery"] if "surgery-heads" in views else [])]))
+        params = parse_params(_strings(request.get("params", []), "params"), names)
+        req = Request(image=str(entry.path), name=entry.name, texts=tuple(texts), methods=tuple(methods),
+                      views=tuple(v for v in VIEWS if v in views), templates=str(templates),
+                      background=tuple(background), params={n: p for n, p in params.items() if p})
+        for name in names:
+            req.method(name)  # a parameter value the method refuses is said now, not in the job
+        return req
 
     def run(self, request: Mapping[str, Any]) -> Job:
         """Start a run (checked first: a bad request raises at once); poll :meth:`job` for its progress and

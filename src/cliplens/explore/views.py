@@ -18,7 +18,7 @@ Views (:data:`VIEWS`):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ TOP_HEADS = 4
 @dataclass(frozen=True)
 class Request:
     """One run: an image file, texts, map methods, views; ``templates`` (``"none"``: the texts as they are, or a
-    prompt-ensemble name) and ``background`` (segmentation's background names)."""
+    prompt-ensemble name), ``background`` (segmentation's background names) and ``params`` (method -> its
+    constructor parameters, as :func:`cliplens.maps.params.parse_params` reads ``--param``)."""
 
     image: str
     name: str
@@ -44,6 +45,13 @@ class Request:
     views: tuple[str, ...]
     templates: str = "none"
     background: tuple[str, ...] = ("background",)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def method(self, name: str) -> Any:
+        """The map method ``name`` with this run's parameters."""
+        from cliplens.maps import get_map
+
+        return get_map(name, **self.params.get(name, {}))
 
 
 Figure = dict[str, str]
@@ -101,7 +109,6 @@ def draw(adapter: Any, req: Request, out: Path, step: Step, figures: list[Figure
 def _maps(adapter: Any, req: Request, targets: Any, original: Any, out: Path, step: Step, figures: Figures,
           notes: list[str]) -> dict[str, Any]:
     """Each method's maps (and the methods side by side); the ImageMaps of each method that ran."""
-    from cliplens.maps import get_map
     from cliplens.report.maps import display_name, map_grid_figure, methods_figure
 
     names = list(req.methods)
@@ -112,7 +119,7 @@ def _maps(adapter: Any, req: Request, targets: Any, original: Any, out: Path, st
     for i, name in enumerate(names):
         step(f"{display_name(name)}: mapping {len(req.texts)} text{'s' if len(req.texts) > 1 else ''}")
         try:
-            method = get_map(name)
+            method = req.method(name)
             why = method.unsupported(adapter)
             if why:
                 raise InvalidInputError(why)
@@ -190,7 +197,7 @@ def _surgery_heads(adapter: Any, req: Request, targets: Any, maps: Any, original
     """CLIP Surgery's map of each text split over its heads (the parts sum to the raw map)."""
     import torch
 
-    from cliplens.maps import get_map, surgery_parts
+    from cliplens.maps import surgery_parts
     from cliplens.maps.inputs import fit_images
     from cliplens.report.maps import surgery_parts_figure
     from cliplens.report.plotting import slug
@@ -198,7 +205,7 @@ def _surgery_heads(adapter: Any, req: Request, targets: Any, maps: Any, original
     if maps is None:
         return  # Surgery itself could not run: its note says why
     step("CLIP Surgery: splitting the maps over heads")
-    params = get_map("surgery").params
+    params = req.method("surgery").params
     try:
         fitted, _ = fit_images(adapter, [req.image])
         px = fitted[0].pixels[None].to(adapter.device, adapter.dtype)
@@ -229,7 +236,7 @@ def _segment(adapter: Any, req: Request, original: Any, out: Path, step: Step, f
     classes = list(dict.fromkeys(req.texts))
     background = [b for b in req.background if b not in classes]
     try:
-        seg = segment(method, adapter, [req.image], classes, background=background,
+        seg = segment(req.method(method), adapter, [req.image], classes, background=background,
                       templates="auto" if req.templates == "none" else req.templates)[0]
     except CliplensError as e:
         notes.append(f"segmentation by {display_name(method)}: {e}")
