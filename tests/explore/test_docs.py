@@ -28,3 +28,17 @@ def test_the_page_python_blocks_run(random_toy_weights, capsys):
     assert isinstance(scope["explorer"].model, cliplens.CLIPAdapter)
     for picture in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):
         assert (PAGE.parent / picture).stat().st_size < 150_000
+
+
+def test_the_explorer_page_is_package_data():
+    """The server reads static/index.html from the installed package: pyproject ships every static file."""
+    import fnmatch
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")
+    root = PAGE.parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["cliplens"]
+    static = [p.relative_to(root / "src" / "cliplens").as_posix()
+              for p in (root / "src" / "cliplens" / "explore" / "static").iterdir()]
+    assert static and all(any(fnmatch.fnmatch(s, pattern) for pattern in data) for s in static), (static, data)

@@ -187,7 +187,8 @@ def _decomposition(adapter: Any, req: Request, original: Any, out: Path, step: S
                 path = save_token_map(grid, out / f"head-{stem}-{slug(c.name)}.png", model_input=shown,
                                       original=original, box=box, image_name=req.name, random_weights=rw,
                                       title=f"{r.text!r}: direct effect of each image region through head {c.name} "
-                                            f"({c.score:+.4f} of the similarity)")
+                                            f"(the head adds {c.score:+.4f} to the similarity, its class token "
+                                            "included)")
                 figures.add("head-maps", f"{r.text!r}: head {c.name}", path)
     return {r.text: r.similarity for r in per_text}
 
