@@ -68,5 +68,7 @@ def test_a_busy_port_is_one_paragraph_and_leaves_nothing(random_toy_weights, tmp
     assert f"cannot listen on 127.0.0.1:{port}" in one_line(r.output) and "--port" in r.output
     assert "Traceback" not in r.output
     assert list(tmp_path.iterdir()) == []  # the explorer's temporary folder is gone
+    r = run("explore", "--store", tmp_path / "nothing", "--no-browser")
+    assert r.exit_code == 2 and "is not a cliplens store" in one_line(r.output) and "Traceback" not in r.output
     r = run("explore", "--help")
     assert r.exit_code == 0 and "--store" in r.output and "--no-browser" in r.output
