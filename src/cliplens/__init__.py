@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cliplens.errors import (
+    AssumedTokenizerWarning,
     CliplensError,
     EmptyTextError,
     HookNameError,
@@ -77,6 +78,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 __version__ = "0.1.0"
 
 __all__ = [
+    "AssumedTokenizerWarning",
     "AttentionStrategy",
     "BlockPlan",
     "CLIPAdapter",

@@ -69,7 +69,8 @@ class Targets:
     contrast: Contrast | None = None
 
     def __post_init__(self) -> None:
-        names = tuple(validate_texts(list(self.names), None, None))
+        # in a prompt ensemble the class name '' is the empty prompt (each filled prompt is checked when embedded)
+        names = tuple(validate_texts(list(self.names), None, None, allow_empty=self.templates is not None))
         counts = Counter(" ".join(n.lower().split()) for n in names)
         dup = [n for n in names if counts[" ".join(n.lower().split())] > 1]
         if dup:
