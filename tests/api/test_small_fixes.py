@@ -70,6 +70,8 @@ def test_empty_class_name_in_ensemble_is_the_empty_prompt(small_clip):
 def test_empty_text_still_refused_where_it_is_the_whole_prompt(small_clip):
     with pytest.raises(EmptyTextError):
         Targets.texts(["", "dog"])
+    with pytest.raises(EmptyTextError, match="text 1 is empty"):  # whitespace: a blank line, more likely a mistake
+        Targets.classes(["dog", " "], templates=["a photo of a {}."])
     with pytest.raises(EmptyTextError, match=r"class 0 \(''\) in template 1 \('\{\}'\)"):
         cliplens.text.zero_shot_classifier(small_clip, ["", "dog"], ["a photo of a {}.", "{}"])
 

@@ -63,8 +63,9 @@ def validate_texts(
 
     Args:
         texts: one text or a sequence of texts.
-        allow_empty: accept empty texts: class names filled into a prompt ensemble, where ``''`` is the empty
-            prompt (each filled prompt is then checked by :func:`check_filled`).
+        allow_empty: accept the empty text ``''`` (not whitespace, more likely a blank line by mistake): class
+            names filled into a prompt ensemble, where ``''`` is the empty prompt (each filled prompt is then
+            checked by :func:`check_filled`).
         count_tokens: tokens each text needs, start/end tokens included, before truncation
             (an adapter's ``_count_tokens``); counts of 0 mean "unknown". ``None`` skips the
             length check.
@@ -89,7 +90,7 @@ def validate_texts(
     for i, t in enumerate(out):
         if not isinstance(t, str):
             raise TypeError(f"text {i} is a {type(t).__name__}, not a str: {t!r}")
-        if not t.strip() and not allow_empty:
+        if not t.strip() and not (allow_empty and t == ""):
             raise EmptyTextError(
                 f"text {i} is empty or whitespace only ({t!r}); remove it or give it some words "
                 "(for a class list read from a file, look for blank lines)"
