@@ -10,6 +10,10 @@ Quick tour::
     scores.per_head()                                 # [B, layers, heads, texts]
     scores.token_map()                                # [B, texts, gh, gw]
 
+Every analysis has a Python entry point here too: ``cliplens.textspan`` (TEXTSPAN on a store or on any head
+outputs), ``cliplens.Targets`` / ``cliplens.Maps`` (maps of any method, from texts or embeddings, or built from
+your own grids), ``cliplens.text_points`` / ``points_from_maps`` / ``sam_masks`` / ``text_masks`` (SAM).
+
 Layout: ``core`` (views, hooks, attention strategies, the plan, the forward), ``models`` (one file
 per family), ``images``, ``text``, ``decomposition``, ``maps``, ``evaluation``, ``report``, ``cli``,
 ``toyworld``.
@@ -20,6 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cliplens.errors import (
+    AssumedTokenizerWarning,
     CliplensError,
     EmptyTextError,
     HookNameError,
@@ -38,6 +43,7 @@ from cliplens.errors import (
 from cliplens.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from cliplens.analyses.textspan import textspan
     from cliplens.core.attention.base import AttentionStrategy, get_attention, register_attention
     from cliplens.core.forward import ForwardOutput, run_vision
     from cliplens.core.hooks import hook_names
@@ -47,8 +53,11 @@ if TYPE_CHECKING:
     from cliplens.decomposition.recording import decompose
     from cliplens.decomposition.scores import ComponentScores
     from cliplens.decomposition.summary import summarize
+    from cliplens.maps.base import Maps
+    from cliplens.maps.targets import Targets
     from cliplens.models.base import CLIPAdapter
     from cliplens.models.registry import ModelInfo, list_models, load, wrap
+    from cliplens.tasks.points import points_from_map, points_from_maps, sam_masks, text_masks, text_points
 
 #: what ``import cliplens`` exports lazily: name -> the module that defines it (see :mod:`cliplens.lazy`)
 _LAZY = {
@@ -58,18 +67,26 @@ _LAZY = {
     "ComponentScores": "cliplens.decomposition.scores",
     "Decomposition": "cliplens.decomposition.decomposition",
     "ForwardOutput": "cliplens.core.forward",
+    "Maps": "cliplens.maps.base",
     "ModelInfo": "cliplens.models.registry",
     "Plan": "cliplens.core.plan",
     "SidePath": "cliplens.core.plan",
+    "Targets": "cliplens.maps.targets",
     "VisionView": "cliplens.core.view",
     "decompose": "cliplens.decomposition.recording",
     "get_attention": "cliplens.core.attention.base",
     "hook_names": "cliplens.core.hooks",
     "list_models": "cliplens.models.registry",
     "load": "cliplens.models.registry",
+    "points_from_map": "cliplens.tasks.points",
+    "points_from_maps": "cliplens.tasks.points",
     "register_attention": "cliplens.core.attention.base",
     "run_vision": "cliplens.core.forward",
+    "sam_masks": "cliplens.tasks.points",
     "summarize": "cliplens.decomposition.summary",
+    "text_masks": "cliplens.tasks.points",
+    "text_points": "cliplens.tasks.points",
+    "textspan": "cliplens.analyses.textspan",
     "wrap": "cliplens.models.registry",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
@@ -77,6 +94,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 __version__ = "0.1.0"
 
 __all__ = [
+    "AssumedTokenizerWarning",
     "AttentionStrategy",
     "BlockPlan",
     "CLIPAdapter",
@@ -88,6 +106,7 @@ __all__ = [
     "HookNameError",
     "ImageLoadError",
     "InvalidInputError",
+    "Maps",
     "MissingDependencyError",
     "ModelInfo",
     "ModelLoadError",
@@ -98,6 +117,7 @@ __all__ = [
     "PretrainedRequiredError",
     "RandomWeightsWarning",
     "SidePath",
+    "Targets",
     "TextTruncatedWarning",
     "UnsupportedArchitectureError",
     "VisionView",
@@ -106,8 +126,14 @@ __all__ = [
     "hook_names",
     "list_models",
     "load",
+    "points_from_map",
+    "points_from_maps",
     "register_attention",
     "run_vision",
+    "sam_masks",
     "summarize",
+    "text_masks",
+    "text_points",
+    "textspan",
     "wrap",
 ]

@@ -78,5 +78,9 @@ class TextTruncatedWarning(UserWarning):
     """A text was longer than the model's context and was truncated."""
 
 
+class AssumedTokenizerWarning(UserWarning):
+    """A wrapped model's tokenizer was assumed (``cliplens.wrap(model)`` without ``name=`` or ``tokenizer=``)."""
+
+
 class RandomWeightsWarning(UserWarning):
     """A model was built with random weights (asked for explicitly with ``pretrained="random"``)."""

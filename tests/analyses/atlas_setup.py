@@ -35,7 +35,7 @@ def atlas_setup(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         store = Store(out)
         texts = load_pool("toy")
         emb = model.encode_text(texts)
-        spans = textspan(store, texts, emb, layers=2, m=3)
+        spans = textspan(store, texts, emb, last=2, m=3)
         spans.settings.update({"store": str(store.path), "pool": "toy"})
         atlas = build_atlas(store, spans, model, images_per_text=IMAGES_PER_TEXT,
                             text_embeddings=dict(zip(texts, emb, strict=True)))

@@ -58,7 +58,7 @@ def toy_store(tmp_path_factory):
 def spans(toy_store):
     model, st = toy_store
     texts = load_pool("toy")
-    return textspan(st, texts, model.encode_text(texts), layers=6, m=8, with_accuracy=False)
+    return textspan(st, texts, model.encode_text(texts), last=6, m=8, with_accuracy=False)
 
 
 # ---- choosing heads ------------------------------------------------------------------------------------------

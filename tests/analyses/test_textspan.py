@@ -37,7 +37,7 @@ def pool(random_toy):
 @pytest.mark.parametrize("rank", [None, 8])
 def test_same_texts_and_variances_as_the_naive_algorithm(store, pool, rank):
     texts, R = pool
-    res = textspan(store, texts, R, layers=2, m=6, rank=rank)
+    res = textspan(store, texts, R, last=2, m=6, rank=rank)
     assert [h.name for h in res.heads] == [f"L{layer}.H{h}" for layer in (4, 5) for h in range(4)]
     # [K, 2, H, E] in float64 (as textspan computes), independent of textspan's factorised form
     C = store.head_terms(layers=[4, 5], dtype=torch.float64)

@@ -22,7 +22,7 @@ def toy_store(random_toy_weights, tmp_path_factory):
 
 
 def test_the_table_shows_the_share_removed_and_the_cumulative_share(toy_store, tmp_path):
-    r = run("textspan", toy_store, "--layers", "1", "--texts", "3", "--out", tmp_path / "ts")
+    r = run("textspan", toy_store, "--last", "1", "--texts", "3", "--out", tmp_path / "ts")
     assert r.exit_code == 0, r.output
     assert "warning" not in r.stderr  # the toy pool by default: every word is in the toy vocabulary
     d = json.loads((tmp_path / "ts" / "textspan.json").read_text())
@@ -45,5 +45,5 @@ def test_every_command_computing_textspan_defaults_to_the_models_pool(toy_store,
     r = run("retrieve", toy_store, "--query", query, "--property", "colour", "--by", "text", "--json")
     assert r.exit_code == 0, r.output
     assert "warning" not in r.stderr and "unknown" not in r.stderr
-    r = run("textspan", toy_store, "--layers", "1", "--texts", "2", "--pool", "general", "--out", tmp_path / "g")
+    r = run("textspan", toy_store, "--last", "1", "--texts", "2", "--pool", "general", "--out", tmp_path / "g")
     assert r.exit_code == 0 and "warning" in r.stderr  # what the default avoids: the general pool's words

@@ -25,7 +25,7 @@ def toy_adapter():
 @pytest.fixture(scope="module")
 def table(toy_adapter, tmp_path_factory):
     path = tmp_path_factory.mktemp("heads") / "store"
-    return head_factors(toy_adapter, n=150, seed=11, layers=2, m=3, store_dir=path), Store(path)
+    return head_factors(toy_adapter, n=150, seed=11, last=2, m=3, store_dir=path), Store(path)
 
 
 def test_every_head_gets_its_texts_factor_and_measured_factor(table):
@@ -67,4 +67,4 @@ def test_too_few_scenes_or_layers_are_refused(toy_adapter):
     with pytest.raises(InvalidInputError, match="at least 10 scenes"):
         head_factors(toy_adapter, n=3)
     with pytest.raises(InvalidInputError, match="1..6"):
-        head_factors(toy_adapter, n=20, layers=9)
+        head_factors(toy_adapter, n=20, last=9)

@@ -18,7 +18,7 @@ def setup(tmp_path_factory):
 
 def test_textspan_on_the_fly_then_from_a_file_and_a_folder_never_overwritten(setup, tmp_path):
     out = tmp_path / "atlas"
-    r = run("atlas", setup.store.path, "--out", out, "--layers", "1", "--texts", "2", "--images-per-text", "2",
+    r = run("atlas", setup.store.path, "--out", out, "--last", "1", "--texts", "2", "--images-per-text", "2",
             "--json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)

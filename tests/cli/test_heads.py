@@ -40,7 +40,7 @@ def test_debias_json_and_table(store):
 
 
 def test_debias_by_text_computes_textspan(store):
-    r = run("debias", store, "--spurious", "background", "--by", "text", "--layers", "6", "--texts", "5",
+    r = run("debias", store, "--spurious", "background", "--by", "text", "--last", "6", "--texts", "5",
             "--num-heads", "2", "--random-sets", "2", "--json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
@@ -53,7 +53,7 @@ def test_retrieve_from_saved_textspan(store, tmp_path):
     model = cliplens.load("toy-spurious")
     texts = ["a photo of a red shape", "a photo of a blue shape", "a photo of a striped background",
              "a photo of a dotted background", "a photo of a circle", "a photo of a square"]
-    textspan(st, texts, model.encode_text(texts), layers=3, m=2, with_accuracy=False).write(tmp_path / "ts")
+    textspan(st, texts, model.encode_text(texts), last=3, m=2, with_accuracy=False).write(tmp_path / "ts")
     r = run("retrieve", store, "--query-index", "4", "--property", "background", "--by", "text", "--textspan",
             tmp_path / "ts", "--top", "5", "--evaluate", "bg_kind", "--json")
     assert r.exit_code == 0, r.output
@@ -90,7 +90,7 @@ def test_an_unreadable_query_is_refused_before_any_work(store, tmp_path, monkeyp
     (["retrieve", "{store}"], "give a query"),
     (["retrieve", "{store}", "--query-index", "999"], "the store has 120 images"),
     (["retrieve", "{store}", "--query-index", "1", "--heads", "L9.H0"], "does not exist"),
-    (["retrieve", "{store}", "--query-index", "1", "--property", "smell", "--by", "text", "--layers", "1"],
+    (["retrieve", "{store}", "--query-index", "1", "--property", "smell", "--by", "text", "--last", "1"],
      "unknown property 'smell'"),
     (["retrieve", "{store}", "--query-index", "1", "--evaluate", "mood"], "no such attribute"),
     (["retrieve", "{store}", "--query-index", "1", "--property", "texture", "--by", "attribute"],
@@ -99,7 +99,8 @@ def test_an_unreadable_query_is_refused_before_any_work(store, tmp_path, monkeyp
      "cannot read TEXTSPAN results"),
     (["debias", "{store}", "--spurious", "lighting"], "pass --groups"),
     (["debias", "/nonexistent-store", "--spurious", "bg_kind"], "is not a cliplens store"),
-    (["textspan", "{store}", "--layers", "9"], "the last K layers, 1..6; got 9"),
+    (["textspan", "{store}", "--last", "9"], "the tower has 6 layers, so the number of last layers"),
+    (["textspan", "{store}", "--layers", "2"], "--last 2"),
 ])
 def test_mistakes_end_in_one_paragraph(store, args, message):
     r = run(*[a.format(store=store) for a in args])

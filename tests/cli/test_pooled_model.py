@@ -70,9 +70,9 @@ def test_store_and_every_analysis(weights, tmp_path):
     assert r.exit_code == 0, r.output
     r = run("ablate", store, "--json")
     assert r.exit_code == 0, r.output
-    r = run("textspan", store, "--layers", "1", "--texts", "3", "--out", tmp_path / "ts")
+    r = run("textspan", store, "--last", "1", "--texts", "3", "--out", tmp_path / "ts")
     assert r.exit_code == 0, r.output
-    r = run("atlas", store, "--out", tmp_path / "atlas", "--layers", "1", "--texts", "2", "--images-per-text", "2",
+    r = run("atlas", store, "--out", tmp_path / "atlas", "--last", "1", "--texts", "2", "--images-per-text", "2",
             "--data", SPEC)
     assert r.exit_code == 0, r.output
     r = run("retrieve", store, "--query-index", "3", "--heads", "L5.H0,L5.H1", "--top", "3", "--json")

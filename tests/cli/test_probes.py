@@ -80,10 +80,15 @@ PROBES = {
     "unknown model": (
         lambda f: ["decompose", f.img, "-m", "ViT-B-23", "-t", "a dog"], ["Unknown model 'ViT-B-23'", "ViT-B-32"]),
     # numbers out of range
-    "--layers 0": (lambda f: decompose(f, "--layers", "0"), ["'--layers'", "0 is not in the range x>=1"]),
-    "--layers negative": (lambda f: decompose(f, "--layers", "-3"), ["'--layers'", "-3 is not in the range x>=1"]),
-    "--layers deeper than the model": (
-        lambda f: decompose(f, "--layers", "7"), ["--layers 7", "toy has 6 layers", "pass 1..6"]),
+    "--last 0": (lambda f: decompose(f, "--last", "0"), ["'--last'", "0 is not in the range x>=1"]),
+    "--last negative": (lambda f: decompose(f, "--last", "-3"), ["'--last'", "-3 is not in the range x>=1"]),
+    "--last deeper than the model": (
+        lambda f: decompose(f, "--last", "7"), ["--last 7", "toy has 6 layers", "pass 1..6"]),
+    # --layers K meant the last K: refused, naming both spellings (never read as another layer)
+    "--layers K, the old form": (
+        lambda f: decompose(f, "--layers", "3"), ["'--layers'", "ambiguous", "--last 3", "--layers 3,"]),
+    "--layers out of range": (lambda f: decompose(f, "--layers", "-9"), ["--layers -9", "out of range"]),
+    "--layers not numbers": (lambda f: decompose(f, "--layers", "a,b"), ["'--layers'", "indices separated by commas"]),
     "--top 0": (lambda f: decompose(f, "--top", "0"), ["'--top'", "0 is not in the range x>=1", "--help"]),
     "--batch-size 0": (lambda f: decompose(f, "--batch-size", "0"), ["'--batch-size'", "x>=1"]),
     "--max-pixels 0": (lambda f: decompose(f, "--max-pixels", "0"), ["'--max-pixels'", "x>=1"]),
@@ -140,11 +145,11 @@ PROBES = {
     "points: unreadable image": (
         lambda f: ["points", f.garbage_st, "-m", "toy", "-p", f.toy, "-t", "a star"],
         ["garbage.safetensors", "Nothing was done", "readable image file"]),
-    "report --layers 0": (
-        lambda f: ["report", f.img, "-m", "toy", "-p", f.toy, "-t", "a star", "--layers", "0"], ["'--layers'", "x>=1"]),
-    "report --layers 999": (
-        lambda f: ["report", f.img, "-m", "toy", "-p", f.toy, "-t", "a star", "--layers", "999"],
-        ["--layers 999", "has 6 layers", "1..6"]),
+    "report --last 0": (
+        lambda f: ["report", f.img, "-m", "toy", "-p", f.toy, "-t", "a star", "--last", "0"], ["'--last'", "x>=1"]),
+    "report --last 999": (
+        lambda f: ["report", f.img, "-m", "toy", "-p", f.toy, "-t", "a star", "--last", "999"],
+        ["--last 999", "has 6 layers", "1..6"]),
     "empty --text": (
         lambda f: ["decompose", f.img, "-m", "toy", "-p", f.toy, "-t", "  "], ["empty or whitespace only"]),
     "missing --text": (lambda f: ["decompose", f.img], ["Missing option '--text'"]),

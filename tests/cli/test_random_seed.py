@@ -52,9 +52,9 @@ def test_a_random_weight_store_records_its_seed(stores):
 @pytest.mark.parametrize("which", ["default", "seed2"])
 def test_textspan_and_atlas_accept_a_random_weight_store(stores, which, tmp_path):
     store = stores[which]
-    r = run("textspan", store, "--pool", "toy", "--layers", "1", "--texts", "2", "--out", tmp_path / "ts", "--json")
+    r = run("textspan", store, "--pool", "toy", "--last", "1", "--texts", "2", "--out", tmp_path / "ts", "--json")
     assert r.exit_code == 0, r.output
-    r = run("atlas", store, "--pool", "toy", "--layers", "1", "--texts", "2", "--images-per-text", "1",
+    r = run("atlas", store, "--pool", "toy", "--last", "1", "--texts", "2", "--images-per-text", "1",
             "--out", tmp_path / "atlas", "--json")
     assert r.exit_code == 0, r.output
 
@@ -73,7 +73,7 @@ def test_a_store_of_unseeded_random_weights_says_what_to_do(stores, tmp_path):
     manifest = read_json(old / "manifest.json")
     manifest.pop("header")  # such stores were written before the manifest recorded the header's checksum
     write_json_atomic(old / "manifest.json", manifest)
-    r = run("textspan", old, "--pool", "toy", "--layers", "1", "--texts", "2", "--out", tmp_path / "ts")
+    r = run("textspan", old, "--pool", "toy", "--last", "1", "--texts", "2", "--out", tmp_path / "ts")
     assert r.exit_code == 2 and "Traceback" not in r.output
     msg = one_line(r.stderr)
     assert "records no seed" in msg and "build the store again" in msg and "--model/--pretrained" not in msg

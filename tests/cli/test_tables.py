@@ -151,13 +151,13 @@ TABLES = {
     "decompose": lambda c: ["decompose", c.images[0], "-t", "a red circle on a striped background", "-t", "a square"],
     "tags": lambda c: ["tags", *c.images, "-c", "red circle,blue square,green triangle on a dotted background"],
     "ablate": lambda c: ["ablate", c.store, "--plot", c.tmp / "ablate.png", "--overwrite"],
-    "textspan": lambda c: ["textspan", c.store, "--layers", "2", "--texts", "4", "--pool", "toy", "--out",
+    "textspan": lambda c: ["textspan", c.store, "--last", "2", "--texts", "4", "--pool", "toy", "--out",
                            c.tmp / "ts"],
     "retrieve": lambda c: ["retrieve", c.store, "--query-index", "1", "--property", "background", "--top", "5"],
     "debias": lambda c: ["debias", c.store, "--spurious", "bg_kind", "--random-sets", "2"],
     "toy eval": lambda c: ["toy", "eval", "-n", "4", "--n-retrieval", "4", "--threads", "1"],
     "toy bench": lambda c: ["toy", "bench", "-n", "2", "--method", "surgery", "--method", "decomposition"],
-    "toy heads": lambda c: ["toy", "heads", "-n", "10", "--layers", "1", "--texts", "3"],
+    "toy heads": lambda c: ["toy", "heads", "-n", "10", "--last", "1", "--texts", "3"],
 }
 
 
@@ -189,7 +189,7 @@ def test_every_progress_bar_is_built_on_stderr():
     ["toy", "bench", "-n", "3", "--method", "surgery"],
     ["tags", "{images}", "-c", "red circle,blue square", "--batch-size", "1"],
     ["decompose", "{images}", "-t", "a red circle", "--batch-size", "1"],
-    ["textspan", "{store}", "--layers", "1", "--texts", "2", "--pool", "toy", "--out", "{tmp}/tsp"],
+    ["textspan", "{store}", "--last", "1", "--texts", "2", "--pool", "toy", "--out", "{tmp}/tsp"],
 ], ids=lambda a: " ".join(a[:2]))
 def test_stdout_stays_clean_while_the_bar_draws_on_stderr(args, ctx):
     def expand(a):

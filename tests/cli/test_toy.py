@@ -59,10 +59,10 @@ def test_spurious_uses_and_restores_threads(random_toy_weights, other_threads, t
 def test_heads_table_and_json(tmp_path):
     # the shipped toy-clip, 30 scenes, last layer: the table, the agreement line, and JSON with every head
     store = tmp_path / "st"
-    r = run("toy", "heads", "-n", 30, "--seed", 3, "--layers", 1, "--texts", 2, "--store", store)
+    r = run("toy", "heads", "-n", 30, "--seed", 3, "--last", 1, "--texts", 2, "--store", store)
     assert r.exit_code == 0, r.output
     assert "L5.H0" in r.stdout and "L5.H3" in r.stdout and "agreement:" in r.stdout
-    j = run("toy", "heads", "-n", 30, "--seed", 3, "--layers", 1, "--texts", 2, "--store", store, "--json")
+    j = run("toy", "heads", "-n", 30, "--seed", 3, "--last", 1, "--texts", 2, "--store", store, "--json")
     assert j.exit_code == 0, j.output
     import json
 
@@ -76,7 +76,7 @@ def test_heads_table_and_json(tmp_path):
 def test_heads_on_single_object_scenes():
     import json
 
-    r = run("toy", "heads", "-n", 40, "--seed", 3, "--layers", 2, "--texts", 2, "--objects", 1, "--json")
+    r = run("toy", "heads", "-n", 40, "--seed", 3, "--last", 2, "--texts", 2, "--objects", 1, "--json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["settings"]["objects"] == 1
@@ -84,5 +84,5 @@ def test_heads_on_single_object_scenes():
 
 
 def test_heads_refuses_too_many_layers():
-    r = run("toy", "heads", "-n", 20, "--layers", 9)
+    r = run("toy", "heads", "-n", 20, "--last", 9)
     assert r.exit_code != 0 and "Traceback" not in r.output and "1..6" in r.output

@@ -94,7 +94,7 @@ def test_slicing_and_concatenation(random_toy):
     with pytest.raises(InvalidInputError, match="differ in spatial"):
         Decomposition.cat([dec, random_toy.decompose(x, spatial=False)])
     with pytest.raises(InvalidInputError, match="head layers"):
-        Decomposition.cat([dec, random_toy.decompose(x, layers=2)])
+        Decomposition.cat([dec, random_toy.decompose(x, last=2)])
 
 
 def test_normalized_keeps_caches_and_is_the_unit_norm_decomposition(random_toy):
@@ -127,7 +127,7 @@ def test_a_file_of_the_first_format_still_loads(tmp_path, random_toy):
 
     from safetensors.torch import save_file
 
-    dec = random_toy.decompose(pixels(2, 64), layers=2)
+    dec = random_toy.decompose(pixels(2, 64), last=2)
     old = {"embed_term": dec.embed_term[:, 0], "mlp_out": dec.mlp_out[:, 0], "attn_out": dec.attn_out[:, 0],
            "heads": dec.heads[:, 0], "mean": dec.readout.token_mean[:, 0], "std": 1 / dec.readout.scale[:, 0],
            "embedding": dec.embedding, "scale": dec.scale}

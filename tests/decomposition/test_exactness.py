@@ -25,8 +25,8 @@ MODELS = [
 MODES = [
     dict(spatial=True, layers=None),
     dict(spatial=False, layers=None),
-    dict(spatial=True, layers=2),
-    dict(spatial=False, layers=1),
+    dict(spatial=True, last=2),
+    dict(spatial=False, last=1),
     dict(spatial=True, layers=[0, -1]),
 ]
 
@@ -74,7 +74,7 @@ def test_reductions_agree():
     assert lt.shape == (B, 2 * L + 1, E) and labels[0] == "embed" and labels[-1] == f"L{L - 1}.mlp"
     torch.testing.assert_close(lt.sum(1), sp.embedding, rtol=1e-4, atol=1e-5)
     # last-k mode has the same per-head terms for those layers
-    last2 = decompose(view, x, spatial=True, layers=2)
+    last2 = decompose(view, x, spatial=True, last=2)
     torch.testing.assert_close(last2.head_terms(), ht[:, 2:], rtol=1e-4, atol=1e-6)
 
 
@@ -192,16 +192,17 @@ def test_only_the_cls_query_row_is_computed():
 
 def test_resolve_layers_and_errors():
     assert resolve_layers(None, 4) == (0, 1, 2, 3)
-    assert resolve_layers(2, 4) == (2, 3)
+    assert resolve_layers(None, 4, last=2) == (2, 3)
     assert resolve_layers([-1, 0], 4) == (0, 3)
+    assert resolve_layers(-1, 4) == (3,)  # a negative int is an index (it never meant "the last k")
     with pytest.raises(ValueError, match="out of range"):
         resolve_layers([7], 4)
-    with pytest.raises(ValueError, match="last-k"):
-        resolve_layers(9, 4)
-    for bad in (0, -1, 5):
-        with pytest.raises(InvalidInputError, match="last-k layers"):
-            resolve_layers(bad, 4)
-    d = decompose(vision_view_from_open_clip(tiny_open_clip()), pixels(1, 64), layers=1)
+    for bad in (0, 5):
+        with pytest.raises(InvalidInputError, match=r"1\.\.4"):
+            resolve_layers(None, 4, last=bad)
+    with pytest.raises(InvalidInputError, match=r"last=2.*layers=\[2\]"):  # the old int form: refused, both named
+        resolve_layers(2, 4)
+    d = decompose(vision_view_from_open_clip(tiny_open_clip()), pixels(1, 64), last=1)
     with pytest.raises(InvalidInputError, match="no per-head terms"):
         d.token_terms([0])
 

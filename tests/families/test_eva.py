@@ -152,7 +152,7 @@ def test_float32_check(eva32, spatial):
     x = models.pixels(4, 224, seed=10).float()
     dec = model.decompose(x, spatial=spatial)
     assert dec.check() <= 1e-5
-    part = model.decompose(x, spatial=spatial, layers=1)  # one head layer: the other keeps its whole term
+    part = model.decompose(x, spatial=spatial, last=1)  # one head layer: the other keeps its whole term
     assert part.check() <= 1e-5 and part.shift_terms().shape == (4, 1, 512)
     # scores of every part sum to the image-text score
     t = torch.nn.functional.normalize(torch.randn(3, 512), dim=-1)
@@ -187,7 +187,7 @@ def test_load_by_name_offline_and_list_models():
     assert model.vision.num_layers == 12 and model.vision.embed_dim == 512
     x = torch.randn(1, 3, 224, 224)
     assert reference.rel_err(model.encode_image(x), model.source_encode_image(x)) <= 1e-5
-    assert model.decompose(x, layers=2).check() <= 1e-5
+    assert model.decompose(x, last=2).check() <= 1e-5
 
 
 @pytest.fixture(scope="module")

@@ -398,5 +398,5 @@ def test_a_resnet_store_builds_ablates_and_textspan_says_why_not(tmp_path):
                                atol=1e-6)
     assert evaluate(st).n == 6
     with pytest.raises(InvalidInputError, match="opaque trunk") as e:
-        textspan(st, ["a", "b"], torch.nn.functional.normalize(torch.randn(2, 32), dim=-1), layers=1)
+        textspan(st, ["a", "b"], torch.nn.functional.normalize(torch.randn(2, 32), dim=-1), last=1)
     assert "\n" not in str(e.value)

@@ -109,10 +109,10 @@ def test_numbers_are_the_models(report, random_toy, photos):
 def test_never_overwrites_and_layers_limit_the_heads(report, random_toy, photos):
     out = report.out_dir
     before = _digests(out)
-    again = make_report(random_toy, photos[:1], TEXTS[:1], out, layers=2)
+    again = make_report(random_toy, photos[:1], TEXTS[:1], out, last=2)
     assert again.out_dir == out / "run-2" and "run-2" in again.note
     assert _digests(out) == {**before, **{f"run-2/{k}": v for k, v in _digests(again.out_dir).items()}}
-    # --layers 2: heads and maps of the last two layers only; the bars still add up to the similarity
+    # --last 2: heads and maps of the last two layers only; the bars still add up to the similarity
     (r,) = again.images[0].texts
     assert again.head_layers == (4, 5) and r.head_scores.shape == (2, 4)
     assert r.layer_scores.sum() == pytest.approx(report.images[0].texts[0].similarity, abs=1e-5)

@@ -53,7 +53,7 @@ def test_ablation_and_textspan_run_on_a_map_tower(case):
     texts = ["red", "blue", "circle", "square", "small", "large", "left", "right"]
     emb = F.normalize(torch.randn(len(texts), model.vision.embed_dim, generator=torch.Generator().manual_seed(0)),
                       dim=-1)
-    res = textspan(st, texts, emb, layers=1, m=3, with_accuracy=False)
+    res = textspan(st, texts, emb, last=1, m=3, with_accuracy=False)
     assert len(res.heads) == H and all(len(h.texts) == 3 for h in res.heads)
 
 

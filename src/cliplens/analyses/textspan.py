@@ -42,13 +42,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cliplens.core.plan import resolve_layer_indices
+from cliplens.core.plan import select_layers
 from cliplens.decomposition.shares import site_share
 from cliplens.errors import InvalidInputError
 from cliplens.store.reader import Store
 
-__all__ = ["COLUMNS", "HeadSpan", "TextSpanResult", "head_inputs", "rebuilt_accuracy", "resolve_heads", "textspan",
-           "textspan_heads"]
+__all__ = ["COLUMNS", "DEFAULT_LAST", "HeadSpan", "Span", "TextSpanResult", "head_inputs", "pool_inputs",
+           "rebuilt_accuracy", "resolve_heads", "text_rows", "textspan", "textspan_heads", "textspan_outputs"]
 
 
 @dataclass
@@ -185,12 +185,19 @@ def head_inputs(store: Store, heads: Sequence[tuple[int, int]], images: np.ndarr
     return torch.stack(Zs), torch.stack(Qs)
 
 
+def text_rows(text_embeddings: Tensor) -> Tensor:
+    """The pool's texts as TEXTSPAN reads them: each embedding L2-normalised, in float64 (the one rule, used by
+    the store route and by the route on given outputs: a text's score depends on its length)."""
+    return torch.nn.functional.normalize(text_embeddings.detach().cpu().double(), dim=-1)
+
+
 def textspan_heads(Z: Tensor, Q: Tensor, R: Tensor, *, rank: int, m: int) -> list[dict[str, Any]]:
     """TEXTSPAN for every head at once: ``C_h = Z_h Q_h`` (``Z`` ``[heads, K, k]``, ``Q`` ``[heads, k, E]``),
-    texts ``R`` ``[M, E]`` (unit norm). Returns per head ``indices``, ``scores`` (each chosen text's score),
-    ``removed`` (the variance removing its direction removed), ``total`` (the centred ``C``'s total variance),
-    ``directions`` ``[m, E]`` (the unit text directions removed, orthonormal) and ``mean`` ``[E]`` (of ``C``)."""
-    Z, Q, R = Z.double(), Q.double(), R.double()
+    texts ``R`` ``[M, E]`` (text embeddings, normalised here by :func:`text_rows`). Returns per head ``indices``,
+    ``scores`` (each chosen text's score), ``removed`` (the variance removing its direction removed), ``total``
+    (the centred ``C``'s total variance), ``directions`` ``[m, E]`` (the unit text directions removed,
+    orthonormal) and ``mean`` ``[E]`` (of ``C``)."""
+    Z, Q, R = Z.double(), Q.double(), text_rows(R)
     nh, K, _ = Z.shape
     if K < 2:
         raise InvalidInputError("TEXTSPAN needs at least 2 images")
@@ -229,10 +236,12 @@ def textspan_heads(Z: Tensor, Q: Tensor, R: Tensor, *, rank: int, m: int) -> lis
     return out
 
 
-def resolve_heads(store: Store, layers: Sequence[int] | int | None, heads: Sequence[tuple[int, int]] | None
-                  ) -> list[tuple[int, int]]:
-    """The heads TEXTSPAN analyses: ``heads`` if given, else every head of the last ``layers`` layers (or of the
-    layers listed); a clear error for heads or layers the store's model does not have."""
+def resolve_heads(store: Store, layers: Sequence[int] | int | None, heads: Sequence[tuple[int, int]] | None,
+                  *, last: int | None = None) -> list[tuple[int, int]]:
+    """The heads TEXTSPAN analyses: ``heads`` if given, else every head of ``layers`` (layer indices, negatives
+    from the end) or of the ``last`` k layers (default: the last 4); a clear error for heads or layers the store's
+    model does not have (and for the old int ``layers=k``, which meant the last k: see
+    :func:`cliplens.core.plan.select_layers`)."""
     if len(store) == 0:
         raise InvalidInputError(store.empty_message())
     L, H = store.shape["layers"], store.shape["heads"]
@@ -243,27 +252,50 @@ def resolve_heads(store: Store, layers: Sequence[int] | int | None, heads: Seque
             "read out by an attention pool. Its decomposition is per pool head × position (decompose, "
             "Decomposition.pool_terms); ablation runs on the store")
     if heads:
+        if layers is not None or last is not None:
+            raise InvalidInputError("give heads, layers (indices) or last (the last k layers), not two of them")
         out = []
         for layer, h in heads:
             if not (-L <= layer < L and 0 <= h < H):
                 raise InvalidInputError(f"head L{layer}.H{h} does not exist: {L} layers, {H} heads")
             out.append((layer % L, h))
         return sorted(set(out))
-    if layers is None:
-        layers = 4
-    lay = (list(range(L - layers, L)) if isinstance(layers, int) else resolve_layer_indices(layers, L))
-    if isinstance(layers, int) and not 1 <= layers <= L:
-        raise InvalidInputError(f"--layers K: the last K layers, 1..{L}; got {layers}")
-    return [(layer, h) for layer in lay for h in range(H)]
+    lay = select_layers(L, layers, last)
+    if lay is None:
+        lay = select_layers(L, last=min(DEFAULT_LAST, L))
+    return [(layer, h) for layer in lay for h in range(H)]  # type: ignore[union-attr]
 
 
-def textspan(store: Store, texts: Sequence[str], text_embeddings: Tensor, *, layers: Sequence[int] | int | None = 4,
+#: the heads TEXTSPAN analyses when none are named: those of the last 4 layers (the paper's)
+DEFAULT_LAST = 4
+
+
+def textspan(source: Store | Tensor, texts: Sequence[str] | Tensor, text_embeddings: Tensor | None = None, *,
+             model: Any = None, layers: Sequence[int] | int | None = None, last: int | None = None,
              heads: Sequence[tuple[int, int]] | None = None, m: int = 20, rank: int | None = None,
-             images: Sequence[int] | None = None, with_accuracy: bool = True) -> TextSpanResult:
-    """TEXTSPAN for the heads of the last ``layers`` layers (or the ``heads`` given) over the store's images."""
-    chosen = resolve_heads(store, layers, heads)
-    if len(texts) != text_embeddings.shape[0]:
-        raise InvalidInputError(f"{len(texts)} texts but {text_embeddings.shape[0]} text embeddings")
+             images: Sequence[int] | None = None, with_accuracy: bool = True) -> TextSpanResult | Span | list[Span]:
+    """TEXTSPAN, from a store or on any head outputs you have.
+
+    * ``textspan(store, texts, text_embeddings)``: the heads of ``layers`` (indices) or of the ``last`` k layers
+      (default 4), or the ``heads`` given, over the store's images (or ``images``) -> :class:`TextSpanResult`,
+      with the rebuilt representation's zero-shot accuracy unless ``with_accuracy=False``.
+    * ``textspan(outputs, texts)``: ``outputs`` ``[N, D]`` (one component's outputs over N images, in the space
+      of the text embeddings) or ``[N, heads, D]`` -> a :class:`Span` (a list of them, one per head): the
+      texts, each one's share of the variance, and the reconstruction with its quality
+      (:func:`textspan_outputs`).
+
+    ``texts``: strings with their ``text_embeddings`` ``[M, D]``, or strings and a ``model`` that embeds them
+    (``model.encode_text``), or the embeddings themselves as a ``[M, D]`` tensor (labelled ``"text 0"``, …).
+    Either way each embedding is L2-normalised by the one rule :func:`text_rows`."""
+    names, emb = pool_inputs(texts, text_embeddings, model)
+    if not isinstance(source, Store):
+        ignored = [k for k, v in (("layers", layers), ("last", last), ("heads", heads), ("images", images)) if v is not None]
+        if ignored:
+            raise InvalidInputError(f"textspan on given outputs takes no {', '.join(ignored)}=: those choose heads and "
+                                    "images of a store; select the rows and heads of your tensor instead")
+        return textspan_outputs(source, names, emb, rank=rank, m=m)
+    store = source
+    chosen = resolve_heads(store, layers, heads, last=last)
     if m < 1:
         raise InvalidInputError(f"texts per head must be at least 1, got {m}")
     rank = int(rank or store.shape["head_dim"])
@@ -271,17 +303,117 @@ def textspan(store: Store, texts: Sequence[str], text_embeddings: Tensor, *, lay
     if not 1 <= rank <= E:
         raise InvalidInputError(f"rank must be between 1 and the embedding dimension {E}, got {rank}")
     rows = np.arange(len(store)) if images is None else np.asarray(images, dtype=np.int64)
-    R = torch.nn.functional.normalize(text_embeddings.double(), dim=-1)
     Z, Q = head_inputs(store, chosen, rows)
-    per = textspan_heads(Z, Q, R, rank=rank, m=m)
-    spans = [HeadSpan(layer, h, [texts[j] for j in o["indices"]], o["scores"],
+    per = textspan_heads(Z, Q, emb, rank=rank, m=m)
+    spans = [HeadSpan(layer, h, [names[j] for j in o["indices"]], o["scores"],
                       [v / o["total"] if o["total"] > 0 else 0.0 for v in o["removed"]], o["total"], o["indices"])
              for (layer, h), o in zip(chosen, per, strict=True)]
-    result = TextSpanResult(spans, rank, m, len(rows), len(texts),
+    result = TextSpanResult(spans, rank, m, len(rows), len(names),
                             settings={"heads": [s.name for s in spans], "rank": rank, "texts_per_head": m})
     if with_accuracy:
         result.accuracy, result.baseline_accuracy = rebuilt_accuracy(store, chosen, per, Z, Q, rows)
     return result
+
+
+def pool_inputs(texts: Sequence[str] | Tensor, text_embeddings: Tensor | None, model: Any) -> tuple[list[str], Tensor]:
+    """The pool as ``(labels, embeddings [M, D])`` from texts with their embeddings, texts and a model, or
+    embeddings alone (see :func:`textspan`)."""
+    if isinstance(texts, Tensor):
+        if text_embeddings is not None:
+            raise InvalidInputError("texts are already embeddings: give text_embeddings= only with strings")
+        if texts.ndim != 2 or texts.shape[0] < 1:
+            raise InvalidInputError(f"text embeddings must be [texts, dim], got shape {tuple(texts.shape)}")
+        return [f"text {i}" for i in range(texts.shape[0])], texts
+    if isinstance(texts, str):
+        texts = [texts]
+    names = list(texts)
+    if not names or not all(isinstance(t, str) for t in names):
+        raise InvalidInputError("texts must be a non-empty list of strings, or a [texts, dim] tensor of embeddings")
+    if text_embeddings is None:
+        if model is None:
+            raise InvalidInputError("texts given as strings need their embeddings: pass text_embeddings= or model= "
+                                    "(whose encode_text embeds them)")
+        text_embeddings = model.encode_text(names)
+    elif model is not None:
+        raise InvalidInputError("give text_embeddings= or model=, not both")
+    if text_embeddings.ndim != 2 or len(names) != text_embeddings.shape[0]:
+        raise InvalidInputError(f"{len(names)} texts but text embeddings of shape {tuple(text_embeddings.shape)}")
+    return names, text_embeddings
+
+
+@dataclass
+class Span:
+    """TEXTSPAN of one set of outputs ``C`` ``[N, D]`` (:func:`textspan_outputs`): the texts in the order chosen,
+    the share of ``C``'s variance each one's direction removed, and ``C`` rebuilt from them."""
+
+    texts: list[str]
+    indices: list[int]  # into the pool
+    fractions: list[float]  # the share of C's total variance (centred) that removing each text's direction removed
+    scores: list[float]  # each text's score when picked: |t|²·Var(C·t̂), t the projected text (not a share)
+    total_variance: float  # the trace of the centred C's covariance (denominator N−1)
+    rank: int  # the span's rank r (top-r right singular vectors of the uncentred C)
+    directions: Tensor  # [m, D]: the unit text directions removed (orthonormal)
+    mean: Tensor  # [D]: C's mean over the images
+    reconstruction: Tensor  # [N, D]: mean + the centred C projected on the directions
+
+    @property
+    def cumulative(self) -> list[float]:
+        return [float(x) for x in np.cumsum(self.fractions)]
+
+    @property
+    def explained(self) -> float:
+        """The share of ``C``'s variance its texts remove together (1 − residual variance / total variance)."""
+        return float(sum(self.fractions))
+
+    def quality(self, outputs: Tensor) -> dict[str, float]:
+        """How well :attr:`reconstruction` rebuilds ``outputs`` (the ``C`` it came from): the share of variance
+        explained, the mean cosine between each row and its reconstruction, and ``‖C − Ĉ‖ / ‖C‖``."""
+        c = outputs.detach().cpu().double()
+        r = self.reconstruction
+        cos = torch.nn.functional.cosine_similarity(c, r, dim=-1)
+        return {"explained": self.explained, "cosine": float(cos.mean()),
+                "relative_error": float((c - r).norm() / c.norm().clamp_min(1e-300))}
+
+
+def textspan_outputs(outputs: Tensor, texts: Sequence[str], text_embeddings: Tensor, *, rank: int | None = None,
+                     m: int = 20) -> Span | list[Span]:
+    """TEXTSPAN on given outputs: ``[N, D]`` -> one :class:`Span`; ``[N, heads, D]`` -> one per head. The same
+    engine as the store route (:func:`textspan_heads`, texts normalised by :func:`text_rows`) with ``C`` as given
+    (``Z = C``, ``Q = I``). ``rank`` (default: the numerical rank of each ``C``, at most ``min(N, D)``; the paper
+    uses the head dimension, which is the rank of one head's outputs over enough images)."""
+    if not isinstance(outputs, Tensor) or outputs.ndim not in (2, 3):
+        raise InvalidInputError("outputs must be a tensor [images, dim] or [images, heads, dim], got "
+                                + (f"shape {tuple(outputs.shape)}" if isinstance(outputs, Tensor) else type(outputs).__name__))
+    C = outputs.detach().cpu().double()
+    single = C.ndim == 2
+    C = C[:, None] if single else C  # [N, h, D]
+    N, nh, D = C.shape
+    if text_embeddings.shape[-1] != D:
+        raise InvalidInputError(f"the outputs have dimension {D} but the text embeddings {text_embeddings.shape[-1]}: "
+                                "give outputs in the joint (text) space, e.g. Decomposition.per_head() or "
+                                "Store.head_terms()")
+    if m < 1:
+        raise InvalidInputError(f"texts per head must be at least 1, got {m}")
+    if not bool(torch.isfinite(C).all()):
+        raise InvalidInputError("the outputs have NaN or infinite values")
+    Z = C.transpose(0, 1)  # [h, N, D]
+    if rank is None:
+        sv = torch.linalg.svdvals(Z)  # [h, min(N, D)]
+        ranks = (sv > sv[:, :1] * 1e-10).sum(-1).clamp_min(1).tolist()
+    else:
+        if not 1 <= int(rank) <= D:
+            raise InvalidInputError(f"rank must be between 1 and the dimension {D}, got {rank}")
+        ranks = [int(rank)] * nh
+    eye = torch.eye(D, dtype=torch.float64)
+    spans = []
+    for i in range(nh):
+        o = textspan_heads(Z[i:i + 1], eye[None], text_embeddings, rank=ranks[i], m=m)[0]
+        d = o["directions"].double()
+        recon = o["mean"] + ((Z[i] - o["mean"]) @ d.T) @ d
+        spans.append(Span([texts[j] for j in o["indices"]], o["indices"],
+                          [v / o["total"] if o["total"] > 0 else 0.0 for v in o["removed"]], o["scores"], o["total"],
+                          min(ranks[i], N), d, o["mean"], recon))
+    return spans[0] if single else spans
 
 
 def rebuilt_accuracy(store: Store, heads: Sequence[tuple[int, int]], per: list[dict[str, Any]], Z: Tensor, Q: Tensor,

@@ -12,6 +12,7 @@ from cliplens.analyses.pools import DEFAULT_POOL_HELP, POOLS, default_pool, load
 from cliplens.cli.common import (
     check_device,
     console,
+    layer_options,
     output_option,
     overwrite_option,
     threads_option,
@@ -153,7 +154,7 @@ def model_for(st: Store, model: str | None, pretrained: str | None, device: str)
 
 def textspan_inputs(pool: str, heads: str | None) -> tuple[list[str], list[tuple[int, int]] | None]:
     """What ``--pool`` and ``--heads`` name, checked before any model is loaded: the pool's texts, and the
-    heads (``None``: every head of the last ``--layers`` layers)."""
+    heads (``None``: every head of ``--layers`` or the ``--last`` K layers)."""
     from cliplens.analyses.ablation import parse_components
 
     head_list = None
@@ -165,19 +166,24 @@ def textspan_inputs(pool: str, heads: str | None) -> tuple[list[str], list[tuple
     return load_pool(pool), head_list
 
 
-def textspan_for(st: Store, adapter: CLIPAdapter, texts: list[str], *, pool: str, layers: int | None = 4,
+def textspan_for(st: Store, adapter: CLIPAdapter, texts: list[str], *, pool: str,
+                 layers: tuple[int, ...] | None = None, last: int | None = None,
                  heads: list[tuple[int, int]] | None = None, m: int = 20, rank: int | None = None,
                  n_images: int | None = None, progress: bool = False, with_accuracy: bool = True
                  ) -> tuple[TextSpanResult, dict[str, Tensor]]:
     """TEXTSPAN on the fly, as ``cliplens textspan`` computes it: the pool's ``texts`` (from
-    :func:`textspan_inputs`) embedded by ``adapter``, the heads of the last ``layers`` layers (or ``heads``),
+    :func:`textspan_inputs`) embedded by ``adapter``, the heads of ``layers`` (indices) or of the ``last`` k
+    layers (default: the last 4, or all if fewer), or ``heads``,
     ``m`` texts per head, over the first ``n_images`` images (default all). Returns the result (its settings
     name the store and the pool) and each pool text's embedding."""
-    from cliplens.analyses.textspan import textspan
+    from cliplens.analyses.textspan import DEFAULT_LAST, textspan
 
     emb = adapter.encode_text(texts, progress=progress)
     images = None if n_images is None else range(min(n_images, len(st)))
-    res = textspan(st, texts, emb, layers=layers, heads=heads, m=m, rank=rank, images=images,
+    if layers is None and last is None and not heads:
+        last = min(DEFAULT_LAST, st.shape["layers"]) or None
+    res = textspan(st, texts, emb, layers=None if layers is None else list(layers), last=last, heads=heads, m=m,
+                   rank=rank, images=images,
                    with_accuracy=with_accuracy)
     res.settings.update({"store": str(st.path), "pool": pool})
     return res, dict(zip(texts, emb, strict=True))
@@ -185,8 +191,7 @@ def textspan_for(st: Store, adapter: CLIPAdapter, texts: list[str], *, pool: str
 
 @click.command("textspan")
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--layers", "-l", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Analyse every head of the last K layers.")
+@layer_options("Analyse every head", default="the last 4")
 @click.option("--heads", default=None, help="Or these heads only, e.g. 'L10.H3,L11.H0'.")
 @click.option("--texts", "m", type=click.IntRange(min=1), default=20, show_default=True, help="Texts per head.")
 @click.option("--rank", type=click.IntRange(min=1), default=None, help="Span rank (default: the head dimension).")
@@ -201,7 +206,7 @@ def textspan_for(st: Store, adapter: CLIPAdapter, texts: list[str], *, pool: str
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @threads_option(2)
-def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int | None, pool: str | None,
+def textspan_cmd(store: Path, last: int | None, layers: tuple[int, ...] | None, heads: str | None, m: int, rank: int | None, pool: str | None,
                  n_images: int | None, out_dir: Path, model: str | None, pretrained: str | None, device: str,
                  as_json: bool, threads: int) -> None:
     """Label heads with the texts that span their output (TEXTSPAN), with the share of each head's variance each
@@ -213,11 +218,12 @@ def textspan_cmd(store: Path, layers: int, heads: str | None, m: int, rank: int 
     st = Store(store)
     pool = pool or default_pool(st.header["model"])
     texts, head_list = textspan_inputs(pool, heads)
-    resolve_heads(st, layers, head_list)  # heads or layers the store does not have: refused before any work
+    resolve_heads(st, None if layers is None else list(layers), head_list,  # heads or layers the store does not
+                  last=last)  # have: refused before any work
     writable_dir(out_dir, "--out", create=False)  # and a folder that cannot be written
     with torch_threads(threads):
         adapter = model_for(st, model, pretrained, device)
-        res, _ = textspan_for(st, adapter, texts, pool=pool, layers=layers, heads=head_list, m=m, rank=rank,
+        res, _ = textspan_for(st, adapter, texts, pool=pool, layers=layers, last=last, heads=head_list, m=m, rank=rank,
                               n_images=n_images, progress=not as_json)
     out, note = fresh_dir(out_dir)
     files = res.write(out)

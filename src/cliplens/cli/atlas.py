@@ -11,6 +11,7 @@ from cliplens.analyses.pools import DEFAULT_POOL_HELP, POOLS, default_pool
 from cliplens.cli.analyses import model_for, store_note, textspan_for, textspan_inputs
 from cliplens.cli.common import (
     console,
+    layer_options,
     loader_options,
     output_option,
     progress,
@@ -27,12 +28,11 @@ from cliplens.report.files import writable_dir
                help="Folder for the atlas (index.html, a page per layer, the images and maps).")
 @click.option("--textspan", "textspan_path", type=click.Path(path_type=Path), default=None,
               help="TEXTSPAN results to show (textspan.json or its folder, from 'cliplens textspan STORE --out DIR'); "
-                   "default: computed now with --pool, --layers and --texts.")
+                   "default: computed now with --pool, --last or --layers, and --texts.")
 @click.option("--pool", default=None,
               help=f"Text pool when TEXTSPAN is computed now: {', '.join(POOLS)}, or a file with one text per line "
                    f"({DEFAULT_POOL_HELP}).")
-@click.option("--layers", "-l", type=click.IntRange(min=1), default=None,
-              help="When TEXTSPAN is computed now: every head of the last K layers (default 4, or all if fewer).")
+@layer_options("When TEXTSPAN is computed now: every head", default="the last 4, or all if fewer")
 @click.option("--heads", default=None, help="Or these heads only, e.g. 'L10.H3,L11.H0'.")
 @click.option("--texts", "m", type=click.IntRange(min=1), default=10, show_default=True,
               help="Texts per head when TEXTSPAN is computed now.")
@@ -52,7 +52,8 @@ from cliplens.report.files import writable_dir
               help="Images run through the model at once (only the images shown are).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @threads_option(2)
-def atlas_cmd(store: Path, out_dir: Path, textspan_path: Path | None, pool: str | None, layers: int | None,
+def atlas_cmd(store: Path, out_dir: Path, textspan_path: Path | None, pool: str | None, last: int | None,
+              layers: tuple[int, ...] | None,
               heads: str | None, m: int, rank: int | None, images_per_text: int, data: str | None, layout: str | None,
               split: str | None, options: tuple[str, ...], model: str | None, pretrained: str | None, device: str,
               batch_size: int, as_json: bool, threads: int) -> None:
@@ -67,8 +68,9 @@ def atlas_cmd(store: Path, out_dir: Path, textspan_path: Path | None, pool: str 
     from cliplens.store import Store
 
     st = Store(store)
-    if textspan_path is not None and (pool or heads or layers or rank):
-        raise InvalidInputError("--textspan shows results computed before: --pool, --layers, --heads and --rank only "
+    if textspan_path is not None and (pool or heads or layers or last or rank):
+        raise InvalidInputError("--textspan shows results computed before: --pool, --last, --layers, --heads and "
+                                "--rank only "
                                 "apply when TEXTSPAN is computed now (leave --textspan out)")
     if (layout or split or options) and data is None:
         raise InvalidInputError("--layout, --split and --option describe the data set given with --data")
@@ -78,8 +80,6 @@ def atlas_cmd(store: Path, out_dir: Path, textspan_path: Path | None, pool: str 
     else:
         if pool is None:
             pool = default_pool(st.header["model"])
-        if layers is None and not heads:
-            layers = min(4, st.shape["layers"])
         texts, head_list = textspan_inputs(pool, heads)
     dataset = store_dataset(st, data, layout=layout, **loader_options(options, split=split))
     writable_dir(out_dir, "--out", create=False)  # before the work: a folder that cannot be written is said now
@@ -90,7 +90,8 @@ def atlas_cmd(store: Path, out_dir: Path, textspan_path: Path | None, pool: str 
         if spans is None:
             if not as_json:
                 con.print(f"TEXTSPAN: {m} texts per head from the pool {pool!r} …")
-            spans, embeddings = textspan_for(st, adapter, texts, pool=str(pool), layers=layers, heads=head_list, m=m,
+            spans, embeddings = textspan_for(st, adapter, texts, pool=str(pool), layers=layers, last=last,
+                                             heads=head_list, m=m,
                                              rank=rank, progress=not as_json)
         with progress(not as_json) as bar:
             task = bar.add_task("mapping the images shown", total=None)

@@ -290,3 +290,47 @@ def expand_images(paths: Sequence[str], *, recursive: bool = False) -> list[str]
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class LayerIndices(click.ParamType):
+    """``--layers``: layer indices separated by commas (``10,11``; negatives count from the end: ``-2,-1``).
+
+    One meaning per name (``--last K`` is the last K layers): a single non-negative number, which ``--layers K``
+    used to mean as "the last K", is refused with the two spellings, so an old command line never silently
+    analyses another layer; one layer alone is written with a comma (``--layers 4,``) or from the end (``-1``)."""
+
+    name = "INDICES"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip()
+        try:
+            idx = tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{text!r}: --layers takes layer indices separated by commas (e.g. 10,11 or -2,-1; --last K "
+                      "for the last K layers)", param, ctx)
+        if not idx:
+            self.fail("give at least one layer index (e.g. 10,11 or -1)", param, ctx)
+        if "," not in text and idx[0] >= 0:
+            last = f"for the last {idx[0]} layers pass --last {idx[0]}; " if idx[0] else ""
+            self.fail(f"{text} alone is ambiguous: --layers takes layer indices and --last K the last K layers "
+                      f"(--layers K used to mean that): {last}for layer {idx[0]} alone, --layers {idx[0]},",
+                      param, ctx)
+        return idx
+
+
+def layer_options(what: str, default: str = "all") -> Any:
+    """``--last K`` (the last K layers; ``-l``) and ``--layers INDICES`` (:class:`LayerIndices`) for a command
+    that analyses ``what`` in chosen layers; ``default`` says which when neither is given. The command gets
+    ``last`` and ``layers`` (``None`` when not given), and passes them on as ``last=`` and ``layers=``
+    (:func:`cliplens.core.plan.select_layers` refuses both at once)."""
+
+    def deco(f: Any) -> Any:
+        f = click.option("--layers", "layers", type=LayerIndices(), default=None,
+                         help=f"{what} in these layers: indices separated by commas, negatives from the end "
+                              f"(e.g. 10,11 or -2,-1).")(f)
+        return click.option("--last", "-l", "last", type=click.IntRange(min=1), default=None,
+                            help=f"{what} in the last K layers (default: {default}).")(f)
+
+    return deco

@@ -11,6 +11,7 @@ import click
 from cliplens.cli.common import (
     console,
     expand_images,
+    layer_options,
     load_model,
     model_options,
     model_record,
@@ -40,24 +41,30 @@ def image_options(f: Any) -> Any:
     return f
 
 
-def check_last_layers(layers: int | None, adapter: Any) -> None:
-    """``--layers K`` (the last K layers) against the model's depth: one clear message."""
+def check_last_layers(layers: tuple[int, ...] | None, last: int | None, adapter: Any) -> None:
+    """``--layers`` (indices) or ``--last K`` against the model's depth: one clear message."""
     depth = adapter.vision.num_layers
-    if layers is not None and depth == 0:  # an opaque trunk (ResNet): no layers to split
+    if (layers is not None or last is not None) and depth == 0:  # an opaque trunk (ResNet): no layers to split
         from cliplens.core.trunk import needs_blocks
 
-        needs_blocks("--layers", adapter.vision)
-    if layers is not None and not 1 <= layers <= depth:
-        raise InvalidInputError(f"--layers {layers}: {adapter.name} has {depth} layers; pass 1..{depth} (the last K "
-                                "layers whose attention is split per head and region), or leave --layers out for all.")
+        needs_blocks("--layers" if layers is not None else "--last", adapter.vision)
+    if last is not None and not 1 <= last <= depth:
+        raise InvalidInputError(f"--last {last}: {adapter.name} has {depth} layers; pass 1..{depth} (the last K "
+                                "layers whose attention is split per head and region), or leave --last out for all.")
+    if layers is not None:
+        from cliplens.core.plan import select_layers
+
+        try:
+            select_layers(depth, list(layers), last)
+        except InvalidInputError as e:
+            raise InvalidInputError(f"--layers {','.join(map(str, layers))}: {e}") from None
 
 
 @click.command("decompose")
 @click.argument("images", nargs=-1, required=True)
 @model_options
 @click.option("--text", "-t", "texts", multiple=True, required=True, help="A text to explain (repeat for several).")
-@click.option("--layers", "-l", type=click.IntRange(min=1), default=None,
-              help="Split attention per head and region only in the last K layers (1..depth; default: all).")
+@layer_options("Split attention per head and region only")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many layers/heads/regions to show.")
 @click.option("--relative", is_flag=True,
@@ -68,7 +75,7 @@ def check_last_layers(layers: int | None, adapter: Any) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, device: str, trust_checkpoint: bool,
-                  texts: tuple[str, ...], layers: int | None, top: int, relative: bool, maps_dir: Path | None,
+                  texts: tuple[str, ...], last: int | None, layers: tuple[int, ...] | None, top: int, relative: bool, maps_dir: Path | None,
                   recursive: bool, skip_bad: bool, max_pixels: int, batch_size: int, as_json: bool) -> None:
     """Which layers, heads and image regions push each IMAGE's embedding toward each --text.
 
@@ -84,13 +91,14 @@ def decompose_cmd(images: tuple[str, ...], model: str, pretrained: str | None, d
     if maps_dir is not None:
         maps_dir = writable_dir(maps_dir, "--maps", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
-    check_last_layers(layers, adapter)
+    check_last_layers(layers, last, adapter)
     if maps_dir is not None:
         maps_dir, maps_note = fresh_dir(maps_dir, "--maps")
         if maps_note:
             console(stderr=True).print(f"[yellow]note:[/] {maps_note}", soft_wrap=True)
     depth = adapter.vision.num_layers
-    head_layers = resolve_layers(layers, depth) if layers is not None else None
+    head_layers = (resolve_layers(None if layers is None else list(layers), depth, last=last)
+                   if layers is not None or last is not None else None)
     directions = adapter.encode_text(list(texts))
     notes: list[str] = []
     if relative and len(texts) < 2:

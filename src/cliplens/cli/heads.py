@@ -10,7 +10,7 @@ import click
 
 from cliplens.analyses.pools import DEFAULT_POOL_HELP, POOLS, default_pool
 from cliplens.cli.analyses import model_for, store_note, textspan_for, textspan_inputs
-from cliplens.cli.common import console, threads_option, torch_threads
+from cliplens.cli.common import LayerIndices, console, threads_option, torch_threads
 from cliplens.cli.tables import Column, print_table
 from cliplens.errors import ImageLoadError, InvalidInputError
 
@@ -37,8 +37,10 @@ def choice_options(f: Any) -> Any:
                           "computed here."),
         click.option("--pool", default=None, help=f"Text pool for TEXTSPAN computed here: {', '.join(POOLS)} or a "
                                                   f"file ({DEFAULT_POOL_HELP})."),
-        click.option("--layers", "-l", type=click.IntRange(min=1), default=4, show_default=True,
-                     help="TEXTSPAN computed here: the heads of the last K layers."),
+        click.option("--last", "-l", "last", type=click.IntRange(min=1), default=None,
+                     help="TEXTSPAN computed here: the heads of the last K layers (default: 4)."),
+        click.option("--layers", "layers", type=LayerIndices(), default=None,
+                     help="TEXTSPAN computed here: or the heads of these layers (indices, e.g. 10,11 or -1)."),
         click.option("--texts", "m", type=click.IntRange(min=1), default=10, show_default=True,
                      help="TEXTSPAN computed here: texts per head."),
         click.option("--model", "-m", default=None, help="The store's model (default: the one it recorded)."),
@@ -63,7 +65,8 @@ class _Model:
 
 
 def choose(st: Store, prop: str | None, *, heads: str | None, by: str, k: int, describe: str | None,
-           spans_path: Path | None, pool: str | None, layers: int, m: int, model: _Model,
+           spans_path: Path | None, pool: str | None, last: int | None,
+           layers: tuple[int, ...] | None, m: int, model: _Model,
            quiet: bool) -> HeadChoice | None:
     """The heads to use (``None``: no property and no heads: the full embedding)."""
     from cliplens.analyses.properties import (
@@ -90,7 +93,7 @@ def choose(st: Store, prop: str | None, *, heads: str | None, by: str, k: int, d
     else:
         name = pool or default_pool(st.header["model"])
         texts, _ = textspan_inputs(name, None)
-        spans, _ = textspan_for(st, model(), texts, pool=name, layers=min(layers, st.shape["layers"]), m=m,
+        spans, _ = textspan_for(st, model(), texts, pool=name, last=last, layers=layers, m=m,
                                 progress=not quiet, with_accuracy=False)
     L, H = st.shape["layers"], st.shape["heads"]
     bad = [h.name for h in spans.heads if not (0 <= h.layer < L and 0 <= h.head < H)]
@@ -128,7 +131,8 @@ def _print_choice(con: Any, choice: HeadChoice) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @threads_option(2)
 def retrieve_cmd(store: Path, query: Path | None, query_index: int | None, prop: str | None, heads: str | None,
-                 by: str, k: int, describe: str | None, spans_path: Path | None, pool: str | None, layers: int,
+                 by: str, k: int, describe: str | None, spans_path: Path | None, pool: str | None, last: int | None,
+                 layers: tuple[int, ...] | None,
                  m: int, model: str | None, pretrained: str | None, device: str, top: int,
                  evaluate_attr: str | None, as_json: bool, threads: int) -> None:
     """Nearest neighbours of a query image in a store, by one property (through the heads that carry it) and
@@ -162,7 +166,7 @@ def retrieve_cmd(store: Path, query: Path | None, query_index: int | None, prop:
     get_model = _Model(st, model, pretrained, device)
     with torch_threads(threads):
         choice = choose(st, prop, heads=heads, by=by, k=k, describe=describe, spans_path=spans_path, pool=pool,
-                        layers=layers, m=m, model=get_model, quiet=as_json)
+                        last=last, layers=layers, m=m, model=get_model, quiet=as_json)
         hs = None if choice is None else choice.heads
         if choice is not None and not hs:
             raise InvalidInputError(f"no head scored above 0 for {choice.property!r}; name heads with --heads")
@@ -250,7 +254,8 @@ def retrieve_cmd(store: Path, query: Path | None, query_index: int | None, prop:
 @click.option("--json", "as_json", is_flag=True)
 @threads_option(2)
 def debias_cmd(store: Path, spurious: str, groups_attr: str | None, heads: str | None, by: str, k: int,
-               describe: str | None, spans_path: Path | None, pool: str | None, layers: int, m: int,
+               describe: str | None, spans_path: Path | None, pool: str | None, last: int | None,
+               layers: tuple[int, ...] | None, m: int,
                model: str | None, pretrained: str | None, device: str, random_sets: int, seed: int, pool_mlp: bool,
                as_json: bool, threads: int) -> None:
     """Remove a spurious cue by mean-ablating the heads that carry it: per-group, average and worst-group
@@ -267,7 +272,7 @@ def debias_cmd(store: Path, spurious: str, groups_attr: str | None, heads: str |
                                 f"(they have: {have}); pass --groups ATTRIBUTE")
     with torch_threads(threads):
         choice = choose(st, spurious, heads=heads, by=by, k=k, describe=describe, spans_path=spans_path, pool=pool,
-                        layers=layers, m=m, model=_Model(st, model, pretrained, device), quiet=as_json)
+                        last=last, layers=layers, m=m, model=_Model(st, model, pretrained, device), quiet=as_json)
         assert choice is not None
         res = debias(st, choice, groups, random_sets=random_sets, seed=seed, pool_mlp=pool_mlp)
     if as_json:

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from cliplens.cli.common import console, expand_images, load_model, model_options, output_option, progress
+from cliplens.cli.common import (
+    console,
+    expand_images,
+    layer_options,
+    load_model,
+    model_options,
+    output_option,
+    progress,
+)
 from cliplens.cli.decompose import check_last_layers, image_options
 from cliplens.report.files import REPORT_DIR as DEFAULT_OUT
 from cliplens.report.files import writable_dir
@@ -20,12 +28,11 @@ from cliplens.report.files import writable_dir
                help="Folder for the page and figures.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many top layers and heads to list per image and text.")
-@click.option("--layers", "-l", type=click.IntRange(min=1), default=None,
-              help="Split attention per head and region only in the last K layers (1..depth; default: all): "
-                   "head grids and maps then cover those layers.")
+@layer_options("Split attention per head and region (head grids and maps) only")
 @image_options
 def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, device: str, trust_checkpoint: bool,
-               texts: tuple[str, ...], out_dir: Path, top: int, layers: int | None, recursive: bool, skip_bad: bool,
+               texts: tuple[str, ...], out_dir: Path, top: int, last: int | None, layers: tuple[int, ...] | None,
+               recursive: bool, skip_bad: bool,
                max_pixels: int) -> None:
     """Write an HTML page explaining which layers, heads and image regions of the model carry each
     --text for each IMAGE, with maps over each image.
@@ -39,11 +46,12 @@ def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, devi
     paths = expand_images(images, recursive=recursive)
     writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
-    check_last_layers(layers, adapter)
+    check_last_layers(layers, last, adapter)
     err = console(stderr=True)
     with progress(len(paths) > 1 and err.is_terminal) as bar:
         task = bar.add_task("drawing figures", total=len(paths))
-        result = make_report(adapter, paths, texts, out_dir, top=top, layers=layers, skip_bad=skip_bad,
+        result = make_report(adapter, paths, texts, out_dir, top=top, last=last,
+                             layers=None if layers is None else list(layers), skip_bad=skip_bad,
                              max_pixels=max_pixels, on_progress=lambda done, _: bar.update(task, completed=done))
     if result.note:
         err.print(f"[yellow]note:[/] {result.note}", markup=True)

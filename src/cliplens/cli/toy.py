@@ -321,7 +321,7 @@ def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tu
               help="Objects per scene (default: 1 to 4). With 1, each object factor is the scene's, so colour, "
                    "shape, size and position heads can be measured.")
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True, help="Scene seed.")
-@click.option("--layers", type=POSITIVE, default=None, help="Only the last K layers (default: every layer).")
+@click.option("--last", type=POSITIVE, default=None, help="Only the last K layers (default: every layer).")
 @click.option("--texts", "m", type=POSITIVE, default=3, show_default=True, help="TEXTSPAN texts per head.")
 @click.option("--clear", type=FRACTION, default=0.3, show_default=True,
               help="A head 'clearly follows' a factor when that factor explains at least this share of its variance.")
@@ -329,7 +329,7 @@ def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tu
               help="Keep the decompositions in this store (reused when complete) instead of a temporary folder.")
 @threads_option(2)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def heads_cmd(model: str, pretrained: str | None, n: int, objects: int | None, seed: int, layers: int | None, m: int,
+def heads_cmd(model: str, pretrained: str | None, n: int, objects: int | None, seed: int, last: int | None, m: int,
               clear: float, store_dir: str | None, threads: int, as_json: bool) -> None:
     """TEXTSPAN against ground truth: each head's texts (toy pool) next to the scene factor that measurably
     explains most of its output variance, and how often the two agree."""
@@ -337,7 +337,7 @@ def heads_cmd(model: str, pretrained: str | None, n: int, objects: int | None, s
 
     adapter = load_model(model, pretrained, "cpu")
     with torch_threads(threads):
-        table = head_factors(adapter, n=n, seed=seed, layers=layers, m=m, clear=clear, store_dir=store_dir,
+        table = head_factors(adapter, n=n, seed=seed, last=last, m=m, clear=clear, store_dir=store_dir,
                              objects=objects, progress=not as_json)
     if as_json:
         click.echo(json.dumps({**table.to_dict(), **model_record(adapter)}, indent=2))

@@ -91,6 +91,30 @@ class BlockPlan:
                 "mlp": self.mlp, "side": [s.describe() for s in self.side]}
 
 
+def select_layers(num_layers: int, layers: Layers | None = None, last: int | None = None) -> list[int] | None:
+    """The one rule for choosing layers by index or from the end: ``layers=`` are layer indices (negatives count
+    from the end), ``last=k`` the last ``k`` layers; ``None`` when neither is given (the caller's default).
+
+    A non-negative int ``layers=k`` is refused where it used to mean "the last k" (``decompose``, TEXTSPAN, the
+    report, the toy heads): read as an index now, an old call would silently analyse another layer. The message
+    names both spellings: ``last=k`` and ``layers=[k]``. Negative ints never meant "the last k" and are indices."""
+    if layers is not None and last is not None:
+        raise InvalidInputError("give layers= (layer indices) or last= (the number of last layers), not both")
+    if last is not None:
+        if isinstance(last, bool) or not isinstance(last, int) or not 1 <= last <= num_layers:
+            raise InvalidInputError(f"the last {last!r} layers: the tower has {num_layers} layers, so the number of "
+                                    f"last layers (last=K, --last K) is 1..{num_layers}")
+        return list(range(num_layers - last, num_layers))
+    if layers is None:
+        return None
+    if isinstance(layers, int) and not isinstance(layers, bool) and layers >= 0:
+        raise InvalidInputError(
+            f"layers={layers} is ambiguous: layers= takes layer indices and last= a number of last layers (an int "
+            f"layers=k used to mean the last k). For the last {layers} layers pass last={layers}; for layer "
+            f"{layers} alone pass layers=[{layers}]")
+    return resolve_layer_indices(layers, num_layers)
+
+
 def resolve_layer_indices(layers: Layers, num_layers: int, what: str = "layer") -> list[int]:
     """Layer indices (negatives from the end) -> sorted, distinct, in ``0..num_layers-1``."""
     if isinstance(layers, bool):

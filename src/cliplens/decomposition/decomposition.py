@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from cliplens.core.heads import Readout
-from cliplens.core.plan import resolve_layer_indices
+from cliplens.core.plan import select_layers
 from cliplens.core.view import VisionView, fingerprint_view
 from cliplens.decomposition.algebra import HeadWeights, JointMap
 from cliplens.decomposition.scores import ComponentScores, head_positions
@@ -70,20 +70,12 @@ def check_tolerance(*dtypes: torch.dtype) -> float:
     return max(CHECK_TOLERANCE.get(d, 1e-5) for d in dtypes)
 
 
-def resolve_layers(layers: Iterable[int] | int | None, num_layers: int) -> tuple[int, ...]:
-    """``None`` → all layers; int ``k`` → the last ``k``; iterable → those (negatives count from the end)."""
-    if layers is None:
-        return tuple(range(num_layers))
-    if isinstance(layers, bool):
-        raise InvalidInputError(f"layers must be an int (the last k) or a list of layer indices, got {layers!r}")
-    if isinstance(layers, int):
-        if not 1 <= layers <= num_layers:
-            raise InvalidInputError(
-                f"last-k layers: k={layers}, but the tower has {num_layers} layers: pass 1..{num_layers}, or "
-                "a list of layer indices"
-            )
-        return tuple(range(num_layers - layers, num_layers))
-    return tuple(resolve_layer_indices(layers, num_layers))
+def resolve_layers(layers: Iterable[int] | int | None, num_layers: int, *, last: int | None = None
+                   ) -> tuple[int, ...]:
+    """``layers``: layer indices (negatives count from the end); ``last=k``: the last ``k``; neither: all layers
+    (:func:`cliplens.core.plan.select_layers`, which refuses the old int ``layers=k`` for "the last k")."""
+    chosen = select_layers(num_layers, layers, last)
+    return tuple(range(num_layers)) if chosen is None else tuple(chosen)
 
 
 class Decomposition:

@@ -51,15 +51,16 @@ def decompose(
     *,
     spatial: bool = True,
     layers: Iterable[int] | int | None = None,
+    last: int | None = None,
     dtype: torch.dtype | None = None,
     plan: Plan | None = None,
     hooks: Mapping[str, Hook] | None = None,
 ) -> Decomposition:
     """Run the forward once and return the exact :class:`Decomposition` of its embedding.
 
-    ``layers`` selects the layers whose attention is split per head (and per token when
-    ``spatial``): ``None`` all, an int ``k`` the last ``k``, or explicit indices (negatives count
-    from the end). Other layers keep one attention term each. ``dtype`` (default float32) is the
+    ``layers`` (layer indices; negatives count from the end) or ``last=k`` (the last ``k`` layers) selects the
+    layers whose attention is split per head (and per token when ``spatial``); neither: all. Other layers keep
+    one attention term each. (An int ``layers=k`` used to mean the last ``k``: it is refused, naming ``last=``.) ``dtype`` (default float32) is the
     precision of the stored terms and of every joint-space computation. ``plan`` and ``hooks`` run
     the forward with other attention or edits (see :func:`cliplens.core.forward.run_vision`); the
     decomposition is that forward's, and it raises if the hooks broke the additive structure
@@ -71,9 +72,9 @@ def decompose(
     layer's full attention pattern (``[B, H, N, N]`` per layer: keep batches small).
     """
     L = view.num_layers
-    if L == 0 and layers is not None:  # an opaque trunk (ResNet): nothing to split per layer
+    if L == 0 and (layers is not None or last is not None):  # an opaque trunk (ResNet): nothing to split per layer
         needs_blocks("a decomposition over chosen layers", view)
-    head_layers = resolve_layers(layers, L)
+    head_layers = resolve_layers(layers, L, last=last)
     dtype = dtype or torch.float32
     head = view.head
     cls_only = head.reads_cls_only

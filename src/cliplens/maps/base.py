@@ -62,12 +62,19 @@ def normalize_maps(raw: Tensor, normalization: str) -> Tensor:
 
 @dataclass
 class ImageMaps:
-    """The maps of one image: raw scores (after the contrast), and where they lie on the original."""
+    """The maps of one image: raw scores (after the contrast), and where they lie on the original.
+
+    The box convention: ``box = (top, left, bottom, right)``, in the original image's pixels (floats; row 0,
+    column 0 at the top left corner; ``bottom`` and ``right`` exclusive), is the rectangle of the original that
+    the model input, and so the whole grid ``raw[t]``, covers: ``(0, 0, H0, W0)`` when the whole image was seen
+    (``fit="whole"`` or ``"squash"``); the centre crop's rectangle for ``fit="crop"``, where the rest of the
+    image is NaN in :meth:`on_image`. Grid cell ``(i, j)`` of an ``h × w`` grid covers rows
+    ``top + i·(bottom−top)/h …`` and columns ``left + j·(right−left)/w …`` of the original."""
 
     raw: Tensor  # [T, h, w]
     input_size: tuple[int, int]  # the model input's (H, W)
     image_size: tuple[int, int]  # the original's (H0, W0)
-    box: tuple[float, float, float, float]  # where the model input lies in the original
+    box: tuple[float, float, float, float]  # (top, left, bottom, right): where the model input lies in the original
     source: str
     normalization: str = "minmax"
     #: regions ``[H, W]`` (int64) over the model input that the method's label step votes in
@@ -121,6 +128,55 @@ class Maps:
     def input(self) -> Tensor:
         """``[B, T, H, W]`` normalised maps over the model input (same input size for every image)."""
         return torch.stack([m.on_input() for m in self.images])
+
+    @classmethod
+    def from_grids(cls, grids: Tensor | Sequence[Tensor], *, image_size: tuple[int, int] | Sequence[tuple[int, int]],
+                   labels: Sequence[str] | None = None, box: tuple[float, float, float, float] | None = None,
+                   input_size: tuple[int, int] | None = None, method: str = "grids",
+                   normalization: str = "minmax", sources: Sequence[str] | None = None,
+                   settings: dict[str, Any] | None = None) -> Maps:
+        """Maps from raw score grids you computed yourself: ``grids`` ``[B, T, h, w]`` (or a list of ``[T, h, w]``,
+        one per image, grids may differ), one per (image, target), as :attr:`raw` holds them.
+
+        ``image_size``: the original image's ``(H, W)`` (one for all images, or one per image). ``box``: where the
+        grid lies on the original, ``(top, left, bottom, right)`` in its pixels (the convention of
+        :class:`ImageMaps`; default the whole image, ``(0, 0, H, W)``). ``input_size``: the model input's
+        ``(H, W)`` the grid covers, for :meth:`ImageMaps.on_input` (default: the box's size). ``labels``: one per
+        target (default ``"text 0"``, …). Then everything a method's maps offer works on them: normalised
+        maps, maps over the original image, pictures, points for SAM
+        (:func:`cliplens.tasks.points.points_from_maps`)."""
+        if normalization not in NORMALIZATIONS:
+            raise InvalidInputError(f"normalization must be one of {', '.join(NORMALIZATIONS)}; got {normalization!r}")
+        items = list(grids) if not isinstance(grids, Tensor) else ([grids] if grids.ndim == 3 else list(grids))
+        if isinstance(grids, Tensor) and grids.ndim not in (3, 4):
+            raise InvalidInputError(f"grids must be [images, targets, h, w] (or [targets, h, w] for one image), got "
+                                    f"shape {tuple(grids.shape)}")
+        if not items:
+            raise InvalidInputError("no grids given")
+        for i, g in enumerate(items):
+            if not isinstance(g, Tensor) or g.ndim != 3 or min(g.shape) < 1:
+                raise InvalidInputError(f"grid {i} must be a tensor [targets, h, w], got "
+                                        + (f"shape {tuple(g.shape)}" if isinstance(g, Tensor) else type(g).__name__))
+        T = items[0].shape[0]
+        if any(g.shape[0] != T for g in items):
+            raise InvalidInputError(f"every image needs one grid per target: got {[g.shape[0] for g in items]} targets")
+        names = [f"text {t}" for t in range(T)] if labels is None else list(labels)
+        if len(names) != T:
+            raise InvalidInputError(f"{T} targets in the grids but {len(names)} labels")
+        sizes = _per_image(image_size, len(items), "image_size")
+        srcs = [f"image {i}" for i in range(len(items))] if sources is None else list(sources)
+        if len(srcs) != len(items):
+            raise InvalidInputError(f"{len(items)} images but {len(srcs)} sources")
+        out = []
+        for g, (H, W), src in zip(items, sizes, srcs, strict=True):
+            b = (0.0, 0.0, float(H), float(W)) if box is None else tuple(float(v) for v in box)
+            if len(b) != 4 or not (b[2] > b[0] and b[3] > b[1]):
+                raise InvalidInputError(f"box is (top, left, bottom, right) in the image's pixels with bottom > top "
+                                        f"and right > left; got {box}")
+            ins = input_size or (max(1, round(b[2] - b[0])), max(1, round(b[3] - b[1])))
+            out.append(ImageMaps(g.detach().float().cpu(), (int(ins[0]), int(ins[1])), (H, W), b, src,  # type: ignore[arg-type]
+                                 normalization))
+        return cls(out, names, method, {"method": method, "normalization": normalization, **(settings or {})})
 
 
 class MapMethod:
@@ -325,6 +381,20 @@ class MapMethod:
             total[:, :, t:t + wh, lft:lft + ww] += m
             count[:, :, t:t + wh, lft:lft + ww] += 1
         return total / count
+
+
+def _per_image(size: Any, n: int, what: str) -> list[tuple[int, int]]:
+    """One ``(H, W)`` for all ``n`` images, or one per image -> ``n`` positive pairs."""
+    try:
+        pairs = [tuple(size)] * n if len(size) == 2 and all(isinstance(v, (int, float)) for v in size) \
+            else [tuple(s) for s in size]
+        out = [(int(h), int(w)) for h, w in pairs]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} must be (H, W) or one (H, W) per image, got {size!r}") from None
+    if len(out) != n or any(h < 1 or w < 1 for h, w in out):
+        raise InvalidInputError(f"{what} must be (H, W) with H, W >= 1, for all or for each of the {n} images; "
+                                f"got {size!r}")
+    return out
 
 
 def _plain(v: Any) -> Any:

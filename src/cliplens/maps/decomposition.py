@@ -22,8 +22,8 @@ __all__ = ["DecompositionMap"]
 @register_map("decomposition")
 class DecompositionMap(MapMethod):
     """Per image token n: ``Σ_{l,h} c_{l,h,n} · t`` on the unit-norm embedding, over the heads of
-    ``layers`` (default all; negatives count from the end) or only the ``heads`` given as
-    ``(layer, head)`` pairs. By default each map is then contrasted with the mean over the other targets,
+    ``layers`` (layer indices, default all; negatives count from the end, ``layers=[-1]`` the last layer), of
+    the ``last`` k layers, or only the ``heads`` given as ``(layer, head)`` pairs. By default each map is then contrasted with the mean over the other targets,
     as the paper's segmentation does (``contrast="none"`` in the targets turns that off)."""
 
     paper = 'Gandelsman et al., "Interpreting CLIP\'s Image Representation via Text-Based Decomposition" (ICLR 2024)'
@@ -32,11 +32,12 @@ class DecompositionMap(MapMethod):
     default_contrast = "others"
 
     def __init__(self, layers: Iterable[int] | int | None = None,
-                 heads: Sequence[tuple[int, int]] | None = None, positional: str | None = None) -> None:
-        if layers is not None and heads is not None:
-            raise InvalidInputError("give layers or heads, not both")
+                 heads: Sequence[tuple[int, int]] | None = None, positional: str | None = None,
+                 last: int | None = None) -> None:
+        if sum(x is not None for x in (layers, heads, last)) > 1:
+            raise InvalidInputError("give layers (indices), last (the last k layers) or heads, not two of them")
         super().__init__(layers=layers, heads=None if heads is None else [tuple(h) for h in heads],
-                         positional=positional)
+                         positional=positional, last=last)
 
     runs_without_blocks = True
 
@@ -45,13 +46,14 @@ class DecompositionMap(MapMethod):
         heads = self.params["heads"]
         L, H = model.vision.num_layers, model.vision.num_heads
         if L == 0:  # an opaque trunk (ResNet): each position's direct effect through the attention pool
-            if heads is not None or self.params["layers"] is not None:
+            if heads is not None or self.params["layers"] is not None or self.params["last"] is not None:
                 needs_blocks("the decomposition map over chosen layers or heads", model.vision)
             dec = model.decompose(pixels, spatial=True, plan=self.plan_for()).normalized()
             t = dec.token_terms() @ texts.directions.to(dec.dtype).T  # [B, N, T], the mean token first
             return patch_grid(t, dec.grid)
         if heads is None:
-            dec = model.decompose(pixels, spatial=True, plan=self.plan_for(), layers=self.params["layers"])
+            dec = model.decompose(pixels, spatial=True, plan=self.plan_for(), layers=self.params["layers"],
+                                  last=self.params["last"])
             return dec.normalized().project(texts.directions).token_map()
         for layer, h in heads:
             if not (-L <= layer < L and 0 <= h < H):

@@ -58,7 +58,7 @@ from cliplens.maps.surgery_resnet import RESNET_VARIANTS, resnet_surgery_tokens
 from cliplens.maps.targets import TextEmbeddings
 from cliplens.maps.token_similarity import patch_grid
 
-__all__ = ["FEATURE_MODES", "Surgery", "SurgeryParts", "feature_surgery", "surgery_parts", "surgery_plan"]
+__all__ = ["FEATURE_MODES", "Surgery", "SurgeryParts", "feature_surgery", "feature_used", "surgery_parts", "surgery_plan"]
 
 SIDE = "surgery"
 
@@ -73,21 +73,43 @@ def surgery_plan(num_layers: int, blocks: int = 6, positional: str = "bilinear")
                        SidePath(SIDE, attention=get_attention("self-self", source="v")))
 
 
+def feature_used(mode: str, texts: int) -> str:
+    """The feature surgery computed for ``texts`` texts under ``mode``: ``"redundancy"`` falls back to ``"empty"``
+    for one text (nothing to be redundant with)."""
+    return "empty" if mode == "redundancy" and texts == 1 else mode
+
+
 def feature_surgery(feats: Tensor, texts: Tensor, *, mode: str = "redundancy", empty: Tensor | None = None,
-                    temperature: float = 2.0) -> Tensor:
+                    temperature: float | None = None) -> Tensor:
     """Scores ``[B, N, T]`` of unit-norm token features ``[B, N, E]`` (token 0 = CLS) against unit-norm texts
-    ``[T, E]`` (see the module docs for the modes)."""
+    ``[T, E]`` (see the module docs for the modes).
+
+    ``empty`` (the empty prompt's direction ``[E]``) is what ``mode="empty"`` subtracts, and what
+    ``"redundancy"`` with one text falls back to; ``temperature`` (default 2, the original's) weighs the texts in
+    ``"redundancy"`` with two or more texts. An argument the mode would ignore is refused, not dropped: a
+    redundancy score with ``empty=`` given is not the empty-prompt variant, which is ``mode="empty"``."""
     if mode not in FEATURE_MODES:
         raise InvalidInputError(f"feature surgery mode must be one of {', '.join(FEATURE_MODES)}; got {mode!r}")
     texts = texts.to(feats)
-    if mode == "empty" or (mode == "redundancy" and texts.shape[0] == 1):
+    used = feature_used(mode, texts.shape[0])
+    if empty is not None and used != "empty":
+        raise InvalidInputError(
+            f"feature_surgery(mode={mode!r}) with {texts.shape[0]} texts ignores empty=: "
+            + ("it removes what the texts share instead" if used == "redundancy" else "it scores the texts as they are")
+            + "; for the empty-prompt variant (f · (t − t_empty)) pass mode='empty', or leave empty= out")
+    if temperature is not None and used != "redundancy":
+        raise InvalidInputError(
+            f"feature_surgery(mode={mode!r}) with {texts.shape[0]} text(s) computes {used!r} scores, which ignore "
+            "temperature= (it weighs two or more texts in mode 'redundancy'); leave temperature= out")
+    if used == "empty":
         if empty is None:
-            raise InvalidInputError("feature surgery with the empty prompt needs its embedding (texts.empty)")
+            raise InvalidInputError(f"feature surgery mode {mode!r} with {texts.shape[0]} text(s) subtracts the empty "
+                                    "prompt: pass its direction as empty= (Targets.empty_direction(model))")
         return feats @ (texts - empty.to(feats)).T
     s = feats @ texts.T
-    if mode == "none":
+    if used == "none":
         return s
-    p = torch.softmax(temperature * s[:, :1], dim=-1)  # [B, 1, T] from the CLS token
+    p = torch.softmax((2.0 if temperature is None else temperature) * s[:, :1], dim=-1)  # [B, 1, T] from the CLS
     ws = (p / p.mean(-1, keepdim=True)) * s
     return ws - ws.mean(-1, keepdim=True)
 
@@ -122,8 +144,7 @@ class Surgery(MapMethod):
 
     def feature_used(self, texts: int) -> str:
         """The feature surgery computed for ``texts`` texts: ``"redundancy"`` falls back to ``"empty"`` for one."""
-        feature = self.params["feature"]
-        return "empty" if feature == "redundancy" and texts == 1 else feature
+        return feature_used(self.params["feature"], texts)
 
     def __call__(self, model: Any, images: Any, targets: Any, **kwargs: Any) -> Maps:
         maps = super().__call__(model, images, targets, **kwargs)
@@ -161,8 +182,9 @@ class Surgery(MapMethod):
             warnings.warn("feature surgery removes what is redundant across texts, and one text has nothing to "
                           "compare with: using the empty-prompt variant (t − t_empty) instead", UserWarning,
                           stacklevel=4)
-        scores = feature_surgery(feats, texts.directions, mode=mode, empty=texts.empty,
-                                 temperature=self.params["temperature"])
+        used = self.feature_used(texts.directions.shape[0])
+        scores = feature_surgery(feats, texts.directions, mode=mode, empty=texts.empty if used == "empty" else None,
+                                 temperature=self.params["temperature"] if used == "redundancy" else None)
         return patch_grid(scores, grid)
 
 

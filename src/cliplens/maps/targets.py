@@ -2,6 +2,9 @@
 and a contrast.
 
 * ``Targets.texts(["a dog", "grass"])``: each text as it is.
+* ``Targets.from_embeddings(embeddings, labels=["dog", "grass"])``: text embeddings you already have ``[T, E]``
+  (any text tower, any prompt recipe), normalised and used as they are; the empty prompt for
+  ``contrast="empty"`` (and CLIP Surgery) is ``empty=`` if given, else the model's own empty text.
 * ``Targets.classes(["dog", "grass", "sky"], templates="imagenet", contrast="others")``: class names
   prompt-ensembled (each template filled, embedded, normalised, averaged, renormalised) and each map
   minus the mean map of the other classes.
@@ -22,9 +25,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -67,9 +71,13 @@ class Targets:
     names: tuple[str, ...]
     templates: tuple[str, ...] | None = None
     contrast: Contrast | None = None
+    #: the targets' own text embeddings ``[T, E]`` (:meth:`from_embeddings`), and their empty prompt ``[E]``
+    embeddings: Tensor | None = field(default=None, compare=False, repr=False)
+    empty: Tensor | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        names = tuple(validate_texts(list(self.names), None, None))
+        # in a prompt ensemble the class name '' is the empty prompt (each filled prompt is checked when embedded)
+        names = tuple(validate_texts(list(self.names), None, None, allow_empty=self.templates is not None))
         counts = Counter(" ".join(n.lower().split()) for n in names)
         dup = [n for n in names if counts[" ".join(n.lower().split())] > 1]
         if dup:
@@ -96,6 +104,30 @@ class Targets:
         return cls(tuple([texts] if isinstance(texts, str) else texts), None, contrast)
 
     @classmethod
+    def from_embeddings(cls, embeddings: Tensor, labels: Sequence[str] | None = None, *,
+                        contrast: Contrast | None = None, empty: Tensor | None = None) -> Targets:
+        """Targets from text embeddings you already have: ``embeddings`` ``[T, E]`` (each row L2-normalised here,
+        as every target is), named by ``labels`` (default ``"text 0"``, ``"text 1"``, …). ``empty`` ``[E]``: the
+        empty prompt's embedding for ``contrast="empty"`` and CLIP Surgery's single-text feature surgery (default:
+        the model's own empty text, embedded when a method needs it)."""
+        if not isinstance(embeddings, Tensor) or embeddings.ndim != 2 or embeddings.shape[0] < 1:
+            raise InvalidInputError("embeddings must be a tensor [targets, dim], got "
+                                    + (f"shape {tuple(embeddings.shape)}" if isinstance(embeddings, Tensor)
+                                       else type(embeddings).__name__))
+        if not bool(torch.isfinite(embeddings).all()) or bool((embeddings.norm(dim=-1) == 0).any()):
+            raise InvalidInputError("every target embedding must be finite and non-zero")
+        T = embeddings.shape[0]
+        names = [f"text {i}" for i in range(T)] if labels is None else [labels] if isinstance(labels, str) else list(labels)
+        if len(names) != T:
+            raise InvalidInputError(f"{T} embeddings but {len(names)} labels")
+        if empty is not None and (not isinstance(empty, Tensor) or empty.shape != embeddings.shape[1:]):
+            raise InvalidInputError(f"empty must be one embedding [{embeddings.shape[1]}], got "
+                                    + (f"shape {tuple(empty.shape)}" if isinstance(empty, Tensor) else type(empty).__name__))
+        d = F.normalize(embeddings.detach().float(), dim=-1)
+        e = None if empty is None else F.normalize(empty.detach().float(), dim=0)
+        return cls(tuple(names), None, contrast, d, e)
+
+    @classmethod
     def classes(cls, names: Sequence[str], *, templates: str | Sequence[str] = "imagenet",
                 contrast: Contrast | None = None) -> Targets:
         """Class names in a prompt ensemble (a name from :data:`cliplens.text.TEMPLATE_SETS` or your own list)."""
@@ -111,13 +143,17 @@ class Targets:
 
     def describe(self) -> dict[str, Any]:
         n = len(self.templates) if self.templates else 0
-        return {"targets": list(self.names), "templates": n or None, "contrast": self.contrast}
+        out = {"targets": list(self.names), "templates": n or None, "contrast": self.contrast}
+        return out if self.embeddings is None else {**out, "embeddings": "given"}
 
     # ---- embeddings ---------------------------------------------------------
     def embed(self, model: TextEncoder, *, with_empty: bool = False) -> TextEmbeddings:
         """Unit-norm directions, and the empty prompt's with ``with_empty`` (both cached per text tower:
         :mod:`cliplens.text.cache`; the texts' warnings are given the first time this model embeds them)."""
         names = list(self.names)
+        if self.embeddings is not None:
+            d = self.embeddings.to(model.device) if hasattr(model, "device") else self.embeddings
+            return TextEmbeddings(d, self.names, self.empty_direction(model) if with_empty else None)
         if self.templates is None:
             d = cached_rows(model, "texts", names, None,
                             compute=lambda: F.normalize(encode_validated(model, names, TEXT_CHUNK), dim=-1),
@@ -128,7 +164,9 @@ class Targets:
 
     def empty_direction(self, model: TextEncoder) -> Tensor:
         """The empty prompt: the ensemble's templates filled with ``""`` (or ``""`` itself), embedded,
-        normalised, averaged and renormalised -> ``[E]``."""
+        normalised, averaged and renormalised -> ``[E]``; for targets from embeddings, their ``empty`` when given."""
+        if self.empty is not None:
+            return self.empty.to(model.device) if hasattr(model, "device") else self.empty
         templates = self.templates or ("{}",)
         texts = [t.replace("{}", "") for t in templates]
 
@@ -158,12 +196,16 @@ def model_targets(model: Any, names: Sequence[str], templates: str | Sequence[st
     return Targets.classes(list(names), templates=templates, contrast=contrast)
 
 
-def as_targets(targets: Targets | str | Sequence[str]) -> Targets:
-    """A :class:`Targets` from texts (a string or a list) or a :class:`Targets`."""
+def as_targets(targets: Targets | str | Sequence[str] | Tensor) -> Targets:
+    """A :class:`Targets` from texts (a string or a list), text embeddings ``[T, E]``
+    (:meth:`Targets.from_embeddings`) or a :class:`Targets`."""
     if isinstance(targets, Targets):
         return targets
+    if isinstance(targets, Tensor):
+        return Targets.from_embeddings(targets)
     if isinstance(targets, str) or (isinstance(targets, Sequence) and all(isinstance(t, str) for t in targets)):
         if not targets:
             raise EmptyTextError("no targets given: pass at least one text or class name")
         return Targets.texts(targets)
-    raise InvalidInputError(f"targets must be texts or a cliplens.maps.Targets, got {type(targets).__name__}")
+    raise InvalidInputError(f"targets must be texts, text embeddings [T, E] or a cliplens.maps.Targets, got "
+                            f"{type(targets).__name__}")

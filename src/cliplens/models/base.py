@@ -334,6 +334,7 @@ class CLIPAdapter(ABC):
         *,
         spatial: bool = True,
         layers: Iterable[int] | int | None = None,
+        last: int | None = None,
         dtype: torch.dtype | None = None,
         plan: Plan | None = None,
         hooks: Mapping[str, Hook] | None = None,
@@ -343,14 +344,16 @@ class CLIPAdapter(ABC):
         Args:
             pixel_values: preprocessed ``[B, 3, H, W]`` (see :meth:`preprocess`).
             spatial: keep each attention head's contribution per source token.
-            layers: which layers get per-head (and per-token) attention terms; an int ``k``
-                means the last ``k`` layers; ``None`` means all; negatives count from the end.
-                Other layers keep one attention term each. The decomposition is exact either way.
+            layers: which layers get per-head (and per-token) attention terms: layer indices
+                (negatives count from the end); ``None`` means all (or ``last``). Other layers keep
+                one attention term each. The decomposition is exact either way.
+            last: the last ``k`` layers instead of ``layers`` (an int ``layers=k``, which used to mean
+                that, is refused with a message naming ``last=k``).
             dtype: dtype for the decomposition's stored terms (default float32).
             plan, hooks: run the forward with other attention or with edits; the decomposition is
                 that forward's, and sums to its embedding.
         """
-        dec = decompose(self.vision, self._check_pixels(pixel_values), spatial=spatial, layers=layers, dtype=dtype,
+        dec = decompose(self.vision, self._check_pixels(pixel_values), spatial=spatial, layers=layers, last=last, dtype=dtype,
                         plan=plan, hooks=hooks)
         dec.model = self
         dec.fingerprint = self.fingerprint()

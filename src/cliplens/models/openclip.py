@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from cliplens.checkpoints import load_state_dict
 from cliplens.core.view import BlockView, LayerNormView, VisionView
 from cliplens.errors import (
+    AssumedTokenizerWarning,
     CliplensError,
     InvalidInputError,
     MissingDependencyError,
@@ -182,7 +183,10 @@ class OpenCLIPAdapter(CLIPAdapter):
         super().__init__(model, name, weights=weights)
         open_clip = require_open_clip()
         self._tokenizer_error: str | None = None
-        if tokenizer is None:
+        self._tokenizer_note: str | None = None  # said once, at the first text (wrap without a name)
+        if tokenizer is None and not name and weights == "wrapped":
+            tokenizer, self._tokenizer_error, self._tokenizer_note = _assumed_tokenizer(open_clip, model)
+        elif tokenizer is None:
             tokenizer, self._tokenizer_error = _default_tokenizer(open_clip, name)
         self._tokenizer = tokenizer
         self.source_preprocess = preprocess
@@ -200,12 +204,16 @@ class OpenCLIPAdapter(CLIPAdapter):
         time) when the model's own tokenizer could not be had (SigLIP's comes from the Hub)."""
         if self._tokenizer is None:
             raise ModelLoadError(self._tokenizer_error or f"{self.name or 'this model'} has no tokenizer.")
+        if self._tokenizer_note is not None:
+            note, self._tokenizer_note = self._tokenizer_note, None
+            warnings.warn(note, AssumedTokenizerWarning, stacklevel=3)
         return self._tokenizer
 
     @tokenizer.setter
     def tokenizer(self, value: Any) -> None:
         self._tokenizer = value
         self._tokenizer_error = None
+        self._tokenizer_note = None
 
     def load_tokenizer(self, folder: str | os.PathLike[str]) -> Any:
         """Use the Hugging Face tokenizer saved in ``folder`` (``tokenizer.json``, or a SentencePiece model with its
@@ -276,6 +284,33 @@ class OpenCLIPAdapter(CLIPAdapter):
     @torch.no_grad()
     def source_encode_image(self, pixel_values: Tensor) -> Tensor:
         return self.model.encode_image(pixel_values, normalize=False)
+
+
+#: the vocabulary of open_clip's standard CLIP tokenizer (BPE; OpenAI's and every LAION / DataComp CLIP)
+CLIP_VOCAB = 49408
+
+
+def _assumed_tokenizer(open_clip: Any, model: nn.Module) -> tuple[Any, str | None, str | None]:
+    """``cliplens.wrap(model)`` with no ``name=`` and no ``tokenizer=``: ``(tokenizer, error, note)``. A text tower
+    whose vocabulary is the standard CLIP tokenizer's gets that tokenizer and a ``note`` (warned once, at the first
+    text) naming it and how to choose another; any other tower (a Hugging Face text model, SigLIP's SentencePiece
+    vocabulary, ...) gets no tokenizer and an ``error`` (raised at text time; the image side works): cliplens
+    cannot know which tokenizer it was trained with, and a wrong one gives wrong embeddings without a sign."""
+    how = ("pass name= (its open_clip name, e.g. cliplens.wrap(model, name='ViT-B-16'), which picks its tokenizer) "
+           "or tokenizer= (e.g. open_clip.get_tokenizer('ViT-B-16'), or any callable texts -> LongTensor "
+           "[batch, context])")
+    text = getattr(model, "text", None)
+    vocab = getattr(model, "vocab_size", None) or getattr(text, "vocab_size", None)
+    if vocab != CLIP_VOCAB:
+        kind = (f"a vocabulary of {vocab} tokens" if vocab else
+                f"a {type(text).__name__} text tower" if text is not None else "no text tower cliplens can read")
+        return None, (f"cliplens.wrap(model) got no name= and no tokenizer=, and this model's text side has {kind}, "
+                      f"not the standard CLIP tokenizer's {CLIP_VOCAB}: cliplens cannot know its tokenizer (the "
+                      f"image side works without one); {how}."), None
+    return open_clip.get_tokenizer("ViT-B-32"), None, (
+        f"cliplens.wrap(model) got no name=: texts are tokenized with open_clip's standard CLIP tokenizer (BPE, "
+        f"{CLIP_VOCAB} tokens, the one of OpenAI's and LAION's CLIPs; this model's vocabulary has that size). If it "
+        f"was trained with another, {how}.")
 
 
 def _default_tokenizer(open_clip: Any, name: str) -> tuple[Any, str | None]:

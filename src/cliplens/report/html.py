@@ -78,7 +78,7 @@ def explanation(*, num_layers: int, num_heads: int, head_layers: Sequence[int], 
         split = f"every layer's attention splits further into its {num_heads} heads"
     else:
         split = (f"the attention of layers {_layer_range(head_layers)} splits further into its {num_heads} heads "
-                 "(the other layers' attention is one part each: see <code>--layers</code>)")
+                 "(the other layers' attention is one part each: see <code>--last</code> and <code>--layers</code>)")
     items = [
         "<b>Direct effects.</b> The image embedding is exactly a sum of parts: the embedding term "
         "(<code>embed</code>: patch, class and position embeddings carried straight to the output), and each "

@@ -219,6 +219,7 @@ def make_report(
     *,
     top: int = 5,
     layers: int | Sequence[int] | None = None,
+    last: int | None = None,
     skip_bad: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     batch_size: int = 8,
@@ -229,7 +230,7 @@ def make_report(
     ``out_dir`` is used if it is new or empty, else a fresh numbered subfolder of it (``run-2``, …):
     nothing is ever overwritten. Every image is read before anything is written: an unreadable one
     stops the report (naming it) unless ``skip_bad``, which leaves it out and lists it on the page.
-    ``layers`` (an int: the last ``k`` layers; or layer indices) limits the per-head terms, the head
+    ``layers`` (layer indices, negatives from the end) or ``last`` (the last ``k`` layers) limits the per-head terms, the head
     grids and the token maps to those layers. Repeated texts are kept once. ``on_progress(done, total)``
     is called after each image.
     """
@@ -241,7 +242,7 @@ def make_report(
     if top < 1:
         raise InvalidInputError(f"--top must be at least 1, got {top}")
     info = adapter.describe()
-    head_layers = resolve_layers(layers, adapter.vision.num_layers)
+    head_layers = resolve_layers(layers, adapter.vision.num_layers, last=last)
     directions = adapter.encode_text(texts)
     paths, pixels, skipped = _load_all(adapter, [str(p) for p in images], skip_bad, max_pixels, batch_size)
     out, note = fresh_dir(Path(out_dir))

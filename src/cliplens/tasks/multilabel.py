@@ -181,7 +181,8 @@ def score_classes(
         if method == "global":
             s = feats @ t.T
         else:  # the image embedding is the CLS token (token 0) of feature surgery
-            s = feature_surgery(feats[:, None], t, mode=feature, empty=empty, temperature=TEMPERATURE)[:, 0]
+            s = feature_surgery(feats[:, None], t, mode=feature, empty=empty,
+                                    temperature=TEMPERATURE if feature == "redundancy" else None)[:, 0]
         rows.append(s.cpu())
         sources += [f.source for f in fitted]
     scores = torch.cat(rows) if rows else torch.zeros(0, len(targets))

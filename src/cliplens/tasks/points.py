@@ -23,8 +23,12 @@ the formula above over the whole image would be off. For the same reason there i
 image whose input would exceed the tokens one forward takes (a 20000x40 panorama) is refused before
 any work, with the largest ``size`` that fits and ``fit="squash"`` as the ways out.
 
+:func:`points_from_maps` takes the points from maps you already have (any method's, or your own grids through
+:meth:`cliplens.maps.Maps.from_grids`), one target of one image, under the same rule.
+
 :func:`sam_masks` prompts Segment Anything (``pip install segment-anything``; a local checkpoint, or a
-SAM model object) with the points and returns its masks, best first.
+SAM model object) with the points and returns its masks, best first; :func:`text_masks` does both steps
+for a text.
 """
 
 from __future__ import annotations
@@ -45,15 +49,15 @@ from torch import Tensor
 
 from cliplens.errors import InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS, load_image, to_rgb
-from cliplens.maps.base import MapMethod, get_map
+from cliplens.maps.base import ImageMaps, MapMethod, Maps, get_map
 from cliplens.maps.inputs import MAX_TOKENS, fitted_shape, image_size, token_count
 from cliplens.maps.surgery import Surgery
 from cliplens.maps.targets import Targets, model_targets
 from cliplens.models.sam import SAM_TYPES, check_sam_checkpoint, load_sam
 from cliplens.models.sam import segment_anything as _segment_anything
 
-__all__ = ["FITS", "SAM_TYPES", "Points", "check_sam_checkpoint", "load_sam", "points_from_map", "sam_masks",
-           "text_points"]
+__all__ = ["FITS", "SAM_TYPES", "Points", "check_sam_checkpoint", "load_sam", "points_from_map", "points_from_maps",
+           "sam_masks", "text_masks", "text_points"]
 
 #: the fits whose map covers the whole image
 FITS: tuple[str, ...] = ("whole", "squash")
@@ -147,6 +151,42 @@ def points_from_map(grid: Tensor | np.ndarray, image_size: tuple[int, int], thre
         return [math.trunc(x), math.trunc(y)]
 
     return Points([point(i) for i in positives] + [point(i) for i in negatives], [1] * k + [0] * k, **base)
+
+
+def points_from_maps(maps: Maps | ImageMaps, target: int | str = 0, *, image: int = 0,
+                     threshold: float = 0.8) -> Points:
+    """Points for SAM from maps you have: the raw grid of ``target`` (an index or a label) of ``image`` (for a
+    :class:`~cliplens.maps.Maps`) under :func:`points_from_map`'s rule, placed on that image's pixels. The grid
+    must cover the whole image (its box is the whole image: ``fit="whole"`` or ``"squash"``, or
+    :meth:`~cliplens.maps.Maps.from_grids` without a ``box``); a map of a crop would put the points off."""
+    labels: list[str] | None = None
+    if isinstance(maps, Maps):
+        labels = maps.labels
+        if not 0 <= image < len(maps):
+            raise InvalidInputError(f"image {image} is not among the {len(maps)} images of these maps")
+        one = maps[image]
+    elif isinstance(maps, ImageMaps):
+        one = maps
+    else:
+        raise InvalidInputError(f"points_from_maps takes a cliplens Maps or ImageMaps, got {type(maps).__name__} "
+                                "(for a bare grid [gh, gw] use points_from_map(grid, image_size))")
+    T = one.raw.shape[0]
+    if isinstance(target, str):
+        if labels is None or target not in labels:
+            raise InvalidInputError(f"no target {target!r} in these maps" + (f" ({', '.join(labels)})" if labels else
+                                                                            ": pass its index"))
+        t = labels.index(target)
+    else:
+        t = int(target)
+        if not 0 <= t < T:
+            raise InvalidInputError(f"target {target} is out of range: the maps have {T} targets")
+    H, W = one.image_size
+    if tuple(float(v) for v in one.box) != (0.0, 0.0, float(H), float(W)):
+        raise InvalidInputError(f"these maps cover the part {one.box} (top, left, bottom, right) of the {W}x{H} image, "
+                                "not all of it (fit='crop'?): points spread over the whole image from them would be "
+                                "off; make the maps with fit='whole' or 'squash'")
+    pts = points_from_map(one.raw[t], one.image_size, threshold)
+    return dataclasses.replace(pts, text=labels[t] if labels else "", source=one.source, raw=one.raw[t].float().cpu())
 
 
 def default_method(model: Any) -> Surgery:
@@ -326,3 +366,28 @@ def sam_masks(
         masks, scores, _ = predictor.predict(point_coords=coords, point_labels=lab, multimask_output=True)
     order = np.argsort(-np.asarray(scores), kind="stable")
     return torch.from_numpy(np.asarray(masks)[order].astype(bool)), torch.from_numpy(np.asarray(scores)[order].astype(np.float32))
+
+
+def text_masks(
+    model: Any,
+    image: Any,
+    text: str,
+    *,
+    sam: Any = None,
+    checkpoint: str | os.PathLike | None = None,
+    model_type: str = "vit_b",
+    **points_options: Any,
+) -> tuple[Tensor, Tensor, Points]:
+    """SAM's masks of where ``text`` is in ``image``: :func:`text_points` (``points_options``: its ``method``,
+    ``threshold``, ``templates``, ``fit``, ``size``, ``max_pixels``), then :func:`sam_masks` with ``sam`` (a
+    ``segment_anything`` model) or the local ``checkpoint``. Returns ``(masks [M, H, W] bool, scores [M],
+    points)``, best mask first; the points say why when there are none (``points.message``), and SAM is then
+    not run (an error names it)."""
+    if sam is None and checkpoint is None:  # before the map: SAM's weights are never found by name
+        raise InvalidInputError("SAM needs a checkpoint (a local file) or a SAM model object (sam=...)")
+    pts = text_points(model, image, text, **points_options)
+    if not len(pts):
+        raise InvalidInputError(f"no points for {text!r}: {pts.message}")
+    masks, scores = sam_masks(image, pts, sam=sam, checkpoint=checkpoint, model_type=model_type,
+                              max_pixels=points_options.get("max_pixels", DEFAULT_MAX_PIXELS))
+    return masks, scores, pts

@@ -56,11 +56,16 @@ def validate_texts(
     texts: str | Sequence[str],
     count_tokens: Callable[[Sequence[str]], Sequence[int]] | None,
     context_length: int | None,
+    *,
+    allow_empty: bool = False,
 ) -> list[str]:
     """Check texts before tokenizing; returns them as a list.
 
     Args:
         texts: one text or a sequence of texts.
+        allow_empty: accept the empty text ``''`` (not whitespace, more likely a blank line by mistake): class
+            names filled into a prompt ensemble, where ``''`` is the empty prompt (each filled prompt is then
+            checked by :func:`check_filled`).
         count_tokens: tokens each text needs, start/end tokens included, before truncation
             (an adapter's ``_count_tokens``); counts of 0 mean "unknown". ``None`` skips the
             length check.
@@ -85,7 +90,7 @@ def validate_texts(
     for i, t in enumerate(out):
         if not isinstance(t, str):
             raise TypeError(f"text {i} is a {type(t).__name__}, not a str: {t!r}")
-        if not t.strip():
+        if not t.strip() and not (allow_empty and t == ""):
             raise EmptyTextError(
                 f"text {i} is empty or whitespace only ({t!r}); remove it or give it some words "
                 "(for a class list read from a file, look for blank lines)"
@@ -103,6 +108,19 @@ def validate_texts(
                 stacklevel=3,
             )
     return out
+
+
+def check_filled(names: Sequence[str], templates: Sequence[Any], texts: Sequence[str]) -> None:
+    """Refuse a prompt ensemble that fills a template into an empty text (``texts[i·K + j]`` is class ``i`` in
+    template ``j``): the empty class name ``''`` is fine in ``'a photo of a {}.'``, not in the bare ``'{}'``."""
+    k = len(templates)
+    for n, text in enumerate(texts):
+        if not text.strip():
+            i, j = divmod(n, k)
+            raise EmptyTextError(
+                f"class {i} ({names[i]!r}) in template {j} ({templates[j]!r}) makes an empty prompt; give the class "
+                "some words, or use templates with words around '{}' (the empty class name is the empty prompt of "
+                "the ensemble)")
 
 
 def progress_bar(enabled: bool, total: int, description: str) -> Any:

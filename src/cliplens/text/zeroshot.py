@@ -14,6 +14,7 @@ from cliplens.text.cache import cached_rows
 from cliplens.text.encode import (
     TextEncoder,
     check_batch_size,
+    check_filled,
     encoded_batches,
     progress_bar,
     validate_texts,
@@ -54,13 +55,14 @@ def zero_shot_classifier(
         progress: show a rich progress bar (over the prompts).
     """
     batch_size = check_batch_size(batch_size)
-    names = validate_texts(classnames, None, None)
+    names = validate_texts(classnames, None, None, allow_empty=True)  # '' is the ensemble's empty prompt
     if isinstance(templates, str) or callable(templates):
         templates = [templates]  # type: ignore[list-item]
     templates = list(templates)  # type: ignore[arg-type]
     if not templates:
         raise InvalidInputError("no templates given; use e.g. ['a photo of a {}.'] or IMAGENET_TEMPLATES")
     texts = [fill_template(t, name, j) for name in names for j, t in enumerate(templates)]
+    check_filled(names, templates, texts)
     return cached_rows(adapter, "classes", names, templates,
                        compute=lambda: prompt_ensembles(adapter, texts, len(templates), batch_size, progress),
                        warn=lambda: warn_texts(adapter, texts))

@@ -25,6 +25,7 @@ from typing import Any
 from cliplens.analyses.factors import explained_by_factors
 from cliplens.analyses.pools import load_pool, toy_pool_factors
 from cliplens.analyses.textspan import textspan
+from cliplens.core.plan import select_layers
 from cliplens.datasets.toy import FACTORS, ToyDataset
 from cliplens.errors import InvalidInputError
 from cliplens.store import Store, StoreSettings, build_store
@@ -77,10 +78,10 @@ class HeadFactorTable:
                 "heads": [{**asdict(h), "name": h.name, "agrees": h.agrees} for h in self.heads]}
 
 
-def head_factors(model: Any, *, n: int = 2000, seed: int = 0, stream: str = "test", layers: int | None = None,
+def head_factors(model: Any, *, n: int = 2000, seed: int = 0, stream: str = "test", last: int | None = None,
                  m: int = 3, clear: float = 0.3, store_dir: str | Path | None = None,
                  objects: int | None = None, progress: bool = False) -> HeadFactorTable:
-    """TEXTSPAN's text factor next to the measured factor for every head of the last ``layers`` layers (all by
+    """TEXTSPAN's text factor next to the measured factor for every head of the ``last`` k layers (all by
     default) of a toy-world model, over ``n`` scenes of ``seed`` with 1 to 4 objects (or exactly ``objects``:
     with one object per scene an object's colour, shape, size and position are the scene's, so the heads
     that carry them can be measured). The decompositions go to a store at ``store_dir`` (reused when
@@ -88,9 +89,7 @@ def head_factors(model: Any, *, n: int = 2000, seed: int = 0, stream: str = "tes
     if n < 10:
         raise InvalidInputError(f"the head table needs at least 10 scenes; got {n}")
     L = model.vision.num_layers
-    layers = L if layers is None else layers
-    if not 1 <= layers <= L:
-        raise InvalidInputError(f"layers: the last K layers, 1..{L}; got {layers}")
+    layers = select_layers(L, last=L if last is None else last)
     texts = load_pool("toy")
     factor_of = {t: f for t, (f, _) in toy_pool_factors().items()}
     if objects is not None and not 1 <= objects <= 4:
@@ -100,13 +99,13 @@ def head_factors(model: Any, *, n: int = 2000, seed: int = 0, stream: str = "tes
         path = Path(store_dir) if store_dir is not None else Path(tmp) / "store"
         build_store(model, data, path, settings=StoreSettings(dtype="float32"), progress=progress)
         store = Store(path)
-        chosen = [(layer, h) for layer in range(L - layers, L) for h in range(store.shape["heads"])]
+        chosen = [(layer, h) for layer in layers for h in range(store.shape["heads"])]
         emb = model.encode_text(texts)
         span = textspan(store, texts, emb, heads=chosen, m=m, with_accuracy=False)
         shares = explained_by_factors(store, FACTORS, chosen)
     rows = [HeadFactor(s.layer, s.head, s.texts, s.fractions, factor_of[s.texts[0]], f.factor, f.shares,
                        s.total_variance) for s, f in zip(span.heads, shares, strict=True)]
     return HeadFactorTable(rows, clear, settings={"model": getattr(model, "name", None), "scenes": n, "seed": seed,
-                                                  "stream": stream, "layers": layers, "texts_per_head": m,
+                                                  "stream": stream, "last": len(layers), "texts_per_head": m,
                                                   "pool": "toy", "objects": "1-4" if objects is None else objects,
                                                   "factors": list(FACTORS)})
