@@ -166,9 +166,9 @@ def test_the_store_atlas_is_built_and_browsable(tmp_path_factory):
     try:
         status, d = get_json(f"{app.url}/api/info")
         assert d["store"]["images"] == len(setup.store) and d["store"]["path"] == str(setup.store.path)
-        status, d = post_json(f"{app.url}/api/atlas", {"layers": 99})
+        status, d = post_json(f"{app.url}/api/atlas", {"last": 99})
         assert status == 400 and "layers must be a whole number from 1 to" in d["error"]
-        status, d = post_json(f"{app.url}/api/atlas", {"layers": 1, "texts": 2, "images_per_text": 1})
+        status, d = post_json(f"{app.url}/api/atlas", {"last": 1, "texts": 2, "images_per_text": 1})
         job = wait(app.url, d["job"])
         assert job["state"] == "done", job
         r = job["result"]

@@ -33,7 +33,7 @@ MAX_TEXTS, MAX_METHODS = 16, 8
 #: toy-world scenes offered: (seed, objects)
 SCENES = ((0, 3), (1, 2), (2, 1), (3, 3), (4, 2), (5, 3))
 _RUN_KEYS = {"image", "texts", "methods", "views", "templates", "background", "params"}
-_ATLAS_KEYS = {"layers", "texts", "images_per_text"}
+_ATLAS_KEYS = {"last", "texts", "images_per_text"}
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ class Explorer:
 
     # ------------------------------------------------------------------ the store's atlas
     def atlas(self, request: Mapping[str, Any]) -> Job:
-        """Build the store's atlas (TEXTSPAN of the heads of the last ``layers`` layers, ``texts`` per head, from
+        """Build the store's atlas (TEXTSPAN of the heads of the ``last`` k layers, ``texts`` per head, from
         the store's default pool; ``images_per_text`` at each end of each text); its pages are served under
         ``/files/atlas/<job>/``."""
         if self.store is None:
@@ -250,7 +250,7 @@ class Explorer:
             raise InvalidInputError(f"unknown field(s) {', '.join(unknown)}; the atlas takes "
                                     f"{', '.join(sorted(_ATLAS_KEYS))}")
         n_layers = int(self.store.shape["layers"])
-        layers = _count(request.get("layers", min(2, n_layers)), "layers", n_layers)
+        last = _count(request.get("last", min(2, n_layers)), "last layers", n_layers)
         m = _count(request.get("texts", 5), "texts per head", 50)
         per = _count(request.get("images_per_text", 3), "images per text", 20)
 
@@ -266,7 +266,7 @@ class Explorer:
                 pool = default_pool(self.store.header["model"])
                 texts = load_pool(pool)
                 emb = self.store_model.encode_text(texts)
-                spans = textspan(self.store, texts, emb, layers=layers, m=m)
+                spans = textspan(self.store, texts, emb, last=last, m=m)
                 spans.settings.update({"store": str(self.store.path), "pool": pool})
                 job.step("mapping the images shown", 1)
                 atlas = build_atlas(self.store, spans, self.store_model, store_dataset(self.store),
