@@ -347,8 +347,9 @@ class CLIPAdapter(ABC):
                 means the last ``k`` layers; ``None`` means all; negatives count from the end.
                 Other layers keep one attention term each. The decomposition is exact either way.
             dtype: dtype for the decomposition's stored terms (default float32).
-            plan, hooks: run the forward with other attention or with edits; the decomposition is
-                that forward's, and sums to its embedding.
+            plan: run the forward with other attention (a :class:`~cliplens.core.plan.Plan`); the
+                decomposition is that forward's, and sums to its embedding.
+            hooks: run the forward with edits (hook name -> function); likewise exact.
         """
         dec = decompose(self.vision, self._check_pixels(pixel_values), spatial=spatial, layers=layers, dtype=dtype,
                         plan=plan, hooks=hooks)
