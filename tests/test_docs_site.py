@@ -79,8 +79,23 @@ def test_api_reference_renders_every_module(site):
     for package in packages:
         for module in hooks.api_modules(package):
             assert f'id="{module}"' in html, f"{module} is not rendered in the API reference"
-    # a docstring's content reaches the page
+    # a docstring's content reaches the page, its Sphinx roles as code linked to the object's section
     assert "Decompose the image embedding into direct effects" in html
+    assert ":class:" not in html and ":func:" not in html and ":mod:" not in html
+    assert 'href="#cliplens.maps.base.MapMethod"><code>MapMethod</code>' in (api / "maps.html").read_text()
+
+
+def test_sphinx_roles_become_code_and_optional_cross_references():
+    spec = importlib.util.spec_from_file_location("griffe_roles", ROOT / "tools" / "griffe_roles.py")
+    if importlib.util.find_spec("griffe") is None:
+        pytest.skip("griffe (mkdocstrings' Python handler) is not installed")
+    roles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(roles)
+    out = roles.rewrite("See :class:`~cliplens.maps.base.MapMethod`, :func:`cliplens.load` and :meth:`preprocess` "
+                        "or :func:`.points_from_map`.")
+    assert out == ('See <autoref identifier="cliplens.maps.base.MapMethod" optional><code>MapMethod</code></autoref>, '
+                   '<autoref identifier="cliplens.load" optional><code>cliplens.load</code></autoref> and '
+                   "`preprocess` or `points_from_map`.")
 
 
 def test_every_public_module_has_an_api_page():
@@ -138,7 +153,9 @@ def test_strict_build_fails_on_a_broken_link_anchor_and_reference(tmp_path):
     (docs / "index.md").write_text("# Home\n\nSee [the page](other.md#no-such-anchor).\n")
     (docs / "other.md").write_text("# Other\n\nSee [gone](missing.md) and [a class][cliplens.maps.NoSuchThing].\n")
     config.update(docs_dir=str(docs), nav=["index.md", "other.md"], hooks=[str(ROOT / "tools" / "docs_hooks.py")])
-    config["plugins"][1]["mkdocstrings"]["handlers"]["python"]["paths"] = [str(ROOT / "src")]
+    python = config["plugins"][1]["mkdocstrings"]["handlers"]["python"]
+    python["paths"] = [str(ROOT / "src")]
+    python["options"]["extensions"] = [str(ROOT / "tools" / "griffe_roles.py")]
     (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config))
     run = _build(tmp_path / "mkdocs.yml", tmp_path / "site")
     assert run.returncode != 0

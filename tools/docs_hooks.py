@@ -69,8 +69,11 @@ def api_modules(package: str) -> list[str]:
 
 
 def api_reference(package: str) -> str:
-    """The mkdocstrings blocks of one package's modules."""
-    return "\n\n".join(f"::: {name}" for name in api_modules(package)) + "\n"
+    """The mkdocstrings blocks of one package's modules: the package's own docstring (its members are re-exports,
+    documented in the modules that define them), then each module in full."""
+    package_only = "\n    options:\n      members: false"
+    return "\n\n".join(f"::: {name}{package_only if name == f'cliplens.{package}' else ''}"
+                         for name in api_modules(package)) + "\n"
 
 
 def on_page_markdown(markdown: str, **kwargs) -> str:  # noqa: ANN003 (the hook's signature is MkDocs')
