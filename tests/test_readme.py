@@ -20,9 +20,10 @@ DOCS = ROOT / "docs"
 
 #: pages whose Python blocks run in order in one scope (a tutorial builds on its earlier blocks), each with what
 #: its blocks must compute (``PAGE_CHECKS``); another page's blocks are run by a test that names its path
-RUN_IN_ORDER = ("tutorials/explain-a-photo.md", "tutorials/heads-and-layers.md", "tutorials/segmentation.md",
-                "tutorials/data-set-analyses.md", "tutorials/surgery-and-sam.md", "concepts/targets.md",
-                "how-to/add-a-method.md", "how-to/add-a-data-set.md")
+RUN_IN_ORDER = ("README.md", "docs/tutorials/explain-a-photo.md", "docs/tutorials/heads-and-layers.md",
+                "docs/tutorials/segmentation.md", "docs/tutorials/data-set-analyses.md",
+                "docs/tutorials/surgery-and-sam.md", "docs/concepts/targets.md", "docs/how-to/add-a-method.md",
+                "docs/how-to/add-a-data-set.md")
 
 
 def pages() -> list[Path]:
@@ -184,13 +185,14 @@ def test_every_command_and_package_is_in_the_docs():
 def test_no_paragraph_stops_mid_sentence(page):
     """Every paragraph or bullet of prose (outside code, tables, headings and markers) ends with punctuation."""
     lines = page.read_text(encoding="utf-8").split("\n")
-    code, cut = False, []
+    code, directive, cut = False, False, []
     for i, line in enumerate(lines):
         if line.startswith("```"):
             code = not code
             continue
+        directive = line.startswith("::: ") or (directive and line.startswith("    "))  # mkdocstrings and options
         following = lines[i + 1] if i + 1 < len(lines) else ""
-        if code or not line.strip() or following.strip() or line.startswith(("#", "|", "<!--", "::: ")):
+        if code or directive or not line.strip() or following.strip() or line.startswith(("#", "|", "<!--")):
             continue
         if not line.rstrip().endswith((".", ":", ")", "!", "?", "`", "*")):
             cut.append(f"line {i + 1}: …{line[-50:]}")
@@ -217,46 +219,53 @@ def test_family_snippet_runs_and_holds():
 
 
 def _in_order(page: Path) -> bool:
-    return page.is_relative_to(DOCS) and page.relative_to(DOCS).as_posix() in RUN_IN_ORDER
+    return page.relative_to(ROOT).as_posix() in RUN_IN_ORDER
 
 
 #: what each page's blocks must leave behind (beyond running without an error)
 PAGE_CHECKS = {
-    "tutorials/explain-a-photo.md": lambda s: s["overlay"].shape[0] == 3 and s["scores"].total.shape == (1, 2),
-    "tutorials/heads-and-layers.md": lambda s: s["per_head"].shape == (1, 6, 4, 3) and s["dec"].check() < 1e-5,
-    "tutorials/segmentation.md": lambda s: s["result"].images == 8 and 0 <= s["result"].miou <= 100
+    "README.md": lambda s: s["scores"].per_head().shape == (1, 6, 4, 2) and s["dec"].check() < 1e-5,
+    "docs/tutorials/explain-a-photo.md": lambda s: s["overlay"].shape[0] == 3 and s["scores"].total.shape == (1, 2),
+    "docs/tutorials/heads-and-layers.md": lambda s: s["per_head"].shape == (1, 6, 4, 3) and s["dec"].check() < 1e-5,
+    "docs/tutorials/segmentation.md": lambda s: s["result"].images == 8 and 0 <= s["result"].miou <= 100
     and set(s["seg"].present()) <= {"purple diamond", "cyan square", "green heart"},
-    "tutorials/data-set-analyses.md": lambda s: len(s["study"]["curve"]) == 6
+    "docs/tutorials/data-set-analyses.md": lambda s: len(s["study"]["curve"]) == 6
     and [h.name for h in s["spans"].heads] == ["L5.H1", "L5.H2"] and all(len(h.texts) == 3 for h in s["spans"].heads),
-    "tutorials/surgery-and-sam.md": lambda s: s["maps"][0].raw.shape == (3, 8, 8) and s["parts"].labels[0] == "start"
+    "docs/tutorials/surgery-and-sam.md": lambda s: s["maps"][0].raw.shape == (3, 8, 8) and s["parts"].labels[0] == "start"
     and len(s["points"].points) == len(s["points"].labels),
-    "concepts/targets.md": lambda s: s["maps"].settings["contrast"] == "others",
-    "how-to/add-a-method.md": lambda s: s["maps"].settings["method"] == "sharp-similarity"
+    "docs/concepts/targets.md": lambda s: s["maps"].settings["contrast"] == "others",
+    "docs/how-to/add-a-method.md": lambda s: s["maps"].settings["method"] == "sharp-similarity"
     and s["maps"][0].raw.shape == (2, 8, 8),
-    "how-to/add-a-data-set.md": lambda s: s["load_numbered"].__name__ == "load_numbered",
+    "docs/how-to/add-a-data-set.md": lambda s: s["load_numbered"].__name__ == "load_numbered",
 }
 
 
 @pytest.mark.parametrize("page", [p for p in pages() if _in_order(p)], ids=_name)
 def test_pages_run_in_order(page, tmp_path, monkeypatch):
-    """Every Python block of a tutorial, concept or how-to page runs, in order, in one scope, in an empty
-    folder, on the embedded toy model; then what the page's blocks computed is checked."""
+    """Every Python block of the README and of a tutorial, concept or how-to page runs, in order, in one scope, in
+    a folder holding only a toy-world scene (`scene.png`), on the embedded toy model; then what the page's blocks
+    computed is checked."""
     from cliplens.datasets.registry import REGISTRY
-    from cliplens.maps.base import _REGISTRY
+    from cliplens.maps.base import _REGISTRY, map_names
 
     blocks = _page_blocks(page)
     assert blocks, f"{_name(page)} is run in order but has no Python block"
+    from PIL import Image
+
+    from cliplens.toyworld.scenes import render_scene, sample_scene
+
     monkeypatch.chdir(tmp_path)
+    Image.fromarray(render_scene(sample_scene(0, 0))[0]).save(tmp_path / "scene.png")
+    map_names()  # the built-in methods are registered on first use: before the snapshot
     maps_before, sets_before = set(_REGISTRY), set(REGISTRY)
     scope: dict = {}
     try:
         for block in blocks:
             exec(compile(block, _name(page), "exec"), scope)
-        rel = page.relative_to(DOCS).as_posix()
+        rel = page.relative_to(ROOT).as_posix()
         assert PAGE_CHECKS[rel](scope), f"{rel}: its blocks ran but did not compute what the page says"
-        if rel == "how-to/add-a-data-set.md":  # the page's last line, run: the layout opens by name with typed options
+        if rel == "docs/how-to/add-a-data-set.md":  # its last line, run: the layout opens by name, options typed
             (tmp_path / "photos").mkdir()
-            from PIL import Image
             for i in range(4):
                 Image.new("RGB", (8, 8)).save(tmp_path / "photos" / f"{i}.png")
             data = scope["open_dataset"](str(tmp_path / "photos"), layout="numbered", every="2")

@@ -20,8 +20,8 @@ import click
 SRC = Path(__file__).resolve().parents[1] / "src" / "cliplens"
 CLI_MARKER = "<!-- cliplens:cli -->"
 API_MARKER = re.compile(r"<!-- cliplens:api ([a-z_.]+) -->")
-#: the width the ``--help`` texts are written at (the site's code blocks show about 100 columns)
-HELP_WIDTH = 100
+#: the width the ``--help`` texts are written at (the site's code blocks show about 85 columns)
+HELP_WIDTH = 84
 
 
 def _commands() -> list[tuple[str, click.Command, click.Context]]:
