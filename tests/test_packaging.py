@@ -25,15 +25,16 @@ def test_extra_names_are_already_normalised():
 
 
 def test_every_named_extra_exists():
-    """install_hint() calls in the package and `.[extra]` in the README name extras that pyproject defines."""
+    """install_hint() calls in the package and `.[extra]` in the README and the documentation pages name extras
+    that pyproject defines."""
     have = extras()
     named = set()
     for path in (ROOT / "src" / "cliplens").rglob("*.py"):
         named |= set(re.findall(r"install_hint\(\s*['\"][^'\"]+['\"]\s*,\s*['\"]([^'\"]+)['\"]", path.read_text()))
     assert {"open-clip", "transformers", "sam"} <= named  # the hints the loaders and SAM give
-    readme = (ROOT / "README.md").read_text()
-    for group in re.findall(r"\.\[([a-z0-9_,-]+)\]", readme):
-        named |= set(group.split(","))
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for group in re.findall(r"\.\[([a-z0-9_,-]+)\]", page.read_text()):
+            named |= set(group.split(","))
     assert named and named <= have, named - have
 
 

@@ -114,6 +114,7 @@ def test_the_fields_table_with_the_maskclip_preset_leaves_out_the_sets_it_does_n
     assert not (tmp_path / "o" / "voc21").exists()
 
 
+# the page docs/evaluation/maskclip-preset.md: its Python blocks run below
 DOC = Path(__file__).resolve().parents[2] / "docs" / "evaluation" / "maskclip-preset.md"
 
 

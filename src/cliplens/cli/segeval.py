@@ -262,8 +262,8 @@ def segment_eval_cmd(data: str | None, dataset_opt: str | None, data_root: Path 
     opts = loader_options(options, split=split)
     entry = dataset_entry(data.partition(":")[0], "segmentation")
     if entry is not None and data_root is None and entry.name != "toy":
-        raise InvalidInputError(f"DATA {data!r} is a data set's name: pass its folder with --data-root (see the "
-                                "README's segmentation section for each set's layout)")
+        raise InvalidInputError(f"DATA {data!r} is a data set's name: pass its folder with --data-root (each set's layout "
+                                "is in the documentation's evaluation protocol, docs/evaluation/protocol.md)")
     dataset = open_segmentation(data, root=data_root, **opts)
     is_imagenet_seg = dataset.preset == "imagenet-seg"
     own = {} if preset == "none" or is_imagenet_seg else \
@@ -401,7 +401,7 @@ def _all_benchmarks(ctx: click.Context) -> None:
     found = find_segmentation_sets(root, BENCHMARKS)
     if not found:
         raise InvalidInputError(f"none of the eight benchmarks ({', '.join(BENCHMARKS)}) was found under {root}; "
-                                "see the README's table of layouts")
+                                "the layouts are listed in docs/evaluation/protocol.md")
     err = console(stderr=True)
     for name in BENCHMARKS:
         if name not in found:

@@ -74,7 +74,8 @@ def load_segmentation_folder(
     Args:
         classes: class names in index order (a list, or a text file with one per line); default
             ``root/classes.txt``.
-        images / masks: the two sub-folders' names.
+        images: the images sub-folder's name.
+        masks: the masks sub-folder's name.
         reduce_zero_label: map stored 0 -> 255 and k -> k - 1 (for masks whose 0 means "unlabelled").
         void: a stored value that marks pixels not scored, read as 255 (CamVid: 11); 255 always is.
         background: the background class's index; ``"auto"``: 0 if ``classes[0]`` is "background", else none.

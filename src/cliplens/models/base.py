@@ -350,8 +350,9 @@ class CLIPAdapter(ABC):
             last: the last ``k`` layers instead of ``layers`` (an int ``layers=k``, which used to mean
                 that, is refused with a message naming ``last=k``).
             dtype: dtype for the decomposition's stored terms (default float32).
-            plan, hooks: run the forward with other attention or with edits; the decomposition is
-                that forward's, and sums to its embedding.
+            plan: run the forward with other attention (a :class:`~cliplens.core.plan.Plan`); the
+                decomposition is that forward's, and sums to its embedding.
+            hooks: run the forward with edits (hook name -> function); likewise exact.
         """
         dec = decompose(self.vision, self._check_pixels(pixel_values), spatial=spatial, layers=layers, last=last, dtype=dtype,
                         plan=plan, hooks=hooks)

@@ -348,8 +348,12 @@ def sample_scene(
         rng: a numpy Generator, or an int seed (then ``index`` is required and the scene's own
             generator is ``scene_rng(seed, index, stream)``).
         count: number of objects (or a tuple to choose from); default 1-4.
-        shapes / colours / sizes / positions: allowed values for every object (a str = fixed).
-        bg_kind / bg_colour: background kind / colour (fixed or a tuple to choose from).
+        shapes: allowed shapes for every object (a str = fixed).
+        colours: allowed colours for every object (a str = fixed).
+        sizes: allowed sizes for every object (a str = fixed).
+        positions: allowed positions for every object (a str = fixed).
+        bg_kind: background kind (fixed or a tuple to choose from).
+        bg_colour: background colour (fixed or a tuple to choose from).
         count_weights: probabilities of 1..4 objects when ``count`` is None.
         p_shared_cell: chance that an object takes an already used cell (heavy overlap).
         jitter: how far (fraction of half a cell) an object's centre may move from its cell centre.
