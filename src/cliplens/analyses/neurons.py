@@ -186,7 +186,9 @@ class SecondOrder:
         return self._V[key]
 
     # ---- per batch ----------------------------------------------------------------------------------------
-    def _names(self) -> list[str]:
+    def names(self) -> list[str]:
+        """The forward's tensors the effects need (``final`` and, per layer, hook names of
+        :mod:`cliplens.core.hooks`)."""
         first = min(self.layers)
         names = ["final"] + [f"blocks.{k}.mlp.hidden" for k in self.layers]
         for lat in range(first + 1, self.view.num_layers):
@@ -195,6 +197,69 @@ class SecondOrder:
                 names.append(f"blocks.{lat}.attn.z")
         return names
 
+    @property
+    def later(self) -> tuple[int, ...]:
+        """The later layers whose heads carry the effects of at least one source layer."""
+        return tuple(range(min(self.layers) + 1, self.view.num_layers))
+
+    def _per_layer(self, cache: dict[str, Tensor]) -> tuple[dict[int, dict[str, Tensor]], Tensor, Tensor]:
+        """Per later layer: ``ln_1``'s statistics, the CLS rows, the sub-LN's ``1/σ`` at CLS; ``1/σ_post`` and
+        ``K`` (the pooling head's constant) per image."""
+        view, dt = self.view, self.dtype
+        final = cache["final"]
+        final = final[:, 0] if final.dim() == 3 else final
+        mean_p, sd_p = ln_stats(view.head.norm, final)
+        inv_post = (1 / sd_p).to(dt)  # [B]
+        K = self.map.total_constant(inv_post[:, None], mean_p.to(dt)[:, None])  # [B, E]
+        per_layer: dict[int, dict[str, Tensor]] = {}
+        for lat in self.later:
+            blk = view.blocks[lat]
+            mu, sd = ln_stats(blk.ln_1, cache[f"blocks.{lat}.resid_pre"].to(dt))  # [B, N]
+            zs = torch.ones_like(inv_post)
+            if blk.attn_norm is not None:
+                zc = cache[f"blocks.{lat}.attn.z"][:, 0].to(dt)  # [B, H, dh] at CLS
+                zs = 1 / ln_stats(blk.attn_norm, zc.reshape(zc.shape[0], -1))[1]
+            per_layer[lat] = {"mu": mu, "inv_sd": 1 / sd, "alpha": cache[f"blocks.{lat}.attn.cls_pattern"].to(dt),
+                              "f": inv_post * zs}
+        return per_layer, inv_post, K
+
+    def factors(self, cache: dict[str, Tensor]) -> dict[int, tuple[Tensor, Tensor]]:
+        """From one forward's recorded :meth:`names`: per source layer ``(weights [B, Nn, Lp, H], const [B, E])``,
+        the per-image numbers the effects are linear in (``Lp`` the :attr:`later` layers; zero for layers not
+        after the source): ``φ_{b,n} = Σ_{l,h} weights[b,n,l,h] · V^{k,l}_{n,h} + const[b]``. This is what a store
+        built with neuron layers keeps per image (:func:`cliplens.store.writer.image_terms`)."""
+        per_layer, inv_post, K = self._per_layer(cache)
+        later = self.later
+        out = {}
+        for k in self.layers:
+            a = cache[f"blocks.{k}.mlp.hidden"].to(self.dtype)  # [B, N, Nn]
+            w = a.new_zeros(a.shape[0], a.shape[2], len(later), self.view.num_heads)
+            for j, lat in enumerate(later):
+                if lat <= k:
+                    continue
+                p = per_layer[lat]
+                r = p["alpha"] * p["inv_sd"][:, None]  # [B, H, N]
+                w[:, :, j] = torch.einsum("bmn,bhm->bnh", a, r) * p["f"][:, None, None]
+            out[k] = (w, self._constants(k, per_layer, inv_post, K, a.shape[1])[0])
+        return out
+
+    def effects_from(self, k: int, weights: Tensor, const: Tensor, norms: Tensor) -> NeuronEffects:
+        """:class:`NeuronEffects` of source layer ``k`` (of :attr:`neurons`) from :meth:`factors`' numbers (computed
+        now, or read back from a store)."""
+        later = self.later
+        weights = weights.to(self.dtype)
+        pieces = []
+        for start in range(0, self.neurons.numel(), self.chunk):
+            idx = self.neurons[start:start + self.chunk].to(weights.device)
+            wn = weights[:, idx]  # [B, n, Lp, H]
+            eff = const.to(self.dtype)[:, None].expand(wn.shape[0], idx.numel(), -1).clone()
+            for j, lat in enumerate(later):
+                if lat > k:
+                    eff += torch.einsum("bnh,nhe->bne", wn[:, :, j], self.weight_part(k, lat, start))
+            pieces.append(eff)
+        return NeuronEffects(layer=k, neurons=self.neurons.clone(), effects=torch.cat(pieces, 1),
+                             norms=norms.to(self.dtype))
+
     @torch.no_grad()
     def __call__(self, pixel_values: Tensor, *, per_token: bool = False) -> dict[int, NeuronEffects]:
         """Run the forward once on ``pixel_values`` ``[B, C, H, W]`` and return each layer's
@@ -202,55 +267,31 @@ class SecondOrder:
         from cliplens.core.forward import run_vision
 
         view = self.view
-        out = run_vision(view, pixel_values.to(device=view.device, dtype=view.dtype), names=self._names())
+        out = run_vision(view, pixel_values.to(device=view.device, dtype=view.dtype), names=self.names())
+        norms = out.embedding.to(self.dtype).norm(dim=-1)
+        if not per_token:
+            return {k: self.effects_from(k, w, c, norms) for k, (w, c) in self.factors(out.cache).items()}
         c = out.cache
-        dt = self.dtype
-        z = out.embedding.to(dt)
-        final = c["final"][:, 0]
-        mean_p, sd_p = ln_stats(view.head.norm, final)
-        inv_post = (1 / sd_p).to(dt)  # [B]
-        K = self.map.total_constant(inv_post[:, None], mean_p.to(dt)[:, None])  # [B, E]
-        L = view.num_layers
-        per_layer: dict[int, dict[str, Tensor]] = {}
-        for lat in range(min(self.layers) + 1, L):
-            blk = view.blocks[lat]
-            x = c[f"blocks.{lat}.resid_pre"].to(dt)
-            mu, sd = ln_stats(blk.ln_1, x)  # [B, N]
-            alpha = c[f"blocks.{lat}.attn.cls_pattern"].to(dt)  # [B, H, N]
-            zs = torch.ones_like(inv_post)
-            if blk.attn_norm is not None:
-                zc = c[f"blocks.{lat}.attn.z"][:, 0].to(dt)  # [B, H, dh] at CLS
-                zs = 1 / ln_stats(blk.attn_norm, zc.reshape(zc.shape[0], -1))[1]
-            per_layer[lat] = {"mu": mu, "inv_sd": 1 / sd, "alpha": alpha, "zs": zs}
+        per_layer, inv_post, K = self._per_layer(c)
         result = {}
         for k in self.layers:
-            a = c[f"blocks.{k}.mlp.hidden"].to(dt)  # [B, N, Nn]
+            a = c[f"blocks.{k}.mlp.hidden"].to(self.dtype)  # [B, N, Nn]
             pieces, token_pieces = [], []
             const, const_tok = self._constants(k, per_layer, inv_post, K, a.shape[1])
             for start in range(0, self.neurons.numel(), self.chunk):
                 idx = self.neurons[start:start + self.chunk].to(a.device)
                 an = a[:, :, idx]  # [B, N, n]
-                eff = const[:, None].expand(an.shape[0], idx.numel(), -1).clone()
-                tok = const_tok[:, None].expand(an.shape[0], idx.numel(), -1, -1).clone() if per_token else None
-                for lat in range(k + 1, L):
+                tok = const_tok[:, None].expand(an.shape[0], idx.numel(), -1, -1).clone()
+                for lat in range(k + 1, view.num_layers):
                     p = per_layer[lat]
-                    V = self.weight_part(k, lat, start)  # [n, H, E]
                     r = p["alpha"] * p["inv_sd"][:, None]  # [B, H, N]
-                    f = (inv_post * p["zs"])[:, None, None]
-                    if per_token:
-                        # [B, n, N, E] = a[b,m,n] Σ_h r[b,h,m] V[n,h,e]
-                        t = torch.einsum("bhm,nhe->bnme", r, V) * an.transpose(1, 2)[..., None]
-                        tok += f[..., None] * t
-                        eff += f * t.sum(2)
-                    else:
-                        w = torch.einsum("bmn,bhm->bnh", an, r)
-                        eff += f * torch.einsum("bnh,nhe->bne", w, V)
-                pieces.append(eff)
-                if per_token:
-                    token_pieces.append(tok)
+                    # [B, n, N, E] = f · a[b,m,n] Σ_h r[b,h,m] V[n,h,e]
+                    t = torch.einsum("bhm,nhe->bnme", r, self.weight_part(k, lat, start))
+                    tok += p["f"][:, None, None, None] * t * an.transpose(1, 2)[..., None]
+                pieces.append(tok.sum(2))
+                token_pieces.append(tok)
             result[k] = NeuronEffects(layer=k, neurons=self.neurons.clone(), effects=torch.cat(pieces, 1),
-                                      norms=z.norm(dim=-1),
-                                      tokens=torch.cat(token_pieces, 1) if per_token else None)
+                                      norms=norms, tokens=torch.cat(token_pieces, 1))
         return result
 
     def _constants(self, k: int, per_layer: dict[int, dict[str, Tensor]], inv_post: Tensor, K: Tensor,
@@ -285,7 +326,7 @@ class SecondOrder:
                 v = v + s1 * vb
             v = v * p["alpha"].transpose(1, 2)[..., None]  # [B, N, H, dh] each source token at the CLS query
             first = self.map.head_first([lat])[0][:, 0]  # [H, dh, E]
-            y = torch.einsum("bnhj,hje->bne", v, first) * (inv_post * p["zs"])[:, None, None]
+            y = torch.einsum("bnhj,hje->bne", v, first) * p["f"][:, None, None]
             ob = self.map.w.out_bias[lat] @ self.map.first()[0]  # [E]: out bias (ls, γ folded), zero under a sub-LN
             y = y + (s1 / N) * inv_post[:, None, None] * ob
             y = y + (s1 / (num_sites(L) * N)) * K[:, None]
