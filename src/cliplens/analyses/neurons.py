@@ -80,7 +80,7 @@ class NeuronComponents:
         return self.norms[:, 0]
 
 
-def principal_components(effects: np.ndarray | Tensor, *, layer: int = -1, top_k: int = 100, chunk: int = 256,
+def principal_components(effects: np.ndarray | Tensor, *, layer: int = -1, top_k: int = 100, chunk: int = 64,
                          neurons: Sequence[int] | None = None) -> NeuronComponents:
     """Each neuron's first principal component from its scaled effects ``[I, n, E]`` (a memory-mapped array
     works: neurons are read in chunks), by the paper's recipe (module docs)."""
@@ -155,7 +155,7 @@ class NeuronDescription:
     cosine: float
 
     def line(self, n: int = 5) -> str:
-        return " + ".join(f"{w:.2f} {t!r}" for t, w in zip(self.texts[:n], self.weights[:n], strict=True))
+        return " + ".join(f"{w:.3g} {t!r}" for t, w in zip(self.texts[:n], self.weights[:n], strict=True))
 
 
 def text_dictionary(text_embeddings: Tensor, coefficient: float = COEFFICIENT) -> Tensor:
@@ -187,11 +187,12 @@ def describe(components: NeuronComponents, texts: Sequence[str], text_embeddings
     return out, recon
 
 
-def ablation_study(effects: np.ndarray | Tensor, embeddings: Tensor, labels: Sequence[int] | Tensor,
+def ablation_study(effects: np.ndarray | Tensor, embeddings: Tensor | np.ndarray, labels: Sequence[int] | Tensor,
                    classifier: Tensor, components: NeuronComponents, *, reconstructions: Tensor | None = None,
-                   coefficient: float = COEFFICIENT) -> dict[str, float]:
+                   coefficient: float = COEFFICIENT, chunk: int = 64) -> dict[str, float]:
     """Zero-shot accuracy (``[0, 1]``) of the scaled representation ``coefficient · z/‖z‖`` with one layer's
-    second-order effects ``[I, n, E]`` (scaled) changed, as the paper's ``compute_ablations.py``:
+    second-order effects ``[I, n, E]`` (scaled; memory-mapped arrays are read ``chunk`` images at a time) changed,
+    as the paper's ``compute_ablations.py``:
 
     * ``baseline``: nothing changed;
     * ``mean_ablated``: every neuron's effect replaced by its mean (``components.mean``, over the training images);
@@ -202,32 +203,38 @@ def ablation_study(effects: np.ndarray | Tensor, embeddings: Tensor, labels: Seq
       times that reconstruction (the code's evaluation, unnormalised).
 
     ``classifier`` ``[E, C]`` (or ``[C, E]``) holds the classes' text embeddings."""
-    e = torch.as_tensor(np.asarray(effects), dtype=torch.float64)
-    z = embeddings.to(torch.float64)
+    z_all = torch.as_tensor(np.asarray(embeddings), dtype=torch.float64)
     W = classifier.to(torch.float64)
-    if W.shape[0] != z.shape[1]:
+    if W.shape[0] != z_all.shape[1]:
         W = W.t()
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if not (e.shape[0] == z.shape[0] == y.shape[0]):
-        raise InvalidInputError(f"{e.shape[0]} images of effects, {z.shape[0]} embeddings and {y.shape[0]} labels: "
-                                "they must be the same images")
-    rep = coefficient * z / z.norm(dim=-1, keepdim=True)
+    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if not (effects.shape[0] == z_all.shape[0] == y_all.shape[0]):
+        raise InvalidInputError(f"{effects.shape[0]} images of effects, {z_all.shape[0]} embeddings and "
+                                f"{y_all.shape[0]} labels: they must be the same images")
     mean = torch.as_tensor(components.mean, dtype=torch.float64)
     pcs = torch.as_tensor(components.pcs, dtype=torch.float64)
-    cen = e - mean
-    ablated = rep - e.sum(1) + mean.sum(0)
-    sig = cen.norm(dim=-1) > torch.as_tensor(components.threshold, dtype=torch.float64)  # [I, n]
-    reps = {
-        "baseline": rep,
-        "mean_ablated": ablated,
-        "without_significant": ablated + (cen * (~sig)[..., None]).sum(1),
-        "without_insignificant": ablated + (cen * sig[..., None]).sum(1),
-        "principal_components": ablated + (torch.einsum("ind,nd->in", cen, pcs)[..., None] * pcs).sum(1),
-    }
-    if reconstructions is not None:
-        r = reconstructions.to(torch.float64)
-        reps["texts"] = ablated + (torch.einsum("ind,nd->in", cen, r)[..., None] * r).sum(1)
-    return {name: float(((v @ W).argmax(1) == y).double().mean()) for name, v in reps.items()}
+    thr = torch.as_tensor(components.threshold, dtype=torch.float64)
+    r = None if reconstructions is None else reconstructions.to(torch.float64)
+    correct: dict[str, int] = {}
+    for s in range(0, z_all.shape[0], chunk):
+        e = torch.as_tensor(np.asarray(effects[s:s + chunk]), dtype=torch.float64)
+        z, y = z_all[s:s + chunk], y_all[s:s + chunk]
+        rep = coefficient * z / z.norm(dim=-1, keepdim=True)
+        cen = e - mean
+        ablated = rep - e.sum(1) + mean.sum(0)
+        sig = cen.norm(dim=-1) > thr  # [i, n]
+        reps = {
+            "baseline": rep,
+            "mean_ablated": ablated,
+            "without_significant": ablated + (cen * (~sig)[..., None]).sum(1),
+            "without_insignificant": ablated + (cen * sig[..., None]).sum(1),
+            "principal_components": ablated + (torch.einsum("ind,nd->in", cen, pcs)[..., None] * pcs).sum(1),
+        }
+        if r is not None:
+            reps["texts"] = ablated + (torch.einsum("ind,nd->in", cen, r)[..., None] * r).sum(1)
+        for name, v in reps.items():
+            correct[name] = correct.get(name, 0) + int(((v @ W).argmax(1) == y).sum())
+    return {name: c / z_all.shape[0] for name, c in correct.items()}
 
 
 @torch.no_grad()
@@ -360,17 +367,15 @@ def _from_store(store: Any, lens: SecondOrder, rows: np.ndarray, stored: tuple[i
 def _from_forward(store: Any, model: Any, lens: SecondOrder, rows: np.ndarray, arrays: dict[int, Any],
                   batch_size: int, dataset: Any, bar: Any, task: Any) -> None:
     from cliplens.datasets.reopen import check_same_dataset, reopen_dataset
-    from cliplens.images.preprocess import Preprocessor
 
     if dataset is None:
         dataset = reopen_dataset(store.header["dataset"])
     else:
         check_same_dataset(dataset, store.header["dataset"], "the data set given")
-    pre = Preprocessor(model.preprocess_config)
     index = store.indices
     for s in range(0, rows.size, batch_size):
         r = rows[s:s + batch_size]
-        px = torch.stack([pre.process_one(dataset[int(index[i])].image)[0] for i in r])
+        px = model.preprocess([dataset[int(index[i])].image for i in r])
         for k, eff in lens(px).items():
             arrays[k][s:s + r.size] = eff.scaled().cpu().numpy()
         bar.advance(task, int(r.size))
