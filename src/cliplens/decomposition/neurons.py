@@ -272,39 +272,52 @@ class SecondOrder:
                                       norms=norms, tokens=torch.cat(token_pieces, 1))
         return result
 
-    def _constants(self, k: int, per_layer: dict[int, dict[str, Tensor]], inv_post: Tensor, K: Tensor,
-                   N: int) -> tuple[Tensor, Tensor]:
-        """Each neuron's share of the constants ``[B, E]`` (summed over source tokens) and ``[B, N, E]``."""
-        view, dt = self.view, self.dtype
-        L, H = view.num_layers, view.num_heads
-        Nn = self.width
-        src = view.blocks[k]
-        b2 = None if src.fc2_bias is None else src.fc2_bias.detach().to(dt)
-        if b2 is not None and src.ls_2 is not None:
-            b2 = b2 * src.ls_2.detach().to(dt)
-        B = inv_post.shape[0]
-        E = K.shape[-1]
-        tok = K.new_zeros(B, N, E)
-        for lat in range(k + 1, L):
-            blk, p = view.blocks[lat], per_layer[lat]
-            s1 = 1.0 / (num_sites(lat) * Nn)  # the neuron's share of ln_1's mean and bias (and of the biases after)
-            g1 = torch.ones(view.width, dtype=dt, device=K.device) if blk.ln_1.weight is None else \
-                blk.ln_1.weight.detach().to(dt)
-            inv = p["inv_sd"][..., None]  # [B, N, 1]
-            ln = -s1 * p["mu"][..., None] * inv * g1  # [B, N, D]
-            if b2 is not None:
-                ln = ln + (g1 * b2 / Nn) * inv
-            if blk.ln_1.bias is not None:
-                ln = ln + s1 * blk.ln_1.bias.detach().to(dt)
-            v = self._values(lat, ln)  # [B, N, H, dh]
+    def _constant_maps(self, k: int, lat: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Weight-only ``[H, E]`` maps of the constants at layer ``lat`` for source layer ``k``: through head ``h``'s
+        value, out-projection and the pooling head, ``γ_1`` (times each token's ``-s·μ/σ``), ``γ_1 ⊙ b_fc2`` (times
+        ``1/(N_n σ)``) and ``β_1 + b_V`` (times ``s``)."""
+        key = (k, lat, -1)
+        if key not in self._V:
+            view, dt = self.view, self.dtype
+            blk, src = view.blocks[lat], view.blocks[k]
+            H = blk.num_heads
+            ones = torch.ones(view.width, dtype=dt, device=view.device)
+            g1 = ones if blk.ln_1.weight is None else blk.ln_1.weight.detach().to(dt)
+            b2 = torch.zeros_like(ones) if src.fc2_bias is None else src.fc2_bias.detach().to(dt)
+            if src.ls_2 is not None:
+                b2 = b2 * src.ls_2.detach().to(dt)
+            beta = torch.zeros_like(ones) if blk.ln_1.bias is None else blk.ln_1.bias.detach().to(dt)
+            heads = self._values(lat, torch.stack([g1, g1 * b2, beta]))  # [3, H, dh]
             if blk.v_bias is not None:
                 vb = blk.v_bias.detach().to(dt).reshape(H, -1)
                 if blk.attn_norm is not None and blk.attn_norm.weight is not None:
                     vb = vb * blk.attn_norm.weight.detach().to(dt).reshape(H, -1)
-                v = v + s1 * vb
-            v = v * p["alpha"].transpose(1, 2)[..., None]  # [B, N, H, dh] each source token at the CLS query
+                heads[2] = heads[2] + vb
             first = self.map.head_first([lat])[0][:, 0]  # [H, dh, E]
-            y = torch.einsum("bnhj,hje->bne", v, first) * p["f"][:, None, None]
+            maps = torch.einsum("chj,hje->che", heads, first)
+            self._V[key] = maps  # type: ignore[assignment]
+        m = self._V[key]
+        return m[0], m[1], m[2]
+
+    def _constants(self, k: int, per_layer: dict[int, dict[str, Tensor]], inv_post: Tensor, K: Tensor,
+                   N: int) -> tuple[Tensor, Tensor]:
+        """Each neuron's share of the constants ``[B, E]`` (summed over source tokens) and ``[B, N, E]``: its share
+        ``s`` of ``ln_1``'s mean and bias and of the value bias, ``1/N_n`` of ``b_fc2`` (carried by the frozen
+        LayerNorm and the CLS row at each token), ``s/H`` of the out-projection bias per head and ``s/((2L+1)·H)``
+        of the pooling head's constant per head, those two split equally over the source tokens."""
+        view = self.view
+        L = view.num_layers
+        Nn = self.width
+        tok = K.new_zeros(K.shape[0], N, K.shape[-1])
+        for lat in range(k + 1, L):
+            p = per_layer[lat]
+            s1 = 1.0 / (num_sites(lat) * Nn)  # the neuron's share of ln_1's mean and bias (and of the biases after)
+            m_g, m_b2, m_beta = self._constant_maps(k, lat)  # [H, E]
+            c_g = -s1 * p["mu"] * p["inv_sd"]  # [B, N]
+            c_b2 = p["inv_sd"] / Nn
+            a = p["alpha"]  # [B, H, N]
+            y = (torch.einsum("bhn,he->bne", a * c_g[:, None], m_g) + torch.einsum("bhn,he->bne", a * c_b2[:, None], m_b2)
+                 + s1 * torch.einsum("bhn,he->bne", a, m_beta)) * p["f"][:, None, None]
             ob = self.map.w.out_bias[lat] @ self.map.first()[0]  # [E]: out bias (ls, γ folded), zero under a sub-LN
             y = y + (s1 / N) * inv_post[:, None, None] * ob
             y = y + (s1 / (num_sites(L) * N)) * K[:, None]
