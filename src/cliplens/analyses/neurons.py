@@ -91,7 +91,7 @@ def principal_components(effects: np.ndarray | Tensor, *, layer: int = -1, top_k
     top = min(int(top_k), n_img)
     means, pcs, norms, expl, tops = [], [], [], [], []
     for s in range(0, n, chunk):
-        e = torch.as_tensor(np.asarray(arr[:, s:s + chunk]), dtype=torch.float64).transpose(0, 1)  # [c, I, E]
+        e = torch.from_numpy(np.array(arr[:, s:s + chunk], dtype=np.float64)).transpose(0, 1)  # [c, I, E]
         m = e.mean(1, keepdim=True)
         cen = e - m
         nr = cen.norm(dim=-1)  # [c, I]
@@ -217,7 +217,7 @@ def ablation_study(effects: np.ndarray | Tensor, embeddings: Tensor | np.ndarray
     r = None if reconstructions is None else reconstructions.to(torch.float64)
     correct: dict[str, int] = {}
     for s in range(0, z_all.shape[0], chunk):
-        e = torch.as_tensor(np.asarray(effects[s:s + chunk]), dtype=torch.float64)
+        e = torch.from_numpy(np.array(effects[s:s + chunk], dtype=np.float64))
         z, y = z_all[s:s + chunk], y_all[s:s + chunk]
         rep = coefficient * z / z.norm(dim=-1, keepdim=True)
         cen = e - mean
