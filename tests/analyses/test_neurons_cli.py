@@ -66,3 +66,20 @@ def test_tables(store, tmp_path):
 def test_refusals(store, tmp_path, layers, words):
     r = run("neurons", store, "--layers", layers, "--out", tmp_path / "x")
     assert r.exit_code == 2 and words in one_line(r.output) and "Traceback" not in r.output
+
+
+def test_a_store_without_neuron_layers_reruns_the_model_on_its_data(tmp_path, random_toy_weights, store):
+    plain = tmp_path / "plain"
+    build_store(cliplens.load("toy", pretrained=str(random_toy_weights)), open_dataset(SPEC), plain,
+                settings=StoreSettings(chunk_size=8, batch_size=8))
+    r = run("neurons", plain, "--layers", "4", "--images", 6, "--top-k", 3, "--texts", 2, "--pool", "toy",
+            "--data", SPEC, "--out", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["source"] == "forward"
+    r2 = run("neurons", store, "--layers", "4", "--images", 6, "--top-k", 3, "--texts", 2, "--pool", "toy",
+             "--out", tmp_path / "o2", "--json")
+    assert r2.exit_code == 0 and json.loads(r2.stdout)["source"] == "store"
+    a, b = np.load(tmp_path / "o" / "effects-L4.npy"), np.load(tmp_path / "o2" / "effects-L4.npy")
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()  # the same effects by both routes
+    r = run("neurons", store, "--layers", "4", "--split", "test", "--out", tmp_path / "x")
+    assert r.exit_code == 2 and "describe the data set given with --data" in one_line(r.output)

@@ -10,7 +10,7 @@ import click
 
 from cliplens.analyses.pools import DEFAULT_POOL_HELP, POOLS, default_pool, load_pool
 from cliplens.cli.analyses import model_for, store_note
-from cliplens.cli.common import console, output_option, threads_option, torch_threads
+from cliplens.cli.common import console, loader_options, output_option, threads_option, torch_threads
 from cliplens.cli.tables import Column, print_table
 from cliplens.errors import InvalidInputError
 from cliplens.report.files import fresh_dir, writable_dir
@@ -54,6 +54,13 @@ def parse_layers(value: str) -> list[int]:
               help="Neurons per layer in the tables and atlas pages (those with the largest effects).")
 @click.option("--atlas", is_flag=True, help="Also write atlas pages: each shown neuron's top images with where it "
                                              "fires (re-runs the model on those images only).")
+@click.option("--data", default=None,
+              help="The store's data set (the spec or folder given to 'cliplens store build'), needed for --atlas and "
+                   "for a store built without --neuron-layers; default: reopened from the store's header. Checked "
+                   "against the store's record either way.")
+@click.option("--layout", default=None, help="With --data: its layout (default: detected).")
+@click.option("--split", default=None, help="With --data: its split.")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="With --data: a loader option (repeat).")
 @click.option("--fp16", is_flag=True, help="Write the effects in float16 (half the disk).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @output_option("--out", "out_dir", kind="folder", default=Path("cliplens-neurons"), show_default=True,
@@ -64,7 +71,8 @@ def parse_layers(value: str) -> list[int]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @threads_option(2)
 def neurons_cmd(store: Path, layers: str, n_images: int | None, top_k: int, pool: str | None, n_texts: int,
-                show: int, atlas: bool, fp16: bool, batch_size: int, out_dir: Path, model: str | None,
+                show: int, atlas: bool, data: str | None, layout: str | None, split: str | None,
+                options: tuple[str, ...], fp16: bool, batch_size: int, out_dir: Path, model: str | None,
                 pretrained: str | None, device: str, as_json: bool, threads: int) -> None:
     """Second-order effects of MLP neurons (through the later attention heads): each neuron's principal direction,
     its sparse text description, and the zero-shot accuracy with the neurons mean-ablated (from the store; a
@@ -72,6 +80,7 @@ def neurons_cmd(store: Path, layers: str, n_images: int | None, top_k: int, pool
     import numpy as np
     import torch
 
+    from cliplens.analyses.atlas import store_dataset
     from cliplens.analyses.neurons import (
         ablation_study,
         check_neuron_layers,
@@ -86,14 +95,20 @@ def neurons_cmd(store: Path, layers: str, n_images: int | None, top_k: int, pool
     wanted = parse_layers(layers)
     pool = pool or default_pool(st.header["model"])
     texts = load_pool(pool)
+    if (layout or split or options) and data is None:
+        raise InvalidInputError("--layout, --split and --option describe the data set given with --data")
     writable_dir(out_dir, "--out", create=False)
     with torch_threads(threads):
         adapter = model_for(st, model, pretrained, device)
         chosen = check_neuron_layers(adapter.vision, wanted)
+        stored = set(st.settings.get("neuron_layers", ()))
+        dataset = None
+        if atlas or not set(chosen) <= stored:  # the images are read again: the data set, checked, before any work
+            dataset = store_dataset(st, data, layout=layout, **loader_options(options, split=split))
         out, note = fresh_dir(out_dir)
         n = len(st) if n_images is None else min(n_images, len(st))
         res = store_effects(st, adapter, chosen, out, images=range(n), batch_size=batch_size,
-                            dtype="float16" if fp16 else "float32", progress=not as_json)
+                            dtype="float16" if fp16 else "float32", dataset=dataset, progress=not as_json)
         text_emb = adapter.encode_text(texts, progress=not as_json)
         labelled = bool((res.labels >= 0).all()) and len(st.class_names) > 1
         report: dict = {"store": str(st.path), "images": n, "source": res.source, "pool": pool,
@@ -125,13 +140,11 @@ def neurons_cmd(store: Path, layers: str, n_images: int | None, top_k: int, pool
                                title="zero-shot accuracy with neurons' second-order effects changed",
                                random_weights=bool(st.header["model"].get("random_weights"))))
     if atlas:
-        from cliplens.analyses.atlas import store_dataset
         from cliplens.report.neurons import neuron_cards, write_neuron_atlas
 
         cards = {k: neuron_cards(comps[k], descs[k], top=show, images=5, rows=res.rows) for k in chosen}
         with torch_threads(threads), torch.no_grad():
-            files.append(write_neuron_atlas(cards, adapter, store_dataset(st), st.indices, out,
-                                            note=store_note(st)))
+            files.append(write_neuron_atlas(cards, adapter, dataset, st.indices, out, note=store_note(st)))
     if as_json:
         click.echo(json.dumps({**report, "files": [str(f) for f in files]}, indent=1))
         return
