@@ -15,7 +15,7 @@ The effects themselves (one batch, exact, batched over neurons) are :mod:`cliple
   positively; the 100th-largest norm is the neuron's *significance threshold*;
 * **sparse text description** (:func:`describe`): the pool's normalised text embeddings, centred by their
   mean over the pool, each *coordinate* divided by its norm over the pool (the code's ``axis=0``) and times 100;
-  then orthogonal matching pursuit with ``components`` atoms (the code's default 32; its README command 128)
+  then orthogonal matching pursuit with ``n_texts`` atoms (the code's default 32; its README command 128)
   on each principal component. The code's vocabulary is its 30,000 common words; cliplens uses any pool
   (``cliplens.analyses.pools``), whose size the result states. The solver is a batched OMP written here
   (checked against scikit-learn's ``orthogonal_mp``);
@@ -24,7 +24,10 @@ The effects themselves (one batch, exact, batched over neurons) are :mod:`cliple
   reconstruction from the principal components (and from the text descriptions), with zero-shot accuracy;
 * **segmentation** (:func:`neuron_maps`): the class predicted zero-shot, the ``top`` neurons (over the chosen
   layers) whose principal component points most along that class's embedding (largest ``|pc · w_c|``), and
-  the mean of their post-activation values over the patch tokens.
+  the mean of their post-activation values over the patch tokens;
+* **a store's images** (:func:`store_effects`): from the numbers a store built with ``neuron_layers`` keeps (no
+  forward), or by re-running the model on the store's data set; written to memory-mapped ``.npy`` files, as the
+  code writes its ``[images, neurons, d]`` arrays.
 """
 
 from __future__ import annotations
