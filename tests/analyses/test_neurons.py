@@ -202,3 +202,17 @@ def test_neuron_maps_average_the_chosen_neurons_activations(tiny):
         chosen = np.argsort(-np.abs(pcs @ W.numpy()[:, classes[b]]))[:10]
         acts = [fw["hidden"][1 + i // 256][b, 1:, i % 256] for i in chosen]
         assert np.allclose(maps[b].numpy(), np.mean(acts, 0).reshape(4, 4), atol=1e-10)
+
+
+def test_real_shape_vit_b16_equals_naive_loops():
+    """ViT-B-16's width, heads, patch and 3,072-neuron MLPs (4 of its blocks; 64 px to keep the loops short): the
+    batched effects of every neuron, checked on two of them against the naive loops."""
+    from tests.conftest import oc_vit
+
+    m = oc_vit("B-16", layers=4, image_size=64, seed=84)
+    ad = cliplens.wrap(copy.deepcopy(m)).to(dtype=torch.float64)
+    x = pixels(1, 64, seed=85)
+    got = second_order(ad, x, [1], dtype=torch.float64, chunk=1000)[1]
+    assert got.effects.shape == (1, 3072, 512)
+    ref, _ = neuron_effects_naive(m, x, 1, [0, 3071])
+    assert np.abs(got.effects[:, [0, 3071]].numpy() - ref).max() <= 1e-10 * np.abs(ref).max()
