@@ -83,10 +83,11 @@ class NeuronComponents:
         return self.norms[:, 0]
 
 
-def principal_components(effects: np.ndarray | Tensor, *, layer: int = -1, top_k: int = 100, chunk: int = 64,
+def principal_components(effects: np.ndarray | Tensor, *, layer: int = -1, top_k: int = 100, chunk: int = 16,
                          neurons: Sequence[int] | None = None) -> NeuronComponents:
     """Each neuron's first principal component from its scaled effects ``[I, n, E]`` (a memory-mapped array
-    works: neurons are read in chunks), by the paper's recipe (module docs)."""
+    works: ``chunk`` neurons are read at a time, ``I · chunk · E`` float64 values in memory), by the paper's recipe
+    (module docs)."""
     arr = effects
     n_img, n, E = arr.shape
     if n_img < 2:
@@ -192,7 +193,7 @@ def describe(components: NeuronComponents, texts: Sequence[str], text_embeddings
 
 def ablation_study(effects: np.ndarray | Tensor, embeddings: Tensor | np.ndarray, labels: Sequence[int] | Tensor,
                    classifier: Tensor, components: NeuronComponents, *, reconstructions: Tensor | None = None,
-                   coefficient: float = COEFFICIENT, chunk: int = 64) -> dict[str, float]:
+                   coefficient: float = COEFFICIENT, chunk: int = 8) -> dict[str, float]:
     """Zero-shot accuracy (``[0, 1]``) of the scaled representation ``coefficient · z/‖z‖`` with one layer's
     second-order effects ``[I, n, E]`` (scaled; memory-mapped arrays are read ``chunk`` images at a time) changed,
     as the paper's ``compute_ablations.py``:
