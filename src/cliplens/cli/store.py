@@ -26,13 +26,13 @@ from cliplens.store.schema import FIELDS
 from cliplens.text.templates import TEMPLATE_SETS
 
 
-def _layers(value: str | None) -> tuple[int, ...]:
+def _layers(value: str | None, option: str = "--spatial-layers") -> tuple[int, ...]:
     if not value:
         return ()
     try:
         return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise InvalidInputError(f"--spatial-layers takes layer indices separated by commas (e.g. 10,11 or -2,-1), "
+        raise InvalidInputError(f"{option} takes layer indices separated by commas (e.g. 10,11 or -2,-1), "
                                 f"got {value!r}") from None
 
 
@@ -88,6 +88,9 @@ def store_group() -> None:
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="Precision of the stored terms (float16 halves the size).")
 @click.option("--spatial-layers", default=None, help="Also keep per-token terms for these layers (e.g. -2,-1).")
+@click.option("--neuron-layers", default=None,
+              help="Also keep what the second-order effects of these MLP layers' neurons need (e.g. 8,9,10; "
+                   "read by 'cliplens neurons').")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Images per chunk file (a crash loses at most the chunk in flight).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
@@ -101,7 +104,7 @@ def store_group() -> None:
 @threads_option(2)
 def build_cmd(data: str, model: str, pretrained: str | None, device: str, trust_checkpoint: bool, out_dir: Path,
               layout: str | None, split: str | None, options: tuple[str, ...], dtype: str, spatial_layers: str | None,
-              chunk_size: int, batch_size: int, workers: int, templates: str, skip_bad: bool, max_pixels: int,
+              neuron_layers: str | None, chunk_size: int, batch_size: int, workers: int, templates: str, skip_bad: bool, max_pixels: int,
               threads: int) -> None:
     """Decompose every image of DATA (a folder, a CSV, 'toy:…') into a store at --out.
 
@@ -114,7 +117,8 @@ def build_cmd(data: str, model: str, pretrained: str | None, device: str, trust_
 
     rank, world = distributed()
     dataset = open_dataset(data, layout=layout, **loader_options(options, split=split))
-    settings = StoreSettings(dtype, _layers(spatial_layers), chunk_size, batch_size, templates)
+    settings = StoreSettings(dtype, _layers(spatial_layers), chunk_size, batch_size, templates,
+                             _layers(neuron_layers, "--neuron-layers"))
     with torch_threads(threads):
         adapter = load_model(model, pretrained, device, trust_checkpoint)
         res = build_store(adapter, dataset, out_dir, settings=settings, skip_bad=skip_bad, num_workers=workers,

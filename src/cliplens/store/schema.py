@@ -27,7 +27,8 @@ pooling head for attention pooling), residual space unless said (``L`` layers, `
 ``embed_term`` ``[R, D]``, the head's frozen ``scale``, ``mean`` and weight sum ``wsum`` ``[R]``, ``embedding``
 ``[E]``, ``label``, ``index``; for CLS pooling ``cls_heads`` ``[1, L, H, dh]``; for a head that is not affine
 ``nonlinear`` ``[E]``; for a tower with a sub-LayerNorm over the concatenated heads (EVA02) ``shift`` ``[R, L, D]``;
-optionally ``spatial`` ``[R, Ls, N, H, dh]`` for chosen layers (see :data:`FIELDS`).
+optionally ``spatial`` ``[R, Ls, N, H, dh]`` for chosen layers, and ``neuron_weights``/``neuron_const`` for chosen
+MLP layers (the neurons' second-order factors; see :data:`FIELDS`).
 Sizes per image are in the README. Stores of the first format (CLS pooling only, no readout axis; ``mean`` and
 ``std`` at CLS) are read as the same thing (:class:`cliplens.store.Store`).
 """
@@ -73,9 +74,14 @@ FIELDS: dict[str, tuple[str, str]] = {
     "index": ("[]", "the image's index in the data set (int64)"),
     "spatial": ("[R, Ls, N, H, dh]", "optional: per source token and head, the readouts' α·v_m for the spatial "
                                      "layers"),
+    "neuron_weights": ("[K, Nn, Lp, H]", "optional (CLS pooling): for the neuron layers, each MLP neuron's numbers "
+                                         "through each later head (Σ_m a_m·α_m/σ_m times 1/σ_post; Lp = the layers "
+                                         "after the first neuron layer), from which cliplens.analyses.neurons "
+                                         "rebuilds the neurons' second-order effects without the model's forward"),
+    "neuron_const": ("[K, E]", "optional: each neuron layer's per-neuron share of the constants (float32)"),
 }
 #: fields stored in the chosen dtype (the rest: float32 / int64)
-LARGE = ("heads", "cls_heads", "attn_out", "mlp_out", "embed_term", "spatial", "shift")
+LARGE = ("heads", "cls_heads", "attn_out", "mlp_out", "embed_term", "spatial", "shift", "neuron_weights")
 
 
 @dataclass(frozen=True)
@@ -87,10 +93,15 @@ class StoreSettings:
     chunk_size: int = 1024
     batch_size: int = 32
     templates: str = "auto"  # the data set's own class prompts if it has them, else "imagenet"
+    #: MLP layers whose neurons' second-order factors are kept (``neuron_weights``; cliplens.analyses.neurons)
+    neuron_layers: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["spatial_layers"] = list(self.spatial_layers)
+        d["neuron_layers"] = list(self.neuron_layers)
+        if not self.neuron_layers:  # a store without them has the header of the stores made before they existed
+            del d["neuron_layers"]
         return d
 
 

@@ -98,11 +98,14 @@ class BuildResult:
 # ---- what is stored per image --------------------------------------------------------------------
 
 @torch.inference_mode()
-def image_terms(view: VisionView, pixels: Tensor, spatial_layers: Sequence[int] = ()) -> dict[str, Tensor]:
+def image_terms(view: VisionView, pixels: Tensor, spatial_layers: Sequence[int] = (),
+                neuron_layers: Sequence[int] = ()) -> dict[str, Tensor]:
     """One decomposition -> every stored field for a batch (see :data:`cliplens.store.schema.FIELDS`): the
     non-spatial :func:`~cliplens.decomposition.recording.decompose` of every layer, and, through observer hooks
     on the same forward, the CLS→CLS part of each head (CLS pooling) and the per-source-token terms of the
-    spatial layers (read out by the same rule, :func:`~cliplens.decomposition.recording.read_heads`)."""
+    spatial layers (read out by the same rule, :func:`~cliplens.decomposition.recording.read_heads`); with
+    ``neuron_layers``, the neurons' second-order factors (:meth:`cliplens.decomposition.neurons.SecondOrder.factors`)
+    from the same forward."""
     L = view.num_layers
     cls_only = view.head.reads_cls_only
     taps: dict[str, list[Tensor]] = {}
@@ -114,6 +117,12 @@ def image_terms(view: VisionView, pixels: Tensor, spatial_layers: Sequence[int] 
              for tap in (("attn.cls_contrib",) if cls_only else ("attn.pattern", "attn.v"))]
     if cls_only:  # α(CLS→CLS)·v_CLS: the CLS row of each pattern and v at CLS
         names += [f"blocks.{i}.{tap}" for i in range(L) for tap in ("attn.cls_pattern", "attn.v")]
+    lens = None
+    if neuron_layers:
+        from cliplens.decomposition.neurons import SecondOrder
+
+        lens = SecondOrder(view, neuron_layers)
+        names += [n for n in lens.names() if n != "final"]
     dec = decompose(view, pixels, spatial=False, hooks={n: keep for n in dict.fromkeys(names)})
     w = dec.readout.weights
     ro = dec.readout
@@ -128,6 +137,12 @@ def image_terms(view: VisionView, pixels: Tensor, spatial_layers: Sequence[int] 
     if spatial_layers:
         terms["spatial"] = torch.stack([read_layer(view, taps, layer, w, cls_only, True)[0]
                                         for layer in spatial_layers], 2)
+    if lens is not None:
+        cache = {n: taps[n][-1] for n in lens.names() if n != "final"}
+        cache["final"] = dec.final
+        factors = lens.factors(cache)
+        terms["neuron_weights"] = torch.stack([factors[k][0] for k in lens.layers], 1)
+        terms["neuron_const"] = torch.stack([factors[k][1] for k in lens.layers], 1)
     return {k: v.float().cpu() for k, v in terms.items()}
 
 
@@ -345,7 +360,7 @@ def _chunk_rows(model: Any, loader: DataLoader, settings: StoreSettings, skip_ba
                 skipped.append({"index": i, "id": sample_id, "reason": reason})
         if good:
             px = torch.stack([p for _, p, _ in good]).to(model.device, model.dtype)
-            terms = image_terms(model.vision, px, settings.spatial_layers)
+            terms = image_terms(model.vision, px, settings.spatial_layers, settings.neuron_layers)
             for k, v in terms.items():
                 rows.setdefault(k, []).append(v.to(dtype) if k in LARGE else v)
             kept += [i for i, _, _ in good]
@@ -455,8 +470,13 @@ def build_store(
     bad = [i for i in settings.spatial_layers if not -L <= i < L]
     if bad:
         raise InvalidInputError(f"spatial layers {bad} are out of range for a {L}-layer tower")
+    neuron_layers: tuple[int, ...] = ()
+    if settings.neuron_layers:
+        from cliplens.decomposition.neurons import check_neuron_layers
+
+        neuron_layers = check_neuron_layers(model.vision, settings.neuron_layers)
     settings = StoreSettings(settings.dtype, tuple(sorted({i % L for i in settings.spatial_layers})),
-                             settings.chunk_size, settings.batch_size, settings.templates)
+                             settings.chunk_size, settings.batch_size, settings.templates, neuron_layers)
     if len(dataset) == 0:
         raise InvalidInputError("the data set has no images")
     t0 = time.perf_counter()
