@@ -71,15 +71,15 @@ def case_ids(cases) -> list[str]:
 
 EXACT = [
     # (id, model, batch, input size, decompose kwargs)
-    ("B32-spatial", "B32", 3, (224, 224), dict(spatial=True, layers=None)),
-    ("B32-nonspatial", "B32", 3, (224, 224), dict(spatial=False, layers=None)),
-    ("B32-last2-spatial", "B32", 3, (224, 224), dict(spatial=True, layers=2)),
-    ("B32@288x192-spatial", "B32", 2, (288, 192), dict(spatial=True, layers=None)),
-    ("B32-full-depth-spatial", "B32-full", 2, (224, 224), dict(spatial=True, layers=None)),
-    ("B16-nonspatial", "B16", 1, (224, 224), dict(spatial=False, layers=None)),
-    ("B16@160-spatial", "B16", 3, (160, 160), dict(spatial=True, layers=None)),
-    ("L14-last2-spatial", "L14", 1, (224, 224), dict(spatial=True, layers=2)),
-    ("L14-nonspatial", "L14", 1, (224, 224), dict(spatial=False, layers=None)),
+    ("B32-spatial", "B32", 3, (224, 224), dict(spatial=True, last=None)),
+    ("B32-nonspatial", "B32", 3, (224, 224), dict(spatial=False, last=None)),
+    ("B32-last2-spatial", "B32", 3, (224, 224), dict(spatial=True, last=2)),
+    ("B32@288x192-spatial", "B32", 2, (288, 192), dict(spatial=True, last=None)),
+    ("B32-full-depth-spatial", "B32-full", 2, (224, 224), dict(spatial=True, last=None)),
+    ("B16-nonspatial", "B16", 1, (224, 224), dict(spatial=False, last=None)),
+    ("B16@160-spatial", "B16", 3, (160, 160), dict(spatial=True, last=None)),
+    ("L14-last2-spatial", "L14", 1, (224, 224), dict(spatial=True, last=2)),
+    ("L14-nonspatial", "L14", 1, (224, 224), dict(spatial=False, last=None)),
 ]
 
 
@@ -91,7 +91,7 @@ def test_decomposition_is_exact(case, zoo, record_property):
     d = a.decompose(x, **mode)
     cfg = a.model.config
     L, H = cfg.num_hidden_layers, cfg.num_attention_heads
-    k = L if mode["layers"] is None else mode["layers"]
+    k = L if mode["last"] is None else mode["last"]
     grid = (size[0] // cfg.patch_size, size[1] // cfg.patch_size)
     assert d.grid == grid and d.head_layers == tuple(range(L - k, L))
     if mode["spatial"]:
@@ -103,7 +103,7 @@ def test_decomposition_is_exact(case, zoo, record_property):
     rel = d.check(rtol=1e-5)
     record_property("check_rel_err", rel)
     assert rel < 1e-5
-    if mode["spatial"] and mode["layers"] is None:
+    if mode["spatial"] and mode["last"] is None:
         assert d.normalized().check(rtol=1e-5) < 1e-5
 
 
