@@ -34,6 +34,13 @@ from torch import Tensor
 
 from cliplens.checkpoints import CheckpointError, load_checkpoint, load_tensors
 from cliplens.errors import CliplensError, InvalidInputError, OutputExistsError
+from cliplens.experiments.evaluate import evaluate
+from cliplens.experiments.spurious import (
+    DEFAULT_SPEC,
+    SpuriousSpec,
+    group_accuracies,
+    spurious_training_batch,
+)
 from cliplens.jsonio import read_json, write_json_atomic
 from cliplens.toyworld.captions import (
     NUMBER_WORDS,
@@ -45,7 +52,6 @@ from cliplens.toyworld.captions import (
     sample_caption,
     scene_facts,
 )
-from cliplens.toyworld.evaluate import evaluate
 from cliplens.toyworld.model import (
     DEFAULT_WEIGHTS,
     ToyCLIP,
@@ -65,7 +71,6 @@ from cliplens.toyworld.scenes import (
     sample_scene,
     twin_scene,
 )
-from cliplens.toyworld.spurious import DEFAULT_SPEC, SpuriousSpec, group_accuracies, spurious_training_batch
 from cliplens.toyworld.tokenizer import ToyTokenizer
 
 __all__ = ["TrainConfig", "make_batch", "train", "contrastive_loss", "BatchDataset", "lr_at", "finetune_spurious"]
@@ -556,7 +561,7 @@ def train(
         trust_checkpoint: with ``resume``, allow the pickled ``checkpoint.pt`` of an older cliplens (unpickling
             can run code: only for a run you made yourself).
         export: write final weights (safetensors + JSON sidecar) to this path.
-        eval_n: if > 0, run :func:`cliplens.toyworld.evaluate.evaluate` with ``n=eval_n`` at the end.
+        eval_n: if > 0, run :func:`cliplens.experiments.evaluate.evaluate` with ``n=eval_n`` at the end.
         stop_after: stop (after checkpointing) once this many steps are done in total (tests).
     """
     old_threads = torch.get_num_threads()
