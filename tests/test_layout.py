@@ -228,6 +228,12 @@ def test_the_graph_sees_every_kind_of_import():
     assert _dynamic_import_calls("import importlib\nm = importlib.import_module(f'cliplens.{x}')\n") == [(2, False)]
 
 
+def test_no_module_is_longer_than_the_limit():
+    """A module past MAX_LINES lines holds more than one idea: split it along a real seam."""
+    long = {_module_name(p): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
+
+
 def _root_entries() -> set[str]:
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.splitlines()
@@ -286,3 +292,21 @@ def test_help_imports_no_model_code():
     for args in commands:
         out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True).stdout
         assert out.split()[:2] == ["False", "False"], (args, out)
+
+
+PAGE = ROOT / "docs" / "contributing" / "layout.md"
+
+
+def test_the_layout_page_states_the_order_and_runs():
+    """The documentation page's table is ORDER and ALLOWED, row by row, and its Python blocks run."""
+    import re
+
+    rows = re.findall(r"^\| `(\w+)/` \| .*? \| (.*?) \|$", PAGE.read_text(encoding="utf-8"), flags=re.M)
+    assert [name for name, _ in rows] == list(ORDER)
+    for name, allowed in rows[:-1]:
+        assert (set() if allowed == "nothing" else set(allowed.split(", "))) == ALLOWED[name], name
+    scope: dict[str, object] = {}
+    for block in re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.S):
+        exec(compile(block, str(PAGE), "exec"), scope)
+    assert scope["image"].shape == (64, 64, 3) and len(scope["scenes"]) == 2  # type: ignore[attr-defined]
+    assert all(len(s.texts) >= 2 for s in scope["scenes"])  # type: ignore[attr-defined]
