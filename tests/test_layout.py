@@ -36,11 +36,11 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"core", "images", "text", "decomposition", "toyworld"},
     "maps": {"core", "images", "text", "decomposition", "models"},
     "datasets": {"images", "toyworld"},
-    "evaluation": {"text", "maps", "datasets"},
-    "tasks": {"images", "text", "models", "maps", "evaluation"},
+    "evaluation": {"core", "text", "maps", "datasets"},
+    "tasks": {"core", "images", "text", "models", "maps", "evaluation"},
     "store": {"core", "images", "text", "decomposition"},
     "analyses": {"core", "text", "decomposition", "datasets", "store"},
-    "report": {"images", "toyworld", "decomposition", "models", "maps", "evaluation", "analyses"},
+    "report": {"core", "images", "toyworld", "decomposition", "models", "maps", "evaluation", "analyses"},
     "experiments": {"core", "toyworld", "models", "maps", "datasets", "evaluation", "store", "analyses"},
     "cli": set(ORDER[:-1]),
 }
@@ -308,5 +308,6 @@ def test_the_layout_page_states_the_order_and_runs():
     scope: dict[str, object] = {}
     for block in re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.S):
         exec(compile(block, str(PAGE), "exec"), scope)
+    assert scope["embedding_width"](scope["model"]) == scope["model"].vision.embed_dim  # type: ignore[operator]
     assert scope["image"].shape == (64, 64, 3) and len(scope["scenes"]) == 2  # type: ignore[attr-defined]
     assert all(len(s.texts) >= 2 for s in scope["scenes"])  # type: ignore[attr-defined]

@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.errors import InvalidInputError, MissingDependencyError
 from cliplens.evaluation.segmentation import (
     ConfusionMatrix,
@@ -196,7 +197,7 @@ def _label_image(bs: BenchScene, classes: list[str]) -> np.ndarray:
 
 @torch.no_grad()
 def run_bench(
-    model: Any = "toy",
+    model: ImageTextModel | str = "toy",
     n: int = DEFAULT_N,
     seed: int = DEFAULT_SEED,
     *,

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from cliplens.core.model import ImageTextModel
 from cliplens.decomposition import summarize
 from cliplens.errors import CliplensError
 from cliplens.evaluation.segmentation import score_map
@@ -155,7 +156,7 @@ def _segmentation_figure(image: np.ndarray, obj: ObjectResult, grid: tuple[int, 
 def make_demo(
     out_dir: str | Path = DEFAULT_OUT,
     *,
-    model: Any = "toy",
+    model: ImageTextModel | str = "toy",
     pretrained: str | None = None,
     seed: int = 0,
     objects: int = 3,
@@ -319,7 +320,7 @@ def format_summary(r: DemoResult) -> str:
 def run_demo(
     out_dir: str | Path = DEFAULT_OUT,
     *,
-    model: Any = "toy",
+    model: ImageTextModel | str = "toy",
     pretrained: str | None = None,
     seed: int = 0,
     objects: int = 3,
