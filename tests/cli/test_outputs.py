@@ -65,9 +65,9 @@ FILE_OUTPUTS = {
                                                                                   "standard_study")),
     "toy eval --json-out": ("--json-out", lambda c, f: ["toy", "eval", "-n", "4", "--n-retrieval", "4",
                                                         "--threads", "1", "--json-out", f],
-                            ("cliplens.toyworld.evaluate", "evaluate")),
+                            ("cliplens.experiments.evaluate", "evaluate")),
     "toy spurious --export": ("--export", lambda c, f: ["toy", "spurious", "--out", f.parent / "run", "--export",
-                                                         f], ("cliplens.toyworld.train", "finetune_spurious")),
+                                                         f], ("cliplens.experiments.train", "finetune_spurious")),
 }
 
 
@@ -95,7 +95,7 @@ def test_an_existing_file_is_refused_before_any_work_and_left_as_it_was(name, ct
 def test_a_sidecar_that_exists_is_refused_too(ctx, tmp_path, monkeypatch):
     sidecar = tmp_path / "w.json"
     sidecar.write_bytes(USERS)
-    _forbid(monkeypatch, ("cliplens.toyworld.train", "finetune_spurious"))
+    _forbid(monkeypatch, ("cliplens.experiments.train", "finetune_spurious"))
     r = run("toy", "spurious", "--out", tmp_path / "run", "--export", tmp_path / "w.safetensors")
     assert r.exit_code == 2 and str(sidecar) in one_line(r.stderr) and "--overwrite" in r.stderr
     assert sidecar.read_bytes() == USERS and not (tmp_path / "w.safetensors").exists()
@@ -108,7 +108,7 @@ def test_overwrite_replaces_the_file(name, ctx, tmp_path, monkeypatch):
     target.write_bytes(USERS)
     if option == "--export":
         target.with_suffix(".json").write_bytes(USERS)
-        monkeypatch.setattr("cliplens.toyworld.train.finetune_spurious", _fake_finetune)
+        monkeypatch.setattr("cliplens.experiments.train.finetune_spurious", _fake_finetune)
     r = run(*args(ctx, target), "--overwrite")
     assert r.exit_code == 0, r.output
     new = target.read_bytes()
@@ -130,7 +130,7 @@ def test_a_run_that_fails_while_writing_leaves_the_users_file_whole(option, ctx,
         r = run("ablate", ctx.store, "--plot", target, "--overwrite")
     else:
         target.with_suffix(".json").write_bytes(USERS)
-        monkeypatch.setattr("cliplens.toyworld.train.finetune_spurious", _failing_finetune)
+        monkeypatch.setattr("cliplens.experiments.train.finetune_spurious", _failing_finetune)
         r = run("toy", "spurious", "--out", tmp_path / "run", "--export", target, "--overwrite")
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert target.read_bytes() == USERS
@@ -194,7 +194,7 @@ FOLDER_OUTPUTS = {
 
 @pytest.mark.parametrize("name", list(FOLDER_OUTPUTS))
 def test_a_folder_with_files_gets_a_fresh_run_folder(name, ctx, tmp_path, monkeypatch):
-    monkeypatch.setattr("cliplens.toyworld.train.finetune_spurious", _fake_finetune)
+    monkeypatch.setattr("cliplens.experiments.train.finetune_spurious", _fake_finetune)
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "notes.txt").write_bytes(USERS)
@@ -213,7 +213,7 @@ def test_a_folder_that_cannot_be_written_is_said_before_any_work(name, ctx, monk
 
     for where in ("cliplens.models.load", "cliplens.report.demo.load"):
         monkeypatch.setattr(where, started)
-    monkeypatch.setattr("cliplens.toyworld.train.finetune_spurious", started)
+    monkeypatch.setattr("cliplens.experiments.train.finetune_spurious", started)
     r = run(*FOLDER_OUTPUTS[name](ctx, ctx.afile / "out"))
     assert r.exit_code == 2, r.output
     assert "cannot be created or written to" in one_line(r.stderr) and "bug" not in r.output

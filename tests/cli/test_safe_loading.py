@@ -11,8 +11,8 @@ import warnings
 import pytest
 import torch
 
+from cliplens.experiments.train import TrainConfig, load_training_state, train
 from cliplens.toyworld.model import ToyCLIPConfig
-from cliplens.toyworld.train import TrainConfig, load_training_state, train
 from tests.cli.conftest import one_line, run
 from tests.payload import save_payload
 

@@ -48,7 +48,7 @@ def test_spurious_uses_and_restores_threads(random_toy_weights, other_threads, t
         seen["threads"] = torch.get_num_threads()
         return {"spurious": {"before": result, "after": result}}
 
-    monkeypatch.setattr("cliplens.toyworld.train.finetune_spurious", fake_finetune)
+    monkeypatch.setattr("cliplens.experiments.train.finetune_spurious", fake_finetune)
     before = torch.get_num_threads()
     r = run("toy", "spurious", "--weights", random_toy_weights, "--out", tmp_path / "sp", "--threads", other_threads)
     assert r.exit_code == 0, r.output

@@ -44,7 +44,7 @@ def test_names_and_errors(tmp_path: Path):
 
 
 def test_toy_matches_the_bench_classes():
-    from cliplens.toyworld.bench import class_texts, object_text
+    from cliplens.toyworld.captions import class_texts, object_text
     from cliplens.toyworld.scenes import render_scene, sample_scene
 
     ds = open_segmentation("toy:n=6,seed=3")

@@ -482,15 +482,15 @@ def test_a_local_siglip_folder_without_its_tokenizer_never_gets_clips_bpe(tmp_pa
 
     import open_clip
 
-    from cliplens.models.openclip import _default_tokenizer
+    from cliplens.models.openclip_text import default_tokenizer
 
     tmp_path = tmp_path_factory.mktemp("oc")  # a folder whose name does not say "siglip"
     assert "siglip" not in str(tmp_path).lower()
     cfg = {"model_cfg": open_clip.get_model_config("ViT-B-16-SigLIP"), "preprocess_cfg": {}}
     (tmp_path / "open_clip_config.json").write_text(json.dumps(cfg))
-    tok, why = _default_tokenizer(open_clip, f"local-dir:{tmp_path}")
+    tok, why = default_tokenizer(open_clip, f"local-dir:{tmp_path}")
     assert tok is None and "timm/ViT-B-16-SigLIP" in why and "tokenizer=" in why
-    tok, why = _default_tokenizer(open_clip, "ViT-B-16")  # CLIP names keep open_clip's BPE tokenizer
+    tok, why = default_tokenizer(open_clip, "ViT-B-16")  # CLIP names keep open_clip's BPE tokenizer
     assert why is None and type(tok).__name__ == "SimpleTokenizer"
 
 
@@ -500,7 +500,7 @@ def test_a_siglip_tokenizer_is_looked_for_once_when_the_hub_does_not_answer(monk
     import huggingface_hub
     import open_clip
 
-    from cliplens.models import hub, openclip
+    from cliplens.models import hub, openclip_text
 
     seen = []
 
@@ -512,7 +512,7 @@ def test_a_siglip_tokenizer_is_looked_for_once_when_the_hub_does_not_answer(monk
     monkeypatch.setattr(hub, "hub_offline", lambda: False)
     monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
     monkeypatch.setattr(open_clip, "get_tokenizer", spy)
-    tok, why = openclip._default_tokenizer(open_clip, "ViT-B-16-SigLIP")
+    tok, why = openclip_text.default_tokenizer(open_clip, "ViT-B-16-SigLIP")
     assert tok is None and seen == [True] and "tokenizer=" in why
     assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # restored
 

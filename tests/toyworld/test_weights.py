@@ -3,7 +3,7 @@
 import json
 from importlib import resources
 
-from cliplens.toyworld.evaluate import zero_shot
+from cliplens.experiments.evaluate import zero_shot
 from cliplens.toyworld.model import DEFAULT_WEIGHTS, load_toy_clip
 from cliplens.toyworld.tokenizer import build_vocab
 
@@ -44,7 +44,7 @@ def test_shipped_model_is_trained():
 
 
 def test_shipped_spurious_model_has_a_group_gap():
-    from cliplens.toyworld.spurious import group_accuracies
+    from cliplens.experiments.spurious import group_accuracies
 
     p = _weights_dir() / "toy-clip-spurious.safetensors"
     with resources.as_file(p) as path:

@@ -31,6 +31,7 @@ from PIL import Image
 from torch import Tensor
 
 from cliplens.analyses.textspan import HeadSpan, TextSpanResult
+from cliplens.core.model import ImageTextModel
 from cliplens.datasets import open_dataset
 from cliplens.datasets.reopen import check_same_dataset, reopen_dataset
 from cliplens.decomposition.shares import site_share
@@ -235,7 +236,7 @@ def _view(pixels: Tensor, mean: Sequence[float], std: Sequence[float], size: int
 def build_atlas(
     store: Store,
     spans: TextSpanResult,
-    model: Any,
+    model: ImageTextModel,
     dataset: Any = None,
     *,
     images_per_text: int = 5,

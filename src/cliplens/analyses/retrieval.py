@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.errors import InvalidInputError
 from cliplens.store.reader import Store
 
@@ -53,7 +54,7 @@ def embedding_features(store: Store, rows: np.ndarray | None = None) -> Tensor:
     return torch.nn.functional.normalize(emb, dim=-1)
 
 
-def query_features(model: Any, pixels: Tensor, heads: Sequence[tuple[int, int]] | None) -> Tensor:
+def query_features(model: ImageTextModel, pixels: Tensor, heads: Sequence[tuple[int, int]] | None) -> Tensor:
     """``[B, E]`` the representation of preprocessed images through ``heads`` (``None``: the unit-norm
     embedding), from the model: the same quantity :func:`head_features` reads from a store."""
     dec = model.decompose(pixels, spatial=False).normalized()

@@ -22,8 +22,8 @@ from cliplens.cli.common import (
 )
 from cliplens.cli.tables import Column, print_table
 from cliplens.errors import InvalidInputError
+from cliplens.experiments.choices import BENCH_N, BENCH_SEED
 from cliplens.report.files import claim_output, fresh_dir, writable_dir, writable_file, written_then_renamed
-from cliplens.toyworld.choices import BENCH_N, BENCH_SEED
 
 __all__ = ["toy"]
 
@@ -145,8 +145,8 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
 
     The run's state (safetensors + JSON, no pickle) is saved in --out every --checkpoint-every steps; --resume
     continues it exactly as an uninterrupted run would have gone on."""
+    from cliplens.experiments.train import TrainConfig, current_command, train
     from cliplens.toyworld.model import ToyCLIPConfig
-    from cliplens.toyworld.train import TrainConfig, current_command, train
 
     mcfg = ToyCLIPConfig(name=name, image_size=image_size, patch_size=patch, width=width, layers=layers,
                          heads=heads, mlp_ratio=mlp_ratio, embed_dim=embed_dim, text_width=text_width,
@@ -196,8 +196,8 @@ def train_cmd(out_dir: str, seed: int, steps: int, minutes: float | None, decay_
 def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: int, json_out: Path | None,
              overwrite: bool, as_json: bool) -> None:
     """Zero-shot accuracy per factor and retrieval recall on held-out scenes."""
+    from cliplens.experiments.evaluate import evaluate
     from cliplens.models.toy import load_toy
-    from cliplens.toyworld.evaluate import evaluate
 
     if json_out is not None:
         json_out = claim_output(json_out, overwrite=overwrite, option="--json-out")  # before any work
@@ -231,8 +231,8 @@ def eval_cmd(weights: str | None, n: int, n_retrieval: int, seed: int, threads: 
 def spurious_cmd(weights: str | None, out_dir: Path, steps: int, batch_size: int, lr: float, seed: int,
                  threads: int, export: Path | None, overwrite: bool) -> None:
     """Fine-tune on the biased "toy waterbirds" mix; print group accuracies before and after."""
+    from cliplens.experiments.train import current_command, finetune_spurious
     from cliplens.models.toy import load_toy
-    from cliplens.toyworld.train import current_command, finetune_spurious
 
     load_toy(weights)  # a clean error for a file that is not toy-clip weights, before any work
     if export is not None:
@@ -255,7 +255,7 @@ def spurious_cmd(weights: str | None, out_dir: Path, steps: int, batch_size: int
 
 
 def _print_table(metrics: dict) -> None:
-    from cliplens.toyworld.evaluate import format_table
+    from cliplens.experiments.evaluate import format_table
 
     print_table(console(), ["metric", Column("value", number=True), Column("target", number=True),
                             "prompts / protocol"], format_table(metrics),
@@ -286,8 +286,8 @@ def bench_cmd(model: str, pretrained: str | None, n: int, seed: int, methods: tu
               ap_backend: str, threads: int, device: str, as_json: bool) -> None:
     """Ground-truth benchmark: every map method against the toy world's true object masks (per-object
     IoU, pixel accuracy, AP; open-vocabulary segmentation mIoU), next to baselines that ignore the text."""
+    from cliplens.experiments.bench import DEFAULT_ROWS, format_rows, run_bench
     from cliplens.maps import map_names
-    from cliplens.toyworld.bench import DEFAULT_ROWS, format_rows, run_bench
 
     unknown = [m for m in methods if m not in map_names() and m not in DEFAULT_ROWS]
     if unknown:
@@ -333,7 +333,7 @@ def heads_cmd(model: str, pretrained: str | None, n: int, objects: int | None, s
               clear: float, store_dir: str | None, threads: int, as_json: bool) -> None:
     """TEXTSPAN against ground truth: each head's texts (toy pool) next to the scene factor that measurably
     explains most of its output variance, and how often the two agree."""
-    from cliplens.toyworld.heads import head_factors
+    from cliplens.experiments.heads import head_factors
 
     adapter = load_model(model, pretrained, "cpu")
     with torch_threads(threads):

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from cliplens.core.attention import AttentionContext, AttentionStrategy, get_attention, register_attention
     from cliplens.core.forward import ForwardOutput, positional_embedding_for, project_tokens, run_vision
     from cliplens.core.hooks import hook_names, resolve_names
+    from cliplens.core.model import ImageTextModel
     from cliplens.core.plan import POSITIONAL_MODES, BlockPlan, Plan, SidePath
     from cliplens.core.view import BlockView, LayerNormView, VisionView
 
@@ -21,6 +22,7 @@ _LAZY = {
     "BlockPlan": "cliplens.core.plan",
     "BlockView": "cliplens.core.view",
     "ForwardOutput": "cliplens.core.forward",
+    "ImageTextModel": "cliplens.core.model",
     "LayerNormView": "cliplens.core.view",
     "POSITIONAL_MODES": "cliplens.core.plan",
     "Plan": "cliplens.core.plan",
@@ -37,7 +39,8 @@ _LAZY = {
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
-    "AttentionContext", "AttentionStrategy", "BlockPlan", "BlockView", "ForwardOutput", "LayerNormView", "Plan",
+    "AttentionContext", "AttentionStrategy", "BlockPlan", "BlockView", "ForwardOutput", "ImageTextModel",
+    "LayerNormView", "Plan",
     "POSITIONAL_MODES", "SidePath", "VisionView", "get_attention", "hook_names", "positional_embedding_for", "project_tokens",
     "register_attention", "resolve_names", "run_vision",
 ]

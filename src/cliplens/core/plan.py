@@ -16,7 +16,7 @@ model. The default plan is the model's own forward::
 
     Plan()                                                        # vanilla everywhere
     Plan().at(-1, attention="vanilla", residual=False, mlp=False) # last block: attention only
-    Plan().side(range(-6, 0), SidePath("surgery", attention="vv"))
+    Plan().side(range(-6, 0), SidePath("surgery", attention={"name": "self-self", "source": "v"}))  # v-v path
 
 Layer indices may be negative (counted from the end), an int, a range, a slice or any iterable.
 """

@@ -23,6 +23,19 @@ import numpy as np
 from cliplens.datasets.base import AttributeValue, Dataset
 from cliplens.datasets.options import convert_options, parse_spec
 from cliplens.errors import InvalidInputError
+from cliplens.toyworld.captions import bg_phrase, count_phrase, object_phrase
+from cliplens.toyworld.scenes import (
+    BG_COLOURS,
+    BG_KINDS,
+    COLOURS,
+    MAX_OBJECTS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    STREAMS,
+    render_scene,
+    sample_scene,
+)
 
 __all__ = ["FACTORS", "MAX_IMAGE_SIZE", "OBJECT_FACTORS", "SCENE_FACTORS", "ToyDataset", "check_scene_settings",
            "class_prompt", "factor_values", "load_toy", "parse_toy_spec"]
@@ -38,8 +51,6 @@ _CONSTRAINT = {"shape": "shapes", "colour": "colours", "size": "sizes", "positio
 
 def factor_values(factor: str) -> tuple[str, ...]:
     """The values of one toy-world factor, in the toy world's own order."""
-    from cliplens.toyworld.scenes import BG_COLOURS, BG_KINDS, COLOURS, MAX_OBJECTS, POSITIONS, SHAPES, SIZES
-
     return {
         "shape": SHAPES, "colour": COLOURS, "size": SIZES, "position": POSITIONS, "bg_kind": BG_KINDS,
         "bg_colour": BG_COLOURS, "count": tuple(str(k) for k in range(1, MAX_OBJECTS + 1)),
@@ -49,8 +60,6 @@ def factor_values(factor: str) -> tuple[str, ...]:
 def class_prompt(factor: str, value: str) -> str:
     """The zero-shot prompt for one value of a factor, in the toy world's words (as ``toy eval``'s prompt
     sets: "a photo of a red shape", "a photo of three shapes", "a photo of a striped background")."""
-    from cliplens.toyworld.captions import bg_phrase, count_phrase, object_phrase
-
     phrase = {
         "shape": lambda: object_phrase(shape=value), "colour": lambda: object_phrase(colour=value),
         "size": lambda: object_phrase(size=value), "position": lambda: object_phrase(position=value),
@@ -68,8 +77,6 @@ def check_scene_settings(what: str, *, n: Any, seed: Any, stream: Any, image_siz
     """Refuse, in one paragraph each, what :func:`~cliplens.toyworld.scenes.sample_scene` cannot draw: ``n``
     scenes (a positive integer), ``seed`` (an integer >= 0), ``stream`` (a name or an integer >= 0) and
     ``image_size`` (8 to :data:`MAX_IMAGE_SIZE` pixels)."""
-    from cliplens.toyworld.scenes import STREAMS
-
     def whole(v: Any) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -114,8 +121,6 @@ class ToyDataset(Dataset):
         bg_colour: str | Sequence[str] | None = None,
         name: str | None = None,
     ) -> None:
-        from cliplens.toyworld.scenes import MAX_OBJECTS
-
         factor = _ALIASES.get(label, label)
         if factor not in FACTORS:
             raise InvalidInputError(f"toy data set: unknown label factor {label!r}; choose one of {list(FACTORS)}")
@@ -172,8 +177,6 @@ class ToyDataset(Dataset):
         if hit is not None:
             self._cache.move_to_end(j)
             return hit
-        from cliplens.toyworld.scenes import sample_scene
-
         sc = sample_scene(self.seed, j, stream=self.stream, image_size=self.image_size, count=self.count,
                           **self.constraints)
         self._cache[j] = sc
@@ -183,8 +186,6 @@ class ToyDataset(Dataset):
 
     def render(self, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Scene ``i``'s image (uint8 ``[S, S, 3]``) and exact masks (see :func:`~cliplens.toyworld.scenes.render_scene`)."""
-        from cliplens.toyworld.scenes import render_scene
-
         return render_scene(self.scene(i))
 
     @staticmethod

@@ -6,10 +6,10 @@ visible there or to the background (no anti-aliasing, so no ignore pixels).
 
 Classes (``classes=``):
 
-* ``"colour-shape"`` (default): the toy bench's vocabulary (:mod:`cliplens.toyworld.bench`): 0 is
+* ``"colour-shape"`` (default): the toy bench's vocabulary (:mod:`cliplens.experiments.bench`): 0 is
   background and ``1 + c * len(SHAPES) + s`` the object of colour ``COLOURS[c]`` and shape ``SHAPES[s]``
-  (colours outer, shapes inner: the bench's ``class_texts()`` order, 56 classes). The plain name is
-  ``"red circle"``; the bench's text for it is ``"a red circle"``;
+  (colours outer, shapes inner: the order of :func:`~cliplens.toyworld.captions.class_texts`, 56 classes).
+  The plain name is ``"red circle"``; the bench's text for it is ``"a red circle"``;
 * ``"shape"``: background + the 7 shapes; ``"colour"``: background + the 8 colours.
 
 Defaults follow the classification toy set (:mod:`cliplens.datasets.toy`): the held-out ``"test"``
@@ -29,6 +29,7 @@ import numpy as np
 from cliplens.datasets.segmentation import SegmentationDataset
 from cliplens.datasets.toy import check_scene_settings
 from cliplens.errors import InvalidInputError
+from cliplens.toyworld.scenes import COLOURS, MAX_OBJECTS, SHAPES, render_scene, sample_scene
 
 __all__ = ["CLASS_SETS", "ToySegmentation", "load_toy_segmentation", "toy_class_names"]
 
@@ -39,7 +40,6 @@ _CLASS_ALIASES = {"colour_shape": "colour-shape", "color-shape": "colour-shape",
 
 def toy_class_names(classes: str = "colour-shape") -> list[str]:
     """``["background", ...]`` for one of :data:`CLASS_SETS`."""
-    from cliplens.toyworld.scenes import COLOURS, SHAPES
 
     if classes == "colour-shape":
         return ["background", *(f"{c} {s}" for c in COLOURS for s in SHAPES)]
@@ -62,7 +62,6 @@ class ToySegmentation(SegmentationDataset):
         classes: str = "colour-shape",
         name: str | None = None,
     ) -> None:
-        from cliplens.toyworld.scenes import MAX_OBJECTS
 
         check_scene_settings("toy segmentation", n=n, seed=seed, stream=stream, image_size=image_size)
         key = _CLASS_ALIASES.get(str(classes).lower(), str(classes).lower())
@@ -96,7 +95,6 @@ class ToySegmentation(SegmentationDataset):
         return {**self.__dict__, "_cache": OrderedDict()}
 
     def _label(self, obj: Any) -> int:
-        from cliplens.toyworld.scenes import COLOURS, SHAPES
 
         if self.classes == "colour-shape":
             return 1 + COLOURS.index(obj.colour) * len(SHAPES) + SHAPES.index(obj.shape)
@@ -109,7 +107,6 @@ class ToySegmentation(SegmentationDataset):
 
     def scene(self, i: int) -> Any:
         """The :class:`~cliplens.toyworld.scenes.SceneFactors` of scene ``i``."""
-        from cliplens.toyworld.scenes import sample_scene
 
         j = self._index(i)
         return sample_scene(self.seed, j, stream=self.stream, image_size=self.image_size, count=self.count)
@@ -119,7 +116,6 @@ class ToySegmentation(SegmentationDataset):
         if hit is not None:
             self._cache.move_to_end(i)
             return hit
-        from cliplens.toyworld.scenes import render_scene
 
         sc = self.scene(i)
         img, masks = render_scene(sc)

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from cliplens.core.heads import Readout
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import select_layers
 from cliplens.core.view import VisionView, fingerprint_view
 from cliplens.decomposition.algebra import HeadWeights, JointMap
@@ -601,7 +602,7 @@ class Decomposition:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], model: Any) -> Decomposition:
+    def load(cls, path: str | os.PathLike[str], model: ImageTextModel) -> Decomposition:
         """Read a saved decomposition for ``model`` (an adapter or a view); refuses another model's file."""
         from safetensors import safe_open
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cliplens.core.model import ImageTextModel
 from cliplens.errors import InvalidInputError
 from cliplens.evaluation.choices import IMAGENET_SEG_DEFAULT_MODE, IMAGENET_SEG_MODES
 from cliplens.evaluation.segeval import RESULTS, RunFolder, image_ids, image_set, model_record, resume
@@ -72,7 +73,7 @@ def transform_mask(mask: np.ndarray, box: tuple[float, float, float, float], siz
 
 
 def evaluate_imagenet_seg(
-    model: Any,
+    model: ImageTextModel,
     method: MapMethod | str,
     dataset: Any,
     *,
@@ -185,7 +186,7 @@ def evaluate_imagenet_seg(
     return result
 
 
-def _shown(model: Any, pixels: torch.Tensor) -> np.ndarray:
+def _shown(model: ImageTextModel, pixels: torch.Tensor) -> np.ndarray:
     """The model input ``[3, H, W]`` (normalised) as ``[H, W, 3]`` RGB in [0, 1]."""
     cfg = model.preprocess_config
     mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1)

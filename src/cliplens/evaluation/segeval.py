@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cliplens.core.model import ImageTextModel
 from cliplens.errors import InvalidInputError
 from cliplens.evaluation.protocol import SegProtocol, class_queries, predict_labels, protocol_for
 from cliplens.evaluation.segmentation import ConfusionMatrix
@@ -129,7 +130,7 @@ def model_record(model: Any) -> dict[str, Any]:
 
 
 def evaluate_segmentation(
-    model: Any,
+    model: ImageTextModel,
     method: MapMethod | str,
     dataset: Any,
     *,

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.core.trunk import blocks_message
 from cliplens.errors import CliplensError, InvalidInputError, UnsupportedArchitectureError
 from cliplens.images.io import DEFAULT_MAX_PIXELS
@@ -229,7 +230,7 @@ class MapMethod:
         pos = self.params.get("positional")
         return plan if pos is None else plan.interpolate(pos)
 
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         """Raw score maps ``[B, T, h, w]`` for preprocessed ``pixels`` ``[B, 3, H, W]`` and unit-norm text
         directions ``texts.directions`` ``[T, E]``."""
         raise NotImplementedError
@@ -245,7 +246,7 @@ class MapMethod:
         correction); most methods have none and return ``labels``. ``segment`` and ``segment-eval`` apply it."""
         return labels
 
-    def unsupported(self, model: Any) -> str | None:
+    def unsupported(self, model: ImageTextModel) -> str | None:
         """Why this method cannot run on ``model`` (``None``: it can). A group of methods (``--method all``)
         leaves such a method out with this note; asked for by name, it refuses with it. The base rule: a method
         that needs attention blocks cannot run on a tower without them (:attr:`runs_without_blocks`), and a method
@@ -261,7 +262,7 @@ class MapMethod:
                 return f"the {self.name!r} map needs its second backbone: {e}"
         return None
 
-    def backbone(self, model: Any) -> Any:
+    def backbone(self, model: ImageTextModel) -> Any:
         """The second backbone of a :attr:`second_backbone` method: its ``vfm`` (a name, or the model object
         given) loaded by :func:`cliplens.models.vfm.load_vfm` on first use and cached per name, on the CLIP
         model's device and dtype."""
@@ -280,7 +281,7 @@ class MapMethod:
     # ---- the pipeline every method shares -------------------------------------
     def __call__(
         self,
-        model: Any,
+        model: ImageTextModel,
         images: Any,
         targets: Targets | str | Sequence[str],
         *,
@@ -340,7 +341,7 @@ class MapMethod:
                     "normalization": normalization}
         return Maps(items, list(targets.names), self.name, settings, skipped)
 
-    def _contrasted(self, model: Any, px: Tensor, texts: TextEmbeddings, empty: TextEmbeddings | None,
+    def _contrasted(self, model: ImageTextModel, px: Tensor, texts: TextEmbeddings, empty: TextEmbeddings | None,
                     contrast: str, window: int | None, stride: int | None) -> Tensor:
         def run(t: TextEmbeddings) -> Tensor:
             return self._raw(model, px, t) if window is None else self._windowed(model, px, t, window, stride or window)
@@ -354,7 +355,7 @@ class MapMethod:
                 return raw - run(empty)  # type: ignore[arg-type]
         return raw
 
-    def _raw(self, model: Any, px: Tensor, texts: TextEmbeddings) -> Tensor:
+    def _raw(self, model: ImageTextModel, px: Tensor, texts: TextEmbeddings) -> Tensor:
         why = self.unsupported(model)
         if why:
             raise UnsupportedArchitectureError(why if why.endswith(".") else why + ".")
@@ -365,7 +366,7 @@ class MapMethod:
                                     f"[{px.shape[0]}, {texts.directions.shape[0]}, h, w]")
         return raw
 
-    def _windowed(self, model: Any, px: Tensor, texts: TextEmbeddings, window: int, stride: int) -> Tensor:
+    def _windowed(self, model: ImageTextModel, px: Tensor, texts: TextEmbeddings, window: int, stride: int) -> Tensor:
         """Slide a ``window`` over each input; average the windows' maps (upsampled to pixels) where they overlap."""
         B, _, H, W = px.shape
         wh, ww = min(window, H), min(window, W)

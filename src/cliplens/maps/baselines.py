@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.maps.base import MapMethod, register_map
 from cliplens.maps.targets import TextEmbeddings
 
@@ -22,7 +22,7 @@ class UniformMap(MapMethod):
     baseline = True
     runs_without_blocks = True
 
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         return torch.ones(pixels.shape[0], texts.directions.shape[0], 1, 1)
 
 
@@ -34,7 +34,7 @@ class NothingMap(MapMethod):
     baseline = True
     runs_without_blocks = True
 
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         return torch.full((pixels.shape[0], texts.directions.shape[0], 1, 1), -1.0)
 
 
@@ -57,7 +57,7 @@ class GaussianMap(MapMethod):
     def __init__(self, sigma: float = 0.25) -> None:
         super().__init__(sigma=sigma)
 
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         H, W = (int(s) for s in pixels.shape[-2:])
         g = _gaussian(H, W, float(self.params["sigma"]))
         return g.expand(pixels.shape[0], texts.directions.shape[0], H, W).clone()

@@ -52,6 +52,7 @@ from torch import Tensor
 
 from cliplens.core.attention.neighbourhood import gaussian_prior
 from cliplens.core.forward import _out_proj, project_tokens
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan
 from cliplens.errors import InvalidInputError, MissingDependencyError, install_hint
 from cliplens.maps.base import MapMethod, register_map
@@ -169,7 +170,7 @@ class CASS(MapMethod):
                          global_semantics_weight=float(global_semantics_weight), positional=positional,
                          vfm_positional=vfm_positional)
 
-    def unsupported(self, model: Any) -> str | None:
+    def unsupported(self, model: ImageTextModel) -> str | None:
         why = super().unsupported(model)  # the backbone loads, or why not
         if why:
             return why
@@ -181,7 +182,7 @@ class CASS(MapMethod):
                     "the same width (DINO ViT-B/8 or ViT-B/16 for a ViT-B CLIP)")
         return None
 
-    def _vfm_keys(self, model: Any, pixels: Tensor, grid: tuple[int, int]) -> Tensor:
+    def _vfm_keys(self, model: ImageTextModel, pixels: Tensor, grid: tuple[int, int]) -> Tensor:
         """The backbone's last-block patch keys on CLIP's ``grid``: ``[B, H, N, dh]``."""
         bb = self.backbone(model)
         H, W = pixels.shape[-2:]
@@ -197,7 +198,7 @@ class CASS(MapMethod):
         return dk.reshape(B, Hh, dh, -1).transpose(2, 3)
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         view = model.vision
         last = view.num_layers - 1
         names = [f"blocks.{last}.attn.k", f"blocks.{last}.attn.v"]

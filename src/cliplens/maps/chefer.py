@@ -20,12 +20,11 @@ Relevance is accumulated in float32 (float64 for a float64 model) and returned i
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from cliplens.core.attention import scaled_scores, softmax_rows
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import resolve_layer_indices
 from cliplens.errors import UnsupportedArchitectureError
 from cliplens.maps.base import MapMethod, register_map
@@ -45,7 +44,7 @@ class Chefer(MapMethod):
     def __init__(self, start_layer: int = 0, positional: str | None = None) -> None:
         super().__init__(start_layer=int(start_layer), positional=positional)
 
-    def unsupported(self, model: Any) -> str | None:
+    def unsupported(self, model: ImageTextModel) -> str | None:
         blocks = super().unsupported(model)
         if blocks:
             return blocks
@@ -56,7 +55,7 @@ class Chefer(MapMethod):
                     "pooling weights)")
         return None
 
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         why = self.unsupported(model)
         if why:
             raise UnsupportedArchitectureError(why + ".")

@@ -8,9 +8,8 @@ original evaluates at a short side of 448 with a 448 window, stride 224 and logi
 
 from __future__ import annotations
 
-from typing import Any
-
 from cliplens.core.attention import get_attention
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan
 from cliplens.maps.base import register_map
 from cliplens.maps.dense import PlanMap
@@ -30,5 +29,5 @@ class ClearCLIP(PlanMap):
     def __init__(self, positional: str | None = "bicubic_dino") -> None:
         super().__init__(positional=positional)
 
-    def plan(self, model: Any) -> Plan:
+    def plan(self, model: ImageTextModel) -> Plan:
         return Plan().at(-1, attention=get_attention("self-self", source="q"), residual=False, mlp=False)

@@ -47,14 +47,13 @@ forward's multiply-adds. The fused attention is computed from Sinkhorn scalings 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.core.attention.early_fusion import fused_unnormalised, sinkhorn_rounds
 from cliplens.core.forward import _out_proj, project_tokens
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan
 from cliplens.errors import InvalidInputError
 from cliplens.maps.base import MapMethod, register_map
@@ -91,14 +90,14 @@ class CLIPer(MapMethod):
         super().__init__(logit_scale=float(logit_scale), attention_thr=float(attention_thr), fuse=bool(fuse),
                          slide_crop=int(slide_crop), slide_stride=int(slide_stride), positional=positional)
 
-    def unsupported(self, model: Any) -> str | None:
+    def unsupported(self, model: ImageTextModel) -> str | None:
         why = super().unsupported(model)
         if why is None and model.vision.num_layers < 2:
             why = "the 'cliper' map fuses the attention of the blocks before the last one: it needs two or more blocks"
         return why
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         dirs = texts.directions
         T = dirs.shape[0]
         scored = torch.cat([dirs, F.normalize(dirs.mean(0, keepdim=True), dim=-1)])  # the targets and their mean
@@ -113,7 +112,7 @@ class CLIPer(MapMethod):
             out = out + torch.cat([probs[:, :-1], last[:, None]], dim=1).mean(1)
         return out.reshape(*out.shape[:2], *grid)
 
-    def _fused(self, model: Any, pixels: Tensor, scored: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
+    def _fused(self, model: ImageTextModel, pixels: Tensor, scored: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
         """Logits ``[B, K, T + 1, n]`` of the fused features (``K = L``, or 1 without ``fuse``), the last fused
         attention averaged over heads ``[B, n, n]`` (patch tokens), and the grid."""
         view = model.vision
@@ -156,7 +155,7 @@ class CLIPer(MapMethod):
         logits = logits.view(K, B, n, -1).permute(1, 0, 3, 2)
         return logits, attn, out.grid
 
-    def _slide(self, model: Any, pixels: Tensor, scored: Tensor, grid: tuple[int, int]) -> Tensor:
+    def _slide(self, model: ImageTextModel, pixels: Tensor, scored: Tensor, grid: tuple[int, int]) -> Tensor:
         """The sliding-window logits ``[B, K, T + 1, n]``, propagated by the stitched attention (module docs, 4)."""
         crop, stride = self.params["slide_crop"], self.params["slide_stride"]
         ph, pw = model.vision.patch_size

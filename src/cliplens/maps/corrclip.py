@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.core.forward import _mlp, _out_proj, _qkv
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan, resolve_layer_indices
 from cliplens.errors import (
     CliplensError,
@@ -200,14 +201,14 @@ class CorrCLIP(MapMethod):
                          map_correction=bool(map_correction), positional=positional)
 
     # ---- what the method needs --------------------------------------------------------------------------------
-    def unsupported(self, model: Any) -> str | None:
+    def unsupported(self, model: ImageTextModel) -> str | None:
         try:  # SAM first (its weights are never found by name), then the base rules: blocks, the second backbone
             self.mask_generator(model)
         except CliplensError as e:
             return f"the 'corrclip' map needs DINO and SAM: {e}"
         return super().unsupported(model) or cls_readout_message("corrclip", model.vision, "its mask class tokens start from the CLS token")
 
-    def layers(self, model: Any) -> list[int]:
+    def layers(self, model: ImageTextModel) -> list[int]:
         L = model.vision.num_layers
         given = self.params["spatial_layers"]
         layers = spatial_layers(L) if given is None else resolve_layer_indices(given, L, "spatial layer")
@@ -215,14 +216,14 @@ class CorrCLIP(MapMethod):
             raise InvalidInputError(f"CorrCLIP's spatial layers must be before the last block ({L - 1}); got {layers}")
         return layers
 
-    def mask_generator(self, model: Any) -> Any:
+    def mask_generator(self, model: ImageTextModel) -> Any:
         """SAM's automatic mask generator with the method's settings (built once; the mask generator SAM and
         SAM 2 ship, or any object with their ``generate(rgb_uint8) -> [{"segmentation", "area"}]``)."""
         if self._generator is None:
             self._generator = self._build_generator(model)
         return self._generator
 
-    def _build_generator(self, model: Any) -> Any:
+    def _build_generator(self, model: ImageTextModel) -> Any:
         sam, p = self._sam, self.params
         settings = dict(points_per_side=p["points_per_side"], pred_iou_thresh=p["pred_iou_thresh"],
                         stability_score_thresh=p["stability_score_thresh"])
@@ -269,7 +270,7 @@ class CorrCLIP(MapMethod):
         return SAM2AutomaticMaskGenerator(built, multimask_output=False, **settings)
 
     # ---- regions, features, maps -------------------------------------------------------------------------------
-    def regions(self, model: Any, pixels: Tensor) -> Tensor:
+    def regions(self, model: ImageTextModel, pixels: Tensor) -> Tensor:
         """SAM's region map ``[B, H, W]`` (int64, compact labels, 0 = the smallest) of preprocessed ``pixels``."""
         cfg = model.preprocess_config
         mean = torch.tensor(cfg.mean, device=pixels.device).view(1, 3, 1, 1)
@@ -296,7 +297,7 @@ class CorrCLIP(MapMethod):
         regions = labels_to_image(maps.regions, maps.box, maps.image_size, fill=int(maps.regions.min()))
         return vote_in_regions(labels, regions)
 
-    def _contrasted(self, model: Any, px: Tensor, texts: TextEmbeddings, empty: TextEmbeddings | None,
+    def _contrasted(self, model: ImageTextModel, px: Tensor, texts: TextEmbeddings, empty: TextEmbeddings | None,
                     contrast: str, window: int | None, stride: int | None) -> Tensor:
         # SAM runs once on each whole fitted input; its region map rides along as a 4th channel, so that every
         # sliding window (the base class crops the pixels) sees its crop of the same map, as in the original
@@ -311,7 +312,7 @@ class CorrCLIP(MapMethod):
         return super()._contrasted(model, torch.cat([px, regions[:, None].to(px.dtype)], dim=1), texts, empty,
                                    contrast, window, stride)
 
-    def dino_features(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    def dino_features(self, model: ImageTextModel, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """DINO's last-block ``q + k`` per patch (heads concatenated), L2-normalised ``[B, N_d, C]``, and its grid."""
         vfm = self.backbone(model)
         cfg = model.preprocess_config
@@ -320,7 +321,7 @@ class CorrCLIP(MapMethod):
         feats = qk.transpose(1, 2).flatten(2).to(device=pixels.device, dtype=pixels.dtype)
         return F.normalize(feats, dim=-1), out.grid
 
-    def features(self, model: Any, pixels: Tensor, regions: Tensor, dino: Tensor,
+    def features(self, model: ImageTextModel, pixels: Tensor, regions: Tensor, dino: Tensor,
                  dino_grid: tuple[int, int]) -> Tensor:
         """CorrCLIP's features ``[B, N_d, E]`` on DINO's grid, from ``pixels`` ``[B, 3, H, W]``, the region map
         ``regions`` ``[B, H, W]`` and DINO's unit features ``dino`` ``[B, N_d, C]`` on ``dino_grid``."""
@@ -387,7 +388,7 @@ class CorrCLIP(MapMethod):
         return z if head.proj_bias is None else z + head.proj_bias
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         if pixels.shape[1] == 4:  # from _contrasted: the region map rides along
             px, regions = pixels[:, :3], pixels[:, 3].round().long()
         else:

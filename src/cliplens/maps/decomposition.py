@@ -5,11 +5,11 @@ blocks) each position's direct effect through the attention pool (the pool terms
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.core.trunk import needs_blocks
 from cliplens.errors import InvalidInputError
 from cliplens.maps.base import MapMethod, register_map
@@ -42,7 +42,7 @@ class DecompositionMap(MapMethod):
     runs_without_blocks = True
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         heads = self.params["heads"]
         L, H = model.vision.num_layers, model.vision.num_heads
         if L == 0:  # an opaque trunk (ResNet): each position's direct effect through the attention pool

@@ -8,12 +8,11 @@ statistics) and the projection. MaskCLIP, SCLIP, ClearCLIP, NACLIP, ResCLIP and 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan
 from cliplens.maps.base import MapMethod
 from cliplens.maps.targets import TextEmbeddings
@@ -28,17 +27,17 @@ class PlanMap(MapMethod):
     #: the side path whose tokens are read (``None``: the main stream)
     stream: str | None = None
 
-    def plan(self, model: Any) -> Plan:
+    def plan(self, model: ImageTextModel) -> Plan:
         raise NotImplementedError
 
-    def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    def tokens(self, model: ImageTextModel, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``[B, N, E]`` every token of the stream through ``ln_post`` and the projection (CLS first), and the grid."""
         name = "dense" if self.stream is None else f"side.{self.stream}.dense"
         out = model.run(pixels, plan=self.plan_for(self.plan(model)), names=[name])
         return out[name], out.grid
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         tokens, grid = self.tokens(model, pixels)
         feats = F.normalize(tokens.float(), dim=-1)
         return patch_grid(feats @ texts.directions.to(feats).T, grid)

@@ -22,11 +22,10 @@ query row of every pass is read by the next.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
 from cliplens.core.attention import get_attention
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan, SidePath
 from cliplens.errors import InvalidInputError
 from cliplens.maps.base import register_map
@@ -53,7 +52,7 @@ class GEM(PlanMap):
         super().__init__(blocks=int(blocks), iterations=int(iterations),
                          temperature=None if temperature is None else float(temperature), positional=positional)
 
-    def plan(self, model: Any) -> Plan:
+    def plan(self, model: ImageTextModel) -> Plan:
         L = model.vision.num_layers
         n = self.params["blocks"]
         if not 1 <= n <= L:
@@ -61,7 +60,7 @@ class GEM(PlanMap):
         att = get_attention("grounding", iterations=self.params["iterations"], temperature=self.params["temperature"])
         return Plan().side(range(L - n, L), SidePath(self.stream, attention=att))
 
-    def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    def tokens(self, model: ImageTextModel, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``[B, N, E]`` the side path's tokens through ``ln_post`` and the projection (CLS first), and the grid."""
         name = f"side.{self.stream}.dense"
         plan = self.plan(model).at(-1, attention="identity", mlp=False)  # the main stream's output is not read

@@ -13,12 +13,11 @@ the gradient), and the mean token's gradient is passed on to the positions it av
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from cliplens.core.forward import positional_embedding_for
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import resolve_layer_indices
 from cliplens.core.trunk import needs_blocks
 from cliplens.maps.base import MapMethod, register_map
@@ -40,7 +39,7 @@ class GradCAM(MapMethod):
 
     runs_without_blocks = True
 
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         L = model.vision.num_layers
         k = model.vision.num_prefix_tokens
         if L == 0:  # a ResNet: the trunk's last feature map, as the pool reads it (positions taken off below)

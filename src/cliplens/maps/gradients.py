@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
+
 __all__ = ["grad_of", "image_text_cosine", "start_autograd"]
 
 
@@ -35,7 +37,7 @@ def grad_of(score: Tensor, inputs: Sequence[Tensor], *, retain: bool = True) -> 
     return torch.autograd.grad(score.sum(), list(inputs), retain_graph=retain, allow_unused=False)
 
 
-def run_differentiable(model: Any, pixels: Tensor, start: str, names: Sequence[str],
+def run_differentiable(model: ImageTextModel, pixels: Tensor, start: str, names: Sequence[str],
                        hooks: dict[str, Callable[[Tensor, str], Tensor | None]] | None = None, plan: Any = None) -> Any:
     """``model.run`` (under ``plan``: a method's positional rule) with autograd from the tensor named ``start`` on
     (see the module docs). Call it inside ``torch.no_grad()``; gradients stay on until that block exits."""

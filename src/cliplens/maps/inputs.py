@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.errors import ImageLoadError, InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS, open_image
 from cliplens.images.preprocess import Preprocessor
@@ -95,7 +96,7 @@ def image_size(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, i
     return _original(image, max_pixels)[1]
 
 
-def fitted_shape(model: Any, hw: tuple[int, int], *, fit: Fit = "whole", size: int | None = None,
+def fitted_shape(model: ImageTextModel, hw: tuple[int, int], *, fit: Fit = "whole", size: int | None = None,
                  window: int | None = None) -> tuple[int, int]:
     """The ``(H, W)`` of the model input :func:`fit_images` makes from an image of ``hw`` pixels (no pixel is
     read: the arithmetic of the fit alone). ``window``: the sliding window the input will be seen through
@@ -137,7 +138,7 @@ def _upscale_note(source: str, hw: tuple[int, int], patch: tuple[int, int], pixe
 
 
 def fit_images(
-    model: Any,
+    model: ImageTextModel,
     images: Any,
     *,
     fit: Fit = "whole",

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.core.forward import project_tokens
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import resolve_layer_indices
 from cliplens.maps.base import MapMethod, register_map
 from cliplens.maps.gradients import grad_of, run_differentiable
@@ -49,7 +50,7 @@ class LeGrad(MapMethod):
     def needs_empty(self) -> bool:  # type: ignore[override]
         return bool(self.params["correction"])
 
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         view = model.vision
         L = view.num_layers
         start = resolve_layer_indices(self.params["start_layer"], L, "start layer")[0]
@@ -94,7 +95,7 @@ def _minmax(m: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _pooled_legrad(model: Any, pixels: Tensor, texts: TextEmbeddings, layers: range, correction: bool,
+def _pooled_legrad(model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings, layers: range, correction: bool,
                    plan: Any = None) -> Tensor:
     """LeGrad for an attention-pooled tower (see the module docs)."""
     head = model.vision.head

@@ -15,10 +15,9 @@ attention pool's value projection and ``c_proj`` (``residual_ffn`` does not appl
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan
 from cliplens.maps.base import register_map
 from cliplens.maps.dense import PlanMap
@@ -40,12 +39,12 @@ class MaskCLIP(PlanMap):
 
     runs_without_blocks = True
 
-    def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    def tokens(self, model: ImageTextModel, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         if model.vision.num_layers == 0:  # a ResNet: the attention pool's value path, per token (its dense output)
             out = model.run(pixels, plan=self.plan_for(), names=["dense"])
             return out.dense, out.grid
         return super().tokens(model, pixels)
 
-    def plan(self, model: Any) -> Plan:
+    def plan(self, model: ImageTextModel) -> Plan:
         keep = self.params["residual_ffn"]
         return Plan().at(-1, attention="identity", residual=keep, mlp=keep)

@@ -11,9 +11,8 @@ than the model's, the positional table is resized as its code does (DINO's scale
 
 from __future__ import annotations
 
-from typing import Any
-
 from cliplens.core.attention import get_attention
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan
 from cliplens.maps.base import register_map
 from cliplens.maps.dense import PlanMap
@@ -33,6 +32,6 @@ class NACLIP(PlanMap):
     def __init__(self, gaussian: bool = True, sigma: float = 5.0, positional: str | None = "bicubic_dino") -> None:
         super().__init__(gaussian=bool(gaussian), sigma=float(sigma), positional=positional)
 
-    def plan(self, model: Any) -> Plan:
+    def plan(self, model: ImageTextModel) -> Plan:
         att = get_attention("neighbourhood", sigma=self.params["sigma"], gaussian=self.params["gaussian"])
         return Plan().at(-1, attention=att, residual=False, mlp=False)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.errors import InvalidInputError
 
 __all__ = ["DEFAULT_DILATIONS", "DEFAULT_ITERATIONS", "affinities", "image_refiner", "pamr", "propagate"]
@@ -86,7 +87,7 @@ def propagate(scores: Tensor, alpha: Tensor, iterations: int, dilations: Sequenc
     return m
 
 
-def image_refiner(model: Any, image: Any, *, fit: str, size: int | None, window: int | None,
+def image_refiner(model: ImageTextModel, image: Any, *, fit: str, size: int | None, window: int | None,
                   image_size: tuple[int, int], iterations: int = DEFAULT_ITERATIONS,
                   dilations: Sequence[int] = DEFAULT_DILATIONS) -> Callable[[Tensor], Tensor]:
     """PAMR for one image as NACLIP applies it: the affinities of the model's normalised input (fitted as the maps

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.core.forward import _out_proj, project_tokens
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan
 from cliplens.errors import InvalidInputError
 from cliplens.maps.base import MapMethod, register_map
@@ -72,7 +73,7 @@ def proxy_attention(features: Tensor, beta: float, gamma: float) -> Tensor:
     return logits.masked_fill(masked, float("-inf")).softmax(-1)
 
 
-def vfm_features(backbone: VisionBackbone, model: Any, pixels: Tensor, positional: str = "hub") -> Tensor:
+def vfm_features(backbone: VisionBackbone, model: ImageTextModel, pixels: Tensor, positional: str = "hub") -> Tensor:
     """The backbone's last-layer patch features ``[B, C, I, J]`` for CLIP-normalised ``pixels`` (re-normalised with
     the backbone's own statistics first; ``positional``: its rule at another grid)."""
     cfg = model.preprocess_config
@@ -105,7 +106,7 @@ class ProxyCLIP(MapMethod):
         super().__init__(vfm=vfm, beta=float(beta), gamma=float(gamma), positional=positional,
                          vfm_positional=vfm_positional)
 
-    def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    def tokens(self, model: ImageTextModel, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``[B, M, E]`` every output token (on the backbone's grid) through ``ln_post`` and the projection, and
         that grid."""
         view = model.vision
@@ -124,11 +125,11 @@ class ProxyCLIP(MapMethod):
         z = torch.bmm(attn.to(v.dtype), v).view(B, -1, H, dh)
         return project_tokens(view, _out_proj(view.blocks[last], z)), grid
 
-    def _vfm_grid(self, model: Any, pixels: Tensor) -> tuple[int, int]:
+    def _vfm_grid(self, model: ImageTextModel, pixels: Tensor) -> tuple[int, int]:
         return self.backbone(model).grid(*pixels.shape[-2:])
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         tokens, grid = self.tokens(model, pixels)
         feats = F.normalize(tokens.float() if tokens.dtype != torch.float64 else tokens, dim=-1)
         scores = feats @ texts.directions.to(feats).T  # [B, M, T]

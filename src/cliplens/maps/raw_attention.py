@@ -11,18 +11,17 @@ averaged over pool heads.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.maps.base import MapMethod, register_map
 from cliplens.maps.targets import TextEmbeddings
 
 __all__ = ["RawAttention", "pooling_row"]
 
 
-def pooling_row(model: Any, final: Tensor) -> Tensor:
+def pooling_row(model: ImageTextModel, final: Tensor) -> Tensor:
     """``[B, N]`` the pooling head's weights over the final tokens ``final`` ``[B, N, D]`` (its readouts'
     pooling weights averaged: a learned probe's attention, a mean's 1/N, 1 at CLS)."""
     return model.vision.head.readout(final).pooling.float().mean(1)
@@ -39,7 +38,7 @@ class RawAttention(MapMethod):
     runs_without_blocks = True  # a ResNet: the attention pool's mean-token query
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         view = model.vision
         if view.num_layers == 0:  # a ResNet: the attention pool's mean-token query
             out = model.run(pixels, plan=self.plan_for(), names=["head.pattern"])

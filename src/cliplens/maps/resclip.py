@@ -21,6 +21,7 @@ from typing import Any
 from torch import Tensor
 
 from cliplens.core.attention import ResidualCorrelation
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan, resolve_layer_indices
 from cliplens.errors import InvalidInputError
 from cliplens.maps.base import register_map
@@ -52,7 +53,7 @@ class ResCLIP(PlanMap):
                          reference_layers=None if reference_layers is None else [int(i) for i in reference_layers],
                          positional=positional)
 
-    def layers(self, model: Any) -> list[int]:
+    def layers(self, model: ImageTextModel) -> list[int]:
         L = model.vision.num_layers
         given = self.params["reference_layers"]
         layers = reference_layers(L) if given is None else resolve_layer_indices(given, L, "reference layer")
@@ -64,10 +65,10 @@ class ResCLIP(PlanMap):
     def _strategy(self) -> ResidualCorrelation:
         return ResidualCorrelation(tau=self.params["tau"], lam=self.params["lam"], sigma=self.params["sigma"])
 
-    def plan(self, model: Any) -> Plan:
+    def plan(self, model: ImageTextModel) -> Plan:
         return Plan().at(-1, attention=self._strategy(), residual=False, mlp=False)
 
-    def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    def tokens(self, model: ImageTextModel, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         layers = self.layers(model)
         strategy = self._strategy()
         acc: dict[str, Any] = {"sum": None, "seen": 0}

@@ -10,11 +10,10 @@ weights instead of the CLS row (``w · J``, ``w`` the pooling weights over the f
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import resolve_layer_indices
 from cliplens.maps.base import MapMethod, register_map
 from cliplens.maps.raw_attention import pooling_row
@@ -35,7 +34,7 @@ class Rollout(MapMethod):
         super().__init__(start_layer=int(start_layer), positional=positional)
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         L = model.vision.num_layers
         start = resolve_layer_indices(self.params["start_layer"], L, "start layer")[0]
         joint: Tensor | None = None

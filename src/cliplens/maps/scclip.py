@@ -57,6 +57,7 @@ from torch import Tensor
 
 from cliplens.core.attention import AttentionContext, SelfAdjusting
 from cliplens.core.forward import _out_proj, _qkv, project_tokens
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan, resolve_layer_indices
 from cliplens.errors import InvalidInputError
 from cliplens.maps.base import MapMethod, register_map
@@ -243,7 +244,7 @@ class SCCLIP(MapMethod):
         return out
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         view = model.vision
         L = view.num_layers
         cfg = self.settings(L)

@@ -9,8 +9,7 @@ stride 112 over the image resized to a short side of 336, and a logit scale of 4
 
 from __future__ import annotations
 
-from typing import Any
-
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan
 from cliplens.maps.base import register_map
 from cliplens.maps.dense import PlanMap
@@ -30,5 +29,5 @@ class SCLIP(PlanMap):
     def __init__(self, positional: str | None = "bicubic_dino") -> None:
         super().__init__(positional=positional)
 
-    def plan(self, model: Any) -> Plan:
+    def plan(self, model: ImageTextModel) -> Plan:
         return Plan().at(-1, attention="correlative")

@@ -55,6 +55,7 @@ from torch import Tensor
 
 from cliplens.core.attention import AttentionContext, SemanticEnhancer
 from cliplens.core.forward import _out_proj, _qkv, project_tokens
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan
 from cliplens.errors import InvalidInputError
 from cliplens.maps.base import MapMethod, register_map
@@ -168,7 +169,7 @@ class SFP(MapMethod):
                 f"tower); got {', '.join(f'{k} = {v}' for k, v in bad.items())}: give smaller ones with --param")
         return sim, ref, start, end
 
-    def unsupported(self, model: Any) -> str | None:
+    def unsupported(self, model: ImageTextModel) -> str | None:
         why = super().unsupported(model)
         if why:
             return why
@@ -186,7 +187,7 @@ class SFP(MapMethod):
         return None
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         view = model.vision
         p = self.params
         probe = view.num_layers - 2

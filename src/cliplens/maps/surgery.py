@@ -48,6 +48,7 @@ from torch import Tensor
 
 from cliplens.core.attention import get_attention
 from cliplens.core.heads.base import ln_stats
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan, SidePath
 from cliplens.core.trunk import needs_blocks
 from cliplens.decomposition.algebra import FrozenSubNorm, HeadWeights, JointMap
@@ -146,7 +147,7 @@ class Surgery(MapMethod):
         """The feature surgery computed for ``texts`` texts: ``"redundancy"`` falls back to ``"empty"`` for one."""
         return feature_used(self.params["feature"], texts)
 
-    def __call__(self, model: Any, images: Any, targets: Any, **kwargs: Any) -> Maps:
+    def __call__(self, model: ImageTextModel, images: Any, targets: Any, **kwargs: Any) -> Maps:
         maps = super().__call__(model, images, targets, **kwargs)
         settings: dict[str, Any] = {}
         for k, v in maps.settings.items():  # feature_used next to the feature asked for
@@ -157,7 +158,7 @@ class Surgery(MapMethod):
         return maps
 
     @torch.no_grad()
-    def tokens(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    def tokens(self, model: ImageTextModel, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``[B, N, E]``: CLS from the main stream, the other tokens from the side path (or the main stream
         without architecture surgery), through ``ln_post`` and the projection; and the token grid."""
         if self.params["architecture"] and model.vision.num_layers == 0:  # a ResNet: surgery in the attention pool
@@ -174,7 +175,7 @@ class Surgery(MapMethod):
         return torch.cat([out.embedding[:, None], dense[:, model.vision.num_prefix_tokens:]], 1), out.grid
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         tokens, grid = self.tokens(model, pixels)
         feats = F.normalize(tokens.float(), dim=-1)
         mode = self.params["feature"]
@@ -207,7 +208,7 @@ class SurgeryParts:
 
 
 @torch.no_grad()
-def surgery_parts(model: Any, pixels: Tensor, texts: TextEmbeddings, *, blocks: int = 6,
+def surgery_parts(model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings, *, blocks: int = 6,
                   feature: str = "redundancy", temperature: float = 2.0, positional: str = "bilinear") -> SurgeryParts:
     """The exact split of :class:`Surgery`'s raw maps over (layer, head) of the side path plus its start.
 

@@ -22,12 +22,11 @@ attention too, so its token 0 is not the model's embedding. ``variant="released"
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from cliplens.core.heads import AttnPoolHead
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan
 from cliplens.errors import InvalidInputError
 
@@ -51,7 +50,7 @@ def vv_pool(head: AttnPoolHead, x: Tensor, *, normalize: bool = True, factor: fl
 
 
 @torch.no_grad()
-def resnet_surgery_tokens(model: Any, pixels: Tensor, *, positional: str = "bilinear",
+def resnet_surgery_tokens(model: ImageTextModel, pixels: Tensor, *, positional: str = "bilinear",
                           variant: str = "paper") -> tuple[Tensor, tuple[int, int]]:
     """``([B, N, E], grid)``: CLIP Surgery's tokens of a ResNet CLIP (see the module docs), the mean token first."""
     if variant not in RESNET_VARIANTS:

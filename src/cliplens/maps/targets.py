@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.errors import EmptyTextError, InvalidInputError
 from cliplens.text.cache import cached_rows
 from cliplens.text.encode import TextEncoder, encode_validated, validate_texts, warn_texts
@@ -185,7 +186,7 @@ class Targets:
         return default if self.contrast is None else self.contrast
 
 
-def model_targets(model: Any, names: Sequence[str], templates: str | Sequence[str] | None, *, clip_default: str,
+def model_targets(model: ImageTextModel, names: Sequence[str], templates: str | Sequence[str] | None, *, clip_default: str,
                   contrast: Contrast | None = None) -> Targets:
     """:class:`Targets` for ``model``: ``names`` as they are (``templates`` ``None`` or ``"none"``) or in a prompt
     ensemble, where ``"auto"`` is the model's own default (:func:`cliplens.text.default_templates`: the toy CLIP's

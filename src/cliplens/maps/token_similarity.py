@@ -5,12 +5,11 @@ cosine similarity. What CLIP Surgery improves on."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.maps.base import MapMethod, register_map
 from cliplens.maps.targets import TextEmbeddings
 
@@ -35,7 +34,7 @@ class TokenSimilarity(MapMethod):
     runs_without_blocks = True  # a ResNet's dense output: the pool's value path (AttnPoolHead.dense)
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         out = model.run(pixels, plan=self.plan_for(), names=["dense"])
         feats = F.normalize(out.dense.float(), dim=-1)
         return patch_grid(feats @ texts.directions.to(feats).T, out.grid)

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cliplens.core.forward import _qkv
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan
 from cliplens.errors import CliplensError, InvalidInputError, UnsupportedArchitectureError
 from cliplens.maps.base import MapMethod, cls_readout_message, register_map
@@ -146,14 +147,14 @@ class Trident(MapMethod):
                          sam_halves=bool(sam_halves), positional=positional)
 
     # ---- what the method needs --------------------------------------------------------------------------------
-    def unsupported(self, model: Any) -> str | None:
+    def unsupported(self, model: ImageTextModel) -> str | None:
         try:  # SAM first (its weights are never found by name), then the base rules: blocks, the second backbone
             self.sam_model(model)
         except CliplensError as e:
             return f"the 'trident' map needs DINO and SAM: {e}"
         return super().unsupported(model) or cls_readout_message("trident", model.vision, "its patch tokens are read through them")
 
-    def sam_model(self, model: Any) -> Any:
+    def sam_model(self, model: ImageTextModel) -> Any:
         """SAM (``segment_anything``'s ``Sam``): the object given, or loaded once from ``sam_checkpoint``."""
         if self._sam_model is None:
             sam = self._sam
@@ -181,7 +182,7 @@ class Trident(MapMethod):
 
     # ---- SAM, DINO, CLIP ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def guidance(self, model: Any, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    def guidance(self, model: ImageTextModel, pixels: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """SAM's guidance ``[B, n, n]`` for preprocessed ``pixels`` ``[B, 3, H, W]`` and its valid grid."""
         from segment_anything import SamPredictor
 
@@ -213,7 +214,7 @@ class Trident(MapMethod):
             out.append(sam_guidance(qkv[0], qkv[1], qkv[2], attn, (H, W), valid, p["cos_fac"], p["refine_neg_cos"]))
         return torch.stack(out).to(pixels.device, pixels.dtype), valid
 
-    def windows(self, model: Any, H: int, W: int) -> list[tuple[int, int, int, int]]:
+    def windows(self, model: ImageTextModel, H: int, W: int) -> list[tuple[int, int, int, int]]:
         """The windows ``(top, left, height, width)`` of an ``H x W`` input (pixels)."""
         ph, pw = model.vision.patch_size
         crop, stride = self.params["slide_crop"], self.params["slide_stride"]
@@ -224,7 +225,7 @@ class Trident(MapMethod):
         return [(t, left, wh, ww) for t in window_positions(H, wh, stride) for left in window_positions(W, ww, stride)]
 
     @torch.no_grad()
-    def features(self, model: Any, pixels: Tensor, guidance: Tensor | list[tuple[Tensor, tuple[int, int]]],
+    def features(self, model: ImageTextModel, pixels: Tensor, guidance: Tensor | list[tuple[Tensor, tuple[int, int]]],
                  sam_grid: tuple[int, int] | None = None) -> Tensor:
         """Trident's features ``[B, n, E]`` on SAM's valid grid, from ``pixels`` ``[B, 3, H, W]`` and SAM's
         ``guidance`` ``[B, n, n]`` on ``sam_grid`` (:meth:`guidance`); or, for ``sam_halves``, a list of
@@ -285,7 +286,7 @@ class Trident(MapMethod):
         return z if head.proj_bias is None else z + head.proj_bias
 
     @torch.no_grad()
-    def raw(self, model: Any, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
+    def raw(self, model: ImageTextModel, pixels: Tensor, texts: TextEmbeddings) -> Tensor:
         why = self.unsupported(model)
         if why:
             raise UnsupportedArchitectureError(why if why.endswith(".") else why + ".")

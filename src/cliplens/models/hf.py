@@ -60,7 +60,7 @@ from cliplens.models.hub import (
     short,
 )
 
-#: ``config.hidden_act`` -> the activation name :func:`cliplens.models.view.apply_activation` knows.
+#: ``config.hidden_act`` -> the activation name :func:`cliplens.core.layers.apply_activation` knows.
 HF_ACTIVATIONS = {
     "quick_gelu": "quick_gelu",
     "gelu": "gelu",

@@ -19,7 +19,7 @@ The page shows:
   the mean over all other colour-shape names) next to the object's true visible mask, and the IoU.
   Threshold rule (the original segmentation code's): upsample bilinearly to pixels, clip below 0,
   min-max normalise, foreground = map >= its mean; a map with nothing above 0 predicts nothing
-  (see :mod:`cliplens.toyworld.bench`).
+  (see :mod:`cliplens.experiments.bench`).
 
 Files (all under the output folder, which is never one with files already in it): ``index.html``,
 PNG figures, ``maps.npz`` (the image, and per object the token-grid map, the upsampled map, the
@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from cliplens.core.model import ImageTextModel
 from cliplens.decomposition import summarize
 from cliplens.errors import CliplensError
 from cliplens.evaluation.segmentation import score_map
@@ -57,8 +58,7 @@ from cliplens.report.plotting import (
     slug,
     wrap,
 )
-from cliplens.toyworld.bench import class_texts, object_text
-from cliplens.toyworld.captions import bg_phrase, count_phrase, describe
+from cliplens.toyworld.captions import bg_phrase, class_texts, count_phrase, describe, object_text
 from cliplens.toyworld.scenes import MAX_OBJECTS, render_scene, sample_scene
 
 __all__ = ["run_demo", "make_demo", "demo_scene", "format_summary", "DemoResult", "ObjectResult", "DEFAULT_OUT"]
@@ -156,7 +156,7 @@ def _segmentation_figure(image: np.ndarray, obj: ObjectResult, grid: tuple[int, 
 def make_demo(
     out_dir: str | Path = DEFAULT_OUT,
     *,
-    model: Any = "toy",
+    model: ImageTextModel | str = "toy",
     pretrained: str | None = None,
     seed: int = 0,
     objects: int = 3,
@@ -320,7 +320,7 @@ def format_summary(r: DemoResult) -> str:
 def run_demo(
     out_dir: str | Path = DEFAULT_OUT,
     *,
-    model: Any = "toy",
+    model: ImageTextModel | str = "toy",
     pretrained: str | None = None,
     seed: int = 0,
     objects: int = 3,

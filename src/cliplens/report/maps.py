@@ -7,7 +7,8 @@ original photo, with the conventions of :mod:`cliplens.report.plotting`:
   dashed; nothing is drawn outside it); the photo's name, the text and the method (its display name,
   :func:`display_name`) head every figure, in a few words; the settings go in a caption under the
   panels (also in the PNG's Title);
-* label maps are palette PNGs (:data:`PALETTE`: 0, background, black; 255, not seen by the model).
+* label maps are palette PNGs (:data:`PALETTE`: 0, background, black; 255, not seen by the model), made by
+  :mod:`cliplens.report.labels` (its names are re-exported here).
 
 Figures: :func:`map_overlay_figure` (one text), :func:`map_grid_figure` (every text of one image),
 :func:`methods_figure` (texts × methods: per row the photo, the methods' maps and one colour bar), :func:`segmentation_figure` (labels with a legend) and
@@ -16,7 +17,6 @@ Figures: :func:`map_overlay_figure` (one text), :func:`map_grid_figure` (every t
 
 from __future__ import annotations
 
-import colorsys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from PIL import Image
 from torch import Tensor
 
 from cliplens.evaluation.segmentation import upsample_map
+from cliplens.report.labels import IGNORE_COLOUR, PALETTE, label_image, label_rgba, save_label_png
 from cliplens.report.plotting import (
     DIVERGING,
     LABEL_SIZE,
@@ -63,29 +64,6 @@ __all__ = [
 SEQUENTIAL = "inferno"
 MINMAX_LABEL = "map, min–max per map\n(1: where the text scores highest)"
 RAW_LABEL = "raw score (0 is white)\nred: toward the text, blue: away"
-#: label 255 (not seen by the model, outside a centre crop)
-IGNORE_COLOUR = (224, 224, 224)
-#: Kelly's colours of maximum contrast (white and black left out): labels 1..20
-_KELLY = ["#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280", "#848482", "#008856", "#e68fac",
-          "#0067a5", "#f99379", "#604e97", "#f6a600", "#b3446c", "#dcd300", "#882d17", "#8db600", "#654522",
-          "#e25822", "#2b3d26"]
-
-
-def _palette() -> list[tuple[int, int, int]]:
-    """256 RGB colours: 0 black (background), 1..20 Kelly's colours, then golden-ratio hues (never dark),
-    255 light grey (not seen)."""
-    cols = [(0, 0, 0)] + [tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in _KELLY]
-    k = 0
-    while len(cols) < 255:
-        h = (k * 0.618033988749895) % 1.0
-        s, v = (0.85, 0.95) if k % 2 == 0 else (0.55, 0.75)
-        cols.append(tuple(int(round(255 * x)) for x in colorsys.hsv_to_rgb(h, s, v)))
-        k += 1
-    return [*cols, IGNORE_COLOUR]  # type: ignore[list-item]
-
-
-#: the fixed palette of label PNGs: ``PALETTE[label]`` is the RGB colour of that label
-PALETTE: list[tuple[int, int, int]] = _palette()
 
 
 # --------------------------------------------------------------------------- words
@@ -441,26 +419,6 @@ def save_methods(image: np.ndarray | Image.Image, maps: Mapping[str, Any], label
 
 
 # --------------------------------------------------------------------------- segmentation
-def label_image(labels: Tensor | np.ndarray) -> Image.Image:
-    """Labels ``[H, W]`` (0..255) -> a palette PNG image (mode ``"P"``, :data:`PALETTE`) of the same size."""
-    arr = np.asarray(torch.as_tensor(labels).cpu()) if isinstance(labels, Tensor) else np.asarray(labels)
-    if arr.ndim != 2:
-        raise ValueError(f"labels must be [H, W], got shape {arr.shape}")
-    if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise ValueError(f"labels must lie in 0..255, got {arr.min()}..{arr.max()}")
-    img = Image.fromarray(arr.astype(np.uint8), mode="P")
-    img.putpalette([c for rgb in PALETTE for c in rgb])
-    return img
-
-
-def save_label_png(labels: Tensor | np.ndarray, path: str | Path) -> Path:
-    """The label map as a palette PNG (its pixel values are the labels)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    label_image(labels).save(path)
-    return path
-
-
 def _areas(labels: np.ndarray, count: int) -> np.ndarray:
     """Pixels per label 0..count, and those not seen (255) last."""
     counts = np.bincount(labels.ravel(), minlength=256)
@@ -538,17 +496,6 @@ def save_segmentation(image: np.ndarray | Image.Image, seg: Any, path: str | Pat
     return save(segmentation_figure(image, seg, **kwargs), path)
 
 
-def _label_rgba(labels: np.ndarray, step: int, background: int | None = None) -> np.ndarray:
-    """Data-set labels (class ``c`` in :data:`PALETTE` colour ``c + 1``; 255 grey; ``background`` uncoloured)."""
-    small = labels[::step, ::step]
-    colours = np.asarray(PALETTE, dtype=np.float32) / 255.0
-    idx = np.where(small == 255, 255, np.clip(small + 1, 0, 254))
-    rgba = np.ones((*small.shape, 4), dtype=np.float32)
-    rgba[..., :3] = colours[idx]
-    rgba[..., 3] = np.where(small == 255, 0.85, np.where(small == background, 0.0, 0.65))
-    return rgba
-
-
 def evaluation_figure(image: np.ndarray | Image.Image, mask: np.ndarray, pred: np.ndarray,
                       class_names: Sequence[str], *, image_name: str = "", note: str = "",
                       ignore_index: int = 255, background: int | None = None, max_legend: int = 14,
@@ -567,7 +514,7 @@ def evaluation_figure(image: np.ndarray | Image.Image, mask: np.ndarray, pred: n
     axes[0].set_title(f"the photo ({w0}x{h0} px)", fontsize=LABEL_SIZE)
     for ax, lab, title in ((axes[1], gt, "ground truth"), (axes[2], pr, "prediction")):
         ax.imshow(_grey(shown), cmap="gray", vmin=0, vmax=1, extent=(0, w0, h0, 0))
-        ax.imshow(_label_rgba(lab, step, background), extent=(0, w0, h0, 0), interpolation="nearest")
+        ax.imshow(label_rgba(lab, step, background), extent=(0, w0, h0, 0), interpolation="nearest")
         ax.set_title(title, fontsize=LABEL_SIZE)
     for ax in axes:
         ax.set_axis_off()

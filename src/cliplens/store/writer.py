@@ -40,6 +40,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from cliplens.core.model import ImageTextModel
 from cliplens.core.view import VisionView
 from cliplens.decomposition.algebra import FrozenSubNorm, HeadWeights
 from cliplens.decomposition.recording import decompose, read_layer
@@ -169,7 +170,7 @@ def classifier_texts(dataset: Any, templates: str) -> tuple[list[str], list[str]
     return list(dataset.class_names), list(TEMPLATE_SETS[templates])
 
 
-def projections(model: Any, dataset: Any, templates: str, progress: bool = False) -> dict[str, Tensor]:
+def projections(model: ImageTextModel, dataset: Any, templates: str, progress: bool = False) -> dict[str, Tensor]:
     """The weight-derived matrices analyses need without the model (see :mod:`cliplens.store.schema`): the pooling
     head's and the out-projections' (:class:`~cliplens.decomposition.algebra.HeadWeights`) and the classifier."""
     tensors = {k: v.detach().float().cpu() for k, v in HeadWeights.from_view(model.vision).tensors().items()}
@@ -210,7 +211,7 @@ def _collate(batch: list[Any]) -> list[Any]:
 
 # ---- the header -------------------------------------------------------------------------------------
 
-def header(model: Any, dataset: Any, settings: StoreSettings, command: dict[str, Any] | None = None
+def header(model: ImageTextModel, dataset: Any, settings: StoreSettings, command: dict[str, Any] | None = None
            ) -> dict[str, Any]:
     """What identifies a store: model, preprocessing, settings, data set; the checksum kind its files carry; and
     the command that built it (``{"argv": [...], "cwd": ...}``, for the message that says how to repair it)."""
@@ -298,7 +299,7 @@ def _prepare(out: Path, head: dict[str, Any], rank: int, result: BuildResult) ->
     return False
 
 
-def _ensure_projections(out: Path, model: Any, dataset: Any, settings: StoreSettings, head: dict[str, Any],
+def _ensure_projections(out: Path, model: ImageTextModel, dataset: Any, settings: StoreSettings, head: dict[str, Any],
                         result: BuildResult, progress: bool) -> None:
     """Rank 0: check ``projections.safetensors`` in full, or compute it (again) — the classifier with it."""
     path = out / PROJECTIONS
@@ -339,7 +340,7 @@ def _repaired(result: BuildResult, name: str, reason: str, what: str = "it is co
 
 # ---- the chunks -------------------------------------------------------------------------------------
 
-def _chunk_rows(model: Any, loader: DataLoader, settings: StoreSettings, skip_bad: bool, dataset: Any,
+def _chunk_rows(model: ImageTextModel, loader: DataLoader, settings: StoreSettings, skip_bad: bool, dataset: Any,
                 bar: Any, task: Any) -> tuple[dict[str, Tensor], list[dict[str, Any]], list[int], list[tuple]]:
     rows: dict[str, list[Tensor]] = {}
     skipped: list[dict[str, Any]] = []
@@ -441,7 +442,7 @@ def write_manifest(out: Path, n_images: int, chunk_size: int) -> dict[str, Any]:
 
 
 def build_store(
-    model: Any,
+    model: ImageTextModel,
     dataset: Any,
     out_dir: str | os.PathLike[str],
     *,

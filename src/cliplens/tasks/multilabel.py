@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.errors import InvalidInputError
 from cliplens.evaluation.segmentation import average_precision
 from cliplens.images.io import DEFAULT_MAX_PIXELS
@@ -105,7 +106,7 @@ def _as_list(images: Any) -> list[Any]:
     return list(images)
 
 
-def _class_targets(model: Any, classes: Sequence[str], templates: str | Sequence[str] | None) -> Targets:
+def _class_targets(model: ImageTextModel, classes: Sequence[str], templates: str | Sequence[str] | None) -> Targets:
     if isinstance(classes, str):
         raise InvalidInputError(f"classes must be a list of class names, got the string {classes!r}")
     names = list(classes)
@@ -116,7 +117,7 @@ def _class_targets(model: Any, classes: Sequence[str], templates: str | Sequence
 
 @torch.no_grad()
 def score_classes(
-    model: Any,
+    model: ImageTextModel,
     images: Any,
     classes: Sequence[str],
     *,
@@ -201,7 +202,7 @@ def _describe_templates(templates: str | Sequence[str] | None) -> Any:
 
 
 def multilabel_scores(
-    model: Any,
+    model: ImageTextModel,
     images: Any,
     classes: Sequence[str],
     *,

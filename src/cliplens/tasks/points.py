@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.errors import InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS, load_image, to_rgb
 from cliplens.maps.base import ImageMaps, MapMethod, Maps, get_map
@@ -189,13 +190,13 @@ def points_from_maps(maps: Maps | ImageMaps, target: int | str = 0, *, image: in
     return dataclasses.replace(pts, text=labels[t] if labels else "", source=one.source, raw=one.raw[t].float().cpu())
 
 
-def default_method(model: Any) -> Surgery:
+def default_method(model: ImageTextModel) -> Surgery:
     """CLIP Surgery over the last 6 blocks (all of them in a shallower model), feature surgery against the
     empty prompt (what the original does for one text)."""
     return Surgery(blocks=min(6, model.vision.num_layers), feature="empty")
 
 
-def check_points_tokens(model: Any, hw: tuple[int, int], *, fit: str = "whole", size: int | None = None) -> None:
+def check_points_tokens(model: ImageTextModel, hw: tuple[int, int], *, fit: str = "whole", size: int | None = None) -> None:
     """Refuse, before any work, an image of ``hw`` pixels whose fitted input has more tokens than one forward
     takes; say which ``size`` fits, and whether ``fit="squash"`` does (points have no sliding window: they
     come from one map over the whole image)."""
@@ -248,7 +249,7 @@ CLIP_TEMPLATES = "surgery"
 
 
 def text_points(
-    model: Any,
+    model: ImageTextModel,
     image: Any,
     text: str,
     *,
@@ -294,7 +295,7 @@ def text_points(
     return dataclasses.replace(pts, text=text, source=m.source, raw=raw.float().cpu(), settings=settings)
 
 
-def _embed_quietly_once(model: Any, method: MapMethod, targets: Targets) -> None:
+def _embed_quietly_once(model: ImageTextModel, method: MapMethod, targets: Targets) -> None:
     """Embed the text (its warnings, such as unknown words or truncation, given here), then the empty prompt
     the method will need, silently: it is the same prompt templates without the text, so anything said about
     its words was said already. Both are cached for the method, which then warns about neither again."""

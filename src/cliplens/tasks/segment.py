@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.errors import InvalidInputError
 from cliplens.images.io import DEFAULT_MAX_PIXELS
 from cliplens.maps.base import ImageMaps, MapMethod, get_map
@@ -109,7 +110,7 @@ def _top_probability(maps: ImageMaps, top: Tensor, logit_scale: float,
 
 def segment(
     method: MapMethod | str,
-    model: Any,
+    model: ImageTextModel,
     images: Any,
     classes: Sequence[str],
     *,

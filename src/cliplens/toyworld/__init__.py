@@ -1,11 +1,16 @@
-"""The toy world: procedural scenes with exact ground truth and a small CLIP trained on them.
+"""The toy world's generator: procedural scenes with exact ground truth, their captions, and the small CLIP
+that reads them.
 
 * :mod:`~cliplens.toyworld.scenes` – scene factors, sampling and rendering with exact masks;
-* :mod:`~cliplens.toyworld.captions` – caption grammar, caption facts, zero-shot prompt sets;
+* :mod:`~cliplens.toyworld.captions` – caption grammar, caption facts, zero-shot prompt sets, the bench's
+  colour-shape vocabulary;
 * :mod:`~cliplens.toyworld.tokenizer` – word-level tokenizer;
-* :mod:`~cliplens.toyworld.model` – :class:`ToyCLIP` (standard pre-LN CLIP ViT image tower);
-* :mod:`~cliplens.toyworld.train` / :mod:`~cliplens.toyworld.evaluate` – training and metrics;
-* :mod:`~cliplens.toyworld.spurious` – the "toy waterbirds" split.
+* :mod:`~cliplens.toyworld.model` – :class:`ToyCLIP` (standard pre-LN CLIP ViT image tower) and its shipped
+  weights (``weights/``).
+
+This package stands low in the house: it imports only :mod:`cliplens.core`, so models and data sets can build
+on it. What is done with it (training, evaluation, the spurious split, the bench, the heads' factors) lives in
+:mod:`cliplens.experiments`.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ __all__ = [
     "Caption", "scene_facts", "full_caption", "sample_caption", "hard_negative",
     "consistency_matrix", "PromptSet", "PROMPT_SETS", "prompt_set",
     "object_phrase", "POSITION_PHRASES", "NUMBER_WORDS", "PLURALS", "describe", "caption_batch",
-    "perturb_scene", "EVAL_POSITIONS", "EVAL_COUNTS", "factor_caption",
+    "perturb_scene", "EVAL_POSITIONS", "EVAL_COUNTS", "factor_caption", "object_text", "class_texts",
+    "background_texts",
 ]
 
 Fact = tuple
@@ -152,6 +153,21 @@ def count_phrase(n: int, colour: str | None, shape: str | None, noun: str = "sha
 def bg_phrase(kind: str | None, colour: str | None) -> str:
     words = [w for w in (colour, kind) if w] + ["background"]
     return with_article(" ".join(words))
+
+
+def object_text(colour: str, shape: str) -> str:
+    """``"a red circle"`` / ``"an orange star"``."""
+    return object_phrase(colour, shape)
+
+
+def class_texts() -> list[str]:
+    """The toy bench's fixed class set (:mod:`cliplens.experiments.bench`): every colour-shape text (colours outer, shapes inner)."""
+    return [object_text(c, s) for c in COLOURS for s in SHAPES]
+
+
+def background_texts() -> list[str]:
+    """One text per background kind (``"a striped background"``, …): the segmentation's background names."""
+    return [bg_phrase(kind, None) for kind in BG_KINDS]
 
 
 def _join(parts: list[str]) -> str:

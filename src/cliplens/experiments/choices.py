@@ -5,6 +5,6 @@ from __future__ import annotations
 
 __all__ = ["BENCH_N", "BENCH_SEED"]
 
-#: held-out scenes of the toy bench (:func:`cliplens.toyworld.bench.run_bench`) and their seed (stream "test")
+#: held-out scenes of the toy bench (:func:`cliplens.experiments.bench.run_bench`) and their seed (stream "test")
 BENCH_N = 500
 BENCH_SEED = 2024

@@ -1,15 +1,15 @@
 import numpy as np
 import torch
 
-from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig
-from cliplens.toyworld.scenes import render_scene
-from cliplens.toyworld.spurious import (
+from cliplens.experiments.spurious import (
     DEFAULT_SPEC,
     class_prompts,
     group_accuracies,
     make_spurious_split,
     spurious_training_batch,
 )
+from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig
+from cliplens.toyworld.scenes import render_scene
 from cliplens.toyworld.tokenizer import ToyTokenizer
 
 
@@ -64,8 +64,8 @@ def test_group_accuracies_keys():
 def test_finetune_spurious_tiny(tmp_path):
     import json
 
+    from cliplens.experiments.train import finetune_spurious
     from cliplens.toyworld.model import load_toy_clip, save_toy_clip
-    from cliplens.toyworld.train import finetune_spurious
 
     torch.manual_seed(0)
     tok = ToyTokenizer(context_length=48)

@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cliplens.core.model import ImageTextModel
 from cliplens.errors import InvalidInputError, MissingDependencyError
 from cliplens.evaluation.segmentation import (
     ConfusionMatrix,
@@ -67,12 +68,12 @@ from cliplens.evaluation.segmentation import (
     score_map,
     sklearn_average_precision,
 )
+from cliplens.experiments.choices import BENCH_N, BENCH_SEED
 from cliplens.maps import MapMethod, Surgery, Targets, TextEmbeddings, contrast_others, get_map, map_names
 from cliplens.models import load
 from cliplens.progress import progress_bar
-from cliplens.toyworld.captions import bg_phrase, object_phrase
-from cliplens.toyworld.choices import BENCH_N, BENCH_SEED
-from cliplens.toyworld.scenes import BG_KINDS, COLOURS, SHAPES, SceneFactors, render_scene, sample_scene
+from cliplens.toyworld.captions import background_texts, class_texts, object_text
+from cliplens.toyworld.scenes import SceneFactors, render_scene, sample_scene
 
 __all__ = [
     "BenchScene", "DEFAULT_ROWS", "bench_scenes", "class_texts", "default_rows", "format_rows", "object_text",
@@ -125,21 +126,6 @@ class BenchScene:
     image: np.ndarray  # uint8 [S, S, 3]
     texts: list[str]  # distinct visible object texts, in scene order
     masks: np.ndarray  # bool [len(texts), S, S], union of the visible masks of the objects with that text
-
-
-def object_text(colour: str, shape: str) -> str:
-    """``"a red circle"`` / ``"an orange star"``."""
-    return object_phrase(colour, shape)
-
-
-def class_texts() -> list[str]:
-    """The fixed class set: every colour-shape text (colours outer, shapes inner)."""
-    return [object_text(c, s) for c in COLOURS for s in SHAPES]
-
-
-def background_texts() -> list[str]:
-    """One text per background kind (``"a striped background"``, …): the segmentation's background names."""
-    return [bg_phrase(kind, None) for kind in BG_KINDS]
 
 
 def bench_scenes(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, *, image_size: int = 64,
@@ -211,7 +197,7 @@ def _label_image(bs: BenchScene, classes: list[str]) -> np.ndarray:
 
 @torch.no_grad()
 def run_bench(
-    model: Any = "toy",
+    model: ImageTextModel | str = "toy",
     n: int = DEFAULT_N,
     seed: int = DEFAULT_SEED,
     *,

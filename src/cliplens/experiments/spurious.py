@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from cliplens.experiments.evaluate import encode_scenes, encode_texts
 from cliplens.toyworld.captions import PREFIXES, Caption, object_phrase
-from cliplens.toyworld.evaluate import encode_scenes, encode_texts
 from cliplens.toyworld.scenes import SceneFactors, sample_scene
 
 __all__ = ["SpuriousSpec", "SpuriousSplit", "make_spurious_split", "spurious_scene", "group_accuracies",

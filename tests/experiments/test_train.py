@@ -2,10 +2,10 @@ import json
 
 import torch
 
-from cliplens.toyworld.evaluate import TARGETS, evaluate, format_table
+from cliplens.experiments.evaluate import TARGETS, evaluate, format_table
+from cliplens.experiments.train import TrainConfig, contrastive_loss, lr_at, make_batch, train
 from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, load_toy_clip
 from cliplens.toyworld.tokenizer import ToyTokenizer
-from cliplens.toyworld.train import TrainConfig, contrastive_loss, lr_at, make_batch, train
 
 TINY = dict(image_size=32, patch_size=8, width=32, layers=2, heads=2, embed_dim=16, text_width=32,
             text_layers=1, text_heads=2, context_length=48)
@@ -105,7 +105,7 @@ def test_evaluate_tiny():
 
 
 def test_prompt_bank_and_loss():
-    from cliplens.toyworld.train import prompt_bank, prompt_bank_loss
+    from cliplens.experiments.train import prompt_bank, prompt_bank_loss
 
     texts, facts, groups = prompt_bank()
     tok = ToyTokenizer(context_length=48)
@@ -131,7 +131,7 @@ def test_prompt_bank_and_loss():
 
 
 def test_text_lr_mult_schedule():
-    from cliplens.toyworld.train import text_lr_mult
+    from cliplens.experiments.train import text_lr_mult
 
     cfg = _cfg(text_lr_mult=0.1, text_lr_hold=10)
     assert text_lr_mult(cfg, 0) == 0.1 == text_lr_mult(cfg, 9)
@@ -140,9 +140,9 @@ def test_text_lr_mult_schedule():
 
 
 def test_mirror_pairs_and_their_term():
+    from cliplens.experiments.train import mirror_pairs, prompt_bank_loss
     from cliplens.toyworld.captions import consistency_matrix, scene_facts
     from cliplens.toyworld.scenes import sample_scene
-    from cliplens.toyworld.train import mirror_pairs, prompt_bank_loss
 
     texts, facts, groups = mirror_pairs()
     assert len(texts) == len(facts) == len(groups) == 12 and sorted(set(groups)) == list(range(6))

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from cliplens.core.forward import run_vision
+from cliplens.experiments.train import sigmoid_bank_loss, sigmoid_loss
 from cliplens.toyworld.model import ToyCLIP, ToyCLIPConfig, load_toy_clip, with_pooling
-from cliplens.toyworld.train import sigmoid_bank_loss, sigmoid_loss
 
 SMALL = dict(width=32, layers=2, heads=2, embed_dim=32, text_width=32, text_layers=1, text_heads=2, pool="map",
              loss="sigmoid", pool_heads=2)

@@ -11,8 +11,8 @@ from cliplens.analyses.factors import factor_shares
 from cliplens.analyses.pools import toy_pool_factors
 from cliplens.datasets.toy import FACTORS, ToyDataset
 from cliplens.errors import InvalidInputError
+from cliplens.experiments.heads import head_factors
 from cliplens.store import Store, StoreSettings, build_store
-from cliplens.toyworld.heads import head_factors
 
 
 @pytest.fixture(scope="module")

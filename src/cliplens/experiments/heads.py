@@ -25,6 +25,7 @@ from typing import Any
 from cliplens.analyses.factors import explained_by_factors
 from cliplens.analyses.pools import load_pool, toy_pool_factors
 from cliplens.analyses.textspan import textspan
+from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import select_layers
 from cliplens.datasets.toy import FACTORS, ToyDataset
 from cliplens.errors import InvalidInputError
@@ -78,7 +79,7 @@ class HeadFactorTable:
                 "heads": [{**asdict(h), "name": h.name, "agrees": h.agrees} for h in self.heads]}
 
 
-def head_factors(model: Any, *, n: int = 2000, seed: int = 0, stream: str = "test", last: int | None = None,
+def head_factors(model: ImageTextModel, *, n: int = 2000, seed: int = 0, stream: str = "test", last: int | None = None,
                  m: int = 3, clear: float = 0.3, store_dir: str | Path | None = None,
                  objects: int | None = None, progress: bool = False) -> HeadFactorTable:
     """TEXTSPAN's text factor next to the measured factor for every head of the ``last`` k layers (all by

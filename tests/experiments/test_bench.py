@@ -10,9 +10,9 @@ import torch
 from click.testing import CliRunner
 
 from cliplens.cli.toy import toy
+from cliplens.experiments import bench
+from cliplens.experiments.bench import DEFAULT_ROWS, background_texts, bench_scenes, class_texts, run_bench
 from cliplens.maps import MapMethod
-from cliplens.toyworld import bench
-from cliplens.toyworld.bench import DEFAULT_ROWS, background_texts, bench_scenes, class_texts, run_bench
 
 N, SEED = 5, 7
 
@@ -164,7 +164,7 @@ def test_rows_that_cannot_run_on_a_model_are_left_out_saying_why(random_toy_weig
     CLS token, are left out with their reason; every other default row runs. Asked for by name, such a row is
     refused with the reason (not a crash inside the method)."""
     from cliplens.errors import InvalidInputError
-    from cliplens.toyworld.bench import DEFAULT_ROWS
+    from cliplens.experiments.bench import DEFAULT_ROWS
     from tests.pooled_towers import pooled_toy
 
     tower = pooled_toy(random_toy_weights, "map")
