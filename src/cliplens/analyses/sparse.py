@@ -49,7 +49,7 @@ from torch.nn.functional import normalize
 
 from cliplens.errors import InvalidInputError
 
-__all__ = ["SparseTexts", "nonneg_lasso", "sparse_texts", "splice_center", "splice_concepts"]
+__all__ = ["ImageTexts", "SparseTexts", "describe_images", "nonneg_lasso", "sparse_texts", "splice_center", "splice_concepts"]
 
 
 def splice_concepts(text_embeddings: Tensor) -> Tensor:
@@ -112,16 +112,41 @@ class SparseTexts:
                  "cosine": float(self.cosine[i]), "l1": float(self.l1[i])} for i in range(len(self))]
 
 
-def _polish(G: Tensor, c: Tensor, l1: Tensor, w: Tensor) -> Tensor:
-    """On the support of ``w``, the solution of the KKT system ``G_SS w_S = c_S − l1/2`` (zero elsewhere)."""
+def _polish(G: Tensor, c: Tensor, l1: Tensor, w: Tensor, tol: float, steps: int = 8) -> Tensor:
+    """Active-set refinement from the support of ``w``: solve the KKT system ``G_SS w_S = c_S − l1/2`` on the
+    support ``S`` (zero elsewhere); drop the texts whose weight comes out non-positive, or add the text that
+    violates the optimality conditions most; repeat (``steps`` times at most). Returns the last solution, clamped
+    to ``≥ 0`` (the caller keeps it only where it is optimal)."""
     s = w > 0
-    Gs = torch.where(s[:, :, None] & s[:, None, :], G, torch.zeros_like(G)) + torch.diag_embed((~s).to(G.dtype))
-    return torch.linalg.solve(Gs, torch.where(s, c - l1 / 2, torch.zeros_like(c)))
+    exact = w
+    for _ in range(steps):
+        Gs = torch.where(s[:, :, None] & s[:, None, :], G, torch.zeros_like(G)) + torch.diag_embed((~s).to(G.dtype))
+        exact, info = torch.linalg.solve_ex(Gs, torch.where(s, c - l1 / 2, torch.zeros_like(c)))
+        singular = info != 0  # a support with dependent texts: keep the iterate there
+        if bool(singular.any()):
+            exact = torch.where(singular[:, None], w, exact)
+            s = torch.where(singular[:, None], w > 0, s)
+        bad = s & (exact <= 0)
+        g = 2 * (_matvec(G, exact * s) - c) + l1
+        g = torch.where(s, torch.zeros_like(g), g)
+        worst, j = g.min(-1)
+        add = ~bad.any(-1) & (worst < -tol)
+        if not bool(bad.any() | add.any()):
+            break
+        s = s & ~bad
+        s[add, j[add]] = True
+    return exact.clamp_min(0) * s
+
+
+def _matvec(G: Tensor, v: Tensor) -> Tensor:
+    """``G v`` batched (``[n, K, K]``, ``[n, K]``); small batches elementwise, which torch runs on one thread
+    (a batched matrix product forks its threads for every call, slow for tiny problems on a busy machine)."""
+    return (G * v[:, None, :]).sum(-1) if G.numel() <= 1 << 16 else torch.bmm(G, v[..., None])[..., 0]
 
 
 def _violation(G: Tensor, c: Tensor, l1: Tensor, w: Tensor) -> Tensor:
     """``[n]``: the largest violation of the KKT conditions of the small problem at ``w ≥ 0``."""
-    g = 2 * (torch.bmm(G, w[..., None])[..., 0] - c) + l1
+    g = 2 * (_matvec(G, w) - c) + l1
     return torch.where(w > 0, g.abs(), (-g).clamp_min(0)).amax(-1)
 
 
@@ -135,17 +160,15 @@ def _small_solve(G: Tensor, c: Tensor, l1: Tensor, w: Tensor, tol: float, max_it
     v, t = w.clone(), torch.ones_like(step)
     for _ in range(0, max_iter, block):
         for _ in range(block):
-            g = 2 * (torch.bmm(G, v[..., None])[..., 0] - c) + l1
+            g = 2 * (_matvec(G, v) - c) + l1
             w_new = (v - step * g).clamp_min(0)
             restart = ((v - w_new) * (w_new - w)).sum(-1, keepdim=True) > 0
             t_new = (1 + (1 + 4 * t * t).sqrt()) / 2
             v = torch.where(restart, w_new, w_new + ((t - 1) / t_new) * (w_new - w))
             t = torch.where(restart, torch.ones_like(t), t_new)
             w = w_new
-        exact = _polish(G, c, l1, w)
-        good = ((exact > 0) | (w <= 0)).all(-1)
-        exact = exact.clamp_min(0) * (w > 0)
-        good &= _violation(G, c, l1, exact) <= tol
+        exact = _polish(G, c, l1, w, tol)
+        good = _violation(G, c, l1, exact) <= tol
         done = good | (_violation(G, c, l1, w) <= tol)
         out[rows[done]] = torch.where(good[done, None], exact[done], w[done])
         if bool(done.all()):
@@ -186,7 +209,8 @@ def _solve_chunk(D: Tensor, Y: Tensor, l1: Tensor, *, tol: float, max_iter: int,
 
 
 def nonneg_lasso(D: Tensor, Y: Tensor, l1: float | Tensor = 0.25, *, tol: float = 1e-6, max_iter: int = 2000,
-                 start: int = 32, grow: int = 32, max_rounds: int = 50, chunk: int = 2048) -> tuple[Tensor, Tensor]:
+                 start: int = 32, grow: int = 32, max_rounds: int = 50, chunk: int = 2048,
+                 warn: bool = True) -> tuple[Tensor, Tensor]:
     """``argmin_{w ≥ 0} ‖y − Dᵀw‖² + l1·‖w‖₁`` for every row ``y`` of ``Y`` ``[N, E]``, dictionary ``D``
     ``[M, E]`` (the working-set solver of the module docs). ``l1``: one value or one per row. Returns
     ``(indices [N, K], values [N, K])``, each row's non-zero weights, largest first, padded with -1 / 0."""
@@ -200,16 +224,22 @@ def nonneg_lasso(D: Tensor, Y: Tensor, l1: float | Tensor = 0.25, *, tol: float 
         raise InvalidInputError(f"the l1 penalty must be >= 0; got {float(lam.min())}")
     parts: list[tuple[Tensor, Tensor]] = []
     unconverged = 0
-    for i in range(0, Y.shape[0], chunk):
-        S, w, ok = _solve_chunk(D, Y[i:i + chunk], lam[i:i + chunk], tol=tol, max_iter=max_iter, start=start,
-                                grow=grow, max_rounds=max_rounds)
-        unconverged += not ok
-        w = torch.where(S >= 0, w, torch.zeros_like(w))
-        order = w.argsort(dim=-1, descending=True)
-        w, S = w.gather(1, order), S.gather(1, order)
-        S = torch.where(w > 0, S, torch.full_like(S, -1))
-        parts.append((S, w))
-    if unconverged:
+    threads = torch.get_num_threads()
+    if Y.shape[0] * D.shape[0] <= 1 << 20:  # a small problem: one thread (forking threads per tiny op costs more)
+        torch.set_num_threads(1)
+    try:
+        for i in range(0, Y.shape[0], chunk):
+            S, w, ok = _solve_chunk(D, Y[i:i + chunk], lam[i:i + chunk], tol=tol, max_iter=max_iter, start=start,
+                                    grow=grow, max_rounds=max_rounds)
+            unconverged += not ok
+            w = torch.where(S >= 0, w, torch.zeros_like(w))
+            order = w.argsort(dim=-1, descending=True)
+            w, S = w.gather(1, order), S.gather(1, order)
+            S = torch.where(w > 0, S, torch.full_like(S, -1))
+            parts.append((S, w))
+    finally:
+        torch.set_num_threads(threads)
+    if unconverged and warn:
         import warnings
 
         warnings.warn(f"the sparse solver stopped after {max_rounds} rounds before every text met the optimality "
@@ -232,7 +262,7 @@ def _count(indices: Tensor) -> Tensor:
 
 def sparse_texts(vectors: Tensor, text_embeddings: Tensor, texts: Sequence[str] | None = None, *,
                  l1: float = 0.25, mean: Tensor | str | None = "pool", texts_used: int | None = None,
-                 tol: float = 1e-6, steps: int = 20, chunk: int = 2048) -> SparseTexts:
+                 tol: float = 1e-6, steps: int = 12, chunk: int = 2048) -> SparseTexts:
     """Each of ``vectors`` ``[N, E]`` (or one ``[E]``) as a sparse non-negative combination of the pool's
     ``text_embeddings`` ``[M, E]`` (SpLiCE; see the module docs).
 
@@ -286,23 +316,87 @@ def sparse_texts(vectors: Tensor, text_embeddings: Tensor, texts: Sequence[str] 
 
 
 def _search_l1(D: Tensor, Y: Tensor, k: int, *, tol: float, steps: int, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per vector, the smallest λ of a log-scale bisection whose solution uses at most ``k`` texts."""
+    """Per vector, the smallest λ of a log-scale bisection whose solution uses at most ``k`` texts. The bisection
+    solves loosely (its dense, low-λ solutions are only counted); the λ found is then solved to ``tol`` (and
+    raised by 5 % where that exact solution uses more than ``k`` texts)."""
     hi = (2 * (Y @ D.T).amax(-1)).clamp_min(1e-6)  # at or above this no text is used
-    lo = hi * 1e-4
-    best_S, best_w = nonneg_lasso(D, Y, hi, tol=tol, chunk=chunk)
-    best_l = hi.clone()
+    lo = hi * 1e-3
+    loose = {"tol": max(tol, 1e-4), "max_iter": 200, "chunk": chunk, "warn": False}
     for _ in range(steps):
         mid = (lo * hi).sqrt()
-        S, w = nonneg_lasso(D, Y, mid, tol=tol, chunk=chunk)
-        fits = _count(S) <= k
+        fits = _count(nonneg_lasso(D, Y, mid, **loose)[0]) <= k  # type: ignore[arg-type]
         hi = torch.where(fits, mid, hi)
         lo = torch.where(fits, lo, mid)
-        width = max(S.shape[1], best_S.shape[1])
-        S = torch.nn.functional.pad(S, (0, width - S.shape[1]), value=-1)
-        w = torch.nn.functional.pad(w, (0, width - w.shape[1]))
-        best_S = torch.nn.functional.pad(best_S, (0, width - best_S.shape[1]), value=-1)
-        best_w = torch.nn.functional.pad(best_w, (0, width - best_w.shape[1]))
-        best_S = torch.where(fits[:, None], S, best_S)
-        best_w = torch.where(fits[:, None], w, best_w)
-        best_l = torch.where(fits, mid, best_l)
-    return best_S, best_w, best_l
+    lam = hi
+    S, w = nonneg_lasso(D, Y, lam, tol=tol, chunk=chunk)
+    for _ in range(20):
+        over = _count(S) > k
+        if not bool(over.any()):
+            break
+        lam = torch.where(over, lam * 1.05, lam)
+        S2, w2 = nonneg_lasso(D, Y, lam, tol=tol, chunk=chunk)
+        width = max(S.shape[1], S2.shape[1])
+        S, S2 = (torch.nn.functional.pad(t, (0, width - t.shape[1]), value=-1) for t in (S, S2))
+        w, w2 = (torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in (w, w2))
+        S, w = torch.where(over[:, None], S2, S), torch.where(over[:, None], w2, w)
+    return S, w, lam
+
+
+@dataclass
+class ImageTexts:
+    """What :func:`describe_images` returns: per image, its embedding as texts (``images``, one row per image) and,
+    with heads, its top heads by the norm of their direct effect (``heads``/``head_norms``, per image) and each
+    one's direct effect as texts (``head_texts``, one row per image and head, image by image)."""
+
+    images: SparseTexts
+    heads: list[list[str]]
+    head_norms: list[list[float]]
+    head_texts: SparseTexts | None = None
+
+    def to_dicts(self, top: int | None = None) -> list[dict[str, Any]]:
+        rows = self.images.to_dicts(top)
+        per = self.head_texts.to_dicts(top) if self.head_texts is not None else []
+        k = 0
+        for i, row in enumerate(rows):
+            row["heads"] = []
+            for name, norm in zip(self.heads[i], self.head_norms[i], strict=True):
+                row["heads"].append({"head": name, "effect_norm": norm, **per[k]})
+                k += 1
+        return rows
+
+
+@torch.no_grad()
+def describe_images(model: Any, pixels: Tensor, texts: Sequence[str], text_embeddings: Tensor | None = None, *,
+                    heads: int = 0, l1: float = 0.25, texts_used: int | None = None,
+                    mean: Tensor | str | None = "pool") -> ImageTexts:
+    """Each image's embedding, and the direct effects of its ``heads`` largest heads (by norm; from the exact
+    decomposition), as sparse non-negative combinations of the pool ``texts`` (:func:`sparse_texts`).
+
+    ``pixels``: preprocessed ``[B, 3, H, W]`` (``model.preprocess``); ``text_embeddings``: the pool's (default:
+    ``model.encode_text(texts)``). The image embeddings are centred with ``mean`` as SpLiCE does (default: the
+    pool's mean text embedding; pass the mean unit image embedding of a data set where you have one); a head's
+    direct effect is a part of the embedding, not an image's embedding, so it is not centred. A tower without
+    attention layers (an OpenAI ResNet) has its attention pool's heads instead (``pool.H3``)."""
+    if heads < 0:
+        raise InvalidInputError(f"heads must be >= 0; got {heads}")
+    T = model.encode_text(list(texts)) if text_embeddings is None else text_embeddings
+    T = T.detach().float().cpu()
+    dec = model.decompose(pixels, spatial=False)
+    emb = dec.reconstruct().float().cpu()
+    images = sparse_texts(emb, T, texts, l1=l1, mean=mean, texts_used=texts_used)
+    if heads == 0:
+        return ImageTexts(images, [[] for _ in range(len(images))], [[] for _ in range(len(images))])
+    if dec.head_layers:
+        per = dec.per_head().float().cpu()  # [B, Lh, H, E]
+        names = [f"L{layer}.H{h}" for layer in dec.head_layers for h in range(per.shape[2])]
+        per = per.reshape(per.shape[0], -1, per.shape[-1])
+    else:  # an opaque trunk read out by an attention pool: the pool's heads
+        per = dec.pool_terms().sum(2).float().cpu()  # [B, R, E]
+        names = [f"pool.H{r}" for r in range(per.shape[1])]
+    norms = per.norm(dim=-1)
+    k = min(heads, per.shape[1])
+    top = norms.topk(k, dim=-1).indices  # [B, k]
+    vecs = torch.stack([per[b, top[b]] for b in range(per.shape[0])]).reshape(-1, per.shape[-1])
+    head_texts = sparse_texts(vecs, T, texts, l1=l1, mean=None, texts_used=texts_used)
+    return ImageTexts(images, [[names[int(j)] for j in row] for row in top],
+                      [[float(norms[b, j]) for j in row] for b, row in enumerate(top)], head_texts)

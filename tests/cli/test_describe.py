@@ -1,0 +1,104 @@
+"""``cliplens describe`` and ``cliplens heads``: lines and JSON on the toy CLIP and a tiny random open_clip ViT, and
+one readable error for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cliplens.analyses.pools import load_pool
+from cliplens.analyses.sparse import describe_images
+from tests.cli.conftest import one_line, run, save_image
+
+
+def test_describe_prints_the_image_and_its_top_heads(toy_args, tmp_path):
+    img = save_image(tmp_path / "a.png", seed=1)
+    res = run("describe", img, *toy_args, "--heads", "2", "--texts", "3")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    image_line = next(x for x in lines if x.strip().startswith("image"))
+    assert "texts: " in image_line and "cos " in image_line and " + " in image_line
+    head_lines = [x for x in lines if x.strip().startswith("L")]
+    assert len(head_lines) == 2 and all("|effect|" in x for x in head_lines)
+    # at most 3 texts each, and every text is the toy pool's
+    pool = set(load_pool("toy"))
+    data = json.loads(run("describe", img, *toy_args, "--heads", "2", "--texts", "3", "--json").stdout)
+    row = data["images"][0]
+    assert data["pool"] == "toy" and data["model"] == "toy" and row["image"] == img
+    assert 1 <= row["count"] <= 3 and {t["text"] for t in row["terms"]} <= pool
+    assert [h["head"] for h in row["heads"]] == [x.split()[0] for x in head_lines]
+    norms = [h["effect_norm"] for h in row["heads"]]
+    assert norms == sorted(norms, reverse=True)
+
+
+def test_describe_json_matches_the_python_api(toy_args, random_toy, tmp_path):
+    img = save_image(tmp_path / "b.png", seed=2)
+    data = json.loads(run("describe", img, *toy_args, "--heads", "1", "--json").stdout)
+    texts = load_pool("toy")
+    px = random_toy.preprocess([img])
+    ref = describe_images(random_toy, px, texts, heads=1).to_dicts(8)[0]
+    got = data["images"][0]
+    assert got["count"] == ref["count"] and got["cosine"] == pytest.approx(ref["cosine"], abs=1e-5)
+    assert [t["text"] for t in got["terms"]] == [t["text"] for t in ref["terms"]]
+    assert got["heads"][0]["head"] == ref["heads"][0]["head"]
+    # the head's norm is its direct effect's, from the decomposition
+    dec = random_toy.decompose(px, spatial=False)
+    name = ref["heads"][0]["head"]
+    layer, head = int(name[1:name.index(".")]), int(name.split(".H")[1])
+    assert got["heads"][0]["effect_norm"] == pytest.approx(float(dec.per_head()[0, layer, head].norm()), rel=1e-4)
+
+
+def test_describe_on_a_random_open_clip_vit(tiny_vit, tmp_path):
+    pool = tmp_path / "pool.txt"
+    pool.write_text("a dog\na cat\ngrass\na car\n# a comment\nthe sky\na tree\n")
+    img = save_image(tmp_path / "c.png", seed=3)
+    res = run("describe", img, "-m", tiny_vit, "-p", "random", "--pool", pool, "--heads", "1", "--json")
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout)["images"][0]
+    assert {t["text"] for t in row["terms"]} <= {"a dog", "a cat", "grass", "a car", "the sky", "a tree"}
+    assert row["heads"][0]["head"].startswith("L")
+
+
+def test_heads_command_lines_and_json(toy_args):
+    res = run("heads", *toy_args, "--last", "1", "--directions", "1", "--top", "2")
+    assert res.exit_code == 0, res.output
+    assert [x.split()[0] for x in res.output.splitlines() if x.startswith("L")] == [f"L5.H{h}" for h in range(4)]
+    assert sum(x.strip().startswith(("+v0", "-v0")) for x in res.output.splitlines()) == 8
+    data = json.loads(run("heads", *toy_args, "--heads", "L2.H1", "--sparse", "--texts", "2", "--json").stdout)
+    (h,) = data["heads"]
+    assert h["name"] == "L2.H1" and len(h["directions"]) == 2
+    assert h["directions"][0]["sparse_positive"] and len(h["directions"][0]["positive"]) == 3
+
+
+@pytest.mark.parametrize("args, words", [
+    (["describe", "{img}", "--pool", "{missing}"], "text pool file"),
+    (["describe", "{missing}"], "missing"),
+    (["heads", "--heads", "MLP3"], "--heads takes heads only"),
+    (["heads", "--heads", "L9.H0"], "L9.H0 does not exist"),
+    (["heads", "--last", "40"], "--last 40"),
+    (["heads", "--pool-heads"], "pooling head has no heads"),
+])
+def test_bad_input_is_one_paragraph(toy_args, tmp_path, args, words):
+    img = save_image(tmp_path / "d.png")
+    args = [a.format(img=img, missing=tmp_path / "missing.txt") for a in args]
+    res = run(*args, *toy_args)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and words in one_line(res.output)
+
+
+def test_describe_images_on_a_resnet_has_pool_heads():
+    """A ResNet has no attention layers: its heads are the attention pool's."""
+    import cliplens
+    from tests.families.models import open_clip_resnet
+
+    try:
+        oc = open_clip_resnet("RN50")
+    except Exception as e:  # pragma: no cover - depends on the installed open_clip
+        pytest.skip(f"no RN50: {e}")
+    model = cliplens.wrap(oc, name="RN50")
+    px = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    T = torch.randn(20, model.vision.embed_dim, generator=torch.Generator().manual_seed(1))
+    out = describe_images(model, px, [f"t{i}" for i in range(20)], T, heads=2)
+    assert all(n.startswith("pool.H") for n in out.heads[0]) and len(out.heads[0]) == 2
