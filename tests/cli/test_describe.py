@@ -102,3 +102,25 @@ def test_describe_images_on_a_resnet_has_pool_heads():
     T = torch.randn(20, model.vision.embed_dim, generator=torch.Generator().manual_seed(1))
     out = describe_images(model, px, [f"t{i}" for i in range(20)], T, heads=2)
     assert all(n.startswith("pool.H") for n in out.heads[0]) and len(out.heads[0]) == 2
+
+
+def test_report_page_shows_the_sparse_description(toy_args, random_toy, tmp_path):
+    """``cliplens report --pool toy``: each image's section has its embedding as texts, as 'describe' gives it."""
+    img = save_image(tmp_path / "e.png", seed=4)
+    out = tmp_path / "rep"
+    res = run("report", img, *toy_args, "-t", "a red circle", "--pool", "toy", "--out", out)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    desc = summary["images"][0]["description"]
+    ref = describe_images(random_toy, random_toy.preprocess([img]), load_pool("toy")).to_dicts(8)[0]
+    assert desc["pool"] == "toy" and desc["count"] == ref["count"]
+    assert [t["text"] for t in desc["terms"]] == [t["text"] for t in ref["terms"]]
+    page = (out / "index.html").read_text()
+    assert "In texts of the pool" in page and f"{desc['count']} texts" in page
+    first = desc["terms"][0]["text"].replace("'", "&#x27;")
+    assert first in page
+    plain = tmp_path / "rep2"
+    assert run("report", img, *toy_args, "-t", "a red circle", "--out", plain).exit_code == 0
+    assert "In texts of the pool" not in (plain / "index.html").read_text()
+    bad = run("report", img, *toy_args, "-t", "x", "--pool", tmp_path / "nope.txt", "--out", tmp_path / "rep3")
+    assert bad.exit_code == 2 and "text pool file" in one_line(bad.output) and not (tmp_path / "rep3").exists()

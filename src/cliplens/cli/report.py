@@ -23,10 +23,13 @@ from cliplens.report.files import writable_dir
 @click.option("--layers", "-l", type=click.IntRange(min=1), default=None,
               help="Split attention per head and region only in the last K layers (1..depth; default: all): "
                    "head grids and maps then cover those layers.")
+@click.option("--pool", default=None,
+              help="Also describe each image as a sparse sum of this pool's texts (SpLiCE, as 'cliplens describe'): "
+                   "general, toy or a file with one text per line.")
 @image_options
 def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, device: str, trust_checkpoint: bool,
-               texts: tuple[str, ...], out_dir: Path, top: int, layers: int | None, recursive: bool, skip_bad: bool,
-               max_pixels: int) -> None:
+               texts: tuple[str, ...], out_dir: Path, top: int, layers: int | None, pool: str | None, recursive: bool,
+               skip_bad: bool, max_pixels: int) -> None:
     """Write an HTML page explaining which layers, heads and image regions of the model carry each
     --text for each IMAGE, with maps over each image.
 
@@ -37,6 +40,10 @@ def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, devi
     from cliplens.report.page import format_summary, make_report
 
     paths = expand_images(images, recursive=recursive)
+    if pool is not None:
+        from cliplens.analyses.pools import load_pool
+
+        load_pool(pool)  # a bad pool fails before any work
     writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     check_last_layers(layers, adapter)
@@ -44,7 +51,8 @@ def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, devi
     with progress(len(paths) > 1 and err.is_terminal) as bar:
         task = bar.add_task("drawing figures", total=len(paths))
         result = make_report(adapter, paths, texts, out_dir, top=top, layers=layers, skip_bad=skip_bad,
-                             max_pixels=max_pixels, on_progress=lambda done, _: bar.update(task, completed=done))
+                             max_pixels=max_pixels, on_progress=lambda done, _: bar.update(task, completed=done),
+                             pool=pool)
     if result.note:
         err.print(f"[yellow]note:[/] {result.note}", markup=True)
     for s in result.skipped:
