@@ -124,3 +124,33 @@ def test_report_page_shows_the_sparse_description(toy_args, random_toy, tmp_path
     assert "In texts of the pool" not in (plain / "index.html").read_text()
     bad = run("report", img, *toy_args, "-t", "x", "--pool", tmp_path / "nope.txt", "--out", tmp_path / "rep3")
     assert bad.exit_code == 2 and "text pool file" in one_line(bad.output) and not (tmp_path / "rep3").exists()
+
+
+def test_heads_factors_table_on_the_toy_world(toy_args, random_toy):
+    """``heads --factors``: each head's OV text is describe_heads's nearest text (either sign) to its top
+    direction; its factor is the toy pool's; the agreement rates are the shares of heads whose factors match."""
+    from cliplens.analyses.head_descriptions import describe_heads
+    from cliplens.analyses.pools import toy_pool_factors
+
+    res = run("heads", *toy_args, "--factors", "--scenes", "40", "--seed", "7", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    rows = data["heads"]
+    assert len(rows) == 24 and data["settings"]["scenes"] == 40 and data["settings"]["seed"] == 7
+    ref = {d.name: d.directions[0] for d in describe_heads(random_toy, load_pool("toy"), last=None, directions=1)}
+    factor_of = toy_pool_factors()
+    for r in rows:
+        d = ref[r["name"]]
+        cos = max(d.positive[0][1], d.negative[0][1])
+        assert r["ov_text"] == (d.positive[0][0] if d.positive[0][1] >= d.negative[0][1] else d.negative[0][0])
+        assert r["ov_cosine"] == pytest.approx(cos) and r["ov_factor"] == factor_of[r["ov_text"]][0]
+    for key, a, b in (("ov_measured", "ov_factor", "measured_factor"),
+                      ("textspan_measured", "textspan_factor", "measured_factor")):
+        assert data["agreement"][key] == pytest.approx(sum(r[a] == r[b] for r in rows) / len(rows))
+    lines = run("heads", *toy_args, "--factors", "--scenes", "40", "--seed", "7").output
+    assert "OV vs measured" in lines and "L5.H3" in lines
+
+
+def test_heads_factors_needs_a_toy_model(tiny_vit):
+    res = run("heads", "-m", tiny_vit, "-p", "random", "--factors")
+    assert res.exit_code == 2 and "needs a toy-world model" in one_line(res.output)

@@ -121,10 +121,18 @@ def _line(st: Any, i: int, top: int) -> str:
 @click.option("--sparse", is_flag=True, help="Also write each direction as a sparse sum of texts (SpLiCE).")
 @click.option("--texts", "texts_used", type=click.IntRange(min=1), default=4, show_default=True,
               help="With --sparse: texts per sparse description.")
+@click.option("--factors", is_flag=True,
+              help="Toy-world models: compare each head's top direction's text with TEXTSPAN's and with the scene "
+                   "factor measured to explain most of its output (an agreement table; builds a store of scenes).")
+@click.option("--scenes", type=click.IntRange(min=10), default=2000, show_default=True, help="With --factors: scenes.")
+@click.option("--seed", "scene_seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --factors: the scenes' seed.")
+@click.option("--objects", type=click.IntRange(1, 4), default=None,
+              help="With --factors: objects per scene (default 1 to 4).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 def heads_cmd(model: str, pretrained: str | None, device: str, trust_checkpoint: bool, pool: str | None, last: int,
               heads: str | None, pool_heads: bool, directions: int, top: int, sparse: bool, texts_used: int,
-              as_json: bool) -> None:
+              factors: bool, scenes: int, scene_seed: int, objects: int | None, as_json: bool) -> None:
     """What each attention head can write, from its weights alone (no image).
 
     Each head's output-value map carried into the joint space (value and out-projection, then the
@@ -138,6 +146,9 @@ def heads_cmd(model: str, pretrained: str | None, device: str, trust_checkpoint:
     if pool is not None and pool not in POOLS:
         load_pool(pool)
     adapter = load_model(model, pretrained, device, trust_checkpoint)
+    if factors:
+        _factors(adapter, scenes, scene_seed, objects, as_json)
+        return
     if not pool_heads and adapter.vision.num_layers and last > adapter.vision.num_layers:
         raise InvalidInputError(f"--last {last}: {adapter.name} has {adapter.vision.num_layers} layers; pass "
                                 f"1..{adapter.vision.num_layers}")
@@ -157,6 +168,33 @@ def heads_cmd(model: str, pretrained: str | None, device: str, trust_checkpoint:
             for sign, near, sp in (("+", d.positive, d.sparse_positive), ("-", d.negative, d.sparse_negative)):
                 texts_line = ", ".join(f"{t!r} {c:.2f}" for t, c in near)
                 click.echo(f"  {sign}v{d.rank} ({d.share:.0%}): {texts_line}" + (f"  ≈ {sp}" if sp else ""))
+
+
+def _factors(adapter: Any, scenes: int, seed: int, objects: int | None, as_json: bool) -> None:
+    """``heads --factors``: the agreement table of :mod:`cliplens.toyworld.ov_heads`."""
+    if adapter.family != "toy":
+        raise InvalidInputError(f"--factors compares heads with the toy world's scene factors: it needs a toy-world "
+                                f"model (--model toy), not {adapter.name}")
+    from cliplens.cli.tables import print_table
+    from cliplens.toyworld.ov_heads import ov_head_factors
+
+    table = ov_head_factors(adapter, n=scenes, seed=seed, objects=objects, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps({"command": "heads --factors", **model_record(adapter), **table.to_dict()}, indent=2))
+        return
+    con = console()
+    rows = [(r.name, f"{r.ov_sign}v0 {r.ov_text!r} ({r.ov_cosine:.2f})", r.ov_factor, r.textspan_factor,
+             f"{r.measured_factor} ({100 * r.measured_share:.0f}%)") for r in table.rows]
+    print_table(con, ["head", "OV: nearest text to the top direction (cosine)", "OV factor", "TEXTSPAN factor",
+                      "measured factor (share)"], rows,
+                title=f"heads of {adapter.name}{weights_note(adapter)}: from the weights (OV) and from {scenes} scenes "
+                      f"of {objects or '1-4'} objects, seed {seed}")
+    for label, a in (("all heads", table.agreement()), (f"heads with a factor share >= {table.clear:g}",
+                                                       table.agreement(clear_only=True))):
+        if a["heads"]:
+            con.print(f"agreement over {label} ({a['heads']}): OV vs measured {100 * a['ov_measured']:.0f}%, "
+                      f"TEXTSPAN vs measured {100 * a['textspan_measured']:.0f}%, OV vs TEXTSPAN "
+                      f"{100 * a['ov_textspan']:.0f}%")
 
 
 COMMANDS = [describe_cmd, heads_cmd]
