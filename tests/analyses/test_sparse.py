@@ -122,3 +122,25 @@ def test_bad_inputs_are_one_readable_error():
         sparse_texts(X, T, l1=-1)
     with pytest.raises(InvalidInputError, match="mean"):
         sparse_texts(X, T, mean="images")
+
+
+def test_docs_page_code_runs(tmp_path):
+    """docs/analyses/sparse.md: its Python blocks run (on a rendered toy scene) and do what they say."""
+    import re
+    from pathlib import Path
+
+    from PIL import Image
+
+    from cliplens.toyworld.scenes import render_scene, sample_scene
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "analyses" / "sparse.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert blocks
+    Image.fromarray(render_scene(sample_scene(0, 0))[0]).save(tmp_path / "scene.png")
+    scope: dict = {}
+    for block in blocks:
+        exec(compile(block.replace('"scene.png"', f'r"{tmp_path / "scene.png"}"'), str(page), "exec"), scope)
+    st, described = scope["st"], scope["described"]
+    assert 1 <= int(st.count[0]) <= 3 and scope["weights"].shape == (1, len(scope["texts"]))
+    assert (scope["weights"] > 0).sum() == st.count[0] and 0 < float(st.cosine[0]) <= 1
+    assert len(described.heads[0]) == 2 and described.images.format(0).count("'") >= 2

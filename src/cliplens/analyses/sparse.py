@@ -24,17 +24,20 @@ scikit-learn's coordinate descent one vector at a time, both far too slow for 10
 *working-set* method. The correlations ``C ẑ`` of every vector with every text are one matrix product. Each
 vector starts from its ``start`` best-correlated texts; the problem restricted to a working set is solved by
 accelerated projected gradient (FISTA with gradient restart, step ``1/(2λ_max(G))`` from the exact largest
-eigenvalue of the working set's Gram ``G``), then *polished*: on the support it found, the KKT system
-``G_SS w_S = c_S − λ/2`` is solved directly and kept when its solution is positive and optimal. The KKT
-conditions are then checked against every text of the pool with one more matrix product
+eigenvalue of the working set's Gram ``G``) in blocks of 20 steps; after each block an active-set refinement
+solves the KKT system ``G_SS w_S = c_S − λ/2`` on the support ``S`` found (dropping texts whose weight comes out
+non-positive, adding the most violating one), and a vector is done once that solution meets the optimality
+conditions. The KKT conditions are then checked against every text of the pool with one more matrix product
 (``2(C(Cᵀw) − Cẑ) + λ ≥ −tol`` for the texts outside the working set); the texts that violate them join the
 working set (``grow`` at a time, most violated first) and the round repeats. The answer is the exact
-non-negative lasso solution to the tolerance ``tol`` on the KKT conditions. Vectors are processed in chunks
-(``chunk`` rows), so memory stays at a few ``chunk × M`` matrices.
+non-negative lasso solution to the tolerance ``tol`` on the KKT conditions (tested against scikit-learn's
+``Lasso(positive=True)`` to 1e-8). Vectors are processed in chunks (``chunk`` rows), so memory stays at a few
+``chunk × M`` matrices; small problems run on one thread.
 
-**A target number of texts** (``texts=k``): SpLiCE's papers tune λ so that decompositions use a given number
-of concepts; here λ is searched per vector by bisection (on a log scale, between 0 and ``2·max_j c_j``, above
-which no text is used), keeping the smallest λ tried whose solution uses at most ``k`` texts.
+**A target number of texts** (``texts_used=k``): SpLiCE's experiments choose λ for a target sparsity (the
+l0 norm of the weights); here λ is searched per vector by bisection on a log scale between ``2·max_j c_j``
+(at and above which no text is used) and a thousandth of it, keeping the smallest λ tried whose solution uses
+at most ``k`` texts (the bisection solves loosely; the λ found is solved exactly).
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ class SparseTexts:
         terms = self.terms(i, top)
         if not terms:
             return "(no text: every weight is zero; lower l1)"
-        s = " + ".join(f"{w:.2f} {t!r}" for t, w in terms)
+        s = " + ".join(f"{w:.2f} {t!r}" if w >= 0.005 else f"{w:.1g} {t!r}" for t, w in terms)
         return s + (" + …" if len(terms) < int(self.count[i]) else "")
 
     def to_dicts(self, top: int | None = None) -> list[dict[str, Any]]:
