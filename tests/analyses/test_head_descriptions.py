@@ -136,3 +136,21 @@ def test_pool_heads_of_an_attention_pool(random_toy_weights):
     assert torch.allclose(total, sum(parts), rtol=1e-10, atol=1e-12)
     with pytest.raises(InvalidInputError, match=f"readout {Hp} does not exist"):
         head_ov(m.vision, 1, 0, readout=Hp)
+
+
+def test_docs_page_code_runs():
+    """docs/analyses/head-descriptions.md: its Python block runs and gives what it says."""
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "analyses" / "head-descriptions.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert blocks
+    scope: dict = {}
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), scope)
+    heads, M, b = scope["heads"], scope["M"], scope["b"]
+    L = scope["model"].vision.num_layers
+    assert [h.name for h in heads] == [f"L{L - 1}.H{i}" for i in range(scope["model"].vision.num_heads)]
+    assert M.shape == (scope["model"].vision.width, scope["model"].vision.embed_dim) and b.shape == (M.shape[1],)
+    assert heads[1].singular_values[0] == pytest.approx(float(torch.linalg.svdvals(M)[0]))

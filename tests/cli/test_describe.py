@@ -132,7 +132,7 @@ def test_heads_factors_table_on_the_toy_world(toy_args, random_toy):
     from cliplens.analyses.head_descriptions import describe_heads
     from cliplens.analyses.pools import toy_pool_factors
 
-    res = run("heads", *toy_args, "--factors", "--scenes", "40", "--seed", "7", "--json")
+    res = run("heads", *toy_args, "--factors", "--scenes", "40", "--scene-seed", "7", "--json")
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     rows = data["heads"]
@@ -147,7 +147,8 @@ def test_heads_factors_table_on_the_toy_world(toy_args, random_toy):
     for key, a, b in (("ov_measured", "ov_factor", "measured_factor"),
                       ("textspan_measured", "textspan_factor", "measured_factor")):
         assert data["agreement"][key] == pytest.approx(sum(r[a] == r[b] for r in rows) / len(rows))
-    lines = run("heads", *toy_args, "--factors", "--scenes", "40", "--seed", "7").output
+    lines = run("heads", *toy_args, "--factors", "--scenes", "40", "--scene-seed", "7").output
+    assert "more than once" not in lines  # --scene-seed, not a second --seed next to the model's
     assert "OV vs measured" in lines and "L5.H3" in lines
 
 

@@ -125,7 +125,7 @@ def _line(st: Any, i: int, top: int) -> str:
               help="Toy-world models: compare each head's top direction's text with TEXTSPAN's and with the scene "
                    "factor measured to explain most of its output (an agreement table; builds a store of scenes).")
 @click.option("--scenes", type=click.IntRange(min=10), default=2000, show_default=True, help="With --factors: scenes.")
-@click.option("--seed", "scene_seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--scene-seed", "scene_seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="With --factors: the scenes' seed.")
 @click.option("--objects", type=click.IntRange(1, 4), default=None,
               help="With --factors: objects per scene (default 1 to 4).")
