@@ -10,6 +10,10 @@ Quick tour::
     scores.per_head()                                 # [B, layers, heads, texts]
     scores.token_map()                                # [B, texts, gh, gw]
 
+Sparse text explanations and data-free head descriptions: ``cliplens.sparse_texts`` (any vector as a sparse
+sum of pool texts, SpLiCE), ``cliplens.describe_images`` (an image and its top heads so), ``cliplens.describe_heads``
+(each head's OV map's top singular directions in texts, from the weights alone).
+
 Layout: ``core`` (views, hooks, attention strategies, the plan, the forward), ``models`` (one file
 per family), ``images``, ``text``, ``decomposition``, ``maps``, ``evaluation``, ``report``, ``cli``,
 ``toyworld``.
@@ -38,6 +42,8 @@ from cliplens.errors import (
 from cliplens.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from cliplens.analyses.head_descriptions import describe_heads
+    from cliplens.analyses.sparse import describe_images, sparse_texts
     from cliplens.core.attention.base import AttentionStrategy, get_attention, register_attention
     from cliplens.core.forward import ForwardOutput, run_vision
     from cliplens.core.hooks import hook_names
@@ -63,12 +69,15 @@ _LAZY = {
     "SidePath": "cliplens.core.plan",
     "VisionView": "cliplens.core.view",
     "decompose": "cliplens.decomposition.recording",
+    "describe_heads": "cliplens.analyses.head_descriptions",
+    "describe_images": "cliplens.analyses.sparse",
     "get_attention": "cliplens.core.attention.base",
     "hook_names": "cliplens.core.hooks",
     "list_models": "cliplens.models.registry",
     "load": "cliplens.models.registry",
     "register_attention": "cliplens.core.attention.base",
     "run_vision": "cliplens.core.forward",
+    "sparse_texts": "cliplens.analyses.sparse",
     "summarize": "cliplens.decomposition.summary",
     "wrap": "cliplens.models.registry",
 }
@@ -102,12 +111,15 @@ __all__ = [
     "UnsupportedArchitectureError",
     "VisionView",
     "decompose",
+    "describe_heads",
+    "describe_images",
     "get_attention",
     "hook_names",
     "list_models",
     "load",
     "register_attention",
     "run_vision",
+    "sparse_texts",
     "summarize",
     "wrap",
 ]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.nn.functional import normalize
 
+import cliplens
 from cliplens.analyses.sparse import nonneg_lasso, sparse_texts, splice_center, splice_concepts
 from cliplens.errors import InvalidInputError
 
@@ -144,3 +145,10 @@ def test_docs_page_code_runs(tmp_path):
     assert 1 <= int(st.count[0]) <= 3 and scope["weights"].shape == (1, len(scope["texts"]))
     assert (scope["weights"] > 0).sum() == st.count[0] and 0 < float(st.cosine[0]) <= 1
     assert len(described.heads[0]) == 2 and described.images.format(0).count("'") >= 2
+
+
+def test_exported_at_the_top_level():
+    from cliplens.analyses import head_descriptions, sparse
+
+    assert cliplens.sparse_texts is sparse.sparse_texts and cliplens.describe_images is sparse.describe_images
+    assert cliplens.describe_heads is head_descriptions.describe_heads
