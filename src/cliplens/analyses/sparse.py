@@ -32,7 +32,8 @@ conditions. The KKT conditions are then checked against every text of the pool w
 working set (``grow`` at a time, most violated first) and the round repeats. The answer is the exact
 non-negative lasso solution to the tolerance ``tol`` on the KKT conditions (tested against scikit-learn's
 ``Lasso(positive=True)`` to 1e-8). Vectors are processed in chunks (``chunk`` rows), so memory stays at a few
-``chunk × M`` matrices; small problems run on one thread.
+``chunk × M`` matrices. The large products use torch's threads; the working-set problems (many small
+operations) run on one thread, as does a small problem throughout.
 
 **A target number of texts** (``texts_used=k``): SpLiCE's experiments choose λ for a target sparsity (the
 l0 norm of the weights); here λ is searched per vector by bisection on a log scale between ``2·max_j c_j``
@@ -42,7 +43,8 @@ at most ``k`` texts (the bisection solves loosely; the λ found is solved exactl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +184,16 @@ def _small_solve(G: Tensor, c: Tensor, l1: Tensor, w: Tensor, tol: float, max_it
     return out
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _solve_chunk(D: Tensor, Y: Tensor, l1: Tensor, *, tol: float, max_iter: int, start: int, grow: int,
                  max_rounds: int) -> tuple[Tensor, Tensor, bool]:
     """Working-set solve of one chunk of vectors ``Y`` ``[n, E]`` over the dictionary ``D`` ``[M, E]``."""
@@ -195,7 +207,8 @@ def _solve_chunk(D: Tensor, Y: Tensor, l1: Tensor, *, tol: float, max_iter: int,
         A = D[S.clamp_min(0)] * valid[..., None]  # [n, K, E]
         G = torch.bmm(A, A.transpose(1, 2)) + torch.diag_embed((~valid).to(Y.dtype))
         c = torch.where(valid, corr.gather(1, S.clamp_min(0)), torch.zeros_like(w))
-        w = _small_solve(G, c, l1, w, tol, max_iter)
+        with _one_thread():  # many small operations: forking threads for each costs more than it saves
+            w = _small_solve(G, c, l1, w, tol, max_iter)
         recon = torch.bmm(w[:, None], A)[:, 0]  # [n, E]
         g = 2 * (recon @ D.T - corr) + l1  # [n, M]: the gradient at every text
         g.scatter_(1, S.clamp_min(0), torch.where(valid, torch.zeros_like(w), g.gather(1, S.clamp_min(0))))
@@ -227,10 +240,8 @@ def nonneg_lasso(D: Tensor, Y: Tensor, l1: float | Tensor = 0.25, *, tol: float 
         raise InvalidInputError(f"the l1 penalty must be >= 0; got {float(lam.min())}")
     parts: list[tuple[Tensor, Tensor]] = []
     unconverged = 0
-    threads = torch.get_num_threads()
-    if Y.shape[0] * D.shape[0] <= 1 << 20:  # a small problem: one thread (forking threads per tiny op costs more)
-        torch.set_num_threads(1)
-    try:
+    small = Y.shape[0] * D.shape[0] <= 1 << 20  # a small problem: one thread throughout
+    with _one_thread() if small else nullcontext():
         for i in range(0, Y.shape[0], chunk):
             S, w, ok = _solve_chunk(D, Y[i:i + chunk], lam[i:i + chunk], tol=tol, max_iter=max_iter, start=start,
                                     grow=grow, max_rounds=max_rounds)
@@ -240,8 +251,6 @@ def nonneg_lasso(D: Tensor, Y: Tensor, l1: float | Tensor = 0.25, *, tol: float 
             w, S = w.gather(1, order), S.gather(1, order)
             S = torch.where(w > 0, S, torch.full_like(S, -1))
             parts.append((S, w))
-    finally:
-        torch.set_num_threads(threads)
     if unconverged and warn:
         import warnings
 
