@@ -154,3 +154,33 @@ def test_docs_page_code_runs():
     assert [h.name for h in heads] == [f"L{L - 1}.H{i}" for i in range(scope["model"].vision.num_heads)]
     assert M.shape == (scope["model"].vision.width, scope["model"].vision.embed_dim) and b.shape == (M.shape[1],)
     assert heads[1].singular_values[0] == pytest.approx(float(torch.linalg.svdvals(M)[0]))
+
+
+def test_eva02_route_through_the_sub_layernorm():
+    """EVA02 (sub-LN over the heads): a token's term through a head is α_m/(σ_post·σ_sub) · (x̂_m M + b) plus a
+    constant shared by the tokens, with the sub-LN's γ folded into M (σ_sub: the CLS token's sub-LN scale)."""
+    pytest.importorskip("timm")
+    from tests.families.models import open_clip_timm
+
+    oc = open_clip_timm("EVA02-B-16", layers=2, layer_scale=True).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ad = cliplens.wrap(oc, name="EVA02-B-16")
+    layer, head = 1, 5
+    blk = ad.vision.blocks[layer]
+    x = pixels(1, 224, seed=1).double()
+    terms = ad.decompose(x, spatial=True, dtype=torch.float64).head_terms()[:, layer, :, head]  # [B, N, E]
+    _, cache = ad.run_with_cache(x, [f"blocks.{layer}.resid_pre", f"blocks.{layer}.attn.cls_pattern",
+                                     f"blocks.{layer}.attn.z", "pooled"])
+    r = cache[f"blocks.{layer}.resid_pre"]
+    x_hat = (r - r.mean(-1, keepdim=True)) / (r.var(-1, unbiased=False, keepdim=True) + blk.ln_1.eps).sqrt()
+    alpha = cache[f"blocks.{layer}.attn.cls_pattern"][:, head]
+    z = cache[f"blocks.{layer}.attn.z"][:, 0].reshape(x.shape[0], -1)  # the CLS token's heads, concatenated
+    sd_sub = (z.var(-1, unbiased=False) + blk.attn_norm.eps).sqrt()
+    p = cache["pooled"]
+    sd_post = (p.var(-1, unbiased=False) + ad.vision.head.norm.eps).sqrt()
+    M, b = head_ov(ad.vision, layer, head)
+    route = alpha[..., None] / (sd_post * sd_sub)[:, None, None] * (x_hat @ M + b)
+    ours, ref = terms - terms[:, :1], route - route[:, :1]
+    assert ref.abs().max() > 1e-9  # the tokens differ: the check has teeth
+    assert float((ours - ref).abs().max() / ref.abs().max()) < 1e-7
