@@ -169,18 +169,19 @@ def test_eva02_route_through_the_sub_layernorm():
     layer, head = 1, 5
     blk = ad.vision.blocks[layer]
     x = pixels(1, 224, seed=1).double()
-    terms = ad.decompose(x, spatial=True, dtype=torch.float64).head_terms()[:, layer, :, head]  # [B, N, E]
-    _, cache = ad.run_with_cache(x, [f"blocks.{layer}.resid_pre", f"blocks.{layer}.attn.cls_pattern",
-                                     f"blocks.{layer}.attn.z", "pooled"])
-    r = cache[f"blocks.{layer}.resid_pre"]
-    x_hat = (r - r.mean(-1, keepdim=True)) / (r.var(-1, unbiased=False, keepdim=True) + blk.ln_1.eps).sqrt()
-    alpha = cache[f"blocks.{layer}.attn.cls_pattern"][:, head]
-    z = cache[f"blocks.{layer}.attn.z"][:, 0].reshape(x.shape[0], -1)  # the CLS token's heads, concatenated
-    sd_sub = (z.var(-1, unbiased=False) + blk.attn_norm.eps).sqrt()
-    p = cache["pooled"]
-    sd_post = (p.var(-1, unbiased=False) + ad.vision.head.norm.eps).sqrt()
-    M, b = head_ov(ad.vision, layer, head)
-    route = alpha[..., None] / (sd_post * sd_sub)[:, None, None] * (x_hat @ M + b)
+    with torch.no_grad():  # the wrapped source's parameters require grad
+        terms = ad.decompose(x, spatial=True, dtype=torch.float64).head_terms()[:, layer, :, head]  # [B, N, E]
+        _, cache = ad.run_with_cache(x, [f"blocks.{layer}.resid_pre", f"blocks.{layer}.attn.cls_pattern",
+                                         f"blocks.{layer}.attn.z", "pooled"])
+        r = cache[f"blocks.{layer}.resid_pre"]
+        x_hat = (r - r.mean(-1, keepdim=True)) / (r.var(-1, unbiased=False, keepdim=True) + blk.ln_1.eps).sqrt()
+        alpha = cache[f"blocks.{layer}.attn.cls_pattern"][:, head]
+        z = cache[f"blocks.{layer}.attn.z"][:, 0].reshape(x.shape[0], -1)  # the CLS token's heads, concatenated
+        sd_sub = (z.var(-1, unbiased=False) + blk.attn_norm.eps).sqrt()
+        p = cache["pooled"]
+        sd_post = (p.var(-1, unbiased=False) + ad.vision.head.norm.eps).sqrt()
+        M, b = head_ov(ad.vision, layer, head)
+        route = alpha[..., None] / (sd_post * sd_sub)[:, None, None] * (x_hat @ M + b)
     ours, ref = terms - terms[:, :1], route - route[:, :1]
     assert ref.abs().max() > 1e-9  # the tokens differ: the check has teeth
     assert float((ours - ref).abs().max() / ref.abs().max()) < 1e-7

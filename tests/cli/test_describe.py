@@ -102,6 +102,14 @@ def test_describe_images_on_a_resnet_has_pool_heads():
     T = torch.randn(20, model.vision.embed_dim, generator=torch.Generator().manual_seed(1))
     out = describe_images(model, px, [f"t{i}" for i in range(20)], T, heads=2)
     assert all(n.startswith("pool.H") for n in out.heads[0]) and len(out.heads[0]) == 2
+    # data-free: the attention pool's heads, not layer heads (which it has none of)
+    from cliplens.analyses.head_descriptions import describe_heads
+    from cliplens.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="no attention layers"):
+        describe_heads(model, [f"t{i}" for i in range(20)], T)
+    pool = describe_heads(model, [f"t{i}" for i in range(20)], T, pool_heads=True, directions=1)
+    assert [h.name for h in pool][:2] == ["pool.H0", "pool.H1"] and pool[0].directions[0].singular_value > 0
 
 
 def test_report_page_shows_the_sparse_description(toy_args, random_toy, tmp_path):

@@ -154,6 +154,10 @@ class HeadDescription:
 def _chosen(view: Any, heads: Sequence[tuple[int, int]] | None, layers: Sequence[int] | None,
             last: int | None) -> list[tuple[int, int]]:
     L, H = view.num_layers, view.num_heads
+    if L == 0:
+        raise InvalidInputError("this model's image tower has no attention layers (a ResNet trunk read out by an "
+                                "attention pool): describe its pool heads instead (pool_heads=True, or 'cliplens "
+                                "heads --pool-heads')")
     if heads:
         out = []
         for layer, h in heads:
