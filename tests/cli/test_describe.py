@@ -163,3 +163,21 @@ def test_heads_factors_table_on_the_toy_world(toy_args, random_toy):
 def test_heads_factors_needs_a_toy_model(tiny_vit):
     res = run("heads", "-m", tiny_vit, "-p", "random", "--factors")
     assert res.exit_code == 2 and "needs a toy-world model" in one_line(res.output)
+
+
+def test_describe_images_on_an_attention_pooled_tower(random_toy_weights):
+    """SigLIP's MAP head (on the toy's blocks): the layer heads' direct effects, exact through the pooling."""
+    from tests.pooled_towers import pooled_toy
+
+    m = pooled_toy(random_toy_weights, "map", dtype=torch.float64)
+    px = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    texts = load_pool("toy")
+    out = describe_images(m, px, texts, heads=3)
+    dec = m.decompose(px, spatial=False, dtype=torch.float64)
+    norms = dec.per_head().norm(dim=-1).flatten(1)  # [B, L·H]
+    best = norms.topk(3, dim=-1)
+    H = m.vision.num_heads
+    for b in range(2):
+        assert out.heads[b] == [f"L{int(j) // H}.H{int(j) % H}" for j in best.indices[b]]
+        assert out.head_norms[b] == pytest.approx(best.values[b].tolist(), rel=1e-5)
+    assert len(out.head_texts) == 6 and (out.head_texts.count >= 1).all()
