@@ -152,3 +152,9 @@ def test_exported_at_the_top_level():
 
     assert cliplens.sparse_texts is sparse.sparse_texts and cliplens.describe_images is sparse.describe_images
     assert cliplens.describe_heads is head_descriptions.describe_heads
+
+
+def test_a_solve_cut_short_says_so():
+    X, T = _problem(seed=6)
+    with pytest.warns(UserWarning, match="not exact"):
+        nonneg_lasso(splice_concepts(T), splice_center(X, None), 0.01, tol=1e-14, max_iter=20)

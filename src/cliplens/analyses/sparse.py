@@ -155,10 +155,12 @@ def _violation(G: Tensor, c: Tensor, l1: Tensor, w: Tensor) -> Tensor:
     return torch.where(w > 0, g.abs(), (-g).clamp_min(0)).amax(-1)
 
 
-def _small_solve(G: Tensor, c: Tensor, l1: Tensor, w: Tensor, tol: float, max_iter: int, block: int = 20) -> Tensor:
+def _small_solve(G: Tensor, c: Tensor, l1: Tensor, w: Tensor, tol: float, max_iter: int,
+                 block: int = 20) -> tuple[Tensor, bool]:
     """``min_w wᵀGw − 2cᵀw + l1·Σw``, ``w ≥ 0``, batched (``G`` ``[n, K, K]``, ``c``/``w`` ``[n, K]``, ``l1``
     ``[n, 1]``): FISTA with gradient restart in blocks of ``block`` steps; after each block the KKT system on the
-    support found is solved, and the rows where that is optimal (violation ≤ ``tol``) are done."""
+    support found is solved, and the rows where that is optimal (violation ≤ ``tol``) are done. Also returns
+    whether every row was done within ``max_iter`` steps."""
     out = w.clone()
     rows = torch.arange(G.shape[0])
     step = 1.0 / (2 * torch.linalg.eigvalsh(G)[:, -1:].clamp_min(1e-12))  # [n, 1]
@@ -177,11 +179,11 @@ def _small_solve(G: Tensor, c: Tensor, l1: Tensor, w: Tensor, tol: float, max_it
         done = good | (_violation(G, c, l1, w) <= tol)
         out[rows[done]] = torch.where(good[done, None], exact[done], w[done])
         if bool(done.all()):
-            return out
+            return out, True
         keep = ~done
         rows, G, c, l1, w, v, t, step = (x[keep] for x in (rows, G, c, l1, w, v, t, step))
     out[rows] = w
-    return out
+    return out, False
 
 
 @contextmanager
@@ -201,14 +203,15 @@ def _solve_chunk(D: Tensor, Y: Tensor, l1: Tensor, *, tol: float, max_iter: int,
     corr = Y @ D.T  # [n, M]
     S = corr.topk(min(start, M), dim=-1).indices  # [n, K]
     w = Y.new_zeros(S.shape)
-    converged = False
+    converged, exact = False, True
     for _ in range(max_rounds):
         valid = S >= 0
         A = D[S.clamp_min(0)] * valid[..., None]  # [n, K, E]
         G = torch.bmm(A, A.transpose(1, 2)) + torch.diag_embed((~valid).to(Y.dtype))
         c = torch.where(valid, corr.gather(1, S.clamp_min(0)), torch.zeros_like(w))
         with _one_thread():  # many small operations: forking threads for each costs more than it saves
-            w = _small_solve(G, c, l1, w, tol, max_iter)
+            w, done = _small_solve(G, c, l1, w, tol, max_iter)
+        exact &= done
         recon = torch.bmm(w[:, None], A)[:, 0]  # [n, E]
         g = 2 * (recon @ D.T - corr) + l1  # [n, M]: the gradient at every text
         g.scatter_(1, S.clamp_min(0), torch.where(valid, torch.zeros_like(w), g.gather(1, S.clamp_min(0))))
@@ -221,7 +224,7 @@ def _solve_chunk(D: Tensor, Y: Tensor, l1: Tensor, *, tol: float, max_iter: int,
         w = torch.cat([w, torch.zeros_like(worst)], 1)
         keep = (S >= 0).any(0)  # drop columns that no row uses
         S, w = S[:, keep], w[:, keep]
-    return S, w, converged
+    return S, w, converged and exact
 
 
 def nonneg_lasso(D: Tensor, Y: Tensor, l1: float | Tensor = 0.25, *, tol: float = 1e-6, max_iter: int = 2000,
@@ -254,8 +257,9 @@ def nonneg_lasso(D: Tensor, Y: Tensor, l1: float | Tensor = 0.25, *, tol: float 
     if unconverged and warn:
         import warnings
 
-        warnings.warn(f"the sparse solver stopped after {max_rounds} rounds before every text met the optimality "
-                      f"conditions (tolerance {tol:g}) in {unconverged} chunk(s); the weights are close, not exact",
+        warnings.warn(f"the sparse solver stopped (after {max_rounds} rounds or {max_iter} steps) before every text "
+                      f"met the optimality conditions (tolerance {tol:g}) in {unconverged} chunk(s); the weights are "
+                      "close, not exact",
                       stacklevel=2)
     width = max(1, max(int((p[0] >= 0).sum(1).max()) for p in parts))
 
