@@ -13,6 +13,9 @@ Quick tour::
 Every analysis has a Python entry point here too: ``cliplens.textspan`` (TEXTSPAN on a store or on any head
 outputs), ``cliplens.Targets`` / ``cliplens.Maps`` (maps of any method, from texts or embeddings, or built from
 your own grids), ``cliplens.text_points`` / ``points_from_maps`` / ``sam_masks`` / ``text_masks`` (SAM).
+Sparse text explanations and data-free head descriptions: ``cliplens.sparse_texts`` (any vector as a sparse
+sum of pool texts, SpLiCE), ``cliplens.describe_images`` (an image and its top heads so), ``cliplens.describe_heads``
+(each head's OV map's top singular directions in texts, from the weights alone).
 
 Layout: ``core`` (views, hooks, attention strategies, the plan, the forward), ``models`` (one file
 per family), ``images``, ``text``, ``decomposition``, ``maps``, ``evaluation``, ``report``, ``cli``,
@@ -43,6 +46,8 @@ from cliplens.errors import (
 from cliplens.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from cliplens.analyses.head_descriptions import describe_heads
+    from cliplens.analyses.sparse import describe_images, sparse_texts
     from cliplens.analyses.textspan import textspan
     from cliplens.core.attention.base import AttentionStrategy, get_attention, register_attention
     from cliplens.core.forward import ForwardOutput, run_vision
@@ -74,6 +79,8 @@ _LAZY = {
     "Targets": "cliplens.maps.targets",
     "VisionView": "cliplens.core.view",
     "decompose": "cliplens.decomposition.recording",
+    "describe_heads": "cliplens.analyses.head_descriptions",
+    "describe_images": "cliplens.analyses.sparse",
     "get_attention": "cliplens.core.attention.base",
     "hook_names": "cliplens.core.hooks",
     "list_models": "cliplens.models.registry",
@@ -83,6 +90,7 @@ _LAZY = {
     "register_attention": "cliplens.core.attention.base",
     "run_vision": "cliplens.core.forward",
     "sam_masks": "cliplens.tasks.points",
+    "sparse_texts": "cliplens.analyses.sparse",
     "summarize": "cliplens.decomposition.summary",
     "text_masks": "cliplens.tasks.points",
     "text_points": "cliplens.tasks.points",
@@ -122,6 +130,8 @@ __all__ = [
     "UnsupportedArchitectureError",
     "VisionView",
     "decompose",
+    "describe_heads",
+    "describe_images",
     "get_attention",
     "hook_names",
     "list_models",
@@ -131,6 +141,7 @@ __all__ = [
     "register_attention",
     "run_vision",
     "sam_masks",
+    "sparse_texts",
     "summarize",
     "text_masks",
     "text_points",

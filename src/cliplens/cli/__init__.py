@@ -75,8 +75,8 @@ def _print_error(message: str) -> None:
 #: imported only when its command runs or shows its help, so ``cliplens --help`` loads no model code.
 COMMAND_MODULES: dict[str, str] = {
     "ablate": "analyses", "atlas": "atlas", "debias": "heads", "decompose": "decompose", "demo": "demo",
-    "explain": "explain", "explore": "explore", "methods": "methods", "models": "models", "neurons": "neurons",
-    "points": "points", "report": "report", "retrieve": "heads",
+    "describe": "describe", "explain": "explain", "explore": "explore", "heads": "describe", "methods": "methods",
+    "models": "models", "neurons": "neurons", "points": "points", "report": "report", "retrieve": "heads",
     "segment": "segment", "segment-eval": "segeval", "store": "store", "tags": "tags", "textspan": "analyses",
     "toy": "toy",
 }

@@ -29,11 +29,13 @@ from cliplens.report.files import writable_dir
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many top layers and heads to list per image and text.")
 @layer_options("Split attention per head and region (head grids and maps) only")
+@click.option("--pool", default=None,
+              help="Also describe each image as a sparse sum of this pool's texts (SpLiCE, as 'cliplens describe'): "
+                   "general, toy or a file with one text per line.")
 @image_options
 def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, device: str, trust_checkpoint: bool,
                texts: tuple[str, ...], out_dir: Path, top: int, last: int | None, layers: tuple[int, ...] | None,
-               recursive: bool, skip_bad: bool,
-               max_pixels: int) -> None:
+               pool: str | None, recursive: bool, skip_bad: bool, max_pixels: int) -> None:
     """Write an HTML page explaining which layers, heads and image regions of the model carry each
     --text for each IMAGE, with maps over each image.
 
@@ -44,6 +46,10 @@ def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, devi
     from cliplens.report.page import format_summary, make_report
 
     paths = expand_images(images, recursive=recursive)
+    if pool is not None:
+        from cliplens.analyses.pools import load_pool
+
+        load_pool(pool)  # a bad pool fails before any work
     writable_dir(out_dir, "--out", create=False)  # before any work
     adapter = load_model(model, pretrained, device, trust_checkpoint)
     check_last_layers(layers, last, adapter)
@@ -52,7 +58,8 @@ def report_cmd(images: tuple[str, ...], model: str, pretrained: str | None, devi
         task = bar.add_task("drawing figures", total=len(paths))
         result = make_report(adapter, paths, texts, out_dir, top=top, last=last,
                              layers=None if layers is None else list(layers), skip_bad=skip_bad,
-                             max_pixels=max_pixels, on_progress=lambda done, _: bar.update(task, completed=done))
+                             max_pixels=max_pixels, on_progress=lambda done, _: bar.update(task, completed=done),
+                             pool=pool)
     if result.note:
         err.print(f"[yellow]note:[/] {result.note}", markup=True)
     for s in result.skipped:

@@ -154,12 +154,14 @@ class ImageResult:
     box: tuple[float, float, float, float]  # the model input in the original: top, left, bottom, right
     texts: list[TextResult]
     figure: str = ""  # the image itself
+    description: dict[str, Any] | None = None  # the embedding as a sparse sum of pool texts (``pool=``)
 
     def to_dict(self) -> dict[str, Any]:
         top, left, bottom, right = self.box
         return {"image": self.source, "name": self.name, "size": {"width": self.size[0], "height": self.size[1]},
                 "model_input_box": {"top": top, "left": left, "bottom": bottom, "right": right},
-                "figure": self.figure, "texts": [t.to_dict() for t in self.texts]}
+                "figure": self.figure, "texts": [t.to_dict() for t in self.texts],
+                **({"description": self.description} if self.description is not None else {})}
 
 
 @dataclass
@@ -224,6 +226,7 @@ def make_report(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     batch_size: int = 8,
     on_progress: Callable[[int, int], None] | None = None,
+    pool: str | None = None,
 ) -> ReportResult:
     """Write the report for image files ``images`` and ``texts`` under ``out_dir`` (see the module docs).
 
@@ -232,7 +235,8 @@ def make_report(
     stops the report (naming it) unless ``skip_bad``, which leaves it out and lists it on the page.
     ``layers`` (layer indices, negatives from the end) or ``last`` (the last ``k`` layers) limits the per-head terms, the head
     grids and the token maps to those layers. Repeated texts are kept once. ``on_progress(done, total)``
-    is called after each image.
+    is called after each image. ``pool`` (a pool name or file, :mod:`cliplens.analyses.pools`): also describe
+    each image's embedding as a sparse sum of the pool's texts (SpLiCE, :mod:`cliplens.analyses.sparse`).
     """
     texts = list(dict.fromkeys(texts))
     if not texts:
@@ -244,6 +248,11 @@ def make_report(
     info = adapter.describe()
     head_layers = resolve_layers(layers, adapter.vision.num_layers, last=last)
     directions = adapter.encode_text(texts)
+    from cliplens.analyses.pools import load_pool
+    from cliplens.analyses.sparse import sparse_texts
+
+    pool_texts = load_pool(pool) if pool is not None else None
+    pool_emb = adapter.encode_text(pool_texts) if pool_texts is not None else None
     paths, pixels, skipped = _load_all(adapter, [str(p) for p in images], skip_bad, max_pixels, batch_size)
     out, note = fresh_dir(Path(out_dir))
     cfg = adapter.preprocess_config
@@ -258,6 +267,8 @@ def make_report(
         worst = max(worst, dec.check(rtol=float("inf")))
         scores = dec.normalized().project(directions, labels=texts)
         summaries = summarize(dec, directions, texts, top=top)
+        described = (sparse_texts(dec.reconstruct().float().cpu(), pool_emb.float().cpu(), pool_texts).to_dicts(8)
+                     if pool_texts is not None and pool_emb is not None else None)
         for b in range(px.shape[0]):
             i = start + b
             original = load_image(paths[i], max_pixels=max_pixels)
@@ -278,7 +289,8 @@ def make_report(
                                            f"of {_layers_text(head_layers, adapter.vision.num_layers)}")
                 r.figures["map"] = png.name
                 files.append(png)
-            results.append(ImageResult(paths[i], names[i], (ow, oh), box, per_text, img.name))
+            desc = None if described is None else {"pool": pool, **described[b]}
+            results.append(ImageResult(paths[i], names[i], (ow, oh), box, per_text, img.name, desc))
             if on_progress is not None:
                 on_progress(i + 1, len(paths))
     result = ReportResult(out_dir=out, html=out / "index.html", model=info, texts=texts, head_layers=head_layers,
@@ -333,13 +345,25 @@ def _html(r: ReportResult, grid: tuple[int, int]) -> str:
             f'<h2 id="image-{k}">{e(im.name)}</h2>',
             f'<div class="figs">{H.figure(im.figure, f"the image {im.name}")}<div class="grow">'
             f'<p class="muted"><code>{e(im.source)}</code><br>{im.size[0]}×{im.size[1]} px</p>'
-            f"<table><tr><th>text</th><th class=num>cosine similarity</th></tr>{rows}</table></div></div>",
+            f"<table><tr><th>text</th><th class=num>cosine similarity</th></tr>{rows}</table>"
+            f"{_description_html(im.description)}</div></div>",
         ]
         body += [text_html(t) for t in im.texts]
     body.append('<p class="muted">Every number on this page, and the token maps, are in '
                 '<a href="summary.json">summary.json</a>. Made by <code>cliplens report</code>.</p>')
     title = f"cliplens report · {', '.join(r.texts)}"
     return H.page(title, body)
+
+
+def _description_html(d: dict[str, Any] | None) -> str:
+    """The image as a sparse sum of pool texts (SpLiCE), one line."""
+    if d is None:
+        return ""
+    terms = " + ".join(f"{t['weight']:.2f}&nbsp;&ldquo;{H.esc(t['text'])}&rdquo;" for t in d["terms"]) or "(no text)"
+    more = " + …" if d["count"] > len(d["terms"]) else ""
+    return (f"<p>In texts of the pool <code>{H.esc(d['pool'])}</code> (a sparse non-negative sum, SpLiCE): "
+            f"{terms}{more}<br><span class=muted>{d['count']} texts; the sum's cosine with the image embedding "
+            f"{d['cosine']:.2f}</span></p>")
 
 
 def format_summary(r: ReportResult) -> str:
