@@ -25,8 +25,8 @@ def test_toy_parity_and_exact_decomposition(toy_path):
     ours = model.encode_image(x)
     assert (ours - ref).abs().max() <= 1e-5 * ref.norm(dim=-1).max()
     for spatial in (True, False):
-        for layers in (None, 2):
-            assert model.decompose(x, spatial=spatial, layers=layers).check() < 1e-5
+        for last in (None, 2):
+            assert model.decompose(x, spatial=spatial, last=last).check() < 1e-5
 
 
 def test_toy_text_side(toy_path):
