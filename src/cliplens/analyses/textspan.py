@@ -51,8 +51,25 @@ __all__ = ["COLUMNS", "DEFAULT_LAST", "HeadSpan", "Span", "TextSpanResult", "hea
            "rebuilt_accuracy", "resolve_heads", "text_rows", "textspan", "textspan_heads", "textspan_outputs"]
 
 
+class _Shares:
+    """What a span's ``fractions`` (the share of the variance each text's direction removed, in the order chosen)
+    say together."""
+
+    fractions: list[float]
+
+    @property
+    def cumulative(self) -> list[float]:
+        """The share of the variance removed by the texts up to each one."""
+        return [float(x) for x in np.cumsum(self.fractions)]
+
+    @property
+    def explained(self) -> float:
+        """The share of the variance the texts remove together (1 − residual variance / total variance)."""
+        return float(sum(self.fractions))
+
+
 @dataclass
-class HeadSpan:
+class HeadSpan(_Shares):
     """One head's texts, in the order chosen."""
 
     layer: int
@@ -72,15 +89,6 @@ class HeadSpan:
         """The variance each text's direction removed (``fractions`` × the total)."""
         return [f * self.total_variance for f in self.fractions]
 
-    @property
-    def cumulative(self) -> list[float]:
-        """The share of the head's variance removed by the texts up to each one."""
-        return [float(x) for x in np.cumsum(self.fractions)]
-
-    @property
-    def explained(self) -> float:
-        """The share of the head's variance its texts remove together."""
-        return float(sum(self.fractions))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "layer": self.layer, "head": self.head, "texts": self.texts,
@@ -342,7 +350,7 @@ def pool_inputs(texts: Sequence[str] | Tensor, text_embeddings: Tensor | None, m
 
 
 @dataclass
-class Span:
+class Span(_Shares):
     """TEXTSPAN of one set of outputs ``C`` ``[N, D]`` (:func:`textspan_outputs`): the texts in the order chosen,
     the share of ``C``'s variance each one's direction removed, and ``C`` rebuilt from them."""
 
@@ -356,14 +364,6 @@ class Span:
     mean: Tensor  # [D]: C's mean over the images
     reconstruction: Tensor  # [N, D]: mean + the centred C projected on the directions
 
-    @property
-    def cumulative(self) -> list[float]:
-        return [float(x) for x in np.cumsum(self.fractions)]
-
-    @property
-    def explained(self) -> float:
-        """The share of ``C``'s variance its texts remove together (1 − residual variance / total variance)."""
-        return float(sum(self.fractions))
 
     def quality(self, outputs: Tensor) -> dict[str, float]:
         """How well :attr:`reconstruction` rebuilds ``outputs`` (the ``C`` it came from): the share of variance
