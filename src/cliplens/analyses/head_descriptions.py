@@ -61,9 +61,10 @@ def _joint_map(view: Any) -> JointMap:
 
 @torch.no_grad()
 def head_ov(view: Any, layer: int, head: int, *, readout: int | None = None,
-            joint: JointMap | None = None) -> tuple[Tensor, Tensor]:
+            joint: JointMap | None = None, factors: bool = False) -> Any:
     """``(M [D, E], b [E])`` of head ``head`` of layer ``layer`` (see the module docs), float64. ``readout``: one
-    readout of an attention-pooled tower (default: their equal-weight sum)."""
+    readout of an attention-pooled tower (default: their equal-weight sum). ``factors``: ``(X [D, dh], P [dh, E],
+    b)`` with ``M = X · P`` instead (the map's rank is at most the head's width ``dh``)."""
     L, H = view.num_layers, view.num_heads
     if L == 0:
         raise InvalidInputError("this model's image tower has no attention layers (a ResNet trunk read out by an "
@@ -88,15 +89,18 @@ def head_ov(view: Any, layer: int, head: int, *, readout: int | None = None,
     if readout is not None and not 0 <= readout < R:
         raise InvalidInputError(f"readout {readout} does not exist: the pooling head has {R}")
     P = A.sum(0) if readout is None else A[readout]  # [dh, E]
-    M = (g1[:, None] * wv.T) @ P
+    X = g1[:, None] * wv.T  # [D, dh]: M = X · P, of rank at most dh
     b = (b1 @ wv.T + bv) @ P
-    return M.to(view.device), b.to(view.device)
+    if factors:
+        return X.to(view.device), P.to(view.device), b.to(view.device)
+    return (X @ P).to(view.device), b.to(view.device)
 
 
 @torch.no_grad()
-def pool_ov(view: Any, readout: int, *, joint: JointMap | None = None) -> Tensor:
+def pool_ov(view: Any, readout: int, *, joint: JointMap | None = None, factors: bool = False) -> Any:
     """``[D, E]``: pooling head ``readout``'s value-to-output map (attention pooling: SigLIP's MAP head, a
-    ResNet's attention pool), ``diag(γ) · in_r · out_r``, float64."""
+    ResNet's attention pool), ``diag(γ) · in_r · out_r``, float64 (``factors``: the two factors
+    ``(diag(γ) · in_r, out_r)``)."""
     jm = joint or _joint_map(view)
     if jm.w.readout_in is None:
         raise InvalidInputError("this tower's pooling head has no heads of its own (CLS or mean pooling): describe "
@@ -104,7 +108,8 @@ def pool_ov(view: Any, readout: int, *, joint: JointMap | None = None) -> Tensor
     R = jm.w.num_readouts
     if not 0 <= readout < R:
         raise InvalidInputError(f"pool head {readout} does not exist: the pooling head has {R}")
-    return (jm.w.gamma[:, None] * jm.w.readout_in[readout]) @ jm.w.readout_out[readout]
+    X, Y = jm.w.gamma[:, None] * jm.w.readout_in[readout], jm.w.readout_out[readout]
+    return (X, Y) if factors else X @ Y
 
 
 @dataclass
@@ -205,14 +210,14 @@ def describe_heads(model: Any, texts: Sequence[str], text_embeddings: Tensor | N
     C = splice_concepts(T.detach().double().cpu())
     names = list(texts)
     if pool_heads:
-        items: list[tuple[int | None, int, Tensor, Tensor | None]] = [
-            (None, r, pool_ov(view, r, joint=jm), None) for r in range(jm.w.num_readouts)]
+        items: list[tuple[int | None, int, Tensor, Tensor, Tensor | None]] = [
+            (None, r, *pool_ov(view, r, joint=jm, factors=True), None) for r in range(jm.w.num_readouts)]
     else:
-        items = [(layer, h, *head_ov(view, layer, h, readout=readout, joint=jm))
+        items = [(layer, h, *head_ov(view, layer, h, readout=readout, joint=jm, factors=True))
                  for layer, h in _chosen(view, heads, layers, last)]
     out = []
-    for layer, h, M, b in items:
-        S, V = _top_directions(M.cpu())
+    for layer, h, X, Y, b in items:
+        S, V = _top_directions(X.cpu(), Y.cpu())
         k = min(directions, S.shape[0])
         total = float((S ** 2).sum()) or 1.0
         dirs = []
@@ -234,7 +239,17 @@ def describe_heads(model: Any, texts: Sequence[str], text_embeddings: Tensor | N
     return out
 
 
-def _top_directions(M: Tensor) -> tuple[Tensor, Tensor]:
-    """Singular values (largest first) and the right singular vectors ``[k, E]`` (unit rows) of ``M``."""
-    _, S, Vh = torch.linalg.svd(M.double(), full_matrices=False)
-    return S, normalize(Vh, dim=-1)
+def _top_directions(X: Tensor, Y: Tensor) -> tuple[Tensor, Tensor]:
+    """Singular values (largest first, ``min(D, E)`` of them) and the leading right singular vectors ``[k, E]``
+    (unit rows) of ``M = X · Y`` (``X [D, k]``, ``Y [k, E]``), without forming ``M``: with ``X = Qx Rx`` and
+    ``Yᵀ = Qy Ry``, ``M = Qx (Rx Ryᵀ) Qyᵀ``, so the SVD of the small core ``Rx Ryᵀ = U S Vh`` gives ``M``'s singular
+    values ``S`` (the rest are 0) and right singular vectors ``Vh Qyᵀ``."""
+    X, Y = X.double(), Y.double()
+    if X.shape[1] >= min(X.shape[0], Y.shape[1]):  # no low rank to use
+        _, S, Vh = torch.linalg.svd(X @ Y, full_matrices=False)
+        return S, normalize(Vh, dim=-1)
+    Qx, Rx = torch.linalg.qr(X)
+    Qy, Ry = torch.linalg.qr(Y.T)
+    _, S, Vh = torch.linalg.svd(Rx @ Ry.T)
+    S = torch.cat([S, S.new_zeros(min(X.shape[0], Y.shape[1]) - S.shape[0])])
+    return S, normalize(Vh @ Qy.T, dim=-1)
