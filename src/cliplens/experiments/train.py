@@ -16,11 +16,13 @@ the background, one object more or fewer); they only add columns to the image->t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -380,7 +382,22 @@ def text_lr_mult(cfg: TrainConfig, step: int) -> float:
     return cfg.text_lr_mult + (1 - cfg.text_lr_mult) * (step - cfg.text_lr_hold) / cfg.text_lr_hold
 
 
+def _restoring_threads(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` giving the process's torch thread count back as it found it (training sets its own)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        old_threads = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(old_threads)
+
+    return run
+
+
 # --------------------------------------------------------------------------- train
+@_restoring_threads
 def train(
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -411,29 +428,6 @@ def train(
         eval_n: if > 0, run :func:`cliplens.experiments.evaluate.evaluate` with ``n=eval_n`` at the end.
         stop_after: stop (after checkpointing) once this many steps are done in total (tests).
     """
-    old_threads = torch.get_num_threads()
-    try:
-        return _train(cfg, out_dir, resume=resume, overwrite=overwrite, trust_checkpoint=trust_checkpoint,
-                      export=export, eval_n=eval_n, eval_seed=eval_seed, progress=progress, command=command,
-                      stop_after=stop_after)
-    finally:  # the thread count is the process's: give it back
-        torch.set_num_threads(old_threads)
-
-
-def _train(
-    cfg: TrainConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    trust_checkpoint: bool = False,
-    export: str | Path | None = None,
-    eval_n: int = 0,
-    eval_seed: int = 12345,
-    progress: bool = True,
-    command: str | None = None,
-    stop_after: int | None = None,
-) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = prepare_run(out, resume=resume, overwrite=overwrite, trust_checkpoint=trust_checkpoint, export=export)
