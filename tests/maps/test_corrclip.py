@@ -4,7 +4,6 @@ open_clip CLIP, a tiny transformers DINO (ViTModel, 8-pixel patches) and, end to
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 import pytest
@@ -226,22 +225,6 @@ def test_listed_with_its_parameters():
     params = {p.name: p.default for p in method_parameters("corrclip")}
     assert params["vfm"] == "dino_vitb8" and params["sam"] == "sam2_hiera_l" and params["points_per_side"] == 8
     assert params["positional"] == "bicubic_dino" and params["tau"] == 4.0 and params["beta"] == 0.5
-
-
-def test_command_line_refuses_without_sam_in_one_paragraph(random_toy_weights, tmp_path):
-    from tests.cli.conftest import one_line, run, save_image
-
-    image = save_image(tmp_path / "img.png")
-    args = ("explain", image, "-t", "a dog", "-m", "toy", "-p", random_toy_weights, "--method", "corrclip")
-    r = run(*args, "--out", tmp_path / "a")
-    assert r.exit_code == 2 and "Traceback" not in r.output
-    assert "needs SAM's weights" in one_line(r.output) and "--param sam_checkpoint=PATH" in one_line(r.output)
-    r = run(*args, "--param", "sam=vit_b", "--param", "sam_checkpoint=/nonexistent/sam.pth", "--out", tmp_path / "b")
-    assert r.exit_code == 2 and "SAM checkpoint '/nonexistent/sam.pth' does not exist" in one_line(r.output)
-    # --method all runs the methods that read CLIP alone: CorrCLIP runs by name only
-    r = run("explain", image, "-t", "a dog", "-m", "toy", "-p", random_toy_weights, "--method", "all", "--out",
-            tmp_path / "c")
-    assert r.exit_code == 0 and "corrclip" not in json.loads((tmp_path / "c" / "settings.json").read_text())["methods"]
 
 
 def test_map_correction_votes_in_sams_regions_placed_on_the_image(models, monkeypatch):

@@ -5,7 +5,6 @@ random-weight ``vit_b`` SAM of ``sam_model_registry``."""
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
@@ -150,18 +149,3 @@ def test_listed_with_its_parameters():
     assert params["vfm"] == "dino_vitb16" and params["sam"] == "vit_b" and params["positional"] == "bicubic_dino"
     assert (params["slide_crop"], params["slide_stride"], params["beta"], params["gamma"]) == (336, 224, 1.2, 3.0)
     assert params["cos_fac"] == 1.2 and params["refine_neg_cos"] is True
-
-
-def test_command_line_refuses_without_sam_in_one_paragraph(random_toy_weights, tmp_path):
-    from tests.cli.conftest import one_line, run, save_image
-
-    image = save_image(tmp_path / "img.png")
-    args = ("explain", image, "-t", "a dog", "-m", "toy", "-p", random_toy_weights, "--method", "trident")
-    r = run(*args, "--out", tmp_path / "a")
-    assert r.exit_code == 2 and "Traceback" not in r.output
-    assert "needs SAM's weights" in one_line(r.output) and "--param sam_checkpoint=PATH" in one_line(r.output)
-    r = run(*args, "--param", "sam=vit_b", "--param", "sam_checkpoint=/nonexistent/sam.pth", "--out", tmp_path / "b")
-    assert r.exit_code == 2 and "SAM checkpoint '/nonexistent/sam.pth' does not exist" in one_line(r.output)
-    r = run("explain", image, "-t", "a dog", "-m", "toy", "-p", random_toy_weights, "--method", "all", "--out",
-            tmp_path / "c")
-    assert r.exit_code == 0 and "trident" not in json.loads((tmp_path / "c" / "settings.json").read_text())["methods"]
