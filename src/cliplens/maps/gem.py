@@ -13,7 +13,7 @@ Only the side path's tokens are read, so :meth:`GEM.tokens` runs the main stream
 its q, k and v (which the side path reads there): that block's own attention (replaced by the identity) and MLP,
 which reach nothing but the main stream's unused output, are skipped. The side path's tokens are unchanged.
 
-Speed: 1.35–1.42× one plain forward (ViT-B-16, 448 px, batch 4, 2 CPU threads; ``benchmarks/bench_maps.py``),
+Speed: 1.35–1.44× one plain forward (ViT-B-16, 448 px, batch 4, 2 CPU threads; ``benchmarks/bench_maps.py``),
 above the 1.3× asked of gradient-free methods. Each of the 6 side blocks runs two fused attention passes (one
 iteration, then the output) over q, k and v — six attention passes per block, 36 in all beyond the plain
 forward's 12 — and at 785 tokens attention is a large share of a CPU forward. Nothing exact removes them: every

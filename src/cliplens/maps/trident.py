@@ -86,12 +86,15 @@ def sam_guidance(q: Tensor, k: Tensor, v: Tensor, attn: Any, grid: tuple[int, in
     keep = (torch.arange(H, device=q.device)[:, None] < vh) & (torch.arange(W, device=q.device)[None, :] < vw)
     keep = keep.flatten()
 
+    whole = (vh, vw) == (H, W)  # no padding: every cell is valid (no copy of the keys)
+    u = F.normalize(v if whole else v[:, keep], dim=-1)  # [heads, n, dh]: the valid cells' unit values
+
     def cos(h: int) -> Tensor:
-        u = F.normalize(v[h, keep], dim=-1)
-        return u @ u.T
+        return u[h] @ u[h].T
 
     heads, _, dh = q.shape
-    thresh = cos_fac * (sum(cos(h) for h in range(heads)) / heads).mean(-1, keepdim=True)  # [n, 1]
+    # the mean over heads and keys of the cosines, without the [n, n] matrices: mean_j u_i·u_j = u_i · mean_j u_j
+    thresh = cos_fac * (u @ u.mean(1, keepdim=True).transpose(-1, -2)).mean(0)  # [n, 1]
     if not refine_neg_cos:
         thresh = torch.where(thresh < 0.0, torch.full_like(thresh, 0.6), thresh)
     thresh = thresh.clamp(max=0.9)
@@ -107,7 +110,8 @@ def sam_guidance(q: Tensor, k: Tensor, v: Tensor, attn: Any, grid: tuple[int, in
         if attn.use_rel_pos:
             logits = (logits.view(vh, vw, H, W) + torch.einsum("hwc,hkc->hwk", rq, rel_h)[..., None]
                       + torch.einsum("hwc,wkc->hwk", rq, rel_w)[:, :, None, :]).view(vh * vw, H * W)
-        p = logits.softmax(-1)[:, keep]
+        p = logits.softmax(-1)
+        p = p if whole else p[:, keep]
         part = torch.where(cos(h) > thresh, p, torch.zeros_like(p))
         total = part if total is None else total + part
     g = total / heads
