@@ -11,6 +11,12 @@ text and for ``--texts`` texts (gradient methods need one backward pass per text
 
 Median of ``--repeats`` timed runs after a warm-up, methods interleaved round-robin.
 Targets (issue 10): gradient-free methods <= 1.3x plain, gradient methods <= 3x plain (1 text).
+
+The column "flops x" is each method's arithmetic next to the plain forward's, 1 text: the floating-point
+operations of matrix products, convolutions and fused attention, counted by torch's ``FlopCounterMode`` on one
+more run (the plain forward counted with PyTorch's fused multi-head-attention fast path off, which hides its
+products from the counter). It is a floor for the time ratio wherever products dominate: a method whose own
+arithmetic is 1.4x the plain forward's cannot run in 1.3x its time without computing something else.
 With ``--sliding``: the segmentation protocol (Cityscapes preset: short side 560 -> 1120x560, 224 windows,
 stride 112, i.e. 36 windows) on one synthetic 2048x1024 image, 19 classes, per method, with its time
 (text embeddings cached by a warm-up run: the time is the image's).
@@ -33,6 +39,32 @@ from cliplens.maps.targets import contrast_others
 
 GRADIENT = ("gradcam", "chefer", "legrad")
 SKIP = ("nothing", "uniform", "gaussian")  # baselines that do not look at the image
+
+
+def _register_cpu_attention_flops() -> None:
+    """Teach the counter CPU's fused attention (torch counts the CUDA kernels only): 4·B·H·Nq·Nk·dh."""
+    from torch.utils import flop_counter as fc
+
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if op not in fc.flop_registry:
+        @fc.register_flop_formula(op)
+        def _cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+            return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def count_flops(fn) -> int:
+    """Floating-point operations of matrix products, convolutions and fused attention in one call of ``fn()``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _register_cpu_attention_flops()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA op is opaque to the counter
+    try:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return counter.get_total_flops()
 
 
 def build(model_name: str, size: int):
@@ -133,19 +165,20 @@ def main() -> None:
                     t0 = time.perf_counter()
                     fns[m](x, t)
                     times[(m, k)].append(time.perf_counter() - t0)
+        flops = {m: count_flops(lambda m=m: fns[m](x, texts[1])) for m in order}
     med = {key: statistics.median(ts) for key, ts in times.items() if ts}
     base = med[("plain", 1)]
     print(f"model {args.model} (random weights), {args.size}px, batch {args.batch}, CPU threads {args.threads}, "
           f"torch {torch.__version__}, median of {args.repeats}")
-    print(f"{'method':<16} {'kind':<13} {'s (1 text)':>10} {'x plain':>8} {f's ({args.texts} texts)':>13} {'x plain':>8}"
-          f"  target")
-    print(f"{'plain':<16} {'':<13} {base:>10.3f} {1.0:>8.2f}")
+    many_head = f" {f's ({args.texts} texts)':>13} {'x plain':>8}" if args.texts != 1 else ""
+    print(f"{'method':<16} {'kind':<13} {'s (1 text)':>10} {'x plain':>8} {'flops x':>8}{many_head}  target")
+    print(f"{'plain':<16} {'':<13} {base:>10.3f} {1.0:>8.2f} {1.0:>8.2f}   ({flops['plain'] / 1e9:.0f} GFLOP)")
     for m in methods:
         kind = "gradient" if m in GRADIENT else "gradient-free"
         r1 = med[(m, 1)] / base
         target = 3.0 if m in GRADIENT else 1.3
-        many = f"{med[(m, args.texts)]:>13.3f} {med[(m, args.texts)] / base:>8.2f}" if args.texts != 1 else ""
-        print(f"{m:<16} {kind:<13} {med[(m, 1)]:>10.3f} {r1:>8.2f} {many}  <= {target}x: "
+        many = f" {med[(m, args.texts)]:>13.3f} {med[(m, args.texts)] / base:>8.2f}" if args.texts != 1 else ""
+        print(f"{m:<16} {kind:<13} {med[(m, 1)]:>10.3f} {r1:>8.2f} {flops[m] / flops['plain']:>8.2f}{many}  <= {target}x: "
               f"{'met' if r1 <= target else 'MISSED'}")
     if args.sliding:
         sliding(adapter, args.sliding_methods.split(","), max(1, args.repeats // 2))

@@ -56,6 +56,22 @@ def test_output_and_pattern_match_the_formula(dtype, tol, iterations, temperatur
     assert (z.double() - want_z).abs().max().item() <= tol * want_z.abs().max().item()
 
 
+def test_output_under_autograd_carries_the_temperatures_gradient():
+    """Without autograd β is the fused kernel's scale (a number); with it, β's gradient must still reach the block
+    input it is taken from, as in the naive formula."""
+    q, k, v, ctx = _inputs(torch.float64)
+    q = q.clone().requires_grad_(True)
+    x = ctx.x.clone().requires_grad_(True)
+    ctx = AttentionContext(layer=0, block=None, grid=(2, 5), x=x)  # type: ignore[arg-type]
+    z = get_attention("grounding").output(q, k, v, ctx)
+    want = _naive_pattern(q, k, v, x, 1, None) @ v
+    torch.testing.assert_close(z, want, rtol=1e-12, atol=1e-12)
+    got, ref = torch.autograd.grad(z.square().sum(), [q, x]), torch.autograd.grad(want.square().sum(), [q, x])
+    assert ref[1].abs().max() > 0  # the temperature's gradient is not trivially zero here
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_forward_taps_equal_the_fused_path():
     """A GEM side path and a GEM main attention: recording the patterns changes nothing, and they are the formula."""
     view = vision_view_from_open_clip(tiny_open_clip(layers=3).double())

@@ -12,6 +12,7 @@ import torch
 
 import cliplens
 from cliplens.core.attention import AttentionContext, get_attention
+from cliplens.core.attention.early_fusion import fused_unnormalised, sinkhorn_rounds
 from cliplens.errors import InvalidInputError, UnsupportedArchitectureError
 from cliplens.maps import TextEmbeddings, get_map
 from tests.maps.cliper_reference import fused_matrix, reference_cliper, sinkhorn_round
@@ -141,6 +142,21 @@ def test_early_fusion_strategy_matches_the_formula(rounds):
     torch.testing.assert_close(pattern, ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(pattern.sum(-1), torch.ones(2, 3, 5, dtype=torch.float64))
     assert torch.equal(strategy.pattern(v, v, v, ctx.with_rows(slice(0, 1))), pattern[:, :, :1])
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_fused_matrix_from_a_contiguous_transpose_is_the_formula(rounds):
+    """CLIPer's map forms every fused matrix with ``Sᵀ`` made contiguous once: the same naive matrix."""
+    g = torch.Generator().manual_seed(1)
+    summed = torch.rand(2, 3, 6, 6, generator=g, dtype=torch.float64) * 4
+    ref = summed.clone()
+    for _ in range(rounds):
+        ref = torch.stack([sinkhorn_round(s) for s in ref])
+    ref = torch.stack([fused_matrix(s) for s in ref])
+    *_, (r, c, colsum) = sinkhorn_rounds(summed, rounds)
+    buffers = (torch.empty_like(summed), torch.empty_like(summed))
+    m = fused_unnormalised(summed, r, c, colsum, out=buffers, transposed=summed.transpose(-1, -2).contiguous())
+    torch.testing.assert_close(m / m.sum(-1, keepdim=True), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_early_fusion_strategy_errors():

@@ -118,6 +118,37 @@ def test_random_vit_b_sam_end_to_end(models):
     assert maps.raw.shape == (1, 2, 42, 64) and torch.isfinite(maps.raw).all()
 
 
+@pytest.mark.parametrize("hw", [(64, 64), (64, 96)], ids=["square", "padded"])
+def test_guidance_reads_sams_own_attention_and_equals_recomputing_it(models, monkeypatch, hw):
+    """The guidance takes the pattern SAM's forward computed (no second attention pass), and equals the guidance
+    that computes it from q and k; a SAM whose attention shows no single softmax falls back to computing it."""
+    import cliplens.maps.trident as trident
+
+    _, wrapped, dino, sam = models
+    seen = []
+    original = trident.sam_guidance
+
+    def recording(q, k, v, attn, grid, valid, *args, pattern=None):
+        seen.append(pattern)
+        recomputed = original(q, k, v, attn, grid, valid, *args)
+        kept = original(q, k, v, attn, grid, valid, *args, pattern=pattern)
+        torch.testing.assert_close(kept, recomputed, rtol=1e-12, atol=1e-12)
+        return kept
+
+    monkeypatch.setattr(trident, "sam_guidance", recording)
+    method = get_map("trident", vfm=dino, sam=sam)
+    x = random_images(2, hw, seed=3).double()
+    g, valid = method.guidance(wrapped, x)
+    heads, cells = sam.image_encoder.blocks[-1].attn.num_heads, 8 * 8
+    assert len(seen) == 2 and all(p is not None and p.shape == (heads, cells, cells) for p in seen)
+    assert g.shape == (2, valid[0] * valid[1], valid[0] * valid[1])
+
+    monkeypatch.setattr(trident, "_SOFTMAXES", ())  # as if SAM's forward took no softmax the taps recognise
+    seen.clear()
+    torch.testing.assert_close(method.guidance(wrapped, x)[0], g, rtol=1e-12, atol=1e-12)
+    assert seen == [None, None]
+
+
 def test_errors_are_one_paragraph(models):
     _, wrapped, dino, sam = models
     x = random_images(1, (64, 64)).double()

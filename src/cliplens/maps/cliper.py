@@ -2,10 +2,11 @@
 
 Follows ``modified_clip/model.py`` of github.com/linsun449/cliper.code at commit c05fa41 (``CLIPer`` with
 ``attn_type="fused-attn"``, ``fuse_feature=True``, ``select_layer=-1``: the defaults of ``util/args.py`` and of
-every ViT-B/16 config), i.e. the paper's *early-layer fusion* module. Its *fine-grained compensation* refines
-the maps with Stable Diffusion's self-attention (``ovs/pipeline.py``); that part is left out here, so the
-numbers to compare with are the paper's and README's "without FGC" ones (ViT-B/16: mean 43.2 mIoU over the 8
-benchmarks with its sliding window, 41.9 without).
+every ViT-B/16 config), i.e. the paper's *early-layer fusion* module (named by the paper's own term; its section
+numbers could not be checked where this was written). Its *fine-grained compensation* refines the maps with
+Stable Diffusion's self-attention (``ovs/pipeline.py``); that part is left out here, so the numbers to compare
+with are the paper's and README's "without FGC" ones (ViT-B/16: mean 43.2 mIoU over the 8 benchmarks with its
+sliding window, 41.9 without).
 
 For an ``L``-block tower and a batch of images:
 
@@ -140,15 +141,16 @@ class CLIPer(MapMethod):
         v = torch.cat([v, v.new_ones(K, B, H, N, 1)], dim=-1)  # the last column gives each row's sum
         S = acc[0]
         buffers = (torch.empty_like(S), torch.empty_like(S))
+        St = S.transpose(-1, -2).contiguous()  # read in memory order by every fused matrix below
         zs = []
         for k, (r, c, colsum) in enumerate(sinkhorn_rounds(S, L)):  # the code balances S once per feature, in place
             if fuse or k == L - 1:
-                unnormalised = fused_unnormalised(S, r, c, colsum, out=buffers)
+                unnormalised = fused_unnormalised(S, r, c, colsum, out=buffers, transposed=St)
                 z = torch.matmul(unnormalised.to(v.dtype), v[len(zs)])
                 zs.append(z[..., :dh] / z[..., dh:])
         n = out.grid[0] * out.grid[1]
         attn = (unnormalised[:, :, N - n:, N - n:] / z[..., N - n:, dh:].to(work)).mean(1)  # the last, head mean
-        del buffers, unnormalised, S, acc[:]
+        del buffers, unnormalised, S, St, acc[:]
         tokens = project_tokens(view, _out_proj(blk, torch.stack(zs).transpose(2, 3).reshape(K * B, N, H, dh)))
         feats_n = F.normalize(tokens[:, N - n:].to(work), dim=-1)
         logits = self.params["logit_scale"] * feats_n @ scored.to(work).T  # [K * B, n, T + 1]

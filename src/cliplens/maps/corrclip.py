@@ -5,9 +5,10 @@ scope and DINO's features value, plus two extra branches.
 Follows ``CorrCLIPv1/open_clip/transformer.py`` (``VisionTransformer.forward``) and
 ``CorrCLIPv1/corrclip_segmentor.py`` of github.com/zdk258/CorrCLIP@103bc18 (the v1 files unchanged since 20935a8;
 ``CorrCLIPv2/`` is a later variant, not the paper's). Per image, with ``F`` DINO's last-block ``q + k`` (all
-heads, CLS dropped, L2-normalised) on DINO's grid and ``S = F Fᵀ``:
+heads, CLS dropped, L2-normalised) on DINO's grid and ``S = F Fᵀ``. The parts are named by the paper's section
+headings; their numbers are not given, as the paper's text could not be checked where this was written:
 
-1. **Regions** (paper §3.2, scope reconstruction). SAM's automatic masks, sorted by ascending area, are written
+1. **Regions** (the paper's *Scope Reconstruction*). SAM's automatic masks, sorted by ascending area, are written
    as labels 1, 2, ... onto a map of zeros, so larger masks overwrite smaller ones (:func:`regions_from_masks`);
    made once per fitted input and cropped with each window, as the original crops its per-image map. Resized
    (nearest) to DINO's grid.
@@ -16,9 +17,9 @@ heads, CLS dropped, L2-normalised) on DINO's grid and ``S = F Fᵀ``:
    DBSCAN (distance ``max(I) − I``, ``eps = merge_eps``, ``min_samples = 1``), which is exactly the connected
    components of the graph "distance ≤ eps" (:func:`merge_regions`).
 3. **Scope**: cell ``i`` may attend to ``j`` when both lie in the same merged region other than the smallest,
-   or when either lies in the smallest and ``S_ij`` exceeds the mean of ``S``. **Value** (§3.3):
+   or when either lies in the smallest and ``S_ij`` exceeds the mean of ``S``. **Value** (*Value Reconstruction*):
    ``A = softmax(τ · S)`` over the allowed cells (:func:`scope_attention`), one matrix for every channel.
-4. **Main and spatial branches** (§3.4): the last block's ``v = W_v ln_1(x) + b_v`` of the patch tokens, for
+4. **Main and spatial branches** (*Feature Refinement*): the last block's ``v = W_v ln_1(x) + b_v`` of the patch tokens, for
    ``x`` the input of the last block (main) and for the mean of the outputs of the spatial layers (0-based
    ``L−2−n .. L−3``, ``n = 5, 12, 28`` for 12, 24, 32 layers, else ``L − 4``: 5–9 for ViT-B), bilinearly resized
    from CLIP's grid to DINO's, then ``A v`` and the out-projection (with its bias, without layer-scale, as the

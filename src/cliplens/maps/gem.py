@@ -13,11 +13,13 @@ Only the side path's tokens are read, so :meth:`GEM.tokens` runs the main stream
 its q, k and v (which the side path reads there): that block's own attention (replaced by the identity) and MLP,
 which reach nothing but the main stream's unused output, are skipped. The side path's tokens are unchanged.
 
-Speed: 1.35–1.44× one plain forward (ViT-B-16, 448 px, batch 4, 2 CPU threads; ``benchmarks/bench_maps.py``),
-above the 1.3× asked of gradient-free methods. Each of the 6 side blocks runs two fused attention passes (one
-iteration, then the output) over q, k and v — six attention passes per block, 36 in all beyond the plain
-forward's 12 — and at 785 tokens attention is a large share of a CPU forward. Nothing exact removes them: every
-query row of every pass is read by the next.
+Speed (``benchmarks/bench_maps.py``: ViT-B-16, 448 px, batch 4, 2 CPU threads): 1.25–1.33× one plain forward
+over runs on an idle machine, at the 1.3× asked of gradient-free methods and not reliably under it. Its
+arithmetic is 1.41× the plain forward's (the benchmark's "flops x" column, counted by torch's
+``FlopCounterMode``): each of the 6 side blocks runs two attention passes (one iteration, then the output) over
+q, k and v, 36 beyond the plain forward's 12, and every query row of every pass is read by the next, so nothing
+exact removes them. It runs under its arithmetic because its passes use the fused kernel (β as the kernel's
+scale, image by image; no scaled or repeated copies) while open_clip's plain forward forms its patterns.
 """
 
 from __future__ import annotations

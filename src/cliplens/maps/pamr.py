@@ -1,4 +1,4 @@
-"""PAMR, pixel-adaptive mask refinement (Araslanov & Roth, CVPR 2020, Sec. 3.2), as the SCLIP / NACLIP lineage
+"""PAMR, pixel-adaptive mask refinement (Araslanov & Roth, CVPR 2020: the PAMR module of its single-stage model), as the SCLIP / NACLIP lineage
 applies it to per-pixel class scores.
 
 For an image ``x`` ``[B, C, H, W]`` and scores ``m`` ``[B, K, H, W]`` at the same size, each pixel ``i`` looks at

@@ -1,7 +1,7 @@
 """ProxyCLIP (Lan et al., ECCV 2024): CLIP's last-block values, mixed by a vision foundation model's attention.
 
-Paper: "ProxyCLIP: Proxy Attention Improves CLIP for Open-Vocabulary Segmentation", Sec. 3 (the proxy attention
-module, with its adaptive normalisation and masking). Code followed: github.com/mc-lan/ProxyCLIP@e7b767f,
+Paper: "ProxyCLIP: Proxy Attention Improves CLIP for Open-Vocabulary Segmentation", its proxy attention
+module, with the adaptive normalisation and masking (defaults of β and γ: the paper's Appendix B). Code followed: github.com/mc-lan/ProxyCLIP@e7b767f,
 ``open_clip/transformer.py`` (``VisionTransformer.forward``, ``custom_attn``, ``interpolate_pos_encoding``) and
 ``proxyclip_segmentor.py`` (``forward_feature``).
 

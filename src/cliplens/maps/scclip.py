@@ -1,6 +1,13 @@
 """SC-CLIP (Bai et al., "Self-Calibrated CLIP for Training-Free Open-Vocabulary Segmentation", arXiv 2411.15869; its
 method's three parts: resolving anomaly tokens, self-adjusting, multi-level fusion), as its code runs it.
 
+Paper sections as numbered in its journal version (IEEE TIP 34, 2025; the arXiv text calls the last part
+multi-level fusion): §III-B *Resolving the Anomaly Tokens* (Eq. 3: the 3×3 neighbour mean), §III-C *Self-Adjusting
+for Semantic Coherence* (Eq. 4: the aggregation, Eq. 5: ``softmax(K Kᵀ) + softmax(Sim_mid)``), §III-D *Two-Pass
+Strategy* (the fused features through the same block), with the settings of §IV-A (β = 0.4) and the choices of
+§IV-C: about 5 % of the tokens anomalous (10 at 224 px), and the paper's 1-based layers 9 and 4 (pre- and
+post-adjustment) and 4–10 (fusion), the code's 0-based 8, 3 and 3..9.
+
 It follows ``clip/model.py`` (``VisionTransformer.forward``, ``custom_attn``, ``adaptively_aggregate``,
 ``mean_interpolation``, ``lof_pytorch``) and ``scclip_segmentor.py`` of github.com/SuleBai/SC-CLIP@0417ba9, with
 ``configs/base_config.py`` (ViT-B/16). Block indices are 0-based; ``x_l`` is the output of block ``l`` (all tokens),

@@ -2,7 +2,9 @@
 
 Followed: ``SFP_ICCV/clip/model.py`` (``VisionTransformer.forward``, ``custom_attn``, ``sinkhorn_attn``,
 ``mean_interpolation``, ``adaptively_aggregate``) with the settings of ``SFP_ICCV/configs/base_config.py``
-(Kimsure/SFP@2804f5b). With ``x_l`` the residual stream after block ``l`` (0-based, CLS first), ``L`` blocks, and
+(Kimsure/SFP@2804f5b). The steps carry the names of the paper's three modules (its abstract's "self-adaptive
+outlier mitigator", "semantic-aware attention enhancer" and "hierarchical attention integrator"); the paper has no
+arXiv version and its section numbers could not be checked where this was written. With ``x_l`` the residual stream after block ``l`` (0-based, CLS first), ``L`` blocks, and
 every setting at its default:
 
 1. **Outlier mitigator.** The vanilla forward runs up to block ``L − 2``. From that block's attention, averaged over

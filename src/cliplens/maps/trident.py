@@ -6,25 +6,27 @@ image and mixed once more by SAM's last encoder attention.
 Follows ``trident.py`` (``get_trident_seg``, ``get_sam_feat``, ``get_windowed_imgs``) and
 ``open_clip/transformer.py`` (``VisionTransformer.forward``, ``custom_attn``, ``guidance_attn``,
 ``get_sam_sim``) of github.com/YuHengsss/Trident@a93b346, with the attention its modified
-``segment_anything/modeling/image_encoder.py`` keeps (paper §3.2–3.3). Per input image:
+``segment_anything/modeling/image_encoder.py`` keeps. Per input image (the paper's section numbers are not
+cited: its text could not be checked where this was written):
 
 1. **Windows** (``slide_crop``, ``slide_stride``; mmseg's placement, the last one flush with the border) run
    through CLIP's blocks ``0 .. L−2`` as one batch. For the last block the CLS token is dropped and
    ``v = W_v ln_1(x) + b_v`` is bilinearly resized (``align_corners=False``) from CLIP's grid to DINO's.
-2. **DINO attention** (§3.2, as ProxyCLIP): ``F`` = DINO's last-layer patch tokens (after its final norm),
+2. **DINO attention** (as ProxyCLIP): ``F`` = DINO's last-layer patch tokens (after its final norm),
    L2-normalised; ``S = Fᵀ F`` per window; ``A = softmax((S − β · mean(S)) · γ)`` where entries below 0 are
    −inf, the mean taken over *all the windows of the image* (the original takes ``torch.mean`` of the whole
    window batch of its one image); ``y = out_proj(A v)`` (no residual, no MLP).
 3. **Stitching**: each window's ``y`` on its CLIP-grid cells of the whole input (when DINO's grid is not a
    whole multiple of CLIP's, resized to ``r = round(g_dino / g_clip)`` times CLIP's grid first; ``r`` at least
    1 here, where the original's formula gives 0 for a DINO grid under half CLIP's), overlaps averaged.
-4. **SAM guidance** (§3.3): SAM's last encoder block (a global-attention block) gives, per head, the attention
+4. **SAM guidance**: SAM's last encoder block (a global-attention block) gives, per head, the attention
    ``P_h = softmax(q kᵀ · scale + decomposed relative positions)`` and ``v_h`` over SAM's 64×64 grid, cropped
    to the valid (unpadded) ``input_size // 16`` cells (rows not renormalised). ``C_h`` = cosine of the
    normalised ``v_h``; a per-query threshold ``t = cos_fac · mean over heads and keys of C_h`` (with
    ``refine_neg_cos=False`` a negative ``t`` becomes 0.6), capped at 0.9; ``G = mean_h [C_h > t] · P_h``, rows
    renormalised. The stitched map is resized bilinearly to SAM's valid grid; output ``G y`` (no
-   out-projection), then ``ln_post`` and the projection; raw map ``cos(f, t)`` on SAM's valid grid.
+   out-projection), then ``ln_post`` and the projection; raw map ``cos(f, t)`` on SAM's valid grid. ``P_h``
+   and ``v_h`` are the ones SAM's own forward computes (kept while it runs; nothing is recomputed).
 
 Defaults as the original's ``configs/base_config.py``: DINO ``vfm="dino_vitb16"`` (:mod:`cliplens.models.vfm`),
 SAM ``vit_b``, ``slide_crop = 336``, ``slide_stride = 224``, ``β = 1.2``, ``γ = 3``, ``cos_fac = 1.2``,
@@ -51,6 +53,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from cliplens.core.forward import _qkv
 from cliplens.core.model import ImageTextModel
@@ -75,10 +78,12 @@ def dino_attention(feats: Tensor, beta: float = 1.2, gamma: float = 3.0) -> Tens
 
 
 def sam_guidance(q: Tensor, k: Tensor, v: Tensor, attn: Any, grid: tuple[int, int], valid: tuple[int, int],
-                 cos_fac: float = 1.2, refine_neg_cos: bool = True) -> Tensor:
+                 cos_fac: float = 1.2, refine_neg_cos: bool = True, pattern: Tensor | None = None) -> Tensor:
     """SAM's guidance ``[n, n]`` over the ``valid`` cells (``n = vh · vw``) of its last block's ``grid``, from that
     block's ``q``, ``k``, ``v`` ``[heads, H·W, dh]`` of one image and its ``attn`` module (scale, relative
-    positions); see the module docs, step 4. One head at a time, to bound memory."""
+    positions); see the module docs, step 4. ``pattern``: that block's own attention ``[heads, H·W, H·W]`` as SAM
+    computed it, where the caller kept it (then q and k are not read); else it is computed here, for the valid
+    query rows only. One head at a time, to bound memory."""
     from segment_anything.modeling.image_encoder import get_rel_pos
 
     H, W = grid
@@ -89,9 +94,6 @@ def sam_guidance(q: Tensor, k: Tensor, v: Tensor, attn: Any, grid: tuple[int, in
     whole = (vh, vw) == (H, W)  # no padding: every cell is valid (no copy of the keys)
     u = F.normalize(v if whole else v[:, keep], dim=-1)  # [heads, n, dh]: the valid cells' unit values
 
-    def cos(h: int) -> Tensor:
-        return u[h] @ u[h].T
-
     heads, _, dh = q.shape
     # the mean over heads and keys of the cosines, without the [n, n] matrices: mean_j u_i·u_j = u_i · mean_j u_j
     thresh = cos_fac * (u @ u.mean(1, keepdim=True).transpose(-1, -2)).mean(0)  # [n, 1]
@@ -100,22 +102,80 @@ def sam_guidance(q: Tensor, k: Tensor, v: Tensor, attn: Any, grid: tuple[int, in
     thresh = thresh.clamp(max=0.9)
     # SAM's own attention (its decomposed relative positions added) for the valid query rows only: a row's softmax
     # runs over every key, padded ones included, as SAM's; the keys are cropped after it
-    if attn.use_rel_pos:
+    if pattern is None and attn.use_rel_pos:
         rel_h = get_rel_pos(H, H, attn.rel_pos_h)[:vh]  # [vh, H, dh]
         rel_w = get_rel_pos(W, W, attn.rel_pos_w)[:vw]  # [vw, W, dh]
-    total = None
+    n = u.shape[1]
+    total, passed = u.new_zeros(n, n), u.new_empty(n, n)
     for h in range(heads):
-        rq = q[h].view(H, W, dh)[:vh, :vw]  # the valid query cells
-        logits = (rq.reshape(-1, dh) * attn.scale) @ k[h].T  # [n, H·W]
-        if attn.use_rel_pos:
-            logits = (logits.view(vh, vw, H, W) + torch.einsum("hwc,hkc->hwk", rq, rel_h)[..., None]
-                      + torch.einsum("hwc,wkc->hwk", rq, rel_w)[:, :, None, :]).view(vh * vw, H * W)
-        p = logits.softmax(-1)
+        if pattern is not None:
+            p = pattern[h].view(H, W, H * W)[:vh, :vw].reshape(vh * vw, H * W)
+        else:
+            rq = q[h].view(H, W, dh)[:vh, :vw]  # the valid query cells
+            logits = (rq.reshape(-1, dh) * attn.scale) @ k[h].T  # [n, H·W]
+            if attn.use_rel_pos:
+                logits = (logits.view(vh, vw, H, W) + torch.einsum("hwc,hkc->hwk", rq, rel_h)[..., None]
+                          + torch.einsum("hwc,wkc->hwk", rq, rel_w)[:, :, None, :]).view(vh * vw, H * W)
+            p = logits.softmax(-1)
         p = p if whole else p[:, keep]
-        part = torch.where(cos(h) > thresh, p, torch.zeros_like(p))
-        total = part if total is None else total + part
-    g = total / heads
-    return g / g.sum(-1, keepdim=True)
+        torch.matmul(u[h], u[h].T, out=passed).gt_(thresh)  # 1 where the cosine passes the threshold, else 0
+        total.addcmul_(passed, p)  # + [C_h > t] · P_h, in place
+    return total / total.sum(-1, keepdim=True)  # the mean over heads' 1 / heads cancels in the row normalisation
+
+
+class _SamAttentionTaps(TorchFunctionMode):
+    """While active (``with taps:`` around SAM's forward), keeps what SAM's last attention module computes: the
+    output of its ``qkv`` projection (a forward hook) and its attention pattern, the one softmax its forward takes
+    (seen by this function mode between the module's pre- and post-hooks). Nothing is recomputed for the guidance;
+    should a SAM version take no single softmax of the expected shape there, :meth:`take` returns no pattern and
+    :func:`sam_guidance` computes it."""
+
+    def __init__(self, attn: Any) -> None:
+        super().__init__()
+        self.attn, self.inside = attn, False
+        self.qkv: Tensor | None = None
+        self.softmaxes: list[Tensor] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if self.inside and func in _SOFTMAXES:
+            self.softmaxes.append(out)
+        return out
+
+    def __enter__(self) -> _SamAttentionTaps:
+        def enter(_m: Any, _inputs: Any) -> None:
+            self.inside = True
+
+        def leave(_m: Any, _inputs: Any, _out: Any) -> None:
+            self.inside = False
+
+        def keep_qkv(_m: Any, _inputs: Any, out: Tensor) -> None:
+            self.qkv = out
+
+        self.handles = [self.attn.register_forward_pre_hook(enter),
+                        self.attn.register_forward_hook(leave, always_call=True),
+                        self.attn.qkv.register_forward_hook(keep_qkv)]
+        return super().__enter__()  # type: ignore[return-value]
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+        self.inside = False
+        super().__exit__(*exc)
+
+    def take(self) -> tuple[Tensor, Tensor | None]:
+        """``(qkv [1, H, W, 3C], pattern [heads, H·W, H·W] or None)`` of the last forward; forgets them."""
+        qkv, kept = self.qkv, self.softmaxes
+        self.qkv, self.softmaxes = None, []
+        if qkv is None:
+            raise UnsupportedArchitectureError("Trident could not read SAM's last attention block during its forward")
+        _, H, W, _ = qkv.shape
+        shape = (self.attn.num_heads, H * W, H * W)
+        pattern = kept[0] if len(kept) == 1 and tuple(kept[0].shape) == shape else None
+        return qkv, pattern
+
+
+_SOFTMAXES = (torch.Tensor.softmax, torch.softmax, F.softmax)
 
 
 @register_map("trident")
@@ -193,11 +253,7 @@ class Trident(MapMethod):
         sam = self.sam_model(model)
         predictor = SamPredictor(sam)
         attn = sam.image_encoder.blocks[-1].attn
-        seen: dict[str, Tensor] = {}
-
-        def keep(_m: Any, inputs: Any, _out: Any) -> None:
-            seen["x"] = inputs[0]
-
+        taps = _SamAttentionTaps(attn)
         cfg = model.preprocess_config
         mean = torch.tensor(cfg.mean, device=pixels.device).view(1, 3, 1, 1)
         std = torch.tensor(cfg.std, device=pixels.device).view(1, 3, 1, 1)
@@ -205,17 +261,16 @@ class Trident(MapMethod):
         patch = sam.image_encoder.patch_embed.proj.kernel_size
         out, valid = [], (0, 0)
         for im in rgb:
-            handle = attn.register_forward_hook(keep)
-            try:
+            with taps:
                 predictor.set_image(im.permute(1, 2, 0).cpu().numpy())
-            finally:
-                handle.remove()
-            x = seen.pop("x")  # [1, H, W, C]
-            _, H, W, _ = x.shape
-            qkv = attn.qkv(x).reshape(H * W, 3, attn.num_heads, -1).permute(1, 2, 0, 3)  # [3, heads, N, dh]
+            qkv, pattern = taps.take()  # [1, H, W, 3C]; [heads, H·W, H·W] or None
+            _, H, W, _ = qkv.shape
+            qkv = qkv.reshape(H * W, 3, attn.num_heads, -1).permute(1, 2, 0, 3)  # [3, heads, N, dh]
             valid = (predictor.input_size[0] // patch[0], predictor.input_size[1] // patch[1])
             p = self.params
-            out.append(sam_guidance(qkv[0], qkv[1], qkv[2], attn, (H, W), valid, p["cos_fac"], p["refine_neg_cos"]))
+            out.append(sam_guidance(qkv[0], qkv[1], qkv[2], attn, (H, W), valid, p["cos_fac"], p["refine_neg_cos"],
+                                    pattern=pattern))
+            del qkv, pattern
         return torch.stack(out).to(pixels.device, pixels.dtype), valid
 
     def windows(self, model: ImageTextModel, H: int, W: int) -> list[tuple[int, int, int, int]]:

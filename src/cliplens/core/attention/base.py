@@ -175,7 +175,7 @@ def scaled_scores(a: Tensor, b: Tensor, rows: slice | None, scale: float | None 
         a, b = a.float(), b.float()
     if a.shape[-2] == 1:  # one query row (the CLS taps): b·aᵀ avoids a slow batched matmul over strided views
         return torch.matmul(b, a.transpose(-1, -2)).transpose(-1, -2) * s
-    return torch.matmul(a, b.transpose(-1, -2)) * s
+    return torch.matmul(a * s, b.transpose(-1, -2))  # scaling the [.., N, dh] side: no second [.., N, N] tensor
 
 
 def softmax_rows(logits: Tensor, dtype: torch.dtype) -> Tensor:

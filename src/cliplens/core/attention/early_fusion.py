@@ -43,12 +43,18 @@ def sinkhorn_rounds(summed: Tensor, rounds: int) -> Iterator[tuple[Tensor, Tenso
 
 
 def fused_unnormalised(summed: Tensor, r: Tensor, c: Tensor, colsum: Tensor,
-                       out: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                       out: tuple[Tensor, Tensor] | None = None, transposed: Tensor | None = None) -> Tensor:
     """Steps 2–3 (times 2) on the balanced ``r_i · S_ij · c_j``: ``max(B + Bᵀ − (colsum + 1) / N, 0)``; rows not yet
-    normalised. ``out``: two buffers shaped like ``summed`` to write into (no allocation)."""
+    normalised. ``out``: two buffers shaped like ``summed`` to write into (no allocation). ``transposed``: ``Sᵀ``
+    made contiguous, for callers that form many fused matrices from one ``S``: ``Bᵀ = c_i · Sᵀ_ij · r_j`` is then
+    read in memory order instead of across rows."""
     n = summed.shape[-1]
     b = torch.mul(summed, c.unsqueeze(-2), out=None if out is None else out[0]).mul_(r.unsqueeze(-1))
-    sym = torch.add(b, b.transpose(-1, -2), out=None if out is None else out[1])
+    if transposed is None:
+        sym = torch.add(b, b.transpose(-1, -2), out=None if out is None else out[1])
+    else:
+        bt = torch.mul(transposed, r.unsqueeze(-2), out=None if out is None else out[1])
+        sym = b.addcmul_(bt, c.unsqueeze(-1))
     return sym.sub_(((colsum + 1.0) / n).unsqueeze(-2)).clamp_(min=0)
 
 

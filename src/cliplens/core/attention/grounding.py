@@ -7,8 +7,9 @@ tokens of the block input's norm ``‖ln_1(x)_n‖`` (over the full width) times
 adaptive rule). GEM runs it on a side path over the last blocks (see :mod:`cliplens.maps.gem`).
 
 The iterations and, when no pattern is asked for, the output ``(A_q v + A_k v + A_v v) / 3`` run through the fused
-``scaled_dot_product_attention`` (``β`` folded into the queries, scale 1), q, k and v stacked as one batch of
-``3H`` heads, so that no ``[B, H, N, N]`` pattern is formed; :meth:`Grounding.pattern` forms the pattern only for
+``scaled_dot_product_attention`` with ``β`` as its scale, image by image (folded into the queries instead under
+autograd, so that its gradient flows), the iterations over q, k and v stacked as one batch of ``3H`` heads and the
+output as three passes over the one ``v`` (no repeated copy), so that no ``[B, H, N, N]`` pattern is formed; :meth:`Grounding.pattern` forms the pattern only for
 the rows asked (recording ``attn.pattern``, ``attn.cls_pattern``). Half-precision inputs are computed in float32.
 """
 
@@ -50,7 +51,7 @@ class Grounding(AttentionStrategy):
         x = torch.cat((q, k, v), dim=1).to(dtype)
         for _ in range(self.params["iterations"]):
             xn = F.normalize(x, dim=-1)
-            x = F.scaled_dot_product_attention(beta * xn, xn, xn, scale=1.0)  # softmax(β x̂ x̂ᵀ) x̂
+            x = _softmax_attend(xn, xn, beta)  # softmax(β x̂ x̂ᵀ) x̂
         return F.normalize(x, dim=-1), beta, q.shape[1]
 
     def pattern(self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> Tensor:
@@ -64,6 +65,18 @@ class Grounding(AttentionStrategy):
 
     def output(self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> Tensor:
         xn, beta, H = self._self_self(q, k, v, ctx)
-        z = F.scaled_dot_product_attention(beta * xn, xn, v.to(xn.dtype).repeat(1, 3, 1, 1), scale=1.0)
-        B, _, N, dh = z.shape
-        return (z.view(B, 3, H, N, dh).sum(1) / 3.0).to(q.dtype)
+        vals = v.to(xn.dtype)
+        z = sum(_softmax_attend(xn[:, i * H:(i + 1) * H], vals, beta) for i in range(3))
+        return (z / 3.0).to(q.dtype)  # type: ignore[operator, union-attr]
+
+
+def _softmax_attend(xn: Tensor, values: Tensor, beta: Tensor) -> Tensor:
+    """``softmax(β x̂ x̂ᵀ) · values`` per image through the fused kernel, ``β`` as its scale (no scaled copy of
+    ``x̂``); under autograd, ``β`` is folded into the queries instead, so that its gradient flows."""
+    if torch.is_grad_enabled() and (beta.requires_grad or xn.requires_grad):
+        return F.scaled_dot_product_attention(beta * xn, xn, values, scale=1.0)
+    scales = beta.flatten().tolist()
+    if len(set(scales)) == 1:
+        return F.scaled_dot_product_attention(xn, xn, values, scale=scales[0])
+    return torch.cat([F.scaled_dot_product_attention(xn[b:b + 1], xn[b:b + 1], values[b:b + 1], scale=s)
+                      for b, s in enumerate(scales)])
