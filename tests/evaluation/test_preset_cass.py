@@ -66,7 +66,8 @@ def test_segment_eval_runs_the_preset_with_a_given_backbone(tmp_path):
     root = _voc_root(tmp_path)
     vfm = vfm_saved(tmp_path / "dino", "dino", width=128, heads=4)  # the toy CLIP's width and heads
     r = run("segment-eval", "--dataset", "voc20", "--data-root", root / "VOCdevkit", "-m", "toy", "--preset", "cass",
-            "--param", f"vfm={vfm}", "--out", tmp_path / "o", "--overlays", 0, "--json", "--window", 64)
+            "--param", f"vfm={vfm}", "--out", tmp_path / "o", "--overlays", 0, "--json", "--window", 64,
+            "--size", 128, "--limit", 1)  # one small image: the preset's settings are what is checked
     assert r.exit_code == 0, r.output
     settings = json.loads(r.stdout)["methods"]["cass"]["settings"]
     assert settings["method"]["vfm"] == vfm and settings["method"]["global_semantics_weight"] == 0.4

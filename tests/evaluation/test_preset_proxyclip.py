@@ -67,7 +67,8 @@ def test_segment_eval_runs_the_preset_with_a_given_backbone(tmp_path):
     root = _voc_root(tmp_path)
     vfm = vfm_saved(tmp_path / "dino")
     r = run("segment-eval", "--dataset", "voc21", "--data-root", root / "VOCdevkit", "-m", "toy", "--preset",
-            "proxyclip", "--param", f"vfm={vfm}", "--out", tmp_path / "o", "--overlays", 0, "--json", "--window", 64)
+            "proxyclip", "--param", f"vfm={vfm}", "--out", tmp_path / "o", "--overlays", 0, "--json", "--window", 64,
+            "--size", 128, "--limit", 1)  # one small image: the preset's settings are what is checked
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert list(d["methods"]) == ["proxyclip"]

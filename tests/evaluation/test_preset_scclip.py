@@ -58,7 +58,8 @@ def test_segment_eval_with_the_preset(tmp_path):
 
     root = _voc_root(tmp_path)
     r = run("segment-eval", "--dataset", "voc21", "--data-root", root / "VOCdevkit", "-m", "toy", "--preset",
-            "sc-clip", "--out", tmp_path / "o", "--overlays", 0, "--json", "--window", 64)
+            "sc-clip", "--out", tmp_path / "o", "--overlays", 0, "--json", "--window", 64,
+            "--size", 128, "--limit", 1)  # one small image: the preset's settings are what is checked
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert list(d["methods"]) == ["sc-clip"]

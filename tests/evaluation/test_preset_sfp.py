@@ -69,7 +69,8 @@ def test_segment_eval_with_the_sfp_preset_runs_sfp(tmp_path):
 
     root = _voc_root(tmp_path)
     r = run("segment-eval", "--dataset", "voc21", "--data-root", root / "VOCdevkit", "-m", "toy", "--preset", "sfp",
-            "--out", tmp_path / "o", "--overlays", 0, "--json", "--window", 64)
+            "--out", tmp_path / "o", "--overlays", 0, "--json", "--window", 64,
+            "--size", 128, "--limit", 1)  # one small image: the preset's settings are what is checked
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert list(d["methods"]) == ["sfp"]

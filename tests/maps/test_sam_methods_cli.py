@@ -1,9 +1,8 @@
 """The methods that need SAM (CorrCLIP, Trident) on the command line: without SAM's weights they refuse in one
-paragraph that says how to give them, and ``--method all`` (the methods that read CLIP alone) leaves them out."""
+paragraph that says how to give them. (That ``--method all`` leaves them out is asserted by
+``tests/cli/test_explain_segment.py::test_method_all_runs_every_text_dependent_method``.)"""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -19,7 +18,3 @@ def test_command_line_refuses_without_sam_in_one_paragraph(method, random_toy_we
     assert "needs SAM's weights" in one_line(r.output) and "--param sam_checkpoint=PATH" in one_line(r.output)
     r = run(*args, "--param", "sam=vit_b", "--param", "sam_checkpoint=/nonexistent/sam.pth", "--out", tmp_path / "b")
     assert r.exit_code == 2 and "SAM checkpoint '/nonexistent/sam.pth' does not exist" in one_line(r.output)
-    # --method all runs the methods that read CLIP alone: these run by name only
-    r = run("explain", image, "-t", "a dog", "-m", "toy", "-p", random_toy_weights, "--method", "all", "--out",
-            tmp_path / "c")
-    assert r.exit_code == 0 and method not in json.loads((tmp_path / "c" / "settings.json").read_text())["methods"]

@@ -38,11 +38,12 @@ foreground classes only for the extra text and scores its background names apart
 list of targets, so the mean is over all of them (pass the classes alone to match the code exactly). Its
 positional table is rounded to float16 before the (float32 on CPU) forward; not here.
 
-Speed: 1.6–2.2× one plain forward (ViT-B-16, 448 px, batch 4, 2 CPU threads on a shared machine;
-``benchmarks/bench_maps.py``), above the 1.3× asked of gradient-free methods: the method needs every early
-block's full attention pattern (which a fused attention kernel never forms), and its ``L`` passes through the
-last block's values, out-projection, ``ln_post`` and projection are by themselves about a quarter of the plain
-forward's multiply-adds. The fused attention is computed from Sinkhorn scalings without rewriting ``S`` (see
+Speed: 1.53–1.65× one plain forward (ViT-B-16, 448 px, batch 4, 2 CPU threads; ``benchmarks/bench_maps.py``),
+above the 1.3× asked of gradient-free methods. Its arithmetic alone is 1.21× the plain forward's (the benchmark's
+"flops x" column): its ``L`` passes through the last block's values, out-projection, ``ln_post`` and projection.
+The rest is memory traffic the method needs: every early block's full attention pattern (which a fused attention
+kernel never forms, and whose sum the method reads) and one fused ``[B, H, N, N]`` matrix per feature. Those are
+computed from Sinkhorn scalings without rewriting ``S``, reading a contiguous ``Sᵀ`` made once (see
 :mod:`cliplens.core.attention.early_fusion`).
 """
 
