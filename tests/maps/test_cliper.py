@@ -127,14 +127,19 @@ def test_cliper_through_the_map_pipeline():
     assert maps.settings["slide_crop"] == 32 and maps.settings["positional"] == "bilinear"
 
 
+def _naive_fused(summed, rounds):
+    """The naive reference: ``rounds`` Sinkhorn rounds, then the fused matrix, image and head one at a time."""
+    ref = summed.clone()
+    for _ in range(rounds):
+        ref = torch.stack([sinkhorn_round(s) for s in ref])
+    return torch.stack([fused_matrix(s) for s in ref])
+
+
 @pytest.mark.parametrize("rounds", [1, 3])
 def test_early_fusion_strategy_matches_the_formula(rounds):
     g = torch.Generator().manual_seed(0)
     summed = torch.rand(2, 3, 5, 5, generator=g, dtype=torch.float64) * 4
-    ref = summed.clone()
-    for _ in range(rounds):
-        ref = torch.stack([sinkhorn_round(s) for s in ref])
-    ref = torch.stack([fused_matrix(s) for s in ref])
+    ref = _naive_fused(summed, rounds)
     strategy = get_attention("early-fusion", rounds=rounds).use(summed)
     v = torch.zeros(2, 3, 5, 4, dtype=torch.float64)
     ctx = AttentionContext(layer=0, block=None, grid=(2, 2))  # type: ignore[arg-type]
@@ -149,10 +154,7 @@ def test_fused_matrix_from_a_contiguous_transpose_is_the_formula(rounds):
     """CLIPer's map forms every fused matrix with ``Sᵀ`` made contiguous once: the same naive matrix."""
     g = torch.Generator().manual_seed(1)
     summed = torch.rand(2, 3, 6, 6, generator=g, dtype=torch.float64) * 4
-    ref = summed.clone()
-    for _ in range(rounds):
-        ref = torch.stack([sinkhorn_round(s) for s in ref])
-    ref = torch.stack([fused_matrix(s) for s in ref])
+    ref = _naive_fused(summed, rounds)
     *_, (r, c, colsum) = sinkhorn_rounds(summed, rounds)
     buffers = (torch.empty_like(summed), torch.empty_like(summed))
     m = fused_unnormalised(summed, r, c, colsum, out=buffers, transposed=summed.transpose(-1, -2).contiguous())
