@@ -22,9 +22,12 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _start(args: list[str], tmp: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONFAULTHANDLER": "1"}  # a stop that hangs is killed with SIGABRT: every thread's stack is printed
+    # SIGINT back to its default in the child, as a user's terminal gives it (an ignored SIGINT would be inherited)
     proc = subprocess.Popen([sys.executable, "-m", "cliplens", "explore", "--port", "0", "--no-browser", *args],
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     end = time.monotonic() + 60
     line = ""
     while time.monotonic() < end:
@@ -36,6 +39,16 @@ def _start(args: list[str], tmp: Path) -> tuple[subprocess.Popen, str]:
             break
     proc.kill()
     raise AssertionError(f"the explorer did not start: {line}{proc.stderr.read()}")
+
+
+def _stopped(proc: subprocess.Popen, timeout: float = 60) -> str:
+    """The stopped explorer's stderr; one still running after ``timeout`` fails with every thread's stack."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints the stacks, then the process ends
+        stacks = proc.communicate(timeout=30)[1]
+        raise AssertionError(f"the explorer did not stop within {timeout} s after the signal:\n{stacks}") from None
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
@@ -51,7 +64,7 @@ def test_serves_a_store_with_its_model_and_cleans_up(tmp_path_factory, tmp_path,
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith("cliplens-explore-")]
     finally:
         proc.send_signal(stop)
-        _, err = proc.communicate(timeout=30)
+        err = _stopped(proc)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "stopped" in err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("cliplens-explore-")]  # files removed
