@@ -19,7 +19,6 @@ Ratios are to ``store``; the target (issue 18) is effects <= 10x the store.
 from __future__ import annotations
 
 import argparse
-import logging
 import platform
 import shutil
 import statistics
@@ -30,24 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import cliplens
+from bench_store import random_images, vitb16  # the same random ViT-B-16 and images as the store benchmark
 from cliplens.analyses.neurons import SecondOrder, store_effects
-from cliplens.datasets import ListDataset, Sample
 from cliplens.store import Store, StoreSettings, build_store
-
-
-def _vitb16():
-    import open_clip
-
-    logging.getLogger().setLevel(logging.ERROR)
-    torch.manual_seed(0)
-    return cliplens.wrap(open_clip.create_model("ViT-B-16", pretrained=None).eval(), name="ViT-B-16")
-
-
-def _images(n: int, size: int = 224) -> ListDataset:
-    g = np.random.default_rng(0)
-    samples = [Sample(g.integers(0, 255, (size, size, 3), dtype=np.uint8), i % 10, f"img-{i}", {}) for i in range(n)]
-    return ListDataset(samples, class_names=[f"class {i}" for i in range(10)], name="random", layout="arrays")
 
 
 def main() -> None:
@@ -60,8 +44,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     layers = [int(x) for x in args.layers.split(",")]
-    model = _vitb16()
-    data = _images(args.images)
+    model = vitb16()
+    data = random_images(args.images)
     tmp = Path(tempfile.mkdtemp(prefix="bench-neurons-"))
     bs = args.batch_size
 

@@ -42,7 +42,7 @@ from cliplens.store.schema import StoreSettings as _S
 from cliplens.store.writer import write_manifest
 
 
-def _vitb16():
+def vitb16():
     import open_clip
 
     logging.getLogger().setLevel(logging.ERROR)
@@ -50,7 +50,7 @@ def _vitb16():
     return cliplens.wrap(open_clip.create_model("ViT-B-16", pretrained=None).eval(), name="ViT-B-16")
 
 
-def _random_images(n: int, size: int = 224) -> ListDataset:
+def random_images(n: int, size: int = 224) -> ListDataset:
     g = np.random.default_rng(0)
     samples = [Sample(g.integers(0, 255, (size, size, 3), dtype=np.uint8), i % 10, f"img-{i}", {}) for i in range(n)]
     return ListDataset(samples, class_names=[f"class {i}" for i in range(10)], name="random", layout="arrays")
@@ -58,7 +58,7 @@ def _random_images(n: int, size: int = 224) -> ListDataset:
 
 def bench_build(args) -> None:
     cases = [("toy", cliplens.load("toy"), load_toy(n=args.toy_images, count=1)),
-             ("ViT-B-16", _vitb16(), _random_images(args.vit_images))]
+             ("ViT-B-16", vitb16(), random_images(args.vit_images))]
     def plain(model, data):
         for s in range(0, len(data), 32):
             model.encode_image(model.preprocess([data[i].image for i in range(s, min(s + 32, len(data)))]))
@@ -187,7 +187,7 @@ def bench_memory(args) -> None:
 
 
 def bench_sizes(args) -> None:
-    cases = [("toy", cliplens.load("toy"), load_toy(n=64, count=1)), ("ViT-B-16", _vitb16(), _random_images(16))]
+    cases = [("toy", cliplens.load("toy"), load_toy(n=64, count=1)), ("ViT-B-16", vitb16(), random_images(16))]
     for name, model, data in cases:
         for dtype in ("float32", "float16"):
             for spatial in ((), (-1,)):
