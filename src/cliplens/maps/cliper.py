@@ -38,13 +38,14 @@ foreground classes only for the extra text and scores its background names apart
 list of targets, so the mean is over all of them (pass the classes alone to match the code exactly). Its
 positional table is rounded to float16 before the (float32 on CPU) forward; not here.
 
-Speed: 1.53–1.65× one plain forward (ViT-B-16, 448 px, batch 4, 2 CPU threads; ``benchmarks/bench_maps.py``),
+Speed: 1.49–1.77× one plain forward over runs (ViT-B-16, 448 px, batch 4, 2 CPU threads; ``benchmarks/bench_maps.py``),
 above the 1.3× asked of gradient-free methods. Its arithmetic alone is 1.21× the plain forward's (the benchmark's
 "flops x" column): its ``L`` passes through the last block's values, out-projection, ``ln_post`` and projection.
 The rest is memory traffic the method needs: every early block's full attention pattern (which a fused attention
 kernel never forms, and whose sum the method reads) and one fused ``[B, H, N, N]`` matrix per feature. Those are
 computed from Sinkhorn scalings without rewriting ``S``, reading a contiguous ``Sᵀ`` made once (see
-:mod:`cliplens.core.attention.early_fusion`).
+:mod:`cliplens.core.attention.early_fusion`), image by image into two buffers of one image's heads; the early
+patterns' softmax is written over their scores (:func:`cliplens.core.attention.base.softmax_rows`).
 """
 
 from __future__ import annotations
@@ -141,17 +142,21 @@ class CLIPer(MapMethod):
         dh = v.shape[-1]
         v = torch.cat([v, v.new_ones(K, B, H, N, 1)], dim=-1)  # the last column gives each row's sum
         S = acc[0]
-        buffers = (torch.empty_like(S), torch.empty_like(S))
+        buffers = (S.new_empty(S.shape[1:]), S.new_empty(S.shape[1:]))  # one image's heads, reused
         St = S.transpose(-1, -2).contiguous()  # read in memory order by every fused matrix below
-        zs = []
+        n = out.grid[0] * out.grid[1]
+        zs, attn = [], S.new_empty(B, n, n)
         for k, (r, c, colsum) in enumerate(sinkhorn_rounds(S, L)):  # the code balances S once per feature, in place
             if fuse or k == L - 1:
-                unnormalised = fused_unnormalised(S, r, c, colsum, out=buffers, transposed=St)
-                z = torch.matmul(unnormalised.to(v.dtype), v[len(zs)])
+                vk = v[len(zs)]
+                z = torch.empty_like(vk)
+                for b in range(B):  # image by image: each fused matrix is read by its product while still cached
+                    m = fused_unnormalised(S[b], r[b], c[b], colsum[b], out=buffers, transposed=St[b])
+                    z[b] = torch.matmul(m.to(vk.dtype), vk[b])
+                    if k == L - 1:  # the last fused attention, patch part, rows normalised, mean over heads
+                        attn[b] = (m[:, N - n:, N - n:] / z[b, :, N - n:, dh:].to(work)).mean(0)
                 zs.append(z[..., :dh] / z[..., dh:])
-        n = out.grid[0] * out.grid[1]
-        attn = (unnormalised[:, :, N - n:, N - n:] / z[..., N - n:, dh:].to(work)).mean(1)  # the last, head mean
-        del buffers, unnormalised, S, St, acc[:]
+        del buffers, S, St, acc[:]
         tokens = project_tokens(view, _out_proj(blk, torch.stack(zs).transpose(2, 3).reshape(K * B, N, H, dh)))
         feats_n = F.normalize(tokens[:, N - n:].to(work), dim=-1)
         logits = self.params["logit_scale"] * feats_n @ scored.to(work).T  # [K * B, n, T + 1]

@@ -179,5 +179,10 @@ def scaled_scores(a: Tensor, b: Tensor, rows: slice | None, scale: float | None 
 
 
 def softmax_rows(logits: Tensor, dtype: torch.dtype) -> Tensor:
-    """Softmax over keys, computed in the logits' dtype (float32 for half inputs), cast to ``dtype``."""
+    """Softmax over keys, computed in the logits' dtype (float32 for half inputs), cast to ``dtype``.
+
+    ``logits`` must be a temporary the caller drops (every caller passes fresh scores): outside autograd the
+    softmax is written over it, so that no second ``[.., N, N]`` tensor is allocated (the same numbers)."""
+    if logits.is_contiguous() and not (torch.is_grad_enabled() and logits.requires_grad):
+        return torch.softmax(logits, -1, out=logits).to(dtype)
     return logits.softmax(-1).to(dtype)
