@@ -66,6 +66,8 @@ def test_output_under_autograd_carries_the_temperatures_gradient():
     z = get_attention("grounding").output(q, k, v, ctx)
     want = _naive_pattern(q, k, v, x, 1, None) @ v
     torch.testing.assert_close(z, want, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # the in-place path outside autograd: the same numbers
+        torch.testing.assert_close(get_attention("grounding").output(q, k, v, ctx), z.detach(), rtol=1e-12, atol=1e-12)
     got, ref = torch.autograd.grad(z.square().sum(), [q, x]), torch.autograd.grad(want.square().sum(), [q, x])
     assert ref[1].abs().max() > 0  # the temperature's gradient is not trivially zero here
     for a, b in zip(got, ref, strict=True):

@@ -12,7 +12,8 @@ import torch
 
 import cliplens
 from cliplens.core.attention import AttentionContext, get_attention
-from cliplens.core.attention.early_fusion import fused_unnormalised, sinkhorn_rounds
+from cliplens.core.attention.early_fusion import PatternSum, fused_scaled, fused_unnormalised, sinkhorn_rounds
+from cliplens.core.plan import Plan
 from cliplens.errors import InvalidInputError, UnsupportedArchitectureError
 from cliplens.maps import TextEmbeddings, get_map
 from tests.maps.cliper_reference import fused_matrix, reference_cliper, sinkhorn_round
@@ -60,6 +61,18 @@ def test_cliper_matches_reference(models, params, hw):
     assert ref.shape == (2, N_TEXTS, *grid) and ref.abs().max() > 0
     ours = get_map("cliper", **params).raw(wrapped, x.double(), texts)
     assert ours.shape == (2, N_TEXTS, *grid) and ours.dtype == torch.float64
+    assert _relative(ours, ref) <= 1e-9
+
+
+@pytest.mark.parametrize("params", [dict(logit_scale=3.0), dict(logit_scale=3.0, fuse=False)], ids=_case_id)
+def test_cliper_with_an_odd_number_of_heads_matches_reference(params):
+    """3 heads: the fused matrices are formed two heads at a time, so the last chunk has one head."""
+    model = build_tiny_clip(layers=4, width=48, head_width=16, seed=45)
+    assert model.visual.transformer.resblocks[0].attn.num_heads == 3
+    x = random_images(2, (64, 96), seed=13)
+    texts = _texts()
+    ref = reference_cliper(model, x, texts.directions, **params)
+    ours = get_map("cliper", **params).raw(cliplens.wrap(copy.deepcopy(model).double().eval()), x.double(), texts)
     assert _relative(ours, ref) <= 1e-9
 
 
@@ -150,15 +163,84 @@ def test_early_fusion_strategy_matches_the_formula(rounds):
 
 
 @pytest.mark.parametrize("rounds", [1, 3])
-def test_fused_matrix_from_a_contiguous_transpose_is_the_formula(rounds):
-    """CLIPer's map forms every fused matrix with ``Sᵀ`` made contiguous once: the same naive matrix."""
+def test_fused_matrix_with_its_columns_scaled_is_the_formula(rounds):
+    """CLIPer's map forms every fused matrix divided column-wise by ``c`` (from a contiguous ``Sᵀ``, into two
+    buffers): times ``diag(c)``, the naive matrix; and :func:`fused_unnormalised` is that product."""
     g = torch.Generator().manual_seed(1)
     summed = torch.rand(2, 3, 6, 6, generator=g, dtype=torch.float64) * 4
     ref = _naive_fused(summed, rounds)
     *_, (r, c, colsum) = sinkhorn_rounds(summed, rounds)
     buffers = (torch.empty_like(summed), torch.empty_like(summed))
-    m = fused_unnormalised(summed, r, c, colsum, out=buffers, transposed=summed.transpose(-1, -2).contiguous())
+    y = fused_scaled(summed, r, c, colsum, out=buffers, transposed=summed.transpose(-1, -2).contiguous())
+    assert y.data_ptr() == buffers[0].data_ptr()
+    m = y * c.unsqueeze(-2)
     torch.testing.assert_close(m / m.sum(-1, keepdim=True), ref, rtol=1e-12, atol=1e-12)
+    assert (ref == 0).any()  # the clip is exercised
+    unnormalised = fused_unnormalised(summed, r, c, colsum)
+    torch.testing.assert_close(unnormalised, m, rtol=1e-12, atol=1e-14)
+
+
+def _naive_softmax_attention(q, k, v):
+    """``softmax(q kᵀ / √dh)`` and its product with ``v``, image and head one at a time, in float64."""
+    B, H = q.shape[:2]
+    pats = torch.empty(B, H, q.shape[2], k.shape[2], dtype=torch.float64)
+    for b in range(B):
+        for h in range(H):
+            pats[b, h] = torch.softmax(q[b, h].double() @ k[b, h].double().T / q.shape[-1] ** 0.5, -1)
+    return pats, pats @ v.double()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_pattern_sum_adds_each_softmax_pattern(dtype):
+    """The strategy returns the model's own attention and sums its patterns: on 3 heads (chunks of 2 and 1), the
+    first call writing the sum and the next adding to it."""
+    g = torch.Generator().manual_seed(2)
+    strategy = PatternSum()
+    ctx = AttentionContext(layer=0, block=None, grid=(3, 3))  # type: ignore[arg-type]
+    total = 0
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for _ in range(3):
+        q, k, v = (torch.randn(2, 3, 10, 8, generator=g, dtype=dtype) for _ in range(3))
+        pats, ref = _naive_softmax_attention(q, k, v)
+        total = total + pats
+        z = strategy.output(q, k, v, ctx)
+        assert z.dtype == dtype
+        torch.testing.assert_close(z.double(), ref, rtol=tol, atol=tol)
+    assert strategy.summed is not None and strategy.summed.dtype == dtype
+    torch.testing.assert_close(strategy.summed.double(), total, rtol=tol, atol=tol)
+    assert strategy.reset().summed is None
+
+
+def test_pattern_sum_under_autograd_and_in_half_precision():
+    """Under autograd (the gradient reaches q, k and v) and for half inputs (summed in float32) the pattern is
+    formed whole: the same numbers."""
+    g = torch.Generator().manual_seed(3)
+    ctx = AttentionContext(layer=0, block=None, grid=(3, 3))  # type: ignore[arg-type]
+    q, k, v = (torch.randn(1, 3, 10, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    pats, ref = _naive_softmax_attention(q.detach(), k.detach(), v.detach())
+    strategy = PatternSum()
+    z = strategy.output(q, k, v, ctx)
+    torch.testing.assert_close(z.detach(), ref, rtol=1e-12, atol=1e-12)
+    z.sum().backward()
+    assert q.grad is not None and k.grad is not None and v.grad is not None
+    torch.testing.assert_close(strategy.summed, pats, rtol=1e-12, atol=1e-12)
+    half = PatternSum()
+    zh = half.output(q.detach().half(), k.detach().half(), v.detach().half(), ctx)
+    assert zh.dtype == torch.float16 and half.summed.dtype == torch.float32
+    torch.testing.assert_close(half.summed.double(), pats, rtol=0, atol=2e-3)
+
+
+def test_pattern_sum_over_a_plan_sums_the_recorded_patterns():
+    """Set on blocks 0–2 of a model's plan: the sum of the patterns the model's own forward records there, and
+    the same forward."""
+    wrapped = cliplens.wrap(build_tiny_clip(layers=4, width=48, head_width=16, seed=46).double())
+    x = random_images(2, (64, 96), seed=14).double()
+    names = [f"blocks.{i}.attn.pattern" for i in range(3)]
+    plain = wrapped.run(x, names=[*names, "blocks.3.resid_post"])
+    strategy = PatternSum()
+    summed = wrapped.run(x, plan=Plan().at(range(3), attention=strategy), names=["blocks.3.resid_post"])
+    torch.testing.assert_close(strategy.summed, sum(plain[n] for n in names), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(summed["blocks.3.resid_post"], plain["blocks.3.resid_post"], rtol=1e-12, atol=1e-12)
 
 
 def test_early_fusion_strategy_errors():

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cliplens.core.attention.early_fusion import fused_unnormalised, sinkhorn_rounds
+from cliplens.core.attention.early_fusion import HEADS_PER_CHUNK, PatternSum, fused_scaled, sinkhorn_rounds
 from cliplens.core.forward import _out_proj, project_tokens
 from cliplens.core.model import ImageTextModel
 from cliplens.core.plan import Plan
@@ -121,43 +121,43 @@ class CLIPer(MapMethod):
         view = model.vision
         L, fuse = view.num_layers, self.params["fuse"]
         work = torch.float64 if model.dtype == torch.float64 else torch.float32
-        acc: list[Tensor] = []
-
-        def collect(pattern: Tensor, name: str) -> None:  # S, summed in place (a copy of the first pattern)
-            if acc:
-                acc[0].add_(pattern)
-            else:
-                acc.append(pattern.to(work, copy=True))
-
+        summing = PatternSum()  # S: the early blocks' patterns, summed as they are formed
         names = ([f"blocks.{i}.ln_1" for i in range(L - 1)] if fuse else []) + [f"blocks.{L - 1}.resid_pre"]
-        plan = Plan().at(-1, attention="identity", mlp=False)  # the last block's own output is not read
-        out = model.run(pixels, plan=self.plan_for(plan), names=names,
-                        hooks={f"blocks.{i}.attn.pattern": collect for i in range(L - 1)})
-        feats = torch.stack([out[n] for n in names])  # [K, B, N, D]
-        out.cache.clear()  # the stacked copy is all that is read
-        K, B, N, D = feats.shape
+        plan = Plan().at(range(L - 1), attention=summing).at(-1, attention="identity", mlp=False)  # (the last
+        out = model.run(pixels, plan=self.plan_for(plan), names=names)  # block's own output is not read)
+        S = summing.summed
+        assert S is not None
         blk = view.blocks[-1]
-        H = blk.num_heads
-        v = F.linear(blk.ln_1(feats), blk.v_weight, blk.v_bias).view(K, B, N, H, -1).transpose(2, 3)
-        dh = v.shape[-1]
-        v = torch.cat([v, v.new_ones(K, B, H, N, 1)], dim=-1)  # the last column gives each row's sum
-        S = acc[0]
-        buffers = (S.new_empty(S.shape[1:]), S.new_empty(S.shape[1:]))  # one image's heads, reused
-        St = S.transpose(-1, -2).contiguous()  # read in memory order by every fused matrix below
+        B, H, N = S.shape[:3]
+        K, dh = len(names), blk.head_dim
+        v = torch.empty(K, B, H, N, dh + 1, dtype=out[names[0]].dtype)
+        v[..., dh] = 1.0  # the last column gives each row's sum
+        for i, name in enumerate(names):  # each feature through the last block's ln_1 and value projection
+            v[i, ..., :dh] = F.linear(blk.ln_1(out.cache.pop(name)), blk.v_weight, blk.v_bias).view(B, N, H, dh).transpose(1, 2)
         n = out.grid[0] * out.grid[1]
-        zs, attn = [], S.new_empty(B, n, n)
-        for k, (r, c, colsum) in enumerate(sinkhorn_rounds(S, L)):  # the code balances S once per feature, in place
-            if fuse or k == L - 1:
-                vk = v[len(zs)]
-                z = torch.empty_like(vk)
-                for b in range(B):  # image by image: each fused matrix is read by its product while still cached
-                    m = fused_unnormalised(S[b], r[b], c[b], colsum[b], out=buffers, transposed=St[b])
-                    z[b] = torch.matmul(m.to(vk.dtype), vk[b])
-                    if k == L - 1:  # the last fused attention, patch part, rows normalised, mean over heads
-                        attn[b] = (m[:, N - n:, N - n:] / z[b, :, N - n:, dh:].to(work)).mean(0)
-                zs.append(z[..., :dh] / z[..., dh:])
-        del buffers, S, St, acc[:]
-        tokens = project_tokens(view, _out_proj(blk, torch.stack(zs).transpose(2, 3).reshape(K * B, N, H, dh)))
+        z, attn = torch.empty_like(v), S.new_zeros(B, n, n)
+        g = min(H, HEADS_PER_CHUNK)
+        buffers = (S.new_empty(g, N, N), S.new_empty(g, N, N))
+        for b in range(B):  # a few heads of one image at a time: S, Sᵀ and each fused matrix stay in cache
+            for h in range(0, H, g):
+                hs = slice(h, h + g)
+                s = S[b, hs]
+                st = s.transpose(-1, -2).contiguous()  # read in memory order by every fused matrix below
+                bufs = buffers if s.shape[0] == g else tuple(t[: s.shape[0]] for t in buffers)
+                for k, (r, c, colsum) in enumerate(sinkhorn_rounds(s, L)):  # the code balances S once per
+                    if not (fuse or k == L - 1):  # feature, in place: feature k sees k + 1 rounds
+                        continue
+                    y = fused_scaled(s, r, c, colsum, out=bufs, transposed=st)  # the fused matrix is y · diag(c)
+                    kk = k if fuse else 0
+                    cv = v[kk, b, hs] * c.unsqueeze(-1).to(v.dtype)
+                    torch.matmul(y.to(v.dtype), cv, out=z[kk, b, hs])
+                    if k == L - 1:  # the last fused attention, patch part, rows normalised, summed over heads
+                        m = y[:, N - n:, N - n:] * c[:, None, N - n:]
+                        attn[b] += (m / z[kk, b, hs, N - n:, dh:].to(work)).sum(0)
+        attn /= H
+        del buffers, S, summing.summed
+        zs = z[..., :dh] / z[..., dh:]
+        tokens = project_tokens(view, _out_proj(blk, zs.transpose(2, 3).reshape(K * B, N, H, dh)))
         feats_n = F.normalize(tokens[:, N - n:].to(work), dim=-1)
         logits = self.params["logit_scale"] * feats_n @ scored.to(work).T  # [K * B, n, T + 1]
         logits = logits.view(K, B, n, -1).permute(1, 0, 3, 2)

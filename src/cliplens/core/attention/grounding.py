@@ -9,8 +9,10 @@ adaptive rule). GEM runs it on a side path over the last blocks (see :mod:`clipl
 The iterations and, when no pattern is asked for, the output ``(A_q v + A_k v + A_v v) / 3`` run through the fused
 ``scaled_dot_product_attention`` with ``β`` as its scale, image by image (folded into the queries instead under
 autograd, so that its gradient flows), the iterations over q, k and v stacked as one batch of ``3H`` heads and the
-output as three passes over the one ``v`` (no repeated copy), so that no ``[B, H, N, N]`` pattern is formed; :meth:`Grounding.pattern` forms the pattern only for
-the rows asked (recording ``attn.pattern``, ``attn.cls_pattern``). Half-precision inputs are computed in float32.
+output as three passes over the one ``v`` (no repeated copy), so that no ``[B, H, N, N]`` pattern is formed.
+Outside autograd q, k and v are normalised straight into the stacked buffer and every later step runs in place
+(the same numbers as :func:`torch.nn.functional.normalize` and the sums). :meth:`Grounding.pattern` forms the
+pattern only for the rows asked (recording ``attn.pattern``, ``attn.cls_pattern``). Half-precision inputs are computed in float32.
 """
 
 from __future__ import annotations
@@ -48,11 +50,21 @@ class Grounding(AttentionStrategy):
         dtype, and the number of heads ``H``."""
         dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
         beta = self.beta(q, ctx).to(dtype)
-        x = torch.cat((q, k, v), dim=1).to(dtype)
+        H = q.shape[1]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, beta)):
+            x = torch.cat((q, k, v), dim=1).to(dtype)
+            for _ in range(self.params["iterations"]):
+                xn = F.normalize(x, dim=-1)
+                x = _softmax_attend(xn, xn, beta)  # softmax(β x̂ x̂ᵀ) x̂
+            return F.normalize(x, dim=-1), beta, H
+        # outside autograd: F.normalize's numbers, each written once (into the stacked buffer, or in place)
+        x = q.new_empty(q.shape[0], 3 * H, *q.shape[2:], dtype=dtype)
+        for i, t in enumerate((q, k, v)):
+            torch.div(t, _norms(t, dtype), out=x[:, i * H:(i + 1) * H])
         for _ in range(self.params["iterations"]):
-            xn = F.normalize(x, dim=-1)
-            x = _softmax_attend(xn, xn, beta)  # softmax(β x̂ x̂ᵀ) x̂
-        return F.normalize(x, dim=-1), beta, q.shape[1]
+            x = _softmax_attend(x, x, beta)
+            x.div_(_norms(x, dtype))
+        return x, beta, H
 
     def pattern(self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> Tensor:
         xn, beta, H = self._self_self(q, k, v, ctx)
@@ -66,8 +78,17 @@ class Grounding(AttentionStrategy):
     def output(self, q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> Tensor:
         xn, beta, H = self._self_self(q, k, v, ctx)
         vals = v.to(xn.dtype)
-        z = sum(_softmax_attend(xn[:, i * H:(i + 1) * H], vals, beta) for i in range(3))
-        return (z / 3.0).to(q.dtype)  # type: ignore[operator, union-attr]
+        z = _softmax_attend(xn[:, :H], vals, beta)
+        fresh = not (torch.is_grad_enabled() and z.requires_grad)  # the kernel's backward reads its output
+        for i in (1, 2):
+            y = _softmax_attend(xn[:, i * H:(i + 1) * H], vals, beta)
+            z = z.add_(y) if fresh else z + y
+        return (z.div_(3.0) if fresh else z / 3.0).to(q.dtype)
+
+
+def _norms(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``max(‖t‖, ε)`` over the last dimension, in ``dtype``, as :func:`torch.nn.functional.normalize` divides."""
+    return torch.linalg.vector_norm(t, dim=-1, keepdim=True, dtype=dtype).clamp_min_(1e-12)
 
 
 def _softmax_attend(xn: Tensor, values: Tensor, beta: Tensor) -> Tensor:
