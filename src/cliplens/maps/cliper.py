@@ -12,7 +12,7 @@ For an ``L``-block tower and a batch of images:
 
 1. The forward runs unchanged up to the last block, recording each earlier block's ``ln_1`` output ``f_k``
    (``k < L − 1``), the last block's input ``f_{L−1} = x_{L−1}``, and the sum ``S`` over blocks ``0..L−2`` of
-   their attention patterns, per head (CLS included).
+   their attention patterns, per head (CLS included; summed as the blocks run, by the ``pattern-sum`` strategy).
 2. Every ``f_k`` goes through the *last* block's ``ln_1``, value projection, the fused attention
    (:mod:`cliplens.core.attention.early_fusion`: ``S`` balanced by Sinkhorn rounds, symmetrised, column means
    removed, clipped, rows normalised) and out-projection — no residual, no MLP — then ``ln_post`` and the
@@ -38,14 +38,16 @@ foreground classes only for the extra text and scores its background names apart
 list of targets, so the mean is over all of them (pass the classes alone to match the code exactly). Its
 positional table is rounded to float16 before the (float32 on CPU) forward; not here.
 
-Speed: 1.49–1.77× one plain forward over runs (ViT-B-16, 448 px, batch 4, 2 CPU threads; ``benchmarks/bench_maps.py``),
-above the 1.3× asked of gradient-free methods. Its arithmetic alone is 1.21× the plain forward's (the benchmark's
-"flops x" column): its ``L`` passes through the last block's values, out-projection, ``ln_post`` and projection.
-The rest is memory traffic the method needs: every early block's full attention pattern (which a fused attention
-kernel never forms, and whose sum the method reads) and one fused ``[B, H, N, N]`` matrix per feature. Those are
-computed from Sinkhorn scalings without rewriting ``S``, reading a contiguous ``Sᵀ`` made once (see
-:mod:`cliplens.core.attention.early_fusion`), image by image into two buffers of one image's heads; the early
-patterns' softmax is written over their scores (:func:`cliplens.core.attention.base.softmax_rows`).
+Speed (ViT-B-16, 448 px, batch 4, 2 CPU threads; ``benchmarks/bench_maps.py``): 1.31–1.38× one plain forward in
+two runs of the benchmark, 1.22–1.29× in runs timing CLIPer alone next to it; at the 1.3× asked of gradient-free
+methods, not reliably under it. Its arithmetic alone is 1.21× the plain forward's (the benchmark's "flops x"
+column): its ``L`` passes through the last block's values, out-projection, ``ln_post`` and projection. The rest
+is memory traffic the method needs: every early block's full attention pattern (which a fused attention kernel
+never forms, and whose sum the method reads) and one fused ``[N, N]`` matrix per feature and head. The early
+patterns are formed and summed two heads of one image at a time (:class:`~cliplens.core.attention.early_fusion.PatternSum`),
+and the fused matrices of all ``L`` rounds are formed for two heads of one image at a time, from Sinkhorn
+scalings without rewriting ``S`` and with their columns divided by ``c`` (four passes each; see
+:mod:`cliplens.core.attention.early_fusion`), so that each is read by its product while still in cache.
 """
 
 from __future__ import annotations
