@@ -304,3 +304,26 @@ def test_readme_is_a_front_page():
         assert target.is_file(), f"README links to {link}, which is not in the repository"
         if target.suffix == ".png":
             assert target.stat().st_size <= 150 * 1024, f"{link} is {target.stat().st_size} bytes"
+
+
+def _table_rows(text: str, heading: str) -> list[list[str]]:
+    """The cells of the body rows of the first table under ``heading``."""
+    section = text[text.index(heading):]
+    rows = []
+    for line in section.split("\n")[1:]:
+        if line.startswith("## "):
+            break
+        if line.startswith("|") and not line.startswith("|---"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif rows and not line.startswith("|"):
+            break
+    return rows[1:]  # without the header
+
+
+def test_papers_numbers_in_the_readme_are_the_protocol_pages():
+    """The README's mean mIoU per paper is the mean column of the protocol page's per-set table, row for row."""
+    readme = {r[0]: r[1] for r in _table_rows(README.read_text(encoding="utf-8"), "## Each paper's table")}
+    protocol = _table_rows((DOCS / "evaluation" / "protocol.md").read_text(encoding="utf-8"),
+                           "## The field's table in one command")
+    assert len(protocol) >= 13 and all(len(r) == 11 for r in protocol)
+    assert readme == {r[0]: r[9] for r in protocol}

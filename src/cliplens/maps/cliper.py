@@ -38,16 +38,18 @@ foreground classes only for the extra text and scores its background names apart
 list of targets, so the mean is over all of them (pass the classes alone to match the code exactly). Its
 positional table is rounded to float16 before the (float32 on CPU) forward; not here.
 
-Speed (ViT-B-16, 448 px, batch 4, 2 CPU threads; ``benchmarks/bench_maps.py``): 1.31–1.38× one plain forward in
-two runs of the benchmark, 1.22–1.29× in runs timing CLIPer alone next to it; at the 1.3× asked of gradient-free
-methods, not reliably under it. Its arithmetic alone is 1.21× the plain forward's (the benchmark's "flops x"
+Speed (ViT-B-16, 448 px, batch 4, 2 CPU threads; ``benchmarks/bench_maps.py``; docs/guides/benchmarks.md): 1.48× one
+plain forward in a run over every method, 1.34× in a run of CLIPer alone; above the 1.3× asked of gradient-free
+methods. Its arithmetic alone is 1.21× the plain forward's (the benchmark's "flops x"
 column): its ``L`` passes through the last block's values, out-projection, ``ln_post`` and projection. The rest
 is memory traffic the method needs: every early block's full attention pattern (which a fused attention kernel
 never forms, and whose sum the method reads) and one fused ``[N, N]`` matrix per feature and head. The early
 patterns are formed and summed two heads of one image at a time (:class:`~cliplens.core.attention.early_fusion.PatternSum`),
 and the fused matrices of all ``L`` rounds are formed for two heads of one image at a time, from Sinkhorn
 scalings without rewriting ``S`` and with their columns divided by ``c`` (four passes each; see
-:mod:`cliplens.core.attention.early_fusion`), so that each is read by its product while still in cache.
+:mod:`cliplens.core.attention.early_fusion`), so that each is read by its product while still in cache; the
+features then go through the out-projection, ``ln_post`` and the projection one at a time, so that the memory
+allocator reuses one feature's temporaries instead of mapping fresh pages for all of them.
 """
 
 from __future__ import annotations
@@ -158,11 +160,12 @@ class CLIPer(MapMethod):
                         attn[b] += (m / z[kk, b, hs, N - n:, dh:].to(work)).sum(0)
         attn /= H
         del buffers, S, summing.summed
-        zs = z[..., :dh] / z[..., dh:]
-        tokens = project_tokens(view, _out_proj(blk, zs.transpose(2, 3).reshape(K * B, N, H, dh)))
-        feats_n = F.normalize(tokens[:, N - n:].to(work), dim=-1)
-        logits = self.params["logit_scale"] * feats_n @ scored.to(work).T  # [K * B, n, T + 1]
-        logits = logits.view(K, B, n, -1).permute(1, 0, 3, 2)
+        texts = scored.to(work).T
+        logits = torch.empty(B, K, texts.shape[1], n, dtype=work)
+        for kk in range(K):  # feature by feature: the memory allocator reuses one feature's temporaries
+            zs = z[kk, ..., :dh] / z[kk, ..., dh:]  # [B, H, N, dh]
+            tokens = project_tokens(view, _out_proj(blk, zs.transpose(1, 2)))[:, N - n:]
+            logits[:, kk] = (self.params["logit_scale"] * F.normalize(tokens.to(work), dim=-1) @ texts).transpose(1, 2)
         return logits, attn, out.grid
 
     def _slide(self, model: ImageTextModel, pixels: Tensor, scored: Tensor, grid: tuple[int, int]) -> Tensor:

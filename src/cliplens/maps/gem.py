@@ -13,13 +13,14 @@ Only the side path's tokens are read, so :meth:`GEM.tokens` runs the main stream
 its q, k and v (which the side path reads there): that block's own attention (replaced by the identity) and MLP,
 which reach nothing but the main stream's unused output, are skipped. The side path's tokens are unchanged.
 
-Speed (``benchmarks/bench_maps.py``: ViT-B-16, 448 px, batch 4, 2 CPU threads): 1.25–1.33× one plain forward
-over runs on an idle machine, at the 1.3× asked of gradient-free methods and not reliably under it. Its
-arithmetic is 1.41× the plain forward's (the benchmark's "flops x" column, counted by torch's
-``FlopCounterMode``): each of the 6 side blocks runs two attention passes (one iteration, then the output) over
-q, k and v, 36 beyond the plain forward's 12, and every query row of every pass is read by the next, so nothing
-exact removes them. It runs under its arithmetic because its passes use the fused kernel (β as the kernel's
-scale, image by image; no scaled or repeated copies) while open_clip's plain forward forms its patterns.
+Speed (``benchmarks/bench_maps.py``: ViT-B-16, 448 px, batch 4, 2 CPU threads; docs/guides/benchmarks.md): 1.51×
+one plain forward in a run over every method (where open_clip's plain forward is at its fastest), 1.26–1.35× in
+runs of two to four methods; above the 1.3× asked of gradient-free methods. Its arithmetic is 1.41× the plain
+forward's (the benchmark's "flops x" column, counted by torch's ``FlopCounterMode``): each of the 6 side blocks
+runs two attention passes (one iteration, then the output) over q, k and v, 36 beyond the plain forward's 12, and
+every query row of every pass is read by the next, so nothing exact removes them. The passes use the fused kernel
+(β as the kernel's scale, image by image; q, k and v normalised straight into one stacked buffer; no scaled or
+repeated copies).
 """
 
 from __future__ import annotations
