@@ -127,14 +127,15 @@ class CLIPer(MapMethod):
         work = torch.float64 if model.dtype == torch.float64 else torch.float32
         summing = PatternSum()  # S: the early blocks' patterns, summed as they are formed
         names = ([f"blocks.{i}.ln_1" for i in range(L - 1)] if fuse else []) + [f"blocks.{L - 1}.resid_pre"]
-        plan = Plan().at(range(L - 1), attention=summing).at(-1, attention="identity", mlp=False)  # (the last
-        out = model.run(pixels, plan=self.plan_for(plan), names=names)  # block's own output is not read)
+        # the last block's own attention and MLP are not run: its output is not read
+        plan = Plan().at(range(L - 1), attention=summing).at(-1, attention="identity", mlp=False)
+        out = model.run(pixels, plan=self.plan_for(plan), names=names)
         S = summing.summed
         assert S is not None
         blk = view.blocks[-1]
         B, H, N = S.shape[:3]
         K, dh = len(names), blk.head_dim
-        v = torch.empty(K, B, H, N, dh + 1, dtype=out[names[0]].dtype)
+        v = torch.empty(K, B, H, N, dh + 1, dtype=out[names[0]].dtype, device=S.device)
         v[..., dh] = 1.0  # the last column gives each row's sum
         for i, name in enumerate(names):  # each feature through the last block's ln_1 and value projection
             v[i, ..., :dh] = F.linear(blk.ln_1(out.cache.pop(name)), blk.v_weight, blk.v_bias).view(B, N, H, dh).transpose(1, 2)
@@ -159,9 +160,10 @@ class CLIPer(MapMethod):
                         m = y[:, N - n:, N - n:] * c[:, None, N - n:]
                         attn[b] += (m / z[kk, b, hs, N - n:, dh:].to(work)).sum(0)
         attn /= H
-        del buffers, S, summing.summed
+        del buffers, S
+        summing.reset()
         texts = scored.to(work).T
-        logits = torch.empty(B, K, texts.shape[1], n, dtype=work)
+        logits = texts.new_empty(B, K, texts.shape[1], n)
         for kk in range(K):  # feature by feature: the memory allocator reuses one feature's temporaries
             zs = z[kk, ..., :dh] / z[kk, ..., dh:]  # [B, H, N, dh]
             tokens = project_tokens(view, _out_proj(blk, zs.transpose(1, 2)))[:, N - n:]
